@@ -1,0 +1,160 @@
+/*
+ * base_test.c - unit tests for the error table and the logger: names and
+ * messages come from one table, and no value can break out of its field.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_err_table(void **state) {
+  (void)state;
+  assert_string_equal(postern_strerror(POSTERN_EQFULL), "queue full");
+  assert_string_equal(postern_err_name(POSTERN_EQFULL), "QFULL");
+  assert_string_equal(postern_err_name(0), "OK");
+  assert_string_equal(postern_strerror(-100000), "unknown error");
+  assert_string_equal(postern_strerror(5), "unknown error");
+  assert_int_equal(POSTERN_ENOMEM, -1);
+  /* every code has a distinct, non-empty name */
+  for (int e = -1; e >= -POSTERN__ERR_COUNT; e--) {
+    assert_true(strlen(postern_err_name(e)) > 0);
+    for (int f = e - 1; f >= -POSTERN__ERR_COUNT; f--)
+      assert_string_not_equal(postern_err_name(e), postern_err_name(f));
+  }
+  assert_int_equal(postern_err_from_errno(28 /* ENOSPC */), POSTERN_ENOSPC);
+}
+
+struct esc_case {
+  const char *in;
+  size_t n;
+  const char *out;
+};
+
+static void test_escape_table(void **state) {
+  (void)state;
+  static const struct esc_case cases[] = {
+      {"plain", 5, "plain"},
+      {"", 0, "\"\""},
+      {"two words", 9, "\"two words\""},
+      {"a=b", 3, "\"a=b\""},
+      {"quote\"x", 7, "\"quote\\\"x\""},
+      {"line\r\nlevel=error event=forged", 30,
+       "\"line\\r\\nlevel=error event=forged\""},
+      {"nul\0byte", 8, "\"nul\\x00byte\""},
+      {"\x1b[31m", 5, "\"\\x1b[31m\""},
+      {"caf\xc3\xa9", 5, "\"caf\\xc3\\xa9\""},
+      {"back\\slash", 10, "\"back\\\\slash\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char buf[256];
+    postern_log_escape(buf, sizeof buf, cases[i].in, cases[i].n);
+    assert_string_equal(buf, cases[i].out);
+  }
+  /* a tiny buffer never overflows and never cuts an escape in half */
+  char small[8];
+  postern_log_escape(small, sizeof small, "\n\n\n\n\n", 5);
+  assert_true(strlen(small) < sizeof small);
+  assert_int_equal(small[strlen(small) - 1], '"');
+}
+
+static char *capture(void (*emit)(void)) {
+  char path[] = "/tmp/postern_log_testXXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  postern_log_set_fd(fd);
+  emit();
+  postern_log_set_fd(2);
+  static char out[20000];
+  ssize_t n = pread(fd, out, sizeof out - 1, 0);
+  assert_true(n > 0);
+  out[n] = 0;
+  close(fd);
+  unlink(path);
+  return out;
+}
+
+static void emit_basic(void) {
+  struct postern_log_rec r;
+  postern_log_begin(&r, POSTERN_LOG_INFO, "delivery");
+  postern_log_str(&r, "rcpt", "a@b.example");
+  postern_log_str(&r, "reply", "550 5.1.1 no\r\nlevel=error x");
+  postern_log_int(&r, "attempt", -3);
+  postern_log_uint(&r, "size", 1024);
+  postern_log_end(&r);
+  postern_log(POSTERN_LOG_DEBUG, "hidden", "k", "v", NULL);
+}
+
+static void test_logfmt_line(void **state) {
+  (void)state;
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_LOGFMT, NULL);
+  char *out = capture(emit_basic);
+  assert_non_null(strstr(out, " level=info event=delivery rcpt=a@b.example "
+                              "reply=\"550 5.1.1 no\\r\\nlevel=error x\" "
+                              "attempt=-3 size=1024\n"));
+  assert_int_equal(strncmp(out, "ts=", 3), 0);
+  /* exactly one line: the debug event was filtered, the CRLF escaped */
+  assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1);
+}
+
+static void test_json_line(void **state) {
+  (void)state;
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_JSON, NULL);
+  char *out = capture(emit_basic);
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_LOGFMT, NULL);
+  assert_non_null(strstr(out, "\"level\":\"info\",\"event\":\"delivery\","
+                              "\"rcpt\":\"a@b.example\",\"reply\":\"550 5.1.1 "
+                              "no\\r\\nlevel=error x\",\"attempt\":-3,"
+                              "\"size\":1024}\n"));
+  assert_int_equal(out[0], '{');
+}
+
+static void emit_huge(void) {
+  static char big[100000];
+  memset(big, '\n', sizeof big);
+  struct postern_log_rec r;
+  postern_log_begin(&r, POSTERN_LOG_WARN, "huge");
+  postern_log_strn(&r, "v", big, sizeof big);
+  postern_log_str(&r, "after", "x");
+  postern_log_end(&r);
+}
+
+static void test_truncation(void **state) {
+  (void)state;
+  char *out = capture(emit_huge);
+  size_t n = strlen(out);
+  assert_true(n <= POSTERN_LOG_LINE_MAX);
+  assert_non_null(strstr(out, " truncated=yes\n"));
+  assert_ptr_equal(strchr(out, '\n'), out + n - 1);
+}
+
+static void test_levels(void **state) {
+  (void)state;
+  enum postern_log_level l;
+  assert_int_equal(postern_log_level_parse("debug", &l), 0);
+  assert_int_equal(l, POSTERN_LOG_DEBUG);
+  assert_int_equal(postern_log_level_parse("verbose", &l), POSTERN_EINVAL);
+  assert_string_equal(postern_log_level_name(POSTERN_LOG_WARN), "warn");
+  postern_log_set_level(POSTERN_LOG_ERROR);
+  assert_false(postern_log_enabled(POSTERN_LOG_WARN));
+  assert_true(postern_log_enabled(POSTERN_LOG_ERROR));
+  postern_log_set_level(POSTERN_LOG_INFO);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_err_table),  cmocka_unit_test(test_escape_table),
+      cmocka_unit_test(test_logfmt_line), cmocka_unit_test(test_json_line),
+      cmocka_unit_test(test_truncation), cmocka_unit_test(test_levels),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

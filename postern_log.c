@@ -1,0 +1,350 @@
+/*
+ * postern_log.c - structured logging (see postern_log.h).
+ *
+ * Invariants: every byte of a value passes through an escaper; a line is
+ * written with one write(2) call; the global settings are atomics so a
+ * reload on one thread never tears a line being written on another.
+ */
+#include "postern_log.h"
+
+#include "postern_err.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int log_level = POSTERN_LOG_INFO;
+static _Atomic int log_json = 0;
+static _Atomic int log_fd = 2;
+static _Atomic int log_owned_fd = -1;
+
+static const char *const level_names[] = {
+#define POSTERN__LOG_NAME(name, str) str,
+    POSTERN_LOG_LEVEL_MAP(POSTERN__LOG_NAME)
+#undef POSTERN__LOG_NAME
+};
+
+const char *postern_log_level_name(enum postern_log_level level) {
+  if ((unsigned)level < sizeof level_names / sizeof level_names[0])
+    return level_names[level];
+  return "unknown";
+}
+
+int postern_log_level_parse(const char *s, enum postern_log_level *out) {
+  for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
+    if (strcmp(s, level_names[i]) == 0) {
+      *out = (enum postern_log_level)i;
+      return 0;
+    }
+  }
+  return POSTERN_EINVAL;
+}
+
+int postern_log_configure(enum postern_log_level level,
+                          enum postern_log_format format, const char *path) {
+  int fd = 2;
+  if (path != NULL && strcmp(path, "-") != 0) {
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+      return postern_err_from_errno(errno);
+  }
+  atomic_store(&log_level, (int)level);
+  atomic_store(&log_json, format == POSTERN_LOG_JSON);
+  atomic_store(&log_fd, fd);
+  /* The previous file stays open: a thread may be writing to it right now.
+   * Reloads are rare, so one descriptor per reload is an acceptable cost. */
+  atomic_store(&log_owned_fd, fd == 2 ? -1 : fd);
+  return 0;
+}
+
+void postern_log_set_level(enum postern_log_level level) {
+  atomic_store(&log_level, (int)level);
+}
+
+void postern_log_set_fd(int fd) { atomic_store(&log_fd, fd); }
+
+bool postern_log_enabled(enum postern_log_level level) {
+  return (int)level <= atomic_load(&log_level);
+}
+
+/* Appends raw bytes, marking the record truncated when it no longer fits.
+ * Room for the closing "}\n" or "\n" and the truncation marker is kept. */
+#define LOG_RESERVE 32
+
+static void rec_raw(struct postern_log_rec *r, const char *s, size_t n) {
+  if (r->truncated)
+    return;
+  if (r->len + n + LOG_RESERVE > sizeof r->buf) {
+    r->truncated = true;
+    return;
+  }
+  memcpy(r->buf + r->len, s, n);
+  r->len += n;
+}
+
+static bool needs_quotes(const unsigned char *s, size_t n) {
+  if (n == 0)
+    return true;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    if (c <= ' ' || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+      return true;
+  }
+  return false;
+}
+
+/* Escapes into dst for logfmt; returns bytes written (without the NUL).
+ * Stops early, without cutting an escape sequence, when dst is full. */
+static size_t escape_logfmt(char *dst, size_t cap, const unsigned char *s,
+                            size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  if (cap == 0)
+    return 0;
+  bool q = needs_quotes(s, n);
+  if (q) {
+    if (o + 2 > cap - 1)
+      goto done;
+    dst[o++] = '"';
+  }
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    char tmp[4];
+    size_t k = 0;
+    if (c == '"' || c == '\\') {
+      tmp[k++] = '\\';
+      tmp[k++] = (char)c;
+    } else if (c == '\n') {
+      tmp[k++] = '\\';
+      tmp[k++] = 'n';
+    } else if (c == '\r') {
+      tmp[k++] = '\\';
+      tmp[k++] = 'r';
+    } else if (c == '\t') {
+      tmp[k++] = '\\';
+      tmp[k++] = 't';
+    } else if (c < 0x20 || c >= 0x7f) {
+      tmp[k++] = '\\';
+      tmp[k++] = 'x';
+      tmp[k++] = hex[c >> 4];
+      tmp[k++] = hex[c & 15];
+    } else {
+      tmp[k++] = (char)c;
+    }
+    /* keep one byte for the closing quote and one for the NUL */
+    if (o + k + (q ? 1 : 0) > cap - 1)
+      break;
+    memcpy(dst + o, tmp, k);
+    o += k;
+  }
+  if (q)
+    dst[o++] = '"';
+done:
+  dst[o] = '\0';
+  return o;
+}
+
+size_t postern_log_escape(char *dst, size_t cap, const char *src, size_t n) {
+  return escape_logfmt(dst, cap, (const unsigned char *)src, n);
+}
+
+/* JSON string escaping. Bytes >= 0x80 become \u00XX: that keeps every line
+ * valid JSON even when a peer sends invalid UTF-8, at the cost of showing
+ * UTF-8 text as its bytes. */
+static size_t escape_json(char *dst, size_t cap, const unsigned char *s,
+                          size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  if (cap < 3)
+    return 0;
+  dst[o++] = '"';
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    char tmp[6];
+    size_t k = 0;
+    if (c == '"' || c == '\\') {
+      tmp[k++] = '\\';
+      tmp[k++] = (char)c;
+    } else if (c == '\n') {
+      tmp[k++] = '\\';
+      tmp[k++] = 'n';
+    } else if (c == '\r') {
+      tmp[k++] = '\\';
+      tmp[k++] = 'r';
+    } else if (c == '\t') {
+      tmp[k++] = '\\';
+      tmp[k++] = 't';
+    } else if (c < 0x20 || c >= 0x7f) {
+      memcpy(tmp, "\\u00", 4);
+      k = 4;
+      tmp[k++] = hex[c >> 4];
+      tmp[k++] = hex[c & 15];
+    } else {
+      tmp[k++] = (char)c;
+    }
+    if (o + k + 1 > cap - 1)
+      break;
+    memcpy(dst + o, tmp, k);
+    o += k;
+  }
+  dst[o++] = '"';
+  dst[o] = '\0';
+  return o;
+}
+
+static void rec_key(struct postern_log_rec *r, const char *key) {
+  if (r->json) {
+    rec_raw(r, ",\"", 2);
+    rec_raw(r, key, strlen(key));
+    rec_raw(r, "\":", 2);
+  } else {
+    rec_raw(r, " ", 1);
+    rec_raw(r, key, strlen(key));
+    rec_raw(r, "=", 1);
+  }
+}
+
+void postern_log_strn(struct postern_log_rec *r, const char *key,
+                      const char *value, size_t n) {
+  if (r->truncated)
+    return;
+  if (value == NULL) {
+    value = "";
+    n = 0;
+  }
+  size_t mark = r->len;
+  rec_key(r, key);
+  if (r->truncated) {
+    r->len = mark;
+    return;
+  }
+  size_t room = sizeof r->buf - r->len;
+  if (room <= LOG_RESERVE) {
+    r->len = mark;
+    r->truncated = true;
+    return;
+  }
+  room -= LOG_RESERVE;
+  const unsigned char *v = (const unsigned char *)value;
+  size_t w = r->json ? escape_json(r->buf + r->len, room, v, n)
+                     : escape_logfmt(r->buf + r->len, room, v, n);
+  r->len += w;
+  /* A value cut to fit still ends with its closing quote; say it was cut. */
+  if (w + 1 >= room)
+    r->truncated = true;
+}
+
+void postern_log_str(struct postern_log_rec *r, const char *key,
+                     const char *value) {
+  postern_log_strn(r, key, value, value ? strlen(value) : 0);
+}
+
+void postern_log_int(struct postern_log_rec *r, const char *key, long long v) {
+  char tmp[32];
+  int n = snprintf(tmp, sizeof tmp, "%lld", v);
+  rec_key(r, key);
+  rec_raw(r, tmp, (size_t)n);
+}
+
+void postern_log_uint(struct postern_log_rec *r, const char *key,
+                      unsigned long long v) {
+  char tmp[32];
+  int n = snprintf(tmp, sizeof tmp, "%llu", v);
+  rec_key(r, key);
+  rec_raw(r, tmp, (size_t)n);
+}
+
+void postern_log_fmt(struct postern_log_rec *r, const char *key,
+                     const char *fmt, ...) {
+  char tmp[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    n = 0;
+  if ((size_t)n >= sizeof tmp)
+    n = sizeof tmp - 1;
+  postern_log_strn(r, key, tmp, (size_t)n);
+}
+
+void postern_log_begin(struct postern_log_rec *r, enum postern_log_level level,
+                       const char *event) {
+  struct timespec ts;
+  struct tm tm;
+  char stamp[40];
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
+
+  r->len = 0;
+  r->level = level;
+  r->truncated = false;
+  r->json = atomic_load(&log_json) != 0;
+  if (r->json) {
+    rec_raw(r, "{\"ts\":\"", 7);
+    rec_raw(r, stamp, strlen(stamp));
+    rec_raw(r, "\",\"level\":\"", 11);
+    const char *ln = postern_log_level_name(level);
+    rec_raw(r, ln, strlen(ln));
+    rec_raw(r, "\"", 1);
+  } else {
+    rec_raw(r, "ts=", 3);
+    rec_raw(r, stamp, strlen(stamp));
+    rec_raw(r, " level=", 7);
+    const char *ln = postern_log_level_name(level);
+    rec_raw(r, ln, strlen(ln));
+  }
+  postern_log_str(r, "event", event);
+}
+
+void postern_log_end(struct postern_log_rec *r) {
+  if (!postern_log_enabled(r->level))
+    return;
+  if (r->truncated) {
+    /* LOG_RESERVE guarantees room for the marker and the line end. */
+    const char *m = r->json ? ",\"truncated\":true" : " truncated=yes";
+    memcpy(r->buf + r->len, m, strlen(m));
+    r->len += strlen(m);
+  }
+  if (r->json)
+    r->buf[r->len++] = '}';
+  r->buf[r->len++] = '\n';
+  int fd = atomic_load(&log_fd);
+  const char *p = r->buf;
+  size_t left = r->len;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return; /* Nowhere left to report a logging failure. */
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+}
+
+void postern_log(enum postern_log_level level, const char *event, ...) {
+  if (!postern_log_enabled(level))
+    return;
+  struct postern_log_rec r;
+  postern_log_begin(&r, level, event);
+  va_list ap;
+  va_start(ap, event);
+  for (;;) {
+    const char *k = va_arg(ap, const char *);
+    if (k == NULL)
+      break;
+    const char *v = va_arg(ap, const char *);
+    postern_log_str(&r, k, v);
+  }
+  va_end(ap);
+  postern_log_end(&r);
+}
