@@ -1,0 +1,295 @@
+/*
+ * dsn.c - builds RFC 3464 delivery status notifications (see dsn.h).
+ *
+ * Invariants: the output is 7-bit ASCII in CRLF lines, at most 998 bytes a
+ * line in every part we write ourselves; hostile text is folded to spaces;
+ * the MIME boundary never occurs in the returned original content.
+ */
+#include "engine/dsn.h"
+
+#include "postern_err.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Field values we write are cut here so a line never exceeds RFC 5322's
+ * 998-byte limit, whatever the remote server sent. */
+#define DSN_FIELD_MAX 900
+
+struct dbuf {
+  char *p;
+  size_t len, cap;
+  bool oom;
+};
+
+static void db_put(struct dbuf *b, const void *s, size_t n) {
+  if (b->oom)
+    return;
+  if (b->len + n + 1 > b->cap) {
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < b->len + n + 1)
+      nc *= 2;
+    char *np = realloc(b->p, nc);
+    if (np == NULL) {
+      b->oom = true;
+      return;
+    }
+    b->p = np;
+    b->cap = nc;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void db_str(struct dbuf *b, const char *s) { db_put(b, s, strlen(s)); }
+
+static void db_fmt(struct dbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void db_fmt(struct dbuf *b, const char *fmt, ...) {
+  char tmp[1200];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  if ((size_t)n >= sizeof tmp)
+    n = sizeof tmp - 1;
+  db_put(b, tmp, (size_t)n);
+}
+
+/* Copies hostile text as one safe header-field value: control bytes and
+ * line breaks become spaces, 8-bit bytes become '?', and the value is cut
+ * at DSN_FIELD_MAX bytes. */
+static void db_safe(struct dbuf *b, const char *s) {
+  char tmp[DSN_FIELD_MAX + 1];
+  size_t n = 0;
+  for (; s != NULL && *s != '\0' && n < DSN_FIELD_MAX; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x20 || c == 0x7f)
+      c = ' ';
+    else if (c >= 0x80)
+      c = '?';
+    tmp[n++] = (char)c;
+  }
+  db_put(b, tmp, n);
+}
+
+static void rfc5322_date(time_t t, char *out, size_t cap) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
+                                     "Thu", "Fri", "Sat"};
+  static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
+                                       "May", "Jun", "Jul", "Aug",
+                                       "Sep", "Oct", "Nov", "Dec"};
+  snprintf(out, cap, "%s, %02d %s %04d %02d:%02d:%02d +0000",
+           days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+           tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* Length of the original's header section, up to and including the empty
+ * line that ends it (RFC 5322 §2.1); the whole message when there is none. */
+static size_t header_len(const uint8_t *m, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (m[i] == '\n' && m[i + 1] == '\n')
+      return i + 2;
+    if (i + 3 < n && m[i] == '\r' && m[i + 1] == '\n' && m[i + 2] == '\r' &&
+        m[i + 3] == '\n')
+      return i + 4;
+  }
+  if (n >= 2 && m[0] == '\r' && m[1] == '\n')
+    return 2;
+  return n;
+}
+
+static bool contains(const uint8_t *hay, size_t n, const char *needle) {
+  size_t k = strlen(needle);
+  if (k == 0 || k > n)
+    return false;
+  return memmem(hay, n, needle, k) != NULL;
+}
+
+/* Appends the returned content with every line ending normalized to CRLF,
+ * so a message with bare LFs cannot produce a malformed report. */
+static void db_lines(struct dbuf *b, const uint8_t *m, size_t n) {
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (m[i] == '\n') {
+      size_t end = i;
+      if (end > start && m[end - 1] == '\r')
+        end--;
+      db_put(b, m + start, end - start);
+      db_put(b, "\r\n", 2);
+      start = i + 1;
+    }
+  }
+  if (start < n) {
+    db_put(b, m + start, n - start);
+    db_put(b, "\r\n", 2);
+  }
+}
+
+int dsn_ret_parse(const char *s, enum dsn_ret *out) {
+  if (strcasecmp(s, "FULL") == 0)
+    *out = DSN_RET_FULL;
+  else if (strcasecmp(s, "HDRS") == 0)
+    *out = DSN_RET_HDRS;
+  else
+    return POSTERN_EINVAL;
+  return 0;
+}
+
+int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
+  if (in == NULL || in->sender == NULL || in->sender[0] == '\0' ||
+      in->nrcpts == 0 || in->rcpts == NULL || in->reporting_mta == NULL)
+    return POSTERN_EINVAL;
+  const char *host = in->reporting_mta;
+  const char *qid = in->queue_id ? in->queue_id : "unknown";
+  const uint8_t *orig = in->original;
+  size_t olen = orig ? in->original_len : 0;
+  size_t hlen = header_len(orig, olen);
+  bool full = in->ret == DSN_RET_FULL && olen <= in->full_limit;
+  size_t rlen = full ? olen : hlen;
+
+  /* Pick a boundary that does not occur in what we return (RFC 2046 §5.1.1). */
+  char boundary[160];
+  for (unsigned k = 0;; k++) {
+    snprintf(boundary, sizeof boundary, "%.60s.%u/%.60s",
+             in->boundary_seed ? in->boundary_seed : qid, k, host);
+    for (char *c = boundary; *c; c++)
+      if ((unsigned char)*c < 0x21 || (unsigned char)*c > 0x7e || *c == '"')
+        *c = '_';
+    if (!contains(orig, rlen, boundary))
+      break;
+  }
+
+  char date[64], arrival[64];
+  rfc5322_date(in->now, date, sizeof date);
+  rfc5322_date(in->arrival, arrival, sizeof arrival);
+  bool failure = in->kind == DSN_FAILURE;
+
+  struct dbuf b = {0};
+  db_str(&b, "From: Mail Delivery System <MAILER-DAEMON@");
+  db_safe(&b, host);
+  db_str(&b, ">\r\nTo: <");
+  db_safe(&b, in->sender);
+  db_str(&b, ">\r\nSubject: ");
+  db_str(&b, failure ? "Undelivered Mail Returned to Sender"
+                     : "Delayed Mail (still being retried)");
+  db_fmt(&b, "\r\nDate: %s\r\nMessage-ID: <", date);
+  db_safe(&b, in->boundary_seed ? in->boundary_seed : qid);
+  db_str(&b, ".dsn@");
+  db_safe(&b, host);
+  db_str(&b, ">\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+             "\tboundary=\"");
+  db_str(&b, boundary);
+  db_str(&b, "\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+             "This is a MIME-encapsulated message.\r\n\r\n");
+
+  /* Part 1: the human-readable explanation (RFC 6522 §3). */
+  db_fmt(&b, "--%s\r\nContent-Description: Notification\r\n"
+             "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
+         boundary);
+  db_str(&b, "This is the mail system at host ");
+  db_safe(&b, host);
+  db_str(&b, ".\r\n\r\n");
+  if (failure)
+    db_str(&b, "Your message could not be delivered to one or more\r\n"
+               "recipients. It is attached below.\r\n\r\n");
+  else
+    db_str(&b, "Your message could not be delivered yet to one or more\r\n"
+               "recipients. Delivery is still being retried; you do not\r\n"
+               "need to send it again.\r\n\r\n");
+  for (size_t i = 0; i < in->nrcpts; i++) {
+    const struct dsn_rcpt *r = &in->rcpts[i];
+    db_str(&b, "<");
+    db_safe(&b, r->addr);
+    db_str(&b, ">: ");
+    if (r->remote_mta && r->diagnostic) {
+      db_str(&b, "host ");
+      db_safe(&b, r->remote_mta);
+      db_str(&b, " said: ");
+      db_safe(&b, r->diagnostic);
+    } else if (r->diagnostic) {
+      db_safe(&b, r->diagnostic);
+    } else {
+      db_str(&b, "status ");
+      db_safe(&b, r->status ? r->status : (failure ? "5.0.0" : "4.0.0"));
+    }
+    db_str(&b, "\r\n\r\n");
+  }
+
+  /* Part 2: the machine-readable report (RFC 3464 §2). */
+  db_fmt(&b, "--%s\r\nContent-Description: Delivery report\r\n"
+             "Content-Type: message/delivery-status\r\n\r\n",
+         boundary);
+  db_str(&b, "Reporting-MTA: dns; ");
+  db_safe(&b, host);
+  db_str(&b, "\r\nX-Postern-Queue-ID: ");
+  db_safe(&b, qid);
+  db_str(&b, "\r\n");
+  if (in->envid) {
+    db_str(&b, "Original-Envelope-Id: ");
+    db_safe(&b, in->envid);
+    db_str(&b, "\r\n");
+  }
+  db_fmt(&b, "Arrival-Date: %s\r\n", arrival);
+  for (size_t i = 0; i < in->nrcpts; i++) {
+    const struct dsn_rcpt *r = &in->rcpts[i];
+    db_str(&b, "\r\nFinal-Recipient: rfc822; ");
+    db_safe(&b, r->addr);
+    db_str(&b, "\r\n");
+    if (r->orcpt) {
+      db_str(&b, "Original-Recipient: ");
+      db_safe(&b, r->orcpt);
+      db_str(&b, "\r\n");
+    }
+    db_str(&b, failure ? "Action: failed\r\n" : "Action: delayed\r\n");
+    db_str(&b, "Status: ");
+    db_safe(&b, r->status ? r->status : (failure ? "5.0.0" : "4.0.0"));
+    db_str(&b, "\r\n");
+    if (r->remote_mta) {
+      db_str(&b, "Remote-MTA: dns; ");
+      db_safe(&b, r->remote_mta);
+      db_str(&b, "\r\n");
+    }
+    if (r->diagnostic) {
+      db_str(&b, "Diagnostic-Code: smtp; ");
+      db_safe(&b, r->diagnostic);
+      db_str(&b, "\r\n");
+    }
+    if (r->last_attempt) {
+      char la[64];
+      rfc5322_date(r->last_attempt, la, sizeof la);
+      db_fmt(&b, "Last-Attempt-Date: %s\r\n", la);
+    }
+  }
+  db_str(&b, "\r\n");
+
+  /* Part 3: what the sender gets back (RFC 3461 §4.3 RET, RFC 6522 §3). */
+  if (full)
+    db_fmt(&b, "--%s\r\nContent-Description: Undelivered Message\r\n"
+               "Content-Type: message/rfc822\r\n\r\n",
+           boundary);
+  else
+    db_fmt(&b, "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+               "Content-Type: text/rfc822-headers\r\n\r\n",
+           boundary);
+  db_lines(&b, orig, rlen);
+  db_fmt(&b, "\r\n--%s--\r\n", boundary);
+
+  if (b.oom) {
+    free(b.p);
+    return POSTERN_ENOMEM;
+  }
+  *out = b.p;
+  *outlen = b.len;
+  return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * dsn.h - delivery status notifications (RFC 3464, RFC 3461, RFC 6522).
+ *
+ * dsn_build() turns a message's failed (or delayed) recipients into one
+ * multipart/report message for the envelope sender. It is a pure function:
+ * it reads only its input and the clock value it is given, so tests and the
+ * fuzz target can drive it with arbitrary data, and both the relay and
+ * `qtool bounce` use it.
+ *
+ * Every string that came from a remote server or a client (diagnostics,
+ * addresses, ENVID) is hostile: the builder folds CR, LF and other control
+ * bytes to spaces and bounds its lines, so input can never add a header or a
+ * MIME part.
+ */
+#ifndef POSTERN_ENGINE_DSN_H
+#define POSTERN_ENGINE_DSN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+enum dsn_kind {
+  DSN_FAILURE, /* "failed": the recipients bounced */
+  DSN_DELAY,   /* "delayed": a delay warning, delivery is still tried */
+};
+
+enum dsn_ret {
+  DSN_RET_DEFAULT, /* no RET= given: return the headers only */
+  DSN_RET_HDRS,
+  DSN_RET_FULL,
+};
+
+struct dsn_rcpt {
+  const char *addr;        /* final recipient, without <> */
+  const char *orcpt;       /* ORCPT= as given ("rfc822;a@b"), or NULL */
+  const char *status;      /* enhanced status, "5.1.1" */
+  const char *remote_mta;  /* MX host name that answered, or NULL */
+  const char *diagnostic;  /* remote reply "550 5.1.1 no such user", or NULL */
+  time_t last_attempt;     /* 0 when never attempted */
+};
+
+struct dsn_input {
+  enum dsn_kind kind;
+  const char *reporting_mta; /* our hostname */
+  const char *sender;        /* envelope sender the DSN goes to (non-empty) */
+  const char *queue_id;      /* the original message's queue id */
+  const char *envid;         /* ENVID= as given, or NULL */
+  enum dsn_ret ret;
+  time_t arrival;            /* when the original message was accepted */
+  time_t now;                /* Date: of the report */
+  const char *boundary_seed; /* unique text for the MIME boundary, e.g. new queue id */
+  const uint8_t *original;   /* the original message (CRLF lines) */
+  size_t original_len;
+  size_t full_limit;         /* RET=FULL returns at most this many bytes;
+                                larger messages return headers only */
+  const struct dsn_rcpt *rcpts;
+  size_t nrcpts; /* at least 1 */
+};
+
+/*
+ * Builds the report. On success *out is a malloc'd message (headers and
+ * body, CRLF lines, not dot-stuffed) of *outlen bytes, owned by the caller.
+ * Errors: POSTERN_EINVAL when a required field is missing (no sender, no
+ * recipients), POSTERN_ENOMEM.
+ */
+int dsn_build(const struct dsn_input *in, char **out, size_t *outlen);
+
+/* Parses RET= ("FULL"/"HDRS", case-insensitive). Returns 0 or POSTERN_EINVAL. */
+int dsn_ret_parse(const char *s, enum dsn_ret *out);
+
+#endif

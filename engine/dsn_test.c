@@ -1,0 +1,188 @@
+/*
+ * dsn_test.c - the DSN builder: required fields, RET handling, hostile
+ * diagnostics that try to add headers, and boundary collisions.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "engine/dsn.h"
+#include "postern_err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char orig[] = "From: a@example.org\r\nTo: b@example.net\r\n"
+                           "Subject: hello\r\n\r\nbody line\r\nsecret\r\n";
+
+static struct dsn_input base_input(struct dsn_rcpt *r, size_t n) {
+  struct dsn_input in = {
+      .kind = DSN_FAILURE,
+      .reporting_mta = "relay.example.org",
+      .sender = "a@example.org",
+      .queue_id = "01JQID",
+      .ret = DSN_RET_DEFAULT,
+      .arrival = 1700000000,
+      .now = 1700000600,
+      .boundary_seed = "01JQIDDSN",
+      .original = (const uint8_t *)orig,
+      .original_len = sizeof orig - 1,
+      .full_limit = 1 << 20,
+      .rcpts = r,
+      .nrcpts = n,
+  };
+  return in;
+}
+
+static void test_failure_report(void **state) {
+  (void)state;
+  struct dsn_rcpt r[2] = {
+      {.addr = "b@example.net",
+       .orcpt = "rfc822;B@example.net",
+       .status = "5.1.1",
+       .remote_mta = "mx.example.net",
+       .diagnostic = "550 5.1.1 no such user",
+       .last_attempt = 1700000500},
+      {.addr = "c@example.net", .status = "5.4.4"},
+  };
+  struct dsn_input in = base_input(r, 2);
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_int_equal(strlen(out), len);
+  assert_non_null(strstr(out, "To: <a@example.org>\r\n"));
+  assert_non_null(strstr(out, "report-type=delivery-status"));
+  assert_non_null(strstr(out, "Final-Recipient: rfc822; b@example.net\r\n"
+                              "Original-Recipient: rfc822;B@example.net\r\n"
+                              "Action: failed\r\nStatus: 5.1.1\r\n"
+                              "Remote-MTA: dns; mx.example.net\r\n"
+                              "Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+  assert_non_null(strstr(out, "Final-Recipient: rfc822; c@example.net\r\n"
+                              "Action: failed\r\nStatus: 5.4.4\r\n"));
+  assert_non_null(strstr(out, "Content-Type: text/rfc822-headers"));
+  assert_non_null(strstr(out, "Subject: hello\r\n"));
+  /* headers only by default: the body stays private */
+  assert_null(strstr(out, "secret"));
+  free(out);
+}
+
+static void test_ret_full_and_limit(void **state) {
+  (void)state;
+  struct dsn_rcpt r = {.addr = "b@example.net", .status = "5.0.0"};
+  struct dsn_input in = base_input(&r, 1);
+  in.ret = DSN_RET_FULL;
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "Content-Type: message/rfc822"));
+  assert_non_null(strstr(out, "secret"));
+  free(out);
+  in.full_limit = 10; /* too large to return in full: headers only */
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_null(strstr(out, "secret"));
+  assert_non_null(strstr(out, "text/rfc822-headers"));
+  free(out);
+}
+
+static void test_hostile_text(void **state) {
+  (void)state;
+  struct dsn_rcpt r = {
+      .addr = "b@example.net\r\nBcc: victim@example.com",
+      .status = "5.0.0",
+      .remote_mta = "mx\r\n",
+      .diagnostic = "550 bad\r\n\r\n--injected\r\nContent-Type: text/html",
+  };
+  struct dsn_input in = base_input(&r, 1);
+  in.envid = "id\nX-Evil: 1";
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_null(strstr(out, "\r\nBcc:"));
+  assert_null(strstr(out, "\r\nX-Evil"));
+  assert_null(strstr(out, "\r\n--injected"));
+  assert_null(strstr(out, "\r\nContent-Type: text/html"));
+  /* every LF is part of a CRLF, and no line exceeds 998 bytes */
+  size_t line = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (out[i] == '\n') {
+      assert_true(i > 0 && out[i - 1] == '\r');
+      line = 0;
+    } else {
+      assert_true(++line <= 998);
+    }
+  }
+  free(out);
+}
+
+static void test_long_diagnostic(void **state) {
+  (void)state;
+  char diag[5000];
+  memset(diag, 'x', sizeof diag - 1);
+  diag[sizeof diag - 1] = 0;
+  struct dsn_rcpt r = {.addr = "b@x", .status = "5.0.0", .diagnostic = diag};
+  struct dsn_input in = base_input(&r, 1);
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  for (char *l = out; (l = strchr(l, '\n')) != NULL; l++) {
+    char *n = strchr(l + 1, '\n');
+    assert_true(n == NULL || n - l <= 1000);
+  }
+  free(out);
+}
+
+static void test_boundary_collision(void **state) {
+  (void)state;
+  /* an original that contains the first boundary we would pick */
+  static const char evil[] = "Subject: x\r\n\r\n--01JQIDDSN.0/relay.example.org"
+                             "\r\nContent-Type: text/plain\r\n";
+  struct dsn_rcpt r = {.addr = "b@x", .status = "5.0.0"};
+  struct dsn_input in = base_input(&r, 1);
+  in.original = (const uint8_t *)evil;
+  in.original_len = sizeof evil - 1;
+  in.ret = DSN_RET_FULL;
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "boundary=\"01JQIDDSN.1/relay.example.org\""));
+  free(out);
+}
+
+static void test_delay_and_errors(void **state) {
+  (void)state;
+  struct dsn_rcpt r = {.addr = "b@x", .status = "4.4.1"};
+  struct dsn_input in = base_input(&r, 1);
+  in.kind = DSN_DELAY;
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "Action: delayed\r\nStatus: 4.4.1"));
+  assert_non_null(strstr(out, "Subject: Delayed Mail"));
+  free(out);
+  in.sender = "";
+  assert_int_equal(dsn_build(&in, &out, &len), POSTERN_EINVAL);
+  in.sender = "a@b";
+  in.nrcpts = 0;
+  assert_int_equal(dsn_build(&in, &out, &len), POSTERN_EINVAL);
+  enum dsn_ret ret;
+  assert_int_equal(dsn_ret_parse("full", &ret), 0);
+  assert_int_equal(ret, DSN_RET_FULL);
+  assert_int_equal(dsn_ret_parse("HDRS", &ret), 0);
+  assert_int_equal(ret, DSN_RET_HDRS);
+  assert_int_equal(dsn_ret_parse("body", &ret), POSTERN_EINVAL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_failure_report),
+      cmocka_unit_test(test_ret_full_and_limit),
+      cmocka_unit_test(test_hostile_text),
+      cmocka_unit_test(test_long_diagnostic),
+      cmocka_unit_test(test_boundary_collision),
+      cmocka_unit_test(test_delay_and_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
