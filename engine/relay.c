@@ -1,0 +1,446 @@
+/*
+ * relay.c - starting, reloading and stopping the relay.
+ *
+ * Startup order matters: loops are made first (listeners are added to them
+ * before they run), listeners are bound, privileges are dropped, then the
+ * queue is opened and the scheduler started, and only then do the worker
+ * threads run. Shutdown (SIGTERM/SIGINT): stop accepting, let attempts in
+ * progress finish for up to shutdown_timeout (waiting jobs are given up:
+ * they stay queued), then stop the workers, close the queue (its writer
+ * commits what is pending first) and exit 0. SIGHUP loads the file again:
+ * a broken file is rejected with its error and the running configuration
+ * stays; a good one replaces the log settings, limits, routes and policy
+ * chain (listeners, the queue and DNS need a restart, and say so).
+ */
+#include "engine/relay.h"
+
+#include "engine/config.h"
+#include "net/smtp_server.h"
+#include "net/tls.h"
+#include "policy/chain.h"
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Configurations and chains replaced by reloads are kept until exit:
+ * workers may still be reading them, and reloads are rare. */
+struct retired {
+  struct retired *next;
+  struct postern_config *cfg;
+  struct policy_chain *chain;
+};
+static struct retired *retired_list;
+
+static uv_async_t main_wake;
+static atomic_int servers_closing;
+static bool drained;
+static bool finishing;
+
+bool engine__route_lookup(const struct relay *r, const char *domain,
+                          struct route_target *out) {
+  const struct config_delivery *dc = &r->cfg->delivery;
+  const struct config_route *star = NULL, *parent = NULL;
+  size_t dl = strlen(domain);
+  for (size_t i = 0; i < dc->route_count; i++) {
+    const struct config_route *rt = &dc->routes[i];
+    if (strcmp(rt->domain, "*") == 0) {
+      if (!star)
+        star = rt;
+      continue;
+    }
+    if (strcasecmp(rt->domain, domain) == 0) {
+      parent = rt;
+      break;
+    }
+    /* ".example.test" routes every subdomain of example.test. */
+    size_t rl = strlen(rt->domain);
+    if (!parent && rt->domain[0] == '.' && dl > rl &&
+        strcasecmp(domain + dl - rl, rt->domain) == 0)
+      parent = rt;
+  }
+  const struct config_route *rt = parent ? parent : star;
+  if (rt == NULL)
+    return false;
+  snprintf(out->host, sizeof out->host, "%s", rt->host);
+  out->port = rt->port;
+  out->no_mx = rt->no_mx || rt->is_ip;
+  return true;
+}
+
+struct worker *relay_worker_for(struct relay *r, const char *key) {
+  size_t h = 1469598103934665603ull;
+  for (const char *c = key; *c; c++)
+    h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  return &r->pool.w[h % (size_t)r->pool.n];
+}
+
+/* ---- policy chain from the configuration ---- */
+
+static int build_chain(const struct postern_config *cfg,
+                       struct policy_chain **out) {
+  struct policy_chain *c;
+  int rc = policy_chain_new(&c);
+  if (rc != 0)
+    return rc;
+  for (size_t i = 0; i < cfg->policy_count; i++) {
+    const struct config_policy_module *pm = &cfg->policy[i];
+    struct policy_module m;
+    switch (pm->kind) {
+    case CONFIG_POLICY_LOCAL:
+      policy_local_new((enum policy_tls_level)pm->local.min_tls_level,
+                       (enum policy_mx_level)pm->local.min_mx_level, &m);
+      break;
+    default:
+      postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
+                  config_policy_kind_name(pm->kind), "reason",
+                  "this build does not include the module yet", NULL);
+      policy_chain_free(c);
+      return POSTERN_EUNSUPPORTED;
+    }
+    rc = policy_chain_add(c, m);
+    if (rc != 0) {
+      policy_chain_free(c);
+      return rc;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+static void apply_log(const struct postern_config *cfg) {
+  int rc = postern_log_configure(
+      (enum postern_log_level)cfg->log.level,
+      cfg->log.format == CONFIG_LOG_JSON ? POSTERN_LOG_JSON
+                                         : POSTERN_LOG_LOGFMT,
+      cfg->log.file);
+  if (rc != 0)
+    postern_log(POSTERN_LOG_ERROR, "log_open_failed", "file", cfg->log.file,
+                "error", postern_strerror(rc), NULL);
+}
+
+/* ---- workers ---- */
+
+static void worker_started(struct worker *w) {
+  struct relay *r = w->ud;
+  int rc = engine__deliver_worker_init(r, w);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "worker_init_failed", "error",
+                postern_strerror(rc), NULL);
+    abort(); /* A relay that cannot resolve cannot deliver: fail loudly. */
+  }
+}
+
+static void worker_stopping(struct worker *w) {
+  engine__deliver_worker_stop(w);
+}
+
+static void worker_exited(struct worker *w) { engine__deliver_worker_exit(w); }
+
+/* ---- shutdown ---- */
+
+static void finish(struct relay *r) {
+  if (finishing)
+    return;
+  finishing = true;
+  uv_timer_stop(&r->shutdown_timer);
+  worker_pool_stop(&r->pool);
+  queue_close(r->q);
+  r->q = NULL;
+  engine__sched_close(r->sched);
+  uv_close((uv_handle_t *)&r->sig_term, NULL);
+  uv_close((uv_handle_t *)&r->sig_int, NULL);
+  uv_close((uv_handle_t *)&r->sig_hup, NULL);
+  uv_close((uv_handle_t *)&r->shutdown_timer, NULL);
+  uv_close((uv_handle_t *)&main_wake, NULL);
+  postern_log(POSTERN_LOG_INFO, "stopped", NULL);
+}
+
+static void check_done(uv_async_t *a) {
+  struct relay *r = a->data;
+  if (atomic_load(&r->stopping) && drained &&
+      atomic_load(&servers_closing) == 0)
+    finish(r);
+}
+
+static void server_closed(void *ud) {
+  /* On a worker thread: hop to the main loop. */
+  (void)ud;
+  atomic_fetch_sub(&servers_closing, 1);
+  uv_async_send(&main_wake);
+}
+
+static void on_drained(void *arg) {
+  (void)arg;
+  drained = true;
+  uv_async_send(&main_wake);
+}
+
+static void shutdown_forced(uv_timer_t *t) {
+  struct relay *r = t->data;
+  postern_log(POSTERN_LOG_WARN, "shutdown_timeout", "inflight_abandoned",
+              r->sched ? "yes" : "no", NULL);
+  finish(r);
+}
+
+static void begin_shutdown(struct relay *r, const char *why) {
+  if (atomic_exchange(&r->stopping, true))
+    return;
+  postern_log(POSTERN_LOG_INFO, "stopping", "signal", why, NULL);
+  atomic_store(&servers_closing, (int)r->nservers);
+  for (size_t i = 0; i < r->nservers; i++)
+    smtp_server_close(r->servers[i], server_closed, r);
+  for (int i = 0; i < r->pool.n; i++) {
+    struct worker_task *t = calloc(1, sizeof *t);
+    if (t == NULL)
+      continue;
+    t->fn = engine__deliver_worker_drain;
+    if (worker_post(&r->pool.w[i], t) != 0)
+      free(t);
+  }
+  engine__sched_drain(r->sched, on_drained, r);
+  uv_timer_start(&r->shutdown_timer, shutdown_forced,
+                 r->cfg->delivery.shutdown_timeout_ms, 0);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  struct relay *r = s->data;
+  if (signum == SIGHUP) {
+    struct postern_config *ncfg = NULL;
+    struct config_error err;
+    int rc = config_load(r->config_path, &ncfg, &err);
+    if (rc != 0) {
+      char msg[2048];
+      config_error_format(&err, msg, sizeof msg);
+      postern_log(POSTERN_LOG_ERROR, "reload_rejected", "error", msg, NULL);
+      return;
+    }
+    struct policy_chain *nchain;
+    rc = build_chain(ncfg, &nchain);
+    if (rc != 0) {
+      postern_log(POSTERN_LOG_ERROR, "reload_rejected", "error",
+                  postern_strerror(rc), NULL);
+      config_free(ncfg);
+      return;
+    }
+    struct retired *old = calloc(1, sizeof *old);
+    if (old == NULL) {
+      config_free(ncfg);
+      policy_chain_free(nchain);
+      return;
+    }
+    old->cfg = r->cfg;
+    old->chain = r->chain;
+    old->next = retired_list;
+    retired_list = old;
+    r->cfg = ncfg;
+    r->chain = nchain;
+    apply_log(ncfg);
+    postern_log(POSTERN_LOG_INFO, "reloaded", "config", r->config_path,
+                "note",
+                "listen, queue, dns and tls settings apply after a restart",
+                NULL);
+    return;
+  }
+  begin_shutdown(r, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- privileges ---- */
+
+static int drop_privileges(const struct postern_config *cfg) {
+  if (cfg->user == NULL || getuid() != 0)
+    return 0;
+  struct passwd *pw = getpwnam(cfg->user);
+  if (pw == NULL) {
+    postern_log(POSTERN_LOG_ERROR, "user_unknown", "user", cfg->user, NULL);
+    return POSTERN_ECONFIG;
+  }
+  /* The state directory must stay writable for the new user. */
+  mkdir(cfg->state_dir, 0750);
+  if (chown(cfg->state_dir, pw->pw_uid, pw->pw_gid) != 0)
+    postern_log(POSTERN_LOG_WARN, "chown_failed", "path", cfg->state_dir,
+                "error", strerror(errno), NULL);
+  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+      setuid(pw->pw_uid) != 0) {
+    postern_log(POSTERN_LOG_ERROR, "setuid_failed", "user", cfg->user,
+                "error", strerror(errno), NULL);
+    return POSTERN_EPERM;
+  }
+  postern_log(POSTERN_LOG_INFO, "privileges_dropped", "user", cfg->user,
+              NULL);
+  return 0;
+}
+
+/* ---- startup ---- */
+
+static int start_servers(struct relay *r) {
+  const struct postern_config *cfg = r->cfg;
+  r->servers = calloc(cfg->listen_count, sizeof *r->servers);
+  r->server_tls = calloc(cfg->listen_count, sizeof *r->server_tls);
+  uv_loop_t **loops = calloc((size_t)r->pool.n, sizeof *loops);
+  if (!r->servers || !r->server_tls || !loops) {
+    free(loops);
+    return POSTERN_ENOMEM;
+  }
+  for (int i = 0; i < r->pool.n; i++)
+    loops[i] = &r->pool.w[i].loop;
+  static const struct smtp_server_handlers handlers = {
+      .assign_id = engine__ingress_assign_id,
+      .message = engine__ingress_message,
+  };
+  int rc = 0;
+  for (size_t i = 0; i < cfg->listen_count; i++) {
+    const struct config_listen *l = &cfg->listens[i];
+    if (l->tls_cert) {
+      char err[256] = "";
+      struct tls_ctx_opts to = {.min_version = cfg->tls.min_version ==
+                                                       CONFIG_TLS_1_3
+                                                   ? 0x0304
+                                                   : 0};
+      rc = tls_ctx_new_server(&r->server_tls[i], l->tls_cert, l->tls_key,
+                              &to, err, sizeof err);
+      if (rc != 0) {
+        postern_log(POSTERN_LOG_ERROR, "listen_tls_failed", "listen",
+                    l->addr.text, "error", err, NULL);
+        break;
+      }
+    }
+    struct cidr *acl = calloc(l->accept_from_count + 1, sizeof *acl);
+    if (acl == NULL) {
+      rc = POSTERN_ENOMEM;
+      break;
+    }
+    size_t nacl = 0;
+    for (size_t k = 0; k < l->accept_from_count; k++)
+      if (cidr_parse(l->accept_from[k].text, &acl[nacl]) == 0)
+        nacl++;
+    struct smtp_server_opts so = {
+        .listen = l->addr.text,
+        .accept_from = acl,
+        .naccept_from = nacl,
+        .hostname = cfg->hostname,
+        .max_message_size = l->max_message_size,
+        .max_recipients = l->max_recipients,
+        .max_sessions = l->max_sessions,
+        .timeout_ms = l->timeout_ms,
+        .tls = r->server_tls[i],
+    };
+    if (nacl == 0) {
+      /* accept_from with nothing usable must not mean "everyone". */
+      so.accept_from = NULL;
+    }
+    rc = smtp_server_start(loops, (unsigned)r->pool.n, &so, &handlers, r,
+                           &r->servers[i]);
+    free(acl);
+    if (rc != 0) {
+      postern_log(POSTERN_LOG_ERROR, "listen_failed", "listen", l->addr.text,
+                  "error", postern_strerror(rc), NULL);
+      break;
+    }
+    r->nservers++;
+    postern_log(POSTERN_LOG_INFO, "listening", "listen", l->addr.text, "tls",
+                l->tls_cert ? "starttls" : "none", NULL);
+  }
+  free(loops);
+  return rc;
+}
+
+int relay_run(struct postern_config *cfg, const char *config_path) {
+  static struct relay relay;
+  struct relay *r = &relay;
+  int rc;
+  memset(r, 0, sizeof *r);
+  r->cfg = cfg;
+  r->config_path = config_path;
+  apply_log(cfg);
+  signal(SIGPIPE, SIG_IGN);
+
+  rc = build_chain(cfg, &r->chain);
+  if (rc != 0)
+    return 1;
+  char err[256] = "";
+  struct tls_ctx_opts to = {
+      .min_version = cfg->tls.min_version == CONFIG_TLS_1_3 ? 0x0304 : 0};
+  rc = tls_ctx_new_client(&r->client_tls, cfg->tls.ca_file, &to, err,
+                          sizeof err);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "tls_client_failed", "ca_file",
+                cfg->tls.ca_file, "error", err, NULL);
+    return 1;
+  }
+  rc = worker_pool_init(&r->pool, (int)cfg->delivery.workers, worker_started,
+                        worker_stopping, worker_exited, r);
+  if (rc != 0)
+    return 1;
+  rc = start_servers(r);
+  if (rc == 0)
+    rc = drop_privileges(cfg);
+  if (rc == 0) {
+    mkdir(cfg->state_dir, 0750);
+    struct queue_opts qo = {
+        .state_dir = cfg->state_dir,
+        .map_size = cfg->queue.map_size,
+        .retry = {.initial = cfg->queue.retry_initial_ms,
+                  .factor = cfg->queue.retry_factor,
+                  .max = cfg->queue.retry_max_ms},
+        .max_age = cfg->queue.max_age_ms,
+        .delay_warning = cfg->queue.delay_warning_ms,
+    };
+    rc = queue_open(&qo, &r->q);
+    if (rc != 0)
+      postern_log(POSTERN_LOG_ERROR, "queue_open_failed", "state_dir",
+                  cfg->state_dir, "error", postern_strerror(rc), NULL);
+  }
+  if (rc != 0) {
+    /* Nothing runs yet: close what was started and leave. */
+    for (size_t i = 0; i < r->nservers; i++)
+      smtp_server_close(r->servers[i], NULL, NULL);
+    worker_pool_run(&r->pool);
+    worker_pool_stop(&r->pool);
+    return 1;
+  }
+
+  uv_loop_t *loop = uv_default_loop();
+  r->main_loop = loop;
+  engine__sched_new(r, loop, &r->sched);
+  uv_async_init(loop, &main_wake, check_done);
+  main_wake.data = r;
+  uv_timer_init(loop, &r->shutdown_timer);
+  r->shutdown_timer.data = r;
+  uv_signal_init(loop, &r->sig_term);
+  uv_signal_init(loop, &r->sig_int);
+  uv_signal_init(loop, &r->sig_hup);
+  r->sig_term.data = r->sig_int.data = r->sig_hup.data = r;
+  uv_signal_start(&r->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&r->sig_int, on_signal, SIGINT);
+  uv_signal_start(&r->sig_hup, on_signal, SIGHUP);
+
+  worker_pool_run(&r->pool);
+  postern_log(POSTERN_LOG_INFO, "started", "config", config_path, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+
+  for (size_t i = 0; i < cfg->listen_count && r->server_tls; i++)
+    tls_ctx_free(r->server_tls[i]);
+  free(r->server_tls);
+  free(r->servers);
+  tls_ctx_free(r->client_tls);
+  policy_chain_free(r->chain);
+  config_free(r->cfg);
+  while (retired_list) {
+    struct retired *x = retired_list;
+    retired_list = x->next;
+    policy_chain_free(x->chain);
+    config_free(x->cfg);
+    free(x);
+  }
+  return 0;
+}

@@ -1,0 +1,496 @@
+/*
+ * sched.c - the scheduler: decides when a queued message is attempted and
+ * hands its recipients, grouped by destination, to the workers.
+ *
+ * It runs on the main loop. New mail arrives as an id from the commit
+ * callback (attempted at once: no polling delay on the hot path); retries
+ * come from scanning the queue's due index every second and at the next due
+ * time. The in-flight set (id -> msgref) is in memory only: nothing is
+ * written to claim a message, so after a crash everything that was in
+ * flight is simply due again (at-least-once).
+ *
+ * Invariants: a message is in the in-flight set from dispatch until the
+ * last of its jobs has its results committed; a message in flight is never
+ * dispatched twice; the set never exceeds max_inflight, so a burst of due
+ * mail cannot exhaust memory (what does not fit waits in the due index).
+ */
+#include "engine/internal.h"
+#include "engine/relay.h"
+
+#include "engine/dsn.h"
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SCHED_SCAN_PAGE 512
+#define SCHED_TICK_MS 1000
+/* A message whose result could not be committed (disk full, say) waits this
+ * long before it is tried again, so a broken disk cannot cause a busy loop. */
+#define SCHED_PENALTY_MS 30000
+
+struct new_id {
+  struct new_id *next;
+  char id[QUEUE_ID_LEN + 1];
+};
+
+struct penalty {
+  struct penalty *next;
+  char id[QUEUE_ID_LEN + 1];
+  uint64_t until_ms;
+};
+
+struct sched {
+  struct relay *r;
+  uv_loop_t *loop;
+  uv_async_t wake;
+  uv_timer_t timer;
+  pthread_mutex_t mu;
+  struct new_id *new_head, *new_tail; /* guarded by mu */
+  struct msgref *done_head;           /* guarded by mu */
+  struct idset inflight;
+  struct penalty *penalties;
+  size_t max_inflight;
+  bool draining;
+  bool scan_wanted; /* new mail was skipped because the set was full */
+  void (*drain_cb)(void *);
+  void *drain_arg;
+  int closing;
+};
+
+static void sched_scan(struct sched *s);
+static void dispatch(struct sched *s, const char *id);
+
+size_t engine__sched_inflight(struct sched *s) { return s->inflight.n; }
+
+void engine__sched_notify_new(struct sched *s, const char *id) {
+  struct new_id *n = malloc(sizeof *n);
+  if (n == NULL) {
+    /* The message is committed and due: the next scan finds it. */
+    return;
+  }
+  n->next = NULL;
+  memcpy(n->id, id, QUEUE_ID_LEN + 1);
+  pthread_mutex_lock(&s->mu);
+  if (s->new_tail)
+    s->new_tail->next = n;
+  else
+    s->new_head = n;
+  s->new_tail = n;
+  pthread_mutex_unlock(&s->mu);
+  uv_async_send(&s->wake);
+}
+
+void engine__sched_job_done(struct sched *s, struct msgref *m) {
+  pthread_mutex_lock(&s->mu);
+  m->next = s->done_head;
+  s->done_head = m;
+  pthread_mutex_unlock(&s->mu);
+  uv_async_send(&s->wake);
+}
+
+static void msgref_free(struct msgref *m) {
+  queue_env_free(m->env);
+  free(m->body);
+  free(m->notes);
+  free(m);
+}
+
+static bool penalized(struct sched *s, const char *id, uint64_t now) {
+  struct penalty **pp = &s->penalties;
+  while (*pp) {
+    struct penalty *p = *pp;
+    if (p->until_ms <= now) {
+      *pp = p->next;
+      free(p);
+      continue;
+    }
+    if (strcmp(p->id, id) == 0)
+      return true;
+    pp = &p->next;
+  }
+  return false;
+}
+
+static void penalize(struct sched *s, const char *id, uint64_t now) {
+  struct penalty *p = malloc(sizeof *p);
+  if (p == NULL)
+    return;
+  memcpy(p->id, id, QUEUE_ID_LEN + 1);
+  p->until_ms = now + SCHED_PENALTY_MS;
+  p->next = s->penalties;
+  s->penalties = p;
+}
+
+static const char *rcpt_domain(const char *addr) {
+  const char *at = strrchr(addr, '@');
+  return at ? at + 1 : "";
+}
+
+/* Splits the message's open recipients into jobs, one per destination, and
+ * posts each to the worker owning that destination. */
+static void dispatch_msg(struct sched *s, struct msgref *m) {
+  struct queue_env *env = m->env;
+  size_t n = env->n_rcpts;
+  unsigned *todo = malloc(n * sizeof *todo);
+  struct job **jobs = calloc(n, sizeof *jobs);
+  size_t njobs = 0, ntodo = 0;
+  if (todo == NULL || jobs == NULL)
+    goto oom;
+  for (size_t i = 0; i < n; i++) {
+    enum queue_rcpt_state st = env->rcpts[i].state;
+    if (st == QUEUE_RCPT_PENDING || st == QUEUE_RCPT_DEFERRED)
+      todo[ntodo++] = (unsigned)i;
+  }
+  /* Group by destination key; n is small (bounded by max_recipients), so
+   * the quadratic grouping costs less than a hash table would. */
+  for (size_t k = 0; k < ntodo; k++) {
+    unsigned i = todo[k];
+    const char *dom = rcpt_domain(env->rcpts[i].addr);
+    struct route_target rt;
+    bool routed = engine__route_lookup(s->r, dom, &rt);
+    char key[300];
+    if (routed)
+      snprintf(key, sizeof key, "[%s]:%u%s", rt.host, rt.port,
+               rt.no_mx ? "" : "+mx");
+    else
+      snprintf(key, sizeof key, "%s", dom);
+    for (char *c = key; *c; c++)
+      if (*c >= 'A' && *c <= 'Z')
+        *c = (char)(*c - 'A' + 'a');
+    struct job *j = NULL;
+    for (size_t x = 0; x < njobs; x++)
+      if (strcmp(jobs[x]->dest_key, key) == 0)
+        j = jobs[x];
+    if (j == NULL) {
+      j = calloc(1, sizeof *j);
+      if (j == NULL)
+        goto oom;
+      j->idx = calloc(ntodo, sizeof *j->idx);
+      j->results = calloc(ntodo, sizeof *j->results);
+      j->status = calloc(ntodo, sizeof *j->status);
+      j->reply = calloc(ntodo, sizeof *j->reply);
+      jobs[njobs++] = j;
+      if (!j->idx || !j->results || !j->status || !j->reply)
+        goto oom;
+      j->relay = s->r;
+      j->m = m;
+      snprintf(j->dest_key, sizeof j->dest_key, "%s", key);
+      j->routed = routed;
+      if (routed)
+        j->route = rt;
+      snprintf(j->domain, sizeof j->domain, "%s", dom);
+      j->task.fn = engine__deliver_job;
+    }
+    j->idx[j->n++] = i;
+  }
+  free(todo);
+  todo = NULL;
+  if (njobs == 0) {
+    /* Nothing open (a stale due entry): drop it from flight at once. */
+    free(jobs);
+    idset_del(&s->inflight, m->id);
+    msgref_free(m);
+    return;
+  }
+  atomic_store(&m->jobs_left, (int)njobs);
+  for (size_t x = 0; x < njobs; x++) {
+    struct job *j = jobs[x];
+    j->start_ms = relay_now_ms(s->r);
+    struct worker *w = relay_worker_for(s->r, j->dest_key);
+    if (worker_post(w, &j->task) != 0) {
+      /* Shutting down: leave the recipients queued and due. */
+      m->result_failed = true;
+      engine__job_free(j);
+      if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
+        engine__sched_job_done(s, m);
+    }
+  }
+  free(jobs);
+  return;
+oom:
+  postern_log(POSTERN_LOG_ERROR, "schedule_failed", "id", m->id, "error",
+              "out of memory", NULL);
+  for (size_t x = 0; x < njobs; x++)
+    engine__job_free(jobs[x]);
+  free(jobs);
+  free(todo);
+  idset_del(&s->inflight, m->id);
+  msgref_free(m);
+}
+
+static void dispatch(struct sched *s, const char *id) {
+  if (s->draining || idset_get(&s->inflight, id) != NULL)
+    return;
+  if (s->inflight.n >= s->max_inflight) {
+    s->scan_wanted = true;
+    return;
+  }
+  struct msgref *m = calloc(1, sizeof *m);
+  if (m == NULL)
+    return;
+  memcpy(m->id, id, QUEUE_ID_LEN + 1);
+  int rc = queue_msg_load(relay_queue(s->r), id, &m->env, &m->body,
+                          &m->body_len);
+  if (rc != 0) {
+    /* ENOENT: delivered or deleted meanwhile (qtool); nothing to do. */
+    if (rc != POSTERN_ENOENT)
+      postern_log(POSTERN_LOG_ERROR, "queue_load_failed", "id", id, "error",
+                  postern_strerror(rc), NULL);
+    free(m);
+    return;
+  }
+  if (m->env->state == QUEUE_MSG_HELD) {
+    msgref_free(m);
+    return;
+  }
+  if (idset_put(&s->inflight, id, m) != 0) {
+    msgref_free(m);
+    return;
+  }
+  dispatch_msg(s, m);
+}
+
+/* Builds and queues one DSN for the recipients a message's attempt bounced
+ * (or delayed), as RFC 3464 asks: one report per message per attempt. */
+static void send_dsns(struct sched *s, struct msgref *m,
+                      enum queue_dsn_event ev) {
+  size_t n = 0;
+  for (size_t i = 0; i < m->n_notes; i++)
+    if (m->notes[i].event == ev)
+      n++;
+  if (n == 0)
+    return;
+  const struct queue_env *env = m->env;
+  if (env->sender[0] == '\0') {
+    /* RFC 3464 §2: never report on a report. */
+    for (size_t i = 0; i < m->n_notes; i++)
+      if (m->notes[i].event == ev)
+        postern_log(POSTERN_LOG_WARN, "double_bounce", "id", m->id, "rcpt",
+                    env->rcpts[m->notes[i].index].addr, "dsn",
+                    m->notes[i].status, NULL);
+    return;
+  }
+  struct dsn_rcpt *dr = calloc(n, sizeof *dr);
+  if (dr == NULL)
+    return;
+  size_t k = 0;
+  for (size_t i = 0; i < m->n_notes; i++) {
+    struct msg_note *note = &m->notes[i];
+    if (note->event != ev)
+      continue;
+    const struct queue_rcpt *rc = &env->rcpts[note->index];
+    dr[k].addr = rc->addr;
+    dr[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
+    dr[k].status = note->status;
+    dr[k].remote_mta = note->mx[0] ? note->mx : NULL;
+    dr[k].diagnostic = note->reply[0] ? note->reply : NULL;
+    dr[k].last_attempt = (time_t)(note->when_ms / 1000);
+    k++;
+  }
+  char dsn_id[QUEUE_ID_LEN + 1];
+  queue_id_new(dsn_id);
+  struct dsn_input in = {
+      .kind = ev == QUEUE_DSN_BOUNCED ? DSN_FAILURE : DSN_DELAY,
+      .reporting_mta = relay_hostname(s->r),
+      .sender = env->sender,
+      .queue_id = m->id,
+      .envid = env->envid[0] ? env->envid : NULL,
+      .ret = env->ret == QUEUE_RET_FULL
+                 ? DSN_RET_FULL
+                 : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS
+                                               : DSN_RET_DEFAULT),
+      .arrival = (time_t)(env->arrival_ms / 1000),
+      .now = (time_t)(relay_now_ms(s->r) / 1000),
+      .boundary_seed = dsn_id,
+      .original = m->body,
+      .original_len = m->body_len,
+      .full_limit = 10u << 20,
+      .rcpts = dr,
+      .nrcpts = n,
+  };
+  char *msg;
+  size_t len;
+  int rc = dsn_build(&in, &msg, &len);
+  free(dr);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "dsn_failed", "id", m->id, "error",
+                postern_strerror(rc), NULL);
+    return;
+  }
+  rc = relay_submit_local(s->r, dsn_id, "", env->sender, msg, len);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "dsn_failed", "id", m->id, "error",
+                postern_strerror(rc), NULL);
+    free(msg);
+    return;
+  }
+  postern_log(POSTERN_LOG_INFO, "dsn_queued", "id", m->id, "dsn_id", dsn_id,
+              "kind", ev == QUEUE_DSN_BOUNCED ? "failure" : "delay", "to",
+              env->sender, NULL);
+}
+
+static void finish_msg(struct sched *s, struct msgref *m) {
+  idset_del(&s->inflight, m->id);
+  if (m->result_failed)
+    penalize(s, m->id, relay_now_ms(s->r));
+  send_dsns(s, m, QUEUE_DSN_BOUNCED);
+  send_dsns(s, m, QUEUE_DSN_DELAYED);
+  msgref_free(m);
+}
+
+static void maybe_drained(struct sched *s) {
+  if (s->draining && s->inflight.n == 0 && s->drain_cb) {
+    void (*cb)(void *) = s->drain_cb;
+    s->drain_cb = NULL;
+    cb(s->drain_arg);
+  }
+}
+
+static void on_wake(uv_async_t *a) {
+  struct sched *s = a->data;
+  pthread_mutex_lock(&s->mu);
+  struct new_id *nl = s->new_head;
+  struct msgref *dl = s->done_head;
+  s->new_head = s->new_tail = NULL;
+  s->done_head = NULL;
+  pthread_mutex_unlock(&s->mu);
+  bool freed = false;
+  while (dl) {
+    struct msgref *next = dl->next;
+    finish_msg(s, dl);
+    freed = true;
+    dl = next;
+  }
+  while (nl) {
+    struct new_id *next = nl->next;
+    dispatch(s, nl->id);
+    free(nl);
+    nl = next;
+  }
+  if (freed && s->scan_wanted && s->inflight.n < s->max_inflight / 2) {
+    s->scan_wanted = false;
+    sched_scan(s);
+  }
+  maybe_drained(s);
+}
+
+/* Walks the due index up to now, skipping what is in flight or penalized,
+ * dispatching the rest until the in-flight set is full. Reads happen in
+ * short transactions inside queue_due_scan; nothing is held across pages. */
+static void sched_scan(struct sched *s) {
+  if (s->draining)
+    return;
+  struct queue *q = relay_queue(s->r);
+  uint64_t now = relay_now_ms(s->r);
+  struct queue_due page[SCHED_SCAN_PAGE];
+  struct queue_due after;
+  bool have_after = false;
+  for (;;) {
+    size_t n = 0;
+    int rc = queue_due_scan(q, now, have_after ? &after : NULL, page,
+                            SCHED_SCAN_PAGE, &n);
+    if (rc != 0) {
+      postern_log(POSTERN_LOG_ERROR, "due_scan_failed", "error",
+                  postern_strerror(rc), NULL);
+      return;
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (s->inflight.n >= s->max_inflight) {
+        s->scan_wanted = true;
+        return;
+      }
+      if (idset_get(&s->inflight, page[i].id) == NULL &&
+          !penalized(s, page[i].id, now))
+        dispatch(s, page[i].id);
+    }
+    if (n < SCHED_SCAN_PAGE)
+      break;
+    after = page[n - 1];
+    have_after = true;
+  }
+}
+
+static void on_tick(uv_timer_t *t) {
+  struct sched *s = t->data;
+  sched_scan(s);
+  /* Sleep until the next due time, but at most a second: qtool's changes
+   * (release, retry) must be seen within a second. */
+  uint64_t next = UINT64_MAX, now = relay_now_ms(s->r);
+  uint64_t wait = SCHED_TICK_MS;
+  if (queue_due_next(relay_queue(s->r), now, &next) == 0 && next > now &&
+      next - now < wait)
+    wait = next - now;
+  uv_timer_start(&s->timer, on_tick, wait, 0);
+}
+
+int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
+  struct sched *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return POSTERN_ENOMEM;
+  s->r = r;
+  s->loop = loop;
+  s->max_inflight = relay_max_inflight(r);
+  pthread_mutex_init(&s->mu, NULL);
+  uv_async_init(loop, &s->wake, on_wake);
+  s->wake.data = s;
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  /* The first scan picks up everything left from a previous run. */
+  uv_timer_start(&s->timer, on_tick, 0, 0);
+  *out = s;
+  return 0;
+}
+
+void engine__sched_drain(struct sched *s, void (*cb)(void *), void *arg) {
+  s->draining = true;
+  s->drain_cb = cb;
+  s->drain_arg = arg;
+  uv_timer_stop(&s->timer);
+  maybe_drained(s);
+}
+
+static void sched_closed(uv_handle_t *h) {
+  struct sched *s = h->data;
+  if (--s->closing == 0) {
+    idset_free(&s->inflight);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+  }
+}
+
+void engine__sched_close(struct sched *s) {
+  /* Called after the workers and the queue's writer have stopped, so no
+   * job or result callback can touch a msgref any more. Whatever was in
+   * flight stays queued and due: the in-memory state is simply freed. */
+  pthread_mutex_lock(&s->mu);
+  struct new_id *nl = s->new_head;
+  struct msgref *dl = s->done_head;
+  s->new_head = s->new_tail = NULL;
+  s->done_head = NULL;
+  pthread_mutex_unlock(&s->mu);
+  while (nl) {
+    struct new_id *next = nl->next;
+    free(nl);
+    nl = next;
+  }
+  while (dl) {
+    struct msgref *next = dl->next;
+    idset_del(&s->inflight, dl->id);
+    msgref_free(dl);
+    dl = next;
+  }
+  for (size_t i = 0; i < s->inflight.cap; i++)
+    if (s->inflight.slots[i].id[0])
+      msgref_free(s->inflight.slots[i].val);
+  while (s->penalties) {
+    struct penalty *p = s->penalties;
+    s->penalties = p->next;
+    free(p);
+  }
+  s->closing = 2;
+  uv_close((uv_handle_t *)&s->wake, sched_closed);
+  uv_close((uv_handle_t *)&s->timer, sched_closed);
+}

@@ -1,0 +1,378 @@
+/*
+ * chain.c - runs the policy modules in configuration order (see chain.h).
+ *
+ * Invariants: the asynchronous steps call their callback exactly once and
+ * never inside the call that started them (a zero timer defers the call
+ * when no module had anything asynchronous to do); a run's memory is freed
+ * only in its timer's close callback. Module state for a domain or a
+ * connection is created by that module and freed by it.
+ */
+#include "policy/chain.h"
+
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const mx_names[] = {
+#define POLICY__MXN(name, str) str,
+    POLICY_MX_LEVEL_MAP(POLICY__MXN)
+#undef POLICY__MXN
+};
+
+static const char *const tls_names[] = {
+#define POLICY__TLSN(name, str) str,
+    POLICY_TLS_LEVEL_MAP(POLICY__TLSN)
+#undef POLICY__TLSN
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *policy_mx_level_name(enum policy_mx_level l) {
+  return (unsigned)l < NELEM(mx_names) ? mx_names[l] : "unknown";
+}
+
+const char *policy_tls_level_name(enum policy_tls_level l) {
+  return (unsigned)l < NELEM(tls_names) ? tls_names[l] : "unknown";
+}
+
+int policy_mx_level_parse(const char *s, enum policy_mx_level *out) {
+  for (size_t i = 0; i < NELEM(mx_names); i++)
+    if (strcmp(s, mx_names[i]) == 0) {
+      *out = (enum policy_mx_level)i;
+      return 0;
+    }
+  return POSTERN_EINVAL;
+}
+
+int policy_tls_level_parse(const char *s, enum policy_tls_level *out) {
+  for (size_t i = 0; i < NELEM(tls_names); i++)
+    if (strcmp(s, tls_names[i]) == 0) {
+      *out = (enum policy_tls_level)i;
+      return 0;
+    }
+  return POSTERN_EINVAL;
+}
+
+void policy_result_set(struct policy_result *r, enum policy_outcome o,
+                       const char *module, const char *status,
+                       const char *fmt, ...) {
+  r->outcome = o;
+  r->module = module;
+  snprintf(r->status, sizeof r->status, "%s", status);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+  va_end(ap);
+}
+
+static void result_ok(struct policy_result *r) {
+  memset(r, 0, sizeof *r);
+  r->outcome = POLICY_OK;
+}
+
+struct policy_chain {
+  struct policy_module *mods;
+  size_t n, cap;
+};
+
+int policy_chain_new(struct policy_chain **out) {
+  *out = calloc(1, sizeof **out);
+  return *out ? 0 : POSTERN_ENOMEM;
+}
+
+int policy_chain_add(struct policy_chain *c, struct policy_module m) {
+  if (c->n == c->cap) {
+    size_t nc = c->cap ? c->cap * 2 : 4;
+    struct policy_module *nm = realloc(c->mods, nc * sizeof *nm);
+    if (nm == NULL) {
+      if (m.ops->free)
+        m.ops->free(m.state);
+      return POSTERN_ENOMEM;
+    }
+    c->mods = nm;
+    c->cap = nc;
+  }
+  c->mods[c->n++] = m;
+  return 0;
+}
+
+void policy_chain_free(struct policy_chain *c) {
+  if (c == NULL)
+    return;
+  for (size_t i = 0; i < c->n; i++)
+    if (c->mods[i].ops->free)
+      c->mods[i].ops->free(c->mods[i].state);
+  free(c->mods);
+  free(c);
+}
+
+size_t policy_chain_len(const struct policy_chain *c) { return c->n; }
+
+const char *policy_chain_module_name(const struct policy_chain *c, size_t i) {
+  return i < c->n ? c->mods[i].ops->name : NULL;
+}
+
+/* ---- per-domain run ---- */
+
+struct policy_domain_run {
+  struct policy_chain *chain;
+  struct policy_env env;
+  char domain[256];
+  void **pd; /* per module */
+  size_t next;
+  policy_domain_cb cb;
+  void *arg;
+  struct policy_result result;
+  uv_timer_t timer; /* defers the final callback; freed in its close_cb */
+  bool done;
+};
+
+static void domain_step(struct policy_domain_run *run);
+
+static void domain_fire(uv_timer_t *t) {
+  struct policy_domain_run *run = t->data;
+  run->cb(run->arg, run, &run->result);
+}
+
+static void domain_finish(struct policy_domain_run *run, bool in_call) {
+  run->done = true;
+  if (in_call)
+    uv_timer_start(&run->timer, domain_fire, 0, 0);
+  else
+    run->cb(run->arg, run, &run->result);
+}
+
+static void domain_module_done(void *arg, const struct policy_result *r) {
+  struct policy_domain_run *run = arg;
+  if (r->outcome != POLICY_OK) {
+    run->result = *r;
+    domain_finish(run, false);
+    return;
+  }
+  run->next++;
+  domain_step(run);
+}
+
+/* Starts the next module that has a prepare_domain step. When it completes
+ * asynchronously, the callback continues the walk; a module that finishes
+ * the chain with nothing left pending goes through the zero timer. */
+static void domain_step(struct policy_domain_run *run) {
+  struct policy_chain *c = run->chain;
+  while (run->next < c->n) {
+    struct policy_module *m = &c->mods[run->next];
+    if (m->ops->prepare_domain == NULL) {
+      run->next++;
+      continue;
+    }
+    int rc = m->ops->prepare_domain(m->state, &run->env, run->domain,
+                                    &run->pd[run->next], domain_module_done,
+                                    run);
+    if (rc == 0)
+      return;
+    policy_result_set(&run->result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
+                      "policy %s could not start: %s", m->ops->name,
+                      postern_strerror(rc));
+    domain_finish(run, true);
+    return;
+  }
+  domain_finish(run, true);
+}
+
+int policy_chain_prepare_domain(struct policy_chain *c,
+                                const struct policy_env *env,
+                                const char *domain, policy_domain_cb cb,
+                                void *arg) {
+  struct policy_domain_run *run = calloc(1, sizeof *run);
+  if (run == NULL)
+    return POSTERN_ENOMEM;
+  run->pd = calloc(c->n ? c->n : 1, sizeof *run->pd);
+  if (run->pd == NULL) {
+    free(run);
+    return POSTERN_ENOMEM;
+  }
+  run->chain = c;
+  run->env = *env;
+  snprintf(run->domain, sizeof run->domain, "%s", domain);
+  run->cb = cb;
+  run->arg = arg;
+  result_ok(&run->result);
+  uv_timer_init(env->loop, &run->timer);
+  run->timer.data = run;
+  domain_step(run);
+  return 0;
+}
+
+static void domain_closed(uv_handle_t *h) {
+  struct policy_domain_run *run = h->data;
+  free(run->pd);
+  free(run);
+}
+
+void policy_domain_run_free(struct policy_domain_run *run) {
+  if (run == NULL)
+    return;
+  struct policy_chain *c = run->chain;
+  for (size_t i = 0; i < c->n; i++)
+    if (run->pd[i] && c->mods[i].ops->free_domain)
+      c->mods[i].ops->free_domain(c->mods[i].state, run->pd[i]);
+  uv_close((uv_handle_t *)&run->timer, domain_closed);
+}
+
+void policy_chain_check_mx(struct policy_domain_run *run,
+                           const struct policy_mx *mx,
+                           struct policy_mx_verdict *v) {
+  struct policy_chain *c = run->chain;
+  memset(v, 0, sizeof *v);
+  v->level = POLICY_MX_LEVEL_NONE;
+  v->required = POLICY_MX_LEVEL_NONE;
+  result_ok(&v->result);
+  for (size_t i = 0; i < c->n; i++) {
+    struct policy_module *m = &c->mods[i];
+    if (m->ops->check_mx == NULL)
+      continue;
+    m->ops->check_mx(m->state, run->pd[i], mx, v);
+    if (v->result.outcome != POLICY_OK)
+      return;
+  }
+  if (v->level < v->required)
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
+                      "MX %s reached MX level %s, policy requires %s",
+                      mx->host, policy_mx_level_name(v->level),
+                      policy_mx_level_name(v->required));
+}
+
+/* ---- per-connection run ---- */
+
+struct policy_conn_run {
+  struct policy_domain_run *drun;
+  struct policy_env env;
+  struct policy_host host;
+  struct policy_mx mx;
+  char host_name[256], canonical[256], domain[256];
+  void **pc;
+  size_t next;
+  policy_conn_cb cb;
+  void *arg;
+  struct policy_conn_req req;
+  uv_timer_t timer;
+};
+
+static void conn_step(struct policy_conn_run *cr);
+
+static void conn_fire(uv_timer_t *t) {
+  struct policy_conn_run *cr = t->data;
+  cr->cb(cr->arg, cr, &cr->req);
+}
+
+static void conn_module_done(void *arg, const struct policy_result *r) {
+  struct policy_conn_run *cr = arg;
+  if (r->outcome != POLICY_OK) {
+    cr->req.result = *r;
+    cr->cb(cr->arg, cr, &cr->req);
+    return;
+  }
+  cr->next++;
+  conn_step(cr);
+}
+
+static void conn_step(struct policy_conn_run *cr) {
+  struct policy_chain *c = cr->drun->chain;
+  while (cr->next < c->n) {
+    struct policy_module *m = &c->mods[cr->next];
+    if (m->ops->prepare_conn == NULL) {
+      cr->next++;
+      continue;
+    }
+    int rc = m->ops->prepare_conn(m->state, &cr->env, cr->drun->pd[cr->next],
+                                  &cr->host, &cr->pc[cr->next], &cr->req,
+                                  conn_module_done, cr);
+    if (rc == 0)
+      return;
+    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name,
+                      "4.7.0", "policy %s could not start: %s", m->ops->name,
+                      postern_strerror(rc));
+    break;
+  }
+  uv_timer_start(&cr->timer, conn_fire, 0, 0);
+}
+
+int policy_chain_prepare_conn(struct policy_domain_run *run,
+                              const struct policy_env *env,
+                              const struct policy_host *h, policy_conn_cb cb,
+                              void *arg) {
+  struct policy_conn_run *cr = calloc(1, sizeof *cr);
+  if (cr == NULL)
+    return POSTERN_ENOMEM;
+  size_t n = run->chain->n;
+  cr->pc = calloc(n ? n : 1, sizeof *cr->pc);
+  if (cr->pc == NULL) {
+    free(cr);
+    return POSTERN_ENOMEM;
+  }
+  cr->drun = run;
+  cr->env = *env;
+  /* Copy the host description: the caller's may not outlive the lookup. */
+  cr->mx = *h->mx;
+  snprintf(cr->host_name, sizeof cr->host_name, "%s", h->mx->host);
+  snprintf(cr->domain, sizeof cr->domain, "%s", h->mx->domain);
+  snprintf(cr->canonical, sizeof cr->canonical, "%s",
+           h->canonical ? h->canonical : h->mx->host);
+  cr->mx.host = cr->host_name;
+  cr->mx.domain = cr->domain;
+  cr->host = *h;
+  cr->host.mx = &cr->mx;
+  cr->host.canonical = cr->canonical;
+  cr->cb = cb;
+  cr->arg = arg;
+  result_ok(&cr->req.result);
+  uv_timer_init(env->loop, &cr->timer);
+  cr->timer.data = cr;
+  conn_step(cr);
+  return 0;
+}
+
+static void conn_closed(uv_handle_t *h) {
+  struct policy_conn_run *cr = h->data;
+  free(cr->pc);
+  free(cr);
+}
+
+void policy_conn_run_free(struct policy_conn_run *cr) {
+  if (cr == NULL)
+    return;
+  struct policy_chain *c = cr->drun->chain;
+  for (size_t i = 0; i < c->n; i++)
+    if (cr->pc[i] && c->mods[i].ops->free_conn)
+      c->mods[i].ops->free_conn(c->mods[i].state, cr->pc[i]);
+  uv_close((uv_handle_t *)&cr->timer, conn_closed);
+}
+
+void policy_chain_check_conn(struct policy_conn_run *cr,
+                             const struct policy_conn *conn,
+                             struct policy_conn_verdict *v) {
+  struct policy_chain *c = cr->drun->chain;
+  memset(v, 0, sizeof *v);
+  v->level = conn->reached;
+  v->required = POLICY_TLS_LEVEL_NONE;
+  result_ok(&v->result);
+  for (size_t i = 0; i < c->n; i++) {
+    struct policy_module *m = &c->mods[i];
+    if (m->ops->check_conn == NULL)
+      continue;
+    m->ops->check_conn(m->state, cr->drun->pd[i], cr->pc[i], conn, v);
+    if (v->result.outcome != POLICY_OK)
+      return;
+  }
+  if (v->level < v->required)
+    policy_result_set(
+        &v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
+        "TLS level %s reached with %s, policy requires %s%s%s",
+        policy_tls_level_name(v->level), conn->host,
+        policy_tls_level_name(v->required),
+        conn->verify_error && conn->verify_error[0] ? ": " : "",
+        conn->verify_error ? conn->verify_error : "");
+}
