@@ -240,7 +240,7 @@ void dns_answer_free(struct dns_answer *a) {
 }
 
 /* Decodes the RDATA of one record of the asked type into *rr. Returns 0,
- * -1 (malformed) or POSTERN_ENOMEM. */
+ * 1 (malformed) or POSTERN_ENOMEM. */
 static int rdata_decode(const unsigned char *pkt, size_t len,
                         const struct rr_loc *l, struct dns_rr *rr) {
   const unsigned char *rd = pkt + l->rdoff;
@@ -251,20 +251,20 @@ static int rdata_decode(const unsigned char *pkt, size_t len,
   switch (l->type) {
   case DNS_T_A:
     if (l->rdlen != 4)
-      return -1;
+      return 1;
     memcpy(&rr->u.a, rd, 4);
     return 0;
   case DNS_T_AAAA:
     if (l->rdlen != 16)
-      return -1;
+      return 1;
     memcpy(&rr->u.aaaa, rd, 16);
     return 0;
   case DNS_T_MX: {
     if (l->rdlen < 3)
-      return -1;
+      return 1;
     size_t off = l->rdoff + 2;
     if (dns__name_read(pkt, len, rdend, &off, name) != 0 || off != rdend)
-      return -1;
+      return 1;
     rr->u.mx.pref = get16(rd);
     rr->u.mx.host = strdup(name);
     return rr->u.mx.host ? 0 : POSTERN_ENOMEM;
@@ -272,20 +272,20 @@ static int rdata_decode(const unsigned char *pkt, size_t len,
   case DNS_T_CNAME: {
     size_t off = l->rdoff;
     if (dns__name_read(pkt, len, rdend, &off, name) != 0 || off != rdend)
-      return -1;
+      return 1;
     rr->u.target = strdup(name);
     return rr->u.target ? 0 : POSTERN_ENOMEM;
   }
   case DNS_T_TXT: {
     /* RFC 1035 §3.3.14: one or more <character-string>s filling RDATA. */
     if (l->rdlen < 1)
-      return -1;
+      return 1;
     size_t i = 0, total = 0;
     unsigned ns = 0;
     while (i < l->rdlen) {
       size_t sl = rd[i];
       if (sl > l->rdlen - i - 1)
-        return -1;
+        return 1;
       total += sl;
       i += 1 + sl;
       ns++;
@@ -307,7 +307,7 @@ static int rdata_decode(const unsigned char *pkt, size_t len,
   case DNS_T_TLSA: {
     /* RFC 6698 §2.1: usage, selector, matching type, then the data. */
     if (l->rdlen < 3)
-      return -1;
+      return 1;
     size_t dl = l->rdlen - 3u;
     unsigned char *d = malloc(dl + 1);
     if (d == NULL)
