@@ -361,7 +361,10 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
     answer_fail(q, DNS_TEMPFAIL, POSTERN_ETIMEOUT, -1);
     break;
   case ARES_ECONNREFUSED:
-    answer_fail(q, DNS_TEMPFAIL, POSTERN_ECONNREFUSED, -1);
+    /* c-ares 1.18 also reports this when every server answered SERVFAIL,
+     * REFUSED or NOTIMP (it tries the next server on those), so the cause
+     * is not known. */
+    answer_fail(q, DNS_TEMPFAIL, POSTERN_EDNS_TEMPFAIL, -1);
     break;
   case ARES_ENOMEM:
     answer_fail(q, DNS_TEMPFAIL, POSTERN_ENOMEM, -1);
@@ -727,8 +730,10 @@ static void host_merge(struct dns_query *hq, struct dns_answer *m) {
       return;
     }
     /* A and AAAA records hold no pointers: plain copies are safe. */
-    memcpy(m->rr, a->rr, a->nrr * sizeof *m->rr);
-    memcpy(m->rr + a->nrr, b->rr, b->nrr * sizeof *m->rr);
+    if (a->nrr > 0)
+      memcpy(m->rr, a->rr, a->nrr * sizeof *m->rr);
+    if (b->nrr > 0)
+      memcpy(m->rr + a->nrr, b->rr, b->nrr * sizeof *m->rr);
     m->nrr = n;
     m->status = DNS_ANSWER;
     m->err = 0;

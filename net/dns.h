@@ -110,8 +110,7 @@ struct dns_answer {
   enum dns_status status;
   /* The same outcome as a code: 0 for ANSWER, POSTERN_EDNS_NXDOMAIN,
    * _NODATA, _TEMPFAIL, _MALFORMED, POSTERN_ECANCELED, or POSTERN_ETIMEOUT /
-   * POSTERN_ENOMEM / POSTERN_ECONNREFUSED for a TEMPFAIL with a known
-   * cause. For logs. */
+   * POSTERN_ENOMEM for a TEMPFAIL with that known cause. For logs. */
   int err;
   uint16_t qtype;
   /* Response code of the DNS answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN,
