@@ -45,6 +45,8 @@ CONFIG = {
         "half.example.org": {"A": ["192.0.2.50"]},
         "slow.example.org": {"A": ["192.0.2.60"]},
         "short.example.org": {"A": ["192.0.2.61"]},
+        "v6sf.example.org": {"A": ["192.0.2.62"]},
+        "v6noad.example.org": {"A": ["192.0.2.63"]},
     },
     "behaviour": {
         "noad.example.org": {"ad": False},
@@ -56,6 +58,8 @@ CONFIG = {
         "quiet.example.org": {"silent": True},
         "slow.example.org": {"delay": 0.3},
         "short.example.org": {"ttl": 7},
+        "v6sf.example.org": {"rcode": "SERVFAIL", "types": ["AAAA"]},
+        "v6noad.example.org": {"ad": False, "types": ["AAAA"]},
     },
 }
 # A chain of 9 CNAMEs, one more than the resolver follows.
@@ -100,6 +104,8 @@ def main():
             "dangling.example.org/A", "mx1.example.org/HOST",
             "mx2.example.org/HOST", "nx.example.org/HOST",
             "slow.example.org/A", "short.example.org/A", "alias.example.org/CNAME",
+            "v6sf.example.org/HOST", "v6noad.example.org/HOST",
+            "alias.example.org/HOST",
         ]
         r = lookups(peer, names)
 
@@ -194,6 +200,17 @@ def main():
               a["records"] == ["192.0.2.3"] and a["ad"], a)
         a = r[("nx.example.org", "HOST")]
         check("host lookup NXDOMAIN", a["status"] == "nxdomain", a)
+
+        a = r[("v6sf.example.org", "HOST")]
+        check("host lookup with AAAA SERVFAIL: partial, not authenticated",
+              a["status"] == "answer" and a["records"] == ["192.0.2.62"] and
+              a["partial"] and not a["ad"], a)
+        a = r[("v6noad.example.org", "HOST")]
+        check("host lookup with unauthenticated AAAA NODATA: not authenticated",
+              a["status"] == "answer" and not a["partial"] and not a["ad"], a)
+        a = r[("alias.example.org", "HOST")]
+        check("host lookup reports the canonical name",
+              a["cname"] == "mx2.example.org" and a["records"] == ["192.0.2.3"], a)
 
         a = r[("slow.example.org", "A")]
         check("delayed answer within the timeout",

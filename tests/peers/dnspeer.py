@@ -51,8 +51,9 @@ Config format (JSON, or a dict for start()):
         "raw.example.org":   {"garbage": "raw"},      # random bytes, wrong id
         "quiet.example.org": {"silent": true},        # never answers
         "slow.example.org":  {"delay": 0.5},          # seconds before answering
-        "short.example.org": {"ttl": 5}
-      }
+        "short.example.org": {"ttl": 5},
+        "v6sf.example.org":  {"rcode": "SERVFAIL", "types": ["AAAA"]}
+      }                        # "types": only for queries of these types
     }
 
 Names are matched case-insensitively, without the trailing dot. A name with
@@ -142,10 +143,14 @@ class Zone:
     def exists(self, key):
         return key in self.records or key in self.behaviour
 
-    def behave(self, keys):
+    def behave(self, keys, rtype=None):
         for k in keys:
-            if k in self.behaviour:
-                return self.behaviour[k]
+            b = self.behaviour.get(k)
+            if b is None:
+                continue
+            types = b.get("types")
+            if rtype is None or types is None or rtype in types:
+                return b
         return {}
 
     def rrset(self, key, rtype, ttl):
@@ -320,8 +325,6 @@ class Server:
         chain = [key]
         cur = key
         answer = []
-        ttl = zone.ttl
-        behave = zone.behave([key])
         while len(chain) <= MAX_CHAIN:
             b = zone.behave([cur])
             t = int(b.get("ttl", zone.ttl))
@@ -333,8 +336,8 @@ class Server:
                 chain.append(cur)
                 continue
             break
-        behave = zone.behave(chain)
-        ttl = int(zone.behave([cur]).get("ttl", zone.ttl))
+        behave = zone.behave(chain, rtype)
+        ttl = int(zone.behave([cur], rtype).get("ttl", zone.ttl))
 
         delay = float(behave.get("delay", 0))
         if delay:
@@ -369,7 +372,8 @@ class Server:
                 resp.set_rcode(dns.rcode.NXDOMAIN)
         if resp.rcode() == dns.rcode.NXDOMAIN or final is None:
             resp.authority.append(zone.soa(cur))
-        ad = all(bool(zone.behave([n]).get("ad", zone.ad)) for n in chain)
+        ad = all(bool(zone.behave([n], rtype).get("ad", zone.ad))
+                 for n in chain)
         if ad:
             resp.flags |= dns.flags.AD
         else:
