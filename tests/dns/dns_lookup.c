@@ -1,0 +1,249 @@
+/*
+ * tests/dns/dns_lookup.c - test driver for net/dns: runs lookups on one
+ * libuv loop and prints one JSON object per lookup, in argument order, for
+ * tests/dns/dns_resolver_test.py to check.
+ *
+ *   dns_lookup [--server ADDR]... [--timeout MS] [--attempts N] [--trust-ad]
+ *              [--cancel-first] [--close-early] NAME/TYPE...
+ *   dns_lookup --trust [--trust-ad] [--server ADDR]...
+ *
+ * TYPE is A, AAAA, MX, TXT, TLSA, CNAME or HOST (dns_resolve_host). All
+ * lookups start at once. --cancel-first cancels the first lookup right
+ * after starting it; --close-early closes the resolver right after starting
+ * them all. --trust only prints whether the resolver would believe AD.
+ *
+ * The driver also checks the event-loop contract itself: it exits 3 if a
+ * callback runs inside dns_query()/dns_resolve_host() or twice for one
+ * lookup, and 4 if the resolver's close callback never ran.
+ */
+#include "net/dns.h"
+
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lookup {
+  const char *name;
+  const char *tname;
+  int type; /* 0 = HOST */
+  int done;
+  char *json;
+};
+
+static int in_call;
+static int closed;
+static int bad;
+
+static void jstr(FILE *f, const unsigned char *s, size_t n) {
+  fputc('"', f);
+  for (size_t i = 0; i < n; i++) {
+    unsigned c = s[i];
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c < 0x20 || c >= 0x7f)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc((int)c, f);
+  }
+  fputc('"', f);
+}
+
+static void rr_text(FILE *f, const struct dns_rr *rr) {
+  char buf[INET6_ADDRSTRLEN];
+  switch (rr->type) {
+  case DNS_T_A:
+    inet_ntop(AF_INET, &rr->u.a, buf, sizeof buf);
+    jstr(f, (const unsigned char *)buf, strlen(buf));
+    break;
+  case DNS_T_AAAA:
+    inet_ntop(AF_INET6, &rr->u.aaaa, buf, sizeof buf);
+    jstr(f, (const unsigned char *)buf, strlen(buf));
+    break;
+  case DNS_T_MX:
+    fprintf(f, "\"%u %s\"", rr->u.mx.pref, rr->u.mx.host);
+    break;
+  case DNS_T_TXT:
+    fprintf(f, "{\"strings\":%u,\"text\":", rr->u.txt.nstrings);
+    jstr(f, rr->u.txt.data, rr->u.txt.len);
+    fputc('}', f);
+    break;
+  case DNS_T_TLSA:
+    fprintf(f, "\"%u %u %u ", rr->u.tlsa.usage, rr->u.tlsa.selector,
+            rr->u.tlsa.mtype);
+    for (size_t i = 0; i < rr->u.tlsa.len; i++)
+      fprintf(f, "%02x", rr->u.tlsa.data[i]);
+    fputc('"', f);
+    break;
+  case DNS_T_CNAME:
+    jstr(f, (const unsigned char *)rr->u.target, strlen(rr->u.target));
+    break;
+  default:
+    fprintf(f, "\"type%u\"", rr->type);
+  }
+}
+
+static void on_answer(const struct dns_answer *a, void *arg) {
+  struct lookup *l = arg;
+  if (in_call) {
+    fprintf(stderr, "callback ran inside the call that started it\n");
+    bad = 3;
+  }
+  if (l->done++) {
+    fprintf(stderr, "callback ran twice for %s\n", l->name);
+    bad = 3;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  fputs("{\"name\":", f);
+  jstr(f, (const unsigned char *)l->name, strlen(l->name));
+  fprintf(f, ",\"type\":\"%s\",\"status\":\"%s\",", l->tname,
+          dns_status_name(a->status));
+  fprintf(f, "\"err\":\"%s\",\"rcode\":%d,\"ad\":%s,\"null_mx\":%s,",
+          postern_err_name(a->err), a->rcode,
+          a->authenticated ? "true" : "false", a->null_mx ? "true" : "false");
+  fprintf(f, "\"partial\":%s,\"ttl\":%u,\"hops\":%u,\"cname\":",
+          a->partial ? "true" : "false", a->ttl, a->cname_hops);
+  if (a->cname)
+    jstr(f, (const unsigned char *)a->cname, strlen(a->cname));
+  else
+    fputs("null", f);
+  fputs(",\"records\":[", f);
+  for (size_t i = 0; i < a->nrr; i++) {
+    if (i)
+      fputc(',', f);
+    rr_text(f, &a->rr[i]);
+  }
+  fputs("]}", f);
+  fclose(f);
+  l->json = buf;
+}
+
+static void on_closed(void *arg) {
+  closed = 1;
+}
+
+static int type_of(const char *t) {
+  static const struct {
+    const char *n;
+    int t;
+  } map[] = {{"A", DNS_T_A},     {"AAAA", DNS_T_AAAA}, {"MX", DNS_T_MX},
+             {"TXT", DNS_T_TXT}, {"TLSA", DNS_T_TLSA}, {"CNAME", DNS_T_CNAME},
+             {"HOST", 0}};
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    if (strcmp(t, map[i].n) == 0)
+      return map[i].t;
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  struct dns_opts o;
+  bool trust_only = false, cancel_first = false, close_early = false;
+  struct lookup *ls = calloc((size_t)argc, sizeof *ls);
+  size_t nl = 0;
+  dns_opts_init(&o);
+  o.timeout_ms = 1000;
+  o.attempts = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--server") == 0 && i + 1 < argc) {
+      if (o.nservers == DNS_MAX_SERVERS ||
+          dns_server_parse(argv[++i], &o.servers[o.nservers]) != 0) {
+        fprintf(stderr, "bad server %s\n", argv[i]);
+        return 2;
+      }
+      o.nservers++;
+    } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+      o.timeout_ms = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--attempts") == 0 && i + 1 < argc) {
+      o.attempts = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--trust-ad") == 0) {
+      o.trust_ad = true;
+    } else if (strcmp(a, "--trust") == 0) {
+      trust_only = true;
+    } else if (strcmp(a, "--cancel-first") == 0) {
+      cancel_first = true;
+    } else if (strcmp(a, "--close-early") == 0) {
+      close_early = true;
+    } else if (strcmp(a, "--debug") == 0) {
+      postern_log_set_level(POSTERN_LOG_DEBUG);
+    } else {
+      char *slash = strrchr(argv[i], '/');
+      if (slash == NULL || type_of(slash + 1) < 0) {
+        fprintf(stderr, "bad lookup %s (want NAME/TYPE)\n", a);
+        return 2;
+      }
+      *slash = '\0';
+      ls[nl].name = argv[i];
+      ls[nl].tname = slash + 1;
+      ls[nl].type = type_of(slash + 1);
+      nl++;
+    }
+  }
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct dns_resolver *r;
+  int rc = dns_resolver_new(&loop, &o, &r);
+  if (rc != 0) {
+    fprintf(stderr, "dns_resolver_new: %s\n", postern_strerror(rc));
+    return 1;
+  }
+  if (trust_only) {
+    printf("{\"trust\":%s}\n", dns_resolver_trusts_ad(r) ? "true" : "false");
+  }
+  for (size_t i = 0; i < nl; i++) {
+    struct dns_query *q = NULL;
+    in_call = 1;
+    if (ls[i].type == 0)
+      rc = dns_resolve_host(r, ls[i].name, on_answer, &ls[i], &q);
+    else
+      rc =
+          dns_query(r, ls[i].name, (uint16_t)ls[i].type, on_answer, &ls[i], &q);
+    if (rc == 0 && i == 0 && cancel_first)
+      dns_query_cancel(q);
+    in_call = 0;
+    if (rc != 0) {
+      char *buf = NULL;
+      size_t len = 0;
+      FILE *f = open_memstream(&buf, &len);
+      fputs("{\"name\":", f);
+      jstr(f, (const unsigned char *)ls[i].name, strlen(ls[i].name));
+      fprintf(f, ",\"type\":\"%s\",\"error\":\"%s\"}", ls[i].tname,
+              postern_err_name(rc));
+      fclose(f);
+      ls[i].json = buf;
+      ls[i].done = 1;
+    }
+  }
+  if (close_early)
+    dns_resolver_close(r, on_closed, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (!close_early) {
+    /* Every lookup has ended; closing now must still finish cleanly. */
+    dns_resolver_close(r, on_closed, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  for (size_t i = 0; i < nl; i++) {
+    if (ls[i].json == NULL) {
+      fprintf(stderr, "lookup %s/%s never completed\n", ls[i].name,
+              ls[i].tname);
+      bad = bad ? bad : 3;
+      continue;
+    }
+    printf("%s\n", ls[i].json);
+    free(ls[i].json);
+  }
+  if (!closed)
+    bad = bad ? bad : 4;
+  if (uv_loop_close(&loop) != 0) {
+    fprintf(stderr, "loop still has handles\n");
+    bad = bad ? bad : 4;
+  }
+  free(ls);
+  return bad;
+}
