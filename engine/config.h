@@ -1,0 +1,261 @@
+/*
+ * config.h - Postern's configuration file: loading, validation, printing.
+ *
+ * The file is read once into a `struct postern_config` made of plain fields
+ * with every default already filled in, so callers never look up a default
+ * themselves. The syntax and every directive are described in
+ * docs/postern.conf.5. Parsing is driven by one schema table per block
+ * (config.c), the same table that fills defaults and drives config_print.
+ *
+ * This module depends on nothing but libc and postern_err.h: the levels and
+ * enums below are its own, and the modules that use them map them.
+ *
+ * Threading: config_load and config_print have no global state except
+ * reading the environment ({env:NAME}); a loaded configuration is immutable
+ * and may be read from any thread. A reload loads a new one and swaps it.
+ */
+#ifndef POSTERN_ENGINE_CONFIG_H
+#define POSTERN_ENGINE_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/postern/postern.conf"
+
+/* Limits on the input; going over one is an error with its position. */
+#define CONFIG_FILE_MAX (16u * 1024 * 1024) /* bytes in the whole file */
+#define CONFIG_LINE_MAX 65536u              /* bytes in one line */
+#define CONFIG_TOKEN_MAX 4096u /* bytes in one word, after {env:} */
+#define CONFIG_ARGS_MAX 1024u  /* arguments of one directive */
+#define CONFIG_DEPTH_MAX 8u    /* nesting of { } blocks */
+
+enum config_log_level {
+  CONFIG_LOG_ERROR,
+  CONFIG_LOG_WARN,
+  CONFIG_LOG_INFO,
+  CONFIG_LOG_DEBUG
+};
+
+enum config_log_format { CONFIG_LOG_LOGFMT, CONFIG_LOG_JSON };
+
+/* The TLS level a connection reached or a policy requires (DESIGN.md). */
+enum config_tls_level {
+  CONFIG_TLS_LEVEL_NONE,
+  CONFIG_TLS_LEVEL_ENCRYPTED,
+  CONFIG_TLS_LEVEL_AUTHENTICATED
+};
+
+/* How an MX host name was authenticated (DESIGN.md). */
+enum config_mx_level {
+  CONFIG_MX_LEVEL_NONE,
+  CONFIG_MX_LEVEL_MTASTS,
+  CONFIG_MX_LEVEL_DNSSEC
+};
+
+enum config_tls_version { CONFIG_TLS_1_2, CONFIG_TLS_1_3 };
+
+enum config_policy_kind {
+  CONFIG_POLICY_LOCAL,
+  CONFIG_POLICY_MTASTS,
+  CONFIG_POLICY_DNSSEC,
+  CONFIG_POLICY_DANE
+};
+
+/* An IP address and port, validated: "127.0.0.1:2525" or "[::1]:2525".
+ * `text` is the canonical form (what config_print writes). */
+struct config_addr {
+  char *text;
+  struct sockaddr_storage sa; /* sockaddr_in or sockaddr_in6, port set */
+  socklen_t salen;
+};
+
+/* An IP address without port ("192.0.2.1", "2001:db8::1"); text is NULL
+ * when the directive was not given. */
+struct config_ip {
+  char *text;
+  struct sockaddr_storage sa; /* port 0 */
+  socklen_t salen;
+};
+
+/* A network in CIDR notation; host bits are always zero. */
+struct config_cidr {
+  char *text;       /* canonical: "127.0.0.1/32", "::1/128" */
+  int family;       /* AF_INET or AF_INET6 */
+  uint8_t addr[16]; /* network byte order; 4 bytes used for AF_INET */
+  unsigned prefix;  /* 0..32 or 0..128 */
+};
+
+/* listen ADDR:PORT { ... } - one SMTP listener (relay ingress). */
+struct config_listen {
+  struct config_addr addr;
+  struct config_cidr *accept_from; /* clients allowed to relay */
+  size_t accept_from_count;
+  uint64_t max_message_size; /* bytes */
+  uint32_t max_recipients;
+  uint32_t max_sessions;
+  char *tls_cert; /* both NULL or both set: STARTTLS offered when set */
+  char *tls_key;
+  uint64_t timeout_ms;
+  unsigned line, col; /* where the listen directive is */
+};
+
+struct config_queue {
+  uint64_t map_size; /* bytes */
+  uint64_t retry_initial_ms;
+  double retry_factor; /* 1.0 .. 10.0, at most 6 decimals */
+  uint64_t retry_max_ms;
+  uint64_t max_age_ms;
+  uint64_t delay_warning_ms; /* 0: no delay warnings */
+};
+
+/* route DOMAIN TARGET - send DOMAIN's mail to TARGET instead of its MX. */
+struct config_route {
+  char *domain;  /* lower case, no trailing dot; "*" matches every domain */
+  char *host;    /* lower-case host name or IP literal, without brackets */
+  uint16_t port; /* always given */
+  bool no_mx;    /* TARGET was in brackets or is an IP: no MX lookup */
+  bool is_ip;    /* host is an IP literal: sa holds it, with the port */
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  unsigned line, col;
+};
+
+struct config_delivery {
+  uint32_t workers; /* never 0 after loading: 0 in the file = cores */
+  uint32_t max_connections;
+  uint32_t per_domain_connections;
+  uint32_t per_domain_rate; /* deliveries per second per domain; 0: no cap */
+  uint32_t reuse_limit;     /* messages per connection */
+  uint64_t idle_timeout_ms;
+  uint64_t connect_timeout_ms;
+  uint64_t command_timeout_ms;
+  uint64_t data_timeout_ms;
+  uint16_t port;
+  struct config_ip local_ip; /* text NULL: let the kernel choose */
+  uint64_t shutdown_timeout_ms;
+  struct config_route *routes; /* in file order; first match wins */
+  size_t route_count;
+};
+
+struct config_dns {
+  struct config_addr *servers; /* none: the servers in /etc/resolv.conf */
+  size_t server_count;
+  uint64_t timeout_ms;
+  uint32_t attempts;
+  bool trust_ad;
+};
+
+struct config_tls {
+  char *ca_file;
+  enum config_tls_version min_version;
+};
+
+struct config_policy_local {
+  enum config_tls_level min_tls_level;
+  enum config_mx_level min_mx_level;
+};
+
+struct config_policy_mtasts {
+  uint64_t fetch_timeout_ms;
+  uint16_t https_port;
+  uint64_t max_policy_size; /* bytes */
+};
+
+/* One module of the policy chain; `kind` says which member is valid
+ * (dnssec and dane have no options). */
+struct config_policy_module {
+  enum config_policy_kind kind;
+  union {
+    struct config_policy_local local;
+    struct config_policy_mtasts mtasts;
+  };
+  unsigned line, col;
+};
+
+struct config_log {
+  enum config_log_level level;
+  enum config_log_format format;
+  char *file; /* "-" means standard error */
+};
+
+struct config_metrics {
+  bool enabled; /* false when the file has no metrics block */
+  struct config_addr listen;
+};
+
+struct postern_config {
+  char *path;     /* the file this was loaded from */
+  char *hostname; /* default: gethostname() */
+  char *state_dir;
+  char *user;                    /* NULL: do not change user */
+  struct config_listen *listens; /* at least one */
+  size_t listen_count;
+  struct config_queue queue;
+  struct config_delivery delivery;
+  struct config_dns dns;
+  struct config_tls tls;
+  struct config_policy_module *policy; /* the chain, in order */
+  size_t policy_count;
+  struct config_log log;
+  struct config_metrics metrics;
+};
+
+/* Where and why loading failed. line and col are 1-based (col counts
+ * bytes); both are 0 when the error concerns the whole file (unreadable). */
+struct config_error {
+  char file[1024];
+  unsigned line, col;
+  char message[512];
+};
+
+/*
+ * Reads and validates the file at `path`. On success returns 0 and stores a
+ * new configuration in *out (free it with config_free). On failure returns
+ * POSTERN_ESYNTAX (the file's syntax), POSTERN_ECONFIG (a directive or value
+ * is wrong), POSTERN_ETOOBIG (a limit above was exceeded), POSTERN_EIO or
+ * POSTERN_ENOENT (the file cannot be read) or POSTERN_ENOMEM, fills *err and
+ * leaves *out NULL. `err` may not be NULL.
+ */
+int config_load(const char *path, struct postern_config **out,
+                struct config_error *err);
+
+/*
+ * Like config_load for text already in memory; `name` is used in error
+ * messages and as cfg->path. `text` need not be NUL-terminated and may hold
+ * any bytes (NUL bytes are reported as errors). Same errors as config_load.
+ */
+int config_parse(const char *name, const char *text, size_t len,
+                 struct postern_config **out, struct config_error *err);
+
+/* Frees a configuration from config_load/config_parse. NULL is a no-op. */
+void config_free(struct postern_config *cfg);
+
+/*
+ * Writes the effective configuration, with every default filled in, in the
+ * file's own syntax: parsing the output yields the same configuration.
+ * Returns 0 or POSTERN_EIO when writing failed.
+ */
+int config_print(FILE *f, const struct postern_config *cfg);
+
+/*
+ * Formats `err` as "file:line:col: message" (or "file: message" when line is
+ * 0) into buf, always NUL-terminated. Returns the length it wanted, like
+ * snprintf.
+ */
+size_t config_error_format(const struct config_error *err, char *buf,
+                           size_t cap);
+
+/* Names as written in the file ("dane", "authenticated", "mtasts", "info",
+ * "json", "1.2"); static strings, "?" for values out of range. */
+const char *config_policy_kind_name(enum config_policy_kind kind);
+const char *config_tls_level_name(enum config_tls_level level);
+const char *config_mx_level_name(enum config_mx_level level);
+const char *config_log_level_name(enum config_log_level level);
+const char *config_log_format_name(enum config_log_format format);
+const char *config_tls_version_name(enum config_tls_version version);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * config_internal.h - pieces of the config module shared by its two source
+ * files and its unit tests; nothing outside engine/config* includes this.
+ *
+ * Loading runs in two passes:
+ *   1. config_syntax.c turns bytes into a tree of statements (`name arg...`
+ *      with an optional block of child statements), enforcing the lexical
+ *      rules and the limits in config.h. It knows no directive.
+ *   2. config.c walks that tree against the schema (one table per block),
+ *      converting values with the value parsers declared below, filling
+ *      defaults and checking cross-field rules.
+ */
+#ifndef POSTERN_ENGINE_CONFIG_INTERNAL_H
+#define POSTERN_ENGINE_CONFIG_INTERNAL_H
+
+#include "engine/config.h"
+
+#include <stdarg.h>
+
+/* One argument word after unquoting, escapes and {env:} substitution. It may
+ * contain any byte but NUL; `len` excludes the terminating NUL. */
+struct config__word {
+  char *s;
+  size_t len;
+  bool quoted;
+  unsigned line, col;
+};
+
+/* One statement: `name arg... [{ children }]`. */
+struct config__node {
+  struct config__word name;
+  struct config__word *args;
+  size_t nargs;
+  bool has_block;
+  unsigned bline, bcol; /* position of '{' when has_block */
+  struct config__node *children;
+  size_t nchildren;
+};
+
+/*
+ * Pass 1. Parses `len` bytes of `buf` into `root` (its children are the
+ * top-level statements; root->name is empty). Returns 0, or POSTERN_ESYNTAX /
+ * POSTERN_ETOOBIG / POSTERN_ENOMEM with *err filled (`file` names the
+ * source). `root` is always left freeable with config__node_free.
+ * *eof_line / *eof_col receive the position just past the last byte.
+ */
+int config__syntax_parse(const char *file, const char *buf, size_t len,
+                         struct config__node *root, unsigned *eof_line,
+                         unsigned *eof_col, struct config_error *err);
+
+/* Frees what a node owns (not the node itself). */
+void config__node_free(struct config__node *n);
+
+/* Fills *err; `fmt` is printf-like. */
+void config__error_set(struct config_error *err, const char *file,
+                       unsigned line, unsigned col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Writes `n` bytes of `s` into `buf` for an error message: printable ASCII
+ * as is, other bytes as \xHH, cut to about 60 bytes with "...". */
+const char *config__quote_user(const char *s, size_t n, char *buf, size_t cap);
+
+/*
+ * Value parsers. Each takes a word (`s`, `n` bytes, not necessarily
+ * NUL-terminated), returns 0 and stores the value, or returns
+ * POSTERN_ECONFIG (malformed) / POSTERN_ERANGE (overflow) and points *why at
+ * a static explanation. They never read outside s[0..n).
+ */
+/* "0", "250ms", "30s", "5m", "2h", "5d", compound "1h30m" (units from the
+ * largest to the smallest, each once). Milliseconds. */
+int config__duration_parse(const char *s, size_t n, uint64_t *ms,
+                           const char **why);
+/* Canonical text of a duration ("1h30m", "0"); buf needs 64 bytes. */
+void config__duration_format(uint64_t ms, char *buf, size_t cap);
+
+/* "512", "512K", "32M", "16G", "1T" (binary units, K=1024). Bytes. */
+int config__size_parse(const char *s, size_t n, uint64_t *bytes,
+                       const char **why);
+void config__size_format(uint64_t bytes, char *buf, size_t cap);
+
+/* Plain decimal digits, no sign, no spaces. */
+int config__uint_parse(const char *s, size_t n, uint64_t *v, const char **why);
+
+/* "2", "1.5", "1.25": at most 6 decimals; stored in millionths. */
+int config__decimal_parse(const char *s, size_t n, uint64_t *micro,
+                          const char **why);
+void config__decimal_format(uint64_t micro, char *buf, size_t cap);
+
+/* An IP literal without port into sa (port 0). */
+int config__ip_parse(const char *s, size_t n, struct sockaddr_storage *sa,
+                     socklen_t *salen, const char **why);
+
+/* "IPv4:PORT" or "[IPv6]:PORT"; with default_port >= 0 the port may be left
+ * out (then bare IPv6 is accepted too). Port range 0..65535. */
+int config__addr_parse(const char *s, size_t n, int default_port,
+                       struct sockaddr_storage *sa, socklen_t *salen,
+                       const char **why);
+/* Canonical "1.2.3.4:25" / "[::1]:25"; buf needs 64 bytes. */
+void config__addr_format(const struct sockaddr_storage *sa, char *buf,
+                         size_t cap);
+
+/* "10.0.0.0/8", "::1/128", or a bare address (a host prefix). */
+int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
+                       const char **why);
+
+/* A DNS host name: letters, digits, hyphens, labels of 1..63, at most 253
+ * bytes; one trailing dot allowed (the caller strips it). */
+int config__hostname_check(const char *s, size_t n, const char **why);
+
+/* Levenshtein distance, capped: returns cap+1 as soon as it is exceeded. */
+unsigned config__edit_distance(const char *a, const char *b, unsigned cap);
+
+/*
+ * The schema, exposed so the unit tests can walk it (every directive has a
+ * default that parses, help text, and appears in the printer's output).
+ */
+struct config__dir;
+struct config__block;
+struct config__walk;
+
+struct config__type {
+  const char *name; /* "duration", "size", ... */
+  int (*parse)(struct config__walk *w, const struct config__dir *d, void *obj,
+               const struct config__node *st);
+  void (*print)(FILE *f, const struct config__dir *d, const void *obj,
+                int indent);
+  void (*free)(const struct config__dir *d, void *obj);
+};
+
+enum {
+  CONFIG__REPEAT = 1u,   /* may appear more than once */
+  CONFIG__BLOCK = 2u,    /* takes a { } block (required) */
+  CONFIG__BLOCK_OPT = 4u /* may take a { } block */
+};
+
+struct config__dir {
+  const char *name;
+  const struct config__type *type;
+  unsigned min_args, max_args;
+  uint64_t min, max;        /* range, in the unit the field is stored in */
+  const char *def;          /* default, in file syntax; NULL: none */
+  size_t off;               /* offset of the field in the block's struct */
+  const char *const *names; /* enum values, NULL-terminated */
+  const struct config__block *sub; /* the block's schema */
+  unsigned flags;
+  const char *synopsis; /* arguments, as in the man page: "DURATION" */
+  const char *unset;    /* for optional values: what being unset means */
+};
+
+struct config__block {
+  const char *name; /* "" for the top level */
+  const struct config__dir *dirs;
+  size_t ndirs;
+  /* Cross-field rules, run after the block's statements (st is the block's
+   * own statement; NULL for the top level). NULL: none. */
+  int (*check)(struct config__walk *w, void *obj,
+               const struct config__node *st);
+};
+
+/* All blocks, top level first; NULL-terminated. */
+extern const struct config__block *const config__blocks[];
+
+#endif
