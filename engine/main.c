@@ -1,12 +1,12 @@
 /*
- * main.c - the `postern` command: argument handling, configuration loading
- * and `--check`. Running the relay itself is added by the engine issue; until
- * then a run without --check loads the configuration and stops with an error.
+ * main.c - the `postern` command: argument handling, configuration loading,
+ * `--check`, and running the relay in the foreground (engine/relay.c).
  *
  * Exit status: 0 success, 1 configuration error (printed as
  * `file:line:col: message`) or failure to run, 2 usage error.
  */
 #include "engine/config.h"
+#include "engine/relay.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -93,11 +93,6 @@ int main(int argc, char **argv) {
     config_free(cfg);
     return rc == 0 ? 0 : 1;
   }
-  /* The relay itself is the engine issue's work. */
-  fprintf(stderr,
-          "postern: %s: configuration ok, but the relay is not built "
-          "yet\n",
-          path);
-  config_free(cfg);
-  return 1;
+  /* relay_run owns cfg from here on. */
+  return relay_run(cfg, path);
 }

@@ -363,9 +363,11 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   apply_log(cfg);
   signal(SIGPIPE, SIG_IGN);
 
-  rc = build_chain(cfg, &r->chain);
+  struct policy_chain *chain;
+  rc = build_chain(cfg, &chain);
   if (rc != 0)
     return 1;
+  r->chain = chain;
   char err[256] = "";
   struct tls_ctx_opts to = {
       .min_version = cfg->tls.min_version == CONFIG_TLS_1_3 ? 0x0304 : 0};
