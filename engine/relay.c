@@ -346,8 +346,10 @@ static int start_servers(struct relay *r) {
       break;
     }
     r->nservers++;
-    postern_log(POSTERN_LOG_INFO, "listening", "listen", l->addr.text, "tls",
-                l->tls_cert ? "starttls" : "none", NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%u", smtp_server_port(r->servers[i]));
+    postern_log(POSTERN_LOG_INFO, "listening", "listen", l->addr.text, "port",
+                port, "tls", l->tls_cert ? "starttls" : "none", NULL);
   }
   free(loops);
   return rc;
