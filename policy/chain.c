@@ -17,46 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mx_names[] = {
-#define POLICY__MXN(name, str) str,
-    POLICY_MX_LEVEL_MAP(POLICY__MXN)
-#undef POLICY__MXN
-};
-
-static const char *const tls_names[] = {
-#define POLICY__TLSN(name, str) str,
-    POLICY_TLS_LEVEL_MAP(POLICY__TLSN)
-#undef POLICY__TLSN
-};
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *policy_mx_level_name(enum policy_mx_level l) {
-  return (unsigned)l < NELEM(mx_names) ? mx_names[l] : "unknown";
-}
-
-const char *policy_tls_level_name(enum policy_tls_level l) {
-  return (unsigned)l < NELEM(tls_names) ? tls_names[l] : "unknown";
-}
-
-int policy_mx_level_parse(const char *s, enum policy_mx_level *out) {
-  for (size_t i = 0; i < NELEM(mx_names); i++)
-    if (strcmp(s, mx_names[i]) == 0) {
-      *out = (enum policy_mx_level)i;
-      return 0;
-    }
-  return POSTERN_EINVAL;
-}
-
-int policy_tls_level_parse(const char *s, enum policy_tls_level *out) {
-  for (size_t i = 0; i < NELEM(tls_names); i++)
-    if (strcmp(s, tls_names[i]) == 0) {
-      *out = (enum policy_tls_level)i;
-      return 0;
-    }
-  return POSTERN_EINVAL;
-}
-
 void policy_result_set(struct policy_result *r, enum policy_outcome o,
                        const char *module, const char *status,
                        const char *fmt, ...) {
