@@ -272,8 +272,9 @@ static void test_commit_readback(void **state) {
   struct queue_rcpt_in r[2] = {
       {"a@Example.COM", "rfc822;a@example.com", QUEUE_NOTIFY_FAILURE},
       {"b@other.test", NULL, QUEUE_NOTIFY_NEVER}};
-  /* A body in three pieces, one of them 3 MB, to cross overflow pages. */
-  size_t big = 3u << 20;
+  /* A body in three pieces, one of them 33 MiB: bigger than the default
+   * max_message_size, spanning many overflow pages. */
+  size_t big = 33u << 20;
   char *mid = malloc(big);
   for (size_t i = 0; i < big; i++)
     mid[i] = (char)('a' + i % 26);

@@ -55,9 +55,12 @@ static void *producer_main(void *arg) {
   struct iovec iov = {body, body_len};
   while (!stop_flag) {
     queue_id_new(id);
-    struct queue_msg_in m = {.id = id, .sender = "sender@bench.test",
-                             .rcpts = &r, .n_rcpts = 1,
-                             .client_addr = "127.0.0.1:1", .body = &iov,
+    struct queue_msg_in m = {.id = id,
+                             .sender = "sender@bench.test",
+                             .rcpts = &r,
+                             .n_rcpts = 1,
+                             .client_addr = "127.0.0.1:1",
+                             .body = &iov,
                              .body_iovcnt = 1};
     p->done = 0;
     double t0 = now_s();
@@ -148,8 +151,7 @@ int main(int argc, char **argv) {
          "msgs_per_s=%.0f commits_per_s=%.0f msgs_per_commit=%.2f "
          "p50_ms=%.2f p99_ms=%.2f body=%zu\n",
          n, (unsigned long long)sent, (unsigned long long)failed,
-         (unsigned long long)commits, (double)sent / el,
-         (double)commits / el,
+         (unsigned long long)commits, (double)sent / el, (double)commits / el,
          commits ? (double)(o1 - o0) / (double)commits : 0.0,
          nlat ? all[nlat / 2] : 0.0, nlat ? all[nlat * 99 / 100] : 0.0,
          body_len);
