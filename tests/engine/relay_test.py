@@ -77,10 +77,10 @@ def main():
     }
     dns = dnspeer.start(zone)
     try:
-        extra = (f"delivery {{ port {port}; route routed.test 127.0.0.1:{routed.port};"
-                 f" connect_timeout 2s }}\n"
-                 "queue { retry_initial 1s; retry_max 2s }\n")
-        with Relay(POSTERN, dns.port, extra=extra) as r:
+        delivery = (f"port {port}; route routed.test 127.0.0.1:{routed.port};"
+                    " connect_timeout 2s")
+        with Relay(POSTERN, dns.port, delivery=delivery,
+                   extra="queue { retry_initial 1s; retry_max 2s }") as r:
             # 1. A static route: N messages in, N out, each once, over
             #    several client sessions at once.
             n = 30

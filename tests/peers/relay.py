@@ -35,7 +35,8 @@ def parse_logfmt(line):
 
 
 class Relay:
-    def __init__(self, binary, dns_port, extra="", workers=2, listen_extra=""):
+    def __init__(self, binary, dns_port, extra="", workers=2, listen_extra="",
+                 delivery=""):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="postern-test-")
         self.state = os.path.join(self.dir, "state")
@@ -51,7 +52,7 @@ class Relay:
                 "}\n"
                 f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1 }}\n"
                 f"log {{ level debug; file {self.log} }}\n"
-                f"delivery {{ workers {workers} }}\n"
+                f"delivery {{ workers {workers}; {delivery} }}\n"
                 f"{extra}\n"
             )
         self.proc = None
