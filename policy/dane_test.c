@@ -865,11 +865,43 @@ static void test_status_names(void **state) {
   assert_true(POLICY_DANE_EXPIRED < POLICY_DANE_NAME);
 }
 
+/* Hostile chains: every truncation of the leaf is refused cleanly, and a
+ * truncated intermediate is simply unusable. */
+static void test_truncated_chains(void **state) {
+  (void)state;
+  struct rec_spec r = {2, 0, 1, C_INT, M_NONE};
+  size_t len;
+  uint8_t *data = record_data(&r, &len);
+  struct policy_tlsa rec = {2, 0, 1, data, len};
+  const char *names[] = {"mx.example.com"};
+  struct policy_dane_result res;
+  for (size_t n = 1; n < der_lens[C_LEAF]; n++) {
+    uint8_t *cut = malloc(n);
+    assert_non_null(cut);
+    memcpy(cut, ders[C_LEAF], n);
+    struct policy_dane_cert c = {cut, n};
+    assert_int_equal(policy_dane_verify(&rec, 1, &c, 1, names, 1, NOW, &res),
+                     POSTERN_EINVAL);
+    free(cut);
+  }
+  for (size_t n = 1; n < der_lens[C_INT]; n += 7) {
+    uint8_t *cut = malloc(n);
+    assert_non_null(cut);
+    memcpy(cut, ders[C_INT], n);
+    struct policy_dane_cert c[2] = {{ders[C_LEAF], der_lens[C_LEAF]}, {cut, n}};
+    assert_int_equal(policy_dane_verify(&rec, 1, c, 2, names, 1, NOW, &res), 0);
+    assert_int_equal(res.status, POLICY_DANE_MISMATCH);
+    free(cut);
+  }
+  OPENSSL_free(data);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dane_table),
       cmocka_unit_test(test_now_is_an_input),
       cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_truncated_chains),
       cmocka_unit_test(test_usable_table),
       cmocka_unit_test(test_rdata),
       cmocka_unit_test(test_status_names),

@@ -627,6 +627,67 @@ static void test_policy_match(void **state) {
   free(p);
 }
 
+/*
+ * Hostile input: every single-byte substitution and every truncation of
+ * valid objects yields a clean answer (checked under ASan by the asan
+ * config), never a crash or a read past `len`.
+ */
+static void test_mutations(void **state) {
+  (void)state;
+  static const char body[] =
+      "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\n"
+      "mx: *.example.net\r\nmax_age: 604800\r\nfoo: bar\r\n";
+  static const char txt[] = "v=STSv1; id=20160831085700Z; ext=1;";
+  static const unsigned char subst[] = {0x00, '\r', '\n', ':', ' ', '\t',
+                                        '*',  '.',  ';',  '=', '-', 'a',
+                                        '9',  0x7f, 0x80, 0xff};
+  struct policy_mtasts_policy *p = malloc(sizeof *p);
+  assert_non_null(p);
+  const size_t blen = sizeof body - 1, tlen = sizeof txt - 1;
+  for (size_t i = 0; i <= blen; i++) {
+    /* Truncation: exactly `i` bytes, in a buffer of exactly that size. */
+    char *cut = malloc(i ? i : 1);
+    assert_non_null(cut);
+    memcpy(cut, body, i);
+    int rc = policy_mtasts_policy_parse(cut, i, p);
+    assert_true(rc == 0 || rc == POSTERN_EPROTO);
+    free(cut);
+  }
+  char buf[sizeof body];
+  for (size_t i = 0; i < blen; i++) {
+    for (size_t k = 0; k < sizeof subst; k++) {
+      memcpy(buf, body, blen);
+      buf[i] = (char)subst[k];
+      int rc = policy_mtasts_policy_parse(buf, blen, p);
+      assert_true(rc == 0 || rc == POSTERN_EPROTO);
+      if (rc == 0) {
+        assert_true(p->max_age <= POLICY_MTASTS_MAX_AGE_MAX);
+        assert_true(p->n_mx <= POLICY_MTASTS_MX_MAX);
+      }
+    }
+  }
+  char tbuf[sizeof txt];
+  for (size_t i = 0; i < tlen; i++) {
+    for (size_t k = 0; k < sizeof subst; k++) {
+      memcpy(tbuf, txt, tlen);
+      tbuf[i] = (char)subst[k];
+      struct policy_txt t = {tbuf, tlen};
+      struct policy_mtasts_txt out;
+      int rc = policy_mtasts_txt_parse(&t, 1, &out);
+      assert_true(rc == 0 || rc == POSTERN_EPROTO || rc == POSTERN_ENOENT);
+      if (rc == 0) {
+        size_t n = strlen(out.id);
+        assert_true(n >= 1 && n <= POLICY_MTASTS_ID_MAX);
+      }
+    }
+    struct policy_txt t = {txt, i};
+    struct policy_mtasts_txt out;
+    int rc = policy_mtasts_txt_parse(&t, 1, &out);
+    assert_true(rc == 0 || rc == POSTERN_EPROTO || rc == POSTERN_ENOENT);
+  }
+  free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_txt_table),
@@ -635,6 +696,7 @@ int main(void) {
       cmocka_unit_test(test_body_limits),
       cmocka_unit_test(test_mx_table),
       cmocka_unit_test(test_policy_match),
+      cmocka_unit_test(test_mutations),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
