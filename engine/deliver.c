@@ -57,6 +57,9 @@ struct conn {
   struct job *job; /* being sent, or NULL when idle */
   uv_timer_t idle;
   bool closing;
+  /* Usable by dest_kick: false from a client callback until the loop runs
+   * conn_next_soon, so that no send starts inside the client's callback. */
+  bool ready;
   unsigned sent;
   char mx[256];
   char addr[64];
@@ -65,6 +68,7 @@ struct conn {
   /* What the message build needs while sending; freed after sent_cb. */
   struct smtp_rcpt *rcpts;
   char (*notify)[40];
+  struct smtp_message msg; /* borrowed by the client until on_sent */
 };
 
 struct candidate {
@@ -303,7 +307,7 @@ static void dest_kick(struct dest *d) {
   if (atomic_load(&r->stopping))
     return;
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
-    if (cn->job == NULL && !cn->closing) {
+    if (cn->job == NULL && !cn->closing && cn->ready) {
       if (!rate_allows(d))
         return;
       uv_timer_stop(&cn->idle);
@@ -317,7 +321,7 @@ static void dest_kick(struct dest *d) {
     size_t idle = 0;
     for (struct conn *cn = d->conns; cn; cn = cn->next)
       if (cn->job == NULL && !cn->closing)
-        idle++;
+        idle++; /* ready now, or about to be */
     if (idle)
       break;
     attempt_start(d);
@@ -327,11 +331,13 @@ static void dest_kick(struct dest *d) {
 
 /* ---- connections ---- */
 
+static void conn_timer_closed(uv_handle_t *h) { free(h->data); }
+
 static void conn_closed(struct smtp_client *c, void *arg) {
   struct conn *cn = arg;
   /* The destination may be gone by now: use only the relay. */
   atomic_fetch_sub(&cn->r->out_conns, 1);
-  uv_close((uv_handle_t *)&cn->idle, (uv_close_cb)free);
+  uv_close((uv_handle_t *)&cn->idle, conn_timer_closed);
 }
 
 static void conn_drop(struct conn *cn) {
@@ -374,6 +380,20 @@ static const char *notify_text(unsigned n, char *buf, size_t cap) {
   return buf;
 }
 
+static void conn_next_soon(uv_timer_t *t) {
+  struct conn *cn = t->data;
+  struct dest *d = cn->d;
+  struct relay *r = d->dw->r;
+  cn->ready = true;
+  if (d->head && rate_allows(d)) {
+    conn_send_next(cn);
+    return;
+  }
+  uv_timer_start(&cn->idle, conn_idle_expired,
+                 r->cfg->delivery.idle_timeout_ms, 0);
+  dest_kick(d);
+}
+
 static void on_sent(struct smtp_client *c, int status,
                     const struct smtp_send_result *res, void *arg) {
   struct conn *cn = arg;
@@ -381,6 +401,7 @@ static void on_sent(struct smtp_client *c, int status,
   struct dest *d = cn->d;
   uint64_t now = now_ms(d->dw);
   cn->job = NULL;
+  cn->ready = false;
   snprintf(j->mx, sizeof j->mx, "%s", cn->mx);
   for (unsigned k = 0; k < j->n && k < res->nrcpts; k++) {
     const struct smtp_result *sr = &res->rcpt[k];
@@ -421,14 +442,12 @@ static void on_sent(struct smtp_client *c, int status,
   if (status != 0 || cn->sent >= r->cfg->delivery.reuse_limit ||
       atomic_load(&r->stopping)) {
     conn_drop(cn);
-  } else if (d->head && rate_allows(d)) {
-    conn_send_next(cn);
+    dest_kick(d);
     return;
-  } else {
-    uv_timer_start(&cn->idle, conn_idle_expired,
-                   r->cfg->delivery.idle_timeout_ms, 0);
   }
-  dest_kick(d);
+  /* The next message starts from the loop, not from inside the client's
+   * callback: the client finishes its own bookkeeping first. */
+  uv_timer_start(&cn->idle, conn_next_soon, 0, 0);
 }
 
 static void conn_send_next(struct conn *cn) {
@@ -457,7 +476,7 @@ static void conn_send_next(struct conn *cn) {
   bool eight = false;
   for (size_t i = 0; i < j->m->body_len && !eight; i++)
     eight = ((const unsigned char *)j->m->body)[i] >= 0x80;
-  struct smtp_message msg = {
+  cn->msg = (struct smtp_message){
       .sender = env->sender,
       .ret = env->ret == QUEUE_RET_FULL
                  ? "FULL"
@@ -470,7 +489,7 @@ static void conn_send_next(struct conn *cn) {
       .body_len = j->m->body_len,
   };
   cn->job = j;
-  int rc = smtp_client_send(cn->c, &msg, on_sent, cn);
+  int rc = smtp_client_send(cn->c, &cn->msg, on_sent, cn);
   if (rc != 0) {
     /* The server closed the idle session (or it broke): give the job back
      * and let another connection carry it. */
@@ -750,11 +769,7 @@ static void on_ready(struct smtp_client *c, int status,
               policy_mx_level_name(cn->mx_level), "tls_level",
               policy_tls_level_name(cn->tls_level), NULL);
   attempt_free(a);
-  if (d->head)
-    conn_send_next(cn);
-  else
-    uv_timer_start(&cn->idle, conn_idle_expired,
-                   r->cfg->delivery.idle_timeout_ms, 0);
+  uv_timer_start(&cn->idle, conn_next_soon, 0, 0);
   dest_kick(d);
 }
 
