@@ -15,7 +15,7 @@ As a module (tests/peers is on PYTHONPATH under Bazel):
         peer.messages   # list of dicts, one per accepted message:
                         #  mail_from, rcpt_tos, mail_options, rcpt_options,
                         #  data (str, latin-1, after dot-unstuffing), tls,
-                        #  helo, dropped (True: we hung up before replying)
+                        #  helo, peer (client IP), dropped (True: we hung up before replying)
         peer.commands   # every command line received, in order
 
 From the shell (runs until SIGTERM/SIGINT; the port is written once the
@@ -31,6 +31,8 @@ Behaviours (keyword arguments; all optional):
     hostname          name in the greeting and EHLO (default "mx.test")
     tls_cert/tls_key  offer STARTTLS with this certificate and key
     starttls_refuse   advertise STARTTLS but answer it "454 4.7.0 ..."
+    starttls_garbage  answer STARTTLS with 220, then send plaintext junk
+                      instead of a TLS handshake and hang up
     pipelining        advertise PIPELINING (default True)
     dsn               advertise DSN and accept RET/ENVID/NOTIFY/ORCPT
     ehlo_refuse       answer EHLO with "502 5.5.1 ..." (forces HELO)
@@ -192,6 +194,13 @@ class _PeerSMTP(SMTP):
         if self._peer.opts.get("starttls_refuse"):
             await self.push("454 4.7.0 TLS not available due to temporary reason")
             return
+        if self._peer.opts.get("starttls_garbage"):
+            await self.push("220 2.0.0 Ready to start TLS")
+            await asyncio.sleep(0.2)
+            self.transport.write(b"this is not a TLS handshake\r\n" * 4)
+            await asyncio.sleep(0.2)
+            self._hang_up()
+            return
         await super().smtp_STARTTLS(arg)
 
     async def smtp_MAIL(self, arg):
@@ -287,6 +296,7 @@ class Peer:
             "data": (envelope.original_content or b"").decode("latin-1"),
             "tls": server._tls_protocol is not None,
             "helo": session.host_name,
+            "peer": session.peer[0] if session.peer else None,
             "dropped": dropped,
         }
         with self._lock:
