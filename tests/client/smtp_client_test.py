@@ -368,6 +368,15 @@ def test_timeouts(p):
         r = ev(events, "ready")
         check(r and r["status"] == "TIMEOUT" and r["failed_state"] ==
               "greeting", "greeting timeout: reported before ready")
+    with smtpd_peer.Peer(hang_on="DATA_END") as peer:
+        events, _ = run(peer, "--rcpt", "a@x.test", "--body-file", BODY_FILE,
+                        "--command-timeout", "60000", "--data-timeout", "700")
+        s = ev(events, "sent")
+        r = s and rcpt(s, "a@x.test")
+        check(s and s["status"] == "TIMEOUT" and r and
+              r["outcome"] == "temp" and r["reply"]["enh"] == "4.4.1" and
+              r["stage"] == "end of DATA",
+              "data timeout after the body: temporary 4.4.1 at end of DATA")
     with smtpd_peer.Peer(delay={"DATA": 0.2}) as peer:
         events, _ = run(peer, "--rcpt", "a@x.test", "--body-file", BODY_FILE,
                         "--command-timeout", "5000")
@@ -393,6 +402,25 @@ def test_greeting_refused(p):
         check(r and r["status"] == "PROTO" and r["last_reply"]["code"] == 554
               and r["failed_state"] == "greeting",
               "554 greeting: session fails with the server's reply")
+
+
+def test_hostile_replies(p):
+    cases = [
+        ("garbage greeting", "HTTP/1.1 400 Bad Request", "malformed"),
+        ("overlong reply line", "220 " + "x" * 5000, "too long"),
+        ("mixed codes", "220-hello\r\n250 there", "code changes"),
+        ("too many lines", "220-x\r\n" * 300 + "220 x", "too many"),
+    ]
+    for label, greeting, why in cases:
+        with smtpd_peer.Peer(greeting=greeting) as peer:
+            events, _ = run(peer, "--rcpt", "a@x.test", "--body-file",
+                            BODY_FILE)
+            r = ev(events, "ready")
+            check(r and r["status"] == "PROTO" and
+                  why in r["last_reply"]["text"] and
+                  r["last_reply"]["code"] == 0,
+                  "hostile server, %s: protocol error (%r)" % (
+                      label, r and r["last_reply"]["text"]))
 
 
 def test_dsn(p):

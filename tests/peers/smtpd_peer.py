@@ -47,7 +47,8 @@ Behaviours (keyword arguments; all optional):
     drop_in_data      "after_354": hang up while the body is coming;
                       "before_reply": read the whole body, then hang up
                       without a final reply
-    hang_on           a command name (or "GREETING"): never answer it
+    hang_on           a command name, "GREETING", or "DATA_END" (the final
+                      reply after the body): never answer it
     delay             {command: seconds} to wait before answering
 """
 
@@ -108,6 +109,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.peer.opts.get("hang_on") == "DATA_END":
+            await asyncio.sleep(3600)
         drop = self.peer.opts.get("drop_in_data") == "before_reply"
         self.peer._record(server, session, envelope, dropped=drop)
         if drop:
