@@ -110,6 +110,7 @@ struct smtp_client {
   bool mail_ok;
   bool ignore_dot; /* the "." answers a 354 we did not want */
   bool need_rset;
+  bool local_finish; /* results decided locally; sent_cb from the timer */
   size_t body_off;
   bool body_line_start;
   bool body_queued; /* the terminating "." is written or queued */
@@ -164,6 +165,7 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
                            const char *reason, const struct smtp_reply *remote);
 static void process_input(struct smtp_client *c);
 static void write_body(struct smtp_client *c);
+static void finish_txn(struct smtp_client *c, int status);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -319,6 +321,11 @@ static void on_timer(uv_timer_t *t) {
   if (c->close_requested) {
     /* Only QUIT waits after close was asked for. */
     close_all(c);
+    return;
+  }
+  if (c->local_finish) {
+    c->local_finish = false;
+    finish_txn(c, 0);
     return;
   }
   if (status < 0) {
@@ -901,6 +908,34 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
   c->body_queued = false;
   c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
   c->cmdlen = 0;
+  /* Messages this server cannot take fail here, without a command: RFC
+   * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
+   * server declared). The results are reported from the timer. */
+  struct smtp_reply local;
+  bool refuse = false;
+  if (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) {
+    make_reply(&local, 553, "5.6.7",
+               "message needs SMTPUTF8, which the server does not offer");
+    refuse = true;
+  } else if ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
+             msg->body_len > c->facts.size_limit) {
+    char text[128];
+    snprintf(text, sizeof text,
+             "message size %zu exceeds the server's limit of %llu bytes",
+             msg->body_len, (unsigned long long)c->facts.size_limit);
+    make_reply(&local, 552, "5.3.4", text);
+    refuse = true;
+  }
+  if (refuse) {
+    for (size_t i = 0; i < msg->nrcpts; i++) {
+      set_result(c, i, &local, false, "MAIL");
+      c->rstate[i] = RCPT_FINAL;
+    }
+    set_state(c, SMTP_CLIENT_MAIL);
+    c->local_finish = true;
+    uv_timer_start(&c->timer, on_timer, 0, 0);
+    return 0;
+  }
   int rc = 0;
   if (c->need_rset) {
     /* RFC 2920 §3.1: RSET may be pipelined with what follows. */

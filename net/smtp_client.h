@@ -197,8 +197,15 @@ struct smtp_message {
   const char *sender; /* "" for the null reverse-path (bounces) */
   const char *ret;    /* "FULL" / "HDRS" or NULL (DSN only) */
   const char *envid;  /* xtext or NULL (DSN only) */
-  bool body_8bit;     /* add BODY=8BITMIME when offered */
-  bool smtputf8;      /* add SMTPUTF8 when offered */
+  /* Add BODY=8BITMIME when offered. Without 8BITMIME the body is sent as
+   * is: converting or bouncing is the caller's choice (RFC 6152 §3). */
+  bool body_8bit;
+  /* The message needs SMTPUTF8: sent with the SMTPUTF8 parameter; when the
+   * server does not offer it, every recipient fails with 553 5.6.7 without
+   * a command being sent (RFC 6531 §3.2). Likewise a body larger than the
+   * server's SIZE gets 552 5.3.4 (RFC 1870 §6). Such local results have
+   * remote == false. */
+  bool smtputf8;
   const struct smtp_rcpt *rcpts;
   size_t nrcpts;
   /* The stored body: CRLF lines, not dot-stuffed. Borrowed until sent_cb;

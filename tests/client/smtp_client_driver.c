@@ -8,7 +8,8 @@
  *   smtp_client_driver --connect 127.0.0.1:PORT --mx mx.test
  *       [--ca FILE] [--no-starttls] [--local-ip IP] [--helo NAME]
  *       [--from ADDR] [--rcpt ADDR [--notify N] [--orcpt O]]...
- *       [--ret FULL|HDRS] [--envid ID] [--body-file F]... [--sessions N]
+ *       [--ret FULL|HDRS] [--envid ID] [--smtputf8] [--body-file F]...
+ *       [--sessions N]
  *       [--connect-timeout MS] [--command-timeout MS] [--data-timeout MS]
  *       [--debug]
  *
@@ -41,7 +42,7 @@ static struct {
   struct sockaddr_storage addr, local;
   bool has_local;
   const char *mx, *helo, *ca, *from, *ret, *envid;
-  bool starttls;
+  bool starttls, smtputf8;
   struct smtp_rcpt rcpts[MAX_RCPTS];
   size_t nrcpts;
   struct body bodies[MAX_BODIES];
@@ -130,6 +131,7 @@ static void send_next(struct smtp_client *c) {
       .sender = g.from,
       .ret = g.ret,
       .envid = g.envid,
+      .smtputf8 = g.smtputf8,
       .rcpts = g.rcpts,
       .nrcpts = g.nrcpts,
       .body = b->data,
@@ -311,6 +313,8 @@ int main(int argc, char **argv) {
       g.opts.data_timeout_ms = strtoull(v, NULL, 10);
     } else if (strcmp(a, "--no-starttls") == 0) {
       g.starttls = false;
+    } else if (strcmp(a, "--smtputf8") == 0) {
+      g.smtputf8 = true;
     } else if (strcmp(a, "--debug") == 0) {
       debug = true;
     } else {

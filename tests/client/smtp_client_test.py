@@ -423,6 +423,33 @@ def test_hostile_replies(p):
                       label, r and r["last_reply"]["text"]))
 
 
+def test_local_refusals(p):
+    with smtpd_peer.Peer(size_limit=1000) as peer:
+        events, _ = run(peer, "--rcpt", "a@x.test", "--body-file", BIG_FILE,
+                        "--body-file", BODY_FILE)
+        s0, s1 = ev(events, "sent", 0), ev(events, "sent", 1)
+        r = s0 and rcpt(s0, "a@x.test")
+        check(r and r["outcome"] == "perm" and r["reply"]["enh"] == "5.3.4" and
+              not r["remote"] and s0["status"] == "OK",
+              "over the server's SIZE: 5.3.4 without sending")
+        check(s1 and s1["accepted"] == 1 and len(peer.messages) == 1 and
+              peer.commands.count("MAIL") == 1,
+              "over SIZE: session still used for the next (small) message")
+    with smtpd_peer.Peer() as peer:
+        events, _ = run(peer, "--smtputf8", "--rcpt", "a@x.test",
+                        "--body-file", BODY_FILE)
+        s = ev(events, "sent")
+        r = s and rcpt(s, "a@x.test")
+        check(r and r["outcome"] == "perm" and r["reply"]["enh"] == "5.6.7" and
+              "MAIL" not in peer.commands,
+              "SMTPUTF8 needed but not offered: 5.6.7 without sending")
+    with smtpd_peer.Peer(smtputf8=True) as peer:
+        events, _ = run(peer, "--smtputf8", "--rcpt", "a@x.test",
+                        "--body-file", BODY_FILE)
+        check(peer.messages and "SMTPUTF8" in peer.messages[0]["mail_options"],
+              "SMTPUTF8 offered: MAIL carries SMTPUTF8")
+
+
 def test_dsn(p):
     args = ["--rcpt", "a@x.test", "--notify", "SUCCESS,FAILURE", "--orcpt",
             "rfc822;a@x.test", "--ret", "HDRS", "--envid", "Q123",

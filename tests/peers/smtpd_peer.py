@@ -35,6 +35,8 @@ Behaviours (keyword arguments; all optional):
                       instead of a TLS handshake and hang up
     pipelining        advertise PIPELINING (default True)
     dsn               advertise DSN and accept RET/ENVID/NOTIFY/ORCPT
+    size_limit        the SIZE announced and enforced (default 32 MiB)
+    smtputf8          advertise SMTPUTF8
     ehlo_refuse       answer EHLO with "502 5.5.1 ..." (forces HELO)
     greeting          a whole greeting reply, e.g. "554 5.3.2 go away"
     mail_reply        reply to every MAIL instead of accepting it
@@ -264,7 +266,9 @@ class Peer:
     def _factory(self):
         return _PeerSMTP(_Handler(self), self, hostname=self.opts.get(
             "hostname", "mx.test"), tls_context=self._tls, decode_data=False,
-            ident="ESMTP postern-test-peer", loop=self._loop)
+            ident="ESMTP postern-test-peer", loop=self._loop,
+            data_size_limit=self.opts.get("size_limit", 33554432),
+            enable_SMTPUTF8=bool(self.opts.get("smtputf8")))
 
     def _start(self, port):
         ready = threading.Event()
