@@ -56,10 +56,16 @@ class Driver:
     def alive(self):
         return self.proc.poll() is None
 
+    def terminate(self):
+        """Sends SIGTERM once (a second one would kill the driver outright)."""
+        if not getattr(self, "signalled", False) and self.proc.poll() is None:
+            self.signalled = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self):
         """SIGTERM; the driver must close every session and exit 0."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
