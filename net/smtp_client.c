@@ -41,6 +41,7 @@
 #include "net/smtp_client.h"
 #include "net/smtp_client_internal.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,9 @@ struct smtp_client {
   const struct smtp_message *msg;
   struct smtp_result *results;
   uint8_t *rstate;
+  /* The previous message's results: a sent_cb may call smtp_client_send()
+   * and still read what it was given. */
+  struct smtp_result *prev_results;
   size_t rcpt_reply; /* index of the RCPT whose reply comes next */
   size_t rcpt_sent;  /* RCPTs written so far (no pipelining) */
   size_t accepted;   /* RCPTs answered 2xx */
@@ -267,6 +271,7 @@ static void free_client(struct smtp_client *c) {
   free(c->raw);
   free(c->cmd);
   free(c->results);
+  free(c->prev_results);
   free(c->rstate);
   free(c->helo_name);
   free(c->mx_name);
@@ -328,6 +333,9 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void arm(struct smtp_client *c, uint64_t ms) {
+  if (c->deferred_status < 0) {
+    return; /* a failure is already due at once; keep it due */
+  }
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
@@ -875,7 +883,8 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
     free(rs);
     return POSTERN_ENOMEM;
   }
-  free(c->results);
+  free(c->prev_results);
+  c->prev_results = c->results;
   free(c->rstate);
   c->results = res;
   c->rstate = rs;
@@ -1118,6 +1127,12 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
   if (st == SMTP_CLIENT_QUIT || c->close_requested) {
     close_all(c);
     return;
+  }
+  if (st == SMTP_CLIENT_TLS_HANDSHAKE &&
+      c->facts.starttls != SMTP_STARTTLS_FAILED) {
+    c->facts.starttls = SMTP_STARTTLS_FAILED;
+    snprintf(c->tls_error, sizeof c->tls_error, "%s",
+             reason ? reason : postern_strerror(status));
   }
   set_state(c, SMTP_CLIENT_FAILED);
   if (in_setup(st)) {
@@ -1374,6 +1389,14 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   /* Sessions are cached per MX name and port: the name is what the
    * certificate was checked against. */
   snprintf(c->session_key, mxlen + 16, "%s:%d", mx_name, port);
+  /* "MX.example.org." and "mx.example.org" are one host. */
+  for (char *p = c->session_key; *p && *p != ':'; p++) {
+    *p = (char)tolower((unsigned char)*p);
+    if (p[0] == '.' && p[1] == ':') {
+      memmove(p, p + 1, strlen(p + 1) + 1);
+      break;
+    }
+  }
   c->facts.last_reply = &c->last_reply;
   c->facts.tls_error = c->tls_error;
   c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;

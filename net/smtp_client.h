@@ -176,7 +176,10 @@ struct smtp_client_facts {
  * ENETUNREACH / ETIMEDOUT (connect), ETIMEOUT (no reply in time), ECLOSED
  * (peer closed), EPROTO (malformed reply, or a 4xx/5xx greeting or EHLO
  * reply - see facts->last_reply), ETLS (handshake failed: facts->tls_error;
- * retrying in plaintext is the caller's decision).
+ * retrying in plaintext is the caller's decision). Whenever the session
+ * failed after STARTTLS was accepted and before TLS was up (including a
+ * timeout or a drop during the handshake), facts->starttls is
+ * SMTP_STARTTLS_FAILED.
  */
 typedef void (*smtp_client_ready_cb)(struct smtp_client *c, int status,
                                      const struct smtp_client_facts *facts,
@@ -218,7 +221,8 @@ struct smtp_result {
   const char *stage;
 };
 
-/* Passed to sent_cb; valid only during the callback. */
+/* Passed to sent_cb; valid during the callback, even if the callback
+ * calls smtp_client_send() or smtp_client_close(). */
 struct smtp_send_result {
   size_t nrcpts;
   const struct smtp_result *rcpt; /* one per message recipient, same order */
@@ -234,6 +238,7 @@ typedef void (*smtp_client_sent_cb)(struct smtp_client *c, int status,
                                     const struct smtp_send_result *res,
                                     void *arg);
 
+/* `c` has been freed when this runs: compare it, never dereference it. */
 typedef void (*smtp_client_close_cb)(struct smtp_client *c, void *arg);
 
 /*

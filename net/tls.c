@@ -254,7 +254,10 @@ int tls_ctx_new_server(struct tls_ctx **out, const char *cert_file,
   }
   if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) !=
       1) {
-    set_err(errbuf, errlen, "cannot load private key from %s", key_file);
+    set_err(errbuf, errlen,
+            "cannot load private key from %s, or it does not match the "
+            "certificate",
+            key_file);
     goto fail;
   }
   if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
