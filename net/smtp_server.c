@@ -419,16 +419,22 @@ static void close_handles(struct session *s) {
   uv_close((uv_handle_t *)&s->timer, on_handle_close);
 }
 
+static void on_linger(uv_timer_t *t) { close_handles(t->data); }
+
+static void update_reading(struct session *s);
+
 /* Ends the session gracefully: queued replies are flushed, then FIN, then
- * the handles close when the client closes or after CLOSE_LINGER_MS. */
+ * the handles close when the client closes (its input is read and
+ * dropped meanwhile) or after CLOSE_LINGER_MS. */
 static void session_close(struct session *s) {
   if (s->handles_closing || s->st == SMTP_SERVER__S_CLOSING)
     return;
   set_state(s, SMTP_SERVER__S_CLOSING);
-  uv_timer_start(&s->timer, (uv_timer_cb)close_handles, CLOSE_LINGER_MS, 0);
   s->timer.data = s;
+  uv_timer_start(&s->timer, on_linger, CLOSE_LINGER_MS, 0);
   flush(s);
   maybe_finish_close(s);
+  update_reading(s);
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -1143,6 +1149,9 @@ static void on_connection(uv_stream_t *server, int status) {
   s->counted = true;
   unsigned n = atomic_fetch_add(&srv->nsessions, 1) + 1;
   if (n > srv->max_sessions || lc->closing) {
+    /* A refused session does not hold a slot while it lingers. */
+    atomic_fetch_sub(&srv->nsessions, 1);
+    s->counted = false;
     log_sess(s, POSTERN_LOG_WARN, "smtpd_reject", "max_sessions");
     replyf(s, "421 4.3.2 %s Error: too many sessions, try again later",
            srv->hostname);
