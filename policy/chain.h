@@ -3,13 +3,13 @@
  * blocks of the policy chain: the DANE TLSA matcher (RFC 7672, RFC 7671) and
  * the MTA-STS parsers (RFC 8461).
  *
- * Everything declared here is pure: no I/O, no event loop, no global state,
+ * Everything in the first half is pure: no I/O, no event loop, no global state,
  * no clock. Time is always passed in (`now`), so results are deterministic
  * and every function may be called from any thread at once.
  *
- * The chain interface proper (prepare_domain / check_mx / prepare_conn /
- * check_conn) will be added to this header with the engine; see the section
- * "Policy chain" at the end.
+ * The second half of this header is the chain itself: the module interface
+ * (prepare_domain / check_mx / prepare_conn / check_conn) and the functions
+ * the engine calls to run the modules in configuration order.
  */
 #ifndef POSTERN_POLICY_CHAIN_H
 #define POSTERN_POLICY_CHAIN_H
@@ -367,11 +367,16 @@ struct policy_result {
   const char *module; /* the module that decided, static */
 };
 
-/* What a module can use on the loop it runs on. Borrowed for the call. */
+/* What a module can use on the loop it runs on. Borrowed for the call:
+ * a module that keeps working asynchronously copies what it needs (the
+ * loop and resolver outlive every run). */
 struct policy_env {
   uv_loop_t *loop;
   struct dns_resolver *dns;
   uint64_t now_ms;
+  /* Counts a policy outcome for the metrics ("dane", "mismatch"); the
+   * strings must be static. NULL when metrics are off. Any thread. */
+  void (*count)(const char *module, const char *outcome);
 };
 
 /* An MX candidate as the engine found it. */
