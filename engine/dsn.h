@@ -31,12 +31,12 @@ enum dsn_ret {
 };
 
 struct dsn_rcpt {
-  const char *addr;        /* final recipient, without <> */
-  const char *orcpt;       /* ORCPT= as given ("rfc822;a@b"), or NULL */
-  const char *status;      /* enhanced status, "5.1.1" */
-  const char *remote_mta;  /* MX host name that answered, or NULL */
-  const char *diagnostic;  /* remote reply "550 5.1.1 no such user", or NULL */
-  time_t last_attempt;     /* 0 when never attempted */
+  const char *addr;       /* final recipient, without <> */
+  const char *orcpt;      /* ORCPT= as given ("rfc822;a@b"), or NULL */
+  const char *status;     /* enhanced status, "5.1.1" */
+  const char *remote_mta; /* MX host name that answered, or NULL */
+  const char *diagnostic; /* remote reply "550 5.1.1 no such user", or NULL */
+  time_t last_attempt;    /* 0 when never attempted */
 };
 
 struct dsn_input {
@@ -46,13 +46,14 @@ struct dsn_input {
   const char *queue_id;      /* the original message's queue id */
   const char *envid;         /* ENVID= as given, or NULL */
   enum dsn_ret ret;
-  time_t arrival;            /* when the original message was accepted */
-  time_t now;                /* Date: of the report */
-  const char *boundary_seed; /* unique text for the MIME boundary, e.g. new queue id */
-  const uint8_t *original;   /* the original message (CRLF lines) */
+  time_t arrival; /* when the original message was accepted */
+  time_t now;     /* Date: of the report */
+  const char
+      *boundary_seed; /* unique text for the MIME boundary, e.g. new queue id */
+  const uint8_t *original; /* the original message (CRLF lines) */
   size_t original_len;
-  size_t full_limit;         /* RET=FULL returns at most this many bytes;
-                                larger messages return headers only */
+  size_t full_limit; /* RET=FULL returns at most this many bytes;
+                        larger messages return headers only */
   const struct dsn_rcpt *rcpts;
   size_t nrcpts; /* at least 1 */
 };
@@ -65,7 +66,8 @@ struct dsn_input {
  */
 int dsn_build(const struct dsn_input *in, char **out, size_t *outlen);
 
-/* Parses RET= ("FULL"/"HDRS", case-insensitive). Returns 0 or POSTERN_EINVAL. */
+/* Parses RET= ("FULL"/"HDRS", case-insensitive). Returns 0 or POSTERN_EINVAL.
+ */
 int dsn_ret_parse(const char *s, enum dsn_ret *out);
 
 #endif

@@ -18,6 +18,7 @@
 #include "engine/relay.h"
 
 #include "engine/dsn.h"
+#include "engine/metrics.h"
 #include "postern_err.h"
 #include "postern_log.h"
 
@@ -63,7 +64,9 @@ struct sched {
 static void sched_scan(struct sched *s);
 static void dispatch(struct sched *s, const char *id);
 
-size_t engine__sched_inflight(struct sched *s) { return s->inflight.n; }
+size_t engine__sched_inflight(struct sched *s) {
+  return s->inflight.n;
+}
 
 void engine__sched_notify_new(struct sched *s, const char *id) {
   struct new_id *n = malloc(sizeof *n);
@@ -232,8 +235,8 @@ static void dispatch(struct sched *s, const char *id) {
   if (m == NULL)
     return;
   memcpy(m->id, id, QUEUE_ID_LEN + 1);
-  int rc = queue_msg_load(relay_queue(s->r), id, &m->env, &m->body,
-                          &m->body_len);
+  int rc =
+      queue_msg_load(relay_queue(s->r), id, &m->env, &m->body, &m->body_len);
   if (rc != 0) {
     /* ENOENT: delivered or deleted meanwhile (qtool); nothing to do. */
     if (rc != POSTERN_ENOENT)
@@ -255,22 +258,45 @@ static void dispatch(struct sched *s, const char *id) {
 
 /* Builds and queues one DSN for the recipients a message's attempt bounced
  * (or delayed), as RFC 3464 asks: one report per message per attempt. */
+/* RFC 3461 §4.1: NOTIFY=NEVER asks for no report at all; a NOTIFY list
+ * asks only for the events it names; without NOTIFY, failures and delays
+ * are reported. */
+static bool notify_wants(unsigned notify, enum queue_dsn_event ev) {
+  if (notify == 0)
+    return ev == QUEUE_DSN_BOUNCED || ev == QUEUE_DSN_DELAYED;
+  if (notify & QUEUE_NOTIFY_NEVER)
+    return false;
+  if (ev == QUEUE_DSN_BOUNCED)
+    return (notify & QUEUE_NOTIFY_FAILURE) != 0;
+  if (ev == QUEUE_DSN_DELAYED)
+    return (notify & QUEUE_NOTIFY_DELAY) != 0;
+  return false;
+}
+
+static bool note_wanted(const struct msgref *m, const struct msg_note *n,
+                        enum queue_dsn_event ev) {
+  return n->event == ev && notify_wants(m->env->rcpts[n->index].notify, ev);
+}
+
 static void send_dsns(struct sched *s, struct msgref *m,
                       enum queue_dsn_event ev) {
   size_t n = 0;
   for (size_t i = 0; i < m->n_notes; i++)
-    if (m->notes[i].event == ev)
+    if (note_wanted(m, &m->notes[i], ev))
       n++;
   if (n == 0)
     return;
   const struct queue_env *env = m->env;
   if (env->sender[0] == '\0') {
     /* RFC 3464 §2: never report on a report. */
-    for (size_t i = 0; i < m->n_notes; i++)
-      if (m->notes[i].event == ev)
-        postern_log(POSTERN_LOG_WARN, "double_bounce", "id", m->id, "rcpt",
-                    env->rcpts[m->notes[i].index].addr, "dsn",
-                    m->notes[i].status, NULL);
+    for (size_t i = 0; i < m->n_notes; i++) {
+      if (!note_wanted(m, &m->notes[i], ev))
+        continue;
+      metrics_inc(METRICS_DOUBLE_BOUNCES);
+      postern_log(POSTERN_LOG_WARN, "double_bounce", "id", m->id, "rcpt",
+                  env->rcpts[m->notes[i].index].addr, "dsn", m->notes[i].status,
+                  NULL);
+    }
     return;
   }
   struct dsn_rcpt *dr = calloc(n, sizeof *dr);
@@ -279,7 +305,7 @@ static void send_dsns(struct sched *s, struct msgref *m,
   size_t k = 0;
   for (size_t i = 0; i < m->n_notes; i++) {
     struct msg_note *note = &m->notes[i];
-    if (note->event != ev)
+    if (!note_wanted(m, note, ev))
       continue;
     const struct queue_rcpt *rc = &env->rcpts[note->index];
     dr[k].addr = rc->addr;
@@ -298,10 +324,10 @@ static void send_dsns(struct sched *s, struct msgref *m,
       .sender = env->sender,
       .queue_id = m->id,
       .envid = env->envid[0] ? env->envid : NULL,
-      .ret = env->ret == QUEUE_RET_FULL
-                 ? DSN_RET_FULL
-                 : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS
-                                               : DSN_RET_DEFAULT),
+      .ret =
+          env->ret == QUEUE_RET_FULL
+              ? DSN_RET_FULL
+              : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS : DSN_RET_DEFAULT),
       .arrival = (time_t)(env->arrival_ms / 1000),
       .now = (time_t)(relay_now_ms(s->r) / 1000),
       .boundary_seed = dsn_id,
@@ -327,6 +353,7 @@ static void send_dsns(struct sched *s, struct msgref *m,
     free(msg);
     return;
   }
+  metrics_inc(METRICS_DSN_QUEUED);
   postern_log(POSTERN_LOG_INFO, "dsn_queued", "id", m->id, "dsn_id", dsn_id,
               "kind", ev == QUEUE_DSN_BOUNCED ? "failure" : "delay", "to",
               env->sender, NULL);

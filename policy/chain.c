@@ -18,8 +18,8 @@
 #include <string.h>
 
 void policy_result_set(struct policy_result *r, enum policy_outcome o,
-                       const char *module, const char *status,
-                       const char *fmt, ...) {
+                       const char *module, const char *status, const char *fmt,
+                       ...) {
   r->outcome = o;
   r->module = module;
   snprintf(r->status, sizeof r->status, "%s", status);
@@ -70,7 +70,9 @@ void policy_chain_free(struct policy_chain *c) {
   free(c);
 }
 
-size_t policy_chain_len(const struct policy_chain *c) { return c->n; }
+size_t policy_chain_len(const struct policy_chain *c) {
+  return c->n;
+}
 
 const char *policy_chain_module_name(const struct policy_chain *c, size_t i) {
   return i < c->n ? c->mods[i].ops->name : NULL;
@@ -128,9 +130,9 @@ static void domain_step(struct policy_domain_run *run) {
       run->next++;
       continue;
     }
-    int rc = m->ops->prepare_domain(m->state, &run->env, run->domain,
-                                    &run->pd[run->next], domain_module_done,
-                                    run);
+    int rc =
+        m->ops->prepare_domain(m->state, &run->env, run->domain,
+                               &run->pd[run->next], domain_module_done, run);
     if (rc == 0)
       return;
     policy_result_set(&run->result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
@@ -200,8 +202,8 @@ void policy_chain_check_mx(struct policy_domain_run *run,
   }
   if (v->level < v->required)
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
-                      "MX %s reached MX level %s, policy requires %s",
-                      mx->host, policy_mx_level_name(v->level),
+                      "MX %s reached MX level %s, policy requires %s", mx->host,
+                      policy_mx_level_name(v->level),
                       policy_mx_level_name(v->required));
 }
 
@@ -252,8 +254,8 @@ static void conn_step(struct policy_conn_run *cr) {
                                   conn_module_done, cr);
     if (rc == 0)
       return;
-    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name,
-                      "4.7.0", "policy %s could not start: %s", m->ops->name,
+    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
+                      "policy %s could not start: %s", m->ops->name,
                       postern_strerror(rc));
     break;
   }
@@ -328,11 +330,10 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
       return;
   }
   if (v->level < v->required)
-    policy_result_set(
-        &v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
-        "TLS level %s reached with %s, policy requires %s%s%s",
-        policy_tls_level_name(v->level), conn->host,
-        policy_tls_level_name(v->required),
-        conn->verify_error && conn->verify_error[0] ? ": " : "",
-        conn->verify_error ? conn->verify_error : "");
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
+                      "TLS level %s reached with %s, policy requires %s%s%s",
+                      policy_tls_level_name(v->level), conn->host,
+                      policy_tls_level_name(v->required),
+                      conn->verify_error && conn->verify_error[0] ? ": " : "",
+                      conn->verify_error ? conn->verify_error : "");
 }
