@@ -70,4 +70,38 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen);
  */
 int dsn_ret_parse(const char *s, enum dsn_ret *out);
 
+
+/* ---- Reports for queued messages (the relay and `qtool bounce`) ---- */
+
+#include <stdbool.h>
+
+#include "queue/queue.h"
+
+/* One recipient outcome of a queued message. Strings are borrowed. */
+struct dsn_note {
+  unsigned index;              /* into env->rcpts */
+  enum queue_dsn_event event;  /* BOUNCED or DELAYED */
+  const char *status, *reply;  /* reply may be "" */
+  const char *mx;              /* remote MTA, "" when none answered */
+  uint64_t when_ms;
+};
+
+/* RFC 3461 §4.1: whether a recipient's NOTIFY asks for a report of `ev`.
+ * NEVER asks for none; a list asks for what it names; no NOTIFY means
+ * failures and delays. */
+bool dsn_notify_wants(unsigned notify, enum queue_dsn_event ev);
+
+/*
+ * Builds the one report for the notes of kind `ev` (BOUNCED or DELAYED)
+ * that the recipients' NOTIFY asks for. *nwanted gets their number.
+ * Returns 0 with a malloc'd *out; POSTERN_ENOENT when no note is wanted;
+ * POSTERN_ESTATE when the sender is null (RFC 3464 §2: never report on a
+ * report; the caller logs a double bounce); or dsn_build's errors.
+ */
+int dsn_build_for(const struct queue_env *env, const void *body,
+                  size_t body_len, const struct dsn_note *notes, size_t n,
+                  enum queue_dsn_event ev, const char *hostname,
+                  uint64_t now_ms, const char *dsn_id, char **out,
+                  size_t *outlen, size_t *nwanted);
+
 #endif
