@@ -342,6 +342,9 @@ static int lx_next(struct lexer *lx, struct tok *t) {
       lx->pos++;
       continue;
     }
+    if (c == '\r')
+      return lx_fail(lx, lx->pos, POSTERN_ESYNTAX,
+                     "control character 0x0d outside a quoted string");
     if (c == '\n') {
       t->kind = TOK_NL;
       lx->pos++;
@@ -848,6 +851,7 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
         p > bits) {
       *why = sa.ss_family == AF_INET ? "prefix length must be 0 to 32"
                                      : "prefix length must be 0 to 128";
+      out->family = 0; /* only a host-bits error leaves a network */
       return POSTERN_ECONFIG;
     }
     out->prefix = (unsigned)p;
