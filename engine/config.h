@@ -10,6 +10,10 @@
  * This module depends on nothing but libc and postern_err.h: the levels and
  * enums below are its own, and the modules that use them map them.
  *
+ * Ownership: a `struct postern_config` owns every string and array it
+ * points to; all of them stay valid until config_free. Callers that keep a
+ * value past a reload copy it.
+ *
  * Threading: config_load and config_print have no global state except
  * reading the environment ({env:NAME}); a loaded configuration is immutable
  * and may be read from any thread. A reload loads a new one and swaps it.
