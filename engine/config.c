@@ -792,6 +792,9 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
     hn--;
   }
   void *field = FIELD(obj, d);
+  if (arr_count(field) >= CONFIG_ROUTE_MAX)
+    return wfail(w, st->name.line, st->name.col, POSTERN_ETOOBIG,
+                 "more than %u routes", CONFIG_ROUTE_MAX);
   struct config_route *old = arr_items(field);
   for (size_t i = 0; i < arr_count(field); i++) {
     if (strlen(old[i].domain) == dn &&
@@ -901,6 +904,9 @@ static void free_listens(const struct config__dir *d, void *obj) {
 static int parse_listen(struct config__walk *w, const struct config__dir *d,
                         void *obj, const struct config__node *st) {
   void *field = FIELD(obj, d);
+  if (arr_count(field) >= CONFIG_LISTEN_MAX)
+    return wfail(w, st->name.line, st->name.col, POSTERN_ETOOBIG,
+                 "more than %u listen directives", CONFIG_LISTEN_MAX);
   struct config_listen *l = arr_push(field, sizeof *l);
   if (l == NULL)
     return wfail(w, st->name.line, st->name.col, POSTERN_ENOMEM,
@@ -1551,11 +1557,13 @@ static int check_root(struct config__walk *w, void *obj,
     char name[256] = "";
     const char *why = "gethostname failed";
     if (gethostname(name, sizeof name - 1) != 0 ||
-        config__hostname_check(name, strlen(name), &why) != 0)
+        config__hostname_check(name, strlen(name), &why) != 0) {
+      char q[256];
       return wfail(w, 0, 0, POSTERN_ECONFIG,
-                   "the system host name '%.64s' is unusable (%s); set "
+                   "the system host name '%s' is unusable (%s); set "
                    "'hostname'",
-                   name, why);
+                   config__quote_user(name, strlen(name), q, sizeof q), why);
+    }
     cfg->hostname = strdup(name);
     if (cfg->hostname == NULL)
       return wfail(w, 0, 0, POSTERN_ENOMEM, "out of memory");

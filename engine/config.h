@@ -33,9 +33,12 @@
 /* Limits on the input; going over one is an error with its position. */
 #define CONFIG_FILE_MAX (16u * 1024 * 1024) /* bytes in the whole file */
 #define CONFIG_LINE_MAX 65536u              /* bytes in one line */
-#define CONFIG_TOKEN_MAX 4096u /* bytes in one word, after {env:} */
-#define CONFIG_ARGS_MAX 1024u  /* arguments of one directive */
-#define CONFIG_DEPTH_MAX 8u    /* nesting of { } blocks */
+#define CONFIG_TOKEN_MAX 4096u   /* bytes in one word, after {env:} */
+#define CONFIG_ARGS_MAX 1024u    /* arguments of one directive */
+#define CONFIG_DEPTH_MAX 8u      /* nesting of { } blocks */
+#define CONFIG_WORDS_MAX 262144u /* words (names and arguments) in a file */
+#define CONFIG_LISTEN_MAX 256u   /* listen directives */
+#define CONFIG_ROUTE_MAX 1000u   /* route directives */
 
 enum config_log_level {
   CONFIG_LOG_ERROR,

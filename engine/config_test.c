@@ -837,6 +837,8 @@ static const struct err_case err_cases[] = {
       "unexpected '\"' inside a word (quote the whole word)"),
     E("state_dir \"a\"b\n", 1, SYNTAX, 2, 14,
       "unexpected character after a closing quote"),
+    E("state_dir \"a\"{env:HOME}\n", 1, SYNTAX, 2, 14,
+      "unexpected character after a closing quote"),
     E("state_dir /a\x01z\n", 1, SYNTAX, 2, 13,
       "control character 0x01 outside a quoted string"),
     E("state_dir \"/a\x1b[31m\"\n", 1, SYNTAX, 2, 14,
@@ -970,6 +972,33 @@ static void test_hostile(void **state) {
   check_error(s + 1, strlen(s + 1), 1, POSTERN_ETOOBIG, 2,
               2 * CONFIG_ARGS_MAX + 3, "more than 1024 arguments");
   free(s);
+  /* Words in the file, listeners and routes are bounded too. */
+  s = repeat("a\n", CONFIG_WORDS_MAX + 1, "");
+  check_error(s, strlen(s), 0, POSTERN_ETOOBIG, CONFIG_WORDS_MAX + 1, 1,
+              "more than 262144 words in the file");
+  free(s);
+  s = repeat("listen 0.0.0.0:0\n", CONFIG_LISTEN_MAX, "");
+  check_error(s, strlen(s), 0, 0, 0, 0, NULL);
+  free(s);
+  s = repeat("listen 0.0.0.0:0\n", CONFIG_LISTEN_MAX + 1, "");
+  check_error(s, strlen(s), 0, POSTERN_ETOOBIG, CONFIG_LISTEN_MAX + 1, 1,
+              "more than 256 listen directives");
+  free(s);
+  {
+    size_t cap = (CONFIG_ROUTE_MAX + 1) * 40 + 64, o = 0;
+    char *r = malloc(cap);
+    o += (size_t)snprintf(r + o, cap - o, "listen 127.0.0.1:1\ndelivery {\n");
+    for (unsigned i = 0; i <= CONFIG_ROUTE_MAX; i++)
+      o += (size_t)snprintf(r + o, cap - o, "route d%u.test 127.0.0.1:25\n", i);
+    snprintf(r + o, cap - o, "}\n");
+    check_error(r, strlen(r), 0, POSTERN_ETOOBIG, CONFIG_ROUTE_MAX + 3, 1,
+                "more than 1000 routes");
+    /* Exactly the limit is fine: drop the last route. */
+    char *last = strstr(r, "route d1000.test");
+    memcpy(last, "}\n", 3);
+    check_error(r, strlen(r), 0, 0, 0, 0, NULL);
+    free(r);
+  }
   /* Only NUL bytes. */
   char zeros[64] = {0};
   check_error(zeros, sizeof zeros, 0, POSTERN_ESYNTAX, 1, 1,
