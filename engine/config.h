@@ -249,6 +249,16 @@ void config_free(struct postern_config *cfg);
 int config_print(FILE *f, const struct postern_config *cfg);
 
 /*
+ * Writes the schema, one directive per line, tab-separated: the name with
+ * its blocks ("queue.retry_max", "policy.local.min_tls_level"), the
+ * arguments ("DURATION"), the default in file syntax (or "unset: ..." or
+ * empty), the range ("1ms..30d" or empty), and a one-line description. For
+ * `postern --directives` and the documentation tests. Returns 0 or
+ * POSTERN_EIO.
+ */
+int config_schema_print(FILE *f);
+
+/*
  * Formats `err` as "file:line:col: message" (or "file: message" when line is
  * 0) into buf, always NUL-terminated. Returns the length it wanted, like
  * snprintf.

@@ -147,6 +147,7 @@ struct config__dir {
   unsigned flags;
   const char *synopsis; /* arguments, as in the man page: "DURATION" */
   const char *unset;    /* for optional values: what being unset means */
+  const char *help;     /* one line: what it is for */
 };
 
 struct config__block {

@@ -4,8 +4,9 @@ Checks: the example config passes --check and its printed effective
 configuration re-reads to the same text; errors come out as
 FILE:LINE:COL: message with exit status 1 (an error at line 7 column 3 in
 several flavours); {env:} substitution; --version, --help and usage errors;
-the man page renders with man -l without warnings and, like the example,
-mentions every directive the binary prints.
+the man page renders with man -l without warnings; the man page and the
+example state each directive's default (and the man page its range) as
+`postern --directives` reports them from the schema.
 
 usage: postern_cli_test.py POSTERN EXAMPLE_CONF MAN_PAGE
 """
@@ -204,8 +205,83 @@ with open(EXAMPLE) as f:
 for n in sorted(names):
     check(re.search(r"(^|\s)%s\b" % re.escape(n), page, re.M) is not None,
           "man page describes '%s'" % n)
-    check(re.search(r"(^|[\s#])%s\b" % re.escape(n), example, re.M)
-          is not None, "example mentions '%s'" % n)
+
+# --- documentation agrees with the schema ------------------------------------
+# `postern --directives` prints the schema itself (name, arguments, default,
+# range, purpose); the man page must state the same default and range under
+# the right section, and the example must show each default.
+rc, out, err = run("--directives")
+rows = [line.split("\t") for line in out.splitlines()]
+check(rc == 0 and all(len(r) == 5 and r[4] for r in rows) and
+      {r[0].split(".")[-1] for r in rows} == names,
+      "--directives lists %d directives, each with a description" % len(rows),
+      out)
+p = subprocess.run(["groff", "-man", "-Tutf8", "-rLL=200n", "-rHY=0",
+                    "-P-cbou", MANPAGE], capture_output=True, timeout=60)
+plain = p.stdout.decode("utf-8", "replace")
+for a, b in (("\u2212", "-"), ("\u2010", "-"), ("\u2019", "'")):
+    plain = plain.replace(a, b)
+sections = {}
+current = None
+for line in plain.splitlines():
+    if re.match(r"^[A-Z][A-Z -]+$", line):
+        current = line.strip()
+        sections[current] = []
+    elif current:
+        sections[current].append(line)
+section_of = {"": "TOP-LEVEL DIRECTIVES", "listen": "LISTEN BLOCK",
+              "queue": "QUEUE BLOCK", "delivery": "DELIVERY BLOCK",
+              "dns": "DNS BLOCK", "tls": "TLS BLOCK", "policy": "POLICY BLOCK",
+              "log": "LOG BLOCK", "metrics": "METRICS BLOCK"}
+
+
+def man_entry(full):
+    """The text the man page gives for directive `full`, or None."""
+    parts = full.split(".")
+    lines = sections.get(section_of["" if len(parts) == 1 else parts[0]], [])
+    leaf = parts[-1]
+    for i, line in enumerate(lines):
+        m = re.match(r"^( +)%s( |$)" % re.escape(leaf), line)
+        if not m or len(m.group(1)) > 14:
+            continue
+        ind = len(m.group(1))
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and \
+                len(lines[j]) - len(lines[j].lstrip()) == ind:
+            j += 1  # tags sharing one paragraph (.TQ)
+        body = []
+        while j < len(lines) and (not lines[j].strip() or
+                                  len(lines[j]) - len(lines[j].lstrip()) > ind):
+            body.append(lines[j])
+            j += 1
+        return " ".join(" ".join(body).split())
+    return None
+
+
+for name, synopsis, default, rng, purpose in (r for r in rows if len(r) == 5):
+    leaf = name.split(".")[-1]
+    text = man_entry(name)
+    check(text is not None, "man page has an entry for %s" % name)
+    if text is None or synopsis == "" or synopsis.startswith("{") or \
+            default == "":
+        continue  # sections, modules, listen: their entries were found
+    if default.startswith("unset: "):
+        why = default[len("unset: "):]
+        ok = ("Default: not set" in text or ("Default: " + why) in text or
+              (why == "required" and "Required" in text))
+        check(ok, "man page: %s is unset by default" % name, text)
+        ok = re.search(r"^\s*#\s*%s\b" % re.escape(leaf), example, re.M)
+        check(ok is not None, "example shows %s (commented out)" % name)
+    else:
+        check(("Default: " + default) in text,
+              "man page: %s defaults to %s" % (name, default), text)
+        ok = re.search(r"^\s*#?\s*%s\s+%s(\s|$)" %
+                       (re.escape(leaf), re.escape(default)), example, re.M)
+        check(ok is not None, "example shows %s %s" % (leaf, default))
+    if rng:
+        lo, hi = rng.split("..")
+        check("Range %s to %s" % (lo, hi) in text,
+              "man page: %s range %s to %s" % (name, lo, hi), text)
 
 shutil.rmtree(tmp, ignore_errors=True)
 print("%d failure(s)" % failures)
