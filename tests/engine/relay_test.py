@@ -203,6 +203,28 @@ def main():
                        e.get("event") == "delivery", since_start=True, timeout=30)
             check(True, "restart: deferred message attempted again")
             check(r.stop() == 0, "second shutdown: exit status 0")
+        # 12. max_age: a recipient that keeps failing temporarily gets a
+        #     delay warning (delay_warning) and then bounces with 4.4.7.
+        with Relay(POSTERN, dns.port, delivery=f"port {port}",
+                   extra="queue { retry_initial 1s; retry_max 1s; max_age 4s;"
+                         " delay_warning 2s }") as r2:
+            before = len(snd.messages)
+            r2.send("s@snd.test", ["never@d1.test"], msg("expire"))
+            r2.wait_log(lambda e: e.get("rcpt") == "never@d1.test" and
+                        e.get("status") == "bounced", timeout=40)
+            exp = deliveries(r2, rcpt="never@d1.test", status="bounced")
+            check(exp and exp[-1]["dsn"] == "4.4.7",
+                  "max_age: bounced with 4.4.7 (%s)" % (exp and exp[-1]["dsn"]))
+            got = snd.wait(before + 2, timeout=30)[before:]
+            kinds = {}
+            for _, _, data in got:
+                _, _, per_rcpt, _ = parse_dsn(data)
+                kinds[per_rcpt[0]["Action"]] = per_rcpt[0]["Status"]
+            check(kinds.get("delayed", "").startswith("4."),
+                  "delay_warning: a delay DSN (Action: delayed) came first")
+            check(kinds.get("failed") == "4.4.7",
+                  "max_age: the failure DSN says Status 4.4.7")
+            check(r2.stop() == 0, "max_age relay: clean exit")
     finally:
         dns.stop()
         for m in (mx1, mx2, snd, routed):
