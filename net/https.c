@@ -187,6 +187,9 @@ int https__url_prepare(const char *in, uint16_t port, char *url, char *host,
   for (const unsigned char *p = (const unsigned char *)in; *p; p++)
     if (*p <= 0x20 || *p >= 0x7f)
       return POSTERN_EINVAL;
+  /* curl is lenient ("https:///p" has host "p"); we want the plain form. */
+  if (strncasecmp(in, "https://", 8) != 0 || in[8] == '/' || in[8] == '\\')
+    return POSTERN_EINVAL;
   CURLU *u = curl_url();
   if (u == NULL)
     return POSTERN_ENOMEM;
