@@ -733,8 +733,8 @@ void https_client_close(struct https_client *c, void (*cb)(void *arg),
 }
 
 void https_fetch_cancel(struct https_fetch *f) {
-  if (f->queued)
-    return;
+  /* A fetch that finished but whose callback has not run yet is reported
+   * as cancelled too: the caller has stopped caring about its result. */
   fetch_end(f);
   f->status = POSTERN_ECANCELED;
   snprintf(f->errbuf, sizeof f->errbuf, "canceled");

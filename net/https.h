@@ -178,8 +178,9 @@ int https_fetch(struct https_client *c, const struct https_request *req,
 /*
  * Cancels a fetch whose callback has not started yet: its connection is
  * dropped now and its callback runs later, on the loop, with
- * POSTERN_ECANCELED. Calling it on a fetch whose callback has started is a
- * use after free; calling it twice is harmless.
+ * POSTERN_ECANCELED (even when the transfer had just finished). Calling it on a
+ * fetch whose callback has started is a use after free; calling it twice is
+ * harmless.
  */
 void https_fetch_cancel(struct https_fetch *f);
 

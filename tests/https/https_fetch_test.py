@@ -39,6 +39,13 @@ def run(args, timeout=30, env=None):
                        timeout=timeout,
                        env=dict(os.environ, **env) if env else None)
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    # Every run must end cleanly: exit 0 also means no callback ran inside
+    # a call or twice, the client's close callback ran, and (under
+    # --config=asan) no sanitizer report.
+    if p.returncode != 0 or "Sanitizer" in p.stderr or \
+            "runtime error" in p.stderr:
+        check("driver %s exits cleanly" % " ".join(args[-1:]), False,
+              "exit %d: %s" % (p.returncode, p.stderr[-2000:]))
     return p.returncode, lines, p.stderr
 
 
@@ -98,6 +105,9 @@ def tests(tmp):
         "/barrier": {"wait_for": 2, "body": "both here"},
     }
     peer = httpspeer.start({"routes": routes}, *good)
+    # A redirect to the same server, so that following it would be seen.
+    routes["/redirect"]["location"] = "https://%s:%d/.well-known/mta-sts.txt" % (
+        HOST, peer.port)
     peer_wrong = httpspeer.start({"default": {"body": "x"}}, *wrong_name)
     peer_untrusted = httpspeer.start({"default": {"body": "x"}}, *untrusted)
     peer_silent = httpspeer.start({"handshake": False}, *good)
