@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """httpspeer - a scripted HTTPS server for Postern's tests (http.server + ssl).
 
-It listens on 127.0.0.1 (port 0 by default) and answers each path from a
+It listens on 127.0.0.1 or another loopback address, ::1 included (port 0
+by default) and answers each path from a
 config: status, content type, body, delay, redirect, or no answer at all.
 Used for MTA-STS policy fetches (net/https) and their end-to-end tests.
 
@@ -59,6 +60,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -224,6 +226,10 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # broken clients are the point of many tests
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class Peer:
     """One scripted HTTPS server; see the module docstring."""
 
@@ -241,7 +247,8 @@ class Peer:
         self._requests = []
         self._per_path = {}
         self._counts = {"connections": 0, "handshake_errors": 0}
-        self.server = _Server((address, port), _Handler)
+        cls = _Server6 if ":" in address else _Server
+        self.server = cls((address, port), _Handler)
         self.server.peer = self
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever,
