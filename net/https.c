@@ -310,11 +310,13 @@ int https__err_from_curl(CURLcode rc, long os_errno) {
   case CURLE_TOO_MANY_REDIRECTS:
   case CURLE_HTTP_RETURNED_ERROR:
     return POSTERN_EHTTP;
-  case CURLE_UNSUPPORTED_PROTOCOL:
   case CURLE_URL_MALFORMAT:
     return POSTERN_EINVAL;
   case CURLE_GOT_NOTHING:
     return POSTERN_ECLOSED;
+  /* URLs are checked before curl sees them, so an unsupported protocol
+   * can only be an HTTP/0.9 (that is, non-HTTP) answer. */
+  case CURLE_UNSUPPORTED_PROTOCOL:
   case CURLE_WEIRD_SERVER_REPLY:
   case CURLE_PARTIAL_FILE:
   case CURLE_HTTP2:

@@ -4,7 +4,7 @@ Runs the https_get driver (argv[1]) against httpspeer instances on loopback
 (certificates from a throw-away test CA) and checks each outcome: a 200
 text/plain policy, content-type parameters, a wrong content type, 404,
 redirects not followed, the body cap (with and without Content-Length, and
-a body exactly at the cap), an untrusted CA, a wrong host name, a server
+a body exactly at the cap), a non-HTTP answer, no answer, an untrusted CA, a wrong host name, a server
 that never answers (after and before the TLS handshake), connection
 refused, http:// and other refused URLs (no connection made), no address,
 IPv6 and address fallback, two fetches in parallel on one loop, cancelling
@@ -102,6 +102,8 @@ def tests(tmp):
         "/exactchunked": {"body_size": 65536, "chunked": True},
         "/empty": {"body": ""},
         "/hang": {"hang": True},
+        "/garbage": {"raw": "SMTP is not HTTP\r\n\r\n"},
+        "/nothing": {"raw": ""},
         "/barrier": {"wait_for": 2, "body": "both here"},
     }
     peer = httpspeer.start({"routes": routes}, *good)
@@ -225,6 +227,12 @@ def run_cases(peer, peer_wrong, peer_untrusted, peer_silent, refused_port,
     rc, r, _ = one(P, os.path.join(tmp, "no-such-ca.pem"), "/x")
     check("missing CA file: TLS failure, not success",
           r.get("status") == "TLS", r)
+
+    # --- Broken servers.
+    rc, r, _ = one(P, ca, "/garbage")
+    check("non-HTTP answer: PROTO", r.get("status") == "PROTO", r)
+    rc, r, _ = one(P, ca, "/nothing")
+    check("closed without an answer: CLOSED", r.get("status") == "CLOSED", r)
 
     # --- Silence and refusal.
     rc, r, _ = one(P, ca, "/hang", timeout=700)

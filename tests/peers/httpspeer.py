@@ -43,6 +43,7 @@ Config (JSON, or a dict for start()):
           "chunked": false,              # no Content-Length, chunked coding
           "delay": 0.0,                  # seconds before answering
           "hang": false,                 # read the request, never answer
+          "raw": "garbage\\r\\n",          # send this instead of HTTP, close
           "location": "https://...",     # Location header (for 3xx)
           "wait_for": 2,                 # answer once 2 requests for this
                                          # path are in (503 after 10 s)
@@ -170,6 +171,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         if route.get("hang"):
             peer.stopping.wait()
+            return
+        if "raw" in route:
+            # Not HTTP at all ("" closes without a word).
+            self._write(route["raw"].encode())
+            try:
+                self.request.unwrap()  # a clean TLS close (close_notify)
+            except (OSError, ssl.SSLError, ValueError):
+                pass
             return
         status = route.get("status", 200)
         want = route.get("wait_for")
