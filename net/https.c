@@ -83,6 +83,7 @@ struct https_client {
   bool closing;
   bool torn_down;
   int open_handles;
+  int nfetches; /* started and not yet freed */
   void (*close_cb)(void *arg);
   void *close_arg;
 };
@@ -492,6 +493,7 @@ static void idle_cb(uv_idle_t *h) {
       c->dq_tail = NULL;
     deliver(f);
     fetch_free(f);
+    c->nfetches--;
   }
   uv_idle_stop(&c->idle);
   if (c->closing && !c->torn_down)
@@ -793,6 +795,8 @@ int https_fetch(struct https_client *c, const struct https_request *req,
     *fp = NULL;
   if (c->closing)
     return POSTERN_ESTATE;
+  if (c->nfetches >= HTTPS_FETCHES_MAX)
+    return POSTERN_EBUSY;
   if (req == NULL || cb == NULL || req->body_max > HTTPS_BODY_MAX_LIMIT)
     return POSTERN_EINVAL;
   struct https_fetch *f = calloc(1, sizeof *f);
@@ -839,6 +843,7 @@ int https_fetch(struct https_client *c, const struct https_request *req,
   if (c->active)
     c->active->prev = f;
   c->active = f;
+  c->nfetches++;
   if (fp)
     *fp = f;
   return 0;

@@ -18,13 +18,23 @@
  *   as https_proxy are ignored), each fetch gets its own connection and
  *   its own DNS cache, so an address given to one fetch never leaks into
  *   another.
- * - The body is capped (64 KiB by default, RFC 8461 §3.2 says policies are
- *   small); a larger body fails the fetch and reading stops. No content
+ * - The body is capped (64 KiB by default: a policy is a few lines); a
+ *   larger body fails the fetch and reading stops. No content
  *   decoding is asked for, so the cap applies to the bytes on the wire.
  * - A timeout covers the whole fetch: connect, TLS, request and body.
  *
  * Process setup: call https_global_init() once from main() before any
  * thread starts (libcurl's global initialisation is not thread-safe).
+ *
+ * Typical use (the mtasts policy module, on a worker loop):
+ *   https_mta_sts_url(domain, url, sizeof url);
+ *   dns_resolve_host(resolver, "mta-sts.<domain>", ...);   then, with the
+ *   A/AAAA records as sockaddr_storage entries:
+ *   struct https_request rq = {.url = url, .port = cfg_https_port,
+ *       .addrs = addrs, .naddrs = n, .ca_file = cfg_ca_file,
+ *       .timeout_ms = cfg_fetch_timeout_ms, .require_text_plain = true};
+ *   https_fetch(client, &rq, policy_fetched, ctx, &ctx->fetch);
+ * and in policy_fetched(): status 0 means res->body holds the policy text.
  */
 #ifndef NET_HTTPS_H
 #define NET_HTTPS_H
@@ -45,6 +55,9 @@
 #define HTTPS_ADDRS_MAX 16
 /* Longest URL accepted, with its NUL. */
 #define HTTPS_URL_MAX 2048
+/* Most fetches one client holds at once (started, callback not yet run):
+ * with the body cap this bounds a client's memory. */
+#define HTTPS_FETCHES_MAX 256
 
 /*
  * Initialises libcurl for the process and checks that the libcurl in use is
@@ -85,7 +98,7 @@ struct https_request {
    * HTTPS_BODY_MAX_LIMIT (EINVAL above). */
   size_t body_max;
   /* Also fail (POSTERN_EHTTP) unless the Content-Type is text/plain,
-   * parameters allowed (RFC 8461 §3.2). */
+   * parameters allowed (RFC 8461 §3.3). */
   bool require_text_plain;
 };
 
@@ -169,6 +182,7 @@ void https_client_close(struct https_client *c, void (*cb)(void *arg),
  *                    no or too many addresses, bad address family,
  *                    conflicting port, body_max over the limit
  *   POSTERN_ESTATE   the client is closing
+ *   POSTERN_EBUSY    HTTPS_FETCHES_MAX fetches are already pending
  *   POSTERN_ENOMEM   or POSTERN_EINTERNAL (libcurl refused an option).
  * No connection is made before this returns.
  */
@@ -197,7 +211,7 @@ bool https_content_type_is(const char *ct, const char *want);
 
 /*
  * Writes "https://mta-sts.<domain>/.well-known/mta-sts.txt" (RFC 8461
- * §3.2) into buf (capacity cap, NUL-terminated). `domain` is an ASCII host
+ * §3.3) into buf (capacity cap, NUL-terminated). `domain` is an ASCII host
  * name (letters, digits, '-', '_' and dots; A-labels for IDNs), one
  * trailing dot allowed and dropped, compared without regard to case and
  * written lower-cased. Returns the length written, POSTERN_EINVAL (empty

@@ -3,7 +3,8 @@
  * pure helpers: the Content-Type check, the MTA-STS policy URL for a
  * domain, the URL checks every fetch goes through (scheme, credentials, IP
  * literals, port), the CURLOPT_RESOLVE entry, and the mapping of curl's
- * codes to Postern's. No network.
+ * codes to Postern's; and the client's refusals, its fetch limit and a
+ * close with many fetches pending. No network.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -348,6 +349,40 @@ static void test_fetch_refusals(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void count_cb(const struct https_result *res, void *arg) {
+  int *n = arg;
+  if (res->status != POSTERN_ECANCELED)
+    fail_msg("pending fetch ended with %s", postern_err_name(res->status));
+  (*n)++;
+}
+
+/* The client holds at most HTTPS_FETCHES_MAX fetches; closing it cancels
+ * them all, asynchronously, before its close callback runs. No connection
+ * is made: the loop only runs after the close. */
+static void test_fetch_limit_and_close(void **state) {
+  uv_loop_t loop;
+  struct https_client *c;
+  struct sockaddr_storage a = v4("127.0.0.1");
+  int canceled = 0, closed = 0;
+  assert_int_equal(https_global_init(), 0);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(https_client_new(&loop, &c), 0);
+  struct https_request req = {
+      .url = "https://mta-sts.example.org/.well-known/mta-sts.txt",
+      .addrs = &a,
+      .naddrs = 1,
+  };
+  for (int i = 0; i < HTTPS_FETCHES_MAX; i++)
+    assert_int_equal(https_fetch(c, &req, count_cb, &canceled, NULL), 0);
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EBUSY);
+  https_client_close(c, closed_cb, &closed);
+  assert_int_equal(canceled, 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(canceled, HTTPS_FETCHES_MAX);
+  assert_int_equal(closed, 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_content_type),
@@ -358,6 +393,7 @@ int main(void) {
       cmocka_unit_test(test_resolve_entry),
       cmocka_unit_test(test_err_from_curl),
       cmocka_unit_test(test_fetch_refusals),
+      cmocka_unit_test(test_fetch_limit_and_close),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
