@@ -9,7 +9,7 @@
  *
  * What a fetch will and will not do, whatever the server says:
  * - HTTPS only, for the request and for any redirect (none are followed: a
- *   3xx answer is a failure, RFC 8461 §3.3 "MUST NOT follow redirects").
+ *   3xx answer is a failure: RFC 8461 §3.3, redirects MUST NOT be followed).
  * - The peer certificate is verified (PKIX, RFC 5280) against the request's
  *   CA file, and its name against the URL's host (RFC 6125); TLS 1.2 or
  *   later.
