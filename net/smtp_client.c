@@ -41,6 +41,7 @@
 #include "net/smtp_client.h"
 #include "net/smtp_client_internal.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,7 @@ struct smtp_client {
   bool close_requested;
   bool dead; /* the session can no longer be used */
   int deferred_status;
+  char deferred_reason[128]; /* why, when known (connect/bind errors) */
 
   uint64_t connect_to, command_to, data_to;
   char *helo_name, *mx_name, *session_key;
@@ -99,6 +101,9 @@ struct smtp_client {
   const struct smtp_message *msg;
   struct smtp_result *results;
   uint8_t *rstate;
+  /* The previous message's results: a sent_cb may call smtp_client_send()
+   * and still read what it was given. */
+  struct smtp_result *prev_results;
   size_t rcpt_reply; /* index of the RCPT whose reply comes next */
   size_t rcpt_sent;  /* RCPTs written so far (no pipelining) */
   size_t accepted;   /* RCPTs answered 2xx */
@@ -106,6 +111,7 @@ struct smtp_client {
   bool mail_ok;
   bool ignore_dot; /* the "." answers a 354 we did not want */
   bool need_rset;
+  bool local_finish; /* results decided locally; sent_cb from the timer */
   size_t body_off;
   bool body_line_start;
   bool body_queued; /* the terminating "." is written or queued */
@@ -160,6 +166,7 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
                            const char *reason, const struct smtp_reply *remote);
 static void process_input(struct smtp_client *c);
 static void write_body(struct smtp_client *c);
+static void finish_txn(struct smtp_client *c, int status);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -267,6 +274,7 @@ static void free_client(struct smtp_client *c) {
   free(c->raw);
   free(c->cmd);
   free(c->results);
+  free(c->prev_results);
   free(c->rstate);
   free(c->helo_name);
   free(c->mx_name);
@@ -316,9 +324,17 @@ static void on_timer(uv_timer_t *t) {
     close_all(c);
     return;
   }
+  if (c->local_finish) {
+    c->local_finish = false;
+    finish_txn(c, 0);
+    return;
+  }
   if (status < 0) {
     const char *enh = c->state == SMTP_CLIENT_CONNECTING ? "4.4.1" : "4.4.2";
-    session_failed(c, status, enh, postern_strerror(status), NULL);
+    session_failed(c, status, enh,
+                   c->deferred_reason[0] ? c->deferred_reason
+                                         : postern_strerror(status),
+                   NULL);
     return;
   }
   char why[96];
@@ -328,6 +344,9 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void arm(struct smtp_client *c, uint64_t ms) {
+  if (c->deferred_status < 0) {
+    return; /* a failure is already due at once; keep it due */
+  }
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
@@ -875,7 +894,8 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
     free(rs);
     return POSTERN_ENOMEM;
   }
-  free(c->results);
+  free(c->prev_results);
+  c->prev_results = c->results;
   free(c->rstate);
   c->results = res;
   c->rstate = rs;
@@ -892,6 +912,34 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
   c->body_queued = false;
   c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
   c->cmdlen = 0;
+  /* Messages this server cannot take fail here, without a command: RFC
+   * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
+   * server declared). The results are reported from the timer. */
+  struct smtp_reply local;
+  bool refuse = false;
+  if (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) {
+    make_reply(&local, 553, "5.6.7",
+               "message needs SMTPUTF8, which the server does not offer");
+    refuse = true;
+  } else if ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
+             msg->body_len > c->facts.size_limit) {
+    char text[128];
+    snprintf(text, sizeof text,
+             "message size %zu exceeds the server's limit of %llu bytes",
+             msg->body_len, (unsigned long long)c->facts.size_limit);
+    make_reply(&local, 552, "5.3.4", text);
+    refuse = true;
+  }
+  if (refuse) {
+    for (size_t i = 0; i < msg->nrcpts; i++) {
+      set_result(c, i, &local, false, "MAIL");
+      c->rstate[i] = RCPT_FINAL;
+    }
+    set_state(c, SMTP_CLIENT_MAIL);
+    c->local_finish = true;
+    uv_timer_start(&c->timer, on_timer, 0, 0);
+    return 0;
+  }
   int rc = 0;
   if (c->need_rset) {
     /* RFC 2920 §3.1: RSET may be pipelined with what follows. */
@@ -1118,6 +1166,12 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
   if (st == SMTP_CLIENT_QUIT || c->close_requested) {
     close_all(c);
     return;
+  }
+  if (st == SMTP_CLIENT_TLS_HANDSHAKE &&
+      c->facts.starttls != SMTP_STARTTLS_FAILED) {
+    c->facts.starttls = SMTP_STARTTLS_FAILED;
+    snprintf(c->tls_error, sizeof c->tls_error, "%s",
+             reason ? reason : postern_strerror(status));
   }
   set_state(c, SMTP_CLIENT_FAILED);
   if (in_setup(st)) {
@@ -1374,6 +1428,14 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   /* Sessions are cached per MX name and port: the name is what the
    * certificate was checked against. */
   snprintf(c->session_key, mxlen + 16, "%s:%d", mx_name, port);
+  /* "MX.example.org." and "mx.example.org" are one host. */
+  for (char *p = c->session_key; *p && *p != ':'; p++) {
+    *p = (char)tolower((unsigned char)*p);
+    if (p[0] == '.' && p[1] == ':') {
+      memmove(p, p + 1, strlen(p + 1) + 1);
+      break;
+    }
+  }
   c->facts.last_reply = &c->last_reply;
   c->facts.tls_error = c->tls_error;
   c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;
@@ -1391,10 +1453,18 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   int rc = 0;
   if (c->has_local) {
     rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->local_addr, 0);
+    if (rc < 0) {
+      snprintf(c->deferred_reason, sizeof c->deferred_reason,
+               "cannot bind to local_ip: %s", uv_strerror(rc));
+    }
   }
   if (rc == 0) {
     rc = uv_tcp_connect(&c->connect_req, &c->tcp,
                         (const struct sockaddr *)&c->peer, on_connect);
+    if (rc < 0) {
+      snprintf(c->deferred_reason, sizeof c->deferred_reason,
+               "connect failed: %s", uv_strerror(rc));
+    }
   }
   if (rc < 0) {
     fail_soon(c, postern_err_from_errno(-rc));

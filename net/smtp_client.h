@@ -22,6 +22,8 @@
  *
  * Threading: a client belongs to the loop it was made on; every call must
  * come from that loop's thread. The tls_ctx in the options may be shared.
+ * The process must ignore SIGPIPE (libuv writes with write(2), and servers
+ * do hang up while we write).
  *
  * Callbacks are never called from inside the call that started the
  * operation. After smtp_client_close() no callback runs except close_cb.
@@ -176,7 +178,10 @@ struct smtp_client_facts {
  * ENETUNREACH / ETIMEDOUT (connect), ETIMEOUT (no reply in time), ECLOSED
  * (peer closed), EPROTO (malformed reply, or a 4xx/5xx greeting or EHLO
  * reply - see facts->last_reply), ETLS (handshake failed: facts->tls_error;
- * retrying in plaintext is the caller's decision).
+ * retrying in plaintext is the caller's decision). Whenever the session
+ * failed after STARTTLS was accepted and before TLS was up (including a
+ * timeout or a drop during the handshake), facts->starttls is
+ * SMTP_STARTTLS_FAILED.
  */
 typedef void (*smtp_client_ready_cb)(struct smtp_client *c, int status,
                                      const struct smtp_client_facts *facts,
@@ -194,8 +199,15 @@ struct smtp_message {
   const char *sender; /* "" for the null reverse-path (bounces) */
   const char *ret;    /* "FULL" / "HDRS" or NULL (DSN only) */
   const char *envid;  /* xtext or NULL (DSN only) */
-  bool body_8bit;     /* add BODY=8BITMIME when offered */
-  bool smtputf8;      /* add SMTPUTF8 when offered */
+  /* Add BODY=8BITMIME when offered. Without 8BITMIME the body is sent as
+   * is: converting or bouncing is the caller's choice (RFC 6152 §3). */
+  bool body_8bit;
+  /* The message needs SMTPUTF8: sent with the SMTPUTF8 parameter; when the
+   * server does not offer it, every recipient fails with 553 5.6.7 without
+   * a command being sent (RFC 6531 §3.2). Likewise a body larger than the
+   * server's SIZE gets 552 5.3.4 (RFC 1870 §6). Such local results have
+   * remote == false. */
+  bool smtputf8;
   const struct smtp_rcpt *rcpts;
   size_t nrcpts;
   /* The stored body: CRLF lines, not dot-stuffed. Borrowed until sent_cb;
@@ -218,7 +230,8 @@ struct smtp_result {
   const char *stage;
 };
 
-/* Passed to sent_cb; valid only during the callback. */
+/* Passed to sent_cb; valid during the callback, even if the callback
+ * calls smtp_client_send() or smtp_client_close(). */
 struct smtp_send_result {
   size_t nrcpts;
   const struct smtp_result *rcpt; /* one per message recipient, same order */
@@ -234,6 +247,7 @@ typedef void (*smtp_client_sent_cb)(struct smtp_client *c, int status,
                                     const struct smtp_send_result *res,
                                     void *arg);
 
+/* `c` has been freed when this runs: compare it, never dereference it. */
 typedef void (*smtp_client_close_cb)(struct smtp_client *c, void *arg);
 
 /*

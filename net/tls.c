@@ -21,7 +21,6 @@
  *    libuv has completed (or cancelled) every write.
  */
 #include "net/tls.h"
-#include "net/tls_internal.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -254,7 +253,10 @@ int tls_ctx_new_server(struct tls_ctx **out, const char *cert_file,
   }
   if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) !=
       1) {
-    set_err(errbuf, errlen, "cannot load private key from %s", key_file);
+    set_err(errbuf, errlen,
+            "cannot load private key from %s, or it does not match the "
+            "certificate",
+            key_file);
     goto fail;
   }
   if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
@@ -692,8 +694,4 @@ int tls_conn_peer_cert_der(const struct tls_conn *t, size_t i,
   *der = CRYPTO_BUFFER_data(b);
   *len = CRYPTO_BUFFER_len(b);
   return 0;
-}
-
-const char *tls__conn_server_name(const struct tls_conn *t) {
-  return t->server_name;
 }

@@ -17,49 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mx_names[] = {
-#define POLICY__MXN(name, str) str,
-    POLICY_MX_LEVEL_MAP(POLICY__MXN)
-#undef POLICY__MXN
-};
-
-static const char *const tls_names[] = {
-#define POLICY__TLSN(name, str) str,
-    POLICY_TLS_LEVEL_MAP(POLICY__TLSN)
-#undef POLICY__TLSN
-};
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *policy_mx_level_name(enum policy_mx_level l) {
-  return (unsigned)l < NELEM(mx_names) ? mx_names[l] : "unknown";
-}
-
-const char *policy_tls_level_name(enum policy_tls_level l) {
-  return (unsigned)l < NELEM(tls_names) ? tls_names[l] : "unknown";
-}
-
-int policy_mx_level_parse(const char *s, enum policy_mx_level *out) {
-  for (size_t i = 0; i < NELEM(mx_names); i++)
-    if (strcmp(s, mx_names[i]) == 0) {
-      *out = (enum policy_mx_level)i;
-      return 0;
-    }
-  return POSTERN_EINVAL;
-}
-
-int policy_tls_level_parse(const char *s, enum policy_tls_level *out) {
-  for (size_t i = 0; i < NELEM(tls_names); i++)
-    if (strcmp(s, tls_names[i]) == 0) {
-      *out = (enum policy_tls_level)i;
-      return 0;
-    }
-  return POSTERN_EINVAL;
-}
-
 void policy_result_set(struct policy_result *r, enum policy_outcome o,
-                       const char *module, const char *status,
-                       const char *fmt, ...) {
+                       const char *module, const char *status, const char *fmt,
+                       ...) {
   r->outcome = o;
   r->module = module;
   snprintf(r->status, sizeof r->status, "%s", status);
@@ -110,7 +70,9 @@ void policy_chain_free(struct policy_chain *c) {
   free(c);
 }
 
-size_t policy_chain_len(const struct policy_chain *c) { return c->n; }
+size_t policy_chain_len(const struct policy_chain *c) {
+  return c->n;
+}
 
 const char *policy_chain_module_name(const struct policy_chain *c, size_t i) {
   return i < c->n ? c->mods[i].ops->name : NULL;
@@ -168,9 +130,9 @@ static void domain_step(struct policy_domain_run *run) {
       run->next++;
       continue;
     }
-    int rc = m->ops->prepare_domain(m->state, &run->env, run->domain,
-                                    &run->pd[run->next], domain_module_done,
-                                    run);
+    int rc =
+        m->ops->prepare_domain(m->state, &run->env, run->domain,
+                               &run->pd[run->next], domain_module_done, run);
     if (rc == 0)
       return;
     policy_result_set(&run->result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
@@ -240,8 +202,8 @@ void policy_chain_check_mx(struct policy_domain_run *run,
   }
   if (v->level < v->required)
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
-                      "MX %s reached MX level %s, policy requires %s",
-                      mx->host, policy_mx_level_name(v->level),
+                      "MX %s reached MX level %s, policy requires %s", mx->host,
+                      policy_mx_level_name(v->level),
                       policy_mx_level_name(v->required));
 }
 
@@ -292,8 +254,8 @@ static void conn_step(struct policy_conn_run *cr) {
                                   conn_module_done, cr);
     if (rc == 0)
       return;
-    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name,
-                      "4.7.0", "policy %s could not start: %s", m->ops->name,
+    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
+                      "policy %s could not start: %s", m->ops->name,
                       postern_strerror(rc));
     break;
   }
@@ -368,11 +330,10 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
       return;
   }
   if (v->level < v->required)
-    policy_result_set(
-        &v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
-        "TLS level %s reached with %s, policy requires %s%s%s",
-        policy_tls_level_name(v->level), conn->host,
-        policy_tls_level_name(v->required),
-        conn->verify_error && conn->verify_error[0] ? ": " : "",
-        conn->verify_error ? conn->verify_error : "");
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
+                      "TLS level %s reached with %s, policy requires %s%s%s",
+                      policy_tls_level_name(v->level), conn->host,
+                      policy_tls_level_name(v->required),
+                      conn->verify_error && conn->verify_error[0] ? ": " : "",
+                      conn->verify_error ? conn->verify_error : "");
 }

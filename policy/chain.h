@@ -1,20 +1,15 @@
 /*
- * chain.h - the security-level model and the policy chain (DESIGN.md).
+ * policy/chain.h - Postern's security-level model and the pure building
+ * blocks of the policy chain: the DANE TLSA matcher (RFC 7672, RFC 7671) and
+ * the MTA-STS parsers (RFC 8461).
  *
- * Every delivery attempt ranks what it built with two levels: how the MX
- * host name was authenticated (MX level) and what protects the SMTP session
- * (TLS level). Policy modules run in the order the configuration lists them;
- * each may (1) prepare per destination domain (asynchronously: MTA-STS
- * fetch), (2) check an MX candidate - raise its MX level, state a minimum,
- * or reject it, (3) prepare per connection (asynchronously: TLSA lookup),
- * and (4) check the established connection - state the TLS level it
- * requires and judge the certificate. The effective requirement is the
- * strictest one any module states. Policy fails closed: a module that
- * cannot decide reports a temporary failure, never "no policy".
+ * Everything in the first half is pure: no I/O, no event loop, no global state,
+ * no clock. Time is always passed in (`now`), so results are deterministic
+ * and every function may be called from any thread at once.
  *
- * Lifetimes: a chain is built once from the configuration and shared by
- * every worker loop (modules keep per-loop state in the env they are
- * given). A domain run and its connection runs belong to one loop.
+ * The second half of this header is the chain itself: the module interface
+ * (prepare_domain / check_mx / prepare_conn / check_conn) and the functions
+ * the engine calls to run the modules in configuration order.
  */
 #ifndef POSTERN_POLICY_CHAIN_H
 #define POSTERN_POLICY_CHAIN_H
@@ -22,39 +17,340 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
-#include <uv.h>
+/* ------------------------------------------------------------------------
+ * Security levels (docs/security-levels.md)
+ *
+ * Each enum is ordered: a higher value is strictly stronger, so levels can be
+ * compared with < and >. Names come from the same X-macro as the values.
+ * ------------------------------------------------------------------------ */
 
-struct dns_resolver;
-
+/* How the MX host name was authenticated. X(NAME, "string") */
 #define POLICY_MX_LEVEL_MAP(X)                                                 \
   X(NONE, "none")                                                              \
   X(MTASTS, "mtasts")                                                          \
   X(DNSSEC, "dnssec")
 
 enum policy_mx_level {
-#define POLICY__MXL(name, str) POLICY_MX_LEVEL_##name,
-  POLICY_MX_LEVEL_MAP(POLICY__MXL)
-#undef POLICY__MXL
+#define POLICY__MX_LEVEL_DEF(name, str) POLICY_MX_LEVEL_##name,
+  POLICY_MX_LEVEL_MAP(POLICY__MX_LEVEL_DEF)
+#undef POLICY__MX_LEVEL_DEF
+      POLICY_MX_LEVEL_COUNT
 };
 
+/* What protects the SMTP session. X(NAME, "string") */
 #define POLICY_TLS_LEVEL_MAP(X)                                                \
   X(NONE, "none")                                                              \
   X(ENCRYPTED, "encrypted")                                                    \
   X(AUTHENTICATED, "authenticated")
 
 enum policy_tls_level {
-#define POLICY__TLSL(name, str) POLICY_TLS_LEVEL_##name,
-  POLICY_TLS_LEVEL_MAP(POLICY__TLSL)
-#undef POLICY__TLSL
+#define POLICY__TLS_LEVEL_DEF(name, str) POLICY_TLS_LEVEL_##name,
+  POLICY_TLS_LEVEL_MAP(POLICY__TLS_LEVEL_DEF)
+#undef POLICY__TLS_LEVEL_DEF
+      POLICY_TLS_LEVEL_COUNT
 };
 
-/* Static names ("dnssec", "encrypted"); "unknown" out of range. */
-const char *policy_mx_level_name(enum policy_mx_level l);
-const char *policy_tls_level_name(enum policy_tls_level l);
-/* Parse a name; 0 or POSTERN_EINVAL. */
+/*
+ * What a delivery with a given pair of levels protects against (the table in
+ * DESIGN.md): nothing, passive attackers only, or passive and active ones.
+ */
+#define POLICY_PROTECTION_MAP(X)                                               \
+  X(NONE, "none")                                                              \
+  X(PASSIVE, "passive")                                                        \
+  X(ACTIVE, "active")
+
+enum policy_protection {
+#define POLICY__PROTECTION_DEF(name, str) POLICY_PROTECTION_##name,
+  POLICY_PROTECTION_MAP(POLICY__PROTECTION_DEF)
+#undef POLICY__PROTECTION_DEF
+      POLICY_PROTECTION_COUNT
+};
+
+/*
+ * Names: "none", "mtasts", ... Static strings; "unknown" for values outside
+ * the enum.
+ */
+const char *policy_mx_level_name(enum policy_mx_level level);
+const char *policy_tls_level_name(enum policy_tls_level level);
+const char *policy_protection_name(enum policy_protection p);
+
+/*
+ * Parse a level name (exact, lower case, as printed by the _name functions;
+ * as used by `local { min_tls_level ... }`) into *out. Returns 0, or
+ * POSTERN_EINVAL for an unknown name or NULL argument (*out untouched).
+ */
 int policy_mx_level_parse(const char *s, enum policy_mx_level *out);
 int policy_tls_level_parse(const char *s, enum policy_tls_level *out);
+
+/*
+ * The protection a delivery ranked (mx, tls) gives: NONE without TLS,
+ * ACTIVE with an authenticated session to an MX authenticated by MTA-STS or
+ * DNSSEC, PASSIVE otherwise.
+ */
+enum policy_protection policy_protection_of(enum policy_mx_level mx,
+                                            enum policy_tls_level tls);
+
+/* ------------------------------------------------------------------------
+ * DANE (RFC 7672 for SMTP, RFC 7671 operational rules)
+ * ------------------------------------------------------------------------ */
+
+/* TLSA certificate usages, selectors and matching types (RFC 7218 names). */
+enum policy_tlsa_usage {
+  POLICY_TLSA_PKIX_TA = 0,
+  POLICY_TLSA_PKIX_EE = 1,
+  POLICY_TLSA_DANE_TA = 2,
+  POLICY_TLSA_DANE_EE = 3,
+};
+enum policy_tlsa_selector {
+  POLICY_TLSA_SEL_CERT = 0,
+  POLICY_TLSA_SEL_SPKI = 1,
+};
+enum policy_tlsa_mtype {
+  POLICY_TLSA_MT_FULL = 0,
+  POLICY_TLSA_MT_SHA256 = 1,
+  POLICY_TLSA_MT_SHA512 = 2,
+};
+
+/*
+ * One TLSA record. `data` is borrowed: it must stay valid while the record is
+ * used; nothing here keeps or frees it. Values are kept as published, so
+ * unknown ones (usage 4, selector 7, ...) are representable and simply
+ * unusable.
+ */
+struct policy_tlsa {
+  uint8_t usage;
+  uint8_t selector;
+  uint8_t mtype;
+  const uint8_t *data;
+  size_t len;
+};
+
+/*
+ * Decodes TLSA RDATA in wire format (RFC 6698 §2.1: usage, selector, mtype,
+ * then the association data). out->data points into `rdata`. Returns 0, or
+ * POSTERN_EPROTO when the RDATA is shorter than 4 bytes.
+ */
+int policy_tlsa_from_rdata(const uint8_t *rdata, size_t len,
+                           struct policy_tlsa *out);
+
+/*
+ * Whether a record can authenticate an SMTP server (RFC 7672 §3.1): usage
+ * DANE-TA(2) or DANE-EE(3), selector 0 or 1, matching type 0, 1 or 2, and
+ * association data of the right shape: 32 bytes for SHA2-256, 64 for
+ * SHA2-512, non-empty for full data, and for a DANE-TA(2) full record
+ * (2 0 0 / 2 1 0) a certificate or SubjectPublicKeyInfo that parses.
+ * PKIX-TA(0) and PKIX-EE(1) are unusable for SMTP (RFC 7672 §3.1.3).
+ */
+bool policy_tlsa_usable(const struct policy_tlsa *rec);
+
+/* A certificate of the peer's chain in DER; `der` is borrowed. */
+struct policy_dane_cert {
+  const uint8_t *der;
+  size_t len;
+};
+
+/*
+ * Outcome of matching a chain against TLSA records. X(NAME, "short",
+ * "sentence"): the short name is for logs and metrics (`dane=name`), the
+ * sentence for humans (postern-probe, remote-facing reasons).
+ */
+#define POLICY_DANE_STATUS_MAP(X)                                              \
+  X(OK, "ok", "a usable TLSA record authenticates the certificate chain")      \
+  X(NO_USABLE, "no-usable",                                                    \
+    "no usable TLSA records (only PKIX or unknown parameters)")                \
+  X(MISMATCH, "mismatch", "no TLSA record matches the certificate chain")      \
+  X(CHAIN, "chain",                                                            \
+    "the certificate does not chain to the matched trust anchor")              \
+  X(EXPIRED, "expired", "a certificate is outside its validity period")        \
+  X(NAME, "name",                                                              \
+    "the certificate does not match the MX host name or TLSA base domain")
+
+enum policy_dane_status {
+#define POLICY__DANE_STATUS_DEF(name, s, msg) POLICY_DANE_##name,
+  POLICY_DANE_STATUS_MAP(POLICY__DANE_STATUS_DEF)
+#undef POLICY__DANE_STATUS_DEF
+      POLICY_DANE_STATUS_COUNT
+};
+
+struct policy_dane_result {
+  enum policy_dane_status status;
+  /*
+   * With OK: the depth of the certificate that matched, 0 = leaf. For a
+   * DANE-TA(2) match it is the trust anchor's position in the verified chain
+   * (a full certificate given only in DNS counts as one more link above the
+   * presented chain); for a bare public key given only in DNS (2 1 0, no
+   * presented certificate carries it) it is the depth of the certificate
+   * that key signed, as in OpenSSL's DANE code. When
+   * several records match, DANE-EE(3) wins, then the lowest depth. -1
+   * otherwise.
+   */
+  int depth;
+  /* With OK: usage of the matching record (2 or 3) and its index. */
+  int usage;
+  size_t record;
+};
+
+/* "ok", "mismatch", ...; and the sentence. Static strings. */
+const char *policy_dane_status_name(enum policy_dane_status status);
+const char *policy_dane_status_message(enum policy_dane_status status);
+
+/*
+ * Checks the peer's certificate chain against TLSA records (RFC 7672 §3.1,
+ * RFC 7671 §5):
+ *  - records that are not usable (policy_tlsa_usable) are ignored; if none is
+ *    usable the status is NO_USABLE;
+ *  - DANE-EE(3) matches the leaf's certificate or SPKI; no name, expiry or
+ *    chain checks (RFC 7672 §3.1.1). Any EE match wins at once;
+ *  - DANE-TA(2) matches a presented certificate (by digest or full data), or
+ *    is a full certificate (2 0 0) or bare public key (2 1 0) given only in
+ *    DNS. The leaf must then chain to that trust anchor through the
+ *    presented certificates (signatures, CA constraints, TLS server purpose,
+ *    verified with BoringSSL's X509 verifier in partial-chain mode), every
+ *    certificate below the anchor - the leaf always - must be valid at `now`
+ *    (the anchor's own dates are not checked: the DNSSEC-signed record is
+ *    the statement of trust), and the leaf must match one of `names`
+ *    (RFC 7672 §3.2.3: DNS-IDs, CN only when there are none; `*` only as
+ *    the whole leftmost label; case and a trailing dot do not matter).
+ * When nothing matches, the status is the reason furthest along that path:
+ * MISMATCH (no record matched any certificate) < CHAIN < EXPIRED < NAME.
+ *
+ * chain: the peer's certificates in DER, leaf first, as presented (order of
+ * the rest does not matter). names: reference identifiers, usually the MX
+ * host name and, when different, the TLSA base domain (RFC 7672 §3.2.2).
+ * All inputs are borrowed for the duration of the call only.
+ *
+ * Returns 0 with *out filled (a failed match is a result, not an error), or
+ * POSTERN_EINVAL (NULL arguments, empty chain, a leaf that is not a DER
+ * certificate), POSTERN_ENOMEM.
+ */
+int policy_dane_verify(const struct policy_tlsa *recs, size_t nrecs,
+                       const struct policy_dane_cert *chain, size_t nchain,
+                       const char *const *names, size_t nnames, time_t now,
+                       struct policy_dane_result *out);
+
+/* ------------------------------------------------------------------------
+ * MTA-STS parsers (RFC 8461)
+ *
+ * These parse whole, already-received objects (the TXT RRset, the HTTPS body
+ * after the fetch completed), so they answer OK or PROTO_ERROR only: there is
+ * no NEED_MORE state. Incremental input is the fetcher's business, which
+ * also enforces POLICY_MTASTS_BODY_MAX while receiving.
+ * ------------------------------------------------------------------------ */
+
+#define POLICY_MTASTS_ID_MAX 32
+#define POLICY_MTASTS_BODY_MAX 65536
+#define POLICY_MTASTS_MAX_AGE_MAX 31557600
+#define POLICY_MTASTS_MX_MAX 64
+/* A domain name is at most 253 characters plus "*." and a trailing dot. */
+#define POLICY_MTASTS_MX_LEN 256
+
+/* One TXT record (its character-strings already concatenated, RFC 7208
+ * style); `data` is borrowed and need not be NUL-terminated. */
+struct policy_txt {
+  const char *data;
+  size_t len;
+};
+
+struct policy_mtasts_txt {
+  char id[POLICY_MTASTS_ID_MAX + 1]; /* NUL-terminated */
+};
+
+/*
+ * Evaluates the TXT records found at `_mta-sts.<domain>` (RFC 8461 §3.1).
+ * Records that do not start with "v=STSv1" (followed by ';', a space or the
+ * end) are ignored. Exactly one STS record must remain and it must follow
+ * the §3.1 grammar: `v=STSv1` first, fields separated by `;` with optional
+ * spaces/tabs around, an optional trailing `;`, exactly one `id` of 1-32
+ * ASCII letters and digits, extension fields `name=value` with the §3.1
+ * character sets (tolerated and ignored).
+ *
+ * Returns 0 and fills *out; POSTERN_ENOENT when no record is an STS record
+ * (the domain publishes no policy); POSTERN_EPROTO when there are two or
+ * more STS records or the one record is malformed (the caller treats this
+ * like a failed lookup, never as "no policy"); POSTERN_EINVAL for NULL
+ * arguments.
+ */
+int policy_mtasts_txt_parse(const struct policy_txt *recs, size_t nrecs,
+                            struct policy_mtasts_txt *out);
+
+#define POLICY_MTASTS_MODE_MAP(X)                                              \
+  X(ENFORCE, "enforce")                                                        \
+  X(TESTING, "testing")                                                        \
+  X(NONE, "none")
+
+enum policy_mtasts_mode {
+#define POLICY__MTASTS_MODE_DEF(name, str) POLICY_MTASTS_MODE_##name,
+  POLICY_MTASTS_MODE_MAP(POLICY__MTASTS_MODE_DEF)
+#undef POLICY__MTASTS_MODE_DEF
+      POLICY_MTASTS_MODE_COUNT
+};
+
+/* "enforce", "testing", "none"; "unknown" otherwise. Static string. */
+const char *policy_mtasts_mode_name(enum policy_mtasts_mode mode);
+
+/*
+ * A parsed policy. Self-contained (no pointers), so it can be copied and
+ * cached as is. Patterns are stored lower-cased without a trailing dot.
+ */
+struct policy_mtasts_policy {
+  enum policy_mtasts_mode mode;
+  uint32_t max_age; /* seconds, 0..POLICY_MTASTS_MAX_AGE_MAX */
+  size_t n_mx;
+  char mx[POLICY_MTASTS_MX_MAX][POLICY_MTASTS_MX_LEN];
+};
+
+/*
+ * Parses a policy body (RFC 8461 §3.2): `key: value` lines ended by LF or
+ * CRLF (the last line may lack one). Spaces and tabs around keys and values
+ * and blank lines are tolerated. The first field must be `version: STSv1`;
+ * `mode` (enforce|testing|none) and `max_age` (decimal, at most 10 digits,
+ * 0..31557600) are required; `mx` patterns (a domain name, optionally
+ * prefixed by "*.") are required unless mode is none. Keys are case-
+ * sensitive; unknown keys are ignored if they are syntactically valid
+ * extension fields. When version, mode or max_age repeat, the first
+ * occurrence counts (RFC 8461 §3.2). Anything else - a line without ':', a
+ * bad key or value, control characters, a value out of range - makes the
+ * whole policy invalid.
+ *
+ * Returns 0 and fills *out; POSTERN_EPROTO for an invalid policy;
+ * POSTERN_ETOOBIG when `len` exceeds POLICY_MTASTS_BODY_MAX or there are
+ * more than POLICY_MTASTS_MX_MAX mx lines (also an invalid policy);
+ * POSTERN_EINVAL for NULL arguments. On error *out is unspecified.
+ */
+int policy_mtasts_policy_parse(const char *body, size_t len,
+                               struct policy_mtasts_policy *out);
+
+/*
+ * Whether MX host `host` matches one pattern (RFC 8461 §4.1): equal names,
+ * or "*.rest" where `host` is exactly one non-empty label followed by
+ * ".rest". ASCII case-insensitive; one trailing dot on either side ignored.
+ */
+bool policy_mtasts_mx_match(const char *pattern, const char *host);
+
+/* Whether `host` matches any of the policy's mx patterns. */
+bool policy_mtasts_policy_match(const struct policy_mtasts_policy *policy,
+                                const char *host);
+
+/* ------------------------------------------------------------------------
+ * Policy chain
+ *
+ * Reserved for the chain interface (modules local, mtasts, dnssec, dane with
+ * prepare_domain / check_mx / prepare_conn / check_conn), added with the
+ * engine. It builds on the levels and matchers above.
+ * ------------------------------------------------------------------------ */
+
+
+/* ========================================================================
+ * Policy chain: the modules and the engine's interface to them.
+ * A chain is built once from the configuration and shared by every worker
+ * loop. A domain run and its connection runs belong to one loop.
+ * ====================================================================== */
+
+#include <uv.h>
+
+struct dns_resolver;
 
 /* ---- Verdicts ---------------------------------------------------------- */
 
@@ -71,11 +367,16 @@ struct policy_result {
   const char *module; /* the module that decided, static */
 };
 
-/* What a module can use on the loop it runs on. Borrowed for the call. */
+/* What a module can use on the loop it runs on. Borrowed for the call:
+ * a module that keeps working asynchronously copies what it needs (the
+ * loop and resolver outlive every run). */
 struct policy_env {
   uv_loop_t *loop;
   struct dns_resolver *dns;
   uint64_t now_ms;
+  /* Counts a policy outcome for the metrics ("dane", "mismatch"); the
+   * strings must be static. NULL when metrics are off. Any thread. */
+  void (*count)(const char *module, const char *outcome);
 };
 
 /* An MX candidate as the engine found it. */

@@ -505,6 +505,10 @@ static void op_finish(struct op *op) {
  * after one more small commit: this one. Returns an MDB code.
  */
 static int touch(struct queue *q) {
+  /* Reader slots of killed processes (a qtool hit by kill -9) pin old
+   * snapshots and so their pages: clear them first. */
+  int dead = 0;
+  mdb_reader_check(q->env, &dead);
   MDB_txn *txn;
   int rc = mdb_txn_begin(q->env, NULL, 0, &txn);
   if (rc)

@@ -79,7 +79,8 @@ struct queue_retry_params {
  * left 0/NULL gets the default above. queue_open copies what it keeps.
  */
 struct queue_opts {
-  const char *state_dir; /* required; the env lives in <state_dir>/queue/ */
+  const char *state_dir; /* required, must exist; the env lives in
+                            <state_dir>/queue/ (created 0700) */
   uint64_t map_size;     /* bytes; default 16G. Ignored with no_create. */
   struct queue_retry_params retry; /* default 5m, 2, 1h */
   uint64_t max_age;         /* ms; default 5d. Older messages bounce (4.4.7). */
@@ -173,13 +174,19 @@ const char *queue_msg_state_name(enum queue_msg_state s);
 /* Parses a message state name. Returns 0 or POSTERN_EINVAL. */
 int queue_msg_state_parse(const char *s, enum queue_msg_state *out);
 
-/* What a result update did to a recipient, for the engine's DSNs. */
+/*
+ * What a result update did to a recipient: facts only. The engine applies
+ * the recipient's NOTIFY (RFC 3461 section 4.1: NEVER, and the default of
+ * FAILURE plus, at the MTA's choice, DELAY) when it decides which DSN to
+ * send; it also uses BOUNCED to log expiries the queue decided.
+ */
 enum queue_dsn_event {
   QUEUE_DSN_NONE = 0,
-  QUEUE_DSN_BOUNCED, /* became bounced in this update (failure DSN) */
-  QUEUE_DSN_DELAYED, /* deferred past delay_warning for the first time and
-                        NOTIFY asks for DELAY (delay DSN) */
-  QUEUE_DSN_SENT,    /* sent in this update and NOTIFY=SUCCESS was asked */
+  QUEUE_DSN_BOUNCED, /* became bounced in this update (including max_age
+                        expiry, status 4.4.7) */
+  QUEUE_DSN_DELAYED, /* deferred in the update in which the message first
+                        passed delay_warning (once per message) */
+  QUEUE_DSN_SENT,    /* became sent in this update */
 };
 
 struct queue_rcpt_in {
@@ -323,14 +330,13 @@ struct queue_result_in {
 /*
  * Outcome of a result submission, on the writer thread after commit.
  * status 0: env is the envelope as committed, valid only during the
- * callback (copy what you keep); each recipient's `event` says whether it
- * became bounced (including max_age expiry: status 4.4.7), needs a delay DSN,
- * or was sent with NOTIFY=SUCCESS. env->removed is true when no recipient is
- * pending or deferred any more and the message was deleted.
- * status < 0: env is NULL; POSTERN_ENOENT (the message was deleted meanwhile,
- * e.g. by qtool), POSTERN_EINVAL (index out of range or recipient already
- * final), POSTERN_EQFULL, POSTERN_ENOSPC, POSTERN_EIO: nothing was changed
- * and the message stays due.
+ * callback (copy what you keep); each recipient's `event` says what this
+ * update did to it (enum queue_dsn_event). env->removed is true when no
+ * recipient is pending or deferred any more and the message was deleted. status
+ * < 0: env is NULL; POSTERN_ENOENT (the message was deleted meanwhile, e.g. by
+ * qtool), POSTERN_EINVAL (index out of range or recipient already final),
+ * POSTERN_EQFULL, POSTERN_ENOSPC, POSTERN_EIO: nothing was changed and the
+ * message stays due.
  */
 typedef void (*queue_result_cb)(void *arg, int status,
                                 const struct queue_env *env);

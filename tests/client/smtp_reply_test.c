@@ -238,6 +238,48 @@ static void test_format(void **state) {
   assert_string_equal(out, "250 fine");
 }
 
+/* Property check on pseudo-random input over a reply-like alphabet: the
+ * parser always gives one of its three answers, never consumes more than it
+ * was given, and an OK reply satisfies the invariants of struct smtp_reply.
+ * A fixed seed keeps the run reproducible. */
+static void test_random_input(void **state) {
+  static const char alphabet[] = "2345012 -\r\n\r\n.5xyz\0";
+  unsigned seed = 12345;
+  char buf[300];
+  size_t ok = 0, more = 0, bad = 0;
+  for (int round = 0; round < 20000; round++) {
+    seed = seed * 1103515245u + 12345u;
+    size_t len = (seed >> 8) % sizeof buf;
+    for (size_t i = 0; i < len; i++) {
+      seed = seed * 1103515245u + 12345u;
+      buf[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+    }
+    struct smtp_reply r;
+    size_t used = 0;
+    const char *why = NULL;
+    switch (smtp_reply_parse(buf, len, &r, &used, &why)) {
+    case SMTP_REPLY_OK:
+      ok++;
+      assert_true(used > 0 && used <= len);
+      assert_true(r.code >= 200 && r.code <= 559);
+      assert_true(r.lines >= 1);
+      assert_int_equal(strlen(r.text), r.text_len);
+      break;
+    case SMTP_REPLY_NEED_MORE:
+      more++;
+      break;
+    case SMTP_REPLY_PROTO_ERROR:
+      bad++;
+      assert_non_null(why);
+      break;
+    default:
+      fail_msg("unknown status");
+    }
+  }
+  /* The generator reaches all three answers. */
+  assert_true(ok > 0 && more > 0 && bad > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
@@ -246,6 +288,7 @@ int main(void) {
       cmocka_unit_test(test_too_many_lines),
       cmocka_unit_test(test_too_many_bytes),
       cmocka_unit_test(test_format),
+      cmocka_unit_test(test_random_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

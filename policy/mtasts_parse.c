@@ -1,0 +1,338 @@
+/*
+ * mtasts_parse.c - the pure parts of MTA-STS (RFC 8461): the `_mta-sts` TXT
+ * record, the policy body served at /.well-known/mta-sts.txt, and MX pattern
+ * matching.
+ *
+ * Both inputs come from the network and are hostile: every byte is checked
+ * against the RFC's grammar, lengths are bounded before anything is copied,
+ * numbers are parsed digit by digit with a bound, and nothing is ever read
+ * past `len` (inputs need not be NUL-terminated). The parsers see whole
+ * objects, so they answer OK or PROTO_ERROR; there is no NEED_MORE.
+ *
+ * No state, no allocation: outputs are plain structs owned by the caller.
+ */
+#include "policy/chain.h"
+
+#include <string.h>
+
+#include "policy/internal.h"
+#include "postern_err.h"
+
+static const char *const mode_names[] = {
+#define POLICY__NAME(name, str) str,
+    POLICY_MTASTS_MODE_MAP(POLICY__NAME)
+#undef POLICY__NAME
+};
+
+const char *policy_mtasts_mode_name(enum policy_mtasts_mode mode) {
+  if ((unsigned)mode >= POLICY_MTASTS_MODE_COUNT)
+    return "unknown";
+  return mode_names[mode];
+}
+
+static bool is_wsp(char c) {
+  return c == ' ' || c == '\t';
+}
+
+static bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9');
+}
+
+/* Compares the `n` bytes at `s` with the C string `lit`. */
+static bool equals(const char *s, size_t n, const char *lit) {
+  return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+/*
+ * Field and extension names, the same shape in the TXT record and the body
+ * (RFC 8461 §3.1 sts-ext-name, §3.2 sts-policy-ext-name):
+ * (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".").
+ */
+static bool ext_name_valid(const char *s, size_t n) {
+  if (n == 0 || n > 32 || !is_alnum(s[0]))
+    return false;
+  for (size_t i = 1; i < n; i++)
+    if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '-' && s[i] != '.')
+      return false;
+  return true;
+}
+
+/* ---- TXT record (RFC 8461 §3.1) ---------------------------------------- */
+
+/*
+ * RFC 8461 §3.1 discards records not beginning with "v=STSv1;". We also
+ * count "v=STSv1" followed by blanks or nothing, so that a malformed STS
+ * record is reported as invalid rather than silently read as "no policy".
+ */
+static bool is_sts_record(const char *s, size_t n) {
+  return n >= 7 && memcmp(s, "v=STSv1", 7) == 0 &&
+         (n == 7 || s[7] == ';' || is_wsp(s[7]));
+}
+
+/* sts-ext-value = 1*(%x21-3A / %x3C / %x3E-7E): no ';', '=', blanks, CTLs. */
+static bool txt_value_char(char c) {
+  unsigned char u = (unsigned char)c;
+  return u >= 0x21 && u <= 0x7e && c != ';' && c != '=';
+}
+
+static int txt_record_parse(const char *s, size_t n,
+                            struct policy_mtasts_txt *out) {
+  bool have_id = false;
+  size_t i = 7; /* after "v=STSv1" */
+  for (;;) {
+    /* sts-field-delim = *WSP ";" *WSP; a trailing delimiter (and, leniently,
+     * trailing blanks) may end the record. */
+    while (i < n && is_wsp(s[i]))
+      i++;
+    if (i == n)
+      break;
+    if (s[i] != ';')
+      return POSTERN_EPROTO;
+    i++;
+    while (i < n && is_wsp(s[i]))
+      i++;
+    if (i == n)
+      break;
+    size_t name = i;
+    while (i < n && s[i] != '=' && s[i] != ';' && !is_wsp(s[i]))
+      i++;
+    size_t name_len = i - name;
+    if (!ext_name_valid(s + name, name_len) || i == n || s[i] != '=')
+      return POSTERN_EPROTO;
+    i++;
+    size_t value = i;
+    while (i < n && txt_value_char(s[i]))
+      i++;
+    size_t value_len = i - value;
+    if (value_len == 0)
+      return POSTERN_EPROTO;
+    /* The next byte must end the field: a blank, ';' or the end. */
+    if (i < n && s[i] != ';' && !is_wsp(s[i]))
+      return POSTERN_EPROTO;
+    if (equals(s + name, name_len, "id")) {
+      /* sts-id = %s"id=" 1*32(ALPHA / DIGIT); a second id is ambiguous. */
+      if (have_id || value_len > POLICY_MTASTS_ID_MAX)
+        return POSTERN_EPROTO;
+      for (size_t k = 0; k < value_len; k++)
+        if (!is_alnum(s[value + k]))
+          return POSTERN_EPROTO;
+      memcpy(out->id, s + value, value_len);
+      out->id[value_len] = '\0';
+      have_id = true;
+    }
+    /* Other fields are extensions: tolerated and ignored. */
+  }
+  return have_id ? 0 : POSTERN_EPROTO;
+}
+
+int policy_mtasts_txt_parse(const struct policy_txt *recs, size_t nrecs,
+                            struct policy_mtasts_txt *out) {
+  if (out == NULL || (recs == NULL && nrecs > 0))
+    return POSTERN_EINVAL;
+  const struct policy_txt *sts = NULL;
+  size_t found = 0;
+  for (size_t r = 0; r < nrecs; r++) {
+    if (recs[r].data == NULL) {
+      if (recs[r].len > 0)
+        return POSTERN_EINVAL;
+      continue;
+    }
+    if (is_sts_record(recs[r].data, recs[r].len)) {
+      found++;
+      sts = &recs[r];
+    }
+  }
+  if (found == 0)
+    return POSTERN_ENOENT;
+  /* RFC 8461 §3.1: anything but exactly one STS record is no usable one. */
+  if (found > 1)
+    return POSTERN_EPROTO;
+  struct policy_mtasts_txt tmp;
+  int rc = txt_record_parse(sts->data, sts->len, &tmp);
+  if (rc == 0)
+    *out = tmp;
+  return rc;
+}
+
+/* ---- Policy body (RFC 8461 §3.2) --------------------------------------- */
+
+/* CTLs other than HTAB are never allowed in a line. */
+static bool has_ctl(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char u = (unsigned char)s[i];
+    if ((u < 0x20 && s[i] != '\t') || u == 0x7f)
+      return true;
+  }
+  return false;
+}
+
+/* max_age = 1*10(DIGIT), at most 31557600 (RFC 8461 §3.2). */
+static int parse_max_age(const char *s, size_t n, uint32_t *out) {
+  if (n == 0 || n > 10)
+    return POSTERN_EPROTO;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return POSTERN_EPROTO;
+    v = v * 10 + (uint64_t)(s[i] - '0'); /* 10 digits fit in 64 bits */
+  }
+  if (v > POLICY_MTASTS_MAX_AGE_MAX)
+    return POSTERN_EPROTO;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* mx = ["*."] Domain (RFC 8461 §3.2, RFC 5321 Domain); stored normalised. */
+static int add_mx(struct policy_mtasts_policy *p, const char *s, size_t n) {
+  const char *dom = s;
+  size_t dlen = n;
+  if (n >= 2 && s[0] == '*' && s[1] == '.') {
+    dom += 2;
+    dlen -= 2;
+  }
+  if (!policy__domain_valid(dom, dlen))
+    return POSTERN_EPROTO;
+  if (p->n_mx >= POLICY_MTASTS_MX_MAX)
+    return POSTERN_ETOOBIG;
+  if (policy__name_norm(s, n, p->mx[p->n_mx], POLICY_MTASTS_MX_LEN) < 0)
+    return POSTERN_EPROTO;
+  p->n_mx++;
+  return 0;
+}
+
+struct body_state {
+  bool any_field;
+  bool have_version, have_mode, have_max_age;
+};
+
+static int body_line(struct body_state *st, struct policy_mtasts_policy *p,
+                     const char *s, size_t n) {
+  if (has_ctl(s, n))
+    return POSTERN_EPROTO;
+  while (n > 0 && is_wsp(s[0])) {
+    s++;
+    n--;
+  }
+  while (n > 0 && is_wsp(s[n - 1]))
+    n--;
+  if (n == 0)
+    return 0; /* blank lines are tolerated */
+  const char *colon = memchr(s, ':', n);
+  if (colon == NULL)
+    return POSTERN_EPROTO;
+  size_t klen = (size_t)(colon - s);
+  while (klen > 0 && is_wsp(s[klen - 1]))
+    klen--;
+  const char *v = colon + 1;
+  size_t vlen = n - (size_t)(v - s);
+  while (vlen > 0 && is_wsp(v[0])) {
+    v++;
+    vlen--;
+  }
+  /* Every field, known or not, must be `name: non-empty value`. */
+  if (!ext_name_valid(s, klen) || vlen == 0)
+    return POSTERN_EPROTO;
+
+  bool first = !st->any_field;
+  st->any_field = true;
+  if (equals(s, klen, "version")) {
+    if (st->have_version)
+      return 0; /* RFC 8461 §3.2: the first occurrence counts */
+    if (!equals(v, vlen, "STSv1"))
+      return POSTERN_EPROTO;
+    st->have_version = true;
+    return 0;
+  }
+  /* The version field comes first, so that a future version's body is
+   * never read with this version's rules. */
+  if (first)
+    return POSTERN_EPROTO;
+  if (equals(s, klen, "mode")) {
+    if (st->have_mode)
+      return 0;
+    for (int m = 0; m < POLICY_MTASTS_MODE_COUNT; m++) {
+      if (equals(v, vlen, mode_names[m])) {
+        p->mode = (enum policy_mtasts_mode)m;
+        st->have_mode = true;
+        return 0;
+      }
+    }
+    return POSTERN_EPROTO;
+  }
+  if (equals(s, klen, "max_age")) {
+    if (st->have_max_age)
+      return 0;
+    int rc = parse_max_age(v, vlen, &p->max_age);
+    if (rc == 0)
+      st->have_max_age = true;
+    return rc;
+  }
+  if (equals(s, klen, "mx"))
+    return add_mx(p, v, vlen);
+  /* Unknown keys are ignored (RFC 8461 §3.2); their values may hold any
+   * printable or UTF-8 text, which has_ctl() already allowed. */
+  return 0;
+}
+
+int policy_mtasts_policy_parse(const char *body, size_t len,
+                               struct policy_mtasts_policy *out) {
+  if (out == NULL || (body == NULL && len > 0))
+    return POSTERN_EINVAL;
+  if (len > POLICY_MTASTS_BODY_MAX)
+    return POSTERN_ETOOBIG;
+  memset(out, 0, sizeof *out);
+  struct body_state st = {false, false, false, false};
+  size_t i = 0;
+  while (i < len) {
+    const char *nl = memchr(body + i, '\n', len - i);
+    size_t end = nl != NULL ? (size_t)(nl - body) : len;
+    size_t line_end = end;
+    /* Lines end with LF or CRLF; a CR elsewhere is a control character. */
+    if (line_end > i && body[line_end - 1] == '\r')
+      line_end--;
+    int rc = body_line(&st, out, body + i, line_end - i);
+    if (rc != 0)
+      return rc;
+    i = nl != NULL ? end + 1 : len;
+  }
+  if (!st.have_version || !st.have_mode || !st.have_max_age)
+    return POSTERN_EPROTO;
+  if (out->mode != POLICY_MTASTS_MODE_NONE && out->n_mx == 0)
+    return POSTERN_EPROTO;
+  return 0;
+}
+
+/* ---- MX matching (RFC 8461 §4.1) --------------------------------------- */
+
+bool policy_mtasts_mx_match(const char *pattern, const char *host) {
+  char p[POLICY_MTASTS_MX_LEN], h[POLICY_MTASTS_MX_LEN];
+  if (pattern == NULL || host == NULL)
+    return false;
+  if (policy__name_norm(pattern, strlen(pattern), p, sizeof p) < 0 ||
+      policy__name_norm(host, strlen(host), h, sizeof h) < 0)
+    return false;
+  /* A host that is not a plain domain name (say "*.example.com") matches
+   * nothing. */
+  if (!policy__domain_valid(h, strlen(h)))
+    return false;
+  if (p[0] == '*' && p[1] == '.') {
+    /* "*.example.com" stands for exactly one extra leftmost label: it
+     * matches mx.example.com, not example.com nor a.mx.example.com. */
+    const char *suffix = p + 2;
+    const char *dot = strchr(h, '.');
+    return suffix[0] != '\0' && dot != NULL && dot != h &&
+           strcmp(dot + 1, suffix) == 0;
+  }
+  return strcmp(p, h) == 0;
+}
+
+bool policy_mtasts_policy_match(const struct policy_mtasts_policy *policy,
+                                const char *host) {
+  if (policy == NULL)
+    return false;
+  for (size_t i = 0; i < policy->n_mx && i < POLICY_MTASTS_MX_MAX; i++)
+    if (policy_mtasts_mx_match(policy->mx[i], host))
+      return true;
+  return false;
+}

@@ -1,0 +1,215 @@
+"""End-to-end delivery through a real `postern`: SMTP in, LMDB queue, MX
+selection against a scripted DNS server, delivery to recording MX servers,
+per-recipient outcomes, retries, DSNs and graceful shutdown.
+
+Usage: relay_test.py POSTERN_BINARY
+"""
+
+import email
+import email.policy
+import urllib.error
+import urllib.request
+import sys
+import threading
+import time
+
+import dnspeer
+import mxpeer
+from relay import Relay
+
+POSTERN = sys.argv[1]
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def msg(subject, extra=""):
+    return (f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n"
+            f".leading dot line\r\n{extra}")
+
+
+def deliveries(r, **kv):
+    return [e for e in r.events()
+            if e.get("event") == "delivery" and all(e.get(k) == v for k, v in kv.items())]
+
+
+def parse_dsn(data):
+    m = email.message_from_bytes(data, policy=email.policy.compat32)
+    assert m.get_content_type() == "multipart/report", m.get_content_type()
+    assert m.get_param("report-type") == "delivery-status"
+    parts = m.get_payload()
+    status = parts[1]
+    assert status.get_content_type() == "message/delivery-status"
+    # message/delivery-status payload: a list of header blocks
+    blocks = status.get_payload()
+    per_msg = blocks[0]
+    per_rcpt = blocks[1:]
+    return m, per_msg, per_rcpt, parts
+
+
+def main():
+    port = mxpeer.free_port("127.0.0.2")
+    mx1 = mxpeer.MX("127.0.0.2", port, rcpt_replies={
+        "bad@": "550 5.1.1 no such user",
+        "later@": ("450 4.2.0 try again later", True),
+        "never@": "451 4.3.0 always busy",
+    })
+    mx2 = mxpeer.MX("127.0.0.3", port)
+    snd = mxpeer.MX("127.0.0.5", port)
+    routed = mxpeer.MX("127.0.0.1", 0)
+    zone = {
+        "ad": False,
+        "records": {
+            "d1.test": {"MX": [[10, "mx1.d1.test"], [20, "mx2.d1.test"]]},
+            "mx1.d1.test": {"A": ["127.0.0.2"]},
+            "mx2.d1.test": {"A": ["127.0.0.3"]},
+            "d2.test": {"MX": [[10, "dead.d2.test"], [20, "mx2.d1.test"]]},
+            "dead.d2.test": {"A": ["127.0.0.4"]},
+            "snd.test": {"MX": [[10, "mx.snd.test"]]},
+            "mx.snd.test": {"A": ["127.0.0.5"]},
+            "nullmx.test": {"MX": [[0, "."]]},
+            "imp.test": {"A": ["127.0.0.3"]},
+        },
+        "behaviour": {"tempfail.test": {"rcode": "SERVFAIL"}},
+    }
+    dns = dnspeer.start(zone)
+    try:
+        delivery = (f"port {port}; route routed.test 127.0.0.1:{routed.port};"
+                    " connect_timeout 2s")
+        with Relay(POSTERN, dns.port, delivery=delivery,
+                   extra="queue { retry_initial 1s; retry_max 2s }\n"
+                         "metrics { listen 127.0.0.1:0 }") as r:
+            # 1. A static route: N messages in, N out, each once, over
+            #    several client sessions at once.
+            n = 30
+
+            def sender(k):
+                for i in range(k, n, 3):
+                    r.send("s@snd.test", [f"u{i}@routed.test"], msg(f"route{i}"))
+            threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+            got = routed.wait(n)
+            subjects = sorted(email.message_from_bytes(d)["Subject"] for _, _, d in got)
+            check(len(got) == n and len(set(subjects)) == n,
+                  f"route: {n} messages in, {n} distinct out")
+            first = email.message_from_bytes(got[0][2])
+            check(first["Received"] is not None and "relay.test" in first["Received"],
+                  "route: a Received header was prepended")
+            check(b"\r\n.leading dot line\r\n" in got[0][2],
+                  "route: a line starting with a dot arrives intact")
+            sent = deliveries(r, status="sent", domain="routed.test")
+            check(len(sent) == n, f"route: {n} delivery log lines with status=sent")
+            check(all(e.get("dsn") == "2.0.0" and e.get("tls_level") and e.get("mx_level")
+                      for e in sent), "route: log lines carry dsn, tls_level, mx_level")
+
+            # 2. MX preference: d1.test goes to its preferred MX.
+            r.send("s@snd.test", ["ok@d1.test"], msg("pref"))
+            mx1.wait(1)
+            check(len(mx2.messages) == 0, "mx: preference 10 chosen over 20")
+
+            # 3. Fallback: the first MX refuses connections, the second takes it.
+            r.send("s@snd.test", ["ok@d2.test"], msg("fallback"))
+            mx2.wait(1)
+            check(mx2.messages[0][1] == ["ok@d2.test"], "mx: fallback to the next MX")
+
+            # 4. Implicit MX: no MX record, the domain's A record is used.
+            r.send("s@snd.test", ["ok@imp.test"], msg("implicit"))
+            mx2.wait(2)
+            check(mx2.messages[1][1] == ["ok@imp.test"], "mx: implicit MX (RFC 5321 5.1)")
+
+            # 5. Per-recipient outcomes in one message: sent, bounced,
+            #    deferred-then-sent; one DSN for the bounce.
+            r.send("s@snd.test", ["ok2@d1.test", "bad@d1.test", "later@d1.test"],
+                   msg("mixed"))
+            r.wait_log(lambda e: e.get("event") == "delivery" and
+                       e.get("rcpt") == "later@d1.test" and e.get("status") == "sent",
+                       timeout=30)
+            check(len(deliveries(r, rcpt="later@d1.test", status="deferred")) == 1,
+                  "mixed: 450 recipient deferred once, then sent on retry")
+            check(len(deliveries(r, rcpt="bad@d1.test", status="bounced", dsn="5.1.1")) == 1,
+                  "mixed: 550 recipient bounced with 5.1.1")
+            dsns = snd.wait(1)
+            m, per_msg, per_rcpt, parts = parse_dsn(dsns[0][2])
+            check(dsns[0][0] in ("", "<>") and dsns[0][1] == ["s@snd.test"],
+                  "dsn: sent with the null sender to the envelope sender")
+            check(per_msg["Reporting-MTA"] == "dns; relay.test", "dsn: Reporting-MTA")
+            check(len(per_rcpt) == 1 and per_rcpt[0]["Final-Recipient"] == "rfc822; bad@d1.test"
+                  and per_rcpt[0]["Action"] == "failed" and per_rcpt[0]["Status"] == "5.1.1",
+                  "dsn: one failed recipient with its status")
+            check("550" in (per_rcpt[0]["Diagnostic-Code"] or "")
+                  and per_rcpt[0]["Remote-MTA"] == "dns; mx1.d1.test",
+                  "dsn: diagnostic and remote MTA")
+            check("Subject: mixed" in parts[2].as_string(), "dsn: original headers returned")
+
+            # 6. Null MX bounces at once with 5.1.10 (RFC 7505).
+            r.send("s@snd.test", ["x@nullmx.test"], msg("nullmx"))
+            r.wait_log(lambda e: e.get("rcpt") == "x@nullmx.test" and e.get("event") == "delivery")
+            check(len(deliveries(r, rcpt="x@nullmx.test", status="bounced", dsn="5.1.10")) == 1,
+                  "null MX: bounced with 5.1.10")
+            snd.wait(2)
+
+            # 7. A domain that does not exist bounces; a DNS failure defers.
+            r.send("s@snd.test", ["x@nxdomain.test"], msg("nx"))
+            r.send("s@snd.test", ["x@tempfail.test"], msg("tf"))
+            r.wait_log(lambda e: e.get("rcpt") == "x@nxdomain.test" and e.get("event") == "delivery")
+            r.wait_log(lambda e: e.get("rcpt") == "x@tempfail.test" and e.get("event") == "delivery")
+            check(len(deliveries(r, rcpt="x@nxdomain.test", status="bounced")) == 1,
+                  "NXDOMAIN: bounced")
+            tf = deliveries(r, rcpt="x@tempfail.test")
+            check(tf[0]["status"] == "deferred" and tf[0]["dsn"].startswith("4."),
+                  "DNS SERVFAIL: deferred with a 4.x.x status")
+
+            # 8. A null-sender message that bounces makes no DSN (double bounce).
+            r.send("", ["bad@d1.test"], msg("nullsender"))
+            r.wait_log(lambda e: e.get("event") == "double_bounce")
+            check(True, "null sender bounce: logged as double bounce, no DSN")
+
+            # 9. Metrics: Prometheus text with the counters seen above.
+            mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+            values = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    k, v = line.rsplit(" ", 1)
+                    values[k] = float(v)
+            accepted = values.get("postern_messages_accepted_total", 0)
+            check(accepted >= n + 8, f"metrics: accepted counter ({accepted})")
+            sent_none = values.get('postern_deliveries_total{status="sent",mx_level="none",tls_level="none"}', 0)
+            check(sent_none >= n, f"metrics: sent deliveries by level ({sent_none})")
+            check(values.get("postern_dsn_queued_total", 0) >= 2, "metrics: DSNs counted")
+            check(values.get("postern_double_bounces_total", 0) >= 1, "metrics: double bounce counted")
+            check("postern_queue_messages" in values and "postern_inbound_sessions" in values,
+                  "metrics: queue and session gauges present")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=10)
+                check(False, "metrics: unknown path refused")
+            except urllib.error.HTTPError as e:
+                check(e.code == 404, "metrics: unknown path is 404")
+
+            # 10. Graceful shutdown: exit 0.
+            rc = r.stop()
+            check(rc == 0, f"SIGTERM: exit status 0 (got {rc})")
+
+            # 11. The deferred message is still queued after a restart and is
+            #     attempted again (SERVFAIL keeps it deferred).
+            r.start()
+            r.wait_log(lambda e: e.get("rcpt") == "x@tempfail.test" and
+                       e.get("event") == "delivery", since_start=True, timeout=30)
+            check(True, "restart: deferred message attempted again")
+            check(r.stop() == 0, "second shutdown: exit status 0")
+    finally:
+        dns.stop()
+        for m in (mx1, mx2, snd, routed):
+            m.stop()
+    print(f"{len(failures)} failed checks" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
