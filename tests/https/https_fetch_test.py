@@ -1,14 +1,16 @@
 """Integration test of net/https against the scripted server httpspeer.py.
 
 Runs the https_get driver (argv[1]) against httpspeer instances on loopback
-(certificates from a throw-away test CA) and checks each outcome: a 200
-text/plain policy, content-type parameters, a wrong content type, 404,
-redirects not followed, the body cap (with and without Content-Length, and
-a body exactly at the cap), a non-HTTP answer, no answer, an untrusted CA, a wrong host name, a server
-that never answers (after and before the TLS handshake), connection
-refused, http:// and other refused URLs (no connection made), no address,
-IPv6 and address fallback, two fetches in parallel on one loop, cancelling
-a fetch and closing the client with a fetch pending.
+(certificates from pki.py's throw-away test CAs) and checks each outcome: a
+200 text/plain policy, content-type parameters, a wrong content type, 404,
+500, redirects not followed, the body cap (with and without Content-Length,
+and a body exactly at the cap), a non-HTTP answer, no answer, an untrusted
+CA, a wrong host name, an expired and a self-signed certificate, a missing
+CA file, a server that never answers (after and before the TLS handshake),
+connection refused, proxy variables ignored, http:// and other refused URLs
+(no connection made), no address, IPv6 and address fallback, two fetches in
+parallel on one loop, cancelling a fetch and closing the client with
+fetches pending.
 """
 
 import json
@@ -20,6 +22,7 @@ import sys
 import tempfile
 
 import httpspeer
+import pki
 
 DRIVER = sys.argv[1]
 HOST = "mta-sts.example.org"
@@ -70,19 +73,19 @@ def one(peer_port, ca, path, **kw):
 def main():
     tmp = tempfile.mkdtemp(prefix="https-test-")
     try:
-        return tests(tmp)
+        with pki.PKI() as trusted, pki.PKI(ca_name="Untrusted CA") as other:
+            return tests(tmp, trusted, other)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tests(tmp):
-    pki = httpspeer.make_pki(os.path.join(tmp, "pki"), [HOST])
-    ca = pki["ca_file"]
-    good = pki["certs"][HOST]
-    wrong_name = httpspeer.make_cert(os.path.join(tmp, "pki"),
-                                     (ca, pki["ca_key"]), "other.example.net")
-    other_ca = httpspeer.make_ca(os.path.join(tmp, "pki2"), "Untrusted CA")
-    untrusted = httpspeer.make_cert(os.path.join(tmp, "pki2"), other_ca, HOST)
+def tests(tmp, trusted, other):
+    ca = trusted.ca_file
+    good = trusted.server_cert(HOST)
+    wrong_name = trusted.server_cert("other.example.net")
+    expired = trusted.server_cert(HOST, expired=True)
+    self_signed = trusted.server_cert(HOST, self_signed=True)
+    untrusted = other.server_cert(HOST)
 
     routes = {
         "/.well-known/mta-sts.txt": {"body": POLICY},
@@ -113,6 +116,8 @@ def tests(tmp):
     peer_wrong = httpspeer.start({"default": {"body": "x"}}, *wrong_name)
     peer_untrusted = httpspeer.start({"default": {"body": "x"}}, *untrusted)
     peer_silent = httpspeer.start({"handshake": False}, *good)
+    peer_expired = httpspeer.start({"default": {"body": "x"}}, *expired)
+    peer_self = httpspeer.start({"default": {"body": "x"}}, *self_signed)
     # Bound but not listening: connections to it are refused, and the port
     # stays ours for the whole test.
     closed_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -121,8 +126,15 @@ def tests(tmp):
     try:
         run_cases(peer, peer_wrong, peer_untrusted, peer_silent,
                   refused_port, ca, good, tmp)
+        for what, p in (("expired certificate", peer_expired),
+                        ("self-signed certificate", peer_self)):
+            rc, r, _ = one(p.port, ca, "/x", extra=["--text-plain"])
+            check("%s: TLS_VERIFY" % what, r.get("status") == "TLS_VERIFY", r)
+            check("%s: no request sent" % what, p.requests() == [],
+                  p.requests())
     finally:
-        for p in (peer, peer_wrong, peer_untrusted, peer_silent):
+        for p in (peer, peer_wrong, peer_untrusted, peer_silent,
+                  peer_expired, peer_self):
             p.stop()
         closed_sock.close()
     print("%d failure(s)" % len(failures))

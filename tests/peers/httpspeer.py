@@ -8,10 +8,11 @@ Used for MTA-STS policy fetches (net/https) and their end-to-end tests.
 
 Use from a test (in-process; threads, stopped on exit):
 
-    import httpspeer
-    pki = httpspeer.make_pki(tmpdir, ["mta-sts.example.org"])
-    #   pki["ca_file"], pki["certs"]["mta-sts.example.org"] == (crt, key)
-    with httpspeer.start(config, *pki["certs"]["mta-sts.example.org"]) as p:
+    import httpspeer, pki
+    ca = pki.PKI()                 # test CA (tests/peers/pki.py, openssl CLI)
+    cert, key = ca.server_cert("mta-sts.example.org")
+    with httpspeer.start(config, cert, key) as p:
+        # trust ca.ca_file on the client side
         ... fetch https://mta-sts.example.org:<p.port>/... at 127.0.0.1 ...
         p.requests()     # [{"path": ..., "host": ..., "method": "GET"}, ...]
         p.connections()  # TCP connections accepted so far
@@ -26,10 +27,9 @@ returns an object with .port and .stop()):
 It prints "port N" on stdout once listening (and writes N to --port-file);
 SIGTERM stops it.
 
-Certificates: make_ca(dir, name) -> (ca_pem, ca_key) and
-make_cert(dir, (ca_pem, ca_key), name, sans=None) -> (crt, key) use the
-openssl CLI (ECDSA P-256, serverAuth, subjectAltName DNS names); make_pki
-makes one CA and a leaf per name.
+Certificates come from pki.py (the shared test PKI): valid, expired,
+self-signed or wrongly named leaves, and a second pki.PKI() is an
+untrusted CA.
 
 Config (JSON, or a dict for start()):
 
@@ -59,7 +59,6 @@ import argparse
 import http.server
 import json
 import os
-import secrets
 import signal
 import socket
 import ssl
@@ -68,64 +67,6 @@ import sys
 import tempfile
 import threading
 import time
-
-OPENSSL = "/usr/bin/openssl"
-
-# ---- Certificates ---------------------------------------------------------
-
-
-def _openssl(args, cwd):
-    r = subprocess.run([OPENSSL] + args, cwd=cwd, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("openssl %s: %s" % (" ".join(args), r.stderr))
-
-
-_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def make_ca(directory, name="Postern HTTPS Test CA"):
-    """A self-signed root CA; returns (ca_pem, ca_key)."""
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.join(directory, name.replace(" ", "_"))
-    pem, key = base + ".ca.pem", base + ".ca.key"
-    _openssl(["req", "-x509", "-new"] + _EC +
-             ["-keyout", key, "-out", pem, "-subj", "/CN=" + name,
-              "-days", "3650",
-              "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], directory)
-    return pem, key
-
-
-def make_cert(directory, ca, name, sans=None):
-    """A leaf for `name` (SANs `sans`, default [name]) issued by ca =
-    (ca_pem, ca_key); returns (crt, key). Files are named after the CA and
-    the name, so one directory can hold several CAs' leaves."""
-    sans = sans or [name]
-    tag = os.path.basename(ca[0]).split(".ca.pem")[0]
-    base = os.path.join(directory, "%s-%s" % (tag, name.replace("*", "_")))
-    crt, key, csr, ext = (base + ".crt", base + ".key", base + ".csr",
-                          base + ".ext")
-    _openssl(["req", "-new"] + _EC + ["-keyout", key, "-out", csr,
-                                      "-subj", "/CN=" + name], directory)
-    with open(ext, "w") as f:
-        f.write("[ leaf ]\nbasicConstraints = CA:FALSE\n"
-                "keyUsage = critical, digitalSignature\n"
-                "extendedKeyUsage = serverAuth\n"
-                "subjectAltName = %s\n" % ",".join("DNS:" + s for s in sans))
-    _openssl(["x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
-              "-set_serial", "0x" + secrets.token_hex(8), "-days", "365",
-              "-sha256", "-extfile", ext, "-extensions", "leaf",
-              "-out", crt], directory)
-    return crt, key
-
-
-def make_pki(directory, names, ca_name="Postern HTTPS Test CA"):
-    """One CA and a leaf per name: {"ca_file", "ca_key", "certs": {name:
-    (crt, key)}}."""
-    pem, key = make_ca(directory, ca_name)
-    return {"ca_file": pem, "ca_key": key,
-            "certs": {n: make_cert(directory, (pem, key), n) for n in names}}
 
 # ---- Server ---------------------------------------------------------------
 
