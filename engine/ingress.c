@@ -173,6 +173,13 @@ void engine__job_free(struct job *j) {
   free(j);
 }
 
+static bool submitted_deferred(const struct job *j, size_t index) {
+  for (size_t k = 0; k < j->n; k++)
+    if (j->results[k].index == index)
+      return j->results[k].outcome == QUEUE_OUTCOME_DEFERRED;
+  return false;
+}
+
 /* Runs on the writer thread: note what the DSN needs, then let the
  * scheduler know when the message's last job is done. */
 static void on_result(void *arg, int status, const struct queue_env *env) {
@@ -188,6 +195,12 @@ static void on_result(void *arg, int status, const struct queue_env *env) {
       const struct queue_rcpt *rc = &env->rcpts[i];
       if (rc->event != QUEUE_DSN_BOUNCED && rc->event != QUEUE_DSN_DELAYED)
         continue;
+      if (rc->event == QUEUE_DSN_BOUNCED && submitted_deferred(j, i))
+        /* The queue turned this deferral into a bounce: the message is
+         * older than max_age (4.4.7). Say so next to the attempt's line. */
+        postern_log(POSTERN_LOG_WARN, "expired", "id", m->id, "rcpt",
+                    rc->addr, "status", "bounced", "dsn", rc->status,
+                    "reason", "message older than queue max_age", NULL);
       if (m->n_notes == m->cap_notes) {
         size_t nc = m->cap_notes ? m->cap_notes * 2 : 4;
         struct msg_note *nn = realloc(m->notes, nc * sizeof *nn);

@@ -210,11 +210,10 @@ def main():
                          " delay_warning 2s }") as r2:
             before = len(snd.messages)
             r2.send("s@snd.test", ["never@d1.test"], msg("expire"))
-            r2.wait_log(lambda e: e.get("rcpt") == "never@d1.test" and
-                        e.get("status") == "bounced", timeout=40)
-            exp = deliveries(r2, rcpt="never@d1.test", status="bounced")
-            check(exp and exp[-1]["dsn"] == "4.4.7",
-                  "max_age: bounced with 4.4.7 (%s)" % (exp and exp[-1]["dsn"]))
+            exp = r2.wait_log(lambda e: e.get("rcpt") == "never@d1.test" and
+                              e.get("event") == "expired", timeout=40)
+            check(exp[-1]["dsn"] == "4.4.7" and exp[-1]["status"] == "bounced",
+                  "max_age: expired, bounced with 4.4.7 (%s)" % exp[-1]["dsn"])
             got = snd.wait(before + 2, timeout=30)[before:]
             kinds = {}
             for _, _, data in got:
