@@ -74,6 +74,7 @@ def main():
             "mx.snd.test": {"A": ["127.0.0.5"]},
             "nullmx.test": {"MX": [[0, "."]]},
             "imp.test": {"A": ["127.0.0.3"]},
+            "reuse.test": {"A": ["127.0.0.6"]},
         },
         "behaviour": {"tempfail.test": {"rcode": "SERVFAIL"}},
     }
@@ -203,7 +204,55 @@ def main():
                        e.get("event") == "delivery", since_start=True, timeout=30)
             check(True, "restart: deferred message attempted again")
             check(r.stop() == 0, "second shutdown: exit status 0")
-        # 12. max_age: a recipient that keeps failing temporarily gets a
+        # 12. Connection reuse, a [host] route (no MX lookup),
+        #     per_domain_rate, and RFC 3461 parameters in our DSNs.
+        reuse = mxpeer.MX("127.0.0.6", port, rcpt_replies={"bad@": "550 5.1.1 nobody"})
+        try:
+            delivery = (f"port {port}; route rl.test [reuse.test]:{port};"
+                        " reuse_limit 2; per_domain_rate 4")
+            with Relay(POSTERN, dns.port, delivery=delivery,
+                       extra="queue { retry_initial 1s }") as r3:
+                for i in range(6):
+                    r3.send("s@snd.test", [f"u{i}@rl.test"], msg(f"reuse{i}"))
+                    reuse.wait(i + 1)
+                check(reuse.sessions == 3,
+                      f"reuse_limit 2: 6 messages over 3 sessions (saw {reuse.sessions})")
+                mxq = [q for q in dns.queries() if q[1] in ("reuse.test", "rl.test")
+                       and q[2] == "MX"]
+                check(not mxq, "[host] route: no MX lookup")
+                for i in range(8):
+                    r3.send("s@snd.test", [f"rate{i}@rl.test"], msg(f"rate{i}"))
+                evs = r3.wait_log(lambda e: e.get("event") == "delivery" and
+                                  e.get("rcpt", "").startswith("rate"), count=8)
+                stamps = sorted(time.mktime(time.strptime(e["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+                                + float("0." + e["ts"][20:23]) for e in evs)
+                spread = stamps[-1] - stamps[0]
+                check(spread >= 1.2, f"per_domain_rate 4: 8 deliveries spread over {spread:.2f}s")
+
+                # RET=FULL, ENVID, ORCPT, NOTIFY=FAILURE: the DSN carries them.
+                before = len(snd.messages)
+                r3.send("s@snd.test", ["bad@rl.test"], msg("dsnparams", "secret body\r\n"),
+                        mail_options=["RET=FULL", "ENVID=env123"],
+                        rcpt_options=["NOTIFY=FAILURE", "ORCPT=rfc822;Bad@rl.test"])
+                got = snd.wait(before + 1)
+                _, per_msg, per_rcpt, parts = parse_dsn(got[before][2])
+                check(per_msg["Original-Envelope-Id"] == "env123", "DSN: ENVID returned")
+                check(per_rcpt[0]["Original-Recipient"] == "rfc822;Bad@rl.test",
+                      "DSN: ORCPT returned as Original-Recipient")
+                check(parts[2].get_content_type() == "message/rfc822" and
+                      "secret body" in parts[2].as_string(), "DSN: RET=FULL returns the body")
+                # NOTIFY=NEVER: bounced, but no report.
+                r3.send("s@snd.test", ["bad@rl.test"], msg("never"),
+                        rcpt_options=["NOTIFY=NEVER"])
+                r3.wait_log(lambda e: e.get("event") == "delivery" and
+                            e.get("status") == "bounced", count=2)
+                time.sleep(1)
+                check(len(snd.messages) == before + 1, "NOTIFY=NEVER: no DSN")
+                check(r3.stop() == 0, "reuse relay: clean exit")
+        finally:
+            reuse.stop()
+
+        # 13. max_age: a recipient that keeps failing temporarily gets a
         #     delay warning (delay_warning) and then bounces with 4.4.7.
         with Relay(POSTERN, dns.port, delivery=f"port {port}",
                    extra="queue { retry_initial 1s; retry_max 1s; max_age 4s;"

@@ -4,6 +4,8 @@
     mx = mxpeer.MX("127.0.0.2", port=0, rcpt_replies={"bad@": "550 5.1.1 no such user"})
     mx.port                       # the port it listens on
     mx.messages                   # [(mail_from, [rcpt, ...], data_bytes), ...]
+    mx.sessions                   # SMTP sessions seen (EHLO/HELO count)
+    mx.rcpt_options               # [(rcpt, [ESMTP options]), ...]
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.stop()
 
@@ -34,8 +36,21 @@ class _Handler:
     def __init__(self, owner):
         self.owner = owner
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        with self.owner.lock:
+            self.owner.sessions += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        with self.owner.lock:
+            self.owner.sessions += 1
+        session.host_name = hostname
+        return "250 {}".format(server.hostname)
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.owner.lock:
+            self.owner.rcpt_options.append((address, list(rcpt_options)))
             for pat, rule in list(self.owner.rcpt_replies.items()):
                 reply, once = (rule, False) if isinstance(rule, str) else rule
                 if pat in address:
@@ -56,6 +71,8 @@ class MX:
     def __init__(self, host="127.0.0.1", port=0, rcpt_replies=None):
         self.lock = threading.Lock()
         self.messages = []
+        self.sessions = 0  # EHLO/HELO commands seen: one per SMTP session
+        self.rcpt_options = []  # [(address, [options])] as received
         self.rcpt_replies = dict(rcpt_replies or {})
         self.host = host
         self.port = port or free_port(host)

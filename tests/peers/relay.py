@@ -97,10 +97,12 @@ class Relay:
                     + "\n".join(self.lines()[-40:]))
             time.sleep(0.05)
 
-    def send(self, sender, rcpts, body, port=None):
+    def send(self, sender, rcpts, body, port=None, mail_options=(),
+             rcpt_options=()):
         with smtplib.SMTP("127.0.0.1", port or self.port, timeout=20) as s:
             s.ehlo("client.test")
-            refused = s.sendmail(sender, rcpts, body)
+            refused = s.sendmail(sender, rcpts, body, list(mail_options),
+                                 list(rcpt_options))
             return refused
 
     def stop(self, sig=signal.SIGTERM, timeout=40):
