@@ -419,7 +419,9 @@ static void close_handles(struct session *s) {
   uv_close((uv_handle_t *)&s->timer, on_handle_close);
 }
 
-static void on_linger(uv_timer_t *t) { close_handles(t->data); }
+static void on_linger(uv_timer_t *t) {
+  close_handles(t->data);
+}
 
 static void update_reading(struct session *s);
 

@@ -133,6 +133,16 @@ try:
     check(c.closed(), "connection closed after too many errors")
     c.close()
 
+    # --- junk commands (NOOP/RSET/VRFY/HELP/EXPN, repeated EHLO) -------------
+    c = d.client()
+    greet_ehlo(c)
+    c.send("NOOP\r\n" * 60 + "VRFY x\r\n" * 60)
+    got = [c.reply()[0] for _ in range(102)]
+    check(got[:60] == [250] * 60 and got[60:100] == [252] * 40 and got[100] == 252
+          and got[101] == 421, "101 junk commands then 421 4.7.0 (%s)" % got[98:])
+    check(c.closed(), "closed after too many junk commands")
+    c.close()
+
     # --- idle timeout and slowloris -----------------------------------------
     c = d.client()
     greet_ehlo(c)

@@ -39,7 +39,9 @@ static const struct cmd_case cmd_cases[] = {
     {"EHLO\r\n", ERR, V(EHLO), "501 5.5.4"},
     {"HELO \r\n", ERR, V(HELO), "501 5.5.4"},
     {"EHLO [300.1.1.1]\r\n", ERR, V(EHLO), "501 5.5.2"},
-    {"EHLO a\x01" "b\r\n", ERR, V(EHLO), "501 5.5.2"},
+    {"EHLO a\x01"
+     "b\r\n",
+     ERR, V(EHLO), "501 5.5.2"},
     {"EHLO caf\xc3\xa9\r\n", ERR, V(EHLO), "501 5.5.2"},
     {"DATA\r\n", OK, V(DATA), ""},
     {"data\r\n", OK, V(DATA), ""},
@@ -75,13 +77,17 @@ static const struct cmd_case cmd_cases[] = {
     {"mail from:<a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM: <a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM:<>\r\n", OK, V(MAIL), ""},
-    {"MAIL FROM:<a.b.c@sub.example.org>\r\n", OK, V(MAIL), "a.b.c@sub.example.org"},
+    {"MAIL FROM:<a.b.c@sub.example.org>\r\n", OK, V(MAIL),
+     "a.b.c@sub.example.org"},
     {"MAIL FROM:<\"a b\"@example.org>\r\n", OK, V(MAIL), "\"a b\"@example.org"},
     {"MAIL FROM:<\"a>b\"@example.org>\r\n", OK, V(MAIL), "\"a>b\"@example.org"},
-    {"MAIL FROM:<\"a\\\"b\"@example.org>\r\n", OK, V(MAIL), "\"a\\\"b\"@example.org"},
-    {"MAIL FROM:<@relay.example,@r2.example:a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
+    {"MAIL FROM:<\"a\\\"b\"@example.org>\r\n", OK, V(MAIL),
+     "\"a\\\"b\"@example.org"},
+    {"MAIL FROM:<@relay.example,@r2.example:a@example.org>\r\n", OK, V(MAIL),
+     "a@example.org"},
     {"MAIL FROM:<a@[192.0.2.1]>\r\n", OK, V(MAIL), "a@[192.0.2.1]"},
-    {"MAIL FROM:<a@[IPv6:2001:db8::1]>\r\n", OK, V(MAIL), "a@[IPv6:2001:db8::1]"},
+    {"MAIL FROM:<a@[IPv6:2001:db8::1]>\r\n", OK, V(MAIL),
+     "a@[IPv6:2001:db8::1]"},
     {"MAIL FROM:<a+tag=x@example.org>\r\n", OK, V(MAIL), "a+tag=x@example.org"},
     {"MAIL FROM:<a@example.org>   \r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM:a@example.org\r\n", ERR, V(MAIL), "501 5.5.4"},
@@ -110,14 +116,17 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<@relay.example a@example.org>\r\n", ERR, V(MAIL), "501 5.1.7"},
     {"MAIL FROM:<postmaster>\r\n", ERR, V(MAIL), "501 5.1.7"},
     /* 65-octet local part (RFC 5321 §4.5.3.1.1). */
-    {"MAIL FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
+    {"MAIL "
+     "FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
      "example.org>\r\n",
      ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
+    {"MAIL "
+     "FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
      "example.org>\r\n",
      OK, V(MAIL), NULL},
     /* 64-octet label. */
-    {"MAIL FROM:<a@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
+    {"MAIL "
+     "FROM:<a@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
      "org>\r\n",
      ERR, V(MAIL), "501 5.1.7"},
     /* MAIL parameters. */
@@ -127,17 +136,22 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b.example> SIZE\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
     {"MAIL FROM:<a@b.example> SIZE=-1\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
     {"MAIL FROM:<a@b.example> SIZE=1k\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
-    {"MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n", ERR, V(MAIL), "501 5.5.4 Duplicate"},
-    {"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n", ERR, V(MAIL), "501 5.5.4 Bad BODY"},
+    {"MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n", ERR, V(MAIL),
+     "501 5.5.4 Duplicate"},
+    {"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad BODY"},
     {"MAIL FROM:<a@b.example> BODY=7BIT\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n", ERR, V(MAIL), "501 5.5.4"},
     {"MAIL FROM:<a@b.example> RET=FULL\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> RET=ALL\r\n", ERR, V(MAIL), "501 5.5.4 Bad RET"},
     {"MAIL FROM:<a@b.example> ENVID=QQ314159\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> ENVID=a+2Bb\r\n", OK, V(MAIL), NULL},
-    {"MAIL FROM:<a@b.example> ENVID=a+2b\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
-    {"MAIL FROM:<a@b.example> ENVID=a+2\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
-    {"MAIL FROM:<a@b.example> ENVID=a=b\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a+2b\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a+2\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a=b\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
     {"MAIL FROM:<a@b.example> ENVID=0123456789012345678901234567890123456789"
      "0123456789012345678901234567890123456789012345678901234567890\r\n",
      ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
@@ -147,12 +161,19 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b.example> =x\r\n", ERR, V(MAIL), "501 5.5.4"},
     {"MAIL FROM:<a@b.example> _X=1\r\n", ERR, V(MAIL), "501 5.5.4"},
     /* SMTPUTF8 (RFC 6531): UTF-8 in local part and domain. */
-    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc" "cher.example> SMTPUTF8\r\n", OK, V(MAIL),
-     "j\xc3\xb6rg@b\xc3\xbc" "cher.example"},
+    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc"
+     "cher.example> SMTPUTF8\r\n",
+     OK, V(MAIL),
+     "j\xc3\xb6rg@b\xc3\xbc"
+     "cher.example"},
     {"MAIL FROM:<\xe7\x94\xb0\xe4\xb8\xad@example.jp>\r\n", OK, V(MAIL), NULL},
-    {"MAIL FROM:<j\xc3" "rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<j\xc0\xafrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<j\xed\xa0\x80rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
+    {"MAIL FROM:<j\xc3"
+     "rg@example.org> SMTPUTF8\r\n",
+     ERR, V(MAIL), "501 5.1.7"},
+    {"MAIL FROM:<j\xc0\xafrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL),
+     "501 5.1.7"},
+    {"MAIL FROM:<j\xed\xa0\x80rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL),
+     "501 5.1.7"},
     {"MAIL FROM:<j\xffrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
     /* RCPT TO. */
     {"RCPT TO:<b@example.org>\r\n", OK, V(RCPT), "b@example.org"},
@@ -161,20 +182,32 @@ static const struct cmd_case cmd_cases[] = {
     {"RCPT TO:<>\r\n", ERR, V(RCPT), "501 5.1.3"},
     {"RCPT TO:<b>\r\n", ERR, V(RCPT), "501 5.1.3"},
     {"RCPT FROM:<b@example.org>\r\n", ERR, V(RCPT), "501 5.5.4"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE,DELAY\r\n", OK, V(RCPT), NULL},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE,DELAY\r\n", OK, V(RCPT),
+     NULL},
     {"RCPT TO:<b@example.org> NOTIFY=never\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,SUCCESS\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SOMETIMES\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;b+2Bx@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=utf-8;j\xc3\xb6rg@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
-    {"RCPT TO:<b@example.org> ORCPT=;b@example.org\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,SUCCESS\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SOMETIMES\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org\r\n", OK, V(RCPT),
+     NULL},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;b+2Bx@example.org\r\n", OK, V(RCPT),
+     NULL},
+    {"RCPT TO:<b@example.org> ORCPT=utf-8;j\xc3\xb6rg@example.org\r\n", OK,
+     V(RCPT), NULL},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> ORCPT=;b@example.org\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
     {"RCPT TO:<b@example.org> SIZE=10\r\n", ERR, V(RCPT), "555 5.5.4"},
-    {"RCPT TO:<b@example.org> NOTIFY=DELAY NOTIFY=DELAY\r\n", ERR, V(RCPT), "501 5.5.4 Duplicate"},
+    {"RCPT TO:<b@example.org> NOTIFY=DELAY NOTIFY=DELAY\r\n", ERR, V(RCPT),
+     "501 5.5.4 Duplicate"},
 };
 
 static void test_cmd_table(void **state) {
@@ -342,7 +375,8 @@ static const struct data_case data_cases[] = {
     {"\r\n", 0, false, false, OK, "", false, false, false, false, 2},
     {".\r\n", 0, false, false, OK, "", true, false, false, false, 3},
     {"..\r\n", 0, false, false, OK, ".", false, false, false, false, 4},
-    {"..hidden\r\n", 0, false, false, OK, ".hidden", false, false, false, false, 10},
+    {"..hidden\r\n", 0, false, false, OK, ".hidden", false, false, false, false,
+     10},
     {".x\r\n", 0, false, false, OK, "x", false, false, false, false, 4},
     /* A dot line right after a fragment is no end of data. */
     {".\r\n", 0, true, false, OK, ".", false, false, false, false, 3},
@@ -351,7 +385,8 @@ static const struct data_case data_cases[] = {
     {".", 0, false, false, MORE, NULL, false, false, false, false, 0},
     /* Bare LF is content: "\n.\r\n" does not end DATA (SMTP smuggling). */
     {"a\n.\r\n", 0, false, false, OK, "a\n.", false, true, false, false, 5},
-    {"a\n.\nb\r\n", 0, false, false, OK, "a\n.\nb", false, true, false, false, 7},
+    {"a\n.\nb\r\n", 0, false, false, OK, "a\n.\nb", false, true, false, false,
+     7},
     {"a\r.\r\n", 0, false, false, OK, "a\r.", false, true, false, false, 5},
     {"a\0b\r\n", 5, false, false, OK, "a\0b", false, true, false, false, 5},
     /* Partial fragments of an overlong line keep their last byte. */
@@ -409,7 +444,9 @@ static const struct mbox_case mbox_cases[] = {
     {"a@localhost", true, false},
     {"a@[127.0.0.1]", true, false},
     {"\xe7\x94\xb0\xe4\xb8\xad@\xe4\xbe\x8b\xe3\x81\x88.jp", true, true},
-    {"a@b\xc3\xbc" "cher.example", true, true},
+    {"a@b\xc3\xbc"
+     "cher.example",
+     true, true},
     {"", false, false},
     {"@", false, false},
     {"a@", false, false},
@@ -444,12 +481,17 @@ static void test_names(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_cmd_table),     cmocka_unit_test(test_mail_params),
-      cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_rcpt_params),
-      cmocka_unit_test(test_line_length),   cmocka_unit_test(test_nul),
-      cmocka_unit_test(test_pipelined),     cmocka_unit_test(test_data_table),
+      cmocka_unit_test(test_cmd_table),
+      cmocka_unit_test(test_mail_params),
+      cmocka_unit_test(test_size_overflow),
+      cmocka_unit_test(test_rcpt_params),
+      cmocka_unit_test(test_line_length),
+      cmocka_unit_test(test_nul),
+      cmocka_unit_test(test_pipelined),
+      cmocka_unit_test(test_data_table),
       cmocka_unit_test(test_data_line_length),
-      cmocka_unit_test(test_mailbox_table), cmocka_unit_test(test_names),
+      cmocka_unit_test(test_mailbox_table),
+      cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
