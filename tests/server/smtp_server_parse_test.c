@@ -60,7 +60,14 @@ static const struct cmd_case cmd_cases[] = {
     {"STARTTLS\r\n", OK, V(STARTTLS), ""},
     {"starttls\r\n", OK, V(STARTTLS), ""},
     {"STARTTLS x\r\n", ERR, V(STARTTLS), "501 5.5.4"},
-    {"BDAT 10 LAST\r\n", ERR, V(NONE), "500 5.5.1"},
+    {"BDAT 100\r\n", OK, V(BDAT), "100"},
+    {"bdat 0 last\r\n", OK, V(BDAT), "0 last"},
+    {"BDAT 10 LAST\r\n", OK, V(BDAT), "10 LAST"},
+    {"BDAT\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT x\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT -1\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT 10 NOTLAST\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT 10 LAST x\r\n", ERR, V(BDAT), "501 5.5.4"},
     {"AUTH PLAIN\r\n", ERR, V(NONE), "500 5.5.1"},
     {"MAILFROM:<a@b>\r\n", ERR, V(NONE), "500 5.5.1"},
     {"\r\n", ERR, V(NONE), "500 5.5.1"},
@@ -309,6 +316,26 @@ static void test_rcpt_params(void **state) {
   assert_true(c.postmaster);
 }
 
+/* BDAT chunk sizes and the LAST marker (RFC 3030 §3). */
+static void test_bdat(void **state) {
+  static const struct {
+    const char *l;
+    uint64_t size;
+    bool last;
+  } t[] = {
+      {"BDAT 0 LAST\r\n", 0, true},
+      {"BDAT 1000\r\n", 1000, false},
+      {"BDAT 99999999999999999999999 last\r\n", UINT64_MAX, true},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    struct smtp_server__cmd c;
+    assert_int_equal(smtp_server__cmd_parse(t[i].l, strlen(t[i].l), &c), OK);
+    assert_int_equal(c.verb, V(BDAT));
+    assert_true(c.size == t[i].size);
+    assert_int_equal(c.last, t[i].last);
+  }
+}
+
 /* Overlong lines: NEED_MORE below the limit, PROTO_ERROR with consumed 0
  * at the limit (the caller skips to the next LF), and a line of exactly
  * 512 octets with CRLF is still fine (RFC 5321 §4.5.3.1.4). */
@@ -486,6 +513,7 @@ int main(void) {
       cmocka_unit_test(test_size_overflow),
       cmocka_unit_test(test_rcpt_params),
       cmocka_unit_test(test_line_length),
+      cmocka_unit_test(test_bdat),
       cmocka_unit_test(test_nul),
       cmocka_unit_test(test_pipelined),
       cmocka_unit_test(test_data_table),
