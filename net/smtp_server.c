@@ -508,7 +508,7 @@ static ssize_t tls_pull(struct session *s) {
   return total;
 }
 
-/* Plaintext bytes arrived in s->in[s->in_len - n .. s->in_len). */
+/* New plaintext has been appended to s->in. */
 static void on_plaintext(struct session *s) {
   if (s->st == SMTP_SERVER__S_GREETING) {
     /* An early talker: a client that speaks before our greeting does not
@@ -1209,6 +1209,9 @@ static void pump(struct session *s) {
       break;
   }
   maybe_finish_close(s);
+  /* Input was consumed (or writes completed): reading may resume. */
+  if (!s->handles_closing)
+    update_reading(s);
 }
 
 /* ---- timers ----------------------------------------------------------- */

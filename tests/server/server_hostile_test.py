@@ -195,6 +195,40 @@ try:
 finally:
     d.stop()
 
+# --- a pipelining client that reads no replies for a while ------------------
+# Its receive window is tiny, so the server's replies back up, the server
+# stops taking input, and the client's sends block. Once the client reads,
+# everything must flow again: the server resumes reading by itself.
+d = Driver(drv_path, "--max-junk", "1000000")
+try:
+    c = d.client()
+    c.sock.close()
+    import socket as _socket
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4096)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 4096)
+    s.settimeout(15)
+    s.connect(("127.0.0.1", d.port))
+    c.sock, c.buf = s, b""
+    greet_ehlo(c)
+    n = 40000
+    sender = threading.Thread(target=c.send, args=("HELP\r\n" * n,))
+    sender.start()
+    time.sleep(1.5)
+    got = 0
+    while got < n:
+        code, _ = c.reply()
+        if code != 214:
+            break
+        got += 1
+    sender.join(timeout=15)
+    check(got == n, "all %d pipelined replies arrive after the stall (%d)" % (n, got))
+    c.send("QUIT\r\n")
+    c.expect(221, "QUIT after the stall")
+    c.close()
+finally:
+    d.stop()
+
 # --- early talker (separate server with a greeting delay) ------------------
 d = Driver(drv_path, "--greet-delay-ms", "700")
 try:
