@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -498,6 +499,80 @@ static void test_mailbox_table(void **state) {
   }
 }
 
+/* Property test: pseudo-random input (biased towards SMTP's alphabet) never
+ * makes the parsers read outside their input or give an answer outside the
+ * three, and every answer is self-consistent. Under ASan this is a small
+ * fuzzer run. */
+static uint32_t rng_state = 12345;
+static uint32_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+
+static void test_random_input(void **state) {
+  static const char alpha[] = "MAILFROMRCPTODATEHLOBDTSZ=<>@.:;, \r\n\r\n\"\\+"
+                              "0123456789abcXYZ-\x00\xc3\xa9\xff";
+  static const char *const seeds[] = {
+      "MAIL FROM:<", "RCPT TO:<",      "EHLO ",   "BDAT ",  " SIZE=",
+      " NOTIFY=",    " ORCPT=rfc822;", " ENVID=", " BODY=", "@[IPv6:",
+      "\"",          "\r\n",           ".",
+  };
+  for (int iter = 0; iter < 100000; iter++) {
+    size_t len = rng() % 600;
+    char *buf = malloc(len ? len : 1);
+    size_t i = 0;
+    while (i < len) {
+      if (rng() % 8 == 0) {
+        const char *sd = seeds[rng() % (sizeof seeds / sizeof seeds[0])];
+        for (size_t k = 0; sd[k] && i < len; k++)
+          buf[i++] = sd[k];
+      } else {
+        buf[i++] = alpha[rng() % (sizeof alpha - 1)];
+      }
+    }
+    struct smtp_server__cmd c;
+    enum smtp_server__parse r = smtp_server__cmd_parse(buf, len, &c);
+    switch (r) {
+    case MORE:
+      assert_true(len < SMTP_SERVER__CMD_LINE_MAX);
+      assert_null(memchr(buf, '\n', len));
+      break;
+    case OK:
+      assert_true(c.consumed >= 2 && c.consumed <= len &&
+                  c.consumed <= SMTP_SERVER__CMD_LINE_MAX);
+      assert_true(buf[c.consumed - 1] == '\n' && buf[c.consumed - 2] == '\r');
+      assert_true(c.verb != V(NONE));
+      if (c.addr.p)
+        assert_true(c.addr.p >= buf && c.addr.p + c.addr.n <= buf + len);
+      if (c.arg.p)
+        assert_true(c.arg.p >= buf && c.arg.p + c.arg.n <= buf + len);
+      break;
+    case ERR:
+      assert_non_null(c.reply);
+      assert_true(c.reply[0] == '5' && c.reply[3] == ' ' && c.reply[5] == '.');
+      assert_true(c.consumed <= len);
+      if (c.consumed == 0)
+        assert_true(len >= SMTP_SERVER__CMD_LINE_MAX);
+      break;
+    default:
+      fail_msg("unexpected answer %d", r);
+    }
+    struct smtp_server__data_line l;
+    bool mid = rng() & 1, part = rng() & 1;
+    r = smtp_server__data_scan(buf, len, mid, part, &l);
+    if (r == OK) {
+      assert_true(l.consumed >= 1 && l.consumed <= len);
+      assert_true(l.p >= buf && l.p + l.n <= buf + l.consumed);
+      assert_true(!l.end || (!mid && l.consumed == 3));
+    } else {
+      assert_int_equal(r, MORE);
+    }
+    free(buf);
+  }
+}
+
 static void test_names(void **state) {
   assert_string_equal(smtp_server__verb_name(V(STARTTLS)), "STARTTLS");
   assert_string_equal(smtp_server__state_name(SMTP_SERVER__S_QUEUEING),
@@ -519,6 +594,7 @@ int main(void) {
       cmocka_unit_test(test_data_table),
       cmocka_unit_test(test_data_line_length),
       cmocka_unit_test(test_mailbox_table),
+      cmocka_unit_test(test_random_input),
       cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
