@@ -150,7 +150,10 @@ struct session {
   struct sockaddr_storage peer;
   char ip[INET6_ADDRSTRLEN];
   char helo[SMTP_SERVER__DOMAIN_MAX + 1];
-  uint32_t ncmd, njunk, nerr, nmsg;
+  uint32_t ncmd, nmsg; /* totals, for the log */
+  /* Since the last accepted message: a session that keeps sending mail may
+   * live long; one that only talks is cut off. */
+  uint32_t ncmd_idle, njunk, nerr;
 
   char in[IN_CAP];
   size_t in_off, in_len;
@@ -1061,7 +1064,7 @@ static bool limits_hit(struct session *s) {
   const char *why = NULL;
   if (s->nerr >= srv->max_errors)
     why = "errors";
-  else if (s->ncmd > srv->max_commands)
+  else if (s->ncmd_idle > srv->max_commands)
     why = "commands";
   else if (s->njunk > srv->max_junk)
     why = "junk_commands";
@@ -1118,6 +1121,7 @@ static void pump_once(struct session *s) {
     if (r == SMTP_SERVER__NEED_MORE)
       break;
     s->ncmd++;
+    s->ncmd_idle++;
     arm_timer(s);
     if (r == SMTP_SERVER__PROTO_ERROR) {
       if (c.consumed == 0)
@@ -1344,6 +1348,8 @@ static void txn_reply(struct session *s, struct smtp_server_txn *t) {
     replyf(s, "250 2.0.0 Ok: queued as %s", id);
     s->nmsg++;
     s->njunk = 0;
+    s->ncmd_idle = 0;
+    s->nerr = 0;
     if (postern_log_enabled(POSTERN_LOG_INFO)) {
       struct postern_log_rec r;
       postern_log_begin(&r, POSTERN_LOG_INFO, "smtpd_queued");

@@ -65,9 +65,9 @@ struct smtp_server_opts {
   uint32_t max_sessions;     /* across all loops, beyond → 421 4.3.2 [2000] */
   uint64_t timeout_ms;       /* idle time allowed per command line [5m] */
   uint64_t session_timeout_ms; /* total session lifetime [1h] */
-  uint32_t max_commands;       /* commands per session [100000] */
-  uint32_t max_junk_commands;  /* NOOP/RSET/VRFY/HELP/EHLO per session [100] */
-  uint32_t max_errors;         /* 5xx replies before `421 4.7.0` [20] */
+  uint32_t max_commands;       /* commands between accepted messages [100000] */
+  uint32_t max_junk_commands;  /* NOOP/RSET/VRFY/EXPN/HELP/EHLO, same [100] */
+  uint32_t max_errors;         /* 5xx replies, same, before `421 4.7.0` [20] */
   /* Delay before the greeting; a client that talks during it is an "early
    * talker" and gets `554 5.5.0` and a close. [0: greet at once; input that
    * arrives before the greeting was sent is still refused.] */
