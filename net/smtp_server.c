@@ -21,22 +21,34 @@
  *    which happens only when that loop has no session and no listener left;
  *    so no txn_done can ever reach freed memory.
  *
- * Session states (SMTP_SERVER__STATE_MAP) and their legal transitions:
+ * Session states (SMTP_SERVER__STATE_MAP) and their legal transitions are
+ * in the table below.
+ * A client that disconnects while QUEUEING goes to CLOSING/CLOSED; the
+ * session is freed when txn_done arrives.
+ */
+/* clang-format off */
+/*
+ * Legal state transitions:
  *   GREETING  -> CONNECTED      greeting sent (after greet_delay)
- *   GREETING  -> CLOSING        refused (accept_from, max_sessions), early
- * talker CONNECTED -> READY          EHLO/HELO accepted READY     -> MAIL MAIL
- * accepted MAIL      -> RCPT           first RCPT accepted RCPT      -> DATA
- * DATA answered 354 DATA      -> QUEUEING       final "." of an acceptable
- * message: handed over DATA      -> READY          final "." of a rejected
- * message (size, content) QUEUEING  -> READY          txn_done reply sent
- *   MAIL|RCPT -> READY          RSET, EHLO/HELO
+ *   GREETING  -> CLOSING        refused (accept_from, max_sessions), early talker
+ *   CONNECTED -> READY          EHLO/HELO accepted
+ *   READY     -> MAIL           MAIL accepted
+ *   MAIL      -> RCPT           first RCPT accepted
+ *   RCPT      -> DATA           DATA answered 354
+ *   DATA      -> QUEUEING       final "." of an acceptable message: handed over
+ *   DATA      -> READY          final "." of a rejected message (size, content)
+ *   RCPT|CHUNKING -> BDAT       BDAT accepted: reading its chunk (RFC 3030)
+ *   BDAT      -> CHUNKING       chunk read, not LAST: 250, more BDAT may come
+ *   BDAT      -> QUEUEING       LAST chunk read, acceptable message handed over
+ *   BDAT      -> READY          LAST chunk read, message rejected (content)
+ *   QUEUEING  -> READY          txn_done reply sent
+ *   MAIL|RCPT|CHUNKING -> READY RSET, EHLO/HELO, oversize BDAT
  *   CONNECTED|READY -> TLS_HANDSHAKE  STARTTLS answered 220
  *   TLS_HANDSHAKE -> CONNECTED  handshake done (RFC 3207 §4.2: forget all)
  *   any but CLOSED -> CLOSING   QUIT, timeout, limits, errors, shutdown, EOF
  *   CLOSING   -> CLOSED         both handles closed
- * A client that disconnects while QUEUEING goes to CLOSING/CLOSED; the
- * session is freed when txn_done arrives.
  */
+/* clang-format on */
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
 #include "net/tls.h"
@@ -138,7 +150,10 @@ struct session {
   struct sockaddr_storage peer;
   char ip[INET6_ADDRSTRLEN];
   char helo[SMTP_SERVER__DOMAIN_MAX + 1];
-  uint32_t ncmd, njunk, nerr, nmsg;
+  uint32_t ncmd, nmsg; /* totals, for the log */
+  /* Since the last accepted message: a session that keeps sending mail may
+   * live long; one that only talks is cut off. */
+  uint32_t ncmd_idle, njunk, nerr;
 
   char in[IN_CAP];
   size_t in_off, in_len;
@@ -162,6 +177,14 @@ struct session {
   char *body;
   size_t body_len, body_cap, hdr_len;
   bool data_midline, data_bad, data_too_long, data_oversize;
+
+  /* BDAT (RFC 3030). */
+  uint64_t bdat_left; /* chunk bytes still to read */
+  uint64_t skip_left; /* bytes of a refused chunk still to drop */
+  uint64_t bdat_size; /* size of the current chunk, for the reply */
+  size_t bdat_line;   /* payload bytes in the current line */
+  size_t bdat_progress;
+  bool bdat_last, bdat_cr;
 
   /* Handed to the engine. */
   struct smtp_server_rcpt *env_rcpt;
@@ -364,6 +387,9 @@ static void txn_reset(struct session *s) {
   s->body = NULL;
   s->body_len = s->body_cap = s->hdr_len = 0;
   s->data_midline = s->data_bad = s->data_too_long = s->data_oversize = false;
+  s->bdat_left = s->bdat_size = 0;
+  s->bdat_line = s->bdat_progress = 0;
+  s->bdat_last = s->bdat_cr = false;
   free(s->env_rcpt);
   s->env_rcpt = NULL;
 }
@@ -419,7 +445,9 @@ static void close_handles(struct session *s) {
   uv_close((uv_handle_t *)&s->timer, on_handle_close);
 }
 
-static void on_linger(uv_timer_t *t) { close_handles(t->data); }
+static void on_linger(uv_timer_t *t) {
+  close_handles(t->data);
+}
 
 static void update_reading(struct session *s);
 
@@ -483,7 +511,7 @@ static ssize_t tls_pull(struct session *s) {
   return total;
 }
 
-/* Plaintext bytes arrived in s->in[s->in_len - n .. s->in_len). */
+/* New plaintext has been appended to s->in. */
 static void on_plaintext(struct session *s) {
   if (s->st == SMTP_SERVER__S_GREETING) {
     /* An early talker: a client that speaks before our greeting does not
@@ -552,6 +580,7 @@ static void send_ehlo(struct session *s) {
   reply(s, "250-8BITMIME");
   reply(s, "250-ENHANCEDSTATUSCODES");
   reply(s, "250-SMTPUTF8");
+  reply(s, "250-CHUNKING");
   if (srv->tls != NULL && s->tls == NULL)
     reply(s, "250-STARTTLS");
   reply(s, "250 DSN");
@@ -645,6 +674,10 @@ static void cmd_mail(struct session *s, const struct smtp_server__cmd *c) {
 
 static void cmd_rcpt(struct session *s, const struct smtp_server__cmd *c) {
   struct smtp_server *srv = s->lc->srv;
+  if (s->st == SMTP_SERVER__S_CHUNKING) {
+    reply(s, "503 5.5.1 Error: no RCPT after BDAT (RFC 3030)");
+    return;
+  }
   if (s->st != SMTP_SERVER__S_MAIL && s->st != SMTP_SERVER__S_RCPT) {
     reply(s, "503 5.5.1 Error: need MAIL command");
     return;
@@ -701,6 +734,41 @@ static void cmd_data(struct session *s) {
   }
   set_state(s, SMTP_SERVER__S_DATA);
   reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void chunk_done(struct session *s);
+
+/* RFC 3030: BDAT's chunk follows the command line at once, so even a
+ * refused BDAT must have its chunk read and dropped (skip_left) or those
+ * bytes would be taken for commands. */
+static void cmd_bdat(struct session *s, const struct smtp_server__cmd *c) {
+  struct smtp_server *srv = s->lc->srv;
+  if (s->st != SMTP_SERVER__S_RCPT && s->st != SMTP_SERVER__S_CHUNKING) {
+    s->skip_left = c->size;
+    reply(s, s->st == SMTP_SERVER__S_MAIL
+                 ? "554 5.5.1 Error: no valid recipients"
+                 : "503 5.5.1 Error: need RCPT command");
+    return;
+  }
+  if (s->st == SMTP_SERVER__S_RCPT && !start_body(s)) {
+    s->skip_left = c->size;
+    reply(s, "451 4.3.0 Error: out of memory");
+    return;
+  }
+  uint64_t content = s->body_len - s->hdr_len;
+  if (c->size > srv->max_size || content + c->size > srv->max_size) {
+    /* RFC 3030 §2: a failed chunk fails the transaction. */
+    s->skip_left = c->size;
+    reply(s, "552 5.3.4 Error: message exceeds fixed maximum message size");
+    txn_reset(s);
+    set_state(s, SMTP_SERVER__S_READY);
+    return;
+  }
+  s->bdat_left = s->bdat_size = c->size;
+  s->bdat_last = c->last;
+  set_state(s, SMTP_SERVER__S_BDAT);
+  if (c->size == 0)
+    chunk_done(s);
 }
 
 static void cmd_starttls(struct session *s) {
@@ -796,11 +864,15 @@ static void handle_cmd(struct session *s, const struct smtp_server__cmd *c) {
     break;
   case SMTP_SERVER__V_HELP:
     s->njunk++;
-    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY "
+    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT "
+             "VRFY "
              "STARTTLS (RFC 5321)");
     break;
   case SMTP_SERVER__V_STARTTLS:
     cmd_starttls(s);
+    break;
+  case SMTP_SERVER__V_BDAT:
+    cmd_bdat(s, c);
     break;
   case SMTP_SERVER__V_NONE:
     reply(s, "500 5.5.1 Command unrecognized");
@@ -907,6 +979,84 @@ static bool data_step(struct session *s) {
   return true;
 }
 
+/* ---- BDAT ------------------------------------------------------------- */
+
+/* A chunk is complete: 250 for an intermediate one; for the LAST one the
+ * same checks and hand-over as after DATA's final dot. */
+static void chunk_done(struct session *s) {
+  if (!s->bdat_last) {
+    replyf(s, "250 2.0.0 %llu octets received",
+           (unsigned long long)s->bdat_size);
+    set_state(s, SMTP_SERVER__S_CHUNKING);
+    return;
+  }
+  /* Content must be CRLF lines (we offer no BINARYMIME); a final line
+   * without CRLF is completed rather than refused, a trailing lone CR is
+   * a bare CR. */
+  if (s->bdat_cr)
+    s->data_bad = true;
+  else if (s->bdat_line > 0 && !s->data_bad && !s->data_too_long) {
+    if (!grow(&s->body, &s->body_cap, s->body_len + 2)) {
+      s->data_oversize = true;
+    } else {
+      memcpy(s->body + s->body_len, "\r\n", 2);
+      s->body_len += 2;
+    }
+  }
+  finish_data(s);
+}
+
+/* Takes chunk bytes from the input into the body, checking line rules
+ * across chunk boundaries (RFC 5321 §2.3.8 and §4.5.3.1.6, as for DATA:
+ * BDAT content is not dot-stuffed, so it is copied as it is). */
+static void bdat_step(struct session *s) {
+  size_t n = s->in_len - s->in_off;
+  if ((uint64_t)n > s->bdat_left)
+    n = (size_t)s->bdat_left;
+  const unsigned char *p = (const unsigned char *)s->in + s->in_off;
+  bool bad = false, too_long = false, cr = s->bdat_cr;
+  size_t line = s->bdat_line;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = p[i];
+    if (cr) {
+      cr = false;
+      if (ch == '\n') {
+        line = 0;
+        continue;
+      }
+      bad = true; /* bare CR */
+    }
+    if (ch == '\r') {
+      cr = true;
+    } else if (ch == '\n' || ch == '\0') {
+      bad = true;
+    } else if (++line > SMTP_SERVER__TEXT_LINE_MAX - 2) {
+      too_long = true;
+    }
+  }
+  s->bdat_cr = cr;
+  s->bdat_line = line;
+  s->data_bad |= bad;
+  s->data_too_long |= too_long;
+  if (!s->data_bad && !s->data_too_long) {
+    if (!grow(&s->body, &s->body_cap, s->body_len + n)) {
+      s->data_oversize = true;
+    } else {
+      memcpy(s->body + s->body_len, p, n);
+      s->body_len += n;
+    }
+  }
+  s->in_off += n;
+  s->bdat_left -= n;
+  s->bdat_progress += n;
+  if (s->bdat_progress >= SMTP_SERVER__TEXT_LINE_MAX) {
+    s->bdat_progress = 0;
+    arm_timer(s); /* a kilobyte is progress */
+  }
+  if (s->bdat_left == 0)
+    chunk_done(s);
+}
+
 /* ---- the input pump --------------------------------------------------- */
 
 static bool limits_hit(struct session *s) {
@@ -914,7 +1064,7 @@ static bool limits_hit(struct session *s) {
   const char *why = NULL;
   if (s->nerr >= srv->max_errors)
     why = "errors";
-  else if (s->ncmd > srv->max_commands)
+  else if (s->ncmd_idle > srv->max_commands)
     why = "commands";
   else if (s->njunk > srv->max_junk)
     why = "junk_commands";
@@ -944,8 +1094,18 @@ static void pump_once(struct session *s) {
         break;
       continue;
     }
+    if (st == SMTP_SERVER__S_BDAT) {
+      bdat_step(s);
+      continue;
+    }
     const char *b = s->in + s->in_off;
     size_t n = s->in_len - s->in_off;
+    if (s->skip_left > 0) {
+      size_t k = (uint64_t)n < s->skip_left ? n : (size_t)s->skip_left;
+      s->in_off += k;
+      s->skip_left -= k;
+      continue;
+    }
     if (s->discard_line) {
       const char *lf = memchr(b, '\n', n);
       if (lf == NULL) {
@@ -961,6 +1121,7 @@ static void pump_once(struct session *s) {
     if (r == SMTP_SERVER__NEED_MORE)
       break;
     s->ncmd++;
+    s->ncmd_idle++;
     arm_timer(s);
     if (r == SMTP_SERVER__PROTO_ERROR) {
       if (c.consumed == 0)
@@ -968,6 +1129,12 @@ static void pump_once(struct session *s) {
       else
         s->in_off += c.consumed;
       reply(s, c.reply);
+      if (c.verb == SMTP_SERVER__V_BDAT) {
+        /* The chunk length is unknown, so the bytes that follow cannot be
+         * told apart from commands: the session cannot continue. */
+        reply(s, "421 4.5.0 Error: cannot resynchronise after a bad BDAT");
+        session_close(s);
+      }
     } else {
       handle_cmd(s, &c);
       /* After STARTTLS the rest of the buffer is already discarded. */
@@ -1046,6 +1213,9 @@ static void pump(struct session *s) {
       break;
   }
   maybe_finish_close(s);
+  /* Input was consumed (or writes completed): reading may resume. */
+  if (!s->handles_closing)
+    update_reading(s);
 }
 
 /* ---- timers ----------------------------------------------------------- */
@@ -1178,6 +1348,8 @@ static void txn_reply(struct session *s, struct smtp_server_txn *t) {
     replyf(s, "250 2.0.0 Ok: queued as %s", id);
     s->nmsg++;
     s->njunk = 0;
+    s->ncmd_idle = 0;
+    s->nerr = 0;
     if (postern_log_enabled(POSTERN_LOG_INFO)) {
       struct postern_log_rec r;
       postern_log_begin(&r, POSTERN_LOG_INFO, "smtpd_queued");

@@ -19,7 +19,15 @@
  *    be called from any thread.
  *
  * Extensions offered: PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
- * SMTPUTF8, DSN, and STARTTLS when a TLS context is configured.
+ * SMTPUTF8, DSN, CHUNKING (BDAT), and STARTTLS when a TLS context is
+ * configured. Not offered: BINARYMIME, AUTH, ETRN, EXPN (502).
+ *
+ * Input rules (RFC 5321 §2.3.8, §4.5.3.1): command lines end in CRLF and
+ * are at most 512 octets; message lines at most 1000 octets with CRLF. A
+ * bare LF or CR, or a NUL, refuses the command (500 5.5.2) or, in message
+ * content, the whole message at its end (554 5.6.0); only CRLF.CRLF ends
+ * DATA, so "SMTP smuggling" with <LF>.<CR><LF> cannot split a message. The
+ * engine therefore always receives CRLF-only, NUL-free lines.
  */
 #ifndef POSTERN_NET_SMTP_SERVER_H
 #define POSTERN_NET_SMTP_SERVER_H
@@ -57,9 +65,9 @@ struct smtp_server_opts {
   uint32_t max_sessions;     /* across all loops, beyond → 421 4.3.2 [2000] */
   uint64_t timeout_ms;       /* idle time allowed per command line [5m] */
   uint64_t session_timeout_ms; /* total session lifetime [1h] */
-  uint32_t max_commands;       /* commands per session [100000] */
-  uint32_t max_junk_commands;  /* NOOP/RSET/VRFY/HELP/EHLO per session [100] */
-  uint32_t max_errors;         /* 5xx replies before `421 4.7.0` [20] */
+  uint32_t max_commands;       /* commands between accepted messages [100000] */
+  uint32_t max_junk_commands;  /* NOOP/RSET/VRFY/EXPN/HELP/EHLO, same [100] */
+  uint32_t max_errors;         /* 5xx replies, same, before `421 4.7.0` [20] */
   /* Delay before the greeting; a client that talks during it is an "early
    * talker" and gets `554 5.5.0` and a close. [0: greet at once; input that
    * arrives before the greeting was sent is still refused.] */
@@ -118,16 +126,19 @@ struct smtp_server_handlers {
    * (1..SMTP_SERVER_ID_MAX printable ASCII, no spaces) into `id` (capacity
    * SMTP_SERVER_ID_MAX + 1) for the Received: header and the final reply.
    * Returns 0, or a negative code: the client then gets `451 4.3.0`.
+   * An id may be assigned for a transaction that never reaches message()
+   * (RSET, QUIT, refused content): it is simply dropped.
    */
   int (*assign_id)(void *ud, char *id);
   /*
-   * Called on the session's loop after the final "." of an accepted DATA.
+   * Called on the session's loop after the final "." of an accepted DATA
+   * (or the LAST chunk of BDAT).
    * `body` (len bytes) is the content as it will be delivered: our Received:
-   * header first, then the client's lines, dot-unstuffed, each ending in
-   * CRLF. `body` and `env` stay valid and unchanged until the engine calls
-   * smtp_server_txn_done(txn, ...), which it must do exactly once for every
-   * call, from any thread, even after the client has disconnected or the
-   * server is being closed.
+   * header first, then the client's lines, dot-unstuffed (DATA) or as sent
+   * (BDAT), each ending in CRLF. `body` and `env` stay valid and unchanged
+   * until the engine calls smtp_server_txn_done(txn, ...), which it must do
+   * exactly once for every call, from any thread, even after the client has
+   * disconnected or the server is being closed.
    */
   void (*message)(void *ud, struct smtp_server_txn *txn,
                   const struct smtp_server_envelope *env, const char *body,
@@ -145,6 +156,9 @@ int smtp_server_addr_parse(const char *s, struct sockaddr_storage *out);
  * >= 1). `opts` is copied; `handlers` and `ud` are borrowed until the server
  * has closed. The loops must not be running yet (their handles are created
  * from this thread). On success *out is the server.
+ * IPv6 sockets are IPV6_V6ONLY: "[::]:25" does not take IPv4 clients; use
+ * a second server for "0.0.0.0:25". All sockets of one server share the
+ * port through SO_REUSEPORT (port 0: the first socket's port).
  * Errors: POSTERN_EINVAL (bad options), POSTERN_ESYNTAX (bad listen address),
  * POSTERN_EADDRINUSE, POSTERN_EPERM, POSTERN_ENOMEM, POSTERN_EIO (other
  * socket errors). On error nothing is left behind.
@@ -180,7 +194,8 @@ void smtp_server_stop(struct smtp_server *srv);
  * smtp_server_txn_done() gets its reply first and is closed then. When every
  * handle of the server is closed on every loop, the server frees itself and
  * calls closed_cb(ud) on the thread of the loop that finished last. The
- * loops must keep running until then. Any thread; call it once.
+ * loops must keep running until then. Any thread; call it once; `srv`
+ * must not be used after it.
  */
 void smtp_server_close(struct smtp_server *srv, void (*closed_cb)(void *ud),
                        void *ud);

@@ -45,7 +45,8 @@ enum smtp_server__parse {
   X(VRFY, "VRFY")                                                              \
   X(EXPN, "EXPN")                                                              \
   X(HELP, "HELP")                                                              \
-  X(STARTTLS, "STARTTLS")
+  X(STARTTLS, "STARTTLS")                                                      \
+  X(BDAT, "BDAT")
 
 enum smtp_server__verb {
 #define SMTP_SERVER__VERB_ENUM(name, str) SMTP_SERVER__V_##name,
@@ -77,6 +78,8 @@ struct smtp_server__cmd {
   bool smtputf8;
   int ret; /* enum smtp_server_ret */
   struct smtp_server__str envid;
+  /* BDAT (RFC 3030): chunk size in `size` (saturating), LAST flag. */
+  bool last;
   /* RCPT parameters. */
   unsigned notify; /* SMTP_SERVER_NOTIFY_* */
   struct smtp_server__str orcpt;
@@ -146,6 +149,8 @@ smtp_server__data_scan(const char *buf, size_t len, bool midline,
   X(MAIL, "mail")                                                              \
   X(RCPT, "rcpt")                                                              \
   X(DATA, "data")                                                              \
+  X(BDAT, "bdat")                                                              \
+  X(CHUNKING, "chunking")                                                      \
   X(QUEUEING, "queueing")                                                      \
   X(TLS_HANDSHAKE, "tls_handshake")                                            \
   X(CLOSING, "closing")                                                        \

@@ -612,6 +612,21 @@ enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
     return parse_mail_rcpt(a, an, true, c);
   case SMTP_SERVER__V_RCPT:
     return parse_mail_rcpt(a, an, false, c);
+  case SMTP_SERVER__V_BDAT: {
+    /* RFC 3030 §3: "BDAT" SP chunk-size [ SP end-marker ] */
+    size_t k = 0;
+    while (k < an && a[k] != ' ')
+      k++;
+    if (!parse_u64(a, k, &c->size))
+      return fail(c, "501 5.5.4 Syntax: BDAT size [LAST]");
+    if (k < an) {
+      if (!ieq(a + k + 1, an - k - 1, "LAST"))
+        return fail(c, "501 5.5.4 Syntax: BDAT size [LAST]");
+      c->last = true;
+    }
+    c->has_size = true;
+    return SMTP_SERVER__OK;
+  }
   case SMTP_SERVER__V_DATA:
   case SMTP_SERVER__V_RSET:
   case SMTP_SERVER__V_QUIT:

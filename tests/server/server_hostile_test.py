@@ -133,6 +133,16 @@ try:
     check(c.closed(), "connection closed after too many errors")
     c.close()
 
+    # --- junk commands (NOOP/RSET/VRFY/HELP/EXPN, repeated EHLO) -------------
+    c = d.client()
+    greet_ehlo(c)
+    c.send("NOOP\r\n" * 60 + "VRFY x\r\n" * 60)
+    got = [c.reply()[0] for _ in range(102)]
+    check(got[:60] == [250] * 60 and got[60:100] == [252] * 40 and got[100] == 252
+          and got[101] == 421, "101 junk commands then 421 4.7.0 (%s)" % got[98:])
+    check(c.closed(), "closed after too many junk commands")
+    c.close()
+
     # --- idle timeout and slowloris -----------------------------------------
     c = d.client()
     greet_ehlo(c)
@@ -182,6 +192,40 @@ try:
     check(n_from(d, "slow@example.net") == 0, "stalled message not queued")
     swaks_ok(d, "after timeouts")
     check(d.alive(), "driver alive after hostile input")
+finally:
+    d.stop()
+
+# --- a pipelining client that reads no replies for a while ------------------
+# Its receive window is tiny, so the server's replies back up, the server
+# stops taking input, and the client's sends block. Once the client reads,
+# everything must flow again: the server resumes reading by itself.
+d = Driver(drv_path, "--max-junk", "1000000")
+try:
+    c = d.client()
+    c.sock.close()
+    import socket as _socket
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4096)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 4096)
+    s.settimeout(15)
+    s.connect(("127.0.0.1", d.port))
+    c.sock, c.buf = s, b""
+    greet_ehlo(c)
+    n = 40000
+    sender = threading.Thread(target=c.send, args=("HELP\r\n" * n,))
+    sender.start()
+    time.sleep(1.5)
+    got = 0
+    while got < n:
+        code, _ = c.reply()
+        if code != 214:
+            break
+        got += 1
+    sender.join(timeout=15)
+    check(got == n, "all %d pipelined replies arrive after the stall (%d)" % (n, got))
+    c.send("QUIT\r\n")
+    c.expect(221, "QUIT after the stall")
+    c.close()
 finally:
     d.stop()
 

@@ -42,6 +42,25 @@ finally:
     d.stop()
 check("reason=accept_from" in d.log(), "refusal is logged")
 
+# --- error limit counts errors since the last accepted message ------------
+d = Driver(drv_path, "--max-errors", "3")
+try:
+    c = d.client()
+    greet_ehlo(c)
+    c.send("BOGUS\r\nBOGUS\r\n")
+    c.expect(500, "error 1"); c.expect(500, "error 2")
+    code, _ = send_message(c, mail="reset@example.net")
+    check(code == 250, "message accepted between errors")
+    c.send("BOGUS\r\nBOGUS\r\nNOOP\r\n")
+    c.expect(500, "error 1 after the message"); c.expect(500, "error 2 after the message")
+    c.expect(250, "an accepted message reset the error count")
+    c.send("BOGUS\r\n")
+    c.expect(500, "third error since the message")
+    c.expect(421, "then 421 4.7.0 (max_errors 3)", "4.7.0")
+    c.close()
+finally:
+    d.stop()
+
 # --- max_sessions, counted across both loops -------------------------------
 d = Driver(drv_path, "--max-sessions", "4", "--loops", "2")
 try:

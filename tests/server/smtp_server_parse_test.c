@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -39,7 +40,9 @@ static const struct cmd_case cmd_cases[] = {
     {"EHLO\r\n", ERR, V(EHLO), "501 5.5.4"},
     {"HELO \r\n", ERR, V(HELO), "501 5.5.4"},
     {"EHLO [300.1.1.1]\r\n", ERR, V(EHLO), "501 5.5.2"},
-    {"EHLO a\x01" "b\r\n", ERR, V(EHLO), "501 5.5.2"},
+    {"EHLO a\x01"
+     "b\r\n",
+     ERR, V(EHLO), "501 5.5.2"},
     {"EHLO caf\xc3\xa9\r\n", ERR, V(EHLO), "501 5.5.2"},
     {"DATA\r\n", OK, V(DATA), ""},
     {"data\r\n", OK, V(DATA), ""},
@@ -58,7 +61,14 @@ static const struct cmd_case cmd_cases[] = {
     {"STARTTLS\r\n", OK, V(STARTTLS), ""},
     {"starttls\r\n", OK, V(STARTTLS), ""},
     {"STARTTLS x\r\n", ERR, V(STARTTLS), "501 5.5.4"},
-    {"BDAT 10 LAST\r\n", ERR, V(NONE), "500 5.5.1"},
+    {"BDAT 100\r\n", OK, V(BDAT), "100"},
+    {"bdat 0 last\r\n", OK, V(BDAT), "0 last"},
+    {"BDAT 10 LAST\r\n", OK, V(BDAT), "10 LAST"},
+    {"BDAT\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT x\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT -1\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT 10 NOTLAST\r\n", ERR, V(BDAT), "501 5.5.4"},
+    {"BDAT 10 LAST x\r\n", ERR, V(BDAT), "501 5.5.4"},
     {"AUTH PLAIN\r\n", ERR, V(NONE), "500 5.5.1"},
     {"MAILFROM:<a@b>\r\n", ERR, V(NONE), "500 5.5.1"},
     {"\r\n", ERR, V(NONE), "500 5.5.1"},
@@ -75,13 +85,17 @@ static const struct cmd_case cmd_cases[] = {
     {"mail from:<a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM: <a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM:<>\r\n", OK, V(MAIL), ""},
-    {"MAIL FROM:<a.b.c@sub.example.org>\r\n", OK, V(MAIL), "a.b.c@sub.example.org"},
+    {"MAIL FROM:<a.b.c@sub.example.org>\r\n", OK, V(MAIL),
+     "a.b.c@sub.example.org"},
     {"MAIL FROM:<\"a b\"@example.org>\r\n", OK, V(MAIL), "\"a b\"@example.org"},
     {"MAIL FROM:<\"a>b\"@example.org>\r\n", OK, V(MAIL), "\"a>b\"@example.org"},
-    {"MAIL FROM:<\"a\\\"b\"@example.org>\r\n", OK, V(MAIL), "\"a\\\"b\"@example.org"},
-    {"MAIL FROM:<@relay.example,@r2.example:a@example.org>\r\n", OK, V(MAIL), "a@example.org"},
+    {"MAIL FROM:<\"a\\\"b\"@example.org>\r\n", OK, V(MAIL),
+     "\"a\\\"b\"@example.org"},
+    {"MAIL FROM:<@relay.example,@r2.example:a@example.org>\r\n", OK, V(MAIL),
+     "a@example.org"},
     {"MAIL FROM:<a@[192.0.2.1]>\r\n", OK, V(MAIL), "a@[192.0.2.1]"},
-    {"MAIL FROM:<a@[IPv6:2001:db8::1]>\r\n", OK, V(MAIL), "a@[IPv6:2001:db8::1]"},
+    {"MAIL FROM:<a@[IPv6:2001:db8::1]>\r\n", OK, V(MAIL),
+     "a@[IPv6:2001:db8::1]"},
     {"MAIL FROM:<a+tag=x@example.org>\r\n", OK, V(MAIL), "a+tag=x@example.org"},
     {"MAIL FROM:<a@example.org>   \r\n", OK, V(MAIL), "a@example.org"},
     {"MAIL FROM:a@example.org\r\n", ERR, V(MAIL), "501 5.5.4"},
@@ -110,14 +124,17 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<@relay.example a@example.org>\r\n", ERR, V(MAIL), "501 5.1.7"},
     {"MAIL FROM:<postmaster>\r\n", ERR, V(MAIL), "501 5.1.7"},
     /* 65-octet local part (RFC 5321 §4.5.3.1.1). */
-    {"MAIL FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
+    {"MAIL "
+     "FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
      "example.org>\r\n",
      ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
+    {"MAIL "
+     "FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@"
      "example.org>\r\n",
      OK, V(MAIL), NULL},
     /* 64-octet label. */
-    {"MAIL FROM:<a@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
+    {"MAIL "
+     "FROM:<a@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
      "org>\r\n",
      ERR, V(MAIL), "501 5.1.7"},
     /* MAIL parameters. */
@@ -127,17 +144,22 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b.example> SIZE\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
     {"MAIL FROM:<a@b.example> SIZE=-1\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
     {"MAIL FROM:<a@b.example> SIZE=1k\r\n", ERR, V(MAIL), "501 5.5.4 Bad SIZE"},
-    {"MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n", ERR, V(MAIL), "501 5.5.4 Duplicate"},
-    {"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n", ERR, V(MAIL), "501 5.5.4 Bad BODY"},
+    {"MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n", ERR, V(MAIL),
+     "501 5.5.4 Duplicate"},
+    {"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad BODY"},
     {"MAIL FROM:<a@b.example> BODY=7BIT\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n", ERR, V(MAIL), "501 5.5.4"},
     {"MAIL FROM:<a@b.example> RET=FULL\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> RET=ALL\r\n", ERR, V(MAIL), "501 5.5.4 Bad RET"},
     {"MAIL FROM:<a@b.example> ENVID=QQ314159\r\n", OK, V(MAIL), NULL},
     {"MAIL FROM:<a@b.example> ENVID=a+2Bb\r\n", OK, V(MAIL), NULL},
-    {"MAIL FROM:<a@b.example> ENVID=a+2b\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
-    {"MAIL FROM:<a@b.example> ENVID=a+2\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
-    {"MAIL FROM:<a@b.example> ENVID=a=b\r\n", ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a+2b\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a+2\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
+    {"MAIL FROM:<a@b.example> ENVID=a=b\r\n", ERR, V(MAIL),
+     "501 5.5.4 Bad ENVID"},
     {"MAIL FROM:<a@b.example> ENVID=0123456789012345678901234567890123456789"
      "0123456789012345678901234567890123456789012345678901234567890\r\n",
      ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
@@ -147,12 +169,19 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b.example> =x\r\n", ERR, V(MAIL), "501 5.5.4"},
     {"MAIL FROM:<a@b.example> _X=1\r\n", ERR, V(MAIL), "501 5.5.4"},
     /* SMTPUTF8 (RFC 6531): UTF-8 in local part and domain. */
-    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc" "cher.example> SMTPUTF8\r\n", OK, V(MAIL),
-     "j\xc3\xb6rg@b\xc3\xbc" "cher.example"},
+    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc"
+     "cher.example> SMTPUTF8\r\n",
+     OK, V(MAIL),
+     "j\xc3\xb6rg@b\xc3\xbc"
+     "cher.example"},
     {"MAIL FROM:<\xe7\x94\xb0\xe4\xb8\xad@example.jp>\r\n", OK, V(MAIL), NULL},
-    {"MAIL FROM:<j\xc3" "rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<j\xc0\xafrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
-    {"MAIL FROM:<j\xed\xa0\x80rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
+    {"MAIL FROM:<j\xc3"
+     "rg@example.org> SMTPUTF8\r\n",
+     ERR, V(MAIL), "501 5.1.7"},
+    {"MAIL FROM:<j\xc0\xafrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL),
+     "501 5.1.7"},
+    {"MAIL FROM:<j\xed\xa0\x80rg@example.org> SMTPUTF8\r\n", ERR, V(MAIL),
+     "501 5.1.7"},
     {"MAIL FROM:<j\xffrg@example.org> SMTPUTF8\r\n", ERR, V(MAIL), "501 5.1.7"},
     /* RCPT TO. */
     {"RCPT TO:<b@example.org>\r\n", OK, V(RCPT), "b@example.org"},
@@ -161,20 +190,32 @@ static const struct cmd_case cmd_cases[] = {
     {"RCPT TO:<>\r\n", ERR, V(RCPT), "501 5.1.3"},
     {"RCPT TO:<b>\r\n", ERR, V(RCPT), "501 5.1.3"},
     {"RCPT FROM:<b@example.org>\r\n", ERR, V(RCPT), "501 5.5.4"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE,DELAY\r\n", OK, V(RCPT), NULL},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE,DELAY\r\n", OK, V(RCPT),
+     NULL},
     {"RCPT TO:<b@example.org> NOTIFY=never\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,SUCCESS\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> NOTIFY=SOMETIMES\r\n", ERR, V(RCPT), "501 5.5.4 Bad NOTIFY"},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;b+2Bx@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=utf-8;j\xc3\xb6rg@example.org\r\n", OK, V(RCPT), NULL},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
-    {"RCPT TO:<b@example.org> ORCPT=;b@example.org\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
-    {"RCPT TO:<b@example.org> ORCPT=rfc822;\r\n", ERR, V(RCPT), "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> NOTIFY=NEVER,SUCCESS\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SUCCESS,SUCCESS\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> NOTIFY=SOMETIMES\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad NOTIFY"},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org\r\n", OK, V(RCPT),
+     NULL},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;b+2Bx@example.org\r\n", OK, V(RCPT),
+     NULL},
+    {"RCPT TO:<b@example.org> ORCPT=utf-8;j\xc3\xb6rg@example.org\r\n", OK,
+     V(RCPT), NULL},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> ORCPT=;b@example.org\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
+    {"RCPT TO:<b@example.org> ORCPT=rfc822;\r\n", ERR, V(RCPT),
+     "501 5.5.4 Bad ORCPT"},
     {"RCPT TO:<b@example.org> SIZE=10\r\n", ERR, V(RCPT), "555 5.5.4"},
-    {"RCPT TO:<b@example.org> NOTIFY=DELAY NOTIFY=DELAY\r\n", ERR, V(RCPT), "501 5.5.4 Duplicate"},
+    {"RCPT TO:<b@example.org> NOTIFY=DELAY NOTIFY=DELAY\r\n", ERR, V(RCPT),
+     "501 5.5.4 Duplicate"},
 };
 
 static void test_cmd_table(void **state) {
@@ -276,6 +317,26 @@ static void test_rcpt_params(void **state) {
   assert_true(c.postmaster);
 }
 
+/* BDAT chunk sizes and the LAST marker (RFC 3030 §3). */
+static void test_bdat(void **state) {
+  static const struct {
+    const char *l;
+    uint64_t size;
+    bool last;
+  } t[] = {
+      {"BDAT 0 LAST\r\n", 0, true},
+      {"BDAT 1000\r\n", 1000, false},
+      {"BDAT 99999999999999999999999 last\r\n", UINT64_MAX, true},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    struct smtp_server__cmd c;
+    assert_int_equal(smtp_server__cmd_parse(t[i].l, strlen(t[i].l), &c), OK);
+    assert_int_equal(c.verb, V(BDAT));
+    assert_true(c.size == t[i].size);
+    assert_int_equal(c.last, t[i].last);
+  }
+}
+
 /* Overlong lines: NEED_MORE below the limit, PROTO_ERROR with consumed 0
  * at the limit (the caller skips to the next LF), and a line of exactly
  * 512 octets with CRLF is still fine (RFC 5321 §4.5.3.1.4). */
@@ -342,7 +403,8 @@ static const struct data_case data_cases[] = {
     {"\r\n", 0, false, false, OK, "", false, false, false, false, 2},
     {".\r\n", 0, false, false, OK, "", true, false, false, false, 3},
     {"..\r\n", 0, false, false, OK, ".", false, false, false, false, 4},
-    {"..hidden\r\n", 0, false, false, OK, ".hidden", false, false, false, false, 10},
+    {"..hidden\r\n", 0, false, false, OK, ".hidden", false, false, false, false,
+     10},
     {".x\r\n", 0, false, false, OK, "x", false, false, false, false, 4},
     /* A dot line right after a fragment is no end of data. */
     {".\r\n", 0, true, false, OK, ".", false, false, false, false, 3},
@@ -351,7 +413,8 @@ static const struct data_case data_cases[] = {
     {".", 0, false, false, MORE, NULL, false, false, false, false, 0},
     /* Bare LF is content: "\n.\r\n" does not end DATA (SMTP smuggling). */
     {"a\n.\r\n", 0, false, false, OK, "a\n.", false, true, false, false, 5},
-    {"a\n.\nb\r\n", 0, false, false, OK, "a\n.\nb", false, true, false, false, 7},
+    {"a\n.\nb\r\n", 0, false, false, OK, "a\n.\nb", false, true, false, false,
+     7},
     {"a\r.\r\n", 0, false, false, OK, "a\r.", false, true, false, false, 5},
     {"a\0b\r\n", 5, false, false, OK, "a\0b", false, true, false, false, 5},
     /* Partial fragments of an overlong line keep their last byte. */
@@ -409,7 +472,9 @@ static const struct mbox_case mbox_cases[] = {
     {"a@localhost", true, false},
     {"a@[127.0.0.1]", true, false},
     {"\xe7\x94\xb0\xe4\xb8\xad@\xe4\xbe\x8b\xe3\x81\x88.jp", true, true},
-    {"a@b\xc3\xbc" "cher.example", true, true},
+    {"a@b\xc3\xbc"
+     "cher.example",
+     true, true},
     {"", false, false},
     {"@", false, false},
     {"a@", false, false},
@@ -434,6 +499,80 @@ static void test_mailbox_table(void **state) {
   }
 }
 
+/* Property test: pseudo-random input (biased towards SMTP's alphabet) never
+ * makes the parsers read outside their input or give an answer outside the
+ * three, and every answer is self-consistent. Under ASan this is a small
+ * fuzzer run. */
+static uint32_t rng_state = 12345;
+static uint32_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+
+static void test_random_input(void **state) {
+  static const char alpha[] = "MAILFROMRCPTODATEHLOBDTSZ=<>@.:;, \r\n\r\n\"\\+"
+                              "0123456789abcXYZ-\x00\xc3\xa9\xff";
+  static const char *const seeds[] = {
+      "MAIL FROM:<", "RCPT TO:<",      "EHLO ",   "BDAT ",  " SIZE=",
+      " NOTIFY=",    " ORCPT=rfc822;", " ENVID=", " BODY=", "@[IPv6:",
+      "\"",          "\r\n",           ".",
+  };
+  for (int iter = 0; iter < 100000; iter++) {
+    size_t len = rng() % 600;
+    char *buf = malloc(len ? len : 1);
+    size_t i = 0;
+    while (i < len) {
+      if (rng() % 8 == 0) {
+        const char *sd = seeds[rng() % (sizeof seeds / sizeof seeds[0])];
+        for (size_t k = 0; sd[k] && i < len; k++)
+          buf[i++] = sd[k];
+      } else {
+        buf[i++] = alpha[rng() % (sizeof alpha - 1)];
+      }
+    }
+    struct smtp_server__cmd c;
+    enum smtp_server__parse r = smtp_server__cmd_parse(buf, len, &c);
+    switch (r) {
+    case MORE:
+      assert_true(len < SMTP_SERVER__CMD_LINE_MAX);
+      assert_null(memchr(buf, '\n', len));
+      break;
+    case OK:
+      assert_true(c.consumed >= 2 && c.consumed <= len &&
+                  c.consumed <= SMTP_SERVER__CMD_LINE_MAX);
+      assert_true(buf[c.consumed - 1] == '\n' && buf[c.consumed - 2] == '\r');
+      assert_true(c.verb != V(NONE));
+      if (c.addr.p)
+        assert_true(c.addr.p >= buf && c.addr.p + c.addr.n <= buf + len);
+      if (c.arg.p)
+        assert_true(c.arg.p >= buf && c.arg.p + c.arg.n <= buf + len);
+      break;
+    case ERR:
+      assert_non_null(c.reply);
+      assert_true(c.reply[0] == '5' && c.reply[3] == ' ' && c.reply[5] == '.');
+      assert_true(c.consumed <= len);
+      if (c.consumed == 0)
+        assert_true(len >= SMTP_SERVER__CMD_LINE_MAX);
+      break;
+    default:
+      fail_msg("unexpected answer %d", r);
+    }
+    struct smtp_server__data_line l;
+    bool mid = rng() & 1, part = rng() & 1;
+    r = smtp_server__data_scan(buf, len, mid, part, &l);
+    if (r == OK) {
+      assert_true(l.consumed >= 1 && l.consumed <= len);
+      assert_true(l.p >= buf && l.p + l.n <= buf + l.consumed);
+      assert_true(!l.end || (!mid && l.consumed == 3));
+    } else {
+      assert_int_equal(r, MORE);
+    }
+    free(buf);
+  }
+}
+
 static void test_names(void **state) {
   assert_string_equal(smtp_server__verb_name(V(STARTTLS)), "STARTTLS");
   assert_string_equal(smtp_server__state_name(SMTP_SERVER__S_QUEUEING),
@@ -444,12 +583,19 @@ static void test_names(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_cmd_table),     cmocka_unit_test(test_mail_params),
-      cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_rcpt_params),
-      cmocka_unit_test(test_line_length),   cmocka_unit_test(test_nul),
-      cmocka_unit_test(test_pipelined),     cmocka_unit_test(test_data_table),
+      cmocka_unit_test(test_cmd_table),
+      cmocka_unit_test(test_mail_params),
+      cmocka_unit_test(test_size_overflow),
+      cmocka_unit_test(test_rcpt_params),
+      cmocka_unit_test(test_line_length),
+      cmocka_unit_test(test_bdat),
+      cmocka_unit_test(test_nul),
+      cmocka_unit_test(test_pipelined),
+      cmocka_unit_test(test_data_table),
       cmocka_unit_test(test_data_line_length),
-      cmocka_unit_test(test_mailbox_table), cmocka_unit_test(test_names),
+      cmocka_unit_test(test_mailbox_table),
+      cmocka_unit_test(test_random_input),
+      cmocka_unit_test(test_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
