@@ -176,10 +176,10 @@ static void on_tlsa(const struct dns_answer *a, void *arg) {
     count(dc, "tempfail");
     /* A validating resolver answers SERVFAIL for bogus data (RFC 4035
      * §5.5): that must not be taken for "no TLSA" (RFC 7672 §2.2). */
-    policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5",
-                      "TLSA lookup for _%u._tcp.%s failed: %s (rcode %d)",
-                      (unsigned)dc->port, looked, dns_status_name(a->status),
-                      a->rcode);
+    policy_result_set(
+        &r, POLICY_TEMPFAIL, "dane", "4.7.5",
+        "TLSA lookup for _%u._tcp.%s failed: %s", (unsigned)dc->port, looked,
+        a->err ? postern_strerror(a->err) : dns_status_name(a->status));
     finish(dc, &r);
     return;
   }
