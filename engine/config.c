@@ -792,6 +792,9 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
     hn--;
   }
   void *field = FIELD(obj, d);
+  if (arr_count(field) >= CONFIG_ROUTE_MAX)
+    return wfail(w, st->name.line, st->name.col, POSTERN_ETOOBIG,
+                 "more than %u routes", CONFIG_ROUTE_MAX);
   struct config_route *old = arr_items(field);
   for (size_t i = 0; i < arr_count(field); i++) {
     if (strlen(old[i].domain) == dn &&
@@ -901,6 +904,9 @@ static void free_listens(const struct config__dir *d, void *obj) {
 static int parse_listen(struct config__walk *w, const struct config__dir *d,
                         void *obj, const struct config__node *st) {
   void *field = FIELD(obj, d);
+  if (arr_count(field) >= CONFIG_LISTEN_MAX)
+    return wfail(w, st->name.line, st->name.col, POSTERN_ETOOBIG,
+                 "more than %u listen directives", CONFIG_LISTEN_MAX);
   struct config_listen *l = arr_push(field, sizeof *l);
   if (l == NULL)
     return wfail(w, st->name.line, st->name.col, POSTERN_ENOMEM,
@@ -1021,7 +1027,8 @@ static const struct config__dir listen_dirs[] = {
      .max_args = CONFIG_ARGS_MAX,
      .def = "127.0.0.1/32 ::1/128",
      .off = L(accept_from),
-     .synopsis = "CIDR..."},
+     .synopsis = "CIDR...",
+     .help = "clients allowed to relay through this listener"},
     {.name = "max_message_size",
      .type = &t_size,
      ONE,
@@ -1029,7 +1036,8 @@ static const struct config__dir listen_dirs[] = {
      .max = GIB(1),
      .def = "32M",
      .off = L(max_message_size),
-     .synopsis = "SIZE"},
+     .synopsis = "SIZE",
+     .help = "largest message accepted"},
     {.name = "max_recipients",
      .type = &t_u32,
      ONE,
@@ -1037,7 +1045,8 @@ static const struct config__dir listen_dirs[] = {
      .max = 100000,
      .def = "1000",
      .off = L(max_recipients),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "recipients per message"},
     {.name = "max_sessions",
      .type = &t_u32,
      ONE,
@@ -1045,18 +1054,21 @@ static const struct config__dir listen_dirs[] = {
      .max = 1000000,
      .def = "2000",
      .off = L(max_sessions),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "concurrent SMTP sessions on this listener"},
     {.name = "tls_cert",
      .type = &t_path,
      ONE,
      .off = L(tls_cert),
      .synopsis = "FILE",
+     .help = "PEM certificate chain for STARTTLS",
      .unset = "no STARTTLS"},
     {.name = "tls_key",
      .type = &t_path,
      ONE,
      .off = L(tls_key),
      .synopsis = "FILE",
+     .help = "PEM private key for STARTTLS",
      .unset = "no STARTTLS"},
     {.name = "timeout",
      .type = &t_duration,
@@ -1065,7 +1077,8 @@ static const struct config__dir listen_dirs[] = {
      .max = DAY(1),
      .def = "5m",
      .off = L(timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "idle time allowed for each command or data"},
 };
 #undef L
 
@@ -1096,7 +1109,8 @@ static const struct config__dir queue_dirs[] = {
      .max = TIB(64),
      .def = "16G",
      .off = Q(map_size),
-     .synopsis = "SIZE"},
+     .synopsis = "SIZE",
+     .help = "largest size of the queue database"},
     {.name = "retry_initial",
      .type = &t_duration,
      ONE,
@@ -1104,7 +1118,8 @@ static const struct config__dir queue_dirs[] = {
      .max = DAY(30),
      .def = "5m",
      .off = Q(retry_initial_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "wait before the first retry"},
     {.name = "retry_factor",
      .type = &t_decimal,
      ONE,
@@ -1112,7 +1127,8 @@ static const struct config__dir queue_dirs[] = {
      .max = 10000000,
      .def = "2",
      .off = Q(retry_factor),
-     .synopsis = "DECIMAL"},
+     .synopsis = "DECIMAL",
+     .help = "each wait is this many times the previous one"},
     {.name = "retry_max",
      .type = &t_duration,
      ONE,
@@ -1120,7 +1136,8 @@ static const struct config__dir queue_dirs[] = {
      .max = DAY(30),
      .def = "1h",
      .off = Q(retry_max_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "longest wait between two attempts"},
     {.name = "max_age",
      .type = &t_duration,
      ONE,
@@ -1128,7 +1145,8 @@ static const struct config__dir queue_dirs[] = {
      .max = DAY(365),
      .def = "5d",
      .off = Q(max_age_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "undelivered recipients bounce at this age"},
     {.name = "delay_warning",
      .type = &t_duration,
      ONE,
@@ -1136,7 +1154,8 @@ static const struct config__dir queue_dirs[] = {
      .max = DAY(365),
      .def = "0",
      .off = Q(delay_warning_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "warn the sender after this delay; 0 is never"},
 };
 #undef Q
 
@@ -1172,7 +1191,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = 256,
      .def = "0",
      .off = D(workers),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "worker threads; 0 is one per CPU core"},
     {.name = "max_connections",
      .type = &t_u32,
      ONE,
@@ -1180,7 +1200,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = 1000000,
      .def = "2000",
      .off = D(max_connections),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "outgoing SMTP connections in total"},
     {.name = "per_domain_connections",
      .type = &t_u32,
      ONE,
@@ -1188,7 +1209,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = 100000,
      .def = "20",
      .off = D(per_domain_connections),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "outgoing connections per destination domain"},
     {.name = "per_domain_rate",
      .type = &t_u32,
      ONE,
@@ -1196,7 +1218,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = 1000000,
      .def = "0",
      .off = D(per_domain_rate),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "deliveries per second per domain; 0 is no limit"},
     {.name = "reuse_limit",
      .type = &t_u32,
      ONE,
@@ -1204,7 +1227,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = 1000000,
      .def = "100",
      .off = D(reuse_limit),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "messages sent over one connection"},
     {.name = "idle_timeout",
      .type = &t_duration,
      ONE,
@@ -1212,7 +1236,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = HOUR(1),
      .def = "30s",
      .off = D(idle_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "how long an idle connection is kept for reuse"},
     {.name = "connect_timeout",
      .type = &t_duration,
      ONE,
@@ -1220,7 +1245,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = HOUR(1),
      .def = "30s",
      .off = D(connect_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time to connect and receive the greeting"},
     {.name = "command_timeout",
      .type = &t_duration,
      ONE,
@@ -1228,7 +1254,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = HOUR(1),
      .def = "5m",
      .off = D(command_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time for the reply to each SMTP command"},
     {.name = "data_timeout",
      .type = &t_duration,
      ONE,
@@ -1236,7 +1263,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = HOUR(2),
      .def = "10m",
      .off = D(data_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time to send the message and get the final reply"},
     {.name = "port",
      .type = &t_u16,
      ONE,
@@ -1244,12 +1272,14 @@ static const struct config__dir delivery_dirs[] = {
      .max = 65535,
      .def = "25",
      .off = D(port),
-     .synopsis = "PORT"},
+     .synopsis = "PORT",
+     .help = "TCP port of MX hosts"},
     {.name = "local_ip",
      .type = &t_ip,
      ONE,
      .off = D(local_ip),
      .synopsis = "IP",
+     .help = "source address of outgoing connections",
      .unset = "the kernel chooses the source address"},
     {.name = "shutdown_timeout",
      .type = &t_duration,
@@ -1258,7 +1288,8 @@ static const struct config__dir delivery_dirs[] = {
      .max = HOUR(1),
      .def = "30s",
      .off = D(shutdown_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time allowed for attempts in flight at shutdown"},
     {.name = "route",
      .type = &t_route,
      .min_args = 2,
@@ -1266,6 +1297,7 @@ static const struct config__dir delivery_dirs[] = {
      .off = D(routes),
      .flags = CONFIG__REPEAT,
      .synopsis = "DOMAIN TARGET",
+     .help = "send DOMAIN's mail to TARGET instead of its MX hosts",
      .unset = "every domain goes to its MX hosts"},
 };
 #undef D
@@ -1281,6 +1313,7 @@ static const struct config__dir dns_dirs[] = {
      .max_args = CONFIG_ARGS_MAX,
      .off = N(servers),
      .synopsis = "ADDR[:PORT]...",
+     .help = "resolvers to ask",
      .unset = "the nameservers in /etc/resolv.conf"},
     {.name = "timeout",
      .type = &t_duration,
@@ -1289,7 +1322,8 @@ static const struct config__dir dns_dirs[] = {
      .max = SEC(60),
      .def = "5s",
      .off = N(timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time to wait for one answer"},
     {.name = "attempts",
      .type = &t_u32,
      ONE,
@@ -1297,13 +1331,15 @@ static const struct config__dir dns_dirs[] = {
      .max = 10,
      .def = "2",
      .off = N(attempts),
-     .synopsis = "NUMBER"},
+     .synopsis = "NUMBER",
+     .help = "tries per query"},
     {.name = "trust_ad",
      .type = &t_bool,
      ONE,
      .def = "no",
      .off = N(trust_ad),
-     .synopsis = "yes|no"},
+     .synopsis = "yes|no",
+     .help = "trust the AD bit from non-loopback servers"},
 };
 #undef N
 
@@ -1316,14 +1352,16 @@ static const struct config__dir tls_dirs[] = {
      ONE,
      .def = "/etc/ssl/certs/ca-certificates.crt",
      .off = offsetof(struct config_tls, ca_file),
-     .synopsis = "FILE"},
+     .synopsis = "FILE",
+     .help = "trusted root certificates for outgoing TLS"},
     {.name = "min_version",
      .type = &t_enum,
      ONE,
      .def = "1.2",
      .off = offsetof(struct config_tls, min_version),
      .names = tls_version_names,
-     .synopsis = "1.2|1.3"},
+     .synopsis = "1.2|1.3",
+     .help = "oldest TLS version spoken"},
 };
 
 static const struct config__block tls_block = {"tls", tls_dirs, NDIRS(tls_dirs),
@@ -1336,14 +1374,16 @@ static const struct config__dir local_dirs[] = {
      .def = "none",
      .off = offsetof(struct config_policy_local, min_tls_level),
      .names = tls_level_names,
-     .synopsis = "none|encrypted|authenticated"},
+     .synopsis = "none|encrypted|authenticated",
+     .help = "lowest TLS level accepted for any connection"},
     {.name = "min_mx_level",
      .type = &t_enum,
      ONE,
      .def = "none",
      .off = offsetof(struct config_policy_local, min_mx_level),
      .names = mx_level_names,
-     .synopsis = "none|mtasts|dnssec"},
+     .synopsis = "none|mtasts|dnssec",
+     .help = "lowest MX level accepted for any MX host"},
 };
 
 static const struct config__block local_block = {"local", local_dirs,
@@ -1358,7 +1398,8 @@ static const struct config__dir mtasts_dirs[] = {
      .max = MIN(10),
      .def = "60s",
      .off = M(fetch_timeout_ms),
-     .synopsis = "DURATION"},
+     .synopsis = "DURATION",
+     .help = "time allowed to fetch a policy"},
     {.name = "https_port",
      .type = &t_u16,
      ONE,
@@ -1366,7 +1407,8 @@ static const struct config__dir mtasts_dirs[] = {
      .max = 65535,
      .def = "443",
      .off = M(https_port),
-     .synopsis = "PORT"},
+     .synopsis = "PORT",
+     .help = "port of the policy web server"},
     {.name = "max_policy_size",
      .type = &t_size,
      ONE,
@@ -1374,7 +1416,8 @@ static const struct config__dir mtasts_dirs[] = {
      .max = MIB(1),
      .def = "64K",
      .off = M(max_policy_size),
-     .synopsis = "SIZE"},
+     .synopsis = "SIZE",
+     .help = "largest policy body accepted"},
 };
 #undef M
 
@@ -1390,25 +1433,29 @@ static const struct config__dir policy_dirs[] = {
      .min = CONFIG_POLICY_LOCAL,
      .sub = &local_block,
      .flags = CONFIG__BLOCK_OPT,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "the operator's minimum levels"},
     {.name = "mtasts",
      .type = &t_module,
      .min = CONFIG_POLICY_MTASTS,
      .sub = &mtasts_block,
      .flags = CONFIG__BLOCK_OPT,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "MTA-STS, RFC 8461"},
     {.name = "dnssec",
      .type = &t_module,
      .min = CONFIG_POLICY_DNSSEC,
      .sub = &dnssec_block,
      .flags = CONFIG__BLOCK_OPT,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "MX level dnssec for authenticated MX answers"},
     {.name = "dane",
      .type = &t_module,
      .min = CONFIG_POLICY_DANE,
      .sub = &dane_block,
      .flags = CONFIG__BLOCK_OPT,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "DANE for SMTP, RFC 7672"},
 };
 
 static const struct config__block policy_block = {"policy", policy_dirs,
@@ -1421,20 +1468,23 @@ static const struct config__dir log_dirs[] = {
      .def = "info",
      .off = offsetof(struct config_log, level),
      .names = log_level_names,
-     .synopsis = "error|warn|info|debug"},
+     .synopsis = "error|warn|info|debug",
+     .help = "least important events written"},
     {.name = "format",
      .type = &t_enum,
      ONE,
      .def = "logfmt",
      .off = offsetof(struct config_log, format),
      .names = log_format_names,
-     .synopsis = "logfmt|json"},
+     .synopsis = "logfmt|json",
+     .help = "line format"},
     {.name = "file",
      .type = &t_path,
      ONE,
      .def = "-",
      .off = offsetof(struct config_log, file),
-     .synopsis = "PATH|-"},
+     .synopsis = "PATH|-",
+     .help = "file the log is appended to; - is standard error"},
 };
 
 static const struct config__block log_block = {"log", log_dirs, NDIRS(log_dirs),
@@ -1446,6 +1496,7 @@ static const struct config__dir metrics_dirs[] = {
      ONE,
      .off = offsetof(struct config_metrics, listen),
      .synopsis = "ADDR:PORT",
+     .help = "address of the Prometheus HTTP endpoint",
      .unset = "required"},
 };
 
@@ -1458,18 +1509,22 @@ static const struct config__dir root_dirs[] = {
      .type = &t_hostname,
      ONE,
      .off = R(hostname),
-     .synopsis = "NAME"},
+     .synopsis = "NAME",
+     .unset = "the system host name",
+     .help = "name used in the greeting, EHLO and Received: headers"},
     {.name = "state_dir",
      .type = &t_path,
      ONE,
      .def = "/var/lib/postern",
      .off = R(state_dir),
-     .synopsis = "PATH"},
+     .synopsis = "PATH",
+     .help = "directory of the queue and caches"},
     {.name = "user",
      .type = &t_user,
      ONE,
      .off = R(user),
      .synopsis = "NAME",
+     .help = "user to switch to after binding, when started as root",
      .unset = "privileges are not dropped"},
     {.name = "listen",
      .type = &t_listen,
@@ -1477,49 +1532,57 @@ static const struct config__dir root_dirs[] = {
      .off = R(listens),
      .sub = &listen_block,
      .flags = CONFIG__REPEAT | CONFIG__BLOCK_OPT,
-     .synopsis = "ADDR:PORT"},
+     .synopsis = "ADDR:PORT",
+     .help = "accept mail over SMTP on this address"},
     {.name = "queue",
      .type = &t_section,
      .off = R(queue),
      .sub = &queue_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "queue and retry schedule"},
     {.name = "delivery",
      .type = &t_section,
      .off = R(delivery),
      .sub = &delivery_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "outgoing delivery"},
     {.name = "dns",
      .type = &t_section,
      .off = R(dns),
      .sub = &dns_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "resolvers"},
     {.name = "tls",
      .type = &t_section,
      .off = R(tls),
      .sub = &tls_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "outgoing TLS"},
     {.name = "policy",
      .type = &t_policy,
      .off = R(policy),
      .sub = &policy_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "the policy chain, in order"},
     {.name = "log",
      .type = &t_section,
      .off = R(log),
      .sub = &log_block,
      .flags = CONFIG__BLOCK,
-     .synopsis = ""},
+     .synopsis = "",
+     .help = "logging"},
     {.name = "metrics",
      .type = &t_metrics,
      .off = R(metrics),
      .sub = &metrics_block,
      .flags = CONFIG__BLOCK,
      .synopsis = "{ listen ADDR:PORT }",
+     .help = "metrics endpoint",
      .unset = "no metrics endpoint"},
 };
 #undef R
@@ -1551,11 +1614,13 @@ static int check_root(struct config__walk *w, void *obj,
     char name[256] = "";
     const char *why = "gethostname failed";
     if (gethostname(name, sizeof name - 1) != 0 ||
-        config__hostname_check(name, strlen(name), &why) != 0)
+        config__hostname_check(name, strlen(name), &why) != 0) {
+      char q[256];
       return wfail(w, 0, 0, POSTERN_ECONFIG,
-                   "the system host name '%.64s' is unusable (%s); set "
+                   "the system host name '%s' is unusable (%s); set "
                    "'hostname'",
-                   name, why);
+                   config__quote_user(name, strlen(name), q, sizeof q), why);
+    }
     cfg->hostname = strdup(name);
     if (cfg->hostname == NULL)
       return wfail(w, 0, 0, POSTERN_ENOMEM, "out of memory");
@@ -1713,6 +1778,43 @@ static void free_block(const struct config__block *blk, void *obj) {
   for (size_t i = 0; i < blk->ndirs; i++)
     if (blk->dirs[i].type->free)
       blk->dirs[i].type->free(&blk->dirs[i], obj);
+}
+
+/* One line per directive, depth first; see config_schema_print. */
+static void schema_print(FILE *f, const struct config__block *blk,
+                         const char *prefix) {
+  for (size_t i = 0; i < blk->ndirs; i++) {
+    const struct config__dir *d = &blk->dirs[i];
+    char name[128], def[160], range[160];
+    snprintf(name, sizeof name, "%s%s", prefix, d->name);
+    if (d->def)
+      snprintf(def, sizeof def, "%s", d->def);
+    else if (d->unset)
+      snprintf(def, sizeof def, "unset: %s", d->unset);
+    else
+      def[0] = 0;
+    if (d->type == &t_duration || d->type == &t_size || d->type == &t_u32 ||
+        d->type == &t_u16 || d->type == &t_decimal) {
+      char lo[64], hi[64];
+      range_text(d, d->min, lo, sizeof lo);
+      range_text(d, d->max, hi, sizeof hi);
+      snprintf(range, sizeof range, "%s..%s", lo, hi);
+    } else {
+      range[0] = 0;
+    }
+    fprintf(f, "%s\t%s\t%s\t%s\t%s\n", name, d->synopsis, def, range, d->help);
+    if (d->sub != NULL) {
+      char sub[sizeof name + 2];
+      snprintf(sub, sizeof sub, "%s.", name);
+      schema_print(f, d->sub, sub);
+    }
+  }
+}
+
+int config_schema_print(FILE *f) {
+  schema_print(f, &root_block, "");
+  fflush(f);
+  return ferror(f) ? POSTERN_EIO : 0;
 }
 
 int config_print(FILE *f, const struct postern_config *cfg) {

@@ -10,6 +10,10 @@
  * This module depends on nothing but libc and postern_err.h: the levels and
  * enums below are its own, and the modules that use them map them.
  *
+ * Ownership: a `struct postern_config` owns every string and array it
+ * points to; all of them stay valid until config_free. Callers that keep a
+ * value past a reload copy it.
+ *
  * Threading: config_load and config_print have no global state except
  * reading the environment ({env:NAME}); a loaded configuration is immutable
  * and may be read from any thread. A reload loads a new one and swaps it.
@@ -29,9 +33,12 @@
 /* Limits on the input; going over one is an error with its position. */
 #define CONFIG_FILE_MAX (16u * 1024 * 1024) /* bytes in the whole file */
 #define CONFIG_LINE_MAX 65536u              /* bytes in one line */
-#define CONFIG_TOKEN_MAX 4096u /* bytes in one word, after {env:} */
-#define CONFIG_ARGS_MAX 1024u  /* arguments of one directive */
-#define CONFIG_DEPTH_MAX 8u    /* nesting of { } blocks */
+#define CONFIG_TOKEN_MAX 4096u   /* bytes in one word, after {env:} */
+#define CONFIG_ARGS_MAX 1024u    /* arguments of one directive */
+#define CONFIG_DEPTH_MAX 8u      /* nesting of { } blocks */
+#define CONFIG_WORDS_MAX 262144u /* words (names and arguments) in a file */
+#define CONFIG_LISTEN_MAX 256u   /* listen directives */
+#define CONFIG_ROUTE_MAX 1000u   /* route directives */
 
 enum config_log_level {
   CONFIG_LOG_ERROR,
@@ -240,6 +247,16 @@ void config_free(struct postern_config *cfg);
  * Returns 0 or POSTERN_EIO when writing failed.
  */
 int config_print(FILE *f, const struct postern_config *cfg);
+
+/*
+ * Writes the schema, one directive per line, tab-separated: the name with
+ * its blocks ("queue.retry_max", "policy.local.min_tls_level"), the
+ * arguments ("DURATION"), the default in file syntax (or "unset: ..." or
+ * empty), the range ("1ms..30d" or empty), and a one-line description. For
+ * `postern --directives` and the documentation tests. Returns 0 or
+ * POSTERN_EIO.
+ */
+int config_schema_print(FILE *f);
 
 /*
  * Formats `err` as "file:line:col: message" (or "file: message" when line is

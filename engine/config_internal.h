@@ -99,7 +99,9 @@ int config__addr_parse(const char *s, size_t n, int default_port,
 void config__addr_format(const struct sockaddr_storage *sa, char *buf,
                          size_t cap);
 
-/* "10.0.0.0/8", "::1/128", or a bare address (a host prefix). */
+/* "10.0.0.0/8", "::1/128", or a bare address (a host prefix). When the
+ * only fault is host bits set, *out holds the masked network (family != 0)
+ * for a "did you mean" hint; other errors leave out->family 0. */
 int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
                        const char **why);
 
@@ -145,6 +147,7 @@ struct config__dir {
   unsigned flags;
   const char *synopsis; /* arguments, as in the man page: "DURATION" */
   const char *unset;    /* for optional values: what being unset means */
+  const char *help;     /* one line: what it is for */
 };
 
 struct config__block {

@@ -79,6 +79,7 @@ struct lexer {
   struct config_error *err;
   bool has_peek;
   struct tok peek;
+  size_t words; /* produced so far, against CONFIG_WORDS_MAX */
   /* the word being built */
   char *tb;
   size_t tlen, tcap;
@@ -306,8 +307,9 @@ static int lx_string(struct lexer *lx, struct tok *t) {
     lx->pos += adv;
   }
   /* A closing quote must end the word: `"a"b` is almost surely a typo. */
-  if (lx->pos < lx->len && !is_word_end(lx->buf[lx->pos]) &&
-      lx->buf[lx->pos] != '#')
+  if (lx->pos < lx->len &&
+      ((!is_word_end(lx->buf[lx->pos]) && lx->buf[lx->pos] != '#') ||
+       lx_at_env(lx, lx->pos)))
     return lx_fail(lx, lx->pos, POSTERN_ESYNTAX,
                    "unexpected character after a closing quote");
   t->w.quoted = true;
@@ -342,6 +344,9 @@ static int lx_next(struct lexer *lx, struct tok *t) {
       lx->pos++;
       continue;
     }
+    if (c == '\r')
+      return lx_fail(lx, lx->pos, POSTERN_ESYNTAX,
+                     "control character 0x0d outside a quoted string");
     if (c == '\n') {
       t->kind = TOK_NL;
       lx->pos++;
@@ -354,6 +359,10 @@ static int lx_next(struct lexer *lx, struct tok *t) {
       lx->pos++;
       return 0;
     }
+    /* Bounding the words bounds the tree's memory, whatever the file. */
+    if (++lx->words > CONFIG_WORDS_MAX)
+      return lx_fail(lx, lx->pos, POSTERN_ETOOBIG,
+                     "more than %u words in the file", CONFIG_WORDS_MAX);
     int rc = c == '"' ? lx_string(lx, t) : lx_word(lx, t);
     if (rc)
       return rc;
@@ -848,6 +857,7 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
         p > bits) {
       *why = sa.ss_family == AF_INET ? "prefix length must be 0 to 32"
                                      : "prefix length must be 0 to 128";
+      out->family = 0; /* only a host-bits error leaves a network */
       return POSTERN_ECONFIG;
     }
     out->prefix = (unsigned)p;

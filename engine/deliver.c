@@ -21,6 +21,7 @@
  * results are known, and never touched afterwards.
  */
 #include "engine/internal.h"
+#include "engine/metrics.h"
 #include "engine/relay.h"
 
 #include "net/dns.h"
@@ -126,11 +127,15 @@ static void attempt_next_candidate(struct attempt *a);
 static void attempt_next_addr(struct attempt *a);
 static void conn_send_next(struct conn *cn);
 
-static struct dwork *dw_of(struct worker *w) { return w->ud2; }
+static struct dwork *dw_of(struct worker *w) {
+  return w->ud2;
+}
 
 /* ---- logging ---- */
 
-static uint64_t now_ms(struct dwork *dw) { return relay_now_ms(dw->r); }
+static uint64_t now_ms(struct dwork *dw) {
+  return relay_now_ms(dw->r);
+}
 
 static void log_rcpt(struct job *j, unsigned k, const char *mx,
                      const char *addr, enum policy_mx_level mxl,
@@ -141,6 +146,10 @@ static void log_rcpt(struct job *j, unsigned k, const char *mx,
   struct postern_log_rec r;
   enum postern_log_level lvl =
       strcmp(status, "sent") == 0 ? POSTERN_LOG_INFO : POSTERN_LOG_WARN;
+  metrics_delivery(status[0] == 's'   ? METRICS_SENT
+                   : status[0] == 'd' ? METRICS_DEFERRED
+                                      : METRICS_BOUNCED,
+                   mxl, tlsl);
   if (!postern_log_enabled(lvl))
     return;
   postern_log_begin(&r, lvl, "delivery");
@@ -177,8 +186,8 @@ static void job_fail_all(struct job *j, bool temp, const char *status,
   uint64_t now = relay_now_ms(j->relay);
   snprintf(j->mx, sizeof j->mx, "%s", mx ? mx : "");
   for (unsigned k = 0; k < j->n; k++) {
-    job_set(j, k, temp ? QUEUE_OUTCOME_DEFERRED : QUEUE_OUTCOME_BOUNCED,
-            status, reason);
+    job_set(j, k, temp ? QUEUE_OUTCOME_DEFERRED : QUEUE_OUTCOME_BOUNCED, status,
+            reason);
     log_rcpt(j, k, mx, NULL, POLICY_MX_LEVEL_NONE, POLICY_TLS_LEVEL_NONE,
              temp ? "deferred" : "bounced", status, reason, now);
   }
@@ -214,7 +223,9 @@ static struct dest *dest_get(struct dwork *dw, struct job *j) {
   return d;
 }
 
-static void dest_closed(uv_handle_t *h) { free(h->data); }
+static void dest_closed(uv_handle_t *h) {
+  free(h->data);
+}
 
 /* Frees a destination with nothing left: no job, connection or attempt. */
 static void dest_maybe_free(struct dest *d) {
@@ -287,8 +298,8 @@ static bool rate_allows(struct dest *d) {
   uint64_t now = now_ms(d->dw);
   if (now >= d->rate_next_ms) {
     uint64_t step = 1000 / rate ? 1000 / rate : 1;
-    d->rate_next_ms = (d->rate_next_ms + step > now) ? d->rate_next_ms + step
-                                                     : now + step;
+    d->rate_next_ms =
+        (d->rate_next_ms + step > now) ? d->rate_next_ms + step : now + step;
     return true;
   }
   if (!d->rate_timer_on) {
@@ -331,7 +342,9 @@ static void dest_kick(struct dest *d) {
 
 /* ---- connections ---- */
 
-static void conn_timer_closed(uv_handle_t *h) { free(h->data); }
+static void conn_timer_closed(uv_handle_t *h) {
+  free(h->data);
+}
 
 static void conn_closed(struct smtp_client *c, void *arg) {
   struct conn *cn = arg;
@@ -389,8 +402,8 @@ static void conn_next_soon(uv_timer_t *t) {
     conn_send_next(cn);
     return;
   }
-  uv_timer_start(&cn->idle, conn_idle_expired,
-                 r->cfg->delivery.idle_timeout_ms, 0);
+  uv_timer_start(&cn->idle, conn_idle_expired, r->cfg->delivery.idle_timeout_ms,
+                 0);
   dest_kick(d);
 }
 
@@ -420,11 +433,11 @@ static void on_sent(struct smtp_client *c, int status,
                   ? 2
                   : (sr->outcome == SMTP_OUTCOME_TEMP ? 4 : 5);
     dsn[0] = (char)('0' + cls);
-    enum queue_outcome o = sr->outcome == SMTP_OUTCOME_OK
-                               ? QUEUE_OUTCOME_SENT
-                               : (sr->outcome == SMTP_OUTCOME_TEMP
-                                      ? QUEUE_OUTCOME_DEFERRED
-                                      : QUEUE_OUTCOME_BOUNCED);
+    enum queue_outcome o =
+        sr->outcome == SMTP_OUTCOME_OK
+            ? QUEUE_OUTCOME_SENT
+            : (sr->outcome == SMTP_OUTCOME_TEMP ? QUEUE_OUTCOME_DEFERRED
+                                                : QUEUE_OUTCOME_BOUNCED);
     job_set(j, k, o, dsn, reply);
     log_rcpt(j, k, cn->mx, cn->addr, cn->mx_level, cn->tls_level,
              o == QUEUE_OUTCOME_SENT
@@ -516,15 +529,15 @@ static void attempt_fail(struct attempt *a, bool temp, const char *status,
   char *reason = temp ? a->temp_reason : a->perm_reason;
   vsnprintf(reason, sizeof a->temp_reason, fmt, ap);
   va_end(ap);
-  snprintf(temp ? a->temp_status : a->perm_status, sizeof a->temp_status,
-           "%s", status);
+  snprintf(temp ? a->temp_status : a->perm_status, sizeof a->temp_status, "%s",
+           status);
   /* The status class must match the outcome (RFC 3463 §3.1). */
   (temp ? a->temp_status : a->perm_status)[0] = temp ? '4' : '5';
   if (temp)
     a->any_temp = true;
   a->any_fail = true;
-  postern_log(POSTERN_LOG_DEBUG, "attempt_step_failed", "dest", a->d->key,
-              "mx", a->last_mx, "temporary", temp ? "yes" : "no", "dsn",
+  postern_log(POSTERN_LOG_DEBUG, "attempt_step_failed", "dest", a->d->key, "mx",
+              a->last_mx, "temporary", temp ? "yes" : "no", "dsn",
               temp ? a->temp_status : a->perm_status, "reason", reason, NULL);
 }
 
@@ -578,7 +591,8 @@ static void attempt_exhausted(struct attempt *a) {
 static struct policy_env penv(struct dest *d) {
   struct policy_env e = {.loop = &d->dw->w->loop,
                          .dns = d->dw->dns,
-                         .now_ms = now_ms(d->dw)};
+                         .now_ms = now_ms(d->dw),
+                         .count = metrics_policy};
   return e;
 }
 
@@ -600,8 +614,8 @@ static void attempt_connect(struct attempt *a) {
       .command_timeout_ms = dc->command_timeout_ms,
       .data_timeout_ms = dc->data_timeout_ms,
       .helo_name = r->cfg->hostname,
-      .local_addr = dc->local_ip.text ? (const struct sockaddr *)&dc->local_ip.sa
-                                      : NULL,
+      .local_addr =
+          dc->local_ip.text ? (const struct sockaddr *)&dc->local_ip.sa : NULL,
       .tls_ctx = r->client_tls,
       .starttls = !a->plaintext,
   };
@@ -609,9 +623,9 @@ static void attempt_connect(struct attempt *a) {
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)
     o.local_addr = NULL;
   atomic_fetch_add(&r->out_conns, 1);
-  int rc = smtp_client_connect(&a->c, &d->dw->w->loop, &o,
-                               (const struct sockaddr *)sa, a->mx.host,
-                               on_ready, a);
+  int rc =
+      smtp_client_connect(&a->c, &d->dw->w->loop, &o,
+                          (const struct sockaddr *)sa, a->mx.host, on_ready, a);
   if (rc != 0) {
     atomic_fetch_sub(&r->out_conns, 1);
     attempt_fail(a, true, "4.3.0", "cannot start connection: %s",
@@ -680,8 +694,8 @@ static void on_ready(struct smtp_client *c, int status,
       /* RFC 7435 §3: fall back to cleartext only when no policy demands
        * TLS for this host; otherwise this host is unusable now. */
       if (plaintext_acceptable(a)) {
-        postern_log(POSTERN_LOG_INFO, "starttls_failed_plaintext_retry",
-                    "mx", a->mx.host, "addr", addr, "reason",
+        postern_log(POSTERN_LOG_INFO, "starttls_failed_plaintext_retry", "mx",
+                    a->mx.host, "addr", addr, "reason",
                     f && f->tls_error ? f->tls_error : "", NULL);
         a->plaintext = true;
         attempt_connect(a);
@@ -693,11 +707,11 @@ static void on_ready(struct smtp_client *c, int status,
       attempt_fail(a, false, "5.0.0", "host %s[%s] refused: %s", a->mx.host,
                    addr, reply);
     } else if (reply[0]) {
-      attempt_fail(a, true, "4.0.0", "host %s[%s] said: %s", a->mx.host,
-                   addr, reply);
+      attempt_fail(a, true, "4.0.0", "host %s[%s] said: %s", a->mx.host, addr,
+                   reply);
     } else {
-      attempt_fail(a, true, "4.4.1", "connect to %s[%s]: %s", a->mx.host,
-                   addr, postern_strerror(status));
+      attempt_fail(a, true, "4.4.1", "connect to %s[%s]: %s", a->mx.host, addr,
+                   postern_strerror(status));
     }
     a->plaintext = false;
     a->ai++;
@@ -727,9 +741,8 @@ static void on_ready(struct smtp_client *c, int status,
   };
   if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
     smtp_client_close(c, client_closed_free, r);
-    attempt_fail(a, true, "4.7.5",
-                 "TLS is required for %s but STARTTLS was %s", a->mx.host,
-                 smtp_starttls_name(f->starttls));
+    attempt_fail(a, true, "4.7.5", "TLS is required for %s but STARTTLS was %s",
+                 a->mx.host, smtp_starttls_name(f->starttls));
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -738,8 +751,8 @@ static void on_ready(struct smtp_client *c, int status,
   policy_chain_check_conn(a->crun, &pc, &v);
   if (v.result.outcome != POLICY_OK) {
     smtp_client_close(c, client_closed_free, r);
-    attempt_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status,
-                 "%s", v.result.reason);
+    attempt_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status, "%s",
+                 v.result.reason);
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -759,6 +772,7 @@ static void on_ready(struct smtp_client *c, int status,
   snprintf(cn->addr, sizeof cn->addr, "%s", addr);
   cn->mx_level = a->mxv.level;
   cn->tls_level = v.level;
+  metrics_inc(METRICS_CONNECTIONS_OPENED);
   uv_timer_init(&d->dw->w->loop, &cn->idle);
   cn->idle.data = cn;
   cn->next = d->conns;
@@ -841,9 +855,8 @@ static void on_addrs(const struct dns_answer *ans, void *arg) {
   }
   if (ans->status != DNS_ANSWER) {
     bool temp = ans->status == DNS_TEMPFAIL || ans->status == DNS_MALFORMED;
-    attempt_fail(a, temp, temp ? "4.4.3" : "5.4.4",
-                 "address lookup for %s: %s", a->mx.host,
-                 dns_status_name(ans->status));
+    attempt_fail(a, temp, temp ? "4.4.3" : "5.4.4", "address lookup for %s: %s",
+                 a->mx.host, dns_status_name(ans->status));
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -964,8 +977,8 @@ static void on_mx(const struct dns_answer *ans, void *arg) {
   case DNS_ANSWER:
     if (ans->null_mx) {
       /* RFC 7505 §3: the domain accepts no mail at all. */
-      attempt_fail(a, false, "5.1.10",
-                   "domain %s accepts no mail (null MX)", name);
+      attempt_fail(a, false, "5.1.10", "domain %s accepts no mail (null MX)",
+                   name);
       attempt_exhausted(a);
       return;
     }
@@ -1008,8 +1021,7 @@ static void on_domain_prepared(void *arg, struct policy_domain_run *run,
   struct dest *d = a->d;
   a->drun = run;
   if (r->outcome != POLICY_OK) {
-    attempt_fail(a, r->outcome == POLICY_TEMPFAIL, r->status, "%s",
-                 r->reason);
+    attempt_fail(a, r->outcome == POLICY_TEMPFAIL, r->status, "%s", r->reason);
     attempt_exhausted(a);
     return;
   }

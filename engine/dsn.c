@@ -46,7 +46,9 @@ static void db_put(struct dbuf *b, const void *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void db_str(struct dbuf *b, const char *s) { db_put(b, s, strlen(s)); }
+static void db_str(struct dbuf *b, const char *s) {
+  db_put(b, s, strlen(s));
+}
 
 static void db_fmt(struct dbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -88,9 +90,9 @@ static void rfc5322_date(time_t t, char *out, size_t cap) {
   static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
                                        "May", "Jun", "Jul", "Aug",
                                        "Sep", "Oct", "Nov", "Dec"};
-  snprintf(out, cap, "%s, %02d %s %04d %02d:%02d:%02d +0000",
-           days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-           tm.tm_hour, tm.tm_min, tm.tm_sec);
+  snprintf(out, cap, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
+           tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+           tm.tm_min, tm.tm_sec);
 }
 
 /* Length of the original's header section, up to and including the empty
@@ -194,8 +196,9 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
              "This is a MIME-encapsulated message.\r\n\r\n");
 
   /* Part 1: the human-readable explanation (RFC 6522 §3). */
-  db_fmt(&b, "--%s\r\nContent-Description: Notification\r\n"
-             "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
+  db_fmt(&b,
+         "--%s\r\nContent-Description: Notification\r\n"
+         "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
          boundary);
   db_str(&b, "This is the mail system at host ");
   db_safe(&b, host);
@@ -227,8 +230,9 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   }
 
   /* Part 2: the machine-readable report (RFC 3464 §2). */
-  db_fmt(&b, "--%s\r\nContent-Description: Delivery report\r\n"
-             "Content-Type: message/delivery-status\r\n\r\n",
+  db_fmt(&b,
+         "--%s\r\nContent-Description: Delivery report\r\n"
+         "Content-Type: message/delivery-status\r\n\r\n",
          boundary);
   db_str(&b, "Reporting-MTA: dns; ");
   db_safe(&b, host);
@@ -275,12 +279,14 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
 
   /* Part 3: what the sender gets back (RFC 3461 §4.3 RET, RFC 6522 §3). */
   if (full)
-    db_fmt(&b, "--%s\r\nContent-Description: Undelivered Message\r\n"
-               "Content-Type: message/rfc822\r\n\r\n",
+    db_fmt(&b,
+           "--%s\r\nContent-Description: Undelivered Message\r\n"
+           "Content-Type: message/rfc822\r\n\r\n",
            boundary);
   else
-    db_fmt(&b, "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
-               "Content-Type: text/rfc822-headers\r\n\r\n",
+    db_fmt(&b,
+           "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+           "Content-Type: text/rfc822-headers\r\n\r\n",
            boundary);
   db_lines(&b, orig, rlen);
   db_fmt(&b, "\r\n--%s--\r\n", boundary);

@@ -31,12 +31,12 @@ enum dsn_ret {
 };
 
 struct dsn_rcpt {
-  const char *addr;        /* final recipient, without <> */
-  const char *orcpt;       /* ORCPT= as given ("rfc822;a@b"), or NULL */
-  const char *status;      /* enhanced status, "5.1.1" */
-  const char *remote_mta;  /* MX host name that answered, or NULL */
-  const char *diagnostic;  /* remote reply "550 5.1.1 no such user", or NULL */
-  time_t last_attempt;     /* 0 when never attempted */
+  const char *addr;       /* final recipient, without <> */
+  const char *orcpt;      /* ORCPT= as given ("rfc822;a@b"), or NULL */
+  const char *status;     /* enhanced status, "5.1.1" */
+  const char *remote_mta; /* MX host name that answered, or NULL */
+  const char *diagnostic; /* remote reply "550 5.1.1 no such user", or NULL */
+  time_t last_attempt;    /* 0 when never attempted */
 };
 
 struct dsn_input {
@@ -46,13 +46,14 @@ struct dsn_input {
   const char *queue_id;      /* the original message's queue id */
   const char *envid;         /* ENVID= as given, or NULL */
   enum dsn_ret ret;
-  time_t arrival;            /* when the original message was accepted */
-  time_t now;                /* Date: of the report */
-  const char *boundary_seed; /* unique text for the MIME boundary, e.g. new queue id */
-  const uint8_t *original;   /* the original message (CRLF lines) */
+  time_t arrival; /* when the original message was accepted */
+  time_t now;     /* Date: of the report */
+  const char
+      *boundary_seed; /* unique text for the MIME boundary, e.g. new queue id */
+  const uint8_t *original; /* the original message (CRLF lines) */
   size_t original_len;
-  size_t full_limit;         /* RET=FULL returns at most this many bytes;
-                                larger messages return headers only */
+  size_t full_limit; /* RET=FULL returns at most this many bytes;
+                        larger messages return headers only */
   const struct dsn_rcpt *rcpts;
   size_t nrcpts; /* at least 1 */
 };
@@ -65,7 +66,42 @@ struct dsn_input {
  */
 int dsn_build(const struct dsn_input *in, char **out, size_t *outlen);
 
-/* Parses RET= ("FULL"/"HDRS", case-insensitive). Returns 0 or POSTERN_EINVAL. */
+/* Parses RET= ("FULL"/"HDRS", case-insensitive). Returns 0 or POSTERN_EINVAL.
+ */
 int dsn_ret_parse(const char *s, enum dsn_ret *out);
+
+
+/* ---- Reports for queued messages (the relay and `qtool bounce`) ---- */
+
+#include <stdbool.h>
+
+#include "queue/queue.h"
+
+/* One recipient outcome of a queued message. Strings are borrowed. */
+struct dsn_note {
+  unsigned index;              /* into env->rcpts */
+  enum queue_dsn_event event;  /* BOUNCED or DELAYED */
+  const char *status, *reply;  /* reply may be "" */
+  const char *mx;              /* remote MTA, "" when none answered */
+  uint64_t when_ms;
+};
+
+/* RFC 3461 §4.1: whether a recipient's NOTIFY asks for a report of `ev`.
+ * NEVER asks for none; a list asks for what it names; no NOTIFY means
+ * failures and delays. */
+bool dsn_notify_wants(unsigned notify, enum queue_dsn_event ev);
+
+/*
+ * Builds the one report for the notes of kind `ev` (BOUNCED or DELAYED)
+ * that the recipients' NOTIFY asks for. *nwanted gets their number.
+ * Returns 0 with a malloc'd *out; POSTERN_ENOENT when no note is wanted;
+ * POSTERN_ESTATE when the sender is null (RFC 3464 §2: never report on a
+ * report; the caller logs a double bounce); or dsn_build's errors.
+ */
+int dsn_build_for(const struct queue_env *env, const void *body,
+                  size_t body_len, const struct dsn_note *notes, size_t n,
+                  enum queue_dsn_event ev, const char *hostname,
+                  uint64_t now_ms, const char *dsn_id, char **out,
+                  size_t *outlen, size_t *nwanted);
 
 #endif

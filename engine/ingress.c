@@ -9,6 +9,7 @@
  * copy what the DSN needs, and free their own records.
  */
 #include "engine/internal.h"
+#include "engine/metrics.h"
 #include "engine/relay.h"
 
 #include "net/smtp_server.h"
@@ -42,8 +43,10 @@ static void on_committed(void *arg, int status) {
   struct relay *r = t->r;
   smtp_server_txn_done(t->txn, status, t->id);
   if (status == 0) {
+    metrics_inc(METRICS_ACCEPTED);
     engine__sched_notify_new(r->sched, t->id);
   } else {
+    metrics_inc(METRICS_ENQUEUE_FAILED);
     postern_log(POSTERN_LOG_WARN, "enqueue_failed", "id", t->id, "client",
                 t->client, "error", postern_strerror(status), NULL);
   }
@@ -178,8 +181,8 @@ static void on_result(void *arg, int status, const struct queue_env *env) {
   struct relay *r = j->relay;
   if (status != 0) {
     m->result_failed = true;
-    postern_log(POSTERN_LOG_ERROR, "result_commit_failed", "id", m->id,
-                "error", postern_strerror(status), NULL);
+    postern_log(POSTERN_LOG_ERROR, "result_commit_failed", "id", m->id, "error",
+                postern_strerror(status), NULL);
   } else {
     for (size_t i = 0; i < env->n_rcpts; i++) {
       const struct queue_rcpt *rc = &env->rcpts[i];

@@ -52,7 +52,7 @@ struct msgref {
    * thread, so no lock), read by the scheduler after the last job. */
   struct msg_note *notes;
   size_t n_notes, cap_notes;
-  bool result_failed; /* a result commit failed: the message stays due */
+  bool result_failed;  /* a result commit failed: the message stays due */
   struct msgref *next; /* scheduler inbox link */
 };
 
@@ -74,12 +74,12 @@ struct job {
   struct route_target route;
   char domain[256];
   uint64_t start_ms;
-  size_t n;             /* recipients in this job */
-  unsigned *idx;        /* their indexes in m->env->rcpts */
+  size_t n;                          /* recipients in this job */
+  unsigned *idx;                     /* their indexes in m->env->rcpts */
   struct queue_rcpt_result *results; /* one per recipient, filled by delivery */
   char (*status)[QUEUE_STATUS_MAX + 1];
   char (*reply)[QUEUE_REPLY_MAX + 1];
-  char mx[256]; /* the MX that answered, for DSNs and logs */
+  char mx[256];               /* the MX that answered, for DSNs and logs */
   struct queue_result_in rin; /* borrowed by the queue until on_result */
 };
 

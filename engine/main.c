@@ -19,7 +19,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: postern [-c FILE] [--check]\n"
-          "       postern --version | --help\n"
+          "       postern --version | --help | --directives\n"
           "\n"
           "Postern is an outbound mail relay: it accepts mail over SMTP from\n"
           "trusted clients, queues it durably and delivers it with the\n"
@@ -30,6 +30,8 @@ static void usage(FILE *f) {
           "                     defaults filled in, and exit\n"
           "  -V, --version      print the version and exit\n"
           "  -h, --help         print this help and exit\n"
+          "      --directives   list every configuration directive with its\n"
+          "                     arguments, default, range and purpose\n"
           "\n"
           "Exit status: 0 success, 1 configuration or runtime error, 2 usage "
           "error.\n"
@@ -43,6 +45,7 @@ int main(int argc, char **argv) {
       {"check", no_argument, NULL, 'n'},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
+      {"directives", no_argument, NULL, 'D'},
       {NULL, 0, NULL, 0},
   };
   const char *path = CONFIG_DEFAULT_PATH;
@@ -63,6 +66,8 @@ int main(int argc, char **argv) {
     case 'h':
       usage(stdout);
       return 0;
+    case 'D':
+      return config_schema_print(stdout) == 0 ? 0 : 1;
     case ':':
       fprintf(stderr, "postern: option %s needs an argument\n",
               argv[optind - 1]);

@@ -15,6 +15,7 @@
 #include "engine/relay.h"
 
 #include "engine/config.h"
+#include "engine/metrics.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
@@ -41,6 +42,7 @@ struct retired {
 static struct retired *retired_list;
 
 static uv_async_t main_wake;
+static struct metrics_server *metrics_srv;
 static atomic_int servers_closing;
 static bool drained;
 static bool finishing;
@@ -127,11 +129,11 @@ static int build_chain(const struct postern_config *cfg,
 }
 
 static void apply_log(const struct postern_config *cfg) {
-  int rc = postern_log_configure(
-      (enum postern_log_level)cfg->log.level,
-      cfg->log.format == CONFIG_LOG_JSON ? POSTERN_LOG_JSON
-                                         : POSTERN_LOG_LOGFMT,
-      cfg->log.file);
+  int rc = postern_log_configure((enum postern_log_level)cfg->log.level,
+                                 cfg->log.format == CONFIG_LOG_JSON
+                                     ? POSTERN_LOG_JSON
+                                     : POSTERN_LOG_LOGFMT,
+                                 cfg->log.file);
   if (rc != 0)
     postern_log(POSTERN_LOG_ERROR, "log_open_failed", "file", cfg->log.file,
                 "error", postern_strerror(rc), NULL);
@@ -153,7 +155,9 @@ static void worker_stopping(struct worker *w) {
   engine__deliver_worker_stop(w);
 }
 
-static void worker_exited(struct worker *w) { engine__deliver_worker_exit(w); }
+static void worker_exited(struct worker *w) {
+  engine__deliver_worker_exit(w);
+}
 
 /* ---- shutdown ---- */
 
@@ -171,6 +175,8 @@ static void finish(struct relay *r) {
   uv_close((uv_handle_t *)&r->sig_hup, NULL);
   uv_close((uv_handle_t *)&r->shutdown_timer, NULL);
   uv_close((uv_handle_t *)&main_wake, NULL);
+  metrics_server_close(metrics_srv);
+  metrics_srv = NULL;
   postern_log(POSTERN_LOG_INFO, "stopped", NULL);
 }
 
@@ -254,13 +260,49 @@ static void on_signal(uv_signal_t *s, int signum) {
     r->cfg = ncfg;
     r->chain = nchain;
     apply_log(ncfg);
-    postern_log(POSTERN_LOG_INFO, "reloaded", "config", r->config_path,
-                "note",
+    postern_log(POSTERN_LOG_INFO, "reloaded", "config", r->config_path, "note",
                 "listen, queue, dns and tls settings apply after a restart",
                 NULL);
     return;
   }
   begin_shutdown(r, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- metrics ---- */
+
+static void read_gauges(void *ud, struct metrics_gauges *g) {
+  struct relay *r = ud;
+  struct queue_stats st;
+  if (r->q && queue_stats_get(r->q, 0, &st) == 0) {
+    g->queue_messages = st.messages;
+    g->queue_recipients = st.recipients;
+    g->queue_bytes = st.bytes;
+    uint64_t now = queue_now_ms(r->q);
+    if (st.oldest_arrival_ms && now > st.oldest_arrival_ms)
+      g->queue_oldest_age_s = (now - st.oldest_arrival_ms) / 1000;
+    free(st.top);
+  }
+  g->inflight = r->sched ? engine__sched_inflight(r->sched) : 0;
+  for (size_t i = 0; i < r->nservers; i++)
+    g->inbound_sessions += smtp_server_sessions(r->servers[i]);
+  g->outbound_connections = atomic_load(&r->out_conns);
+}
+
+static void start_metrics(struct relay *r, uv_loop_t *loop) {
+  const struct config_metrics *m = &r->cfg->metrics;
+  if (!m->enabled)
+    return;
+  int rc = metrics_server_start(loop, (const struct sockaddr *)&m->listen.sa,
+                                read_gauges, r, &metrics_srv);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "metrics_listen_failed", "listen",
+                m->listen.text, "error", postern_strerror(rc), NULL);
+    return;
+  }
+  char port[16];
+  snprintf(port, sizeof port, "%u", metrics_server_port(metrics_srv));
+  postern_log(POSTERN_LOG_INFO, "metrics_listening", "listen", m->listen.text,
+              "port", port, NULL);
 }
 
 /* ---- privileges ---- */
@@ -280,12 +322,11 @@ static int drop_privileges(const struct postern_config *cfg) {
                 "error", strerror(errno), NULL);
   if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
       setuid(pw->pw_uid) != 0) {
-    postern_log(POSTERN_LOG_ERROR, "setuid_failed", "user", cfg->user,
-                "error", strerror(errno), NULL);
+    postern_log(POSTERN_LOG_ERROR, "setuid_failed", "user", cfg->user, "error",
+                strerror(errno), NULL);
     return POSTERN_EPERM;
   }
-  postern_log(POSTERN_LOG_INFO, "privileges_dropped", "user", cfg->user,
-              NULL);
+  postern_log(POSTERN_LOG_INFO, "privileges_dropped", "user", cfg->user, NULL);
   return 0;
 }
 
@@ -311,12 +352,10 @@ static int start_servers(struct relay *r) {
     const struct config_listen *l = &cfg->listens[i];
     if (l->tls_cert) {
       char err[256] = "";
-      struct tls_ctx_opts to = {.min_version = cfg->tls.min_version ==
-                                                       CONFIG_TLS_1_3
-                                                   ? 0x0304
-                                                   : 0};
-      rc = tls_ctx_new_server(&r->server_tls[i], l->tls_cert, l->tls_key,
-                              &to, err, sizeof err);
+      struct tls_ctx_opts to = {
+          .min_version = cfg->tls.min_version == CONFIG_TLS_1_3 ? 0x0304 : 0};
+      rc = tls_ctx_new_server(&r->server_tls[i], l->tls_cert, l->tls_key, &to,
+                              err, sizeof err);
       if (rc != 0) {
         postern_log(POSTERN_LOG_ERROR, "listen_tls_failed", "listen",
                     l->addr.text, "error", err, NULL);
@@ -437,6 +476,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   uv_signal_start(&r->sig_int, on_signal, SIGINT);
   uv_signal_start(&r->sig_hup, on_signal, SIGHUP);
 
+  start_metrics(r, loop);
   worker_pool_run(&r->pool);
   postern_log(POSTERN_LOG_INFO, "started", "config", config_path, NULL);
   uv_run(loop, UV_RUN_DEFAULT);

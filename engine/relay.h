@@ -63,7 +63,9 @@ bool engine__route_lookup(const struct relay *r, const char *domain,
 /* The worker that owns destination `key`. */
 struct worker *relay_worker_for(struct relay *r, const char *key);
 
-static inline struct queue *relay_queue(struct relay *r) { return r->q; }
+static inline struct queue *relay_queue(struct relay *r) {
+  return r->q;
+}
 static inline const char *relay_hostname(struct relay *r) {
   return r->cfg->hostname;
 }
@@ -71,6 +73,8 @@ static inline uint64_t relay_now_ms(struct relay *r) {
   return queue_now_ms(r->q);
 }
 /* Messages in flight at most; the rest wait in the due index. */
-static inline size_t relay_max_inflight(struct relay *r) { return 50000; }
+static inline size_t relay_max_inflight(struct relay *r) {
+  return 50000;
+}
 
 #endif

@@ -18,6 +18,7 @@
 #include "engine/relay.h"
 
 #include "engine/dsn.h"
+#include "engine/metrics.h"
 #include "postern_err.h"
 #include "postern_log.h"
 
@@ -63,7 +64,9 @@ struct sched {
 static void sched_scan(struct sched *s);
 static void dispatch(struct sched *s, const char *id);
 
-size_t engine__sched_inflight(struct sched *s) { return s->inflight.n; }
+size_t engine__sched_inflight(struct sched *s) {
+  return s->inflight.n;
+}
 
 void engine__sched_notify_new(struct sched *s, const char *id) {
   struct new_id *n = malloc(sizeof *n);
@@ -232,8 +235,8 @@ static void dispatch(struct sched *s, const char *id) {
   if (m == NULL)
     return;
   memcpy(m->id, id, QUEUE_ID_LEN + 1);
-  int rc = queue_msg_load(relay_queue(s->r), id, &m->env, &m->body,
-                          &m->body_len);
+  int rc =
+      queue_msg_load(relay_queue(s->r), id, &m->env, &m->body, &m->body_len);
   if (rc != 0) {
     /* ENOENT: delivered or deleted meanwhile (qtool); nothing to do. */
     if (rc != POSTERN_ENOENT)
@@ -257,79 +260,55 @@ static void dispatch(struct sched *s, const char *id) {
  * (or delayed), as RFC 3464 asks: one report per message per attempt. */
 static void send_dsns(struct sched *s, struct msgref *m,
                       enum queue_dsn_event ev) {
-  size_t n = 0;
-  for (size_t i = 0; i < m->n_notes; i++)
-    if (m->notes[i].event == ev)
-      n++;
-  if (n == 0)
+  if (m->n_notes == 0)
     return;
-  const struct queue_env *env = m->env;
-  if (env->sender[0] == '\0') {
-    /* RFC 3464 §2: never report on a report. */
-    for (size_t i = 0; i < m->n_notes; i++)
-      if (m->notes[i].event == ev)
-        postern_log(POSTERN_LOG_WARN, "double_bounce", "id", m->id, "rcpt",
-                    env->rcpts[m->notes[i].index].addr, "dsn",
-                    m->notes[i].status, NULL);
+  struct dsn_note *dn = calloc(m->n_notes, sizeof *dn);
+  if (dn == NULL)
     return;
-  }
-  struct dsn_rcpt *dr = calloc(n, sizeof *dr);
-  if (dr == NULL)
-    return;
-  size_t k = 0;
   for (size_t i = 0; i < m->n_notes; i++) {
-    struct msg_note *note = &m->notes[i];
-    if (note->event != ev)
-      continue;
-    const struct queue_rcpt *rc = &env->rcpts[note->index];
-    dr[k].addr = rc->addr;
-    dr[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
-    dr[k].status = note->status;
-    dr[k].remote_mta = note->mx[0] ? note->mx : NULL;
-    dr[k].diagnostic = note->reply[0] ? note->reply : NULL;
-    dr[k].last_attempt = (time_t)(note->when_ms / 1000);
-    k++;
+    const struct msg_note *note = &m->notes[i];
+    dn[i] = (struct dsn_note){.index = note->index,
+                              .event = note->event,
+                              .status = note->status,
+                              .reply = note->reply,
+                              .mx = note->mx,
+                              .when_ms = note->when_ms};
   }
   char dsn_id[QUEUE_ID_LEN + 1];
   queue_id_new(dsn_id);
-  struct dsn_input in = {
-      .kind = ev == QUEUE_DSN_BOUNCED ? DSN_FAILURE : DSN_DELAY,
-      .reporting_mta = relay_hostname(s->r),
-      .sender = env->sender,
-      .queue_id = m->id,
-      .envid = env->envid[0] ? env->envid : NULL,
-      .ret = env->ret == QUEUE_RET_FULL
-                 ? DSN_RET_FULL
-                 : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS
-                                               : DSN_RET_DEFAULT),
-      .arrival = (time_t)(env->arrival_ms / 1000),
-      .now = (time_t)(relay_now_ms(s->r) / 1000),
-      .boundary_seed = dsn_id,
-      .original = m->body,
-      .original_len = m->body_len,
-      .full_limit = 10u << 20,
-      .rcpts = dr,
-      .nrcpts = n,
-  };
   char *msg;
-  size_t len;
-  int rc = dsn_build(&in, &msg, &len);
-  free(dr);
+  size_t len, nwanted;
+  int rc = dsn_build_for(m->env, m->body, m->body_len, dn, m->n_notes, ev,
+                         relay_hostname(s->r), relay_now_ms(s->r), dsn_id,
+                         &msg, &len, &nwanted);
+  if (rc == POSTERN_ESTATE) {
+    /* RFC 3464 §2: never report on a report. */
+    for (size_t i = 0; i < m->n_notes; i++) {
+      if (dn[i].event != ev ||
+          !dsn_notify_wants(m->env->rcpts[dn[i].index].notify, ev))
+        continue;
+      metrics_inc(METRICS_DOUBLE_BOUNCES);
+      postern_log(POSTERN_LOG_WARN, "double_bounce", "id", m->id, "rcpt",
+                  m->env->rcpts[dn[i].index].addr, "dsn", dn[i].status, NULL);
+    }
+  }
+  free(dn);
+  if (rc == POSTERN_ENOENT || rc == POSTERN_ESTATE)
+    return;
+  if (rc == 0) {
+    rc = relay_submit_local(s->r, dsn_id, "", m->env->sender, msg, len);
+    if (rc != 0)
+      free(msg);
+  }
   if (rc != 0) {
     postern_log(POSTERN_LOG_ERROR, "dsn_failed", "id", m->id, "error",
                 postern_strerror(rc), NULL);
     return;
   }
-  rc = relay_submit_local(s->r, dsn_id, "", env->sender, msg, len);
-  if (rc != 0) {
-    postern_log(POSTERN_LOG_ERROR, "dsn_failed", "id", m->id, "error",
-                postern_strerror(rc), NULL);
-    free(msg);
-    return;
-  }
+  metrics_inc(METRICS_DSN_QUEUED);
   postern_log(POSTERN_LOG_INFO, "dsn_queued", "id", m->id, "dsn_id", dsn_id,
               "kind", ev == QUEUE_DSN_BOUNCED ? "failure" : "delay", "to",
-              env->sender, NULL);
+              m->env->sender, NULL);
 }
 
 static void finish_msg(struct sched *s, struct msgref *m) {

@@ -15,7 +15,9 @@
 
 static _Thread_local struct worker *current_worker;
 
-struct worker *worker_current(void) { return current_worker; }
+struct worker *worker_current(void) {
+  return current_worker;
+}
 
 static void run_tasks(uv_async_t *a) {
   struct worker *w = a->data;

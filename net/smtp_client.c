@@ -66,6 +66,7 @@ struct smtp_client {
   bool close_requested;
   bool dead; /* the session can no longer be used */
   int deferred_status;
+  char deferred_reason[128]; /* why, when known (connect/bind errors) */
 
   uint64_t connect_to, command_to, data_to;
   char *helo_name, *mx_name, *session_key;
@@ -330,7 +331,10 @@ static void on_timer(uv_timer_t *t) {
   }
   if (status < 0) {
     const char *enh = c->state == SMTP_CLIENT_CONNECTING ? "4.4.1" : "4.4.2";
-    session_failed(c, status, enh, postern_strerror(status), NULL);
+    session_failed(c, status, enh,
+                   c->deferred_reason[0] ? c->deferred_reason
+                                         : postern_strerror(status),
+                   NULL);
     return;
   }
   char why[96];
@@ -1449,10 +1453,18 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   int rc = 0;
   if (c->has_local) {
     rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->local_addr, 0);
+    if (rc < 0) {
+      snprintf(c->deferred_reason, sizeof c->deferred_reason,
+               "cannot bind to local_ip: %s", uv_strerror(rc));
+    }
   }
   if (rc == 0) {
     rc = uv_tcp_connect(&c->connect_req, &c->tcp,
                         (const struct sockaddr *)&c->peer, on_connect);
+    if (rc < 0) {
+      snprintf(c->deferred_reason, sizeof c->deferred_reason,
+               "connect failed: %s", uv_strerror(rc));
+    }
   }
   if (rc < 0) {
     fail_soon(c, postern_err_from_errno(-rc));

@@ -22,6 +22,8 @@
  *
  * Threading: a client belongs to the loop it was made on; every call must
  * come from that loop's thread. The tls_ctx in the options may be shared.
+ * The process must ignore SIGPIPE (libuv writes with write(2), and servers
+ * do hang up while we write).
  *
  * Callbacks are never called from inside the call that started the
  * operation. After smtp_client_close() no callback runs except close_cb.

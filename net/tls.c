@@ -21,7 +21,6 @@
  *    libuv has completed (or cancelled) every write.
  */
 #include "net/tls.h"
-#include "net/tls_internal.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -695,8 +694,4 @@ int tls_conn_peer_cert_der(const struct tls_conn *t, size_t i,
   *der = CRYPTO_BUFFER_data(b);
   *len = CRYPTO_BUFFER_len(b);
   return 0;
-}
-
-const char *tls__conn_server_name(const struct tls_conn *t) {
-  return t->server_name;
 }

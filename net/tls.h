@@ -34,6 +34,8 @@
  * for logs. The presented chain is available as DER so that a DANE matcher
  * (RFC 7672) can decide "authenticated" by itself instead of PKIX.
  *
+ * Writes use uv_write(): the process must ignore SIGPIPE.
+ *
  * Errors: functions return 0 or a negative POSTERN_E* code (postern_err.h).
  * POSTERN_ETLS means the TLS layer failed; tls_conn_error() then holds the
  * reason ("handshake: peer alert handshake failure", ...).

@@ -13,7 +13,9 @@ struct local_state {
   enum policy_mx_level min_mx;
 };
 
-static void local_free(void *state) { free(state); }
+static void local_free(void *state) {
+  free(state);
+}
 
 static void local_check_mx(void *state, void *pd, const struct policy_mx *mx,
                            struct policy_mx_verdict *v) {

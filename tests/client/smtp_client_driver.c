@@ -18,6 +18,7 @@
  * one TLS context (session resumption). Exits 0 unless the driver itself
  * failed (bad arguments, unreadable files); delivery outcomes are output.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,6 +343,9 @@ int main(int argc, char **argv) {
   if (g.has_local) {
     g.opts.local_addr = (const struct sockaddr *)&g.local;
   }
+  /* libuv writes with write(2): a peer that hangs up mid-body would kill
+   * us with SIGPIPE. Every process using the client must ignore it. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&g.loop);
   start_session();
   uv_run(&g.loop, UV_RUN_DEFAULT);

@@ -478,6 +478,20 @@ def test_local_ip(p):
               "local_ip: connection comes from 127.0.0.2")
 
 
+def test_local_ip_unusable(p):
+    with smtpd_peer.Peer(host="127.0.0.1") as peer:
+        events, _ = run(peer, "--local-ip", "192.0.2.1", "--rcpt", "a@x.test",
+                        "--body-file", BODY_FILE)
+        r = ev(events, "ready")
+        check(r and r["status"] != "OK" and r["failed_state"] == "connecting"
+              and r["last_reply"]["enh"] == "4.4.1" and
+              ("bind" in r["last_reply"]["text"] or
+               "connect" in r["last_reply"]["text"]) and
+              ev(events, "closed") is not None,
+              "local_ip not on this host: reported later by ready_cb (%r)" % (
+                  r and r["last_reply"]["text"]))
+
+
 def test_ipv6(p):
     try:
         s = socket.socket(socket.AF_INET6)

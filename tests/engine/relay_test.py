@@ -7,6 +7,8 @@ Usage: relay_test.py POSTERN_BINARY
 
 import email
 import email.policy
+import urllib.error
+import urllib.request
 import sys
 import threading
 import time
@@ -80,7 +82,8 @@ def main():
         delivery = (f"port {port}; route routed.test 127.0.0.1:{routed.port};"
                     " connect_timeout 2s")
         with Relay(POSTERN, dns.port, delivery=delivery,
-                   extra="queue { retry_initial 1s; retry_max 2s }") as r:
+                   extra="queue { retry_initial 1s; retry_max 2s }\n"
+                         "metrics { listen 127.0.0.1:0 }") as r:
             # 1. A static route: N messages in, N out, each once, over
             #    several client sessions at once.
             n = 30
@@ -167,11 +170,33 @@ def main():
             r.wait_log(lambda e: e.get("event") == "double_bounce")
             check(True, "null sender bounce: logged as double bounce, no DSN")
 
-            # 9. Graceful shutdown: exit 0.
+            # 9. Metrics: Prometheus text with the counters seen above.
+            mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+            values = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    k, v = line.rsplit(" ", 1)
+                    values[k] = float(v)
+            accepted = values.get("postern_messages_accepted_total", 0)
+            check(accepted >= n + 8, f"metrics: accepted counter ({accepted})")
+            sent_none = values.get('postern_deliveries_total{status="sent",mx_level="none",tls_level="none"}', 0)
+            check(sent_none >= n, f"metrics: sent deliveries by level ({sent_none})")
+            check(values.get("postern_dsn_queued_total", 0) >= 2, "metrics: DSNs counted")
+            check(values.get("postern_double_bounces_total", 0) >= 1, "metrics: double bounce counted")
+            check("postern_queue_messages" in values and "postern_inbound_sessions" in values,
+                  "metrics: queue and session gauges present")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=10)
+                check(False, "metrics: unknown path refused")
+            except urllib.error.HTTPError as e:
+                check(e.code == 404, "metrics: unknown path is 404")
+
+            # 10. Graceful shutdown: exit 0.
             rc = r.stop()
             check(rc == 0, f"SIGTERM: exit status 0 (got {rc})")
 
-            # 10. The deferred message is still queued after a restart and is
+            # 11. The deferred message is still queued after a restart and is
             #     attempted again (SERVFAIL keeps it deferred).
             r.start()
             r.wait_log(lambda e: e.get("rcpt") == "x@tempfail.test" and

@@ -1,7 +1,7 @@
 /*
  * qtool - read and change Postern's queue, with or without a running relay.
  *
- *   qtool [-d STATE_DIR] COMMAND [ARGS]
+ *   qtool [-c CONFIG | -d STATE_DIR] COMMAND [ARGS]
  *
  * Every command opens the queue with no_create (a wrong path is an error,
  * never a new empty queue) and works through LMDB's multi-process locking,
@@ -14,8 +14,17 @@
  * printed with non-printable bytes escaped, as \xHH, and JSON strings are
  * escaped so the output is valid JSON whatever the bytes.
  */
+#include "engine/config.h"
+#include "engine/dsn.h"
 #include "postern_err.h"
 #include "queue/queue.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -23,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_STATE_DIR "/var/lib/postern"
 #define EXIT_OK 0
@@ -30,12 +40,16 @@
 #define EXIT_USAGE 2
 
 static const char usage_text[] =
-    "usage: qtool [-d STATE_DIR] COMMAND [ARGS]\n"
+    "usage: qtool [-c CONFIG | -d STATE_DIR] COMMAND [ARGS]\n"
     "  list [--json] [--domain D] [--state active|deferred|held]\n"
     "       [--older-than DURATION] [--limit N]\n"
     "  show ID [--json] [--body]\n"
     "  stats [--json] [--top N]\n"
-    "  hold|release|retry|delete ID...|--all|--domain D\n";
+    "  hold|release|retry|delete ID...|--all|--domain D\n"
+    "  bounce ID...|--domain D\n";
+
+/* Set by -c: the relay's configuration (state_dir, hostname, metrics). */
+static struct postern_config *cfg;
 
 static int usage(const char *fmt, const char *arg) {
   if (fmt) {
@@ -453,6 +467,317 @@ static int cmd_show(const char *dir, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* ---- the running relay's counters ------------------------------------ */
+
+struct relay_counters {
+  uint64_t accepted, sent, deferred, bounced, inflight;
+};
+
+/* Sums the samples of one metric family ("name" or "name{...}"). */
+static uint64_t metric_sum(const char *text, const char *name,
+                           const char *label) {
+  uint64_t sum = 0;
+  size_t nl = strlen(name);
+  for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+    if (strncmp(l, name, nl) != 0 || (l[nl] != ' ' && l[nl] != '{'))
+      continue;
+    const char *end = strchr(l, '\n');
+    size_t len = end ? (size_t)(end - l) : strlen(l);
+    char line[512];
+    if (len >= sizeof line)
+      continue;
+    memcpy(line, l, len);
+    line[len] = 0;
+    if (label && strstr(line, label) == NULL)
+      continue;
+    const char *sp = strrchr(line, ' ');
+    if (sp)
+      sum += strtoull(sp + 1, NULL, 10);
+  }
+  return sum;
+}
+
+/* With -c and a `metrics { listen }` block, asks the running relay for its
+ * counters (GET /metrics on loopback, 2 s at most). False when there is no
+ * relay to ask. */
+static bool relay_counters_get(struct relay_counters *out) {
+  if (cfg == NULL || !cfg->metrics.enabled)
+    return false;
+  const struct config_addr *a = &cfg->metrics.listen;
+  int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return false;
+  bool ok = false;
+  char *buf = NULL;
+  if (connect(fd, (const struct sockaddr *)&a->sa, a->salen) != 0)
+    goto done;
+  static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
+    goto done;
+  size_t cap = 1 << 20, len = 0;
+  buf = malloc(cap + 1);
+  if (buf == NULL)
+    goto done;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) <= 0)
+      goto done;
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0)
+      goto done;
+    if (n == 0)
+      break;
+    len += (size_t)n;
+    if (len == cap)
+      break;
+  }
+  buf[len] = 0;
+  if (strncmp(buf, "HTTP/1.0 200", 12) != 0)
+    goto done;
+  out->accepted = metric_sum(buf, "postern_messages_accepted_total", NULL);
+  out->sent = metric_sum(buf, "postern_deliveries_total", "status=\"sent\"");
+  out->deferred =
+      metric_sum(buf, "postern_deliveries_total", "status=\"deferred\"");
+  out->bounced =
+      metric_sum(buf, "postern_deliveries_total", "status=\"bounced\"");
+  out->inflight = metric_sum(buf, "postern_inflight_messages", NULL);
+  ok = true;
+done:
+  free(buf);
+  close(fd);
+  return ok;
+}
+
+/* ---- bounce ------------------------------------------------------------- */
+
+/* The writer thread completes result and submit callbacks; qtool waits. */
+struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  int status;
+  struct dsn_note *notes;
+  size_t n_notes;
+  char (*status_txt)[QUEUE_STATUS_MAX + 1];
+};
+
+static void wait_done(struct waiter *w) {
+  pthread_mutex_lock(&w->mu);
+  while (!w->done)
+    pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void on_bounce_result(void *arg, int status,
+                             const struct queue_env *env) {
+  struct waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->status = status;
+  if (status == 0) {
+    for (size_t i = 0; i < env->n_rcpts && w->n_notes < env->n_rcpts; i++) {
+      if (env->rcpts[i].event != QUEUE_DSN_BOUNCED)
+        continue;
+      struct dsn_note *n = &w->notes[w->n_notes];
+      snprintf(w->status_txt[w->n_notes], sizeof w->status_txt[0], "%s",
+               env->rcpts[i].status);
+      *n = (struct dsn_note){.index = (unsigned)i,
+                             .event = QUEUE_DSN_BOUNCED,
+                             .status = w->status_txt[w->n_notes],
+                             .reply = "",
+                             .mx = "",
+                             .when_ms = env->rcpts[i].last_ms};
+      w->n_notes++;
+    }
+  }
+  w->done = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void on_dsn_committed(void *arg, int status) {
+  struct waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->status = status;
+  w->done = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static const char bounce_reason[] = "bounced by the operator (qtool bounce)";
+
+static bool domain_is(const char *addr, const char *domain) {
+  const char *at = strrchr(addr, '@');
+  return at && strcasecmp(at + 1, domain) == 0;
+}
+
+/* Fails the open recipients of one message (those of `domain` only, when
+ * given) with 5.0.0 and queues one DSN to its sender. 0 when done, 1 when
+ * the id is unknown or a step failed (said on stderr). */
+static int bounce_one(struct queue *q, const char *id, const char *domain,
+                      size_t *nrcpts, size_t *ndsn) {
+  struct queue_env *e;
+  void *body = NULL;
+  size_t blen = 0;
+  int rc = queue_id_valid(id) ? queue_msg_load(q, id, &e, &body, &blen)
+                              : POSTERN_ENOENT;
+  if (rc) {
+    fprintf(stderr, "qtool: bounce: ");
+    put_text(stderr, id);
+    fprintf(stderr, ": %s\n",
+            rc == POSTERN_ENOENT ? "unknown id" : postern_strerror(rc));
+    return EXIT_FAIL;
+  }
+  struct queue_rcpt_result *res = calloc(e->n_rcpts, sizeof *res);
+  struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                     .cv = PTHREAD_COND_INITIALIZER};
+  w.notes = calloc(e->n_rcpts, sizeof *w.notes);
+  w.status_txt = calloc(e->n_rcpts, sizeof *w.status_txt);
+  int status = EXIT_FAIL;
+  if (!res || !w.notes || !w.status_txt)
+    goto out;
+  size_t n = 0;
+  for (size_t i = 0; i < e->n_rcpts; i++) {
+    const struct queue_rcpt *r = &e->rcpts[i];
+    if (r->state != QUEUE_RCPT_PENDING && r->state != QUEUE_RCPT_DEFERRED)
+      continue;
+    if (domain && !domain_is(r->addr, domain))
+      continue;
+    res[n++] = (struct queue_rcpt_result){.index = (unsigned)i,
+                                          .outcome = QUEUE_OUTCOME_BOUNCED,
+                                          .status = "5.0.0",
+                                          .reply = bounce_reason};
+  }
+  if (n == 0) {
+    status = EXIT_OK;
+    goto out;
+  }
+  struct queue_result_in in = {.id = e->id, .results = res, .n_results = n};
+  rc = queue_result_submit(q, &in, on_bounce_result, &w);
+  if (rc == 0) {
+    wait_done(&w);
+    rc = w.status;
+  }
+  if (rc) {
+    fprintf(stderr, "qtool: bounce: %s: %s\n", e->id, postern_strerror(rc));
+    goto out;
+  }
+  *nrcpts += n;
+  for (size_t i = 0; i < w.n_notes; i++)
+    w.notes[i].reply = bounce_reason;
+  char dsn_id[QUEUE_ID_LEN + 1];
+  queue_id_new(dsn_id);
+  char *msg;
+  size_t mlen, nwanted;
+  const char *host = cfg ? cfg->hostname : "localhost";
+  rc = dsn_build_for(e, body, blen, w.notes, w.n_notes, QUEUE_DSN_BOUNCED,
+                     host, queue_now_ms(q), dsn_id, &msg, &mlen, &nwanted);
+  if (rc == POSTERN_ENOENT || rc == POSTERN_ESTATE) {
+    /* NOTIFY asked for no report, or the sender is null (a bounce
+     * itself): RFC 3461 §4.1, RFC 3464 §2. */
+    status = EXIT_OK;
+    goto out;
+  }
+  if (rc) {
+    fprintf(stderr, "qtool: bounce: %s: DSN: %s\n", e->id,
+            postern_strerror(rc));
+    goto out;
+  }
+  struct queue_rcpt_in to = {.addr = e->sender};
+  struct iovec iov = {.iov_base = msg, .iov_len = mlen};
+  struct queue_msg_in m = {.id = dsn_id,
+                           .sender = "",
+                           .rcpts = &to,
+                           .n_rcpts = 1,
+                           .client_addr = "qtool",
+                           .body = &iov,
+                           .body_iovcnt = 1};
+  w.done = false;
+  rc = queue_msg_submit(q, &m, on_dsn_committed, &w);
+  if (rc == 0) {
+    wait_done(&w);
+    rc = w.status;
+  }
+  free(msg);
+  if (rc) {
+    fprintf(stderr, "qtool: bounce: %s: queueing the DSN: %s\n", e->id,
+            postern_strerror(rc));
+    goto out;
+  }
+  (*ndsn)++;
+  status = EXIT_OK;
+out:
+  free(res);
+  free(w.notes);
+  free(w.status_txt);
+  free(body);
+  queue_env_free(e);
+  return status;
+}
+
+struct id_list {
+  char **ids;
+  size_t n, cap;
+};
+
+static int collect_id(void *arg, const struct queue_env *env) {
+  struct id_list *l = arg;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 64;
+    char **ni = realloc(l->ids, nc * sizeof *ni);
+    if (ni == NULL)
+      return 1;
+    l->ids = ni;
+    l->cap = nc;
+  }
+  l->ids[l->n] = strdup(env->id);
+  if (l->ids[l->n] == NULL)
+    return 1;
+  l->n++;
+  return 0;
+}
+
+static int cmd_bounce(const char *dir, int argc, char **argv) {
+  const char *domain = NULL;
+  static const struct option lo[] = {{"domain", required_argument, NULL, 'D'},
+                                     {NULL, 0, NULL, 0}};
+  int ch;
+  while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    if (ch == 'D')
+      domain = optarg;
+    else
+      return usage(NULL, NULL);
+  }
+  size_t nids = (size_t)(argc - optind);
+  if ((domain ? 1 : 0) + (nids ? 1 : 0) != 1)
+    return usage("bounce takes IDs, or --domain D (one of them)", NULL);
+  struct queue *q = open_queue(dir);
+  if (q == NULL)
+    return EXIT_FAIL;
+  struct id_list l = {0};
+  if (domain) {
+    int rc = queue_list(q, NULL, domain, 512, collect_id, &l);
+    if (rc) {
+      fprintf(stderr, "qtool: bounce: %s\n", postern_strerror(rc));
+      queue_close(q);
+      return EXIT_FAIL;
+    }
+  }
+  int status = EXIT_OK;
+  size_t nrcpts = 0, ndsn = 0, nmsgs = domain ? l.n : nids;
+  for (size_t i = 0; i < nmsgs; i++) {
+    const char *id = domain ? l.ids[i] : argv[optind + (int)i];
+    if (bounce_one(q, id, domain, &nrcpts, &ndsn) != EXIT_OK)
+      status = EXIT_FAIL;
+  }
+  queue_close(q);
+  for (size_t i = 0; i < l.n; i++)
+    free(l.ids[i]);
+  free(l.ids);
+  printf("bounced %zu recipient%s, %zu DSN%s queued\n", nrcpts,
+         nrcpts == 1 ? "" : "s", ndsn, ndsn == 1 ? "" : "s");
+  return status;
+}
+
 /* ---- stats -------------------------------------------------------------- */
 
 static int cmd_stats(const char *dir, int argc, char **argv) {
@@ -487,6 +812,8 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
   uint64_t oldest = st.oldest_arrival_ms && now > st.oldest_arrival_ms
                         ? now - st.oldest_arrival_ms
                         : 0;
+  struct relay_counters rc_relay;
+  bool have_relay = relay_counters_get(&rc_relay);
   if (json) {
     printf(
         "{\"messages\":%" PRIu64 ",\"active\":%" PRIu64 ",\"deferred\":%" PRIu64
@@ -502,7 +829,14 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
       put_json_str(st.top[i].domain);
       printf(",\"messages\":%" PRIu64 "}", st.top[i].messages);
     }
-    puts("]}");
+    putchar(']');
+    if (have_relay)
+      printf(",\"relay\":{\"accepted\":%" PRIu64 ",\"sent\":%" PRIu64
+             ",\"deferred\":%" PRIu64 ",\"bounced\":%" PRIu64
+             ",\"inflight\":%" PRIu64 "}",
+             rc_relay.accepted, rc_relay.sent, rc_relay.deferred,
+             rc_relay.bounced, rc_relay.inflight);
+    puts("}");
   } else {
     char age[32];
     fmt_duration(age, sizeof age, oldest);
@@ -520,6 +854,12 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
       put_text(stdout, st.top[i].domain);
       putchar('\n');
     }
+    if (have_relay)
+      printf("relay since start: accepted %" PRIu64 ", sent %" PRIu64
+             ", deferred %" PRIu64 ", bounced %" PRIu64 ", in flight %" PRIu64
+             "\n",
+             rc_relay.accepted, rc_relay.sent, rc_relay.deferred,
+             rc_relay.bounced, rc_relay.inflight);
   }
   free(st.top);
   return EXIT_OK;
@@ -590,8 +930,17 @@ int main(int argc, char **argv) {
     case 'd':
       dir = optarg;
       break;
-    case 'c':
-      return usage("-c CONFIG is not available yet; use -d STATE_DIR", NULL);
+    case 'c': {
+      struct config_error err;
+      if (config_load(optarg, &cfg, &err) != 0) {
+        char msg[2048];
+        config_error_format(&err, msg, sizeof msg);
+        fprintf(stderr, "qtool: %s\n", msg);
+        return EXIT_FAIL;
+      }
+      dir = cfg->state_dir;
+      break;
+    }
     case 'h':
       fputs(usage_text, stdout);
       return EXIT_OK;
@@ -606,7 +955,7 @@ int main(int argc, char **argv) {
   char **sub_argv = argv + optind;
 
   enum queue_admin_op op;
-  enum { LIST, SHOW, STATS, ADMIN } kind;
+  enum { LIST, SHOW, STATS, ADMIN, BOUNCE } kind;
   if (strcmp(cmd, "list") == 0)
     kind = LIST;
   else if (strcmp(cmd, "show") == 0)
@@ -621,6 +970,8 @@ int main(int argc, char **argv) {
     kind = ADMIN, op = QUEUE_ADMIN_RETRY;
   else if (strcmp(cmd, "delete") == 0)
     kind = ADMIN, op = QUEUE_ADMIN_DELETE;
+  else if (strcmp(cmd, "bounce") == 0)
+    kind = BOUNCE;
   else
     return usage("unknown command '%s'", cmd);
 
@@ -637,6 +988,9 @@ int main(int argc, char **argv) {
   case STATS:
     rc = cmd_stats(dir, sub_argc, sub_argv);
     break;
+  case BOUNCE:
+    rc = cmd_bounce(dir, sub_argc, sub_argv);
+    break;
   case ADMIN:
   default:
     rc = cmd_admin(dir, op, cmd, sub_argc, sub_argv);
@@ -644,5 +998,6 @@ int main(int argc, char **argv) {
   }
   if (fflush(stdout) != 0 && rc == EXIT_OK)
     rc = EXIT_FAIL;
+  config_free(cfg);
   return rc;
 }

@@ -171,7 +171,58 @@ try:
     qtool(state, "hold", expect=2)
     qtool(state, "hold", "--all", ids[1], expect=2)
     qtool(state, "show", expect=2)
-    qtool(state, "-c", "/etc/postern.conf", "list", expect=2)
+    # -c CONFIG: the queue named by the configuration's state_dir
+    p = subprocess.run([QTOOL, "-c", os.path.join(tmp, "nope.conf"), "list"],
+                       capture_output=True, timeout=60)
+    check(p.returncode == 1 and b"nope.conf" in p.stderr,
+          "-c with a missing file: exit 1 naming it")
+    conf = os.path.join(tmp, "postern.conf")
+    with open(conf, "w") as f:
+        f.write("hostname relay.test\nstate_dir %s\nlisten 127.0.0.1:0\n"
+                "delivery {\n  workers 1\n  bogus 1\n}\n" % state)
+    p = subprocess.run([QTOOL, "-c", conf, "stats"], capture_output=True,
+                       timeout=60)
+    check(p.returncode == 1 and b"postern.conf:6:3:" in p.stderr,
+          "-c with a bad config: exit 1 with file:line:col")
+    with open(conf, "w") as f:
+        f.write("hostname relay.test\nstate_dir %s\nlisten 127.0.0.1:0\n"
+                % state)
+    p = subprocess.run([QTOOL, "-c", conf, "stats", "--json"],
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0 and json.loads(p.stdout)["messages"] == 19,
+          "-c CONFIG opens the configured queue")
+
+    # bounce: recipients fail now, one DSN per message to its sender
+    victim = qjson(state, "list", "--domain", "a.test", "--json")[0]["id"]
+    p = qtool(state, "bounce", victim)
+    check(p.stdout.strip() == b"bounced 1 recipient, 1 DSN queued",
+          "bounce ID: one recipient, one DSN")
+    qtool(state, "show", victim, expect=1)
+    msgs = qjson(state, "list", "--json")
+    dsns = [m for m in msgs if m["sender"] == ""]
+    check(len(dsns) == 1 and len(msgs) == 19, "the DSN replaced the message")
+    sh = qjson(state, "show", dsns[0]["id"], "--json")
+    check(sh["recipients"][0]["addr"] == "sender@qfill.test",
+          "the DSN goes to the original sender")
+    body = qtool(state, "show", dsns[0]["id"], "--body").stdout
+    check(b"report-type=delivery-status" in body and
+          b"Status: 5.0.0" in body and b"Action: failed" in body and
+          b"qtool bounce" in body and victim.encode() in body,
+          "the DSN is a delivery-status report naming the message")
+    qtool(state, "bounce", "01ZZZZZZZZZZZZZZZZZZZZZZZZ", expect=1)
+    qtool(state, "bounce", expect=2)
+    qtool(state, "bounce", "--all", expect=2)
+    before = qjson(state, "stats", "--json")
+    bdom = [d["messages"] for d in before["domains"] if d["domain"] == "b.test"]
+    p = qtool(state, "bounce", "--domain", "b.test")
+    n = bdom[0] if bdom else 0
+    check(p.stdout.strip() == ("bounced %d recipients, %d DSNs queued"
+                               % (n, n)).encode(),
+          "bounce --domain: every message of the domain (%d)" % n)
+    after = qjson(state, "stats", "--json")
+    check(not [d for d in after["domains"] if d["domain"] == "b.test"],
+          "bounce --domain: nothing left for b.test")
+    qtool(state, "delete", "--domain", "qfill.test")
 
     # a queue that cannot be opened: exit 1, nothing created
     missing = os.path.join(tmp, "missing")

@@ -1,0 +1,370 @@
+/*
+ * metrics.c - counters and the Prometheus endpoint (see metrics.h).
+ *
+ * The HTTP side is deliberately tiny: one request per connection (HTTP/1.0
+ * semantics, `Connection: close`), a request head bounded at 8 KiB, only
+ * GET /metrics answered, everything else 404/405/400. Scrapers are trusted
+ * operators on loopback, but input is still bounded and never echoed.
+ */
+#include "engine/metrics.h"
+
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Atomic uint64_t counters[METRICS__COUNTER_COUNT];
+static _Atomic uint64_t
+    deliveries[3][POLICY_MX_LEVEL_COUNT][POLICY_TLS_LEVEL_COUNT];
+
+#define POLICY_SLOTS 64
+struct policy_slot {
+  const char *module, *outcome; /* static strings; NULL when free */
+  _Atomic uint64_t n;
+};
+static struct policy_slot policy_slots[POLICY_SLOTS];
+static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const counter_names[] = {
+#define METRICS__N(name, str, help) str,
+    METRICS_COUNTER_MAP(METRICS__N)
+#undef METRICS__N
+};
+static const char *const counter_help[] = {
+#define METRICS__H(name, str, help) help,
+    METRICS_COUNTER_MAP(METRICS__H)
+#undef METRICS__H
+};
+static const char *const status_names[] = {"sent", "deferred", "bounced"};
+
+void metrics_inc(enum metrics_counter c) {
+  atomic_fetch_add_explicit(&counters[c], 1, memory_order_relaxed);
+}
+
+uint64_t metrics_get(enum metrics_counter c) {
+  return atomic_load(&counters[c]);
+}
+
+void metrics_delivery(enum metrics_status st, enum policy_mx_level mx,
+                      enum policy_tls_level tls) {
+  if ((unsigned)st > METRICS_BOUNCED || (unsigned)mx >= POLICY_MX_LEVEL_COUNT ||
+      (unsigned)tls >= POLICY_TLS_LEVEL_COUNT)
+    return;
+  atomic_fetch_add_explicit(&deliveries[st][mx][tls], 1, memory_order_relaxed);
+}
+
+uint64_t metrics_get_delivery(enum metrics_status st, enum policy_mx_level mx,
+                              enum policy_tls_level tls) {
+  return atomic_load(&deliveries[st][mx][tls]);
+}
+
+void metrics_policy(const char *module, const char *outcome) {
+  /* Lookups compare pointers first (the strings are static), then text,
+   * so a module may pass equal literals from different places. */
+  for (size_t i = 0; i < POLICY_SLOTS; i++) {
+    struct policy_slot *s = &policy_slots[i];
+    const char *m = __atomic_load_n(&s->module, __ATOMIC_ACQUIRE);
+    if (m == NULL)
+      break;
+    if ((m == module || strcmp(m, module) == 0) &&
+        (s->outcome == outcome || strcmp(s->outcome, outcome) == 0)) {
+      atomic_fetch_add_explicit(&s->n, 1, memory_order_relaxed);
+      return;
+    }
+  }
+  pthread_mutex_lock(&policy_mu);
+  for (size_t i = 0; i < POLICY_SLOTS; i++) {
+    struct policy_slot *s = &policy_slots[i];
+    if (s->module == NULL) {
+      s->outcome = outcome;
+      atomic_store(&s->n, 1);
+      __atomic_store_n(&s->module, module, __ATOMIC_RELEASE);
+      break;
+    }
+    if (strcmp(s->module, module) == 0 && strcmp(s->outcome, outcome) == 0) {
+      atomic_fetch_add(&s->n, 1);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&policy_mu);
+}
+
+struct tbuf {
+  char *p;
+  size_t len, cap;
+  bool oom;
+};
+
+static void tb_fmt(struct tbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void tb_fmt(struct tbuf *b, const char *fmt, ...) {
+  if (b->oom)
+    return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->oom = true;
+      return;
+    }
+    if ((size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t nc = b->cap * 2 + (size_t)n;
+    char *np = realloc(b->p, nc);
+    if (np == NULL) {
+      b->oom = true;
+      return;
+    }
+    b->p = np;
+    b->cap = nc;
+  }
+}
+
+int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
+  struct tbuf b = {.cap = 8192};
+  b.p = malloc(b.cap);
+  if (b.p == NULL)
+    return POSTERN_ENOMEM;
+  for (int c = 0; c < METRICS__COUNTER_COUNT; c++)
+    tb_fmt(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_names[c],
+           counter_help[c], counter_names[c], counter_names[c],
+           (unsigned long long)atomic_load(&counters[c]));
+  tb_fmt(&b, "# HELP postern_deliveries_total Delivery attempt outcomes per "
+             "recipient, by MX level and TLS level.\n"
+             "# TYPE postern_deliveries_total counter\n");
+  for (int st = 0; st < 3; st++)
+    for (int mx = 0; mx < POLICY_MX_LEVEL_COUNT; mx++)
+      for (int tls = 0; tls < POLICY_TLS_LEVEL_COUNT; tls++)
+        tb_fmt(&b,
+               "postern_deliveries_total{status=\"%s\",mx_level=\"%s\","
+               "tls_level=\"%s\"} %llu\n",
+               status_names[st], policy_mx_level_name(mx),
+               policy_tls_level_name(tls),
+               (unsigned long long)atomic_load(&deliveries[st][mx][tls]));
+  tb_fmt(&b, "# HELP postern_policy_results_total Policy outcomes by "
+             "module.\n# TYPE postern_policy_results_total counter\n");
+  for (size_t i = 0; i < POLICY_SLOTS; i++) {
+    struct policy_slot *s = &policy_slots[i];
+    const char *m = __atomic_load_n(&s->module, __ATOMIC_ACQUIRE);
+    if (m == NULL)
+      break;
+    tb_fmt(&b,
+           "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
+           m, s->outcome, (unsigned long long)atomic_load(&s->n));
+  }
+  struct {
+    const char *name, *help;
+    uint64_t v;
+  } gs[] = {
+      {"postern_queue_messages", "Messages in the queue.", g->queue_messages},
+      {"postern_queue_recipients", "Recipients pending or deferred.",
+       g->queue_recipients},
+      {"postern_queue_bytes", "Message bytes in the queue.", g->queue_bytes},
+      {"postern_queue_oldest_age_seconds", "Age of the oldest message.",
+       g->queue_oldest_age_s},
+      {"postern_inflight_messages", "Messages being delivered now.",
+       g->inflight},
+      {"postern_inbound_sessions", "Open SMTP sessions from clients.",
+       g->inbound_sessions},
+      {"postern_outbound_connections", "Open connections to MX servers.",
+       g->outbound_connections},
+  };
+  for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
+    tb_fmt(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", gs[i].name,
+           gs[i].help, gs[i].name, gs[i].name, (unsigned long long)gs[i].v);
+  if (b.oom) {
+    free(b.p);
+    return POSTERN_ENOMEM;
+  }
+  *out = b.p;
+  *len = b.len;
+  return 0;
+}
+
+/* ---- the HTTP endpoint ---- */
+
+#define HTTP_HEAD_MAX 8192
+
+struct metrics_server {
+  uv_tcp_t tcp;
+  void (*gauges)(void *, struct metrics_gauges *);
+  void *ud;
+  int open_clients;
+  bool closing;
+};
+
+struct scrape {
+  uv_tcp_t tcp;
+  struct metrics_server *srv;
+  uv_write_t wr;
+  char head[HTTP_HEAD_MAX];
+  size_t len;
+  char *resp;
+  bool answered;
+};
+
+static void srv_maybe_free(struct metrics_server *s) {
+  if (s->closing && s->open_clients == 0)
+    free(s);
+}
+
+static void scrape_closed(uv_handle_t *h) {
+  struct scrape *c = h->data;
+  struct metrics_server *s = c->srv;
+  free(c->resp);
+  free(c);
+  s->open_clients--;
+  srv_maybe_free(s);
+}
+
+static void scrape_close(struct scrape *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, scrape_closed);
+}
+
+static void scrape_written(uv_write_t *w, int status) {
+  struct scrape *c = w->data;
+  scrape_close(c);
+}
+
+static void scrape_reply(struct scrape *c, int code, const char *reason,
+                         const char *ctype, const char *body, size_t blen) {
+  c->answered = true;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  size_t cap = blen + 256;
+  c->resp = malloc(cap);
+  if (c->resp == NULL) {
+    scrape_close(c);
+    return;
+  }
+  int n = snprintf(c->resp, cap,
+                   "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: "
+                   "%zu\r\nConnection: close\r\n\r\n",
+                   code, reason, ctype, blen);
+  memcpy(c->resp + n, body, blen);
+  uv_buf_t buf = uv_buf_init(c->resp, (unsigned)(n + blen));
+  c->wr.data = c;
+  if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &buf, 1, scrape_written) != 0)
+    scrape_close(c);
+}
+
+static void scrape_alloc(uv_handle_t *h, size_t sug, uv_buf_t *buf) {
+  struct scrape *c = h->data;
+  buf->base = c->head + c->len;
+  buf->len = sizeof c->head - c->len - 1;
+}
+
+static void scrape_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  struct scrape *c = st->data;
+  if (n < 0) {
+    scrape_close(c);
+    return;
+  }
+  c->len += (size_t)n;
+  c->head[c->len] = '\0';
+  if (strstr(c->head, "\r\n\r\n") == NULL && strstr(c->head, "\n\n") == NULL) {
+    if (c->len >= sizeof c->head - 1) {
+      static const char m[] = "request head too large\n";
+      scrape_reply(c, 431, "Request Header Fields Too Large", "text/plain", m,
+                   sizeof m - 1);
+    }
+    return;
+  }
+  if (strncmp(c->head, "GET ", 4) != 0) {
+    static const char m[] = "only GET is served\n";
+    scrape_reply(c, 405, "Method Not Allowed", "text/plain", m, sizeof m - 1);
+    return;
+  }
+  const char *path = c->head + 4;
+  size_t plen = strcspn(path, " \r\n");
+  if (!((plen == 8 && strncmp(path, "/metrics", 8) == 0) ||
+        (plen == 1 && path[0] == '/'))) {
+    static const char m[] = "not found: try /metrics\n";
+    scrape_reply(c, 404, "Not Found", "text/plain", m, sizeof m - 1);
+    return;
+  }
+  struct metrics_gauges g = {0};
+  if (c->srv->gauges)
+    c->srv->gauges(c->srv->ud, &g);
+  char *text;
+  size_t tlen;
+  if (metrics_render(&g, &text, &tlen) != 0) {
+    static const char m[] = "out of memory\n";
+    scrape_reply(c, 500, "Internal Server Error", "text/plain", m,
+                 sizeof m - 1);
+    return;
+  }
+  scrape_reply(c, 200, "OK", "text/plain; version=0.0.4", text, tlen);
+  free(text);
+}
+
+static void on_scrape(uv_stream_t *server, int status) {
+  struct metrics_server *s = server->data;
+  if (status < 0)
+    return;
+  struct scrape *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return;
+  c->srv = s;
+  uv_tcp_init(server->loop, &c->tcp);
+  c->tcp.data = c;
+  s->open_clients++;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+      uv_read_start((uv_stream_t *)&c->tcp, scrape_alloc, scrape_read) != 0)
+    scrape_close(c);
+}
+
+static void srv_closed(uv_handle_t *h) {
+  struct metrics_server *s = h->data;
+  s->closing = true;
+  srv_maybe_free(s);
+}
+
+int metrics_server_start(uv_loop_t *loop, const struct sockaddr *addr,
+                         void (*gauges)(void *ud, struct metrics_gauges *g),
+                         void *ud, struct metrics_server **out) {
+  struct metrics_server *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return POSTERN_ENOMEM;
+  s->gauges = gauges;
+  s->ud = ud;
+  uv_tcp_init(loop, &s->tcp);
+  s->tcp.data = s;
+  int rc = uv_tcp_bind(&s->tcp, addr, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&s->tcp, 64, on_scrape);
+  if (rc != 0) {
+    uv_close((uv_handle_t *)&s->tcp, srv_closed);
+    return rc == UV_EADDRINUSE ? POSTERN_EADDRINUSE
+                               : postern_err_from_errno(-rc);
+  }
+  *out = s;
+  return 0;
+}
+
+unsigned metrics_server_port(const struct metrics_server *s) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+void metrics_server_close(struct metrics_server *s) {
+  if (s == NULL)
+    return;
+  uv_close((uv_handle_t *)&s->tcp, srv_closed);
+}

@@ -1,0 +1,853 @@
+/*
+ * net/https.c - HTTPS GETs with libcurl's multi interface on a libuv loop
+ * (see https.h for the contract).
+ *
+ * Driving curl: curl tells us through the socket callback which descriptors
+ * to watch for what; each gets a uv_poll_t (struct https_poll), found again
+ * through curl_multi_assign(). curl's timer callback (re)arms one
+ * uv_timer_t. Both feed curl_multi_socket_action(), after which finished
+ * transfers are collected with curl_multi_info_read(). curl's callbacks
+ * never call into curl (curl forbids it) and never call user code.
+ *
+ * Ownership of a struct https_fetch: while `in_multi` its easy handle is in
+ * the multi handle and it is on the client's `active` list. When it ends
+ * (done or cancelled) it leaves the multi handle and moves to the delivery
+ * list, which a uv_idle_t drains on the next loop iteration: the user
+ * callback runs there, never inside https_fetch(), https_fetch_cancel() or
+ * a curl callback. After the callback returns the fetch is freed (it owns
+ * no libuv handle, so that needs no close callback).
+ *
+ * Isolation between fetches: each easy handle gets its own share object
+ * holding its own DNS cache, filled only with the caller's addresses
+ * (CURLOPT_RESOLVE), and its own connection (FRESH_CONNECT/FORBID_REUSE),
+ * so one fetch's addresses can never answer for another's and a host name
+ * is never handed to the system resolver.
+ *
+ * Ownership of the client: https_client_close() cancels what is active; the
+ * idle callback delivers the cancellations, then tears down: multi cleanup
+ * (which may report sockets to remove), then uv_close() of every poll, the
+ * timer and the idle handle. The memory is freed in the last close
+ * callback, which also runs the user's close callback.
+ */
+#include "net/https.h"
+
+#include "net/https_internal.h"
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct https_poll {
+  uv_poll_t h;
+  struct https_client *c;
+  curl_socket_t fd;
+  struct https_poll *prev, *next;
+};
+
+struct https_fetch {
+  struct https_client *c;
+  CURL *easy;
+  CURLSH *share;
+  struct curl_slist *resolve;
+  https_cb cb;
+  void *arg;
+  bool in_multi;
+  bool queued;
+  bool require_text_plain;
+  bool checked;   /* the first body bytes have been seen */
+  bool toobig;    /* the body went over the cap */
+  bool reject_ct; /* 200 but not text/plain, seen while reading */
+  int status;
+  unsigned char *body;
+  size_t len, cap, max;
+  struct https_fetch *prev, *next; /* active list, then delivery list */
+  char errbuf[CURL_ERROR_SIZE];
+  char url[HTTPS_URL_MAX];
+  char ip[64];
+};
+
+struct https_client {
+  uv_loop_t *loop;
+  CURLM *multi;
+  uv_timer_t timer;
+  uv_idle_t idle;
+  struct https_poll *polls;
+  struct https_fetch *active;
+  struct https_fetch *dq_head, *dq_tail;
+  bool closing;
+  bool torn_down;
+  int open_handles;
+  int nfetches; /* started and not yet freed */
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
+
+/* ---- Process setup ---- */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_result = POSTERN_ESTATE;
+
+static void global_init_once(void) {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    global_result = POSTERN_EINTERNAL;
+    return;
+  }
+  /* Only the GnuTLS flavour may share a process with BoringSSL, and only
+   * a libcurl that speaks HTTPS is any use here. */
+  const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+  bool https = false;
+  for (const char *const *p = v->protocols; p && *p; p++)
+    if (strcmp(*p, "https") == 0)
+      https = true;
+  if (!https || v->ssl_version == NULL ||
+      strstr(v->ssl_version, "GnuTLS") == NULL) {
+    global_result = POSTERN_EUNSUPPORTED;
+    return;
+  }
+  global_result = 0;
+}
+
+int https_global_init(void) {
+  pthread_once(&global_once, global_init_once);
+  return global_result;
+}
+
+void https_global_cleanup(void) {
+  if (global_result == 0)
+    curl_global_cleanup();
+}
+
+/* ---- Pure helpers ---- */
+
+static bool is_ldh(int ch) {
+  return isalnum(ch) || ch == '-' || ch == '_';
+}
+
+/* Checks a lower-cased host name: labels of 1-63 LDH characters, at most
+ * 253 octets, and not an IPv4 address in any of the forms curl accepts (a
+ * numeric last label, RFC 3696 §2). */
+static int host_check(const char *h) {
+  size_t n = strlen(h), label = 0;
+  const char *last = h;
+  if (n == 0 || n > 253)
+    return POSTERN_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)h[i];
+    if (ch == '.') {
+      if (label == 0)
+        return POSTERN_EINVAL;
+      label = 0;
+      last = h + i + 1;
+      continue;
+    }
+    if (ch >= 0x80 || !is_ldh(ch) || ++label > 63)
+      return POSTERN_EINVAL;
+  }
+  if (label == 0)
+    return POSTERN_EINVAL;
+  bool numeric = true;
+  for (const char *p = last; *p; p++)
+    if (!isdigit((unsigned char)*p))
+      numeric = false;
+  return numeric ? POSTERN_EINVAL : 0;
+}
+
+static int parse_port(const char *s, uint16_t *out) {
+  unsigned long v = 0;
+  if (*s == '\0')
+    return POSTERN_EINVAL;
+  for (; *s; s++) {
+    if (!isdigit((unsigned char)*s))
+      return POSTERN_EINVAL;
+    v = v * 10 + (unsigned long)(*s - '0');
+    if (v > 65535)
+      return POSTERN_EINVAL;
+  }
+  if (v == 0)
+    return POSTERN_EINVAL;
+  *out = (uint16_t)v;
+  return 0;
+}
+
+int https__url_prepare(const char *in, uint16_t port, char *url, char *host,
+                       uint16_t *port_out) {
+  int rc = POSTERN_EINVAL;
+  char *part = NULL;
+  uint16_t uport = 0;
+  CURLUcode uc;
+  if (in == NULL || strlen(in) >= HTTPS_URL_MAX)
+    return POSTERN_EINVAL;
+  /* Only printable ASCII: a space or a control byte has no business in a
+   * URL we build, and curl would otherwise have to guess. */
+  for (const unsigned char *p = (const unsigned char *)in; *p; p++)
+    if (*p <= 0x20 || *p >= 0x7f)
+      return POSTERN_EINVAL;
+  /* curl is lenient ("https:///p" has host "p"); we want the plain form. */
+  if (strncasecmp(in, "https://", 8) != 0 || in[8] == '/' || in[8] == '\\')
+    return POSTERN_EINVAL;
+  CURLU *u = curl_url();
+  if (u == NULL)
+    return POSTERN_ENOMEM;
+  uc = curl_url_set(u, CURLUPART_URL, in, 0);
+  if (uc != CURLUE_OK) {
+    rc = uc == CURLUE_OUT_OF_MEMORY ? POSTERN_ENOMEM : POSTERN_EINVAL;
+    goto out;
+  }
+  if (curl_url_get(u, CURLUPART_SCHEME, &part, 0) != CURLUE_OK ||
+      strcmp(part, "https") != 0)
+    goto out;
+  curl_free(part);
+  part = NULL;
+  /* Credentials in the URL would be sent to whoever answers. */
+  if (curl_url_get(u, CURLUPART_USER, &part, 0) != CURLUE_NO_USER ||
+      curl_url_get(u, CURLUPART_PASSWORD, &part, 0) != CURLUE_NO_PASSWORD ||
+      curl_url_get(u, CURLUPART_OPTIONS, &part, 0) != CURLUE_NO_OPTIONS)
+    goto out;
+  if (curl_url_get(u, CURLUPART_HOST, &part, 0) != CURLUE_OK ||
+      strlen(part) >= HTTPS__HOST_MAX)
+    goto out;
+  for (char *p = part; *p; p++)
+    *p = (char)tolower((unsigned char)*p);
+  if (host_check(part) != 0)
+    goto out;
+  strcpy(host, part);
+  curl_free(part);
+  part = NULL;
+  if (curl_url_set(u, CURLUPART_HOST, host, 0) != CURLUE_OK)
+    goto out;
+  uc = curl_url_get(u, CURLUPART_PORT, &part, 0);
+  if (uc == CURLUE_OK) {
+    if (parse_port(part, &uport) != 0)
+      goto out;
+  } else if (uc != CURLUE_NO_PORT) {
+    goto out;
+  }
+  curl_free(part);
+  part = NULL;
+  if (port != 0 && uport != 0 && port != uport)
+    goto out;
+  if (port != 0 && uport == 0) {
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", (unsigned)port);
+    if (curl_url_set(u, CURLUPART_PORT, ps, 0) != CURLUE_OK)
+      goto out;
+  }
+  *port_out = port ? port : (uport ? uport : 443);
+  if (curl_url_get(u, CURLUPART_URL, &part, 0) != CURLUE_OK ||
+      strlen(part) >= HTTPS_URL_MAX)
+    goto out;
+  strcpy(url, part);
+  rc = 0;
+out:
+  curl_free(part);
+  curl_url_cleanup(u);
+  return rc;
+}
+
+int https__resolve_entry(const char *host, uint16_t port,
+                         const struct sockaddr_storage *addrs, size_t n,
+                         char *buf, size_t cap) {
+  if (n == 0 || n > HTTPS_ADDRS_MAX || addrs == NULL)
+    return POSTERN_EINVAL;
+  int w = snprintf(buf, cap, "%s:%u:", host, (unsigned)port);
+  if (w < 0 || (size_t)w >= cap)
+    return POSTERN_ETOOBIG;
+  size_t len = (size_t)w;
+  for (size_t i = 0; i < n; i++) {
+    char a[INET6_ADDRSTRLEN];
+    const struct sockaddr_storage *ss = &addrs[i];
+    if (ss->ss_family == AF_INET) {
+      const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+      inet_ntop(AF_INET, &s4->sin_addr, a, sizeof a);
+      w = snprintf(buf + len, cap - len, "%s%s", i ? "," : "", a);
+    } else if (ss->ss_family == AF_INET6) {
+      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+      inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof a);
+      w = snprintf(buf + len, cap - len, "%s[%s]", i ? "," : "", a);
+    } else {
+      return POSTERN_EINVAL;
+    }
+    if (w < 0 || (size_t)w >= cap - len)
+      return POSTERN_ETOOBIG;
+    len += (size_t)w;
+  }
+  return (int)len;
+}
+
+int https__err_from_curl(CURLcode rc, long os_errno) {
+  switch (rc) {
+  case CURLE_OK:
+    return POSTERN_EINTERNAL;
+  case CURLE_OPERATION_TIMEDOUT:
+    return POSTERN_ETIMEOUT;
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    return POSTERN_ETLS_VERIFY;
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_USE_SSL_FAILED:
+    return POSTERN_ETLS;
+  case CURLE_COULDNT_CONNECT:
+    /* curl reports the last address's errno; refused is the common case
+     * and the default when it gives none. */
+    if (os_errno != 0 && os_errno != ECONNREFUSED)
+      return postern_err_from_errno((int)os_errno);
+    return POSTERN_ECONNREFUSED;
+  case CURLE_FILESIZE_EXCEEDED:
+    return POSTERN_ETOOBIG;
+  case CURLE_TOO_MANY_REDIRECTS:
+  case CURLE_HTTP_RETURNED_ERROR:
+    return POSTERN_EHTTP;
+  case CURLE_URL_MALFORMAT:
+    return POSTERN_EINVAL;
+  case CURLE_GOT_NOTHING:
+    return POSTERN_ECLOSED;
+  /* URLs are checked before curl sees them, so an unsupported protocol
+   * can only be an HTTP/0.9 (that is, non-HTTP) answer. */
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_BAD_CONTENT_ENCODING:
+    return POSTERN_EPROTO;
+  case CURLE_OUT_OF_MEMORY:
+    return POSTERN_ENOMEM;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    /* Every fetch carries its addresses; reaching a resolver is our bug. */
+    return POSTERN_EINTERNAL;
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  default:
+    return POSTERN_EIO;
+  }
+}
+
+bool https_content_type_is(const char *ct, const char *want) {
+  if (ct == NULL || want == NULL)
+    return false;
+  size_t n = strlen(want);
+  if (n == 0 || strncasecmp(ct, want, n) != 0)
+    return false;
+  const char *p = ct + n;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return *p == '\0' || *p == ';';
+}
+
+int https_mta_sts_url(const char *domain, char *buf, size_t cap) {
+  static const char pre[] = "https://mta-sts.";
+  static const char post[] = "/.well-known/mta-sts.txt";
+  char host[HTTPS__HOST_MAX];
+  if (domain == NULL)
+    return POSTERN_EINVAL;
+  size_t n = strlen(domain);
+  if (n > 0 && domain[n - 1] == '.')
+    n--;
+  /* "mta-sts." + domain must itself be a name of at most 253 octets. */
+  if (n == 0 || n + 8 > 253)
+    return POSTERN_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    host[i] = (char)tolower((unsigned char)domain[i]);
+  host[n] = '\0';
+  if (host_check(host) != 0)
+    return POSTERN_EINVAL;
+  int w = snprintf(buf, cap, "%s%s%s", pre, host, post);
+  if (w < 0 || (size_t)w >= cap)
+    return POSTERN_ETOOBIG;
+  return w;
+}
+
+/* ---- Delivery ---- */
+
+static void idle_cb(uv_idle_t *h);
+
+static void active_unlink(struct https_client *c, struct https_fetch *f) {
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    c->active = f->next;
+  if (f->next)
+    f->next->prev = f->prev;
+  f->prev = f->next = NULL;
+}
+
+static void fetch_free(struct https_fetch *f) {
+  if (f->easy)
+    curl_easy_cleanup(f->easy);
+  if (f->share)
+    curl_share_cleanup(f->share);
+  curl_slist_free_all(f->resolve);
+  free(f->body);
+  free(f);
+}
+
+/* Takes f out of the multi handle and queues its callback. */
+static void fetch_end(struct https_fetch *f) {
+  struct https_client *c = f->c;
+  if (f->in_multi) {
+    curl_multi_remove_handle(c->multi, f->easy);
+    f->in_multi = false;
+    active_unlink(c, f);
+  }
+  if (f->queued)
+    return;
+  f->queued = true;
+  f->next = NULL;
+  if (c->dq_tail)
+    c->dq_tail->next = f;
+  else
+    c->dq_head = f;
+  c->dq_tail = f;
+  uv_idle_start(&c->idle, idle_cb);
+}
+
+/* Judges a transfer curl has finished. The HTTP status comes first: a 404
+ * or a redirect is EHTTP whatever happened to its body afterwards. */
+static void fetch_done(struct https_fetch *f, CURLcode rc) {
+  long code = 0, os_errno = 0;
+  char *ip = NULL, *ct = NULL;
+  curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &os_errno);
+  curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct);
+  if (curl_easy_getinfo(f->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK &&
+      ip != NULL)
+    snprintf(f->ip, sizeof f->ip, "%s", ip);
+  if (code != 0 && code != 200) {
+    f->status = POSTERN_EHTTP;
+    snprintf(f->errbuf, sizeof f->errbuf, "HTTP status %ld%s", code,
+             code >= 300 && code < 400 ? " (redirects are not followed)" : "");
+  } else if (f->reject_ct || (rc == CURLE_OK && f->require_text_plain &&
+                              !https_content_type_is(ct, "text/plain"))) {
+    f->status = POSTERN_EHTTP;
+    snprintf(f->errbuf, sizeof f->errbuf, "Content-Type %s is not text/plain",
+             ct ? ct : "(none)");
+  } else if (f->toobig || rc == CURLE_FILESIZE_EXCEEDED) {
+    f->status = POSTERN_ETOOBIG;
+    snprintf(f->errbuf, sizeof f->errbuf, "body larger than %zu bytes", f->max);
+  } else if (rc != CURLE_OK) {
+    f->status = https__err_from_curl(rc, os_errno);
+    if (f->errbuf[0] == '\0')
+      snprintf(f->errbuf, sizeof f->errbuf, "%s", curl_easy_strerror(rc));
+  } else {
+    f->status = 0;
+    f->errbuf[0] = '\0';
+  }
+  fetch_end(f);
+}
+
+static void deliver(struct https_fetch *f) {
+  struct https_result res;
+  char *ct = NULL;
+  memset(&res, 0, sizeof res);
+  res.status = f->status;
+  if (f->status != POSTERN_ECANCELED) {
+    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &res.http_code);
+    curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct);
+  }
+  res.content_type = ct;
+  res.body = f->body ? f->body : (const unsigned char *)"";
+  res.body_len = f->len;
+  res.error = f->errbuf;
+  res.url = f->url;
+  res.ip = f->ip;
+  if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
+    struct postern_log_rec r;
+    postern_log_begin(&r, POSTERN_LOG_DEBUG, "https_fetch_done");
+    postern_log_str(&r, "url", f->url);
+    postern_log_str(&r, "ip", f->ip);
+    postern_log_str(&r, "status", postern_err_name(f->status));
+    postern_log_int(&r, "http_code", res.http_code);
+    postern_log_uint(&r, "bytes", f->len);
+    if (f->errbuf[0])
+      postern_log_str(&r, "error", f->errbuf);
+    postern_log_end(&r);
+  }
+  f->cb(&res, f->arg);
+}
+
+static void teardown(struct https_client *c);
+
+static void idle_cb(uv_idle_t *h) {
+  struct https_client *c = h->data;
+  struct https_fetch *f;
+  /* Callbacks may queue more (a close cancels what is active): drain until
+   * nothing is left. */
+  while ((f = c->dq_head) != NULL) {
+    c->dq_head = f->next;
+    if (c->dq_head == NULL)
+      c->dq_tail = NULL;
+    deliver(f);
+    fetch_free(f);
+    c->nfetches--;
+  }
+  uv_idle_stop(&c->idle);
+  if (c->closing && !c->torn_down)
+    teardown(c);
+}
+
+/* ---- Driving curl from libuv ---- */
+
+static void client_handle_closed(struct https_client *c) {
+  if (--c->open_handles > 0 || !c->torn_down)
+    return;
+  void (*cb)(void *) = c->close_cb;
+  void *arg = c->close_arg;
+  free(c);
+  if (cb)
+    cb(arg);
+}
+
+static void handle_closed(uv_handle_t *h) {
+  client_handle_closed(h->data);
+}
+
+static void poll_closed(uv_handle_t *h) {
+  struct https_poll *p = h->data;
+  struct https_client *c = p->c;
+  free(p);
+  client_handle_closed(c);
+}
+
+static void poll_close(struct https_client *c, struct https_poll *p) {
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    c->polls = p->next;
+  if (p->next)
+    p->next->prev = p->prev;
+  /* Stopping now (before curl closes the descriptor) removes it from
+   * epoll; a new socket may reuse the number before the close callback. */
+  uv_poll_stop(&p->h);
+  uv_close((uv_handle_t *)&p->h, poll_closed);
+}
+
+/* Collects every finished transfer. */
+static void check_done(struct https_client *c) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+    if (m->msg != CURLMSG_DONE)
+      continue;
+    char *priv = NULL;
+    CURLcode rc = m->data.result;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+    if (priv != NULL)
+      fetch_done((struct https_fetch *)priv, rc);
+  }
+}
+
+static void drive(struct https_client *c, curl_socket_t fd, int flags) {
+  int running = 0;
+  CURLMcode mc = curl_multi_socket_action(c->multi, fd, flags, &running);
+  if (mc != CURLM_OK)
+    postern_log(POSTERN_LOG_ERROR, "https_multi_error", "error",
+                curl_multi_strerror(mc), NULL);
+  check_done(c);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  struct https_poll *p = h->data;
+  int flags = 0;
+  if (status < 0) {
+    flags = CURL_CSELECT_ERR;
+  } else {
+    if (events & UV_READABLE)
+      flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+      flags |= CURL_CSELECT_OUT;
+  }
+  drive(p->c, p->fd, flags);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  drive(t->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) in `ms`
+ * milliseconds (-1: never). Even 0 goes through the timer: curl must not be
+ * called back from inside its own callback. */
+static int timer_fn(CURLM *m, long ms, void *userp) {
+  struct https_client *c = userp;
+  if (c->torn_down)
+    return 0;
+  if (ms < 0)
+    uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, timer_cb, (uint64_t)ms, 0);
+  return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch `s` for `what`. */
+static int socket_fn(CURL *e, curl_socket_t s, int what, void *userp,
+                     void *socketp) {
+  struct https_client *c = userp;
+  struct https_poll *p = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (p != NULL) {
+      poll_close(c, p);
+      if (!c->torn_down)
+        curl_multi_assign(c->multi, s, NULL);
+    }
+    return 0;
+  }
+  if (c->torn_down)
+    return -1;
+  if (p == NULL) {
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+      return -1;
+    if (uv_poll_init_socket(c->loop, &p->h, s) != 0) {
+      free(p);
+      return -1;
+    }
+    p->c = c;
+    p->fd = s;
+    p->h.data = p;
+    p->next = c->polls;
+    if (c->polls)
+      c->polls->prev = p;
+    c->polls = p;
+    c->open_handles++;
+    curl_multi_assign(c->multi, s, p);
+  }
+  int ev = 0;
+  if (what & CURL_POLL_IN)
+    ev |= UV_READABLE;
+  if (what & CURL_POLL_OUT)
+    ev |= UV_WRITABLE;
+  uv_poll_start(&p->h, ev, poll_cb);
+  return 0;
+}
+
+/* CURLOPT_WRITEFUNCTION: keeps the body, up to the cap. The first call also
+ * looks at the status and the type, so that a 404 page or an HTML body is
+ * not read at all. Returning less than given makes curl stop the transfer
+ * (CURLE_WRITE_ERROR), which fetch_done() then judges by our flags. */
+static size_t write_fn(char *ptr, size_t size, size_t nmemb, void *ud) {
+  struct https_fetch *f = ud;
+  size_t n = size * nmemb;
+  if (!f->checked) {
+    long code = 0;
+    char *ct = NULL;
+    f->checked = true;
+    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code != 200)
+      return 0;
+    curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct);
+    if (f->require_text_plain && !https_content_type_is(ct, "text/plain")) {
+      f->reject_ct = true;
+      return 0;
+    }
+  }
+  if (n > f->max - f->len) {
+    f->toobig = true;
+    return 0;
+  }
+  if (f->len + n + 1 > f->cap) {
+    size_t want = f->cap ? f->cap : 4096;
+    while (want < f->len + n + 1)
+      want *= 2;
+    if (want > f->max + 1)
+      want = f->max + 1;
+    unsigned char *b = realloc(f->body, want);
+    if (b == NULL)
+      return 0; /* CURLE_WRITE_ERROR, reported as EIO */
+    f->body = b;
+    f->cap = want;
+  }
+  memcpy(f->body + f->len, ptr, n);
+  f->len += n;
+  f->body[f->len] = '\0';
+  return n;
+}
+
+/* ---- Client ---- */
+
+int https_client_new(uv_loop_t *loop, struct https_client **out) {
+  *out = NULL;
+  if (global_result != 0)
+    return POSTERN_ESTATE;
+  struct https_client *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return POSTERN_ENOMEM;
+  c->loop = loop;
+  c->multi = curl_multi_init();
+  if (c->multi == NULL) {
+    free(c);
+    return POSTERN_ENOMEM;
+  }
+  if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_fn) ||
+      curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) ||
+      curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_fn) ||
+      curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) ||
+      uv_timer_init(loop, &c->timer) != 0) {
+    curl_multi_cleanup(c->multi);
+    free(c);
+    return POSTERN_EINTERNAL;
+  }
+  /* uv_idle_init cannot fail once uv_timer_init succeeded on this loop. */
+  uv_idle_init(loop, &c->idle);
+  c->timer.data = c;
+  c->idle.data = c;
+  c->open_handles = 2;
+  *out = c;
+  return 0;
+}
+
+static void teardown(struct https_client *c) {
+  c->torn_down = true;
+  /* May report sockets to remove through socket_fn, which closes them. */
+  curl_multi_cleanup(c->multi);
+  c->multi = NULL;
+  while (c->polls)
+    poll_close(c, c->polls);
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->timer, handle_closed);
+  uv_close((uv_handle_t *)&c->idle, handle_closed);
+}
+
+void https_client_close(struct https_client *c, void (*cb)(void *arg),
+                        void *arg) {
+  c->closing = true;
+  c->close_cb = cb;
+  c->close_arg = arg;
+  while (c->active) {
+    struct https_fetch *f = c->active;
+    fetch_end(f);
+    f->status = POSTERN_ECANCELED;
+    snprintf(f->errbuf, sizeof f->errbuf, "client closed");
+  }
+  /* Teardown happens in the idle callback, after the cancellations. */
+  uv_idle_start(&c->idle, idle_cb);
+}
+
+void https_fetch_cancel(struct https_fetch *f) {
+  /* A fetch that finished but whose callback has not run yet is reported
+   * as cancelled too: the caller has stopped caring about its result. */
+  fetch_end(f);
+  f->status = POSTERN_ECANCELED;
+  snprintf(f->errbuf, sizeof f->errbuf, "canceled");
+}
+
+/* Sets every option of a fetch; any refusal is EINTERNAL (our bug or a
+ * libcurl too old for an option we rely on). */
+static int fetch_setopts(struct https_fetch *f, const struct https_request *req,
+                         unsigned timeout_ms) {
+  CURL *e = f->easy;
+  CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                          \
+  do {                                                                         \
+    if (rc == CURLE_OK)                                                        \
+      rc = curl_easy_setopt(e, opt, val);                                      \
+  } while (0)
+  SET(CURLOPT_URL, f->url);
+  SET(CURLOPT_PRIVATE, (char *)f);
+  SET(CURLOPT_PROTOCOLS_STR, "https");
+  SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+  SET(CURLOPT_FOLLOWLOCATION, 0L); /* RFC 8461 §3.3 */
+  SET(CURLOPT_HTTPGET, 1L);
+  SET(CURLOPT_SHARE, f->share);
+  SET(CURLOPT_RESOLVE, f->resolve);
+  SET(CURLOPT_PROXY, ""); /* no proxy, whatever the environment says */
+  SET(CURLOPT_FRESH_CONNECT, 1L);
+  SET(CURLOPT_FORBID_REUSE, 1L);
+  SET(CURLOPT_SSL_VERIFYPEER, 1L);
+  SET(CURLOPT_SSL_VERIFYHOST, 2L);
+  SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  if (req->ca_file != NULL)
+    SET(CURLOPT_CAINFO, req->ca_file);
+  SET(CURLOPT_CAPATH, (char *)NULL);
+  SET(CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+  SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+  SET(CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+  SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max);
+  SET(CURLOPT_WRITEFUNCTION, write_fn);
+  SET(CURLOPT_WRITEDATA, f);
+  SET(CURLOPT_ERRORBUFFER, f->errbuf);
+  SET(CURLOPT_NOSIGNAL, 1L);
+  SET(CURLOPT_USERAGENT, "Postern");
+#undef SET
+  return rc == CURLE_OK ? 0 : POSTERN_EINTERNAL;
+}
+
+int https_fetch(struct https_client *c, const struct https_request *req,
+                https_cb cb, void *arg, struct https_fetch **fp) {
+  char host[HTTPS__HOST_MAX];
+  char entry[HTTPS__HOST_MAX + 8 + HTTPS_ADDRS_MAX * (INET6_ADDRSTRLEN + 3)];
+  uint16_t port = 0;
+  int rc;
+  if (fp)
+    *fp = NULL;
+  if (c->closing)
+    return POSTERN_ESTATE;
+  if (c->nfetches >= HTTPS_FETCHES_MAX)
+    return POSTERN_EBUSY;
+  if (req == NULL || cb == NULL || req->body_max > HTTPS_BODY_MAX_LIMIT)
+    return POSTERN_EINVAL;
+  struct https_fetch *f = calloc(1, sizeof *f);
+  if (f == NULL)
+    return POSTERN_ENOMEM;
+  rc = https__url_prepare(req->url, req->port, f->url, host, &port);
+  if (rc != 0)
+    goto fail;
+  rc = https__resolve_entry(host, port, req->addrs, req->naddrs, entry,
+                            sizeof entry);
+  if (rc < 0) {
+    rc = POSTERN_EINVAL;
+    goto fail;
+  }
+  f->c = c;
+  f->cb = cb;
+  f->arg = arg;
+  f->require_text_plain = req->require_text_plain;
+  f->max = req->body_max ? req->body_max : HTTPS_BODY_MAX_DEFAULT;
+  rc = POSTERN_ENOMEM;
+  f->resolve = curl_slist_append(NULL, entry);
+  f->easy = curl_easy_init();
+  f->share = curl_share_init();
+  if (f->resolve == NULL || f->easy == NULL || f->share == NULL)
+    goto fail;
+  /* The share object holds this fetch's private DNS cache. */
+  if (curl_share_setopt(f->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) !=
+      CURLSHE_OK) {
+    rc = POSTERN_EINTERNAL;
+    goto fail;
+  }
+  rc = fetch_setopts(
+      f, req, req->timeout_ms ? req->timeout_ms : HTTPS_TIMEOUT_MS_DEFAULT);
+  if (rc != 0)
+    goto fail;
+  /* Arms the timer at 0 through timer_fn; the transfer starts on the next
+   * loop iteration. */
+  if (curl_multi_add_handle(c->multi, f->easy) != CURLM_OK) {
+    rc = POSTERN_EINTERNAL;
+    goto fail;
+  }
+  f->in_multi = true;
+  f->next = c->active;
+  if (c->active)
+    c->active->prev = f;
+  c->active = f;
+  c->nfetches++;
+  if (fp)
+    *fp = f;
+  return 0;
+fail:
+  fetch_free(f);
+  return rc;
+}
