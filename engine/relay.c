@@ -101,6 +101,16 @@ static int build_chain(const struct postern_config *cfg,
       policy_local_new((enum policy_tls_level)pm->local.min_tls_level,
                        (enum policy_mx_level)pm->local.min_mx_level, &m);
       break;
+    case CONFIG_POLICY_DNSSEC:
+      policy_dnssec_new(&m);
+      break;
+    case CONFIG_POLICY_DANE:
+      rc = policy_dane_new(&m);
+      if (rc != 0) {
+        policy_chain_free(c);
+        return rc;
+      }
+      break;
     default:
       postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
                   config_policy_kind_name(pm->kind), "reason",

@@ -3,7 +3,9 @@
  *
  * Invariants: the asynchronous steps call their callback exactly once and
  * never inside the call that started them (a zero timer defers the call
- * when no module had anything asynchronous to do); a run's memory is freed
+ * when no module had anything asynchronous to do, or when a module answered
+ * from inside its own prepare step, which modules may do: a cache hit or
+ * "nothing to look up" needs no timer of its own); a run's memory is freed
  * only in its timer's close callback. Module state for a domain or a
  * connection is created by that module and freed by it.
  */
@@ -91,6 +93,9 @@ struct policy_domain_run {
   struct policy_result result;
   uv_timer_t timer; /* defers the final callback; freed in its close_cb */
   bool done;
+  /* A module's prepare_domain is running: its `done` only records. */
+  bool in_call, sync_done;
+  struct policy_result sync_result;
 };
 
 static void domain_step(struct policy_domain_run *run);
@@ -110,6 +115,12 @@ static void domain_finish(struct policy_domain_run *run, bool in_call) {
 
 static void domain_module_done(void *arg, const struct policy_result *r) {
   struct policy_domain_run *run = arg;
+  if (run->in_call) {
+    /* Called from inside prepare_domain: domain_step goes on after it. */
+    run->sync_done = true;
+    run->sync_result = *r;
+    return;
+  }
   if (r->outcome != POLICY_OK) {
     run->result = *r;
     domain_finish(run, false);
@@ -130,9 +141,21 @@ static void domain_step(struct policy_domain_run *run) {
       run->next++;
       continue;
     }
+    run->in_call = true;
+    run->sync_done = false;
     int rc =
         m->ops->prepare_domain(m->state, &run->env, run->domain,
                                &run->pd[run->next], domain_module_done, run);
+    run->in_call = false;
+    if (rc == 0 && run->sync_done) {
+      if (run->sync_result.outcome != POLICY_OK) {
+        run->result = run->sync_result;
+        domain_finish(run, true);
+        return;
+      }
+      run->next++;
+      continue;
+    }
     if (rc == 0)
       return;
     policy_result_set(&run->result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
@@ -221,6 +244,9 @@ struct policy_conn_run {
   void *arg;
   struct policy_conn_req req;
   uv_timer_t timer;
+  /* A module's prepare_conn is running: its `done` only records. */
+  bool in_call, sync_done;
+  struct policy_result sync_result;
 };
 
 static void conn_step(struct policy_conn_run *cr);
@@ -232,6 +258,12 @@ static void conn_fire(uv_timer_t *t) {
 
 static void conn_module_done(void *arg, const struct policy_result *r) {
   struct policy_conn_run *cr = arg;
+  if (cr->in_call) {
+    /* Called from inside prepare_conn: conn_step goes on after it. */
+    cr->sync_done = true;
+    cr->sync_result = *r;
+    return;
+  }
   if (r->outcome != POLICY_OK) {
     cr->req.result = *r;
     cr->cb(cr->arg, cr, &cr->req);
@@ -249,9 +281,20 @@ static void conn_step(struct policy_conn_run *cr) {
       cr->next++;
       continue;
     }
+    cr->in_call = true;
+    cr->sync_done = false;
     int rc = m->ops->prepare_conn(m->state, &cr->env, cr->drun->pd[cr->next],
                                   &cr->host, &cr->pc[cr->next], &cr->req,
                                   conn_module_done, cr);
+    cr->in_call = false;
+    if (rc == 0 && cr->sync_done) {
+      if (cr->sync_result.outcome != POLICY_OK) {
+        cr->req.result = cr->sync_result;
+        break;
+      }
+      cr->next++;
+      continue;
+    }
     if (rc == 0)
       return;
     policy_result_set(&cr->req.result, POLICY_TEMPFAIL, m->ops->name, "4.7.0",
@@ -319,6 +362,12 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
   struct policy_chain *c = cr->drun->chain;
   memset(v, 0, sizeof *v);
   v->level = conn->reached;
+  /* RFC 8461 §2, RFC 7672 §3: where usable DANE TLSA records exist, they
+   * alone authenticate the server; a PKIX verdict counts for nothing, so
+   * the session is only `encrypted` until the dane module vouches for it,
+   * and a module that wants `authenticated` (mtasts) is satisfied by DANE. */
+  if (conn->dane_usable && v->level > POLICY_TLS_LEVEL_ENCRYPTED)
+    v->level = POLICY_TLS_LEVEL_ENCRYPTED;
   v->required = POLICY_TLS_LEVEL_NONE;
   result_ok(&v->result);
   for (size_t i = 0; i < c->n; i++) {

@@ -438,8 +438,10 @@ typedef void (*policy_done_cb)(void *arg, const struct policy_result *r);
 /*
  * A module is a named table of functions; any may be NULL when the module
  * has nothing to do at that step. Asynchronous steps return 0 and call
- * `done` later (never inside the call), or return a negative POSTERN_E*
- * code and never call it. Per-domain (`pd`) and per-connection (`pc`)
+ * `done` exactly once - later, or already inside the call when the module
+ * can decide at once (the chain notices and goes on after the call returns;
+ * the engine's callback is still never run inside the engine's call) - or
+ * return a negative POSTERN_E* code and never call it. Per-domain (`pd`) and per-connection (`pc`)
  * state is the module's, freed by its free_domain/free_conn.
  */
 struct policy_module_ops {
@@ -469,6 +471,27 @@ struct policy_module {
 /* `local`: the operator's minimums. Never fails. */
 void policy_local_new(enum policy_tls_level min_tls,
                       enum policy_mx_level min_mx, struct policy_module *out);
+
+/* `dnssec`: MX level `dnssec` when policy_mx.mx_authenticated (the MX RRset,
+ * or for an implicit MX the denial of it, validated). Never fails. */
+void policy_dnssec_new(struct policy_module *out);
+
+/*
+ * `dane` (RFC 7672): per connection, looks up TLSA `_<port>._tcp.<host>`
+ * when the host's address records are authenticated and its MX name is
+ * (MX level from an authenticated MX RRset, an implicit MX with an
+ * authenticated denial, or a routed host); with a CNAME-expanded host the
+ * expanded name is tried first, then the original (§2.2.2). Secure TLSA
+ * records make TLS mandatory (req->tls_required); usable ones set
+ * req->dane_usable and check_conn then verifies the chain with
+ * policy_dane_verify against the MX host name and the TLSA base domain:
+ * a match makes the level `authenticated`, anything else is TEMPFAIL 4.7.5.
+ * A failed or bogus TLSA lookup is TEMPFAIL for that host; an insecure or
+ * absent RRset means no DANE. Outcomes are counted through env->count as
+ * "dane" + "ok", "mismatch", "unusable", "insecure", "none" (validated
+ * absence) or "tempfail". Errors: POSTERN_ENOMEM.
+ */
+int policy_dane_new(struct policy_module *out);
 
 /* ---- The chain --------------------------------------------------------- */
 

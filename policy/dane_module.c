@@ -1,0 +1,329 @@
+/*
+ * dane_module.c - the `dane` policy module (RFC 7672, SMTP with DANE TLS).
+ *
+ * Per connection (prepare_conn) it finds the TLSA RRset of the MX host and
+ * at the established connection (check_conn) it verifies the peer's chain
+ * against it with policy_dane_verify (dane.c).
+ *
+ * Which hosts get a TLSA lookup (RFC 7672 §2.2):
+ *  - the host's address records must be authenticated (§2.2.2: an insecure
+ *    A/AAAA answer, or an insecure CNAME leading to it, means no DANE);
+ *  - its name must be authenticated as the mail host: from a validated MX
+ *    RRset (§2.2.1), as an implicit MX whose MX denial validated, or as a
+ *    routed host named by the configuration (a "non-MX destination",
+ *    §2.2.2). A host from an insecure MX RRset gets no DANE (§2.2.1: an
+ *    attacker who forged the MX answer chooses the host and its TLSA).
+ * With a CNAME-expanded host name, `_<port>._tcp.<expanded>` is tried first
+ * and `_<port>._tcp.<original>` when the first is insecure or absent
+ * (§2.2.2); the name whose TLSA RRset was used is the TLSA base domain and,
+ * together with the MX host name, the reference identifier for names
+ * (§3.2.2).
+ *
+ * Answers: authenticated records -> TLS mandatory (§2.2: no plaintext even
+ * when every record is unusable), and with usable records the chain must
+ * match. Insecure answers, NXDOMAIN or NODATA -> no DANE for the host.
+ * SERVFAIL (what a validating resolver answers for bogus data), timeouts
+ * and malformed answers -> TEMPFAIL for the host: the engine skips it and
+ * defers the message if no other host succeeds, never bounces it (§2.2).
+ *
+ * Ownership: the per-connection state (`struct dane_conn`) is this
+ * module's; the chain hands it back to dane_free_conn. It copies everything
+ * it needs from the borrowed env and host at prepare time (the resolver
+ * and the loop outlive every run). While its TLSA lookup is in flight it is
+ * referenced by the resolver too: a free_conn during that time cancels the
+ * lookup and leaves the freeing to the lookup's CANCELED callback.
+ * Threading: one connection run belongs to one loop; the module state is
+ * immutable and shared.
+ */
+#include "policy/chain.h"
+
+#include "net/dns.h"
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* TLSA records kept per host; an RRset larger than this is hostile. */
+#define DANE_MAX_RECORDS 32
+/* Association data larger than this is not a usable digest or cert. */
+#define DANE_MAX_DATA 8192
+
+struct dane_conn {
+  struct dns_query *q;
+  bool orphaned; /* free_conn ran while the lookup was in flight */
+  void (*count)(const char *module, const char *outcome);
+  struct dns_resolver *dns;
+  uint16_t port;
+  char host[DNS_NAME_MAX];      /* the MX host name (reference name) */
+  char canonical[DNS_NAME_MAX]; /* after CNAME expansion */
+  char base[DNS_NAME_MAX];      /* TLSA base domain once found */
+  int phase;                    /* 0: expanded name, 1: original name */
+  policy_done_cb done;
+  void *arg;
+  struct policy_conn_req *req; /* the chain's, alive while we are pending */
+  /* Found TLSA records: present means secure records exist. */
+  bool present, usable;
+  size_t nrec;
+  struct policy_tlsa rec[DANE_MAX_RECORDS];
+  uint8_t *data[DANE_MAX_RECORDS];
+};
+
+static void count(struct dane_conn *dc, const char *outcome) {
+  if (dc->count)
+    dc->count("dane", outcome);
+}
+
+static void dane_conn_free(struct dane_conn *dc) {
+  for (size_t i = 0; i < dc->nrec; i++)
+    free(dc->data[i]);
+  free(dc);
+}
+
+static void dane_free_conn(void *state, void *pc) {
+  struct dane_conn *dc = pc;
+  if (dc == NULL)
+    return;
+  if (dc->q) {
+    /* The resolver still holds us: its CANCELED callback frees. */
+    dc->orphaned = true;
+    dns_query_cancel(dc->q);
+    return;
+  }
+  dane_conn_free(dc);
+}
+
+static int start_lookup(struct dane_conn *dc);
+
+/* Reports the outcome of prepare_conn to the chain (the last thing done
+ * with the run's memory: the chain may free the run inside `done`). */
+static void finish(struct dane_conn *dc, const struct policy_result *r) {
+  dc->done(dc->arg, r);
+}
+
+static void finish_ok(struct dane_conn *dc) {
+  struct policy_result r;
+  memset(&r, 0, sizeof r);
+  r.outcome = POLICY_OK;
+  finish(dc, &r);
+}
+
+/* Keeps an authenticated TLSA RRset. Returns 0 or POSTERN_ENOMEM. */
+static int keep_records(struct dane_conn *dc, const struct dns_answer *a) {
+  for (size_t i = 0; i < a->nrr && dc->nrec < DANE_MAX_RECORDS; i++) {
+    const struct dns_rr *rr = &a->rr[i];
+    if (rr->type != DNS_T_TLSA || rr->u.tlsa.len > DANE_MAX_DATA)
+      continue;
+    size_t k = dc->nrec;
+    dc->data[k] = malloc(rr->u.tlsa.len ? rr->u.tlsa.len : 1);
+    if (dc->data[k] == NULL)
+      return POSTERN_ENOMEM;
+    memcpy(dc->data[k], rr->u.tlsa.data, rr->u.tlsa.len);
+    dc->rec[k] = (struct policy_tlsa){.usage = rr->u.tlsa.usage,
+                                      .selector = rr->u.tlsa.selector,
+                                      .mtype = rr->u.tlsa.mtype,
+                                      .data = dc->data[k],
+                                      .len = rr->u.tlsa.len};
+    dc->nrec++;
+    if (policy_tlsa_usable(&dc->rec[k]))
+      dc->usable = true;
+  }
+  return 0;
+}
+
+static void on_tlsa(const struct dns_answer *a, void *arg) {
+  struct dane_conn *dc = arg;
+  dc->q = NULL;
+  if (dc->orphaned) {
+    dane_conn_free(dc);
+    return;
+  }
+  const char *looked = dc->phase == 0 ? dc->canonical : dc->host;
+  struct policy_result r;
+  switch (a->status) {
+  case DNS_ANSWER:
+    if (a->authenticated) {
+      int rc = keep_records(dc, a);
+      if (rc != 0) {
+        count(dc, "tempfail");
+        policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5",
+                          "TLSA records of %s: %s", looked,
+                          postern_strerror(rc));
+        finish(dc, &r);
+        return;
+      }
+      snprintf(dc->base, sizeof dc->base, "%s", looked);
+      dc->present = true;
+      /* §2.2: secure TLSA records make TLS mandatory, usable or not. */
+      dc->req->tls_required = true;
+      dc->req->dane_usable = dc->usable;
+      postern_log(POSTERN_LOG_DEBUG, "dane_tlsa", "host", dc->host,
+                  "base_domain", dc->base, "usable", dc->usable ? "yes" : "no",
+                  NULL);
+      finish_ok(dc);
+      return;
+    }
+    break; /* insecure: like no records */
+  case DNS_NXDOMAIN:
+  case DNS_NODATA:
+    break;
+  case DNS_TEMPFAIL:
+  case DNS_MALFORMED:
+  case DNS_CANCELED:
+  default:
+    count(dc, "tempfail");
+    /* A validating resolver answers SERVFAIL for bogus data (RFC 4035
+     * §5.5): that must not be taken for "no TLSA" (RFC 7672 §2.2). */
+    policy_result_set(
+        &r, POLICY_TEMPFAIL, "dane", "4.7.5",
+        "TLSA lookup for _%u._tcp.%s failed: %s", (unsigned)dc->port, looked,
+        a->err ? postern_strerror(a->err) : dns_status_name(a->status));
+    finish(dc, &r);
+    return;
+  }
+  /* Nothing secure at this name: try the original name after the expanded
+   * one (§2.2.2), else the host has no DANE. */
+  if (dc->phase == 0 && strcmp(dc->canonical, dc->host) != 0) {
+    dc->phase = 1;
+    int rc = start_lookup(dc);
+    if (rc == 0)
+      return;
+    count(dc, "tempfail");
+    policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5",
+                      "TLSA lookup for _%u._tcp.%s: %s", (unsigned)dc->port,
+                      dc->host, postern_strerror(rc));
+    finish(dc, &r);
+    return;
+  }
+  bool secure_absence =
+      (a->status == DNS_NXDOMAIN || a->status == DNS_NODATA) &&
+      a->authenticated;
+  count(dc, secure_absence ? "none" : "insecure");
+  postern_log(POSTERN_LOG_DEBUG, "dane_none", "host", dc->host, "reason",
+              secure_absence ? "no TLSA records" : "insecure TLSA answer",
+              NULL);
+  finish_ok(dc);
+}
+
+static int start_lookup(struct dane_conn *dc) {
+  char qname[DNS_NAME_MAX + 16];
+  const char *name = dc->phase == 0 ? dc->canonical : dc->host;
+  int n =
+      snprintf(qname, sizeof qname, "_%u._tcp.%s", (unsigned)dc->port, name);
+  if (n < 0 || (size_t)n >= sizeof qname)
+    return POSTERN_EINVAL;
+  return dns_query(dc->dns, qname, DNS_T_TLSA, on_tlsa, dc, &dc->q);
+}
+
+static int dane_prepare_conn(void *state, const struct policy_env *env,
+                             void *pd, const struct policy_host *h, void **pc,
+                             struct policy_conn_req *req, policy_done_cb done,
+                             void *arg) {
+  const struct policy_mx *mx = h->mx;
+  bool name_ok = mx->mx_authenticated || mx->routed;
+  if (!h->addrs_authenticated || !name_ok || env->dns == NULL) {
+    /* No DANE for this host (RFC 7672 §2.2.1, §2.2.2). */
+    if (env->count)
+      env->count("dane", "insecure");
+    struct policy_result r;
+    memset(&r, 0, sizeof r);
+    r.outcome = POLICY_OK;
+    done(arg, &r); /* the chain accepts an answer inside the call */
+    return 0;
+  }
+  struct dane_conn *dc = calloc(1, sizeof *dc);
+  if (dc == NULL)
+    return POSTERN_ENOMEM;
+  dc->count = env->count;
+  dc->dns = env->dns;
+  dc->port = mx->port ? mx->port : 25;
+  snprintf(dc->host, sizeof dc->host, "%s", mx->host);
+  snprintf(dc->canonical, sizeof dc->canonical, "%s",
+           h->canonical && h->canonical[0] ? h->canonical : mx->host);
+  dc->done = done;
+  dc->arg = arg;
+  dc->req = req;
+  int rc = start_lookup(dc);
+  if (rc != 0) {
+    free(dc);
+    return rc;
+  }
+  *pc = dc;
+  return 0;
+}
+
+static void dane_check_conn(void *state, void *pd, void *pc,
+                            const struct policy_conn *c,
+                            struct policy_conn_verdict *v) {
+  struct dane_conn *dc = pc;
+  if (dc == NULL || !dc->present)
+    return;
+  /* Secure TLSA records: at least an encrypted session (§2.2). */
+  if (v->required < POLICY_TLS_LEVEL_ENCRYPTED)
+    v->required = POLICY_TLS_LEVEL_ENCRYPTED;
+  if (c->reached == POLICY_TLS_LEVEL_NONE || c->chain_len == 0) {
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "dane", "4.7.5",
+                      "%s has secure TLSA records but the session is not "
+                      "TLS-protected",
+                      dc->host);
+    return;
+  }
+  if (!dc->usable) {
+    /* §3.1.3 and §2.2: only unusable records, so encryption without
+     * authentication is what the records allow. */
+    count(dc, "unusable");
+    postern_log(POSTERN_LOG_INFO, "dane_unusable", "host", dc->host,
+                "base_domain", dc->base, NULL);
+    return;
+  }
+  struct policy_dane_cert chain[16];
+  size_t n = c->chain_len < 16 ? c->chain_len : 16;
+  for (size_t i = 0; i < n; i++)
+    chain[i] = (struct policy_dane_cert){.der = c->chain_der[i],
+                                         .len = c->chain_der_len[i]};
+  const char *names[2] = {dc->host, dc->base};
+  size_t nnames = strcmp(dc->host, dc->base) == 0 ? 1 : 2;
+  struct policy_dane_result res;
+  int rc = policy_dane_verify(dc->rec, dc->nrec, chain, n, names, nnames,
+                              time(NULL), &res);
+  if (rc != 0) {
+    count(dc, rc == POSTERN_ENOMEM ? "tempfail" : "mismatch");
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "dane", "4.7.5",
+                      "DANE verification for %s failed: %s", dc->host,
+                      postern_strerror(rc));
+    return;
+  }
+  if (res.status != POLICY_DANE_OK) {
+    count(dc, "mismatch");
+    policy_result_set(&v->result, POLICY_TEMPFAIL, "dane", "4.7.5",
+                      "DANE: %s (TLSA at _%u._tcp.%s): %s", dc->host,
+                      (unsigned)dc->port, dc->base,
+                      policy_dane_status_message(res.status));
+    postern_log(POSTERN_LOG_WARN, "dane_mismatch", "host", dc->host,
+                "base_domain", dc->base, "dane",
+                policy_dane_status_name(res.status), NULL);
+    return;
+  }
+  count(dc, "ok");
+  v->level = POLICY_TLS_LEVEL_AUTHENTICATED;
+  char depth[16], usage[16];
+  snprintf(depth, sizeof depth, "%d", res.depth);
+  snprintf(usage, sizeof usage, "%d", res.usage);
+  postern_log(POSTERN_LOG_DEBUG, "dane_ok", "host", dc->host, "base_domain",
+              dc->base, "usage", usage, "depth", depth, NULL);
+}
+
+static const struct policy_module_ops dane_ops = {
+    .name = "dane",
+    .prepare_conn = dane_prepare_conn,
+    .free_conn = dane_free_conn,
+    .check_conn = dane_check_conn,
+};
+
+int policy_dane_new(struct policy_module *out) {
+  out->ops = &dane_ops;
+  out->state = NULL;
+  return 0;
+}

@@ -1,0 +1,247 @@
+"""DNSSEC and DANE end to end: a real `postern` with `policy { dnssec; dane }`
+resolving through a validating unbound in front of nsd serving a signed and
+an unsigned zone, delivering to aiosmtpd MX hosts on 127.0.0.x.
+
+Scenarios (each checks the outcome at the MX peers and the delivery log):
+ 1. secure MX + matching DANE-EE TLSA -> sent, mx_level=dnssec
+    tls_level=authenticated (the dane module vouched: dane_ok logged);
+ 2. secure TLSA but the MX offers no STARTTLS -> nothing sent in plaintext,
+    deferred 4.7.5;
+ 3. TLSA mismatch on the first MX (whose certificate is PKIX-valid: DANE
+    governs, RFC 8461 §2), DANE-TA match on the second -> sent via the second;
+ 4. bogus signature on the TLSA RRset (unbound answers SERVFAIL) -> deferred;
+ 5. unsigned zone (TLSA present but insecure) -> opportunistic delivery to a
+    self-signed MX: mx_level=none tls_level=encrypted, no DANE;
+ 6. CNAME: the MX name is an alias, TLSA only at the expanded name; the
+    certificate names only the expanded name (DANE-TA name check against
+    the TLSA base domain, RFC 7672 §2.2.2) -> sent, authenticated;
+ 7. `local { min_tls_level authenticated }` against a self-signed MX ->
+    deferred (a second relay).
+
+Usage: dane_test.py POSTERN_BINARY
+"""
+
+import hashlib
+import subprocess
+import sys
+
+import dnssec_zone
+import pki
+import smtpd_peer
+from relay import Relay
+
+POSTERN = sys.argv[1]
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def der(cert_pem, what="x509"):
+    args = (["openssl", "x509", "-in", cert_pem, "-outform", "DER"] if what == "x509"
+            else ["sh", "-c", "openssl x509 -in '%s' -pubkey -noout | "
+                  "openssl pkey -pubin -outform DER" % cert_pem])
+    return subprocess.run(args, check=True, stdout=subprocess.PIPE).stdout
+
+
+def spki_sha256(cert_pem):
+    return hashlib.sha256(der(cert_pem, "spki")).hexdigest()
+
+
+def cert_sha256(cert_pem):
+    return hashlib.sha256(der(cert_pem)).hexdigest()
+
+
+def msg(subject):
+    return (f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n")
+
+
+def first_delivery(r, rcpt, timeout=30):
+    return r.wait_log(lambda e: e.get("event") == "delivery" and e.get("rcpt") == rcpt,
+                      timeout=timeout)[0]
+
+
+def start_peers(hosts, tls):
+    """One smtpd_peer per 127.0.0.x on a common port (delivery { port N })."""
+    for _ in range(20):
+        port = dnssec_zone._free_port()
+        peers = {}
+        try:
+            for name, ip in hosts.items():
+                crt_key = tls.get(name)
+                kw = {"tls_cert": crt_key[0], "tls_key": crt_key[1]} if crt_key else {}
+                peers[name] = smtpd_peer.Peer(host=ip, port=port, hostname=name, **kw)
+            return port, peers
+        except OSError:
+            for p in peers.values():
+                p.stop()
+    raise RuntimeError("no common free port on the MX addresses")
+
+
+def main():
+    p = pki.PKI()
+    hosts = {
+        "mx1.secure.test": "127.0.0.11",     # 1: DANE-EE match
+        "mx2.secure.test": "127.0.0.12",     # 2: no STARTTLS
+        "mxbad.secure.test": "127.0.0.13",   # 3: TLSA mismatch, PKIX-valid
+        "mxgood.secure.test": "127.0.0.14",  # 3, 6: DANE-TA match
+        "mxbogus.secure.test": "127.0.0.15",  # 4: bogus TLSA signature
+        "mx.plain.test": "127.0.0.16",       # 5, 7: unsigned zone, self-signed
+    }
+    tls = {
+        "mx1.secure.test": p.server_cert("mx1.secure.test"),
+        "mxbad.secure.test": p.server_cert("mxbad.secure.test"),
+        "mxgood.secure.test": p.server_cert("mxgood.secure.test", chain=True),
+        "mxbogus.secure.test": p.server_cert("mxbogus.secure.test"),
+        "mx.plain.test": p.server_cert("mx.plain.test", self_signed=True),
+    }
+    port, peers = start_peers(hosts, tls)
+    mx1_spki = spki_sha256(tls["mx1.secure.test"][0])
+    other = p.server_cert("unrelated.test")
+    wrong = spki_sha256(other[0])
+    ca_digest = cert_sha256(p.ca_file)
+    t = f"_{port}._tcp"
+    zones = {
+        "secure.test": {"signed": True, "records": [
+            "dane MX 10 mx1",
+            "mx1 A 127.0.0.11",
+            f"{t}.mx1 TLSA 3 1 1 {mx1_spki}",
+            "nostls MX 10 mx2",
+            "mx2 A 127.0.0.12",
+            f"{t}.mx2 TLSA 3 1 1 {mx1_spki}",
+            "fallback MX 10 mxbad",
+            "fallback MX 20 mxgood",
+            "mxbad A 127.0.0.13",
+            f"{t}.mxbad TLSA 3 1 1 {wrong}",
+            "mxgood A 127.0.0.14",
+            f"{t}.mxgood TLSA 2 0 1 {ca_digest}",
+            "bogus MX 10 mxbogus",
+            "mxbogus A 127.0.0.15",
+            f"{t}.mxbogus TLSA 3 1 1 {spki_sha256(tls['mxbogus.secure.test'][0])}",
+            "cname MX 10 alias",
+            "alias CNAME mxgood",
+        ], "bogus": [(f"{t}.mxbogus", "TLSA")]},
+        "plain.test": {"signed": False, "records": [
+            "@ MX 10 mx",
+            "mx A 127.0.0.16",
+            f"{t}.mx TLSA 3 1 1 {wrong}",
+        ]},
+    }
+    fx = dnssec_zone.Fixture(zones)
+    try:
+        # The resolver chain itself: AD for the signed zone, SERVFAIL for
+        # the corrupted signature, no AD for the unsigned zone.
+        rc, ad, _ = fx.query("dane.secure.test", "MX")
+        check(rc == "NOERROR" and ad, "unbound: signed MX RRset validates (AD)")
+        rc, ad, _ = fx.query(f"{t}.mxbogus.secure.test", "TLSA")
+        check(rc == "SERVFAIL", "unbound: corrupted TLSA RRSIG is bogus (SERVFAIL)")
+        rc, ad, _ = fx.query("plain.test", "MX")
+        check(rc == "NOERROR" and not ad, "unbound: unsigned zone is insecure (no AD)")
+
+        extra = (f"tls {{ ca_file {p.ca_file} }}\n"
+                 "policy { local; dnssec; dane }\n"
+                 "queue { retry_initial 1h }")
+        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+                   extra=extra) as r:
+            # 1. secure MX + matching TLSA
+            r.send("s@snd.test", ["a@dane.secure.test"], msg("s1"))
+            e = first_delivery(r, "a@dane.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx1.secure.test"
+                  and e.get("mx_level") == "dnssec" and e.get("tls_level") == "authenticated",
+                  "1: secure MX + matching TLSA: sent, mx_level=dnssec "
+                  f"tls_level=authenticated ({e.get('status')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')})")
+            check(len(peers["mx1.secure.test"].messages) == 1
+                  and peers["mx1.secure.test"].messages[0]["tls"],
+                  "1: the MX received the message over TLS")
+            check(any(x.get("event") == "dane_ok" and x.get("host") == "mx1.secure.test"
+                      and x.get("usage") == "3" for x in r.events()),
+                  "1: DANE-EE authenticated the session (dane_ok usage=3)")
+
+            # 2. secure TLSA, no STARTTLS
+            r.send("s@snd.test", ["a@nostls.secure.test"], msg("s2"))
+            e = first_delivery(r, "a@nostls.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "none",
+                  f"2: TLSA without STARTTLS: deferred 4.7.5 ({e.get('status')} "
+                  f"{e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mx2.secure.test"].messages and
+                  "MAIL" not in peers["mx2.secure.test"].commands,
+                  "2: nothing was sent in plaintext")
+
+            # 3. mismatch on the first MX, match on the second
+            r.send("s@snd.test", ["a@fallback.secure.test"], msg("s3"))
+            e = first_delivery(r, "a@fallback.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mxgood.secure.test"
+                  and e.get("mx_level") == "dnssec" and e.get("tls_level") == "authenticated",
+                  f"3: mismatch then match: sent via mxgood ({e.get('status')} "
+                  f"{e.get('mx')} {e.get('mx_level')} {e.get('tls_level')})")
+            check(not peers["mxbad.secure.test"].messages
+                  and len(peers["mxgood.secure.test"].messages) == 1,
+                  "3: the mismatching MX (PKIX-valid certificate) got nothing")
+            check(any(x.get("event") == "dane_mismatch"
+                      and x.get("host") == "mxbad.secure.test" for x in r.events()),
+                  "3: dane_mismatch logged for mxbad")
+
+            # 4. bogus TLSA signature
+            r.send("s@snd.test", ["a@bogus.secure.test"], msg("s4"))
+            e = first_delivery(r, "a@bogus.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5"
+                  and "TLSA lookup" in e.get("reply", ""),
+                  f"4: bogus TLSA: deferred 4.7.5 ({e.get('status')} {e.get('dsn')}: "
+                  f"{e.get('reply')})")
+            check(not peers["mxbogus.secure.test"].commands,
+                  "4: the host with bogus TLSA was not even contacted")
+
+            # 5. unsigned zone: opportunistic, no DANE
+            r.send("s@snd.test", ["a@plain.test"], msg("s5"))
+            e = first_delivery(r, "a@plain.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "none"
+                  and e.get("tls_level") == "encrypted",
+                  f"5: insecure zone: sent, mx_level=none tls_level=encrypted "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
+            check(len(peers["mx.plain.test"].messages) == 1
+                  and peers["mx.plain.test"].messages[0]["tls"],
+                  "5: delivered over (unauthenticated) TLS despite an insecure TLSA")
+
+            # 6. CNAME: TLSA at the expanded name, names from the base domain
+            r.send("s@snd.test", ["a@cname.secure.test"], msg("s6"))
+            e = first_delivery(r, "a@cname.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "alias.secure.test"
+                  and e.get("tls_level") == "authenticated" and e.get("mx_level") == "dnssec",
+                  f"6: CNAME'd MX: TLSA of the expanded name used ({e.get('status')} "
+                  f"{e.get('mx')} {e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "dane_ok" and x.get("host") == "alias.secure.test"
+                      and x.get("base_domain") == "mxgood.secure.test"
+                      for x in r.events()),
+                  "6: TLSA base domain is the expanded name")
+            check(r.stop() == 0, "relay stopped cleanly")
+
+        # 7. local minimum against a self-signed MX
+        before = len(peers["mx.plain.test"].messages)
+        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+                   extra="policy { local { min_tls_level authenticated } }\n"
+                         "queue { retry_initial 1h }") as r:
+            r.send("s@snd.test", ["b@plain.test"], msg("s7"))
+            e = first_delivery(r, "b@plain.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "none",
+                  f"7: min_tls_level authenticated vs self-signed: deferred 4.7.5 "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(len(peers["mx.plain.test"].messages) == before,
+                  "7: the self-signed MX got nothing")
+    finally:
+        fx.close()
+        for pe in peers.values():
+            pe.stop()
+        p.cleanup()
+    print(f"{len(failures)} failed checks" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
