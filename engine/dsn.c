@@ -96,17 +96,23 @@ static void rfc5322_date(time_t t, char *out, size_t cap) {
 }
 
 /* Length of the original's header section, up to and including the empty
- * line that ends it (RFC 5322 §2.1); the whole message when there is none. */
+ * line that ends it (RFC 5322 §2.1); the whole message when there is none.
+ * Lines end at LF with or without CR (db_lines makes them CRLF), so an empty
+ * line is "\n" or "\r\n" at the start of a line: "\n\r\n" and a leading
+ * "\n" end the header too, and the body never leaks into a headers-only
+ * return. */
 static size_t header_len(const uint8_t *m, size_t n) {
-  for (size_t i = 0; i + 1 < n; i++) {
-    if (m[i] == '\n' && m[i + 1] == '\n')
-      return i + 2;
-    if (i + 3 < n && m[i] == '\r' && m[i + 1] == '\n' && m[i + 2] == '\r' &&
-        m[i + 3] == '\n')
-      return i + 4;
+  size_t start = 0;
+  while (start < n) {
+    if (m[start] == '\n')
+      return start + 1;
+    if (m[start] == '\r' && start + 1 < n && m[start + 1] == '\n')
+      return start + 2;
+    const uint8_t *lf = memchr(m + start, '\n', n - start);
+    if (lf == NULL)
+      break;
+    start = (size_t)(lf - m) + 1;
   }
-  if (n >= 2 && m[0] == '\r' && m[1] == '\n')
-    return 2;
   return n;
 }
 

@@ -175,6 +175,31 @@ static void test_delay_and_errors(void **state) {
   assert_int_equal(dsn_ret_parse("body", &ret), POSTERN_EINVAL);
 }
 
+/* Found by tests/fuzz/fuzz_dsn.c: an empty line written "\n" after a CRLF
+ * line, or a message starting with an empty line, ends the header section
+ * too; before, the whole body was returned as "headers". */
+static void test_headers_end_at_any_empty_line(void **state) {
+  (void)state;
+  static const char *const msgs[] = {
+      "Subject: a\r\n\nsecret\r\n",
+      "Subject: a\n\r\nsecret\n",
+      "\nsecret\r\n",
+      "\r\nsecret\r\n",
+  };
+  for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
+    struct dsn_rcpt r = {.addr = "b@example.net", .status = "5.0.0"};
+    struct dsn_input in = base_input(&r, 1);
+    in.original = (const uint8_t *)msgs[i];
+    in.original_len = strlen(msgs[i]);
+    char *out;
+    size_t len;
+    assert_int_equal(dsn_build(&in, &out, &len), 0);
+    assert_non_null(strstr(out, "text/rfc822-headers"));
+    assert_null(strstr(out, "secret"));
+    free(out);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failure_report),
@@ -183,6 +208,7 @@ int main(void) {
       cmocka_unit_test(test_long_diagnostic),
       cmocka_unit_test(test_boundary_collision),
       cmocka_unit_test(test_delay_and_errors),
+      cmocka_unit_test(test_headers_end_at_any_empty_line),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
