@@ -22,6 +22,7 @@
  */
 #include "engine/internal.h"
 #include "engine/metrics.h"
+#include "engine/probe.h"
 #include "engine/relay.h"
 
 #include "net/dns.h"
@@ -45,7 +46,8 @@ struct dest;
 
 struct dwork {
   struct relay *r;
-  struct worker *w;
+  struct worker *w; /* NULL for a probe */
+  uv_loop_t *loop;
   struct dns_resolver *dns;
   struct dest *buckets[DEST_BUCKETS];
 };
@@ -78,8 +80,11 @@ struct candidate {
   bool implicit;
 };
 
+struct probe;
+
 struct attempt {
   struct dest *d;
+  struct probe *probe; /* probe mode: judge every candidate, send nothing */
   struct attempt *next;
   struct policy_domain_run *drun;
   struct policy_conn_run *crun;
@@ -121,6 +126,24 @@ struct dest {
   bool rate_timer_on;
   bool freeing;
 };
+
+struct probe {
+  struct dwork dw; /* first: probe_dest_closed finds the probe from it */
+  struct dest *d;
+  struct probe_result res;
+  probe_cb cb;
+  void *arg;
+};
+
+/* The probe's record of the candidate the attempt is on, or NULL. */
+static struct probe_mx *probe_cur(struct attempt *a) {
+  if (a->probe == NULL || a->ci >= a->ncand || a->ci >= PROBE_MAX_MX)
+    return NULL;
+  struct probe_mx *m = &a->probe->res.mx[a->ci];
+  if (a->probe->res.nmx <= a->ci)
+    a->probe->res.nmx = a->ci + 1;
+  return m;
+}
 
 static void dest_kick(struct dest *d);
 static void attempt_next_candidate(struct attempt *a);
@@ -216,7 +239,7 @@ static struct dest *dest_get(struct dwork *dw, struct job *j) {
   snprintf(d->domain, sizeof d->domain, "%s", j->domain);
   d->routed = j->routed;
   d->route = j->route;
-  uv_timer_init(&dw->w->loop, &d->rate_timer);
+  uv_timer_init(dw->loop, &d->rate_timer);
   d->rate_timer.data = d;
   d->hnext = dw->buckets[b];
   dw->buckets[b] = d;
@@ -536,6 +559,14 @@ static void attempt_fail(struct attempt *a, bool temp, const char *status,
   if (temp)
     a->any_temp = true;
   a->any_fail = true;
+  struct probe_mx *pm = probe_cur(a);
+  if (pm) {
+    pm->acceptable = false;
+    pm->temporary = temp;
+    snprintf(pm->status, sizeof pm->status, "%s",
+             temp ? a->temp_status : a->perm_status);
+    snprintf(pm->reason, sizeof pm->reason, "%s", reason);
+  }
   postern_log(POSTERN_LOG_DEBUG, "attempt_step_failed", "dest", a->d->key, "mx",
               a->last_mx, "temporary", temp ? "yes" : "no", "dsn",
               temp ? a->temp_status : a->perm_status, "reason", reason, NULL);
@@ -556,8 +587,14 @@ static void attempt_free(struct attempt *a) {
 
 /* Every candidate failed: settle the destination's waiting jobs unless
  * another connection or attempt can still carry them. */
+static void probe_finish(struct attempt *a);
+
 static void attempt_exhausted(struct attempt *a) {
   struct dest *d = a->d;
+  if (a->probe) {
+    probe_finish(a);
+    return;
+  }
   bool temp = a->any_temp || !a->any_fail;
   char status[16], reason[512];
   if (temp) {
@@ -589,7 +626,7 @@ static void attempt_exhausted(struct attempt *a) {
 }
 
 static struct policy_env penv(struct dest *d) {
-  struct policy_env e = {.loop = &d->dw->w->loop,
+  struct policy_env e = {.loop = d->dw->loop,
                          .dns = d->dw->dns,
                          .now_ms = now_ms(d->dw),
                          .count = metrics_policy};
@@ -624,7 +661,7 @@ static void attempt_connect(struct attempt *a) {
     o.local_addr = NULL;
   atomic_fetch_add(&r->out_conns, 1);
   int rc =
-      smtp_client_connect(&a->c, &d->dw->w->loop, &o,
+      smtp_client_connect(&a->c, d->dw->loop, &o,
                           (const struct sockaddr *)sa, a->mx.host, on_ready, a);
   if (rc != 0) {
     atomic_fetch_sub(&r->out_conns, 1);
@@ -749,10 +786,31 @@ static void on_ready(struct smtp_client *c, int status,
   }
   struct policy_conn_verdict v;
   policy_chain_check_conn(a->crun, &pc, &v);
+  struct probe_mx *pm = probe_cur(a);
+  if (pm) {
+    pm->connected = true;
+    snprintf(pm->tried_addr, sizeof pm->tried_addr, "%s", addr);
+    pm->tls_level = v.level;
+    snprintf(pm->tls_info, sizeof pm->tls_info, "starttls=%s%s%s%s%s%s%s",
+             smtp_starttls_name(f->starttls), f->tls_version ? " " : "",
+             f->tls_version ? f->tls_version : "", f->tls_cipher ? " " : "",
+             f->tls_cipher ? f->tls_cipher : "",
+             f->tls_error && f->tls_error[0] ? " verify: " : "",
+             f->tls_error ? f->tls_error : "");
+  }
   if (v.result.outcome != POLICY_OK) {
     smtp_client_close(c, client_closed_free, r);
     attempt_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status, "%s",
                  v.result.reason);
+    a->ci++;
+    attempt_next_candidate(a);
+    return;
+  }
+  if (pm) {
+    /* Probe: this candidate would take the mail; say so, QUIT, and go on
+     * to rank the others too. */
+    pm->acceptable = true;
+    smtp_client_close(c, client_closed_free, r);
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -773,7 +831,7 @@ static void on_ready(struct smtp_client *c, int status,
   cn->mx_level = a->mxv.level;
   cn->tls_level = v.level;
   metrics_inc(METRICS_CONNECTIONS_OPENED);
-  uv_timer_init(&d->dw->w->loop, &cn->idle);
+  uv_timer_init(d->dw->loop, &cn->idle);
   cn->idle.data = cn;
   cn->next = d->conns;
   d->conns = cn;
@@ -806,6 +864,12 @@ static void on_conn_prepared(void *arg, struct policy_conn_run *crun,
   struct attempt *a = arg;
   a->crun = crun;
   a->req = *req;
+  struct probe_mx *pm = probe_cur(a);
+  if (pm) {
+    pm->conn_prepared = true;
+    pm->tls_required = req->tls_required;
+    pm->dane_usable = req->dane_usable;
+  }
   if (req->result.outcome != POLICY_OK) {
     attempt_fail(a, req->result.outcome == POLICY_TEMPFAIL, req->result.status,
                  "%s", req->result.reason);
@@ -832,6 +896,13 @@ static void set_port(struct sockaddr_storage *ss, uint16_t port) {
 
 static void prepare_conn(struct attempt *a) {
   struct dest *d = a->d;
+  struct probe_mx *pm = probe_cur(a);
+  if (pm) {
+    pm->naddrs = 0;
+    for (size_t i = 0; i < a->naddr && i < PROBE_MAX_ADDRS; i++)
+      addr_text(&a->addrs[i], pm->addrs[pm->naddrs++], sizeof pm->addrs[0]);
+    pm->addrs_authenticated = a->addrs_authenticated;
+  }
   struct policy_host h = {.mx = &a->mx,
                           .addrs_authenticated = a->addrs_authenticated,
                           .canonical = a->canonical};
@@ -906,6 +977,14 @@ static void attempt_next_candidate(struct attempt *a) {
                              .implicit = cand->implicit,
                              .routed = d->routed};
   policy_chain_check_mx(a->drun, &a->mx, &a->mxv);
+  struct probe_mx *pm = probe_cur(a);
+  if (pm) {
+    snprintf(pm->host, sizeof pm->host, "%s", cand->host);
+    pm->pref = cand->pref;
+    pm->implicit = cand->implicit;
+    pm->checked = true;
+    pm->mx_level = a->mxv.level;
+  }
   if (a->mxv.result.outcome != POLICY_OK) {
     attempt_fail(a, a->mxv.result.outcome == POLICY_TEMPFAIL,
                  a->mxv.result.status, "%s", a->mxv.result.reason);
@@ -1068,6 +1147,7 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
     return POSTERN_ENOMEM;
   dw->r = r;
   dw->w = w;
+  dw->loop = &w->loop;
   struct dns_opts o;
   dns_opts_init(&o);
   const struct config_dns *cd = &r->cfg->dns;
@@ -1163,4 +1243,87 @@ void engine__deliver_worker_exit(struct worker *w) {
   }
   w->ud2 = NULL;
   free(dw);
+}
+
+/* ---- postern-probe: the MX loop without mail ---- */
+
+static void probe_dest_closed(uv_handle_t *h) {
+  struct dest *d = h->data;
+  struct probe *p = (struct probe *)d->dw; /* dw is the probe's first member */
+  free(d);
+  free(p);
+}
+
+static void probe_finish(struct attempt *a) {
+  struct probe *p = a->probe;
+  struct probe_result *res = &p->res;
+  for (size_t i = 0; i < res->nmx; i++) {
+    if (res->mx[i].acceptable) {
+      res->deliverable = true;
+      res->deliver_to = i;
+      snprintf(res->status, sizeof res->status, "2.0.0");
+      snprintf(res->reason, sizeof res->reason, "would deliver to %s",
+               res->mx[i].host);
+      break;
+    }
+  }
+  if (!res->deliverable) {
+    /* The same rule as for real mail (step 5 of the MX loop). */
+    bool temp = a->any_temp || !a->any_fail;
+    res->temporary = temp;
+    snprintf(res->status, sizeof res->status, "%s",
+             temp ? (a->any_temp ? a->temp_status : "4.4.1") : a->perm_status);
+    snprintf(res->reason, sizeof res->reason, "%s",
+             temp ? (a->any_temp ? a->temp_reason : "no MX host could be tried")
+                  : a->perm_reason);
+  }
+  p->cb(p->arg, res);
+  struct dest *d = a->d;
+  attempt_free(a);
+  d->freeing = true;
+  uv_close((uv_handle_t *)&d->rate_timer, probe_dest_closed);
+}
+
+int probe_start(struct relay *r, uv_loop_t *loop, struct dns_resolver *dns,
+                const char *domain, probe_cb cb, void *arg) {
+  struct probe *p = calloc(1, sizeof *p);
+  struct dest *d = calloc(1, sizeof *d);
+  struct attempt *a = calloc(1, sizeof *a);
+  if (p == NULL || d == NULL || a == NULL) {
+    free(p);
+    free(d);
+    free(a);
+    return POSTERN_ENOMEM;
+  }
+  p->dw.r = r;
+  p->dw.loop = loop;
+  p->dw.dns = dns;
+  p->cb = cb;
+  p->arg = arg;
+  snprintf(p->res.domain, sizeof p->res.domain, "%s", domain);
+  d->dw = &p->dw;
+  snprintf(d->domain, sizeof d->domain, "%s", domain);
+  d->routed = engine__dest_key(r, domain, &d->route, d->key, sizeof d->key);
+  p->res.routed = d->routed;
+  if (d->routed)
+    snprintf(p->res.route, sizeof p->res.route, "%s", d->key);
+  uv_timer_init(loop, &d->rate_timer);
+  d->rate_timer.data = d;
+  p->d = d;
+  a->d = d;
+  a->probe = p;
+  d->attempts = a;
+  d->nattempts = 1;
+  struct policy_env e = penv(d);
+  const char *pdomain = d->routed ? d->route.host : d->domain;
+  int rc = policy_chain_prepare_domain(r->chain, &e, pdomain,
+                                       on_domain_prepared, a);
+  if (rc != 0) {
+    d->attempts = NULL;
+    d->nattempts = 0;
+    free(a);
+    uv_close((uv_handle_t *)&d->rate_timer, probe_dest_closed);
+    return rc;
+  }
+  return 0;
 }

@@ -78,6 +78,21 @@ bool engine__route_lookup(const struct relay *r, const char *domain,
   return true;
 }
 
+bool engine__dest_key(const struct relay *r, const char *domain,
+                      struct route_target *rt, char *key, size_t cap) {
+  bool routed = engine__route_lookup(r, domain, rt);
+  /* Domains routed to the same place share one destination, so their
+   * mail shares connections. */
+  if (routed)
+    snprintf(key, cap, "[%s]:%u%s", rt->host, rt->port, rt->no_mx ? "" : "+mx");
+  else
+    snprintf(key, cap, "%s", domain);
+  for (char *c = key; *c; c++)
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c - 'A' + 'a');
+  return routed;
+}
+
 struct worker *relay_worker_for(struct relay *r, const char *key) {
   size_t h = 1469598103934665603ull;
   for (const char *c = key; *c; c++)
@@ -87,8 +102,8 @@ struct worker *relay_worker_for(struct relay *r, const char *key) {
 
 /* ---- policy chain from the configuration ---- */
 
-static int build_chain(const struct postern_config *cfg,
-                       struct policy_chain **out) {
+int relay_chain_build(const struct postern_config *cfg,
+                      struct policy_chain **out) {
   struct policy_chain *c;
   int rc = policy_chain_new(&c);
   if (rc != 0)
@@ -240,7 +255,7 @@ static void on_signal(uv_signal_t *s, int signum) {
       return;
     }
     struct policy_chain *nchain;
-    rc = build_chain(ncfg, &nchain);
+    rc = relay_chain_build(ncfg, &nchain);
     if (rc != 0) {
       postern_log(POSTERN_LOG_ERROR, "reload_rejected", "error",
                   postern_strerror(rc), NULL);
@@ -415,7 +430,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   signal(SIGPIPE, SIG_IGN);
 
   struct policy_chain *chain;
-  rc = build_chain(cfg, &chain);
+  rc = relay_chain_build(cfg, &chain);
   if (rc != 0)
     return 1;
   r->chain = chain;

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -60,6 +61,17 @@ int relay_submit_local(struct relay *r, const char *id, const char *sender,
 bool engine__route_lookup(const struct relay *r, const char *domain,
                           struct route_target *out);
 
+/* The destination key of a recipient domain ("example.org", or the route
+ * target "[host]:port" that domains share); fills *rt when routed. */
+bool engine__dest_key(const struct relay *r, const char *domain,
+                      struct route_target *rt, char *key, size_t cap);
+
+/* Builds the policy chain the configuration describes. Errors:
+ * POSTERN_EUNSUPPORTED (a module this build lacks, logged), ENOMEM. */
+struct policy_chain;
+int relay_chain_build(const struct postern_config *cfg,
+                      struct policy_chain **out);
+
 /* The worker that owns destination `key`. */
 struct worker *relay_worker_for(struct relay *r, const char *key);
 
@@ -70,6 +82,11 @@ static inline const char *relay_hostname(struct relay *r) {
   return r->cfg->hostname;
 }
 static inline uint64_t relay_now_ms(struct relay *r) {
+  if (r->q == NULL) { /* postern-probe runs without a queue */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  }
   return queue_now_ms(r->q);
 }
 /* Messages in flight at most; the rest wait in the due index. */

@@ -153,16 +153,8 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
     unsigned i = todo[k];
     const char *dom = rcpt_domain(env->rcpts[i].addr);
     struct route_target rt;
-    bool routed = engine__route_lookup(s->r, dom, &rt);
     char key[300];
-    if (routed)
-      snprintf(key, sizeof key, "[%s]:%u%s", rt.host, rt.port,
-               rt.no_mx ? "" : "+mx");
-    else
-      snprintf(key, sizeof key, "%s", dom);
-    for (char *c = key; *c; c++)
-      if (*c >= 'A' && *c <= 'Z')
-        *c = (char)(*c - 'A' + 'a');
+    bool routed = engine__dest_key(s->r, dom, &rt, key, sizeof key);
     struct job *j = NULL;
     for (size_t x = 0; x < njobs; x++)
       if (strcmp(jobs[x]->dest_key, key) == 0)

@@ -2,22 +2,26 @@
  * probe.c - postern-probe, the operator's diagnostic for Postern's policy
  * chain (like Postfix's posttls-finger).
  *
- * Implemented so far: the offline mode
+ *   postern-probe [-c CONFIG] [--json] [-v] DOMAIN
+ *
+ * runs the relay's MX loop against DOMAIN without sending mail (online.c);
+ * exit 0 when mail would be delivered, 1 when deferred or bounced.
  *
  *   postern-probe --tlsa-verify --base-domain NAME --tlsa FILE --chain PEM
  *
- * which checks a certificate chain against TLSA records with the relay's own
- * matcher (policy_dane_verify) and prints `ok depth=N` or the reason it
- * fails. The online mode (`postern-probe DOMAIN`) arrives with the engine.
+ * checks a certificate chain against TLSA records offline with the relay's
+ * own matcher (policy_dane_verify) and prints `ok depth=N` or the reason it
+ * fails: exit 0 when a usable TLSA record authenticates the chain; 1 when
+ * it does not (including when no record is usable).
  *
- * Exit status: 0 when a usable TLSA record authenticates the chain; 1 when
- * it does not (including when no record is usable); 2 on usage errors and
- * unreadable or malformed input files (--help too).
+ * Both: 2 on usage errors and unreadable or malformed input files (--help
+ * too).
  *
  * Single-threaded; everything is freed before exit so that the sanitizer
  * runs stay clean.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +34,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "engine/config.h"
 #include "policy/chain.h"
+#include "tools/probe/online.h"
 
 #define EXIT_OK 0
 #define EXIT_FAIL 1
@@ -42,11 +48,20 @@
 #define MAX_CERTS 32
 
 static const char usage_text[] =
-    "usage: postern-probe --tlsa-verify --base-domain NAME --tlsa FILE "
+    "usage: postern-probe [-c CONFIG] [--json] [-v] DOMAIN\n"
+    "       postern-probe --tlsa-verify --base-domain NAME --tlsa FILE "
     "--chain PEM\n"
     "                     [--name NAME]... [--now SECONDS]\n"
     "       postern-probe --help\n"
     "\n"
+    "  DOMAIN               run the relay's policy chain and MX loop against\n"
+    "                       DOMAIN without sending mail: every MX, its MX\n"
+    "                       level, addresses, DANE, the TLS level reached and\n"
+    "                       the verdict; exit 0 if mail would be delivered\n"
+    "  -c, --config FILE    the relay's configuration (default "
+    CONFIG_DEFAULT_PATH ")\n"
+    "  --json               print the result as one JSON object\n"
+    "  -v, --verbose        log every step of the attempt to stderr\n"
     "  --tlsa-verify        check a certificate chain against TLSA records\n"
     "                       offline, with the relay's DANE matcher (RFC "
     "7672)\n"
@@ -320,7 +335,8 @@ int main(int argc, char **argv) {
     OPT_TLSA,
     OPT_CHAIN,
     OPT_NOW,
-    OPT_HELP
+    OPT_HELP,
+    OPT_JSON,
   };
   static const struct option opts[] = {
       {"tlsa-verify", no_argument, NULL, OPT_TLSA_VERIFY},
@@ -330,6 +346,9 @@ int main(int argc, char **argv) {
       {"chain", required_argument, NULL, OPT_CHAIN},
       {"now", required_argument, NULL, OPT_NOW},
       {"help", no_argument, NULL, OPT_HELP},
+      {"config", required_argument, NULL, 'c'},
+      {"json", no_argument, NULL, OPT_JSON},
+      {"verbose", no_argument, NULL, 'v'},
       {NULL, 0, NULL, 0},
   };
   int verify = 0;
@@ -337,11 +356,25 @@ int main(int argc, char **argv) {
   const char *names[MAX_NAMES];
   size_t nnames = 0;
   time_t now = time(NULL);
+  const char *config = CONFIG_DEFAULT_PATH;
+  bool json = false, verbose = false, online_opts = false;
 
   opterr = 0;
   int o;
-  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((o = getopt_long(argc, argv, "hc:v", opts, NULL)) != -1) {
     switch (o) {
+    case 'c':
+      config = optarg;
+      online_opts = true;
+      break;
+    case OPT_JSON:
+      json = true;
+      online_opts = true;
+      break;
+    case 'v':
+      verbose = true;
+      online_opts = true;
+      break;
     case OPT_TLSA_VERIFY:
       verify = 1;
       break;
@@ -372,12 +405,16 @@ int main(int argc, char **argv) {
       return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
+  if (!verify) {
+    if (optind + 1 != argc)
+      return usage_error("give one DOMAIN, or --tlsa-verify%s", "");
+    return probe_online(config, argv[optind], json, verbose);
+  }
+  if (online_opts)
+    return usage_error("-c, --json and -v go with DOMAIN, not --tlsa-verify%s",
+                       "");
   if (optind < argc)
-    return usage_error("unexpected argument '%s' (only --tlsa-verify is "
-                       "available)",
-                       argv[optind]);
-  if (!verify)
-    return usage_error("nothing to do: give --tlsa-verify%s", "");
+    return usage_error("unexpected argument '%s'", argv[optind]);
   if (base == NULL || tlsa_path == NULL || chain_path == NULL)
     return usage_error("--tlsa-verify needs --base-domain, --tlsa and "
                        "--chain%s",

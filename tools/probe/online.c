@@ -1,0 +1,222 @@
+/*
+ * online.c - `postern-probe [-c CONFIG] [--json] DOMAIN`: runs the relay's
+ * own MX loop (engine/probe.h) against a domain with the relay's
+ * configuration, resolver settings and policy chain, connects to every MX
+ * candidate up to STARTTLS and the policy verdict, sends QUIT instead of
+ * mail, and prints what the relay would do.
+ *
+ * Exit status: 0 when mail would be delivered, 1 when it would be deferred
+ * or bounced, 2 on usage or configuration errors.
+ */
+#include "tools/probe/online.h"
+
+#include "engine/config.h"
+#include "engine/probe.h"
+#include "engine/relay.h"
+#include "net/dns.h"
+#include "net/https.h"
+#include "net/tls.h"
+#include "policy/chain.h"
+#include "postern_err.h"
+#include "postern_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct run {
+  bool json;
+  int exit_code;
+};
+
+static void put_json(const char *s) {
+  putchar('"');
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20 || *p >= 0x7f)
+      printf("\\u%04x", *p);
+    else
+      putchar(*p);
+  }
+  putchar('"');
+}
+
+/* Text from the network (replies, names) may hold anything: escape it. */
+static void put_text(const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p >= 0x20 && *p < 0x7f)
+      putchar(*p);
+    else
+      printf("\\x%02x", *p);
+  }
+}
+
+static void print_json(const struct probe_result *res) {
+  printf("{\"domain\":");
+  put_json(res->domain);
+  printf(",\"route\":");
+  if (res->routed)
+    put_json(res->route);
+  else
+    fputs("null", stdout);
+  printf(",\"mx\":[");
+  for (size_t i = 0; i < res->nmx; i++) {
+    const struct probe_mx *m = &res->mx[i];
+    printf("%s{\"host\":", i ? "," : "");
+    put_json(m->host);
+    printf(",\"pref\":%u,\"implicit\":%s,\"mx_level\":\"%s\",\"addresses\":[",
+           m->pref, m->implicit ? "true" : "false",
+           policy_mx_level_name(m->mx_level));
+    for (size_t k = 0; k < m->naddrs; k++) {
+      printf("%s", k ? "," : "");
+      put_json(m->addrs[k]);
+    }
+    printf("],\"addresses_authenticated\":%s,\"tls_required\":%s,"
+           "\"dane_usable\":%s,\"connected\":%s,\"address\":",
+           m->addrs_authenticated ? "true" : "false",
+           m->tls_required ? "true" : "false",
+           m->dane_usable ? "true" : "false", m->connected ? "true" : "false");
+    put_json(m->tried_addr);
+    printf(",\"tls_level\":\"%s\",\"tls\":",
+           m->connected ? policy_tls_level_name(m->tls_level) : "none");
+    put_json(m->tls_info);
+    printf(",\"acceptable\":%s,\"status\":", m->acceptable ? "true" : "false");
+    put_json(m->acceptable ? "" : m->status);
+    printf(",\"reason\":");
+    put_json(m->acceptable ? "" : m->reason);
+    putchar('}');
+  }
+  printf("],\"verdict\":\"%s\",\"status\":",
+         res->deliverable ? "deliver" : (res->temporary ? "defer" : "bounce"));
+  put_json(res->status);
+  printf(",\"reason\":");
+  put_json(res->reason);
+  puts("}");
+}
+
+static void print_text(const struct probe_result *res) {
+  printf("domain ");
+  put_text(res->domain);
+  if (res->routed) {
+    printf(" (static route ");
+    put_text(res->route);
+    putchar(')');
+  }
+  putchar('\n');
+  for (size_t i = 0; i < res->nmx; i++) {
+    const struct probe_mx *m = &res->mx[i];
+    printf("MX %u ", m->pref);
+    put_text(m->host);
+    printf("%s: mx_level=%s\n", m->implicit ? " (implicit)" : "",
+           policy_mx_level_name(m->mx_level));
+    if (m->naddrs) {
+      printf("  addresses:");
+      for (size_t k = 0; k < m->naddrs; k++)
+        printf(" %s", m->addrs[k]);
+      printf(" (%s)\n",
+             m->addrs_authenticated ? "DNSSEC-authenticated" : "not authenticated");
+    }
+    if (m->conn_prepared)
+      printf("  DANE: %s\n", m->dane_usable    ? "usable TLSA records"
+                             : m->tls_required ? "TLSA records, none usable: TLS required"
+                                               : "no TLSA records in use");
+    if (m->connected) {
+      printf("  connected to %s: tls_level=%s ", m->tried_addr,
+             policy_tls_level_name(m->tls_level));
+      put_text(m->tls_info);
+      putchar('\n');
+    }
+    if (m->acceptable) {
+      printf("  verdict: acceptable\n");
+    } else {
+      printf("  verdict: not acceptable (%s, %s): ",
+             m->temporary ? "temporary" : "permanent", m->status);
+      put_text(m->reason);
+      putchar('\n');
+    }
+  }
+  if (res->deliverable)
+    printf("verdict: would deliver to %s\n", res->mx[res->deliver_to].host);
+  else {
+    printf("verdict: would %s (%s): ", res->temporary ? "defer" : "bounce",
+           res->status);
+    put_text(res->reason);
+    putchar('\n');
+  }
+}
+
+static void on_probe(void *arg, const struct probe_result *res) {
+  struct run *run = arg;
+  if (run->json)
+    print_json(res);
+  else
+    print_text(res);
+  run->exit_code = res->deliverable ? 0 : 1;
+}
+
+int probe_online(const char *config_path, const char *domain, bool json,
+                 bool verbose) {
+  struct postern_config *cfg;
+  struct config_error err;
+  if (config_load(config_path, &cfg, &err) != 0) {
+    char msg[2048];
+    config_error_format(&err, msg, sizeof msg);
+    fprintf(stderr, "postern-probe: %s\n", msg);
+    return 2;
+  }
+  postern_log_configure(verbose ? POSTERN_LOG_DEBUG : POSTERN_LOG_ERROR,
+                        POSTERN_LOG_LOGFMT, NULL);
+  int ex = 2;
+  struct relay r;
+  memset(&r, 0, sizeof r);
+  r.cfg = cfg;
+  struct policy_chain *chain = NULL;
+  struct dns_resolver *dns = NULL;
+  char terr[256] = "";
+  if (https_global_init() != 0 || relay_chain_build(cfg, &chain) != 0) {
+    fprintf(stderr, "postern-probe: cannot build the policy chain\n");
+    goto out;
+  }
+  r.chain = chain;
+  struct tls_ctx_opts to = {
+      .min_version = cfg->tls.min_version == CONFIG_TLS_1_3 ? 0x0304 : 0};
+  if (tls_ctx_new_client(&r.client_tls, cfg->tls.ca_file, &to, terr,
+                         sizeof terr) != 0) {
+    fprintf(stderr, "postern-probe: tls ca_file %s: %s\n", cfg->tls.ca_file,
+            terr);
+    goto out;
+  }
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct dns_opts o;
+  dns_opts_init(&o);
+  for (size_t i = 0; i < cfg->dns.server_count && i < DNS_MAX_SERVERS; i++)
+    o.servers[o.nservers++] = cfg->dns.servers[i].sa;
+  o.timeout_ms = (unsigned)cfg->dns.timeout_ms;
+  o.attempts = cfg->dns.attempts;
+  o.trust_ad = cfg->dns.trust_ad;
+  int rc = dns_resolver_new(&loop, &o, &dns);
+  if (rc != 0) {
+    fprintf(stderr, "postern-probe: resolver: %s\n", postern_strerror(rc));
+    uv_loop_close(&loop);
+    goto out;
+  }
+  struct run run = {.json = json, .exit_code = 2};
+  rc = probe_start(&r, &loop, dns, domain, on_probe, &run);
+  if (rc == 0) {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ex = run.exit_code;
+  } else {
+    fprintf(stderr, "postern-probe: %s\n", postern_strerror(rc));
+  }
+  dns_resolver_close(dns, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+out:
+  tls_ctx_free(r.client_tls);
+  policy_chain_free(chain);
+  config_free(cfg);
+  https_global_cleanup();
+  return ex;
+}
