@@ -114,6 +114,31 @@ try:
     code, _ = send_message(c, mail="still@example.net")
     check(code == 250, "server still serves after a departed client")
 
+    # A client that sends everything and half-closes (printf | nc) still
+    # gets every reply, the queue reply included, then the server closes.
+    c3 = d.client()
+    c3.send("EHLO halfclose.example\r\nMAIL FROM:<half@example.net>\r\n"
+            "RCPT TO:<b@example.org>\r\nDATA\r\nSubject: half\r\n\r\nx\r\n.\r\n"
+            "QUIT\r\n")
+    c3.sock.shutdown(socket.SHUT_WR)
+    got = [c3.reply()[0] for _ in range(6)]
+    check(got == [220, 250, 250, 250, 354, 250], "half-closed client gets all replies (%s)" % got)
+    c3.expect(221, "QUIT answered after the half-close")
+    check(c3.closed(), "server closes after a half-close")
+    c3.close()
+    c3 = d.client()
+    c3.send("EHLO halfclose.example\r\nMAIL FROM:<half2@example.net>\r\n"
+            "RCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n")
+    c3.sock.shutdown(socket.SHUT_WR)
+    got = [c3.reply()[0] for _ in range(5)]
+    check(got == [220, 250, 250, 250, 354], "half-close in DATA: replies so far")
+    check(c3.closed(), "then the session closes without queueing")
+    c3.close()
+    time.sleep(0.6)
+    froms = [e["from"] for e, b in d.messages()]
+    check("half@example.net" in froms and "half2@example.net" not in froms,
+          "complete half-closed message stored, cut one not")
+
     # Shutdown while a commit is pending: the reply still comes, then 421.
     c.send("MAIL FROM:<last@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
     c.expect(250, "MAIL"); c.expect(250, "RCPT"); c.expect(354, "DATA")
