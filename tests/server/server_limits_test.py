@@ -6,6 +6,7 @@ and an IPv6 listener with an IPv6 access list.
 
 usage: server_limits_test.py SMTPD_DRIVER"""
 
+import signal
 import socket
 import subprocess
 import sys
@@ -152,6 +153,30 @@ try:
     idle.expect(421, "idle session gets 421 at shutdown", "4.3.2")
     c.close()
     idle.close()
+finally:
+    d.stop()
+
+# --- smtp_server_stop: no new sessions, existing ones go on -----------------
+d = Driver(drv_path, "--loops", "2")
+try:
+    c = d.client()
+    greet_ehlo(c)
+    d.proc.send_signal(signal.SIGUSR1)
+    refused = False
+    for _ in range(50):
+        try:
+            x = Client("127.0.0.1", d.port)
+            x.close()
+            time.sleep(0.1)
+        except ConnectionRefusedError:
+            refused = True
+            break
+    check(refused, "after stop, new connections are refused")
+    code, _ = send_message(c, mail="afterstop@example.net")
+    check(code == 250, "existing session still delivers after stop")
+    c.send("QUIT\r\n")
+    c.expect(221, "QUIT")
+    c.close()
 finally:
     d.stop()
 
