@@ -146,6 +146,7 @@ struct session {
   bool discard_line; /* skipping the rest of an overlong command */
   bool esmtp;
   bool reading;
+  bool eof; /* the client half-closed: finish what it sent, then close */
   uint64_t start_ms;
   struct sockaddr_storage peer;
   char ip[INET6_ADDRSTRLEN];
@@ -280,7 +281,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   /* Keep reading until the client closes too, so that bytes it sent after
    * our last reply do not turn our FIN into a RST that could destroy the
    * reply in flight; the linger timer bounds the wait. */
-  if (status < 0)
+  if (status < 0 || s->eof)
     close_handles(s);
 }
 
@@ -313,9 +314,6 @@ static void on_write(uv_write_t *req, int status) {
   maybe_finish_close(s);
 }
 
-/* Writes whatever replies are queued: first try synchronously, and leave
- * the rest to one uv_write whose buffer (wbuf) is not touched until it
- * completes. */
 static void on_tls_write(struct tls_conn *t, int status, void *arg) {
   struct session *s = arg;
   s->tls_wpending--;
@@ -329,6 +327,9 @@ static void on_tls_write(struct tls_conn *t, int status, void *arg) {
   maybe_finish_close(s);
 }
 
+/* Writes whatever replies are queued: first try synchronously, and leave
+ * the rest to one uv_write whose buffer (wbuf) is not touched until it
+ * completes. Under TLS, tls_conn_write does the buffering. */
 static void flush(struct session *s) {
   if (s->out_len == 0 || s->handles_closing)
     return;
@@ -480,7 +481,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 /* Reads only while there is room for input and the session consumes it. */
 static void update_reading(struct session *s) {
-  bool want = !s->handles_closing && s->in_len < IN_CAP;
+  bool want = !s->handles_closing && !s->eof && s->in_len < IN_CAP;
   if (want && !s->reading) {
     if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
       s->reading = true;
@@ -535,6 +536,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (nread == UV_ENOBUFS) {
     uv_read_stop(st);
     s->reading = false;
+    return;
+  }
+  if (nread == UV_EOF && s->st != SMTP_SERVER__S_CLOSING &&
+      s->st != SMTP_SERVER__S_GREETING) {
+    /* A half-close ("printf ... | nc") still wants the replies to what it
+     * sent: process the buffered input, then close (see pump). */
+    log_sess(s, POSTERN_LOG_DEBUG, "smtpd_eof", "half-close");
+    s->eof = true;
+    uv_read_stop(st);
+    s->reading = false;
+    pump(s);
     return;
   }
   if (nread < 0) {
@@ -1213,9 +1225,18 @@ static void pump(struct session *s) {
       break;
   }
   maybe_finish_close(s);
+  if (s->handles_closing)
+    return;
+  /* After a half-close, once all complete input is answered (nothing waits
+   * for the engine or for replies to drain), the session ends. */
+  if (s->eof && s->st != SMTP_SERVER__S_QUEUEING &&
+      s->st != SMTP_SERVER__S_CLOSING &&
+      !(busy_writing(s) && s->out_len > OUT_SOFT)) {
+    session_close(s);
+    return;
+  }
   /* Input was consumed (or writes completed): reading may resume. */
-  if (!s->handles_closing)
-    update_reading(s);
+  update_reading(s);
 }
 
 /* ---- timers ----------------------------------------------------------- */

@@ -108,7 +108,9 @@ enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
  * *utf8 tells whether non-ASCII occurred. */
 bool smtp_server__mailbox_ok(const char *p, size_t n, bool *utf8);
 
-/* Validates an EHLO/HELO argument: a domain or an address literal. */
+/* Validates an EHLO/HELO argument: one printable ASCII token (real clients
+ * send bare host names, underscores included) or a valid address literal.
+ * It ends up in our Received: header, so no spaces or controls. */
 bool smtp_server__helo_ok(const char *p, size_t n);
 
 /* Validates xtext (RFC 3461 §4). */

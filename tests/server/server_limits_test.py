@@ -6,6 +6,7 @@ and an IPv6 listener with an IPv6 access list.
 
 usage: server_limits_test.py SMTPD_DRIVER"""
 
+import signal
 import socket
 import subprocess
 import sys
@@ -114,6 +115,31 @@ try:
     code, _ = send_message(c, mail="still@example.net")
     check(code == 250, "server still serves after a departed client")
 
+    # A client that sends everything and half-closes (printf | nc) still
+    # gets every reply, the queue reply included, then the server closes.
+    c3 = d.client()
+    c3.send("EHLO halfclose.example\r\nMAIL FROM:<half@example.net>\r\n"
+            "RCPT TO:<b@example.org>\r\nDATA\r\nSubject: half\r\n\r\nx\r\n.\r\n"
+            "QUIT\r\n")
+    c3.sock.shutdown(socket.SHUT_WR)
+    got = [c3.reply()[0] for _ in range(6)]
+    check(got == [220, 250, 250, 250, 354, 250], "half-closed client gets all replies (%s)" % got)
+    c3.expect(221, "QUIT answered after the half-close")
+    check(c3.closed(), "server closes after a half-close")
+    c3.close()
+    c3 = d.client()
+    c3.send("EHLO halfclose.example\r\nMAIL FROM:<half2@example.net>\r\n"
+            "RCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n")
+    c3.sock.shutdown(socket.SHUT_WR)
+    got = [c3.reply()[0] for _ in range(5)]
+    check(got == [220, 250, 250, 250, 354], "half-close in DATA: replies so far")
+    check(c3.closed(), "then the session closes without queueing")
+    c3.close()
+    time.sleep(0.6)
+    froms = [e["from"] for e, b in d.messages()]
+    check("half@example.net" in froms and "half2@example.net" not in froms,
+          "complete half-closed message stored, cut one not")
+
     # Shutdown while a commit is pending: the reply still comes, then 421.
     c.send("MAIL FROM:<last@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
     c.expect(250, "MAIL"); c.expect(250, "RCPT"); c.expect(354, "DATA")
@@ -127,6 +153,30 @@ try:
     idle.expect(421, "idle session gets 421 at shutdown", "4.3.2")
     c.close()
     idle.close()
+finally:
+    d.stop()
+
+# --- smtp_server_stop: no new sessions, existing ones go on -----------------
+d = Driver(drv_path, "--loops", "2")
+try:
+    c = d.client()
+    greet_ehlo(c)
+    d.proc.send_signal(signal.SIGUSR1)
+    refused = False
+    for _ in range(50):
+        try:
+            x = Client("127.0.0.1", d.port)
+            x.close()
+            time.sleep(0.1)
+        except ConnectionRefusedError:
+            refused = True
+            break
+    check(refused, "after stop, new connections are refused")
+    code, _ = send_message(c, mail="afterstop@example.net")
+    check(code == 250, "existing session still delivers after stop")
+    c.send("QUIT\r\n")
+    c.expect(221, "QUIT")
+    c.close()
 finally:
     d.stop()
 

@@ -12,6 +12,7 @@
  * over, Received: header included) and <spool>/<id>.env (one "key value"
  * line per envelope item), each atomically through a rename.
  *
+ * SIGUSR1 calls smtp_server_stop() (no new sessions, the others go on).
  * Prints "PORT <n>" on stdout once listening; SIGTERM or SIGINT closes the
  * server (smtp_server_close) and the process exits 0 when every handle is
  * closed, so ASan's leak check covers the whole shutdown path.
@@ -51,7 +52,7 @@ static atomic_ulong id_counter;
 static uv_loop_t loops[MAX_LOOPS];
 static uv_async_t quit[MAX_LOOPS];
 static unsigned nloops = 2;
-static uv_signal_t sigterm, sigint;
+static uv_signal_t sigterm, sigint, sigusr1;
 static struct smtp_server *srv;
 
 static int assign_id(void *ud, char *id) {
@@ -165,8 +166,13 @@ static void on_closed(void *ud) {
 }
 
 static void on_signal(uv_signal_t *s, int sig) {
+  if (sig == SIGUSR1) {
+    smtp_server_stop(srv); /* stop accepting, keep sessions */
+    return;
+  }
   uv_close((uv_handle_t *)&sigterm, NULL);
   uv_close((uv_handle_t *)&sigint, NULL);
+  uv_close((uv_handle_t *)&sigusr1, NULL);
   smtp_server_close(srv, on_closed, NULL);
 }
 
@@ -270,6 +276,8 @@ int main(int argc, char **argv) {
   uv_signal_init(&loops[0], &sigint);
   uv_signal_start(&sigterm, on_signal, SIGTERM);
   uv_signal_start(&sigint, on_signal, SIGINT);
+  uv_signal_init(&loops[0], &sigusr1);
+  uv_signal_start(&sigusr1, on_signal, SIGUSR1);
   printf("PORT %u\n", smtp_server_port(srv));
   fflush(stdout);
 
