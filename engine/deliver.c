@@ -486,6 +486,14 @@ static void on_sent(struct smtp_client *c, int status,
   uv_timer_start(&cn->idle, conn_next_soon, 0, 0);
 }
 
+static bool memchr_high(const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] >= 0x80)
+      return true;
+  return false;
+}
+
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
   struct job *j = dest_pop(d);
@@ -509,9 +517,13 @@ static void conn_send_next(struct conn *cn) {
         notify_text(rc->notify, cn->notify[k], sizeof cn->notify[k]);
     cn->rcpts[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
   }
-  bool eight = false;
-  for (size_t i = 0; i < j->m->body_len && !eight; i++)
-    eight = ((const unsigned char *)j->m->body)[i] >= 0x80;
+  /* The server accepted 8BITMIME and SMTPUTF8 mail, so we owe the next hop
+   * the matching parameters (RFC 6152, RFC 6531 §3.4): 8-bit content asks
+   * for BODY=8BITMIME, a non-ASCII address for SMTPUTF8. */
+  bool eight = memchr_high(j->m->body, j->m->body_len);
+  bool utf8 = memchr_high(env->sender, strlen(env->sender));
+  for (unsigned k = 0; k < j->n && !utf8; k++)
+    utf8 = memchr_high(cn->rcpts[k].addr, strlen(cn->rcpts[k].addr));
   cn->msg = (struct smtp_message){
       .sender = env->sender,
       .ret = env->ret == QUEUE_RET_FULL
@@ -519,6 +531,7 @@ static void conn_send_next(struct conn *cn) {
                  : (env->ret == QUEUE_RET_HDRS ? "HDRS" : NULL),
       .envid = env->envid[0] ? env->envid : NULL,
       .body_8bit = eight,
+      .smtputf8 = utf8,
       .rcpts = cn->rcpts,
       .nrcpts = j->n,
       .body = j->m->body,
