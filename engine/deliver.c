@@ -25,6 +25,7 @@
 #include "engine/relay.h"
 
 #include "net/dns.h"
+#include "net/https.h"
 #include "net/smtp_client.h"
 #include "policy/chain.h"
 #include "postern_err.h"
@@ -47,6 +48,7 @@ struct dwork {
   struct relay *r;
   struct worker *w;
   struct dns_resolver *dns;
+  struct https_client *https; /* MTA-STS fetches; NULL if unavailable */
   struct dest *buckets[DEST_BUCKETS];
 };
 
@@ -591,6 +593,7 @@ static void attempt_exhausted(struct attempt *a) {
 static struct policy_env penv(struct dest *d) {
   struct policy_env e = {.loop = &d->dw->w->loop,
                          .dns = d->dw->dns,
+                         .https = d->dw->https,
                          .now_ms = now_ms(d->dw),
                          .count = metrics_policy};
   return e;
@@ -1083,6 +1086,10 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
     free(dw);
     return rc;
   }
+  /* Without HTTPS (libcurl unusable) the relay still runs; build_chain
+   * refuses an mtasts module in that case. */
+  if (https_client_new(&w->loop, &dw->https) != 0)
+    dw->https = NULL;
   w->ud2 = dw;
   return 0;
 }
@@ -1145,6 +1152,8 @@ void engine__deliver_worker_stop(struct worker *w) {
     }
   }
   dns_resolver_close(dw->dns, NULL, NULL);
+  if (dw->https)
+    https_client_close(dw->https, NULL, NULL);
 }
 
 void engine__deliver_worker_exit(struct worker *w) {
