@@ -26,6 +26,7 @@
 #include "engine/relay.h"
 
 #include "net/dns.h"
+#include "net/https.h"
 #include "net/smtp_client.h"
 #include "policy/chain.h"
 #include "postern_err.h"
@@ -49,6 +50,7 @@ struct dwork {
   struct worker *w; /* NULL for a probe */
   uv_loop_t *loop;
   struct dns_resolver *dns;
+  struct https_client *https; /* MTA-STS fetches; NULL if unavailable */
   struct dest *buckets[DEST_BUCKETS];
 };
 
@@ -641,6 +643,7 @@ static void attempt_exhausted(struct attempt *a) {
 static struct policy_env penv(struct dest *d) {
   struct policy_env e = {.loop = d->dw->loop,
                          .dns = d->dw->dns,
+                         .https = d->dw->https,
                          .now_ms = now_ms(d->dw),
                          .count = metrics_policy};
   return e;
@@ -1176,6 +1179,10 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
     free(dw);
     return rc;
   }
+  /* Without HTTPS (libcurl unusable) the relay still runs; build_chain
+   * refuses an mtasts module in that case. */
+  if (https_client_new(&w->loop, &dw->https) != 0)
+    dw->https = NULL;
   w->ud2 = dw;
   return 0;
 }
@@ -1238,6 +1245,8 @@ void engine__deliver_worker_stop(struct worker *w) {
     }
   }
   dns_resolver_close(dw->dns, NULL, NULL);
+  if (dw->https)
+    https_client_close(dw->https, NULL, NULL);
 }
 
 void engine__deliver_worker_exit(struct worker *w) {

@@ -16,6 +16,7 @@
 
 #include "engine/config.h"
 #include "engine/metrics.h"
+#include "net/https.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
@@ -126,6 +127,27 @@ int relay_chain_build(const struct postern_config *cfg,
         return rc;
       }
       break;
+    case CONFIG_POLICY_MTASTS: {
+      /* relay_run initialised libcurl before any thread: this only reads
+       * that result. Without HTTPS every fetch would fail and MTA-STS
+       * would silently mean "no policy": refuse to start instead. */
+      rc = https_global_init();
+      struct policy_mtasts_opts mo = {
+          .state_dir = cfg->state_dir,
+          .ca_file = cfg->tls.ca_file,
+          .https_port = pm->mtasts.https_port,
+          .fetch_timeout_ms = pm->mtasts.fetch_timeout_ms,
+          .max_policy_size = pm->mtasts.max_policy_size};
+      if (rc == 0)
+        rc = policy_mtasts_new(&mo, &m);
+      if (rc != 0) {
+        postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
+                    "mtasts", "reason", postern_strerror(rc), NULL);
+        policy_chain_free(c);
+        return rc;
+      }
+      break;
+    }
     default:
       postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
                   config_policy_kind_name(pm->kind), "reason",
@@ -429,6 +451,11 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   apply_log(cfg);
   signal(SIGPIPE, SIG_IGN);
 
+  /* libcurl's global setup (MTA-STS fetches) must run before any thread. */
+  int hrc = https_global_init();
+  if (hrc != 0)
+    postern_log(POSTERN_LOG_WARN, "https_unavailable", "error",
+                postern_strerror(hrc), NULL);
   struct policy_chain *chain;
   rc = relay_chain_build(cfg, &chain);
   if (rc != 0)

@@ -351,6 +351,7 @@ bool policy_mtasts_policy_match(const struct policy_mtasts_policy *policy,
 #include <uv.h>
 
 struct dns_resolver;
+struct https_client;
 
 /* ---- Verdicts ---------------------------------------------------------- */
 
@@ -373,6 +374,10 @@ struct policy_result {
 struct policy_env {
   uv_loop_t *loop;
   struct dns_resolver *dns;
+  /* The loop's HTTPS client (net/https.h), for MTA-STS policy fetches;
+   * NULL when the engine has none (fetches then fail). */
+  struct https_client *https;
+  /* Wall-clock time, milliseconds since the epoch (MTA-STS cache ages). */
   uint64_t now_ms;
   /* Counts a policy outcome for the metrics ("dane", "mismatch"); the
    * strings must be static. NULL when metrics are off. Any thread. */
@@ -492,6 +497,33 @@ void policy_dnssec_new(struct policy_module *out);
  * absence) or "tempfail". Errors: POSTERN_ENOMEM.
  */
 int policy_dane_new(struct policy_module *out);
+
+/* `mtasts` (RFC 8461) options. Strings are copied. */
+struct policy_mtasts_opts {
+  const char *state_dir; /* the policy cache lives in <state_dir>/mtasts */
+  const char *ca_file;   /* PEM CAs for the policy fetch; NULL: system */
+  uint16_t https_port;   /* 443; tests use another */
+  uint64_t fetch_timeout_ms;
+  uint64_t max_policy_size; /* bytes; capped at POLICY_MTASTS_BODY_MAX */
+};
+
+/*
+ * `mtasts`: per domain, the `_mta-sts` TXT id, the policy fetched over HTTPS
+ * (env->https) and cached in LMDB under state_dir (surviving restarts,
+ * refreshed when the id changes and in the background after half its
+ * max_age); `enforce` gives matching MX hosts MX level `mtasts`, rejects
+ * the others (TEMPFAIL 4.7.5) and requires TLS level `authenticated`
+ * (satisfied by DANE where usable TLSA records exist, RFC 8461 §2);
+ * `testing` only logs and counts; a failed TXT lookup with nothing cached
+ * is TEMPFAIL; a failed fetch with nothing cached is "no policy" (RFC 8461
+ * §3.3). Counts "mtasts" + "fetched", "fetch_failed", "txt_failed",
+ * "mx_mismatch", "testing_mx_mismatch", "testing_tls_failure".
+ * The cache is opened on first use (after privileges are dropped); while
+ * it cannot be, policies are fetched every time and not kept (logged).
+ * Errors: POSTERN_EINVAL, POSTERN_ENOMEM.
+ */
+int policy_mtasts_new(const struct policy_mtasts_opts *o,
+                      struct policy_module *out);
 
 /* ---- The chain --------------------------------------------------------- */
 

@@ -14,6 +14,7 @@ signed with ldns-signzone, behind a validating unbound.
         dns.port        # unbound's port on 127.0.0.1 (UDP and TCP)
         dns.nsd_port    # nsd's port (authoritative only, no AD bits)
         dns.query("mx1.secure.test", "A")  # dnspython answer via unbound
+        dns.reload(new_zones)  # restart both on the same ports, new data
 
 Records are zone-file lines relative to the zone's origin (`@` is the apex);
 SOA and NS are added. Each signed zone gets its own ECDSA P-256 key from
@@ -251,6 +252,15 @@ class Fixture:
                 pass
         return out
 
+    def reload(self, zones):
+        """Serves new zone contents: both servers restart on the same ports
+        (new keys for signed zones, an empty resolver cache)."""
+        self._stop_procs()
+        self.anchors = []
+        self._zones(zones)
+        self._start_nsd(zones)
+        self._start_unbound(zones)
+
     def query(self, name, rtype):
         """Asks unbound (dnspython); returns (rcode text, AD bit, [rdata text])."""
         import dns.flags
@@ -265,6 +275,11 @@ class Fixture:
         return dns.rcode.to_text(r.rcode()), bool(r.flags & dns.flags.AD), rd
 
     def close(self):
+        self._stop_procs()
+        if self._own:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_procs(self):
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -275,8 +290,6 @@ class Fixture:
                 p.kill()
                 p.wait()
         self.procs = []
-        if self._own:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self

@@ -1,0 +1,277 @@
+"""MTA-STS end to end: a real `postern` with `policy { local; mtasts; dnssec;
+dane }`, DNS from nsd behind unbound (an unsigned zone, and a signed one
+for MTA-STS together with DANE), a
+policy server per domain (tests/peers/httpspeer.py, certificates from the
+test CA) and aiosmtpd MX hosts on 127.0.0.x.
+
+Scenarios (each checks the outcome at the MX peers and the delivery log):
+ a. enforce, matching MX, valid certificate -> sent, mx_level=mtasts
+    tls_level=authenticated;
+ b. enforce, MX not in the policy -> rejected: deferred 4.7.5, MX untouched;
+ c. enforce, self-signed MX certificate -> deferred 4.7.5;
+ d. testing mode, self-signed certificate -> sent (encrypted), failure
+    logged (mtasts_testing_failure);
+ e. TXT record but the policy server is down, nothing cached -> no policy
+    (RFC 8461 §3.3): sent opportunistically, logged;
+ f. cached policy: fetched and used once; then the relay restarts, the TXT
+    id changes, the policy server is down and the MX presents a self-signed
+    certificate -> the cached enforce policy (from LMDB, across the
+    restart) still applies: deferred 4.7.5;
+ g. enforce and DANE (signed zone) for an MX with a self-signed certificate
+    matching its TLSA record -> DANE governs (RFC 8461 §2): sent,
+    mx_level=dnssec tls_level=authenticated, logged;
+ h. max_age 6 s: after half of it the cached policy is still used and a
+    background refresh fetches it again.
+
+Usage: mtasts_test.py POSTERN_BINARY
+"""
+
+import hashlib
+import subprocess
+import sys
+import time
+
+import dnssec_zone
+import httpspeer
+import pki
+import smtpd_peer
+from relay import Relay
+
+POSTERN = sys.argv[1]
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def spki_sha256(cert_pem):
+    der = subprocess.run(["sh", "-c", "openssl x509 -in '%s' -pubkey -noout | "
+                          "openssl pkey -pubin -outform DER" % cert_pem],
+                         check=True, stdout=subprocess.PIPE).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def msg(subject):
+    return (f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n")
+
+
+def deliveries(r, rcpt):
+    return [e for e in r.events() if e.get("event") == "delivery" and e.get("rcpt") == rcpt]
+
+
+def first_delivery(r, rcpt, timeout=40):
+    return r.wait_log(lambda e: e.get("event") == "delivery" and e.get("rcpt") == rcpt,
+                      timeout=timeout)[0]
+
+
+def policy(mode, mx, max_age=86400):
+    return ("version: STSv1\r\nmode: %s\r\n%smax_age: %d\r\n"
+            % (mode, "".join("mx: %s\r\n" % m for m in mx), max_age))
+
+
+def on_common_port(starters):
+    """Starts each (name, fn(port)) on one shared free port; retries."""
+    for _ in range(20):
+        port = dnssec_zone._free_port()
+        started = {}
+        try:
+            for name, fn in starters:
+                started[name] = fn(port)
+            return port, started
+        except OSError:
+            for s in started.values():
+                s.stop()
+    raise RuntimeError("no common free port")
+
+
+def zones(ids, tlsa):
+    recs = []
+    ip = {"enf": 31, "notin": 32, "badcert": 33, "testing": 34, "nopolicy": 35,
+          "cache": 36, "refresh": 38}
+    sts_ip = {"enf": 21, "notin": 22, "badcert": 23, "testing": 24, "nopolicy": 25,
+              "cache": 26, "refresh": 28}
+    for d in ip:
+        recs += [f"{d} MX 10 mx.{d}",
+                 f"mx.{d} A 127.0.0.{ip[d]}",
+                 f'_mta-sts.{d} TXT "v=STSv1; id={ids.get(d, "1")}"',
+                 f"mta-sts.{d} A 127.0.0.{sts_ip[d]}"]
+    # A signed zone: MTA-STS enforce and DANE for the same MX (RFC 8461 §2).
+    signed = ["both MX 10 mx.both",
+              "mx.both A 127.0.0.37",
+              f"{tlsa[0]}.mx.both TLSA 3 1 1 {tlsa[1]}",
+              '_mta-sts.both TXT "v=STSv1; id=1"',
+              "mta-sts.both A 127.0.0.27"]
+    return {"sts.test": {"signed": False, "records": recs},
+            "sec.test": {"signed": True, "records": signed}}
+
+
+def main():
+    p = pki.PKI()
+    cert = {d: p.server_cert(f"mx.{d}.sts.test")
+            for d in ("enf", "notin", "cache")}
+    cert["refresh"] = p.server_cert("mx.refresh.sts.test")
+    selfsigned = {d: p.server_cert(f"mx.{d}.sts.test", self_signed=True)
+                  for d in ("badcert", "testing", "nopolicy", "cache")}
+    both = p.server_cert("mx.both.sec.test", self_signed=True)
+    mx_ip = {"enf": 31, "notin": 32, "badcert": 33, "testing": 34, "nopolicy": 35,
+             "cache": 36, "both": 37, "refresh": 38}
+
+    def mx_starter(d, crt_key):
+        zone = "sec.test" if d == "both" else "sts.test"
+        return lambda port: smtpd_peer.Peer(
+            host=f"127.0.0.{mx_ip[d]}", port=port, hostname=f"mx.{d}.{zone}",
+            tls_cert=crt_key[0], tls_key=crt_key[1])
+
+    mx_certs = {"enf": cert["enf"], "notin": cert["notin"],
+                "badcert": selfsigned["badcert"], "testing": selfsigned["testing"],
+                "nopolicy": selfsigned["nopolicy"], "cache": cert["cache"],
+                "both": both, "refresh": cert["refresh"]}
+    smtp_port, mx = on_common_port([(d, mx_starter(d, c)) for d, c in mx_certs.items()])
+
+    policies = {
+        "enf": ("enforce", ["mx.enf.sts.test"], 21),
+        "notin": ("enforce", ["other.sts.test"], 22),
+        "badcert": ("enforce", ["mx.badcert.sts.test"], 23),
+        "testing": ("testing", ["*.testing.sts.test"], 24),
+        "cache": ("enforce", ["mx.cache.sts.test"], 26),
+        "both": ("enforce", ["mx.both.sec.test"], 27),
+        "refresh": ("enforce", ["mx.refresh.sts.test"], 28),
+    }
+
+    def https_starter(d):
+        mode, mxs, last = policies[d]
+        zone = "sec.test" if d == "both" else "sts.test"
+        c, k = p.server_cert(f"mta-sts.{d}.{zone}")
+        cfg = {"routes": {"/.well-known/mta-sts.txt": {
+            "body": policy(mode, mxs, 6 if d == "refresh" else 86400),
+            "content_type": "text/plain; charset=utf-8"}}}
+        return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{last}", port=port)
+
+    https_port, web = on_common_port([(d, https_starter(d)) for d in policies])
+    tlsa = (f"_{smtp_port}._tcp", spki_sha256(both[0]))
+    fx = dnssec_zone.Fixture(zones({}, tlsa))
+    relay_cfg = (f"tls {{ ca_file {p.ca_file} }}\n"
+                 f"policy {{ local; mtasts {{ https_port {https_port}; fetch_timeout 5s }};"
+                 " dnssec; dane }\n"
+                 "queue { retry_initial 1h }")
+    try:
+        with Relay(POSTERN, fx.port, delivery=f"port {smtp_port}; connect_timeout 5s; idle_timeout 1s",
+                   extra=relay_cfg) as r:
+            # a. enforce, match, valid certificate
+            r.send("s@snd.test", ["a@enf.sts.test"], msg("a"))
+            e = first_delivery(r, "a@enf.sts.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "mtasts"
+                  and e.get("tls_level") == "authenticated",
+                  f"a: enforce + valid certificate: sent, mx_level=mtasts "
+                  f"tls_level=authenticated ({e.get('status')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(any(q["path"] == "/.well-known/mta-sts.txt"
+                      for q in web["enf"].requests()),
+                  "a: the policy was fetched from mta-sts.enf.sts.test")
+
+            # b. MX not in the policy
+            r.send("s@snd.test", ["a@notin.sts.test"], msg("b"))
+            e = first_delivery(r, "a@notin.sts.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5"
+                  and "MTA-STS" in e.get("reply", ""),
+                  f"b: MX not in policy: deferred 4.7.5 ({e.get('status')} "
+                  f"{e.get('dsn')}: {e.get('reply')})")
+            check(not mx["notin"].commands, "b: the unlisted MX was not contacted")
+
+            # c. invalid certificate under enforce
+            r.send("s@snd.test", ["a@badcert.sts.test"], msg("c"))
+            e = first_delivery(r, "a@badcert.sts.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"c: enforce + self-signed: deferred 4.7.5 ({e.get('status')} "
+                  f"{e.get('dsn')}: {e.get('reply')})")
+            check(not mx["badcert"].messages, "c: nothing sent to the bad-cert MX")
+
+            # d. testing mode with a bad certificate
+            r.send("s@snd.test", ["a@testing.sts.test"], msg("d"))
+            e = first_delivery(r, "a@testing.sts.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "encrypted"
+                  and e.get("mx_level") == "none",
+                  f"d: testing + self-signed: sent, mx_level=none tls_level=encrypted "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
+            check(any(x.get("event") == "mtasts_testing_failure"
+                      and x.get("domain") == "testing.sts.test" for x in r.events()),
+                  "d: the failure is logged (mtasts_testing_failure)")
+
+            # e. TXT but no policy server, nothing cached: no policy
+            r.send("s@snd.test", ["a@nopolicy.sts.test"], msg("e"))
+            e = first_delivery(r, "a@nopolicy.sts.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "encrypted",
+                  f"e: policy unreachable, nothing cached: sent opportunistically "
+                  f"({e.get('status')} {e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "mtasts_fetch_failed"
+                      and x.get("domain") == "nopolicy.sts.test" for x in r.events()),
+                  "e: the failed fetch is logged")
+
+            # g. MTA-STS enforce and DANE on one MX whose certificate is
+            #    self-signed: DANE governs authentication (RFC 8461 §2)
+            r.send("s@snd.test", ["a@both.sec.test"], msg("g"))
+            e = first_delivery(r, "a@both.sec.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "dnssec"
+                  and e.get("tls_level") == "authenticated",
+                  f"g: enforce + DANE match, no PKIX: sent, mx_level=dnssec "
+                  f"tls_level=authenticated ({e.get('status')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "mtasts_dane_governs"
+                      and x.get("domain") == "both.sec.test" for x in r.events()),
+                  "g: logged: DANE governs, the MTA-STS PKIX check is not applied")
+
+            # h. refresh ahead of expiry: max_age 6 s; after half of it the
+            #    cached policy is used and refetched in the background
+            r.send("s@snd.test", ["a@refresh.sts.test"], msg("h1"))
+            first_delivery(r, "a@refresh.sts.test")
+            time.sleep(3.5)
+            r.send("s@snd.test", ["b@refresh.sts.test"], msg("h2"))
+            e = first_delivery(r, "b@refresh.sts.test")
+            r.wait_log(lambda x: x.get("event") == "mtasts_policy_fetched"
+                       and x.get("domain") == "refresh.sts.test"
+                       and x.get("refresh") == "yes", timeout=20)
+            check(e.get("status") == "sent" and e.get("mx_level") == "mtasts"
+                  and len(web["refresh"].requests()) == 2,
+                  f"h: cached policy used and refreshed in the background "
+                  f"({e.get('status')}, {len(web['refresh'].requests())} fetches)")
+
+            # f. cached policy survives a restart and a dead policy server
+            r.send("s@snd.test", ["a@cache.sts.test"], msg("f1"))
+            e = first_delivery(r, "a@cache.sts.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "mtasts",
+                  f"f: first message sent under the fetched policy ({e.get('status')} "
+                  f"{e.get('mx_level')}: {e.get('reply')})")
+            check(r.stop() == 0, "f: relay stopped cleanly")
+            web.pop("cache").stop()
+            mx.pop("cache").stop()
+            c, k = selfsigned["cache"]
+            mx["cache"] = smtpd_peer.Peer(host="127.0.0.36", port=smtp_port,
+                                          hostname="mx.cache.sts.test",
+                                          tls_cert=c, tls_key=k)
+            fx.reload(zones({"cache": "2"}, tlsa))
+            r.start()
+            r.send("s@snd.test", ["b@cache.sts.test"], msg("f2"))
+            e = first_delivery(r, "b@cache.sts.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"f: new id, server down, cached enforce policy applied: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(any(x.get("event") == "mtasts_fetch_failed"
+                      and x.get("domain") == "cache.sts.test"
+                      and x.get("using") == "cached policy" for x in r.events()),
+                  "f: logged: fetch failed, using the cached policy")
+            check(not mx["cache"].messages, "f: nothing sent to the self-signed MX")
+    finally:
+        fx.close()
+        for s in list(mx.values()) + list(web.values()):
+            s.stop()
+        p.cleanup()
+    print(f"{len(failures)} failed checks" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
