@@ -2,8 +2,9 @@
  * dsn.c - builds RFC 3464 delivery status notifications (see dsn.h).
  *
  * Invariants: the output is 7-bit ASCII in CRLF lines, at most 998 bytes a
- * line in every part we write ourselves; hostile text is folded to spaces;
- * the MIME boundary never occurs in the returned original content.
+ * line in every part we write ourselves (long values are folded onto a new
+ * line, see db_safe); control bytes in hostile text become spaces; the MIME
+ * boundary never occurs in the returned original content.
  */
 #include "engine/dsn.h"
 
@@ -19,10 +20,17 @@
 /* Field values we write are cut here so a line never exceeds RFC 5322's
  * 998-byte limit, whatever the remote server sent. */
 #define DSN_FIELD_MAX 900
+/* A hostile value that would carry its line past this column is folded
+ * onto a new line. One value alone never gets there (the longest field name
+ * plus DSN_FIELD_MAX is under it), so only the human-readable lines that
+ * hold several values (address, remote MTA and diagnostic) fold, and what
+ * follows a value on its line (at most a few bytes) stays under 998. */
+#define DSN_FOLD_COL 960
 
 struct dbuf {
   char *p;
   size_t len, cap;
+  size_t col; /* bytes since the last LF: the current line's length */
   bool oom;
 };
 
@@ -44,6 +52,10 @@ static void db_put(struct dbuf *b, const void *s, size_t n) {
   memcpy(b->p + b->len, s, n);
   b->len += n;
   b->p[b->len] = '\0';
+  size_t i = n;
+  while (i > 0 && ((const char *)s)[i - 1] != '\n')
+    i--;
+  b->col = i > 0 ? n - i : b->col + n;
 }
 
 static void db_str(struct dbuf *b, const char *s) {
@@ -67,7 +79,9 @@ static void db_fmt(struct dbuf *b, const char *fmt, ...) {
 
 /* Copies hostile text as one safe header-field value: control bytes and
  * line breaks become spaces, 8-bit bytes become '?', and the value is cut
- * at DSN_FIELD_MAX bytes. */
+ * at DSN_FIELD_MAX bytes. A value that would pass DSN_FOLD_COL is folded
+ * (CRLF and a space, RFC 5322 §2.2.3), so a line holding several long
+ * values still stays under RFC 5322's 998 bytes. */
 static void db_safe(struct dbuf *b, const char *s) {
   char tmp[DSN_FIELD_MAX + 1];
   size_t n = 0;
@@ -79,7 +93,15 @@ static void db_safe(struct dbuf *b, const char *s) {
       c = '?';
     tmp[n++] = (char)c;
   }
-  db_put(b, tmp, n);
+  size_t done = 0;
+  while (done < n && !b->oom) {
+    if (b->col >= DSN_FOLD_COL)
+      db_put(b, "\r\n ", 3);
+    size_t room = DSN_FOLD_COL - b->col;
+    size_t k = n - done < room ? n - done : room;
+    db_put(b, tmp + done, k);
+    done += k;
+  }
 }
 
 static void rfc5322_date(time_t t, char *out, size_t cap) {

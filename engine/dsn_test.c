@@ -200,6 +200,40 @@ static void test_headers_end_at_any_empty_line(void **state) {
   }
 }
 
+/* Found by tests/fuzz/fuzz_dsn.c: the human-readable line holds the address,
+ * the remote MTA and the diagnostic, each cut at 900 bytes, and reached
+ * 2,700 bytes; long values are now folded. */
+static void test_long_values_on_one_line(void **state) {
+  (void)state;
+  char addr[1000], mta[1000], diag[1000];
+  memset(addr, 'a', sizeof addr - 1);
+  memset(mta, 'm', sizeof mta - 1);
+  memset(diag, 'd', sizeof diag - 1);
+  addr[sizeof addr - 1] = mta[sizeof mta - 1] = diag[sizeof diag - 1] = 0;
+  struct dsn_rcpt r = {.addr = addr,
+                       .status = "5.0.0",
+                       .remote_mta = mta,
+                       .diagnostic = diag};
+  struct dsn_input in = base_input(&r, 1);
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  size_t line = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (out[i] == '\n') {
+      assert_true(i > 0 && out[i - 1] == '\r');
+      line = 0;
+    } else if (out[i] != '\r') {
+      assert_true(++line <= 998);
+    }
+  }
+  /* The machine-readable fields are not folded: one line each. */
+  const char *dc = strstr(out, "\r\nDiagnostic-Code: smtp; ddd");
+  assert_non_null(dc);
+  assert_int_equal(strchr(dc + 2, '\r') - (dc + 2), 23 + 900);
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failure_report),
@@ -209,6 +243,7 @@ int main(void) {
       cmocka_unit_test(test_boundary_collision),
       cmocka_unit_test(test_delay_and_errors),
       cmocka_unit_test(test_headers_end_at_any_empty_line),
+      cmocka_unit_test(test_long_values_on_one_line),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
