@@ -219,8 +219,12 @@ def main():
         check("--help exits 2 and lists --tlsa-verify",
               rc == 2 and "--tlsa-verify" in out, "rc=%d" % rc)
         expect("no arguments", probe(), 2, "", "usage:")
-        expect("DOMAIN mode not available yet", probe("example.com"), 2, "",
-               "only --tlsa-verify")
+        expect("DOMAIN mode without a readable config", probe(
+            "-c", "/nonexistent/postern.conf", "example.com"), 2, "",
+               "/nonexistent/postern.conf")
+        expect("--json with --tlsa-verify", probe(
+            "--tlsa-verify", "--json", "--base-domain", "mx.example.com",
+            "--tlsa", path, "--chain", path), 2, "", "go with DOMAIN")
         expect("missing --chain", probe("--tlsa-verify", "--base-domain",
                                         "mx.example.com", "--tlsa", path), 2,
                "", "usage:")
