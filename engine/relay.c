@@ -51,26 +51,17 @@ static bool finishing;
 bool engine__route_lookup(const struct relay *r, const char *domain,
                           struct route_target *out) {
   const struct config_delivery *dc = &r->cfg->delivery;
-  const struct config_route *star = NULL, *parent = NULL;
-  size_t dl = strlen(domain);
-  for (size_t i = 0; i < dc->route_count; i++) {
+  const struct config_route *star = NULL, *exact = NULL;
+  for (size_t i = 0; i < dc->route_count && !exact; i++) {
     const struct config_route *rt = &dc->routes[i];
     if (strcmp(rt->domain, "*") == 0) {
       if (!star)
         star = rt;
-      continue;
+    } else if (strcasecmp(rt->domain, domain) == 0) {
+      exact = rt;
     }
-    if (strcasecmp(rt->domain, domain) == 0) {
-      parent = rt;
-      break;
-    }
-    /* ".example.test" routes every subdomain of example.test. */
-    size_t rl = strlen(rt->domain);
-    if (!parent && rt->domain[0] == '.' && dl > rl &&
-        strcasecmp(domain + dl - rl, rt->domain) == 0)
-      parent = rt;
   }
-  const struct config_route *rt = parent ? parent : star;
+  const struct config_route *rt = exact ? exact : star;
   if (rt == NULL)
     return false;
   snprintf(out->host, sizeof out->host, "%s", rt->host);

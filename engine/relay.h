@@ -56,8 +56,8 @@ int relay_run(struct postern_config *cfg, const char *config_path);
 int relay_submit_local(struct relay *r, const char *id, const char *sender,
                        const char *rcpt, char *msg, size_t len);
 
-/* The static route for `domain`, if any: an exact match first, then a
- * ".parent" entry for subdomains, then "*". */
+/* The static route for `domain`, if any: the route naming the domain
+ * itself, else the "*" route. */
 bool engine__route_lookup(const struct relay *r, const char *domain,
                           struct route_target *out);
 
