@@ -17,6 +17,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,7 +31,14 @@
 
 static int n_insecure, n_tempfail, n_other;
 
+static int n_txt_failed;
+
 static void counter(const char *module, const char *outcome) {
+  if (strcmp(module, "mtasts") == 0) {
+    assert_string_equal(outcome, "txt_failed");
+    n_txt_failed++;
+    return;
+  }
   assert_string_equal(module, "dane");
   if (strcmp(outcome, "insecure") == 0)
     n_insecure++;
@@ -75,7 +84,7 @@ static void fx_init(struct fx *f, enum policy_tls_level min_tls,
   assert_int_equal(policy_chain_add(f->chain, m), 0);
   assert_int_equal(policy_dane_new(&m), 0);
   assert_int_equal(policy_chain_add(f->chain, m), 0);
-  n_insecure = n_tempfail = n_other = 0;
+  n_insecure = n_tempfail = n_other = n_txt_failed = 0;
 }
 
 static void fx_done(struct fx *f) {
@@ -342,6 +351,47 @@ static void test_sync_answers(void **state) {
   }
 }
 
+/* ---- mtasts: a failed TXT lookup with nothing cached defers ---- */
+
+static void test_mtasts_txt_failure_defers(void **state) {
+  (void)state;
+  char dir[] = "/tmp/postern-chain-test-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  struct policy_mtasts_opts o = {.state_dir = dir,
+                                 .https_port = 443,
+                                 .fetch_timeout_ms = 1000,
+                                 .max_policy_size = 65536};
+  struct policy_module m;
+  assert_int_equal(policy_mtasts_new(&o, &m), 0);
+  assert_int_equal(policy_chain_add(f.chain, m), 0);
+  struct policy_env e = env_of(&f);
+  struct got_domain g = {0};
+  in_call_flag = true;
+  assert_int_equal(
+      policy_chain_prepare_domain(f.chain, &e, "Example.TEST.", on_domain, &g),
+      0);
+  in_call_flag = false;
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_true(g.called);
+  assert_false(g.in_call);
+  /* SERVFAIL/timeout is not "no policy" (RFC 8461 §3.1, fail closed). */
+  assert_int_equal(g.r.outcome, POLICY_TEMPFAIL);
+  assert_string_equal(g.r.status, "4.7.5");
+  assert_string_equal(g.r.module, "mtasts");
+  assert_non_null(strstr(g.r.reason, "_mta-sts.example.test"));
+  assert_int_equal(n_txt_failed, 1);
+  policy_domain_run_free(g.run);
+  fx_done(&f);
+  /* The cache was created under state_dir on first use. */
+  char path[256];
+  snprintf(path, sizeof path, "%s/mtasts/data.mdb", dir);
+  assert_int_equal(access(path, F_OK), 0);
+  snprintf(path, sizeof path, "rm -rf '%s'", dir);
+  assert_int_equal(system(path), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mx_levels),
@@ -349,6 +399,7 @@ int main(void) {
       cmocka_unit_test(test_failed_tlsa_lookup_is_tempfail),
       cmocka_unit_test(test_dane_usable_overrides_pkix),
       cmocka_unit_test(test_sync_answers),
+      cmocka_unit_test(test_mtasts_txt_failure_defers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -304,6 +304,15 @@ static void no_policy(struct mts_domain *d, const char *why) {
   finish_ok(d);
 }
 
+/* A canceled lookup or fetch (the resolver or HTTPS client is closing,
+ * the relay stops): nothing was learnt, so nothing is decided. */
+static void canceled(struct mts_domain *d) {
+  struct policy_result r;
+  policy_result_set(&r, POLICY_TEMPFAIL, "mtasts", "4.7.5",
+                    "MTA-STS policy discovery for %s was canceled", d->domain);
+  finish(d, &r);
+}
+
 /* A failed fetch: the cached policy, else no policy (RFC 8461 §3.3). */
 static void fetch_failed(struct mts_domain *d, const char *reason) {
   count(d, "fetch_failed");
@@ -334,6 +343,10 @@ static void on_fetch(const struct https_result *res, void *arg) {
     return;
   }
   char reason[384];
+  if (res->status == POSTERN_ECANCELED) {
+    canceled(d);
+    return;
+  }
   if (res->status != 0) {
     snprintf(reason, sizeof reason, "fetching %s: %s%s%s", res->url,
              postern_strerror(res->status), res->error[0] ? ": " : "",
@@ -383,6 +396,10 @@ static void on_addrs(const struct dns_answer *a, void *arg) {
     return;
   }
   char reason[384];
+  if (a->status == DNS_CANCELED) {
+    canceled(d);
+    return;
+  }
   if (a->status != DNS_ANSWER) {
     snprintf(reason, sizeof reason, "address lookup for mta-sts.%s: %s",
              d->domain, dns_status_name(a->status));
@@ -461,6 +478,10 @@ static void on_txt(const struct dns_answer *a, void *arg) {
   d->q = NULL;
   if (d->orphaned) {
     domain_free(d);
+    return;
+  }
+  if (a->status == DNS_CANCELED) {
+    canceled(d);
     return;
   }
   int prc = POSTERN_ENOENT;

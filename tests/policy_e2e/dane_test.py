@@ -16,7 +16,13 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     certificate names only the expanded name (DANE-TA name check against
     the TLSA base domain, RFC 7672 §2.2.2) -> sent, authenticated;
  7. `local { min_tls_level authenticated }` against a self-signed MX ->
-    deferred (a second relay).
+    deferred (a second relay);
+ 8. implicit MX (no MX records, validated denial): mx_level=dnssec and the
+    domain's own TLSA records apply;
+ 9. TLSA records and a STARTTLS handshake that fails: no plaintext retry,
+    deferred;
+10. only unusable TLSA records (PKIX-EE, unknown usage): TLS is still
+    mandatory, an unauthenticated session is acceptable: sent, encrypted.
 
 Usage: dane_test.py POSTERN_BINARY
 """
@@ -65,7 +71,7 @@ def first_delivery(r, rcpt, timeout=30):
                       timeout=timeout)[0]
 
 
-def start_peers(hosts, tls):
+def start_peers(hosts, tls, extra):
     """One smtpd_peer per 127.0.0.x on a common port (delivery { port N })."""
     for _ in range(20):
         port = dnssec_zone._free_port()
@@ -74,6 +80,7 @@ def start_peers(hosts, tls):
             for name, ip in hosts.items():
                 crt_key = tls.get(name)
                 kw = {"tls_cert": crt_key[0], "tls_key": crt_key[1]} if crt_key else {}
+                kw.update(extra.get(name, {}))
                 peers[name] = smtpd_peer.Peer(host=ip, port=port, hostname=name, **kw)
             return port, peers
         except OSError:
@@ -91,6 +98,8 @@ def main():
         "mxgood.secure.test": "127.0.0.14",  # 3, 6: DANE-TA match
         "mxbogus.secure.test": "127.0.0.15",  # 4: bogus TLSA signature
         "mx.plain.test": "127.0.0.16",       # 5, 7: unsigned zone, self-signed
+        "mxgarb.secure.test": "127.0.0.17",  # 9: STARTTLS answered with junk
+        "mxunus.secure.test": "127.0.0.18",  # 10: only unusable TLSA records
     }
     tls = {
         "mx1.secure.test": p.server_cert("mx1.secure.test"),
@@ -98,8 +107,10 @@ def main():
         "mxgood.secure.test": p.server_cert("mxgood.secure.test", chain=True),
         "mxbogus.secure.test": p.server_cert("mxbogus.secure.test"),
         "mx.plain.test": p.server_cert("mx.plain.test", self_signed=True),
+        "mxunus.secure.test": p.server_cert("mxunus.secure.test", self_signed=True),
+        "mxgarb.secure.test": p.server_cert("mxgarb.secure.test"),
     }
-    port, peers = start_peers(hosts, tls)
+    port, peers = start_peers(hosts, tls, {"mxgarb.secure.test": {"starttls_garbage": True}})
     mx1_spki = spki_sha256(tls["mx1.secure.test"][0])
     other = p.server_cert("unrelated.test")
     wrong = spki_sha256(other[0])
@@ -124,6 +135,17 @@ def main():
             f"{t}.mxbogus TLSA 3 1 1 {spki_sha256(tls['mxbogus.secure.test'][0])}",
             "cname MX 10 alias",
             "alias CNAME mxgood",
+            # no MX: the domain is its own MX (validated NODATA)
+            "imp A 127.0.0.11",
+            f"{t}.imp TLSA 3 1 1 {mx1_spki}",
+            "garb MX 10 mxgarb",
+            "mxgarb A 127.0.0.17",
+            f"{t}.mxgarb TLSA 3 1 1 {mx1_spki}",
+            "unus MX 10 mxunus",
+            "mxunus A 127.0.0.18",
+            # PKIX-EE(1) and an unknown usage: secure but unusable for SMTP
+            f"{t}.mxunus TLSA 1 1 1 {spki_sha256(tls['mxunus.secure.test'][0])}",
+            f"{t}.mxunus TLSA 4 1 1 {mx1_spki}",
         ], "bogus": [(f"{t}.mxbogus", "TLSA")]},
         "plain.test": {"signed": False, "records": [
             "@ MX 10 mx",
@@ -219,6 +241,37 @@ def main():
                       and x.get("base_domain") == "mxgood.secure.test"
                       for x in r.events()),
                   "6: TLSA base domain is the expanded name")
+            # 8. implicit MX: no MX records, validated denial
+            r.send("s@snd.test", ["a@imp.secure.test"], msg("s8"))
+            e = first_delivery(r, "a@imp.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "imp.secure.test"
+                  and e.get("mx_level") == "dnssec" and e.get("tls_level") == "authenticated",
+                  f"8: implicit MX with validated NODATA: mx_level=dnssec, DANE applies "
+                  f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')})")
+
+            # 9. TLSA present, STARTTLS handshake fails: no plaintext retry
+            r.send("s@snd.test", ["a@garb.secure.test"], msg("s9"))
+            e = first_delivery(r, "a@garb.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"9: TLSA + failed handshake: deferred 4.7.5 ({e.get('status')} "
+                  f"{e.get('dsn')}: {e.get('reply')})")
+            check("STARTTLS" in peers["mxgarb.secure.test"].commands
+                  and "MAIL" not in peers["mxgarb.secure.test"].commands
+                  and not any(x.get("event") == "starttls_failed_plaintext_retry"
+                              and x.get("mx") == "mxgarb.secure.test" for x in r.events()),
+                  "9: STARTTLS tried, no plaintext retry after the failed handshake")
+
+            # 10. only unusable records: TLS required, encryption suffices
+            r.send("s@snd.test", ["a@unus.secure.test"], msg("s10"))
+            e = first_delivery(r, "a@unus.secure.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "dnssec"
+                  and e.get("tls_level") == "encrypted",
+                  f"10: unusable TLSA only: sent, tls_level=encrypted ({e.get('status')} "
+                  f"{e.get('mx_level')} {e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "dane_unusable"
+                      and x.get("host") == "mxunus.secure.test" for x in r.events()),
+                  "10: dane_unusable logged")
             check(r.stop() == 0, "relay stopped cleanly")
 
         # 7. local minimum against a self-signed MX
