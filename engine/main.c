@@ -7,7 +7,6 @@
  */
 #include "engine/config.h"
 #include "engine/relay.h"
-#include "net/https.h"
 #include "postern_err.h"
 
 #include <getopt.h>
@@ -100,18 +99,7 @@ int main(int argc, char **argv) {
     config_free(cfg);
     return rc == 0 ? 0 : 1;
   }
-  /* libcurl's global state must exist before any worker thread starts;
-   * this also checks that the GnuTLS flavour of libcurl is the one linked
-   * (BUILD-NOTES.md: the OpenSSL one crashes next to BoringSSL). */
-  int hrc = https_global_init();
-  if (hrc != 0) {
-    fprintf(stderr, "postern: cannot initialise HTTPS (libcurl): %s\n",
-            postern_strerror(hrc));
-    config_free(cfg);
-    return 1;
-  }
-  /* relay_run owns cfg from here on. */
-  int rc = relay_run(cfg, path);
-  https_global_cleanup();
-  return rc;
+  /* relay_run owns cfg from here on (it also sets up libcurl before any
+   * thread starts). */
+  return relay_run(cfg, path);
 }
