@@ -646,6 +646,7 @@ static struct policy_env penv(struct dest *d) {
                          .https = d->dw->https,
                          .now_ms = now_ms(d->dw),
                          .count = metrics_policy};
+  e.routed = d->routed;
   return e;
 }
 
@@ -677,8 +678,8 @@ static void attempt_connect(struct attempt *a) {
     o.local_addr = NULL;
   atomic_fetch_add(&r->out_conns, 1);
   int rc =
-      smtp_client_connect(&a->c, d->dw->loop, &o,
-                          (const struct sockaddr *)sa, a->mx.host, on_ready, a);
+      smtp_client_connect(&a->c, d->dw->loop, &o, (const struct sockaddr *)sa,
+                          a->mx.host, on_ready, a);
   if (rc != 0) {
     atomic_fetch_sub(&r->out_conns, 1);
     attempt_fail(a, true, "4.3.0", "cannot start connection: %s",
@@ -1338,8 +1339,8 @@ int probe_start(struct relay *r, uv_loop_t *loop, struct dns_resolver *dns,
   d->nattempts = 1;
   struct policy_env e = penv(d);
   const char *pdomain = d->routed ? d->route.host : d->domain;
-  int rc = policy_chain_prepare_domain(r->chain, &e, pdomain,
-                                       on_domain_prepared, a);
+  int rc =
+      policy_chain_prepare_domain(r->chain, &e, pdomain, on_domain_prepared, a);
   if (rc != 0) {
     d->attempts = NULL;
     d->nattempts = 0;

@@ -382,6 +382,10 @@ struct policy_env {
   /* Counts a policy outcome for the metrics ("dane", "mismatch"); the
    * strings must be static. NULL when metrics are off. Any thread. */
   void (*count)(const char *module, const char *outcome);
+  /* The destination is a static route (a smarthost the operator named),
+   * not the recipient domain's MX: domain policies (MTA-STS) do not
+   * apply; per-host ones (DANE, local) still do. */
+  bool routed;
 };
 
 /* An MX candidate as the engine found it. */

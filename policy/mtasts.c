@@ -553,6 +553,15 @@ static int mts_prepare_domain(void *state, const struct policy_env *env,
                               const char *domain, void **pd,
                               policy_done_cb done, void *arg) {
   struct mts_state *s = state;
+  /* RFC 8461 §4 speaks of the recipient domain's MX hosts; a static route
+   * to a smarthost is the operator's choice, not an MX, so it has no
+   * MTA-STS policy (and a DNS failure must not hold routed mail back). */
+  if (env->routed) {
+    *pd = NULL;
+    static const struct policy_result ok = {.outcome = POLICY_OK};
+    done(arg, &ok);
+    return 0;
+  }
   if (env->dns == NULL)
     return POSTERN_ESTATE;
   struct mts_domain *d = calloc(1, sizeof *d);

@@ -211,7 +211,8 @@ def main():
             delivery = (f"port {port}; route rl.test [reuse.test]:{port};"
                         " reuse_limit 2; per_domain_rate 4")
             with Relay(POSTERN, dns.port, delivery=delivery,
-                       extra="queue { retry_initial 1s }") as r3:
+                       extra="queue { retry_initial 1s }\n"
+                             "policy { local\n mtasts }") as r3:
                 for i in range(6):
                     r3.send("s@snd.test", [f"u{i}@rl.test"], msg(f"reuse{i}"))
                     reuse.wait(i + 1)
@@ -220,6 +221,8 @@ def main():
                 mxq = [q for q in dns.queries() if q[1] in ("reuse.test", "rl.test")
                        and q[2] == "MX"]
                 check(not mxq, "[host] route: no MX lookup")
+                stsq = [q for q in dns.queries() if q[1].startswith("_mta-sts.")]
+                check(not stsq, "routed mail: no MTA-STS lookup (a smarthost is not an MX)")
                 for i in range(8):
                     r3.send("s@snd.test", [f"rate{i}@rl.test"], msg(f"rate{i}"))
                 evs = r3.wait_log(lambda e: e.get("event") == "delivery" and
