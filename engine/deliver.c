@@ -632,9 +632,14 @@ static void attempt_exhausted(struct attempt *a) {
       engine__job_abandon(j);
     return;
   }
-  if (d->nconns == 0 && d->nattempts == 0) {
+  if (d->nconns == 0) {
+    /* No connection to the destination: settle the waiting jobs now, but
+     * leave one for each attempt still running, so that dest_kick does not
+     * start a fresh attempt for them. Starting one per failed attempt
+     * would spin without pause while a destination refuses connections
+     * and two or more attempts are in flight. */
     struct job *j;
-    while ((j = dest_pop(d)) != NULL)
+    while (d->njobs > d->nattempts && (j = dest_pop(d)) != NULL)
       job_fail_all(j, temp, status, reason, mx);
   }
   dest_kick(d);

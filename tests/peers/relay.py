@@ -36,7 +36,8 @@ def parse_logfmt(line):
 
 class Relay:
     def __init__(self, binary, dns_port, extra="", workers=2, listen_extra="",
-                 delivery=""):
+                 delivery="", accept_from="127.0.0.0/8", listen="127.0.0.1:0",
+                 top=""):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="postern-test-")
         self.state = os.path.join(self.dir, "state")
@@ -46,8 +47,9 @@ class Relay:
             f.write(
                 "hostname relay.test\n"
                 f"state_dir {self.state}\n"
-                "listen 127.0.0.1:0 {\n"
-                "  accept_from 127.0.0.0/8\n"
+                f"{top}\n"
+                f"listen {listen} {{\n"
+                f"  accept_from {accept_from}\n"
                 f"  {listen_extra}\n"
                 "}\n"
                 f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1 }}\n"
@@ -67,6 +69,10 @@ class Relay:
         ev = self.wait_log(lambda e: e.get("event") == "listening", timeout=20,
                            since_start=True)
         self.port = int(ev[-1]["port"])
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
 
     def lines(self, since_start=False):
         if not os.path.exists(self.log):

@@ -1,0 +1,159 @@
+"""Queue full: (1) a tiny LMDB map (`queue { map_size 1M }`) and (2) a
+full filesystem (the state directory on a 3 MB tmpfs; needs root and
+`mount -t tmpfs`, skipped with a message otherwise). The MX is down, so
+mail piles up until clients get `452 4.3.1`. Then: everything acked is
+still queued and intact, space comes back (messages deleted with qtool,
+then the MX returns and delivery drains the queue), new mail is accepted
+again, and every acked message that was not deleted arrives byte for
+byte.
+
+Usage: queue_full_test.py POSTERN QTOOL
+"""
+
+import json
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+
+import dnspeer
+import faultkit as fk
+import mxpeer
+from relay import Relay
+
+POSTERN, QTOOL = sys.argv[1], sys.argv[2]
+SIZE = 20000
+
+
+def send_one(r, mid):
+    """Returns (code, text): 250 when queued."""
+    try:
+        with smtplib.SMTP("127.0.0.1", r.port, timeout=20) as s:
+            s.ehlo("client.test")
+            s.sendmail("s@snd.test", ["r@dst.test"], fk.message(mid, SIZE))
+        return 250, ""
+    except smtplib.SMTPDataError as e:
+        return e.smtp_code, e.smtp_error.decode(errors="replace")
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        return code, text.decode(errors="replace")
+
+
+def queued_mids(r):
+    p = subprocess.run([QTOOL, "-d", r.state, "list", "--json"], capture_output=True,
+                       timeout=60, check=True)
+    out = {}
+    for e in json.loads(p.stdout or b"[]"):
+        b = subprocess.run([QTOOL, "-d", r.state, "show", e["id"], "--body"],
+                           capture_output=True, timeout=60).stdout
+        m = fk.mids(b)
+        out[e["id"]] = m[0] if m else None
+    return out
+
+
+def scenario(name, dns, extra, state_dir=None):
+    print(f"--- {name}", flush=True)
+    port = mxpeer.free_port()
+    sink = None
+    r = Relay(POSTERN, dns.port, delivery=f"route * 127.0.0.1:{port}; connect_timeout 1s",
+              extra=extra)
+    if state_dir:
+        # Point the state at the small filesystem and restart.
+        r.stop()
+        with open(r.conf) as f:
+            conf = f.read().replace(f"state_dir {r.state}", f"state_dir {state_dir}")
+        with open(r.conf, "w") as f:
+            f.write(conf)
+        r.state = state_dir
+        r.start()
+    try:
+        acked, refusals = [], []
+        for i in range(400):
+            code, text = send_one(r, f"{name}{i}")
+            if code == 250:
+                acked.append(f"{name}{i}")
+            else:
+                refusals.append((code, text))
+                if len(refusals) >= 3:
+                    break
+        print(f"{len(acked)} accepted before the queue filled; refusals: {refusals[:1]}",
+              flush=True)
+        fk.check(len(acked) >= 5, f"{name}: some mail fit ({len(acked)})")
+        fk.check(refusals and all(c == 452 and "4.3.1" in t for c, t in refusals),
+                 f"{name}: clients get 452 4.3.1 when full ({refusals[:1]})")
+        fk.check(any(e.get("event") in ("queue_full", "enqueue_failed") for e in r.events()),
+                 f"{name}: the relay logs the full queue")
+        q = queued_mids(r)
+        fk.check(sorted(q.values()) == sorted(acked),
+                 f"{name}: every acked message is queued and readable ({len(q)}/{len(acked)})")
+        # Space returns: the operator deletes three messages.
+        victims = list(q)[:3]
+        subprocess.run([QTOOL, "-d", r.state, "delete"] + victims, check=True,
+                       capture_output=True, timeout=60)
+        deleted = {q[v] for v in victims}
+        code, text = send_one(r, f"{name}-after-delete")
+        fk.check(code == 250, f"{name}: accepted again after qtool delete ({code} {text})")
+        if code == 250:
+            acked.append(f"{name}-after-delete")
+        # The MX returns: delivery drains the queue.
+        sink = fk.Sink(port=port)
+        want = set(acked) - deleted
+        ok = fk.wait_until(lambda: want <= set(sink.ids()), 60)
+        fk.check(ok, f"{name}: every acked message not deleted is delivered "
+                 f"({len(want & set(sink.ids()))}/{len(want)})")
+        intact = True
+        with sink.lock:
+            for _, _, data in sink.messages:
+                mid = fk.mids(data)[0]
+                body = fk.message(mid, SIZE).encode()
+                if not data.replace(b"\r\n", b"\n").endswith(body.replace(b"\r\n", b"\n")):
+                    intact = False
+        fk.check(intact, f"{name}: delivered messages are byte-identical to what was sent")
+        fk.check(not (deleted & set(sink.ids())), f"{name}: deleted messages were not sent")
+        code, text = send_one(r, f"{name}-after-drain")
+        fk.check(code == 250, f"{name}: service resumed after delivery freed space")
+        fk.check(fk.wait_until(lambda: f"{name}-after-drain" in sink.ids(), 30),
+                 f"{name}: and that message is delivered")
+        fk.check(fk.wait_until(lambda: fk.qstats(QTOOL, r.state)["messages"] == 0, 30),
+                 f"{name}: queue empty at the end")
+        fk.check(r.stop() == 0, f"{name}: SIGTERM: exit 0")
+    finally:
+        r.close()
+        if sink:
+            sink.stop()
+
+
+def try_tmpfs():
+    d = tempfile.mkdtemp(prefix="postern-tmpfs-")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", d],
+                       capture_output=True)
+    if p.returncode != 0:
+        os.rmdir(d)
+        return None, p.stderr.decode(errors="replace").strip()
+    return d, ""
+
+
+def main():
+    dns = dnspeer.start({"records": {}})
+    try:
+        scenario("mapfull", dns, "queue { map_size 1M; retry_initial 1s; retry_max 2s }")
+        d, why = try_tmpfs()
+        if d is None:
+            print(f"SKIP tmpfs half: cannot mount a tmpfs here ({why})", flush=True)
+        else:
+            try:
+                scenario("diskfull", dns, "queue { retry_initial 1s; retry_max 2s }",
+                         state_dir=os.path.join(d, "state"))
+            finally:
+                subprocess.run(["umount", d])
+                os.rmdir(d)
+    finally:
+        dns.stop()
+    fk.finish()
+
+
+if __name__ == "__main__":
+    main()
