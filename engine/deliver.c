@@ -124,6 +124,10 @@ struct dest {
   struct attempt *attempts;
   size_t nattempts;
   uint64_t rate_next_ms;
+  /* After an attempt found no acceptable host while other connections
+   * carry the destination's mail, new attempts wait until then: a refusing
+   * MX must not make the worker spin. */
+  uint64_t attempts_after_ms;
   uv_timer_t rate_timer;
   bool rate_timer_on;
   bool freeing;
@@ -351,6 +355,15 @@ static void dest_kick(struct dest *d) {
     }
   }
   const struct config_delivery *dc = &r->cfg->delivery;
+  uint64_t now = now_ms(d->dw);
+  if (d->njobs > d->nattempts && now < d->attempts_after_ms) {
+    if (!d->rate_timer_on) {
+      d->rate_timer_on = true;
+      uv_timer_start(&d->rate_timer, rate_fire, d->attempts_after_ms - now, 0);
+    }
+    dest_maybe_free(d);
+    return;
+  }
   while (d->njobs > d->nattempts &&
          d->nconns + d->nattempts < dc->per_domain_connections &&
          atomic_load(&r->out_conns) < dc->max_connections) {
@@ -632,6 +645,8 @@ static void attempt_exhausted(struct attempt *a) {
       engine__job_abandon(j);
     return;
   }
+  if (d->nconns > 0)
+    d->attempts_after_ms = now_ms(d->dw) + 1000;
   if (d->nconns == 0) {
     /* No connection to the destination: settle the waiting jobs now, but
      * leave one for each attempt still running, so that dest_kick does not
