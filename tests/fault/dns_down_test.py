@@ -21,10 +21,18 @@ N_ROUTED = 30
 
 
 def main():
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    silent_tcp = socket.socket()
-    silent_tcp.bind(("127.0.0.1", silent.getsockname()[1]))
+    # A UDP and a TCP socket on the same free port: retry until both bind
+    # (another test may hold the TCP port of the UDP port we got).
+    for _ in range(100):
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        silent_tcp = socket.socket()
+        try:
+            silent_tcp.bind(("127.0.0.1", silent.getsockname()[1]))
+            break
+        except OSError:
+            silent.close()
+            silent_tcp.close()
     silent_tcp.listen(16)  # accepts (kernel backlog), never answers
     dport = silent.getsockname()[1]
     routed = fk.Sink("127.0.0.1")
