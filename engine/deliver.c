@@ -1136,6 +1136,9 @@ static void on_domain_prepared(void *arg, struct policy_domain_run *run,
   struct attempt *a = arg;
   struct dest *d = a->d;
   a->drun = run;
+  if (a->probe)
+    policy_domain_run_describe(run, a->probe->res.policy,
+                               sizeof a->probe->res.policy);
   if (r->outcome != POLICY_OK) {
     attempt_fail(a, r->outcome == POLICY_TEMPFAIL, r->status, "%s", r->reason);
     attempt_exhausted(a);

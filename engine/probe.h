@@ -48,6 +48,7 @@ struct probe_result {
   char domain[256];
   bool routed;
   char route[300];
+  char policy[1024]; /* what the policy modules found for the domain */
   size_t nmx;
   struct probe_mx mx[PROBE_MAX_MX];
   /* The verdict the relay would reach: deliver to the first acceptable

@@ -207,6 +207,30 @@ void policy_domain_run_free(struct policy_domain_run *run) {
   uv_close((uv_handle_t *)&run->timer, domain_closed);
 }
 
+void policy_domain_run_describe(const struct policy_domain_run *run,
+                                char *buf, size_t cap) {
+  size_t len = 0;
+  if (cap == 0)
+    return;
+  buf[0] = '\0';
+  const struct policy_chain *c = run->chain;
+  for (size_t i = 0; i < c->n && len + 1 < cap; i++) {
+    const struct policy_module *m = &c->mods[i];
+    if (m->ops->describe_domain == NULL || run->pd[i] == NULL)
+      continue;
+    char one[512];
+    one[0] = '\0';
+    m->ops->describe_domain(m->state, run->pd[i], one, sizeof one);
+    if (one[0] == '\0')
+      continue;
+    int n = snprintf(buf + len, cap - len, "%s%s: %s", len ? "; " : "",
+                     m->ops->name, one);
+    if (n < 0)
+      break;
+    len += (size_t)n < cap - len ? (size_t)n : cap - len - 1;
+  }
+}
+
 void policy_chain_check_mx(struct policy_domain_run *run,
                            const struct policy_mx *mx,
                            struct policy_mx_verdict *v) {

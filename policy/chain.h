@@ -460,6 +460,9 @@ struct policy_module_ops {
                         const char *domain, void **pd, policy_done_cb done,
                         void *arg);
   void (*free_domain)(void *state, void *pd);
+  /* Optional: one line on what prepare_domain found, for postern-probe
+   * ("enforce, id 2026..., mx *.example.org"); "" when nothing. */
+  void (*describe_domain)(void *state, void *pd, char *buf, size_t cap);
   void (*check_mx)(void *state, void *pd, const struct policy_mx *mx,
                    struct policy_mx_verdict *v);
   int (*prepare_conn)(void *state, const struct policy_env *env, void *pd,
@@ -558,6 +561,11 @@ int policy_chain_prepare_domain(struct policy_chain *c,
                                 const char *domain, policy_domain_cb cb,
                                 void *arg);
 void policy_domain_run_free(struct policy_domain_run *run);
+
+/* What the modules found for the domain, as "module: text; ..." (for
+ * postern-probe). Always NUL-terminated; "" when no module says anything. */
+void policy_domain_run_describe(const struct policy_domain_run *run,
+                                char *buf, size_t cap);
 
 /* Ranks an MX candidate: every module's check_mx in order, then the level
  * against the strictest minimum (shortfall: TEMPFAIL 4.7.5, as Postfix

@@ -605,6 +605,22 @@ static int mts_prepare_domain(void *state, const struct policy_env *env,
   return 0;
 }
 
+static void mts_describe_domain(void *state, void *pd, char *buf,
+                                size_t cap) {
+  struct mts_domain *d = pd;
+  if (d == NULL || !d->have_policy) {
+    snprintf(buf, cap, "no policy");
+    return;
+  }
+  size_t len = (size_t)snprintf(
+      buf, cap, "%s policy (%s), id %s, max_age %u, mx",
+      policy_mtasts_mode_name(d->policy.mode), d->source,
+      d->txt_id[0] ? d->txt_id : (d->have_cache ? d->cached.id : "?"),
+      (unsigned)d->policy.max_age);
+  for (size_t i = 0; i < d->policy.n_mx && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, " %s", d->policy.mx[i]);
+}
+
 static void mts_check_mx(void *state, void *pd, const struct policy_mx *mx,
                          struct policy_mx_verdict *v) {
   struct mts_domain *d = pd;
@@ -682,6 +698,7 @@ static const struct policy_module_ops mts_ops = {
     .free = mts_free,
     .prepare_domain = mts_prepare_domain,
     .free_domain = mts_free_domain,
+    .describe_domain = mts_describe_domain,
     .check_mx = mts_check_mx,
     .check_conn = mts_check_conn,
 };

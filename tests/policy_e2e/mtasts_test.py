@@ -38,6 +38,7 @@ import smtpd_peer
 from relay import Relay
 
 POSTERN = sys.argv[1]
+PROBE = sys.argv[2]
 failures = []
 
 
@@ -181,6 +182,25 @@ def main():
                   f"b: MX not in policy: deferred 4.7.5 ({e.get('status')} "
                   f"{e.get('dsn')}: {e.get('reply')})")
             check(not mx["notin"].commands, "b: the unlisted MX was not contacted")
+
+            # postern-probe with the relay's configuration shows the policy
+            # and the same verdicts, without sending mail.
+            import json as _json
+            import subprocess as _sp
+            out = _sp.run([PROBE, "-c", r.conf, "--json", "notin.sts.test"],
+                          capture_output=True, timeout=60)
+            pr = _json.loads(out.stdout or b"{}")
+            check(out.returncode == 1 and pr.get("verdict") == "defer"
+                  and "enforce policy" in pr.get("policy", "")
+                  and "MTA-STS" in pr["mx"][0]["reason"],
+                  f"probe: MX not in policy: defer, policy shown ({pr.get('policy')})")
+            out = _sp.run([PROBE, "-c", r.conf, "--json", "enf.sts.test"],
+                          capture_output=True, timeout=60)
+            pr = _json.loads(out.stdout or b"{}")
+            check(out.returncode == 0 and pr.get("verdict") == "deliver"
+                  and pr["mx"][0]["mx_level"] == "mtasts"
+                  and pr["mx"][0]["tls_level"] == "authenticated",
+                  f"probe: enforce + valid certificate: deliver at mtasts/authenticated")
 
             # c. invalid certificate under enforce
             r.send("s@snd.test", ["a@badcert.sts.test"], msg("c"))

@@ -60,6 +60,8 @@ static void print_json(const struct probe_result *res) {
     put_json(res->route);
   else
     fputs("null", stdout);
+  printf(",\"policy\":");
+  put_json(res->policy);
   printf(",\"mx\":[");
   for (size_t i = 0; i < res->nmx; i++) {
     const struct probe_mx *m = &res->mx[i];
@@ -104,6 +106,11 @@ static void print_text(const struct probe_result *res) {
     putchar(')');
   }
   putchar('\n');
+  if (res->policy[0]) {
+    printf("policy: ");
+    put_text(res->policy);
+    putchar('\n');
+  }
   for (size_t i = 0; i < res->nmx; i++) {
     const struct probe_mx *m = &res->mx[i];
     printf("MX %u ", m->pref);
