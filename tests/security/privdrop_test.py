@@ -2,13 +2,16 @@
 listener, then runs as nobody (every Uid and Gid in /proc/PID/status, no
 supplementary groups of root), owns its state directory, and still
 accepts, queues and delivers mail, also after a restart. Skipped (with a
-message) when the test does not run as root.
+message) when the test does not run as root or when no process can become
+nobody there (Bazel's linux-sandbox maps only root into its user
+namespace: the BUILD target is tagged no-sandbox for that reason).
 
 Usage: privdrop_test.py POSTERN QTOOL
 """
 
 import os
 import pwd
+import subprocess
 import sys
 
 import dnspeer
@@ -41,6 +44,17 @@ def main():
         print("SKIP: not running as root, so there is no privilege to drop", flush=True)
         fk.finish()
     nobody = pwd.getpwnam("nobody")
+    # Bazel's linux-sandbox runs tests in a user namespace where only root
+    # is mapped: there, no process can become nobody at all.
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         f"import os; os.setgroups([]); os.setgid({nobody.pw_gid}); os.setuid({nobody.pw_uid})"],
+        capture_output=True)
+    if probe.returncode != 0:
+        why = probe.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        print(f"SKIP: this environment cannot switch to uid {nobody.pw_uid} at all "
+              f"(a user namespace without that uid mapped?): {why}", flush=True)
+        fk.finish()
     dns = dnspeer.start({"records": {}})
     sink = fk.Sink()
     try:
