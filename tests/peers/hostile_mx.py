@@ -13,6 +13,8 @@ Behaviours (one per listening address):
     longline   a 10 MB greeting line without an end
     dropdata   a normal dialogue up to 354, reads part of the body, hangs up
     badreply   greeting, then an EHLO reply that is not SMTP at all
+    inject     replies full of control bytes and forged log keys
+               (INJECT below); RCPT is refused with 550 and one of them
 """
 
 import socket
@@ -20,6 +22,8 @@ import threading
 import time
 
 TRICKLE = 20.0
+INJECT = (b"x\x00\x01\x1b[2J\r event=delivery status=sent dsn=2.0.0 "
+          b"\x7f\x80\xff\\\" level=error")
 
 
 class Hostile:
@@ -118,6 +122,25 @@ class Hostile:
         f.readline()
         c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self._silent(c, f)
+
+    def _inject(self, c, f):
+        c.sendall(b"220 mx.test " + INJECT + b"\r\n")
+        while True:
+            l = f.readline()
+            if not l:
+                return
+            cmd = l[:4].upper()
+            if cmd == b"EHLO":
+                c.sendall(b"250-mx.test " + INJECT + b"\r\n250 8BITMIME\r\n")
+            elif cmd == b"RCPT":
+                c.sendall(b"550 5.1.1 " + INJECT + b"\r\n")
+            elif cmd == b"QUIT":
+                c.sendall(b"221 " + INJECT + b"\r\n")
+                return
+            elif cmd == b"DATA":
+                c.sendall(b"554 5.5.1 no valid recipients " + INJECT + b"\r\n")
+            else:
+                c.sendall(b"250 ok " + INJECT + b"\r\n")
 
     def _dropdata(self, c, f):
         c.sendall(b"220 mx.test ESMTP\r\n")

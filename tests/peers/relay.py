@@ -13,6 +13,7 @@ events() parses it. The state directory lives in the same temp directory
 and survives stop()/start() until the object is closed.
 """
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,11 @@ _PAIR = re.compile(r'([a-zA-Z0-9_]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def parse_logfmt(line):
+    if line.startswith("{"):  # log { format json }
+        try:
+            return {k: str(v) for k, v in json.loads(line).items()}
+        except ValueError:
+            return {}
     out = {}
     for k, v in _PAIR.findall(line):
         if v.startswith('"'):
@@ -37,7 +43,7 @@ def parse_logfmt(line):
 class Relay:
     def __init__(self, binary, dns_port, extra="", workers=2, listen_extra="",
                  delivery="", accept_from="127.0.0.0/8", listen="127.0.0.1:0",
-                 top=""):
+                 top="", log_extra=""):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="postern-test-")
         self.state = os.path.join(self.dir, "state")
@@ -53,7 +59,7 @@ class Relay:
                 f"  {listen_extra}\n"
                 "}\n"
                 f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1 }}\n"
-                f"log {{ level debug; file {self.log} }}\n"
+                f"log {{ level debug; file {self.log}; {log_extra} }}\n"
                 f"delivery {{ workers {workers}; {delivery} }}\n"
                 f"{extra}\n"
             )
