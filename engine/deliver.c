@@ -42,6 +42,8 @@
 #define DEST_BUCKETS 4096
 #define MAX_CANDIDATES 32
 #define MAX_ADDRS 16
+/* How often a destination waiting for a free connection slot looks again. */
+#define DEST_SLOT_RETRY_MS 100
 
 struct dest;
 
@@ -361,6 +363,14 @@ static void dest_kick(struct dest *d) {
     if (idle)
       break;
     attempt_start(d);
+  }
+  /* Waiting jobs that nothing carries (max_connections reached) would wait
+   * for the next job to this destination, which may never come: the slot
+   * is freed by another destination's connection, maybe on another worker.
+   * Look again shortly. */
+  if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->rate_timer_on) {
+    d->rate_timer_on = true;
+    uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_RETRY_MS, 0);
   }
   dest_maybe_free(d);
 }
