@@ -753,7 +753,12 @@ static void on_ready(struct smtp_client *c, int status,
     if (f && f->last_reply && f->last_reply->code)
       smtp_reply_format(f->last_reply, reply, sizeof reply);
     smtp_client_close(c, client_closed_free, r);
-    if (status == POSTERN_ETLS && !a->plaintext) {
+    /* A handshake can fail without a TLS error: the server may hang up or
+     * go silent after its 220 to STARTTLS (smtp_client.h: starttls is
+     * then FAILED whatever the status). */
+    bool tls_failed = status == POSTERN_ETLS ||
+                      (f && f->starttls == SMTP_STARTTLS_FAILED);
+    if (tls_failed && !a->plaintext) {
       /* RFC 7435 §3: fall back to cleartext only when no policy demands
        * TLS for this host; otherwise this host is unusable now. */
       if (plaintext_acceptable(a)) {
