@@ -42,6 +42,8 @@
 #define DEST_BUCKETS 4096
 #define MAX_CANDIDATES 32
 #define MAX_ADDRS 16
+/* How often a destination waiting for a free connection slot looks again. */
+#define DEST_SLOT_RETRY_MS 100
 
 struct dest;
 
@@ -374,6 +376,14 @@ static void dest_kick(struct dest *d) {
     if (idle)
       break;
     attempt_start(d);
+  }
+  /* Waiting jobs that nothing carries (max_connections reached) would wait
+   * for the next job to this destination, which may never come: the slot
+   * is freed by another destination's connection, maybe on another worker.
+   * Look again shortly. */
+  if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->rate_timer_on) {
+    d->rate_timer_on = true;
+    uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_RETRY_MS, 0);
   }
   dest_maybe_free(d);
 }
@@ -764,7 +774,12 @@ static void on_ready(struct smtp_client *c, int status,
     if (f && f->last_reply && f->last_reply->code)
       smtp_reply_format(f->last_reply, reply, sizeof reply);
     smtp_client_close(c, client_closed_free, r);
-    if (status == POSTERN_ETLS && !a->plaintext) {
+    /* A handshake can fail without a TLS error: the server may hang up or
+     * go silent after its 220 to STARTTLS (smtp_client.h: starttls is
+     * then FAILED whatever the status). */
+    bool tls_failed = status == POSTERN_ETLS ||
+                      (f && f->starttls == SMTP_STARTTLS_FAILED);
+    if (tls_failed && !a->plaintext) {
       /* RFC 7435 §3: fall back to cleartext only when no policy demands
        * TLS for this host; otherwise this host is unusable now. */
       if (plaintext_acceptable(a)) {

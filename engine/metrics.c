@@ -196,17 +196,21 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
 
 #define HTTP_HEAD_MAX 8192
 
+struct scrape;
+
 struct metrics_server {
   uv_tcp_t tcp;
   void (*gauges)(void *, struct metrics_gauges *);
   void *ud;
   int open_clients;
+  struct scrape *clients; /* open scrapes, so that close can end them */
   bool closing;
 };
 
 struct scrape {
   uv_tcp_t tcp;
   struct metrics_server *srv;
+  struct scrape *prev, *next; /* in srv->clients until closed */
   uv_write_t wr;
   char head[HTTP_HEAD_MAX];
   size_t len;
@@ -222,6 +226,12 @@ static void srv_maybe_free(struct metrics_server *s) {
 static void scrape_closed(uv_handle_t *h) {
   struct scrape *c = h->data;
   struct metrics_server *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->clients = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
   free(c->resp);
   free(c);
   s->open_clients--;
@@ -320,6 +330,10 @@ static void on_scrape(uv_stream_t *server, int status) {
   uv_tcp_init(server->loop, &c->tcp);
   c->tcp.data = c;
   s->open_clients++;
+  c->next = s->clients;
+  if (s->clients)
+    s->clients->prev = c;
+  s->clients = c;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
       uv_read_start((uv_stream_t *)&c->tcp, scrape_alloc, scrape_read) != 0)
     scrape_close(c);
@@ -366,5 +380,10 @@ unsigned metrics_server_port(const struct metrics_server *s) {
 void metrics_server_close(struct metrics_server *s) {
   if (s == NULL)
     return;
+  /* A scraper that connected and never sent a request would otherwise keep
+   * the loop (and the process) alive, and a late request would read gauges
+   * from a relay that is gone. */
+  for (struct scrape *c = s->clients; c; c = c->next)
+    scrape_close(c);
   uv_close((uv_handle_t *)&s->tcp, srv_closed);
 }

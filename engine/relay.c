@@ -311,8 +311,12 @@ static void read_gauges(void *ud, struct metrics_gauges *g) {
     free(st.top);
   }
   g->inflight = r->sched ? engine__sched_inflight(r->sched) : 0;
-  for (size_t i = 0; i < r->nservers; i++)
-    g->inbound_sessions += smtp_server_sessions(r->servers[i]);
+  /* smtp_server_close (at the start of a shutdown) frees the servers once
+   * their sessions are gone; a scrape while the relay drains must not read
+   * them. */
+  if (!atomic_load(&r->stopping))
+    for (size_t i = 0; i < r->nservers; i++)
+      g->inbound_sessions += smtp_server_sessions(r->servers[i]);
   g->outbound_connections = atomic_load(&r->out_conns);
 }
 

@@ -404,6 +404,16 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
   s->r = r;
   s->loop = loop;
   s->max_inflight = relay_max_inflight(r);
+  /* For tests only: POSTERN_TEST_MAX_INFLIGHT=N (1..the default) lowers the
+   * limit so that back-pressure can be exercised with a few messages. Read
+   * once, here; unset or malformed leaves the default. */
+  const char *lim = getenv("POSTERN_TEST_MAX_INFLIGHT");
+  if (lim != NULL) {
+    char *end;
+    unsigned long v = strtoul(lim, &end, 10);
+    if (*lim && *end == '\0' && v >= 1 && v <= s->max_inflight)
+      s->max_inflight = (size_t)v;
+  }
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);
   s->wake.data = s;

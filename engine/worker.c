@@ -26,19 +26,19 @@ static void run_tasks(uv_async_t *a) {
   bool stopping = w->stopping;
   w->head = w->tail = NULL;
   pthread_mutex_unlock(&w->mu);
-  if (stopping) {
-    /* Tasks that raced with stop are dropped: their owners are being torn
-     * down by their own on_stop. */
-    if (w->on_stop)
-      w->on_stop(w);
-    uv_close((uv_handle_t *)&w->wake, NULL);
-    return;
-  }
+  /* Every task accepted by worker_post runs, also when the stop request
+   * arrived before the loop got to it: a task owns memory (a job, a
+   * malloc'd drain request) that only its fn gives back. */
   while (t != NULL) {
     struct worker_task *next = t->next;
     t->next = NULL;
     t->fn(w, t);
     t = next;
+  }
+  if (stopping) {
+    if (w->on_stop)
+      w->on_stop(w);
+    uv_close((uv_handle_t *)&w->wake, NULL);
   }
 }
 

@@ -68,7 +68,8 @@ void worker_pool_run(struct worker_pool *p);
 int worker_post(struct worker *w, struct worker_task *t);
 
 /* Asks every loop to stop (on_stop runs on each), then joins the threads
- * and frees the loops. Tasks still queued are dropped. */
+ * and frees the loops. Tasks queued before the request still run, on their
+ * loop and before on_stop; later worker_post calls fail. */
 void worker_pool_stop(struct worker_pool *p);
 
 /* The worker whose loop runs on the calling thread, or NULL. */
