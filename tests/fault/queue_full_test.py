@@ -91,8 +91,12 @@ def scenario(name, dns, extra, state_dir=None):
                  f"{name}: every acked message is queued and readable ({len(q)}/{len(acked)})")
         # Space returns: the operator deletes three messages.
         victims = list(q)[:3]
-        subprocess.run([QTOOL, "-d", r.state, "delete"] + victims, check=True,
-                       capture_output=True, timeout=60)
+        # exit 1 only names ids already gone (delivered or bounced since the
+        # listing); the others were deleted all the same.
+        p = subprocess.run([QTOOL, "-d", r.state, "delete"] + victims,
+                           capture_output=True, timeout=60)
+        fk.check(p.returncode == 0 or b"unknown id" in p.stderr,
+                 f"{name}: qtool delete ({p.returncode} {p.stderr[:200]!r})")
         deleted = {q[v] for v in victims}
         code, text = send_one(r, f"{name}-after-delete")
         fk.check(code == 250, f"{name}: accepted again after qtool delete ({code} {text})")
