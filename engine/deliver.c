@@ -1204,15 +1204,7 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
   dw->w = w;
   dw->loop = &w->loop;
   struct dns_opts o;
-  dns_opts_init(&o);
-  const struct config_dns *cd = &r->cfg->dns;
-  for (size_t i = 0; i < cd->server_count && i < DNS_MAX_SERVERS; i++) {
-    o.servers[i] = cd->servers[i].sa;
-    o.nservers++;
-  }
-  o.timeout_ms = (unsigned)cd->timeout_ms;
-  o.attempts = cd->attempts;
-  o.trust_ad = cd->trust_ad;
+  relay_dns_opts(r->cfg, &o);
   int rc = dns_resolver_new(&w->loop, &o, &dw->dns);
   if (rc != 0) {
     free(dw);

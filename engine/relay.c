@@ -17,6 +17,7 @@
 #include "engine/config.h"
 #include "engine/metrics.h"
 #include "net/https.h"
+#include "net/dns.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
@@ -83,6 +84,16 @@ bool engine__dest_key(const struct relay *r, const char *domain,
     if (*c >= 'A' && *c <= 'Z')
       *c = (char)(*c - 'A' + 'a');
   return routed;
+}
+
+void relay_dns_opts(const struct postern_config *cfg, struct dns_opts *o) {
+  dns_opts_init(o);
+  const struct config_dns *cd = &cfg->dns;
+  for (size_t i = 0; i < cd->server_count && i < DNS_MAX_SERVERS; i++)
+    o->servers[o->nservers++] = cd->servers[i].sa;
+  o->timeout_ms = (unsigned)cd->timeout_ms;
+  o->attempts = cd->attempts;
+  o->trust_ad = cd->trust_ad;
 }
 
 struct worker *relay_worker_for(struct relay *r, const char *key) {

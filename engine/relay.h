@@ -72,6 +72,10 @@ struct policy_chain;
 int relay_chain_build(const struct postern_config *cfg,
                       struct policy_chain **out);
 
+/* The resolver options `dns { }` describes. */
+struct dns_opts;
+void relay_dns_opts(const struct postern_config *cfg, struct dns_opts *o);
+
 /* The worker that owns destination `key`. */
 struct worker *relay_worker_for(struct relay *r, const char *key);
 

@@ -197,12 +197,7 @@ int probe_online(const char *config_path, const char *domain, bool json,
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct dns_opts o;
-  dns_opts_init(&o);
-  for (size_t i = 0; i < cfg->dns.server_count && i < DNS_MAX_SERVERS; i++)
-    o.servers[o.nservers++] = cfg->dns.servers[i].sa;
-  o.timeout_ms = (unsigned)cfg->dns.timeout_ms;
-  o.attempts = cfg->dns.attempts;
-  o.trust_ad = cfg->dns.trust_ad;
+  relay_dns_opts(cfg, &o);
   int rc = dns_resolver_new(&loop, &o, &dns);
   if (rc != 0) {
     fprintf(stderr, "postern-probe: resolver: %s\n", postern_strerror(rc));
