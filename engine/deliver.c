@@ -129,6 +129,11 @@ struct dest {
   uv_timer_t rate_timer;
   bool rate_timer_on;
   bool freeing;
+  /* An attempt found no usable host while other attempts or connections
+   * went on with the jobs: open no further connection until one succeeds,
+   * so that a server refusing concurrent sessions (421 at the greeting)
+   * does not see a reconnect per exhausted attempt. */
+  bool saturated;
 };
 
 struct probe {
@@ -354,6 +359,7 @@ static void dest_kick(struct dest *d) {
   }
   const struct config_delivery *dc = &r->cfg->delivery;
   while (d->njobs > d->nattempts &&
+         !(d->saturated && d->nconns + d->nattempts) &&
          d->nconns + d->nattempts < dc->per_domain_connections &&
          atomic_load(&r->out_conns) < dc->max_connections) {
     size_t idle = 0;
@@ -643,9 +649,12 @@ static void attempt_exhausted(struct attempt *a) {
     return;
   }
   if (d->nconns == 0 && d->nattempts == 0) {
+    d->saturated = false;
     struct job *j;
     while ((j = dest_pop(d)) != NULL)
       job_fail_all(j, temp, status, reason, mx);
+  } else {
+    d->saturated = true;
   }
   dest_kick(d);
 }
@@ -756,8 +765,8 @@ static void on_ready(struct smtp_client *c, int status,
     /* A handshake can fail without a TLS error: the server may hang up or
      * go silent after its 220 to STARTTLS (smtp_client.h: starttls is
      * then FAILED whatever the status). */
-    bool tls_failed = status == POSTERN_ETLS ||
-                      (f && f->starttls == SMTP_STARTTLS_FAILED);
+    bool tls_failed =
+        status == POSTERN_ETLS || (f && f->starttls == SMTP_STARTTLS_FAILED);
     if (tls_failed && !a->plaintext) {
       /* RFC 7435 §3: fall back to cleartext only when no policy demands
        * TLS for this host; otherwise this host is unusable now. */
@@ -867,6 +876,7 @@ static void on_ready(struct smtp_client *c, int status,
   cn->next = d->conns;
   d->conns = cn;
   d->nconns++;
+  d->saturated = false;
   postern_log(POSTERN_LOG_DEBUG, "connection_ready", "dest", d->key, "mx",
               cn->mx, "addr", addr, "mx_level",
               policy_mx_level_name(cn->mx_level), "tls_level",
