@@ -134,6 +134,13 @@ struct dest {
    * so that a server refusing concurrent sessions (421 at the greeting)
    * does not see a reconnect per exhausted attempt. */
   bool saturated;
+  /* Step 5 across attempts: a temporary failure seen by an attempt that
+   * exhausted while others went on with the same jobs. When the last one
+   * exhausts too, the jobs are deferred, not bounced. Cleared when the
+   * jobs are settled or a connection succeeds. */
+  bool temp_seen;
+  char temp_status[16];
+  char temp_reason[512];
 };
 
 struct probe {
@@ -649,12 +656,23 @@ static void attempt_exhausted(struct attempt *a) {
     return;
   }
   if (d->nconns == 0 && d->nattempts == 0) {
+    if (!temp && d->temp_seen) {
+      temp = true;
+      snprintf(status, sizeof status, "%s", d->temp_status);
+      snprintf(reason, sizeof reason, "%s", d->temp_reason);
+    }
     d->saturated = false;
+    d->temp_seen = false;
     struct job *j;
     while ((j = dest_pop(d)) != NULL)
       job_fail_all(j, temp, status, reason, mx);
   } else {
     d->saturated = true;
+    if (temp) {
+      d->temp_seen = true;
+      snprintf(d->temp_status, sizeof d->temp_status, "%s", status);
+      snprintf(d->temp_reason, sizeof d->temp_reason, "%s", reason);
+    }
   }
   dest_kick(d);
 }
@@ -877,6 +895,7 @@ static void on_ready(struct smtp_client *c, int status,
   d->conns = cn;
   d->nconns++;
   d->saturated = false;
+  d->temp_seen = false;
   postern_log(POSTERN_LOG_DEBUG, "connection_ready", "dest", d->key, "mx",
               cn->mx, "addr", addr, "mx_level",
               policy_mx_level_name(cn->mx_level), "tls_level",

@@ -4,6 +4,7 @@ or one that holds its reply to the final "." until the test releases it.
 
     import rawmx
     mx = rawmx.RawMX("127.0.0.1", 0, starttls_drop=True)
+    mx = rawmx.RawMX(greetings=[(0.5, "421 4.3.2 busy")])  # scripted greetings
     mx.port, mx.messages          # [(mail_from, [rcpt, ...], data_bytes)]
     mx.sessions, mx.starttls      # sessions seen, STARTTLS commands seen
     mx.hold = threading.Event()   # set before a message: the "." reply waits
@@ -29,7 +30,16 @@ class _Session(socketserver.StreamRequestHandler):
         mx = self.server.mx
         with mx.lock:
             mx.sessions += 1
-        self.send("220 rawmx.test ESMTP")
+            script = mx.greetings.pop(0) if mx.greetings else None
+        if script is not None:
+            delay, reply = script
+            time.sleep(delay)
+            self.send(reply)
+            if not reply.startswith("220"):
+                self.rfile.readline(1024)  # QUIT, or the client hangs up
+                return
+        else:
+            self.send("220 rawmx.test ESMTP")
         sender, rcpts = None, []
         while True:
             line = self.rfile.readline(1024)
@@ -89,7 +99,8 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class RawMX:
-    def __init__(self, host="127.0.0.1", port=0, starttls_drop=False):
+    def __init__(self, host="127.0.0.1", port=0, starttls_drop=False,
+                 greetings=None):
         self.lock = threading.Lock()
         self.messages = []
         self.sessions = 0
@@ -97,6 +108,9 @@ class RawMX:
         self.held = 0  # messages whose "." reply is (or was) being held
         self.hold = None
         self.starttls_drop = starttls_drop
+        # [(delay_s, "421 4.3.2 busy"), ...]: the greetings of the first
+        # sessions, in order of arrival; later sessions get a normal 220.
+        self.greetings = list(greetings or [])
         self.srv = _Server((host, port), _Session)
         self.srv.mx = self
         self.host = host
