@@ -8,6 +8,7 @@ or one that holds its reply to the final "." until the test releases it.
     mx.port, mx.messages          # [(mail_from, [rcpt, ...], data_bytes)]
     mx.sessions, mx.starttls      # sessions seen, STARTTLS commands seen
     mx.hold = threading.Event()   # set before a message: the "." reply waits
+    mx.dot_reply = "451 4.3.0 later"  # the reply to "." (250: recorded)
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.wait_for(lambda: mx.held >= 1)
     mx.stop()
@@ -80,9 +81,11 @@ class _Session(socketserver.StreamRequestHandler):
                     with mx.lock:
                         mx.held += 1
                     hold.wait(120)
-                with mx.lock:
-                    mx.messages.append((sender, rcpts, data))
-                self.send("250 2.0.0 queued")
+                reply = mx.dot_reply
+                if reply.startswith("250"):
+                    with mx.lock:
+                        mx.messages.append((sender, rcpts, data))
+                self.send(reply)
             elif verb == "RSET":
                 sender, rcpts = None, []
                 self.send("250 2.0.0 ok")
@@ -107,6 +110,7 @@ class RawMX:
         self.starttls = 0
         self.held = 0  # messages whose "." reply is (or was) being held
         self.hold = None
+        self.dot_reply = "250 2.0.0 queued"  # e.g. "451 4.3.0 later"
         self.starttls_drop = starttls_drop
         # [(delay_s, "421 4.3.2 busy"), ...]: the greetings of the first
         # sessions, in order of arrival; later sessions get a normal 220.
