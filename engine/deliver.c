@@ -137,7 +137,7 @@ struct dest {
   /* Step 5 across attempts: a temporary failure seen by an attempt that
    * exhausted while others went on with the same jobs. When the last one
    * exhausts too, the jobs are deferred, not bounced. Cleared when the
-   * jobs are settled or a connection succeeds. */
+   * jobs are settled or gone, or a connection succeeds. */
   bool temp_seen;
   char temp_status[16];
   char temp_reason[512];
@@ -381,6 +381,8 @@ static void dest_kick(struct dest *d) {
    * for the next job to this destination, which may never come: the slot
    * is freed by another destination's connection, maybe on another worker.
    * Look again shortly. */
+  if (d->njobs == 0)
+    d->temp_seen = false; /* it spoke for waiting jobs only */
   if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->rate_timer_on) {
     d->rate_timer_on = true;
     uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_RETRY_MS, 0);
