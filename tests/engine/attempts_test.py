@@ -8,13 +8,17 @@
     connection was open: one new session per 421, as fast as the network
     allows). Both messages are delivered over the first connection.
 
- 2. Issue 5 step 5 across concurrent attempts. Two messages for mix.test arrive together, so the destination runs two
-connection attempts at once. Its only MX answers the first connection
-with `421 4.3.2 busy` (temporary) after 0.5 s and the second with
-`554 5.7.1 go away` (permanent) after 2 s. The temporary failure happened
-along the way while these messages were being tried, so both must be
-deferred, not bounced. (The destination used to decide from the attempt
-that exhausted last alone: both messages bounced with 5.x.x and DSNs.)
+ 2. Issue 5 step 5 across concurrent attempts. Two messages for mix.test
+    arrive together, so the destination runs two connection attempts at
+    once. Its only MX answers the first connection with `421 4.3.2 busy`
+    (temporary) after 0.5 s and the second with `554 5.7.1 go away`
+    (permanent) after 2 s. The temporary failure happened along the way
+    while these messages were being tried, so both must be deferred, not
+    bounced. (The destination used to decide from the attempt that
+    exhausted last alone: both messages bounced with 5.x.x and DSNs.)
+
+ 3. Equal MX preferences are shuffled per attempt (RFC 5321 5.1): with a
+    new connection per message, 20 messages reach both MX hosts.
 
 Usage: attempts_test.py POSTERN_BINARY
 """
@@ -24,6 +28,7 @@ import threading
 import time
 
 import dnspeer
+import mxpeer
 import rawmx
 from relay import Relay
 
@@ -61,12 +66,39 @@ def no_storm(dns):
         busy.stop()
 
 
+def shuffle():
+    port = mxpeer.free_port("127.0.0.2")
+    m2 = mxpeer.MX("127.0.0.2", port)
+    m3 = mxpeer.MX("127.0.0.3", port)
+    dns = dnspeer.start({"ad": False, "records": {
+        "eq.test": {"MX": [[10, "a.eq.test"], [10, "b.eq.test"]]},
+        "a.eq.test": {"A": ["127.0.0.2"]},
+        "b.eq.test": {"A": ["127.0.0.3"]},
+    }})
+    try:
+        with Relay(POSTERN, dns.port, delivery=f"port {port}; reuse_limit 1") as r:
+            n = 20
+            for i in range(n):
+                r.send("s@snd.test", [f"u{i}@eq.test"], msg(f"eq{i}"))
+            r.wait_log(lambda e: e.get("event") == "delivery" and e.get("status") == "sent",
+                       count=n)
+            a, b = len(m2.messages), len(m3.messages)
+            # All 20 on one host by chance: probability 2 * 2^-20.
+            check(a + b == n and a > 0 and b > 0,
+                  f"equal preferences: both MX hosts used ({a} and {b})")
+    finally:
+        m2.stop()
+        m3.stop()
+        dns.stop()
+
+
 def main():
     dns0 = dnspeer.start({"ad": False, "records": {}})
     try:
         no_storm(dns0)
     finally:
         dns0.stop()
+    shuffle()
     mx = rawmx.RawMX("127.0.0.1", 0, greetings=[(0.5, "421 4.3.2 busy"),
                                                 (2.0, "554 5.7.1 go away")])
     dns = dnspeer.start({"ad": False, "records": {
