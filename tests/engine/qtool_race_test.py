@@ -2,8 +2,10 @@
 
  1. delete while in flight: the MX holds its reply to the final dot while
     `qtool delete` removes the message. After the MX accepts it, the
-    relay's result finds nothing to update; the message is not attempted
-    again, the queue is empty, and the relay goes on delivering new mail.
+    relay's result finds nothing to update: it says so at info level
+    (it used to log an error, result_commit_failed, as if the disk had
+    failed); the message is not attempted again, the queue is empty, and
+    the relay goes on delivering new mail.
  2. hold while in flight: the message is held during the attempt, which
     then defers (451). It stays held - not retried although retry_initial
     is 1s - until `qtool release`, after which it is delivered.
@@ -71,6 +73,10 @@ def main():
                   "delete: the message is not attempted again")
             rc, out = qtool(r, "list")
             check(rc == 0 and mid not in out, "delete: the queue does not list it")
+            check(not [e for e in r.events() if e.get("event") == "result_commit_failed"],
+                  "delete: no result_commit_failed error (nothing failed)")
+            check(any(e.get("event") == "result_dropped" and e.get("id") == mid
+                      for e in r.events()), "delete: the dropped result is logged")
             r.send("s@snd.test", ["b@del.test"], msg("next"))
             mx.wait(2)
             check(True, "delete: the relay goes on delivering")
