@@ -126,13 +126,21 @@ struct dest {
   struct attempt *attempts;
   size_t nattempts;
   uint64_t rate_next_ms;
-  /* After an attempt found no acceptable host while other connections
-   * carry the destination's mail, new attempts wait until then: a refusing
-   * MX must not make the worker spin. */
-  uint64_t attempts_after_ms;
   uv_timer_t rate_timer;
   bool rate_timer_on;
   bool freeing;
+  /* An attempt found no usable host while other attempts or connections
+   * went on with the jobs: open no further connection until one succeeds,
+   * so that a server refusing concurrent sessions (421 at the greeting)
+   * does not see a reconnect per exhausted attempt. */
+  bool saturated;
+  /* Step 5 across attempts: a temporary failure seen by an attempt that
+   * exhausted while others went on with the same jobs. When the last one
+   * exhausts too, the jobs are deferred, not bounced. Cleared when the
+   * jobs are settled or gone, or a connection succeeds. */
+  bool temp_seen;
+  char temp_status[16];
+  char temp_reason[512];
 };
 
 struct probe {
@@ -357,16 +365,8 @@ static void dest_kick(struct dest *d) {
     }
   }
   const struct config_delivery *dc = &r->cfg->delivery;
-  uint64_t now = now_ms(d->dw);
-  if (d->njobs > d->nattempts && now < d->attempts_after_ms) {
-    if (!d->rate_timer_on) {
-      d->rate_timer_on = true;
-      uv_timer_start(&d->rate_timer, rate_fire, d->attempts_after_ms - now, 0);
-    }
-    dest_maybe_free(d);
-    return;
-  }
   while (d->njobs > d->nattempts &&
+         !(d->saturated && d->nconns + d->nattempts) &&
          d->nconns + d->nattempts < dc->per_domain_connections &&
          atomic_load(&r->out_conns) < dc->max_connections) {
     size_t idle = 0;
@@ -381,6 +381,8 @@ static void dest_kick(struct dest *d) {
    * for the next job to this destination, which may never come: the slot
    * is freed by another destination's connection, maybe on another worker.
    * Look again shortly. */
+  if (d->njobs == 0)
+    d->temp_seen = false; /* it spoke for waiting jobs only */
   if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->rate_timer_on) {
     d->rate_timer_on = true;
     uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_RETRY_MS, 0);
@@ -655,17 +657,24 @@ static void attempt_exhausted(struct attempt *a) {
       engine__job_abandon(j);
     return;
   }
-  if (d->nconns > 0)
-    d->attempts_after_ms = now_ms(d->dw) + 1000;
-  if (d->nconns == 0) {
-    /* No connection to the destination: settle the waiting jobs now, but
-     * leave one for each attempt still running, so that dest_kick does not
-     * start a fresh attempt for them. Starting one per failed attempt
-     * would spin without pause while a destination refuses connections
-     * and two or more attempts are in flight. */
+  if (d->nconns == 0 && d->nattempts == 0) {
+    if (!temp && d->temp_seen) {
+      temp = true;
+      snprintf(status, sizeof status, "%s", d->temp_status);
+      snprintf(reason, sizeof reason, "%s", d->temp_reason);
+    }
+    d->saturated = false;
+    d->temp_seen = false;
     struct job *j;
     while (d->njobs > d->nattempts && (j = dest_pop(d)) != NULL)
       job_fail_all(j, temp, status, reason, mx);
+  } else {
+    d->saturated = true;
+    if (temp) {
+      d->temp_seen = true;
+      snprintf(d->temp_status, sizeof d->temp_status, "%s", status);
+      snprintf(d->temp_reason, sizeof d->temp_reason, "%s", reason);
+    }
   }
   dest_kick(d);
 }
@@ -777,8 +786,8 @@ static void on_ready(struct smtp_client *c, int status,
     /* A handshake can fail without a TLS error: the server may hang up or
      * go silent after its 220 to STARTTLS (smtp_client.h: starttls is
      * then FAILED whatever the status). */
-    bool tls_failed = status == POSTERN_ETLS ||
-                      (f && f->starttls == SMTP_STARTTLS_FAILED);
+    bool tls_failed =
+        status == POSTERN_ETLS || (f && f->starttls == SMTP_STARTTLS_FAILED);
     if (tls_failed && !a->plaintext) {
       /* RFC 7435 §3: fall back to cleartext only when no policy demands
        * TLS for this host; otherwise this host is unusable now. */
@@ -888,6 +897,8 @@ static void on_ready(struct smtp_client *c, int status,
   cn->next = d->conns;
   d->conns = cn;
   d->nconns++;
+  d->saturated = false;
+  d->temp_seen = false;
   postern_log(POSTERN_LOG_DEBUG, "connection_ready", "dest", d->key, "mx",
               cn->mx, "addr", addr, "mx_level",
               policy_mx_level_name(cn->mx_level), "tls_level",

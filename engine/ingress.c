@@ -186,7 +186,12 @@ static void on_result(void *arg, int status, const struct queue_env *env) {
   struct job *j = arg;
   struct msgref *m = j->m;
   struct relay *r = j->relay;
-  if (status != 0) {
+  if (status == POSTERN_ENOENT) {
+    /* Deleted meanwhile (qtool delete): nothing is left to update or to
+     * retry, and nothing failed. */
+    postern_log(POSTERN_LOG_INFO, "result_dropped", "id", m->id, "reason",
+                "message deleted during the attempt", NULL);
+  } else if (status != 0) {
     m->result_failed = true;
     postern_log(POSTERN_LOG_ERROR, "result_commit_failed", "id", m->id, "error",
                 postern_strerror(status), NULL);

@@ -52,7 +52,9 @@ struct msgref {
    * thread, so no lock), read by the scheduler after the last job. */
   struct msg_note *notes;
   size_t n_notes, cap_notes;
-  bool result_failed;  /* a result commit failed: the message stays due */
+  /* A result commit failed or a job was abandoned: the message stays due.
+   * Set from worker threads and the writer thread at once: atomic. */
+  atomic_bool result_failed;
   struct msgref *next; /* scheduler inbox link */
 };
 

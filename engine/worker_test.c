@@ -1,7 +1,7 @@
 /*
  * worker_test.c - the loop pool: tasks run on their worker's thread (never
- * on the poster's, inside worker_post) and in order; and a task queued before the stop
- * request still runs (it owns memory only its fn gives back: a job, a
+ * on the poster's, inside worker_post) and in order; and a task queued before
+ * the stop request still runs (it owns memory only its fn gives back: a job, a
  * drain request), before on_stop.
  */
 #include <setjmp.h>

@@ -10,6 +10,8 @@ being sent and a metrics scraper is around.
     process alive: the relay exits 0 within shutdown_timeout. (Open scrape
     connections used to survive metrics_server_close and hold the main loop
     forever.)
+ 3. A message still being sent when shutdown_timeout expires is abandoned:
+    exit 0 at the timeout, and a restart delivers it exactly once.
 
 Usage: shutdown_test.py POSTERN_BINARY
 """
@@ -104,6 +106,43 @@ def main():
             check(rc == 0, f"idle scraper: exit status 0 (got {rc}) "
                            f"after {time.time() - t0:.1f}s")
             idle.close()
+
+        # 3. In-flight work that outlives shutdown_timeout is abandoned:
+        #    exit 0 at the timeout, the message stays queued and a restart
+        #    delivers it.
+        delivery = f"route * 127.0.0.1:{mx.port}; shutdown_timeout 1s"
+        with Relay(POSTERN, dns.port, delivery=delivery,
+                   extra="queue { retry_initial 1s }") as r:
+            mx.hold = threading.Event()
+            before = len(mx.messages)
+            r.send("s@snd.test", ["late@x.test"], MSG)
+            mx.wait_for(lambda: mx.held >= 2, what="held message")
+            t0 = time.time()
+            r.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = r.proc.wait(15)
+            except Exception:  # noqa: BLE001
+                r.proc.kill()
+                rc = "hung"
+            took = time.time() - t0
+            if rc != 0:
+                print(r.proc.stdout.read().decode("utf-8", "replace")[-4000:])
+            r.proc = None
+            check(rc == 0 and took < 10,
+                  f"timeout: exit status 0 (got {rc}) after {took:.1f}s")
+            check(any(e.get("event") == "shutdown_timeout" for e in r.events()),
+                  "timeout: logged shutdown_timeout")
+            mx.hold.set()
+            mx.hold = None
+            time.sleep(0.5)  # the held session ends; its message is not ours
+            with mx.lock:
+                del mx.messages[before:]
+            r.start()
+            mx.wait(before + 1, timeout=30)
+            time.sleep(1)
+            check(len(mx.messages) == before + 1,
+                  "timeout: the abandoned message is delivered once after restart")
+            check(r.stop() == 0, "timeout: second run exits 0")
     finally:
         mx.stop()
         dns.stop()

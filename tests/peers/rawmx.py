@@ -4,9 +4,11 @@ or one that holds its reply to the final "." until the test releases it.
 
     import rawmx
     mx = rawmx.RawMX("127.0.0.1", 0, starttls_drop=True)
+    mx = rawmx.RawMX(greetings=[(0.5, "421 4.3.2 busy")])  # scripted greetings
     mx.port, mx.messages          # [(mail_from, [rcpt, ...], data_bytes)]
     mx.sessions, mx.starttls      # sessions seen, STARTTLS commands seen
     mx.hold = threading.Event()   # set before a message: the "." reply waits
+    mx.dot_reply = "451 4.3.0 later"  # the reply to "." (250: recorded)
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.wait_for(lambda: mx.held >= 1)
     mx.stop()
@@ -29,7 +31,16 @@ class _Session(socketserver.StreamRequestHandler):
         mx = self.server.mx
         with mx.lock:
             mx.sessions += 1
-        self.send("220 rawmx.test ESMTP")
+            script = mx.greetings.pop(0) if mx.greetings else None
+        if script is not None:
+            delay, reply = script
+            time.sleep(delay)
+            self.send(reply)
+            if not reply.startswith("220"):
+                self.rfile.readline(1024)  # QUIT, or the client hangs up
+                return
+        else:
+            self.send("220 rawmx.test ESMTP")
         sender, rcpts = None, []
         while True:
             line = self.rfile.readline(1024)
@@ -70,9 +81,11 @@ class _Session(socketserver.StreamRequestHandler):
                     with mx.lock:
                         mx.held += 1
                     hold.wait(120)
-                with mx.lock:
-                    mx.messages.append((sender, rcpts, data))
-                self.send("250 2.0.0 queued")
+                reply = mx.dot_reply
+                if reply.startswith("250"):
+                    with mx.lock:
+                        mx.messages.append((sender, rcpts, data))
+                self.send(reply)
             elif verb == "RSET":
                 sender, rcpts = None, []
                 self.send("250 2.0.0 ok")
@@ -89,14 +102,19 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class RawMX:
-    def __init__(self, host="127.0.0.1", port=0, starttls_drop=False):
+    def __init__(self, host="127.0.0.1", port=0, starttls_drop=False,
+                 greetings=None):
         self.lock = threading.Lock()
         self.messages = []
         self.sessions = 0
         self.starttls = 0
         self.held = 0  # messages whose "." reply is (or was) being held
         self.hold = None
+        self.dot_reply = "250 2.0.0 queued"  # e.g. "451 4.3.0 later"
         self.starttls_drop = starttls_drop
+        # [(delay_s, "421 4.3.2 busy"), ...]: the greetings of the first
+        # sessions, in order of arrival; later sessions get a normal 220.
+        self.greetings = list(greetings or [])
         self.srv = _Server((host, port), _Session)
         self.srv.mx = self
         self.host = host
