@@ -1522,9 +1522,21 @@ void smtp_server_close(struct smtp_server *srv, void (*closed_cb)(void *),
                        void *ud) {
   srv->closed_cb = closed_cb;
   srv->closed_ud = ud;
+  /* A loop woken by something else may see close_req, and the last loop
+   * to finish frees the server, before this loop has signalled them all:
+   * hold one reference of our own until it has. */
+  atomic_fetch_add(&srv->handles_live, 1);
   atomic_store(&srv->close_req, true);
   for (unsigned i = 0; i < srv->nloops; i++)
     uv_async_send(&srv->lcs[i].async);
+  if (atomic_fetch_sub(&srv->handles_live, 1) == 1) {
+    /* Every loop finished meanwhile: this thread is the last one out. */
+    void (*cb)(void *) = srv->closed_cb;
+    void *cud = srv->closed_ud;
+    srv_free(srv);
+    if (cb)
+      cb(cud);
+  }
 }
 
 unsigned smtp_server_sessions(const struct smtp_server *srv) {

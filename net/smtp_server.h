@@ -193,7 +193,8 @@ void smtp_server_stop(struct smtp_server *srv);
  * shutting down` and are closed; a session whose message awaits
  * smtp_server_txn_done() gets its reply first and is closed then. When every
  * handle of the server is closed on every loop, the server frees itself and
- * calls closed_cb(ud) on the thread of the loop that finished last. The
+ * calls closed_cb(ud) on the thread of the loop that finished last (or,
+ * when every loop finished before this call returned, on the caller's). The
  * loops must keep running until then. Any thread; call it once; `srv`
  * must not be used after it.
  */
