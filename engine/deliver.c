@@ -450,6 +450,23 @@ static void on_sent(struct smtp_client *c, int status,
   uv_timer_start(&cn->idle, conn_next_soon, 0, 0);
 }
 
+/* Whether any byte has the high bit set (BODY=8BITMIME, RFC 6152). Eight
+ * bytes at a time: a 100 KiB body is scanned on every delivery. */
+static bool body_has_8bit(const char *body, size_t len) {
+  const unsigned char *p = (const unsigned char *)body;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, sizeof w);
+    if (w & 0x8080808080808080ull)
+      return true;
+  }
+  for (; i < len; i++)
+    if (p[i] >= 0x80)
+      return true;
+  return false;
+}
+
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
   struct job *j = dest_pop(d);
@@ -473,9 +490,7 @@ static void conn_send_next(struct conn *cn) {
         notify_text(rc->notify, cn->notify[k], sizeof cn->notify[k]);
     cn->rcpts[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
   }
-  bool eight = false;
-  for (size_t i = 0; i < j->m->body_len && !eight; i++)
-    eight = ((const unsigned char *)j->m->body)[i] >= 0x80;
+  bool eight = body_has_8bit(j->m->body, j->m->body_len);
   cn->msg = (struct smtp_message){
       .sender = env->sender,
       .ret = env->ret == QUEUE_RET_FULL
