@@ -513,10 +513,20 @@ static void on_sent(struct smtp_client *c, int status,
   uv_timer_start(&cn->idle, conn_next_soon, 0, 0);
 }
 
-static bool memchr_high(const void *p, size_t n) {
-  const unsigned char *s = p;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] >= 0x80)
+/* Whether any byte has the high bit set (BODY=8BITMIME, RFC 6152; a
+ * non-ASCII address needs SMTPUTF8, RFC 6531). Eight bytes at a time: a
+ * 100 KiB body is scanned on every delivery. */
+static bool has_8bit(const void *data, size_t len) {
+  const unsigned char *p = data;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, sizeof w);
+    if (w & 0x8080808080808080ull)
+      return true;
+  }
+  for (; i < len; i++)
+    if (p[i] >= 0x80)
       return true;
   return false;
 }
@@ -547,10 +557,10 @@ static void conn_send_next(struct conn *cn) {
   /* The server accepted 8BITMIME and SMTPUTF8 mail, so we owe the next hop
    * the matching parameters (RFC 6152, RFC 6531 §3.4): 8-bit content asks
    * for BODY=8BITMIME, a non-ASCII address for SMTPUTF8. */
-  bool eight = memchr_high(j->m->body, j->m->body_len);
-  bool utf8 = memchr_high(env->sender, strlen(env->sender));
+  bool eight = has_8bit(j->m->body, j->m->body_len);
+  bool utf8 = has_8bit(env->sender, strlen(env->sender));
   for (unsigned k = 0; k < j->n && !utf8; k++)
-    utf8 = memchr_high(cn->rcpts[k].addr, strlen(cn->rcpts[k].addr));
+    utf8 = has_8bit(cn->rcpts[k].addr, strlen(cn->rcpts[k].addr));
   cn->msg = (struct smtp_message){
       .sender = env->sender,
       .ret = env->ret == QUEUE_RET_FULL
