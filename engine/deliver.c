@@ -576,6 +576,12 @@ static void attempt_exhausted(struct attempt *a) {
     struct job *j;
     while (d->njobs > d->nattempts && (j = dest_pop(d)) != NULL)
       job_fail_all(j, temp, status, reason, mx);
+  } else {
+    /* A connection is up and carries the waiting jobs one after another.
+     * Starting another attempt now would reconnect as fast as the remote
+     * refuses: a server that limits connections per client answers every
+     * new one with 421 at once. */
+    return;
   }
   dest_kick(d);
 }
