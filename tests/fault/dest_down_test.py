@@ -27,13 +27,17 @@ def deliveries(r, **kv):
 def main():
     sink = fk.Sink()
     port = sink.port
-    sink.stop()  # down from the start: every attempt fails to connect
     dns = dnspeer.start({"records": {}})
     r = None
     try:
-        delivery = f"route * 127.0.0.1:{port}; connect_timeout 2s"
+        delivery = f"route * 127.0.0.1:{port}; connect_timeout 2s; idle_timeout 1s"
         r = Relay(POSTERN, dns.port, delivery=delivery,
                   extra="queue { retry_initial 1s; retry_factor 2; retry_max 4s }")
+        first = fk.Sender(lambda: r.port, n_threads=2, prefix="u", limit=5).start()
+        first.join()
+        fk.check(fk.wait_until(lambda: first.acked <= set(sink.ids()), 30),
+                 "while the MX is up, mail flows")
+        sink.stop()  # the MX goes down
         snd = fk.Sender(lambda: r.port, n_threads=4, prefix="d", limit=N // 4)
         snd.start()
         snd.join()
@@ -62,6 +66,7 @@ def main():
         sink = fk.Sink(port=port)
         fk.wait_until(lambda: set(snd.acked) <= set(sink.ids()), 60)
         ids = sink.ids()
+        fk.check(not (first.acked & set(ids)), "what went out before was not sent again")
         fk.check(set(snd.acked) <= set(ids), f"all {N} delivered after the MX returned "
                  f"({len(set(snd.acked) & set(ids))})")
         fk.check(all(c == 1 for c in ids.values()), "each delivered exactly once")

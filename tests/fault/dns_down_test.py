@@ -2,7 +2,9 @@
 nobody reads). Mail to MX-routed domains is deferred with a clear 4.4.3
 status naming the lookup; mail to a static route on the same (single)
 worker keeps flowing meanwhile, so no worker is stuck behind the silent
-resolver. When DNS answers again the deferred mail goes out.
+resolver. When DNS answers again the deferred mail goes out; then an answer slower
+than usual but within `dns { timeout }` is used, and one slower than the
+timeout is a deferral like silence.
 
 Usage: dns_down_test.py POSTERN QTOOL
 """
@@ -73,7 +75,12 @@ def main():
                  f"({st['messages']})")
         # DNS comes back: restart postern against a resolver that answers
         # (dns servers need a restart, relay.c says so).
-        dns = dnspeer.start({"records": {"dnsdown.test": {"A": ["127.0.0.2"]}}})
+        dns = dnspeer.start({
+            "records": {"dnsdown.test": {"A": ["127.0.0.2"]},
+                        "slowdns.test": {"A": ["127.0.0.2"]},
+                        "veryslow.test": {"A": ["127.0.0.2"]}},
+            "behaviour": {"slowdns.test": {"delay": 0.6},      # under `timeout 1s`
+                          "veryslow.test": {"delay": 5}}})    # over it
         try:
             fk.check(r.stop() == 0, "SIGTERM: exit 0")
             with open(r.conf) as f:
@@ -84,6 +91,16 @@ def main():
             ok = fk.wait_until(lambda: down.acked <= set(mx.ids()), 40)
             fk.check(ok, f"deferred mail delivered once DNS answers "
                      f"({len(down.acked & set(mx.ids()))}/{N_DOWN})")
+            # Slow DNS: an answer within the timeout is used, a later one
+            # is a deferral like silence.
+            r.send("s@snd.test", ["u@slowdns.test"], fk.message("slowdns"))
+            r.send("s@snd.test", ["u@veryslow.test"], fk.message("veryslow"))
+            fk.check(fk.wait_until(lambda: "slowdns" in mx.ids(), 30),
+                     "slow DNS (0.6 s, timeout 1 s): delivered")
+            ev = r.wait_log(lambda e: e.get("event") == "delivery"
+                            and e.get("domain") == "veryslow.test", timeout=30)[0]
+            fk.check(ev["status"] == "deferred" and ev["dsn"] == "4.4.3",
+                     f"DNS slower than the timeout: deferred {ev['dsn']} {ev['reply']!r}")
             fk.check(r.stop() == 0, "SIGTERM: exit 0")
         finally:
             dns.stop()

@@ -37,12 +37,12 @@ def main():
     try:
         snd.start()
         kills = 0
-        delivered_before = []
+        kill_times = []
         while kills < KILLS:
             time.sleep(rnd.uniform(0.2, 1.5))
-            delivered_before.append(sum(sink.ids().values()))
             r.proc.send_signal(signal.SIGKILL)
             r.proc.wait()
+            kill_times.append(time.time())
             r.proc = None
             kills += 1
             time.sleep(rnd.uniform(0.0, 0.3))
@@ -76,6 +76,17 @@ def main():
         # connections, well under 20 per kill here).
         fk.check(extra <= 20 * kills, f"duplicates bounded by in-flight work "
                  f"({extra} <= {20 * kills})")
+        # A duplicate must straddle a kill: its first copy reached the sink
+        # before some kill (while postern had not yet committed the result)
+        # and the next copy after it.
+        seen = {}
+        outside = []
+        for t, m in sink.arrivals():
+            if m in seen and not any(seen[m] <= k <= t for k in kill_times):
+                outside.append(m)
+            seen[m] = t
+        fk.check(not outside, f"every duplicate was in flight at a kill "
+                 f"({len(outside)} not: {outside[:5]})")
 
         def empty():
             return fk.qstats(QTOOL, r.state).get("messages") == 0

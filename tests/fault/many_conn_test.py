@@ -4,6 +4,8 @@ with POSTERN_LONG=1). The first M get a 220 greeting and are all served
 at once (each answers NOOP), the rest get 421 and are closed, a newcomer
 while all M are held gets 421 too, slots come back once the clients
 leave, and postern ends with exactly the descriptors it started with.
+Then descriptor exhaustion: postern limited to 200 descriptors gets 1,000
+connections at once, survives, and serves normally afterwards.
 
 Usage: many_conn_test.py POSTERN QTOOL
 """
@@ -118,6 +120,9 @@ def main():
         fk.check(g.startswith("220"), "slots are free again once the clients left")
         again.close()
         fk.check(r.stop() == 0, "SIGTERM: exit 0")
+        r.close()
+        r = None
+        exhaustion(dns)
     finally:
         for s in socks:
             s.close()
@@ -125,6 +130,49 @@ def main():
             r.close()
         dns.stop()
     fk.finish()
+
+
+def exhaustion(dns):
+    """Descriptor exhaustion: postern runs with RLIMIT_NOFILE 200 and gets
+    1,000 connections at once. It must survive (connections it cannot take
+    are closed), keep no descriptor afterwards, and then serve and deliver
+    normally."""
+    print("--- descriptor exhaustion: RLIMIT_NOFILE 200, 1,000 connections", flush=True)
+    sink = fk.Sink()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    try:
+        r = Relay(POSTERN, dns.port, listen_extra="max_sessions 100",
+                  delivery=f"route * 127.0.0.1:{sink.port}")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    socks = []
+    try:
+        fd0 = fk.fd_count(r.pid)
+        for _ in range(1000):
+            socks.append(socket.create_connection(("127.0.0.1", r.port), timeout=30))
+        greet = read_replies(socks, timeout=30)
+        kinds = {}
+        for v in greet.values():
+            kinds[v[:3] or "closed"] = kinds.get(v[:3] or "closed", 0) + 1
+        print(f"greetings: {kinds}, {len(socks) - len(greet)} without an answer", flush=True)
+        fk.check(r.proc.poll() is None, "postern survives running out of descriptors")
+        fk.check(kinds.get("220", 0) <= 100 and len(greet) == len(socks),
+                 "every connection was answered or closed, at most 100 admitted")
+        for s in socks:
+            s.close()
+        socks = []
+        ok = fk.wait_until(lambda: fk.fd_count(r.pid) <= fd0, 30, step=0.2)
+        fk.check(ok, f"descriptors back to {fd0} ({fk.fd_count(r.pid)})")
+        r.send("s@snd.test", ["u@x.test"], fk.message("afterflood"))
+        fk.check(fk.wait_until(lambda: "afterflood" in sink.ids(), 20),
+                 "after the flood mail is accepted and delivered")
+        fk.check(r.stop() == 0, "SIGTERM: exit 0")
+    finally:
+        for s in socks:
+            s.close()
+        r.close()
+        sink.stop()
 
 
 if __name__ == "__main__":

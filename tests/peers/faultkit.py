@@ -55,11 +55,31 @@ def mids(data):
     return [m.decode() for m in _MID.findall(data)]
 
 
+class _TimedList(list):
+    """The list mxpeer appends to, remembering when each item came."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def append(self, x):
+        self.times.append(time.time())
+        super().append(x)
+
+
 class Sink(mxpeer.MX):
-    """A recording MX; ids() counts the Message-IDs it accepted."""
+    """A recording MX; ids() counts the Message-IDs it accepted,
+    arrivals() lists (time, id) in order."""
 
     def __init__(self, host="127.0.0.1", port=0, **kw):
         super().__init__(host, port, **kw)
+        with self.lock:
+            self.messages = _TimedList()
+
+    def arrivals(self):
+        with self.lock:
+            return [(t, m) for t, (_, _, data) in zip(self.messages.times, self.messages)
+                    for m in mids(data)]
 
     def stop(self):
         if getattr(self, "_stopped", False):

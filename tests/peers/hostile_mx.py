@@ -13,6 +13,9 @@ Behaviours (one per listening address):
     longline   a 10 MB greeting line without an end
     dropdata   a normal dialogue up to 354, reads part of the body, hangs up
     badreply   greeting, then an EHLO reply that is not SMTP at all
+    onlyone    serves one session at a time, slowly (0.3 s per reply, RCPT
+               250, DATA 250); every other concurrent session is greeted
+               with "421 4.7.0 too many connections" and closed
     inject     replies full of control bytes and forged log keys
                (INJECT below); RCPT is refused with 550 and one of them
 """
@@ -122,6 +125,40 @@ class Hostile:
         f.readline()
         c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         self._silent(c, f)
+
+    def _onlyone(self, c, f):
+        with self.lock:
+            busy = getattr(self, "_busy", 0)
+            self._busy = busy + 1
+        try:
+            if busy:
+                c.sendall(b"421 4.7.0 too many connections from you\r\n")
+                return
+            c.sendall(b"220 mx.test ESMTP\r\n")
+            while True:
+                l = f.readline()
+                if not l:
+                    return
+                cmd = l[:4].upper()
+                if self._sleep(0.3):
+                    return
+                if cmd == b"EHLO":
+                    c.sendall(b"250-mx.test\r\n250 8BITMIME\r\n")
+                elif cmd == b"DATA":
+                    c.sendall(b"354 go ahead\r\n")
+                    while f.readline() not in (b".\r\n", b""):
+                        pass
+                    with self.lock:
+                        self.delivered = getattr(self, "delivered", 0) + 1
+                    c.sendall(b"250 2.0.0 ok\r\n")
+                elif cmd == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 ok\r\n")
+        finally:
+            with self.lock:
+                self._busy -= 1
 
     def _inject(self, c, f):
         c.sendall(b"220 mx.test " + INJECT + b"\r\n")
