@@ -58,6 +58,7 @@ static void check_policy(const struct policy_mtasts_policy *p) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* An exact-size private copy: reads past `len` are caught. */
   char *body = malloc(size ? size : 1);
+  body[0] = '\0';
   if (size)
     memcpy(body, data, size);
   struct policy_mtasts_policy *p = malloc(sizeof *p);
