@@ -60,8 +60,14 @@ def scenario(name, dns, extra, state_dir=None):
     sink = None
     r = Relay(POSTERN, dns.port, delivery=f"route * 127.0.0.1:{port}; connect_timeout 1s",
               extra=extra)
+    ballast = None
     if state_dir:
-        # Point the state at the small filesystem and restart.
+        # Point the state at the small filesystem and restart. A ballast
+        # file takes part of it: removing it is how "space returns" (on a
+        # full disk even a delete needs a page or two to write).
+        ballast = os.path.join(os.path.dirname(state_dir), "ballast")
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (512 * 1024))
         r.stop()
         with open(r.conf) as f:
             conf = f.read().replace(f"state_dir {r.state}", f"state_dir {state_dir}")
@@ -89,7 +95,10 @@ def scenario(name, dns, extra, state_dir=None):
         q = queued_mids(r)
         fk.check(sorted(q.values()) == sorted(acked),
                  f"{name}: every acked message is queued and readable ({len(q)}/{len(acked)})")
-        # Space returns: the operator deletes three messages.
+        # Space returns: the operator frees the disk, then deletes three
+        # messages.
+        if ballast:
+            os.remove(ballast)
         victims = list(q)[:3]
         # exit 1 only names ids already gone (delivered or bounced since the
         # listing); the others were deleted all the same.
