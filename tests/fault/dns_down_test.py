@@ -23,10 +23,16 @@ N_ROUTED = 30
 
 
 def main():
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    silent_tcp = socket.socket()
-    silent_tcp.bind(("127.0.0.1", silent.getsockname()[1]))
+    for _ in range(100):  # a port free for both UDP and TCP
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        silent_tcp = socket.socket()
+        try:
+            silent_tcp.bind(("127.0.0.1", silent.getsockname()[1]))
+            break
+        except OSError:
+            silent.close()
+            silent_tcp.close()
     silent_tcp.listen(16)  # accepts (kernel backlog), never answers
     dport = silent.getsockname()[1]
     routed = fk.Sink("127.0.0.1")
