@@ -107,7 +107,8 @@ void engine__deliver_job(struct worker *w, struct worker_task *t);
 int engine__deliver_worker_init(struct relay *r, struct worker *w);
 void engine__deliver_worker_stop(struct worker *w);
 void engine__deliver_worker_exit(struct worker *w);
-/* A task (malloc'd, freed by it) that abandons every waiting job. */
+/* A task (owned by relay.c, never freed by it) that abandons every waiting
+ * job. */
 void engine__deliver_worker_drain(struct worker *w, struct worker_task *t);
 /* SMTP server handlers (ingress.c). */
 struct smtp_server_txn;

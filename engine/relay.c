@@ -45,6 +45,7 @@ static struct retired *retired_list;
 
 static uv_async_t main_wake;
 static struct metrics_server *metrics_srv;
+static struct worker_task *drain_tasks;
 static atomic_int servers_closing;
 static bool drained;
 static bool finishing;
@@ -253,13 +254,12 @@ static void begin_shutdown(struct relay *r, const char *why) {
   atomic_store(&servers_closing, (int)r->nservers);
   for (size_t i = 0; i < r->nservers; i++)
     smtp_server_close(r->servers[i], server_closed, r);
-  for (int i = 0; i < r->pool.n; i++) {
-    struct worker_task *t = calloc(1, sizeof *t);
-    if (t == NULL)
-      continue;
-    t->fn = engine__deliver_worker_drain;
-    if (worker_post(&r->pool.w[i], t) != 0)
-      free(t);
+  /* The drain tasks live until relay_run returns: a worker that is
+   * already stopping drops posted tasks without running them. */
+  drain_tasks = calloc((size_t)r->pool.n, sizeof *drain_tasks);
+  for (int i = 0; drain_tasks && i < r->pool.n; i++) {
+    drain_tasks[i].fn = engine__deliver_worker_drain;
+    worker_post(&r->pool.w[i], &drain_tasks[i]);
   }
   engine__sched_drain(r->sched, on_drained, r);
   uv_timer_start(&r->shutdown_timer, shutdown_forced,
@@ -534,6 +534,8 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
     tls_ctx_free(r->server_tls[i]);
   free(r->server_tls);
   free(r->servers);
+  free(drain_tasks);
+  drain_tasks = NULL;
   tls_ctx_free(r->client_tls);
   policy_chain_free(r->chain);
   config_free(r->cfg);

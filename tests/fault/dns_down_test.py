@@ -23,9 +23,7 @@ N_ROUTED = 30
 
 
 def main():
-    # A UDP and a TCP socket on the same free port: retry until both bind
-    # (another test may hold the TCP port of the UDP port we got).
-    for _ in range(100):
+    for _ in range(100):  # a port free for both UDP and TCP
         silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         silent.bind(("127.0.0.1", 0))
         silent_tcp = socket.socket()

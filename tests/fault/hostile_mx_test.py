@@ -51,7 +51,7 @@ def main():
                     " idle_timeout 1s")
         r = Relay(POSTERN, dns.port, workers=1, delivery=delivery,
                   extra="queue { retry_initial 30s; retry_max 60s }")
-        fd0 = fk.fd_count(r.pid)
+        fd0 = fk.settled_fd_count(r.pid)
         rss0 = rss_kb(r.pid)
         for mode in MODES.values():
             r.send("s@snd.test", [f"u@{mode}.test"], fk.message(f"h-{mode}"))

@@ -187,6 +187,21 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fd_count(pid, quiet=0.5, timeout=10):
+    """The descriptor count once it has not changed for `quiet` seconds
+    (worker threads open their resolvers and timers after startup)."""
+    deadline = time.time() + timeout
+    last, since = fd_count(pid), time.time()
+    while time.time() < deadline:
+        time.sleep(0.1)
+        n = fd_count(pid)
+        if n != last:
+            last, since = n, time.time()
+        elif time.time() - since >= quiet:
+            break
+    return last
+
+
 def smtp_dialogue(port, lines, src=None, timeout=10):
     """Speaks raw SMTP: sends each of `lines` (bytes, CRLF added) and
     returns the list of replies (greeting first) as text."""

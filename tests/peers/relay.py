@@ -72,8 +72,15 @@ class Relay:
         self.proc = subprocess.Popen([self.binary, "-c", self.conf],
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
-        ev = self.wait_log(lambda e: e.get("event") == "listening", timeout=20,
-                           since_start=True)
+        try:
+            ev = self.wait_log(lambda e: e.get("event") == "listening", timeout=20,
+                               since_start=True)
+            # "started" comes once the queue is open and the workers run.
+            self.wait_log(lambda e: e.get("event") == "started", timeout=20,
+                          since_start=True)
+        except BaseException:
+            self.kill()  # never leave a postern behind
+            raise
         self.port = int(ev[-1]["port"])
 
     @property
@@ -127,6 +134,10 @@ class Relay:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("postern did not stop within %ss" % timeout)
+        if rc != 0:
+            # Show why (a sanitizer report, a crash) in the test log.
+            out = self.proc.stdout.read().decode("utf-8", "replace")
+            print(f"postern exited with {rc}; its output:\n{out[-20000:]}", flush=True)
         self.proc = None
         return rc
 
