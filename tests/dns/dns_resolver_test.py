@@ -56,7 +56,7 @@ CONFIG = {
         "bad.example.org": {"garbage": True},
         "raw.example.org": {"garbage": "raw"},
         "quiet.example.org": {"silent": True},
-        "slow.example.org": {"delay": 0.3},
+        "slow.example.org": {"delay": 0.1},
         "short.example.org": {"ttl": 7},
         "v6sf.example.org": {"rcode": "SERVFAIL", "types": ["AAAA"]},
         "v6noad.example.org": {"ad": False, "types": ["AAAA"]},
