@@ -220,8 +220,15 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
              "Content-Type: multipart/report; report-type=delivery-status;\r\n"
              "\tboundary=\"");
   db_str(&b, boundary);
-  db_str(&b, "\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
-             "This is a MIME-encapsulated message.\r\n\r\n");
+  /* What we write is 7-bit; the returned original may not be (it came as
+   * 8BITMIME). Say so, so that the report is relayed with BODY=8BITMIME
+   * (RFC 6152) instead of pretending to be 7-bit. */
+  bool eight = false;
+  for (size_t i = 0; i < rlen && !eight; i++)
+    eight = orig[i] >= 0x80;
+  db_str(&b, eight ? "\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                   : "\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n");
+  db_str(&b, "This is a MIME-encapsulated message.\r\n\r\n");
 
   /* Part 1: the human-readable explanation (RFC 6522 §3). */
   db_fmt(&b,

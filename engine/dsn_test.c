@@ -234,6 +234,28 @@ static void test_long_values_on_one_line(void **state) {
   free(out);
 }
 
+
+static void test_eight_bit_original(void **state) {
+  (void)state;
+  static const char o8[] = "Subject: caf\xc3\xa9\r\n\r\nbody\r\n";
+  struct dsn_rcpt r = {.addr = "b@x", .status = "5.0.0"};
+  struct dsn_input in = base_input(&r, 1);
+  in.original = (const uint8_t *)o8;
+  in.original_len = sizeof o8 - 1;
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "Content-Transfer-Encoding: 8bit\r\n\r\n"
+                              "This is a MIME-encapsulated message."));
+  free(out);
+  in.original = (const uint8_t *)orig;
+  in.original_len = sizeof orig - 1;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "Content-Transfer-Encoding: 7bit\r\n\r\n"
+                              "This is a MIME-encapsulated message."));
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failure_report),
@@ -242,6 +264,7 @@ int main(void) {
       cmocka_unit_test(test_long_diagnostic),
       cmocka_unit_test(test_boundary_collision),
       cmocka_unit_test(test_delay_and_errors),
+      cmocka_unit_test(test_eight_bit_original),
       cmocka_unit_test(test_headers_end_at_any_empty_line),
       cmocka_unit_test(test_long_values_on_one_line),
   };
