@@ -52,7 +52,10 @@ struct sched {
   struct new_id *new_head, *new_tail; /* guarded by mu */
   struct msgref *done_head;           /* guarded by mu */
   struct idset inflight;
-  struct penalty *penalties;
+  /* Penalized ids, oldest first: every penalty lasts as long, so they
+   * expire from the head; `penalty_set` finds one in O(1). */
+  struct penalty *penalties, *penalties_tail;
+  struct idset penalty_set;
   size_t max_inflight;
   bool draining;
   bool scan_wanted; /* new mail was skipped because the set was full */
@@ -101,20 +104,22 @@ static void msgref_free(struct msgref *m) {
   free(m);
 }
 
-static bool penalized(struct sched *s, const char *id, uint64_t now) {
-  struct penalty **pp = &s->penalties;
-  while (*pp) {
-    struct penalty *p = *pp;
-    if (p->until_ms <= now) {
-      *pp = p->next;
-      free(p);
-      continue;
-    }
-    if (strcmp(p->id, id) == 0)
-      return true;
-    pp = &p->next;
+static void penalties_expire(struct sched *s, uint64_t now) {
+  while (s->penalties && s->penalties->until_ms <= now) {
+    struct penalty *p = s->penalties;
+    s->penalties = p->next;
+    if (s->penalties == NULL)
+      s->penalties_tail = NULL;
+    /* A newer penalty for the same id replaced this one in the set. */
+    if (idset_get(&s->penalty_set, p->id) == p)
+      idset_del(&s->penalty_set, p->id);
+    free(p);
   }
-  return false;
+}
+
+static bool penalized(struct sched *s, const char *id, uint64_t now) {
+  penalties_expire(s, now);
+  return idset_get(&s->penalty_set, id) != NULL;
 }
 
 static void penalize(struct sched *s, const char *id, uint64_t now) {
@@ -123,8 +128,16 @@ static void penalize(struct sched *s, const char *id, uint64_t now) {
     return;
   memcpy(p->id, id, QUEUE_ID_LEN + 1);
   p->until_ms = now + SCHED_PENALTY_MS;
-  p->next = s->penalties;
-  s->penalties = p;
+  p->next = NULL;
+  if (idset_put(&s->penalty_set, id, p) != 0) {
+    free(p);
+    return;
+  }
+  if (s->penalties_tail)
+    s->penalties_tail->next = p;
+  else
+    s->penalties = p;
+  s->penalties_tail = p;
 }
 
 static const char *rcpt_domain(const char *addr) {
@@ -466,6 +479,8 @@ void engine__sched_close(struct sched *s) {
   for (size_t i = 0; i < s->inflight.cap; i++)
     if (s->inflight.slots[i].id[0])
       msgref_free(s->inflight.slots[i].val);
+  idset_free(&s->penalty_set);
+  s->penalties_tail = NULL;
   while (s->penalties) {
     struct penalty *p = s->penalties;
     s->penalties = p->next;
