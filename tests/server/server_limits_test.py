@@ -168,7 +168,9 @@ try:
             x = Client("127.0.0.1", d.port)
             x.close()
             time.sleep(0.1)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the connection sat in the backlog of the listener that
+            # just closed.
             refused = True
             break
     check(refused, "after stop, new connections are refused")
