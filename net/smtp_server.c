@@ -296,6 +296,12 @@ static void maybe_finish_close(struct session *s) {
   s->shut = true;
   if (s->tls != NULL && s->tls_done)
     tls_conn_shutdown(s->tls); /* close_notify, best effort */
+  if (s->eof) {
+    /* The client has closed already: a FIN now would only fail (ENOTCONN,
+     * once per session under load); close at once. */
+    close_handles(s);
+    return;
+  }
   s->sreq.data = s;
   if (uv_shutdown(&s->sreq, (uv_stream_t *)&s->tcp, on_shutdown) < 0)
     close_handles(s);
