@@ -14,6 +14,7 @@
  */
 #include "postern_err.h"
 #include "queue/queue.h"
+#include "tools/qwait.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -23,36 +24,6 @@
 
 #define CHUNK 8192
 
-struct done {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int left;
-  int failed;
-};
-
-static void finish(struct done *d, int status) {
-  pthread_mutex_lock(&d->mu);
-  if (status)
-    d->failed = status;
-  d->left--;
-  pthread_cond_signal(&d->cv);
-  pthread_mutex_unlock(&d->mu);
-}
-
-static void on_submit(void *arg, int status) {
-  finish(arg, status);
-}
-
-static void on_result(void *arg, int status, const struct queue_env *env) {
-  finish(arg, status);
-}
-
-static void wait_done(struct done *d) {
-  pthread_mutex_lock(&d->mu);
-  while (d->left > 0)
-    pthread_cond_wait(&d->cv, &d->mu);
-  pthread_mutex_unlock(&d->mu);
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -103,7 +74,7 @@ int main(int argc, char **argv) {
   struct iovec iov = {body, body_len};
   struct queue_rcpt_result res = {0, QUEUE_OUTCOME_DEFERRED, "4.2.0",
                                   "451 4.2.0 try later"};
-  struct done d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+  struct qwait d = QWAIT_INIT;
   double t0 = now_s();
   for (long base = 0; base < count; base += CHUNK) {
     int n = count - base < CHUNK ? (int)(count - base) : CHUNK;
@@ -122,23 +93,23 @@ int main(int argc, char **argv) {
                                    .client_helo = "fill.test",
                                    .body = &iov,
                                    .body_iovcnt = 1};
-      if ((rc = queue_msg_submit(q, &m[i], on_submit, &d)) != 0) {
+      if ((rc = queue_msg_submit(q, &m[i], qwait_submit_cb, &d)) != 0) {
         fprintf(stderr, "queue_fill: submit: %s\n", postern_strerror(rc));
         return 1;
       }
     }
-    wait_done(&d);
+    qwait_wait(&d);
     if (d.failed)
       break;
     d.left = n;
     for (int i = 0; i < n; i++) {
       ri[i] = (struct queue_result_in){ids[i], &res, 1};
-      if ((rc = queue_result_submit(q, &ri[i], on_result, &d)) != 0) {
+      if ((rc = queue_result_submit(q, &ri[i], qwait_result_cb, &d)) != 0) {
         fprintf(stderr, "queue_fill: result: %s\n", postern_strerror(rc));
         return 1;
       }
     }
-    wait_done(&d);
+    qwait_wait(&d);
     if (d.failed)
       break;
   }

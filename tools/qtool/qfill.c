@@ -13,6 +13,7 @@
  */
 #include "postern_err.h"
 #include "queue/queue.h"
+#include "tools/qwait.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -21,36 +22,6 @@
 
 #define BODY "Subject: qfill\r\n\r\nbody line\r\n"
 
-struct done {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int left;
-  int failed;
-};
-
-static void finish(struct done *d, int status) {
-  pthread_mutex_lock(&d->mu);
-  if (status)
-    d->failed = status;
-  d->left--;
-  pthread_cond_signal(&d->cv);
-  pthread_mutex_unlock(&d->mu);
-}
-
-static void on_submit(void *arg, int status) {
-  finish(arg, status);
-}
-
-static void on_result(void *arg, int status, const struct queue_env *env) {
-  finish(arg, status);
-}
-
-static void wait_done(struct done *d) {
-  pthread_mutex_lock(&d->mu);
-  while (d->left > 0)
-    pthread_cond_wait(&d->cv, &d->mu);
-  pthread_mutex_unlock(&d->mu);
-}
 
 int main(int argc, char **argv) {
   if (argc < 5) {
@@ -76,8 +47,8 @@ int main(int argc, char **argv) {
   struct queue_rcpt_in *r = calloc((size_t)count + 1, sizeof *r);
   struct queue_msg_in *m = calloc((size_t)count + 1, sizeof *m);
   struct iovec iov = {BODY, sizeof BODY - 1};
-  struct done d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, count,
-                   0};
+  struct qwait d = QWAIT_INIT;
+  d.left = count;
   for (int i = 0; i < count; i++) {
     queue_id_new(ids[i]);
     snprintf(addrs[i], sizeof addrs[i], "user%d@%s", i, doms[i % ndom]);
@@ -90,10 +61,10 @@ int main(int argc, char **argv) {
                                  .client_helo = "qfill.test",
                                  .body = &iov,
                                  .body_iovcnt = 1};
-    if (queue_msg_submit(q, &m[i], on_submit, &d))
+    if (queue_msg_submit(q, &m[i], qwait_submit_cb, &d))
       return 1;
   }
-  wait_done(&d);
+  qwait_wait(&d);
   if (d.failed) {
     fprintf(stderr, "qfill: submit: %s\n", postern_strerror(d.failed));
     return 1;
@@ -104,10 +75,10 @@ int main(int argc, char **argv) {
   struct queue_result_in *ri = calloc((size_t)count + 1, sizeof *ri);
   for (int i = 0; i < defer && i < count; i++) {
     ri[i] = (struct queue_result_in){ids[i], &res, 1};
-    if (queue_result_submit(q, &ri[i], on_result, &d))
+    if (queue_result_submit(q, &ri[i], qwait_result_cb, &d))
       return 1;
   }
-  wait_done(&d);
+  qwait_wait(&d);
   if (d.failed) {
     fprintf(stderr, "qfill: result: %s\n", postern_strerror(d.failed));
     return 1;
