@@ -163,15 +163,28 @@ int relay_submit_local(struct relay *r, const char *id, const char *sender,
 
 /* ---- delivery results ---- */
 
-void engine__job_free(struct job *j) {
+struct job *engine__job_new(size_t nrcpts) {
+  /* One allocation per job on the hot path: the job and its per-recipient
+   * arrays, most strictly aligned first. */
+  size_t sz = sizeof(struct job) + nrcpts * (sizeof(struct queue_rcpt_result) +
+                                             sizeof(unsigned) +
+                                             QUEUE_STATUS_MAX + 1 +
+                                             QUEUE_REPLY_MAX + 1);
+  struct job *j = calloc(1, sz);
   if (j == NULL)
-    return;
-  free(j->idx);
-  free(j->results);
-  free(j->status);
-  free(j->reply);
-  free(j);
+    return NULL;
+  char *p = (char *)(j + 1);
+  j->results = (struct queue_rcpt_result *)p;
+  p += nrcpts * sizeof(struct queue_rcpt_result);
+  j->idx = (unsigned *)p;
+  p += nrcpts * sizeof(unsigned);
+  j->status = (char(*)[QUEUE_STATUS_MAX + 1])p;
+  p += nrcpts * (QUEUE_STATUS_MAX + 1);
+  j->reply = (char(*)[QUEUE_REPLY_MAX + 1])p;
+  return j;
 }
+
+void engine__job_free(struct job *j) { free(j); }
 
 static bool submitted_deferred(const struct job *j, size_t index) {
   for (size_t k = 0; k < j->n; k++)

@@ -119,6 +119,9 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
                              const char *body, size_t len);
 /* Hands a finished job's results to the queue (any thread). */
 void engine__job_finish(struct job *j);
+/* A job with room for `nrcpts` recipients, in one allocation (zeroed);
+ * NULL without memory. Freed with engine__job_free. */
+struct job *engine__job_new(size_t nrcpts);
 void engine__job_free(struct job *j);
 /* Gives a job up without a result (shutdown): its recipients stay queued
  * and due, and no attempt is counted. Any thread. */

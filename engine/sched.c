@@ -173,16 +173,10 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
       if (strcmp(jobs[x]->dest_key, key) == 0)
         j = jobs[x];
     if (j == NULL) {
-      j = calloc(1, sizeof *j);
+      j = engine__job_new(ntodo);
       if (j == NULL)
         goto oom;
-      j->idx = calloc(ntodo, sizeof *j->idx);
-      j->results = calloc(ntodo, sizeof *j->results);
-      j->status = calloc(ntodo, sizeof *j->status);
-      j->reply = calloc(ntodo, sizeof *j->reply);
       jobs[njobs++] = j;
-      if (!j->idx || !j->results || !j->status || !j->reply)
-        goto oom;
       j->relay = s->r;
       j->m = m;
       snprintf(j->dest_key, sizeof j->dest_key, "%s", key);

@@ -697,6 +697,14 @@ static int enqueue(struct queue *q, struct op *op) {
   return 0;
 }
 
+/* Queues op for the writer, or frees it. */
+static int submit_op(struct queue *q, struct op *op) {
+  int rc = enqueue(q, op);
+  if (rc)
+    free(op);
+  return rc;
+}
+
 int queue_msg_submit(struct queue *q, const struct queue_msg_in *m,
                      queue_submit_cb cb, void *arg) {
   if (!q || !m || !cb)
@@ -708,10 +716,7 @@ int queue_msg_submit(struct queue *q, const struct queue_msg_in *m,
   op->u.sub.in = *m;
   op->u.sub.cb = cb;
   op->arg = arg;
-  int rc = enqueue(q, op);
-  if (rc)
-    free(op);
-  return rc;
+  return submit_op(q, op);
 }
 
 int queue_result_submit(struct queue *q, const struct queue_result_in *r,
@@ -725,10 +730,7 @@ int queue_result_submit(struct queue *q, const struct queue_result_in *r,
   op->u.res.in = *r;
   op->u.res.cb = cb;
   op->arg = arg;
-  int rc = enqueue(q, op);
-  if (rc)
-    free(op);
-  return rc;
+  return submit_op(q, op);
 }
 
 void queue_writer_totals(struct queue *q, uint64_t *commits, uint64_t *ops) {
