@@ -1156,6 +1156,16 @@ static const struct config__dir queue_dirs[] = {
      .off = Q(delay_warning_ms),
      .synopsis = "DURATION",
      .help = "warn the sender after this delay; 0 is never"},
+    {.name = "commit_interval",
+     .type = &t_duration,
+     ONE,
+     .min = 0,
+     .max = 100,
+     .def = "1ms",
+     .off = Q(commit_interval_ms),
+     .synopsis = "DURATION",
+     .help = "under load, shortest time between two queue commits; 0 is "
+             "none"},
 };
 #undef Q
 

@@ -116,7 +116,8 @@ struct config_queue {
   double retry_factor; /* 1.0 .. 10.0, at most 6 decimals */
   uint64_t retry_max_ms;
   uint64_t max_age_ms;
-  uint64_t delay_warning_ms; /* 0: no delay warnings */
+  uint64_t delay_warning_ms;   /* 0: no delay warnings */
+  uint64_t commit_interval_ms; /* 0: commit as soon as the last one ends */
 };
 
 /* route DOMAIN TARGET - send DOMAIN's mail to TARGET instead of its MX. */

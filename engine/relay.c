@@ -494,6 +494,9 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
                   .max = cfg->queue.retry_max_ms},
         .max_age = cfg->queue.max_age_ms,
         .delay_warning = cfg->queue.delay_warning_ms,
+        .commit_interval_us = cfg->queue.commit_interval_ms
+                                  ? cfg->queue.commit_interval_ms * 1000
+                                  : QUEUE_OPTS_COMMIT_ASAP,
     };
     rc = queue_open(&qo, &r->q);
     if (rc != 0)

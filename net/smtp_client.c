@@ -166,6 +166,7 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
                            const char *reason, const struct smtp_reply *remote);
 static void process_input(struct smtp_client *c);
 static void write_body(struct smtp_client *c);
+static int write_body_chunk(struct smtp_client *c);
 static void finish_txn(struct smtp_client *c, int status);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -390,21 +391,55 @@ static void tls_body_done(struct tls_conn *t, int status, void *arg) {
   write_done_common(arg, WRITE_BODY, status);
 }
 
-/* Writes bufs; with `copy` the bytes are copied (commands), otherwise they
- * must stay valid until the write completes (the caller's body). */
+/*
+ * Writes bufs (at most BODY_BUFS). Returns 1 when every byte went to the
+ * kernel at once: no completion follows. Returns 0 when a write request
+ * was queued: its completion (write_done_common) follows; with `copy` the
+ * unsent bytes were copied (commands), otherwise they must stay valid until
+ * then (the caller's body). Negative code on failure.
+ *
+ * Plaintext tries write(2) first: a request that libuv completes at once
+ * still costs an epoll_ctl to drop the POLLOUT interest it never needed.
+ */
 static int write_bufs(struct smtp_client *c, const uv_buf_t *bufs,
                       unsigned nbufs, enum write_kind kind, bool copy) {
   if (c->tls) {
     /* Encryption copies the plaintext. Only body writes need their
      * completion; command completions are ignored unless they fail. */
-    return tls_conn_write(c->tls, bufs, nbufs,
-                          kind == WRITE_BODY ? tls_body_done : tls_cmd_done, c);
+    int rc =
+        tls_conn_write(c->tls, bufs, nbufs,
+                       kind == WRITE_BODY ? tls_body_done : tls_cmd_done, c);
+    return rc < 0 ? rc : 0;
   }
   size_t total = 0;
   for (unsigned i = 0; i < nbufs; i++) {
     total += bufs[i].len;
   }
-  struct write_req *w = malloc(sizeof *w + (copy ? total : 0));
+  int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+  if (n < 0 && n != UV_EAGAIN) {
+    return postern_err_from_errno(-n);
+  }
+  size_t done = n > 0 ? (size_t)n : 0;
+  if (done == total) {
+    return 1;
+  }
+  /* What is left: the tail of the buffer where the kernel stopped. */
+  uv_buf_t rest[BODY_BUFS];
+  unsigned nrest = 0;
+  for (unsigned i = 0; i < nbufs && nrest < BODY_BUFS; i++) {
+    if (done >= bufs[i].len) {
+      done -= bufs[i].len;
+      continue;
+    }
+    rest[nrest++] =
+        uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - done));
+    done = 0;
+  }
+  size_t left = 0;
+  for (unsigned i = 0; i < nrest; i++) {
+    left += rest[i].len;
+  }
+  struct write_req *w = malloc(sizeof *w + (copy ? left : 0));
   if (!w) {
     return POSTERN_ENOMEM;
   }
@@ -413,14 +448,14 @@ static int write_bufs(struct smtp_client *c, const uv_buf_t *bufs,
   int rc;
   if (copy) {
     size_t off = 0;
-    for (unsigned i = 0; i < nbufs; i++) {
-      memcpy(w->data + off, bufs[i].base, bufs[i].len);
-      off += bufs[i].len;
+    for (unsigned i = 0; i < nrest; i++) {
+      memcpy(w->data + off, rest[i].base, rest[i].len);
+      off += rest[i].len;
     }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)total);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)left);
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, uv_write_done);
   } else {
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, uv_write_done);
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, nrest, uv_write_done);
   }
   if (rc < 0) {
     free(w);
@@ -967,7 +1002,18 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
  * dot-stuffing; RFC 5321 §4.5.2 wants a '.' added before every line that
  * starts with one. The buffers point into the caller's body; only the
  * added dots and the terminator are ours (static). */
+/* Writes the body from body_off, chunk by chunk while the kernel takes
+ * each at once; a chunk that has to wait continues from its completion
+ * (write_done_common). */
 static void write_body(struct smtp_client *c) {
+  while (write_body_chunk(c) == 1 && c->state == SMTP_CLIENT_BODY) {
+    arm(c, c->data_to);
+  }
+}
+
+/* One chunk; returns write_bufs' answer (a failure is reported through
+ * fail_soon). */
+static int write_body_chunk(struct smtp_client *c) {
   static char dot[] = ".";
   static char end_crlf[] = "\r\n.\r\n";
   static char end[] = ".\r\n";
@@ -1009,6 +1055,7 @@ static void write_body(struct smtp_client *c) {
   if (rc < 0) {
     fail_soon(c, rc);
   }
+  return rc;
 }
 
 static void txn_reply(struct smtp_client *c, const struct smtp_reply *r) {
@@ -1130,6 +1177,9 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r) {
         c->messages++;
       }
     }
+    /* RFC 5321 §4.1.1.4: the reply to the final "." ends the transaction
+     * whatever its code, so the next MAIL needs no RSET. */
+    c->need_rset = false;
     finish_txn(c, 0);
     return;
   default:

@@ -146,7 +146,8 @@ struct session {
   bool discard_line; /* skipping the rest of an overlong command */
   bool esmtp;
   bool reading;
-  bool eof; /* the client half-closed: finish what it sent, then close */
+  bool eof;  /* the client half-closed: finish what it sent, then close */
+  bool quit; /* QUIT answered and nothing followed it */
   uint64_t start_ms;
   struct sockaddr_storage peer;
   char ip[INET6_ADDRSTRLEN];
@@ -296,9 +297,12 @@ static void maybe_finish_close(struct session *s) {
   s->shut = true;
   if (s->tls != NULL && s->tls_done)
     tls_conn_shutdown(s->tls); /* close_notify, best effort */
-  if (s->eof) {
-    /* The client has closed already: a FIN now would only fail (ENOTCONN,
-     * once per session under load); close at once. */
+  if (s->eof || (s->quit && s->tls == NULL)) {
+    /* The client has closed already (a FIN now would only fail with
+     * ENOTCONN), or it sent QUIT and nothing after it: the 221 is with the
+     * kernel and close(2) sends it before the FIN (RFC 5321 §4.1.1.10), so
+     * close at once instead of waiting for the client's FIN. With TLS the
+     * close_notify just queued must go out first: shut down as below. */
     close_handles(s);
     return;
   }
@@ -864,6 +868,8 @@ static void handle_cmd(struct session *s, const struct smtp_server__cmd *c) {
     break;
   case SMTP_SERVER__V_QUIT:
     replyf(s, "221 2.0.0 %s closing connection", srv->hostname);
+    /* Nothing after QUIT in the buffer: see maybe_finish_close. */
+    s->quit = s->in_off + c->consumed == s->in_len;
     session_close(s);
     break;
   case SMTP_SERVER__V_VRFY:

@@ -66,6 +66,8 @@
 #define QUEUE_DEFAULT_MAX_AGE (5 * QUEUE_MS_DAY)
 #define QUEUE_DEFAULT_MAX_BATCH 1024
 #define QUEUE_DEFAULT_MAX_BATCH_BYTES (256ull << 20)
+#define QUEUE_DEFAULT_COMMIT_INTERVAL_US 1000
+#define QUEUE_OPTS_COMMIT_ASAP UINT64_MAX /* commit_interval_us: no wait */
 
 /* The retry schedule; durations in ms. */
 struct queue_retry_params {
@@ -87,6 +89,12 @@ struct queue_opts {
   uint64_t delay_warning;   /* ms; 0 = never report delays (RFC 3461 DELAY) */
   unsigned max_batch;       /* operations per commit; default 1024 */
   uint64_t max_batch_bytes; /* body bytes per commit; default 256M */
+  /* Shortest time between the starts of two commits, in microseconds;
+   * default 1000 (QUEUE_OPTS_COMMIT_ASAP for none). A commit costs about
+   * the same for one operation as for fifty (the same dirty pages, one
+   * fdatasync), so under load the writer lets operations gather for this
+   * long; an operation arriving after a quiet spell is committed at once. */
+  uint64_t commit_interval_us;
   /* Open only an existing queue, adopting its map size (qtool): a typo in a
    * path then gives ENOENT instead of a new empty queue. */
   bool no_create;

@@ -683,6 +683,95 @@ static void test_group_commit(void **state) {
   fx_done(&fx);
 }
 
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Builds message i of a small batch (ids and recipients in `ids`). */
+static struct queue_msg_in batch_msg(char id[QUEUE_ID_LEN + 1],
+                                     struct queue_rcpt_in *r,
+                                     struct iovec *iov) {
+  static const char body[] = "Subject: b\r\n\r\nhi\r\n";
+  queue_id_new(id);
+  *r = (struct queue_rcpt_in){"a@x.test", NULL, 0};
+  *iov = (struct iovec){(void *)body, sizeof body - 1};
+  return (struct queue_msg_in){.id = id,
+                               .sender = "s@example.org",
+                               .rcpts = r,
+                               .n_rcpts = 1,
+                               .body = iov,
+                               .body_iovcnt = 1};
+}
+
+/* commit_interval: a message after a quiet spell is committed at once;
+ * messages arriving right after a commit wait for the interval and share
+ * the next commit; closing the queue commits what waits. */
+static void test_commit_interval(void **state) {
+  struct fixture fx;
+  memset(&fx, 0, sizeof fx);
+  const char *tmp = getenv("TEST_TMPDIR");
+  snprintf(fx.dir, sizeof fx.dir, "%s/qtestXXXXXX", tmp ? tmp : "/tmp");
+  assert_non_null(mkdtemp(fx.dir));
+  fx.now = T0;
+  fx.rnd = 1000;
+  fx.o.state_dir = fx.dir;
+  fx.o.clock_ms = fx_clock;
+  fx.o.random_u32 = fx_random;
+  fx.o.test_arg = &fx;
+  fx.o.commit_interval_us = 500 * 1000;
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+
+  char id0[QUEUE_ID_LEN + 1];
+  const char *rc0[] = {"a@x.test"};
+  assert_int_equal(put_msg(fx.q, id0, rc0, 1), 0);
+  uint64_t t0 = mono_ms(), commits, ops;
+  queue_writer_totals(fx.q, &commits, &ops);
+  assert_int_equal(commits, 1);
+
+  enum { N = 3 };
+  char ids[N][QUEUE_ID_LEN + 1];
+  struct queue_rcpt_in r[N];
+  struct iovec iov[N];
+  struct wait w;
+  struct sub_slot slots[N];
+  wait_init(&w, N);
+  for (int i = 0; i < N; i++) {
+    struct queue_msg_in m = batch_msg(ids[i], &r[i], &iov[i]);
+    slots[i] = (struct sub_slot){&w, 1};
+    assert_int_equal(queue_msg_submit(fx.q, &m, on_submit, &slots[i]), 0);
+  }
+  wait_all(&w);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(slots[i].status, 0);
+  queue_writer_totals(fx.q, &commits, &ops);
+  assert_int_equal(commits, 2); /* the three shared one commit */
+  assert_int_equal(ops, 1 + N);
+  assert_true(mono_ms() - t0 >= 400); /* it waited for the interval */
+
+  /* Closing while a message waits for the interval commits it. */
+  char idz[QUEUE_ID_LEN + 1];
+  struct queue_rcpt_in rz;
+  struct iovec iz;
+  struct queue_msg_in mz = batch_msg(idz, &rz, &iz);
+  struct wait wz;
+  struct sub_slot sz = {&wz, 1};
+  wait_init(&wz, 1);
+  assert_int_equal(queue_msg_submit(fx.q, &mz, on_submit, &sz), 0);
+  queue_close(fx.q);
+  assert_int_equal(sz.status, 0);
+  fx.o.no_create = true;
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+  struct queue_env *e = NULL;
+  void *body = NULL;
+  size_t body_len = 0;
+  assert_int_equal(queue_msg_load(fx.q, idz, &e, &body, &body_len), 0);
+  queue_env_free(e);
+  free(body);
+  fx_done(&fx);
+}
+
 struct list_acc {
   size_t n;
   char last[QUEUE_ID_LEN + 1];
@@ -855,6 +944,7 @@ int main(void) {
       cmocka_unit_test(test_hold_release),
       cmocka_unit_test(test_max_age_and_delay),
       cmocka_unit_test(test_group_commit),
+      cmocka_unit_test(test_commit_interval),
       cmocka_unit_test(test_list_pages),
       cmocka_unit_test(test_map_full),
       cmocka_unit_test(test_inflight_due_after_restart),

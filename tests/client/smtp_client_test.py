@@ -343,13 +343,32 @@ def test_two_messages(p):
         s0, s1 = ev(events, "sent", 0), ev(events, "sent", 1)
         check(s0 and s1 and s0["accepted"] == 1 and s1["accepted"] == 1 and
               s1["messages"] == 2, "reuse: two messages on one session")
+        # RFC 5321 §4.1.1.4: the reply to "." ends the transaction, so the
+        # second MAIL follows without RSET.
         check(peer.commands.count("EHLO") == 2 and
-              peer.commands.count("RSET") == 1 and
+              peer.commands.count("RSET") == 0 and
               peer.commands.count("STARTTLS") == 1,
-              "reuse: one connection, RSET between messages")
+              "reuse: one connection, no RSET after a completed message")
         check([m["data"].encode("latin-1") for m in peer.messages] ==
               [BODY, b"Subject: second\r\n\r\n.x\r\n"],
               "reuse: both bodies intact, in order")
+
+
+def test_rset_after_refused(p):
+    # Every recipient refused: DATA is refused too and the transaction never
+    # reached its ".", so the next message on the session starts with RSET.
+    with smtpd_peer.Peer(rcpt_replies={"a@x.test": "550 5.1.1 no such user"}
+                         ) as peer:
+        other = body_file("third.eml", b"Subject: third\r\n\r\nx\r\n")
+        events, _ = run(peer, "--rcpt", "a@x.test", "--body-file", BODY_FILE,
+                        "--body-file", other)
+        s0, s1 = ev(events, "sent", 0), ev(events, "sent", 1)
+        check(s0 and s1 and s0["accepted"] == 0 and s1["accepted"] == 0,
+              "refused twice: both messages report the 550")
+        check(peer.commands.count("RSET") == 1 and
+              peer.commands.count("MAIL") == 2,
+              "refused transaction: RSET before the next MAIL (%s)" %
+              peer.commands)
 
 
 def test_timeouts(p):
