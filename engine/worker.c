@@ -10,6 +10,8 @@
 #include "postern_err.h"
 #include "postern_log.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +47,10 @@ static void run_tasks(uv_async_t *a) {
 static void thread_main(void *arg) {
   struct worker *w = arg;
   current_worker = w;
+  /* Named for top -H, ps -L and perf: "postern-w0", "postern-w1", ... */
+  char name[16];
+  snprintf(name, sizeof name, "postern-w%d", w->index);
+  pthread_setname_np(pthread_self(), name);
   if (w->on_start)
     w->on_start(w);
   uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -664,6 +664,7 @@ static void gather(struct queue *q, uint64_t *last_start) {
 
 static void *writer_main(void *arg) {
   struct queue *q = arg;
+  pthread_setname_np(pthread_self(), "postern-queue"); /* for top -H, perf */
   uint64_t last_start = 0;
   size_t cap = q->o.max_batch;
   struct op **ops = malloc(cap * sizeof *ops);
