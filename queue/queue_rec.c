@@ -39,6 +39,32 @@ static void fill_random(void *buf, size_t n) {
   }
 }
 
+/*
+ * The random part of a new millisecond's first id. Ids must be unique, not
+ * secret, so the kernel's randomness seeds a splitmix64 stream once per
+ * process instead of one getrandom(2) per millisecond on the hot path.
+ * Called with id_mu held.
+ */
+static uint64_t id_stream;
+static bool id_seeded;
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void id_random(unsigned char r[10]) {
+  if (!id_seeded) {
+    fill_random(&id_stream, sizeof id_stream);
+    id_seeded = true;
+  }
+  uint64_t a = splitmix64(&id_stream), b = splitmix64(&id_stream);
+  memcpy(r, &a, 8);
+  memcpy(r + 8, &b, 2);
+}
+
 /* Adds one to the 80-bit big-endian number; returns 1 on overflow. */
 static int rand_increment(unsigned char r[10]) {
   for (int i = 9; i >= 0; i--) {
@@ -59,10 +85,10 @@ void queue_id_new(char out[QUEUE_ID_LEN + 1]) {
     ms = id_last_ms;
     if (rand_increment(id_last_rand)) {
       ms++;
-      fill_random(id_last_rand, sizeof id_last_rand);
+      id_random(id_last_rand);
     }
   } else {
-    fill_random(id_last_rand, sizeof id_last_rand);
+    id_random(id_last_rand);
   }
   id_last_ms = ms;
   for (int i = 0; i < 6; i++)
