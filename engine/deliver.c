@@ -44,6 +44,14 @@
 #define MAX_ADDRS 16
 /* How often a destination waiting for a free connection slot looks again. */
 #define DEST_SLOT_RETRY_MS 100
+/* A message is chained behind the one in progress (smtp_client_send_next)
+ * only on a connection whose last message took at most chain_threshold and
+ * whose current body is at most CHAIN_BODY_MAX: there the chained message
+ * waits for nothing a fresh connection would not also wait for, and one
+ * write and one read on each side carry two messages. On a slow next hop
+ * (a remote MX, a content filter) each message keeps a connection of its
+ * own. */
+#define CHAIN_BODY_MAX (64u * 1024)
 
 struct dest;
 
@@ -56,12 +64,22 @@ struct dwork {
   struct dest *buckets[DEST_BUCKETS];
 };
 
+/* One message on a connection; rcpts and notify live in the same block. */
+struct ctxn {
+  struct job *job;
+  struct smtp_rcpt *rcpts;
+  char (*notify)[40];
+  struct smtp_message msg; /* borrowed by the client until on_sent */
+};
+
 struct conn {
   struct dest *d;
   struct relay *r;
   struct conn *next;
   struct smtp_client *c;
-  struct job *job; /* being sent, or NULL when idle */
+  struct ctxn *cur;     /* being sent, or NULL when idle */
+  struct ctxn *next_tx; /* chained behind cur, or NULL */
+  uint64_t cur_start_ms, last_txn_ms;
   uv_timer_t idle;
   bool closing;
   /* Usable by dest_kick: false from a client callback until the loop runs
@@ -72,10 +90,6 @@ struct conn {
   char addr[64];
   enum policy_mx_level mx_level;
   enum policy_tls_level tls_level;
-  /* What the message build needs while sending; freed after sent_cb. */
-  struct smtp_rcpt *rcpts;
-  char (*notify)[40];
-  struct smtp_message msg; /* borrowed by the client until on_sent */
 };
 
 struct candidate {
@@ -349,6 +363,7 @@ static bool rate_allows(struct dest *d) {
 }
 
 static void attempt_start(struct dest *d);
+static void conn_chain(struct conn *cn);
 
 /* Puts waiting jobs on idle connections and starts attempts while the
  * destination has more work than connections, within the limits. */
@@ -356,8 +371,14 @@ static void dest_kick(struct dest *d) {
   struct relay *r = d->dw->r;
   if (atomic_load(&r->stopping))
     return;
+  /* A fast connection takes a waiting message behind its current one
+   * before an idle connection does (see CHAIN_BODY_MAX). */
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
-    if (cn->job == NULL && !cn->closing && cn->ready) {
+    if (cn->cur != NULL)
+      conn_chain(cn);
+  }
+  for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
+    if (cn->cur == NULL && !cn->closing && cn->ready) {
       if (!rate_allows(d))
         return;
       uv_timer_stop(&cn->idle);
@@ -371,7 +392,7 @@ static void dest_kick(struct dest *d) {
          atomic_load(&r->out_conns) < dc->max_connections) {
     size_t idle = 0;
     for (struct conn *cn = d->conns; cn; cn = cn->next)
-      if (cn->job == NULL && !cn->closing)
+      if (cn->cur == NULL && !cn->closing)
         idle++; /* ready now, or about to be */
     if (idle)
       break;
@@ -460,10 +481,11 @@ static void conn_next_soon(uv_timer_t *t) {
 static void on_sent(struct smtp_client *c, int status,
                     const struct smtp_send_result *res, void *arg) {
   struct conn *cn = arg;
-  struct job *j = cn->job;
+  struct ctxn *tx = cn->cur;
+  struct job *j = tx->job;
   struct dest *d = cn->d;
   uint64_t now = now_ms(d->dw);
-  cn->job = NULL;
+  cn->cur = NULL;
   cn->ready = false;
   snprintf(j->mx, sizeof j->mx, "%s", cn->mx);
   for (unsigned k = 0; k < j->n && k < res->nrcpts; k++) {
@@ -495,17 +517,30 @@ static void on_sent(struct smtp_client *c, int status,
                  : (o == QUEUE_OUTCOME_DEFERRED ? "deferred" : "bounced"),
              dsn, reply, now);
   }
-  free(cn->rcpts);
-  free(cn->notify);
-  cn->rcpts = NULL;
-  cn->notify = NULL;
+  free(tx);
   engine__job_finish(j);
   cn->sent++;
+  cn->last_txn_ms = now - cn->cur_start_ms;
   struct relay *r = d->dw->r;
   if (status != 0 || cn->sent >= r->cfg->delivery.reuse_limit ||
       atomic_load(&r->stopping)) {
+    if (cn->next_tx) {
+      /* The chained message never reached DATA: closing the client
+       * abandons it, and another connection carries it. */
+      dest_push_front(d, cn->next_tx->job);
+      free(cn->next_tx);
+      cn->next_tx = NULL;
+    }
     conn_drop(cn);
     dest_kick(d);
+    return;
+  }
+  if (cn->next_tx) {
+    /* The client has made the chained message current already. */
+    cn->cur = cn->next_tx;
+    cn->next_tx = NULL;
+    cn->cur_start_ms = now;
+    conn_chain(cn);
     return;
   }
   /* The next message starts from the loop, not from inside the client's
@@ -531,28 +566,23 @@ static bool has_8bit(const void *data, size_t len) {
   return false;
 }
 
-static void conn_send_next(struct conn *cn) {
-  struct dest *d = cn->d;
-  struct job *j = dest_pop(d);
-  if (j == NULL)
-    return;
+/* The message to send for j (rcpts and notify texts in the same block),
+ * or NULL when out of memory. */
+static struct ctxn *ctxn_new(struct job *j) {
   const struct queue_env *env = j->m->env;
-  cn->rcpts = calloc(j->n, sizeof *cn->rcpts);
-  cn->notify = calloc(j->n, sizeof *cn->notify);
-  if (cn->rcpts == NULL || cn->notify == NULL) {
-    free(cn->rcpts);
-    free(cn->notify);
-    cn->rcpts = NULL;
-    cn->notify = NULL;
-    job_fail_all(j, true, "4.3.0", "out of memory", cn->mx);
-    return;
-  }
+  struct ctxn *tx =
+      calloc(1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify));
+  if (tx == NULL)
+    return NULL;
+  tx->job = j;
+  tx->rcpts = (struct smtp_rcpt *)(tx + 1);
+  tx->notify = (char(*)[40])(tx->rcpts + j->n);
   for (unsigned k = 0; k < j->n; k++) {
     const struct queue_rcpt *rc = &env->rcpts[j->idx[k]];
-    cn->rcpts[k].addr = rc->addr;
-    cn->rcpts[k].notify =
-        notify_text(rc->notify, cn->notify[k], sizeof cn->notify[k]);
-    cn->rcpts[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
+    tx->rcpts[k].addr = rc->addr;
+    tx->rcpts[k].notify =
+        notify_text(rc->notify, tx->notify[k], sizeof tx->notify[k]);
+    tx->rcpts[k].orcpt = rc->orcpt[0] ? rc->orcpt : NULL;
   }
   /* The server accepted 8BITMIME and SMTPUTF8 mail, so we owe the next hop
    * the matching parameters (RFC 6152, RFC 6531 §3.4): 8-bit content asks
@@ -560,8 +590,8 @@ static void conn_send_next(struct conn *cn) {
   bool eight = has_8bit(j->m->body, j->m->body_len);
   bool utf8 = has_8bit(env->sender, strlen(env->sender));
   for (unsigned k = 0; k < j->n && !utf8; k++)
-    utf8 = has_8bit(cn->rcpts[k].addr, strlen(cn->rcpts[k].addr));
-  cn->msg = (struct smtp_message){
+    utf8 = has_8bit(tx->rcpts[k].addr, strlen(tx->rcpts[k].addr));
+  tx->msg = (struct smtp_message){
       .sender = env->sender,
       .ret = env->ret == QUEUE_RET_FULL
                  ? "FULL"
@@ -569,25 +599,67 @@ static void conn_send_next(struct conn *cn) {
       .envid = env->envid[0] ? env->envid : NULL,
       .body_8bit = eight,
       .smtputf8 = utf8,
-      .rcpts = cn->rcpts,
+      .rcpts = tx->rcpts,
       .nrcpts = j->n,
       .body = j->m->body,
       .body_len = j->m->body_len,
   };
-  cn->job = j;
-  int rc = smtp_client_send(cn->c, &cn->msg, on_sent, cn);
+  return tx;
+}
+
+static void conn_send_next(struct conn *cn) {
+  struct dest *d = cn->d;
+  struct job *j = dest_pop(d);
+  if (j == NULL)
+    return;
+  struct ctxn *tx = ctxn_new(j);
+  if (tx == NULL) {
+    job_fail_all(j, true, "4.3.0", "out of memory", cn->mx);
+    return;
+  }
+  cn->cur = tx;
+  cn->cur_start_ms = now_ms(d->dw);
+  int rc = smtp_client_send(cn->c, &tx->msg, on_sent, cn);
   if (rc != 0) {
     /* The server closed the idle session (or it broke): give the job back
      * and let another connection carry it. */
-    cn->job = NULL;
-    free(cn->rcpts);
-    free(cn->notify);
-    cn->rcpts = NULL;
-    cn->notify = NULL;
+    cn->cur = NULL;
+    free(tx);
     dest_push_front(d, j);
     conn_drop(cn);
     dest_kick(d);
+    return;
   }
+  conn_chain(cn);
+}
+
+/* Chains the next waiting job behind the message in progress, when the
+ * connection is fast and the message small (see CHAIN_BODY_MAX). */
+static void conn_chain(struct conn *cn) {
+  struct dest *d = cn->d;
+  struct relay *r = d->dw->r;
+  if (d->head == NULL || cn->cur == NULL || cn->next_tx || cn->closing ||
+      cn->sent == 0 || r->cfg->delivery.chain_threshold_ms == 0 ||
+      cn->last_txn_ms > r->cfg->delivery.chain_threshold_ms ||
+      cn->cur->msg.body_len > CHAIN_BODY_MAX ||
+      cn->sent + 2 > r->cfg->delivery.reuse_limit ||
+      atomic_load(&r->stopping) || !rate_allows(d))
+    return;
+  struct job *j = dest_pop(d);
+  struct ctxn *tx = ctxn_new(j);
+  if (tx == NULL) {
+    dest_push_front(d, j);
+    return;
+  }
+  if (smtp_client_send_next(cn->c, &tx->msg, on_sent, cn) != 0) {
+    /* Not chainable here (no PIPELINING, too big for the server...): it
+     * goes out on its own. */
+    free(tx);
+    dest_push_front(d, j);
+    return;
+  }
+  cn->next_tx = tx;
+  metrics_inc(METRICS_CHAINED);
 }
 
 /* ---- attempts: the MX loop ---- */
@@ -1268,13 +1340,15 @@ void engine__deliver_worker_stop(struct worker *w) {
         engine__job_abandon(j);
       while (d->conns) {
         struct conn *cn = d->conns;
-        if (cn->job) {
-          engine__job_abandon(cn->job);
-          cn->job = NULL;
-          free(cn->rcpts);
-          free(cn->notify);
-          cn->rcpts = NULL;
-          cn->notify = NULL;
+        if (cn->cur) {
+          engine__job_abandon(cn->cur->job);
+          free(cn->cur);
+          cn->cur = NULL;
+        }
+        if (cn->next_tx) {
+          engine__job_abandon(cn->next_tx->job);
+          free(cn->next_tx);
+          cn->next_tx = NULL;
         }
         conn_drop(cn);
       }

@@ -28,7 +28,9 @@
   X(DOUBLE_BOUNCES, "postern_double_bounces_total",                            \
     "Failed null-sender messages, for which no report is sent.")               \
   X(CONNECTIONS_OPENED, "postern_outbound_connections_opened_total",           \
-    "Outbound SMTP connections that reached an acceptable TLS level.")
+    "Outbound SMTP connections that reached an acceptable TLS level.")         \
+  X(CHAINED, "postern_messages_chained_total",                                 \
+    "Messages sent pipelined behind the previous one on a fast connection.")
 
 enum metrics_counter {
 #define METRICS__C(name, str, help) METRICS_##name,

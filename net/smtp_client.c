@@ -116,6 +116,20 @@ struct smtp_client {
   bool body_line_start;
   bool body_queued; /* the terminating "." is written or queued */
   unsigned messages;
+
+  /* A message queued behind the one in progress (smtp_client_send_next).
+   * Its MAIL, RCPT and DATA go out right behind the current "." (RFC 2920
+   * §3.1: message content may open a pipelined group), so one write and
+   * one read carry the end of one message and the start of the next. */
+  const struct smtp_message *next_msg;
+  smtp_client_sent_cb next_cb;
+  void *next_arg;
+  char *next_env; /* its commands, borrowed by a write in progress */
+  size_t next_env_len;
+  /* The commands of the chained message now in progress: a write may
+   * still hold them until the server has answered them. */
+  char *cur_env;
+  bool next_env_sent;
 };
 
 struct write_req {
@@ -168,6 +182,8 @@ static void process_input(struct smtp_client *c);
 static void write_body(struct smtp_client *c);
 static int write_body_chunk(struct smtp_client *c);
 static void finish_txn(struct smtp_client *c, int status);
+static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
+                     smtp_client_sent_cb cb, void *arg, bool env_sent);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -277,6 +293,8 @@ static void free_client(struct smtp_client *c) {
   free(c->results);
   free(c->prev_results);
   free(c->rstate);
+  free(c->next_env);
+  free(c->cur_env);
   free(c->helo_name);
   free(c->mx_name);
   free(c->session_key);
@@ -764,11 +782,54 @@ static void set_result(struct smtp_client *c, size_t i,
   res->stage = stage;
 }
 
+/* Reports the chained message as failed with r (the session is over):
+ * its commands may have been written but it never reached DATA. */
+static void fail_next(struct smtp_client *c, int status,
+                      const struct smtp_reply *r, bool remote) {
+  const struct smtp_message *m = c->next_msg;
+  smtp_client_sent_cb cb = c->next_cb;
+  void *arg = c->next_arg;
+  c->next_msg = NULL;
+  if (c->close_requested || !cb) {
+    return; /* abandoned: the caller may have freed m already */
+  }
+  struct smtp_result *res = calloc(m->nrcpts, sizeof *res);
+  if (res) {
+    for (size_t i = 0; i < m->nrcpts; i++) {
+      res[i] = (struct smtp_result){.outcome = outcome_of(r),
+                                    .remote = remote,
+                                    .reply = *r,
+                                    .stage = "MAIL"};
+    }
+  }
+  struct smtp_send_result sr = {.nrcpts = res ? m->nrcpts : 0, .rcpt = res};
+  cb(c, status, &sr, arg);
+  free(res);
+}
+
+/* The chained message becomes the transaction in progress; its replies
+ * follow in the input. A failure is reported through fail_soon(). */
+static void promote_next(struct smtp_client *c) {
+  const struct smtp_message *m = c->next_msg;
+  bool sent = c->next_env_sent;
+  c->next_msg = NULL;
+  /* Every reply to the previous chained commands is in: free them. */
+  free(c->cur_env);
+  c->cur_env = c->next_env;
+  c->next_env = NULL;
+  if (start_txn(c, m, c->next_cb, c->next_arg, sent) < 0) {
+    c->next_msg = m; /* reported as failed with the session */
+    fail_soon(c, POSTERN_ENOMEM);
+  }
+}
+
 static void finish_txn(struct smtp_client *c, int status) {
   struct smtp_send_result sr = {.nrcpts = c->msg->nrcpts, .rcpt = c->results};
   for (size_t i = 0; i < sr.nrcpts; i++) {
     sr.accepted += c->results[i].outcome == SMTP_OUTCOME_OK;
   }
+  smtp_client_sent_cb cb = c->sent_cb;
+  void *arg = c->sent_arg;
   c->msg = NULL;
   if (status == 0) {
     uv_timer_stop(&c->timer);
@@ -783,8 +844,14 @@ static void finish_txn(struct smtp_client *c, int status) {
     postern_log_uint(&r, "accepted", sr.accepted);
     postern_log_end(&r);
   }
-  if (!c->close_requested && c->sent_cb) {
-    c->sent_cb(c, status, &sr, c->sent_arg);
+  /* The chained message is current before the callback runs, so that the
+   * callback may chain another behind it; sr keeps pointing at these
+   * results (now prev_results) until the next transaction starts. */
+  if (status == 0 && c->next_msg && !c->close_requested) {
+    promote_next(c);
+  }
+  if (!c->close_requested && cb) {
+    cb(c, status, &sr, arg);
   }
 }
 
@@ -845,8 +912,7 @@ static bool xtext_ok(const char *s) {
   return strpbrk(s, " =") == NULL;
 }
 
-static int append_mail(struct smtp_client *c) {
-  const struct smtp_message *m = c->msg;
+static int append_mail(struct smtp_client *c, const struct smtp_message *m) {
   unsigned caps = c->facts.caps;
   int rc = cmd_append(c, "MAIL FROM:<%s>", m->sender);
   if (rc == 0 && (caps & SMTP_CAP_SIZE)) {
@@ -867,8 +933,9 @@ static int append_mail(struct smtp_client *c) {
   return rc == 0 ? cmd_append(c, "\r\n") : rc;
 }
 
-static int append_rcpt(struct smtp_client *c, size_t i) {
-  const struct smtp_rcpt *r = &c->msg->rcpts[i];
+static int append_rcpt(struct smtp_client *c, const struct smtp_message *m,
+                       size_t i) {
+  const struct smtp_rcpt *r = &m->rcpts[i];
   bool dsn = c->facts.caps & SMTP_CAP_DSN;
   int rc = cmd_append(c, "RCPT TO:<%s>", r->addr);
   if (rc == 0 && dsn && r->notify) {
@@ -880,25 +947,29 @@ static int append_rcpt(struct smtp_client *c, size_t i) {
   return rc == 0 ? cmd_append(c, "\r\n") : rc;
 }
 
+/* Appends m's MAIL, every RCPT and DATA: one pipelined group. */
+static int append_envelope(struct smtp_client *c,
+                           const struct smtp_message *m) {
+  int rc = append_mail(c, m);
+  for (size_t i = 0; i < m->nrcpts && rc == 0; i++) {
+    rc = append_rcpt(c, m, i);
+  }
+  return rc == 0 ? cmd_append(c, "DATA\r\n") : rc;
+}
+
 /* Sends what comes after RSET: MAIL (and with PIPELINING every RCPT and
  * DATA in the same write). */
 static int send_envelope(struct smtp_client *c) {
-  int rc = append_mail(c);
-  if (rc == 0 && c->pipelined) {
-    for (size_t i = 0; i < c->msg->nrcpts && rc == 0; i++) {
-      rc = append_rcpt(c, i);
-    }
-    if (rc == 0) {
-      rc = cmd_append(c, "DATA\r\n");
-    }
-    c->rcpt_sent = c->msg->nrcpts;
+  if (!c->pipelined) {
+    return append_mail(c, c->msg);
   }
-  return rc;
+  c->rcpt_sent = c->msg->nrcpts;
+  return append_envelope(c, c->msg);
 }
 
-int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
-                     smtp_client_sent_cb cb, void *arg) {
-  if (!c || !msg || !msg->sender || !msg->rcpts || msg->nrcpts == 0 ||
+/* The checks both send calls make on the caller's message. */
+static int msg_valid(const struct smtp_message *msg) {
+  if (!msg || !msg->sender || !msg->rcpts || msg->nrcpts == 0 ||
       (!msg->body && msg->body_len > 0)) {
     return POSTERN_EINVAL;
   }
@@ -913,15 +984,17 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
       return POSTERN_EINVAL;
     }
   }
-  if (c->close_requested) {
-    return POSTERN_ESTATE;
-  }
-  if (c->dead) {
-    return POSTERN_ECLOSED;
-  }
-  if (c->state != SMTP_CLIENT_READY) {
-    return POSTERN_ESTATE;
-  }
+  return 0;
+}
+
+/*
+ * Makes msg the transaction in progress. With env_sent its MAIL..DATA are
+ * already on the wire (a chained message) and only the replies are
+ * awaited; otherwise [RSET,] MAIL... go out now. Returns 0 or
+ * POSTERN_ENOMEM (nothing changed).
+ */
+static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
+                     smtp_client_sent_cb cb, void *arg, bool env_sent) {
   struct smtp_result *res = calloc(msg->nrcpts, sizeof *res);
   uint8_t *rs = calloc(msg->nrcpts, 1);
   if (!res || !rs) {
@@ -947,6 +1020,13 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
   c->body_queued = false;
   c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
   c->cmdlen = 0;
+  if (env_sent) {
+    c->rcpt_sent = msg->nrcpts;
+    c->need_rset = true;
+    set_state(c, SMTP_CLIENT_MAIL);
+    arm(c, c->command_to);
+    return 0;
+  }
   /* Messages this server cannot take fail here, without a command: RFC
    * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
    * server declared). The results are reported from the timer. */
@@ -998,6 +1078,84 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
   return 0;
 }
 
+int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
+                     smtp_client_sent_cb cb, void *arg) {
+  int rc = c ? msg_valid(msg) : POSTERN_EINVAL;
+  if (rc != 0) {
+    return rc;
+  }
+  if (c->close_requested) {
+    return POSTERN_ESTATE;
+  }
+  if (c->dead) {
+    return POSTERN_ECLOSED;
+  }
+  if (c->state != SMTP_CLIENT_READY) {
+    return POSTERN_ESTATE;
+  }
+  return start_txn(c, msg, cb, arg, false);
+}
+
+/* Writes the chained message's commands (kept in next_env until it is
+ * current). A failure is reported through fail_soon(). */
+static void write_next_env(struct smtp_client *c) {
+  uv_buf_t b = uv_buf_init(c->next_env, (unsigned)c->next_env_len);
+  c->next_env_sent = true;
+  int rc = write_bufs(c, &b, 1, WRITE_CMD, false);
+  if (rc < 0) {
+    fail_soon(c, rc);
+  }
+}
+
+int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
+                          smtp_client_sent_cb cb, void *arg) {
+  int rc = c ? msg_valid(msg) : POSTERN_EINVAL;
+  if (rc != 0) {
+    return rc;
+  }
+  if (c->close_requested) {
+    return POSTERN_ESTATE;
+  }
+  if (c->dead) {
+    return POSTERN_ECLOSED;
+  }
+  /* Only behind a transaction that is on the wire, on a pipelining
+   * server, and only a message the server can take as it is (the local
+   * refusals of smtp_client_send need no chaining). */
+  if (!in_txn(c->state) || c->next_msg || c->local_finish || !c->msg ||
+      !(c->facts.caps & SMTP_CAP_PIPELINING) ||
+      (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) ||
+      ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
+       msg->body_len > c->facts.size_limit)) {
+    return POSTERN_ESTATE;
+  }
+  c->cmdlen = 0;
+  if ((rc = append_envelope(c, msg)) < 0) {
+    c->cmdlen = 0;
+    return rc;
+  }
+  char *env = malloc(c->cmdlen);
+  if (!env) {
+    c->cmdlen = 0;
+    return POSTERN_ENOMEM;
+  }
+  memcpy(env, c->cmd, c->cmdlen);
+  free(c->next_env);
+  c->next_env = env;
+  c->next_env_len = c->cmdlen;
+  c->cmdlen = 0;
+  c->next_env_sent = false;
+  c->next_msg = msg;
+  c->next_cb = cb;
+  c->next_arg = arg;
+  /* After our "." anything may follow at once; before it, write_body adds
+   * the commands to the write that ends the body. */
+  if (c->state == SMTP_CLIENT_DOT && c->body_queued && !c->ignore_dot) {
+    write_next_env(c);
+  }
+  return 0;
+}
+
 /* Pulls the next piece of the body: the stored body is CRLF lines without
  * dot-stuffing; RFC 5321 §4.5.2 wants a '.' added before every line that
  * starts with one. The buffers point into the caller's body; only the
@@ -1021,7 +1179,9 @@ static int write_body_chunk(struct smtp_client *c) {
   uv_buf_t bufs[BODY_BUFS];
   unsigned nb = 0;
   size_t off = c->body_off, seg = off, bytes = 0;
-  while (off < m->body_len && nb < BODY_BUFS - 3 && bytes < BODY_CHUNK) {
+  /* Room is kept for a dot-stuffed line (2 buffers), the last segment,
+   * the end of data and a chained envelope. */
+  while (off < m->body_len && nb < BODY_BUFS - 4 && bytes < BODY_CHUNK) {
     if (c->body_line_start && m->body[off] == '.') {
       if (off > seg) {
         bufs[nb++] = uv_buf_init((char *)m->body + seg, (unsigned)(off - seg));
@@ -1050,6 +1210,11 @@ static int write_body_chunk(struct smtp_client *c) {
     c->body_queued = true;
     /* The final reply may now arrive at any time. */
     set_state(c, SMTP_CLIENT_DOT);
+    if (c->next_msg && !c->next_env_sent) {
+      /* RFC 2920 §3.1: the chained message's commands share this write. */
+      bufs[nb++] = uv_buf_init(c->next_env, (unsigned)c->next_env_len);
+      c->next_env_sent = true;
+    }
   }
   int rc = write_bufs(c, bufs, nb, WRITE_BODY, false);
   if (rc < 0) {
@@ -1099,7 +1264,7 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r) {
     }
     set_state(c, SMTP_CLIENT_RCPT);
     if (!c->pipelined) {
-      if (append_rcpt(c, c->rcpt_sent++) < 0) {
+      if (append_rcpt(c, c->msg, c->rcpt_sent++) < 0) {
         fail_soon(c, POSTERN_ENOMEM);
         return;
       }
@@ -1121,7 +1286,7 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r) {
     if (c->rcpt_reply < c->msg->nrcpts) {
       set_state(c, SMTP_CLIENT_RCPT);
       if (!c->pipelined) {
-        if (append_rcpt(c, c->rcpt_sent++) < 0) {
+        if (append_rcpt(c, c->msg, c->rcpt_sent++) < 0) {
           fail_soon(c, POSTERN_ENOMEM);
           return;
         }
@@ -1234,16 +1399,18 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
     report_ready(c, status);
     return;
   }
+  struct smtp_reply made;
+  if (!remote) {
+    make_reply(&made, 421, enh ? enh : "4.4.2",
+               reason ? reason : postern_strerror(status));
+  }
   if (in_txn(st) && c->msg) {
-    struct smtp_reply made;
-    if (remote) {
-      fail_pending(c, remote, true, stage_of(st));
-    } else {
-      make_reply(&made, 421, enh ? enh : "4.4.2",
-                 reason ? reason : postern_strerror(status));
-      fail_pending(c, &made, false, stage_of(st));
-    }
+    fail_pending(c, remote ? remote : &made, remote != NULL, stage_of(st));
     finish_txn(c, status);
+  }
+  if (c->next_msg) {
+    /* Unless the caller closed the client from the callback above. */
+    fail_next(c, status, remote ? remote : &made, remote != NULL);
   }
   /* READY: the idle session died; smtp_client_send() will say so. */
 }

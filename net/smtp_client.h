@@ -264,15 +264,38 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
 
 /*
  * Sends one message on a ready session (after ready_cb or sent_cb with
- * status 0). The second and later messages on a session are preceded by
- * RSET. With PIPELINING, [RSET,] MAIL, every RCPT and DATA go out in one
- * write (RFC 2920 §3.1). `msg` and everything it points to are borrowed
+ * status 0). A message after a transaction that did not end with the reply
+ * to its "." is preceded by RSET (after that reply the server has reset,
+ * RFC 5321 §4.1.1.4). With PIPELINING, [RSET,] MAIL, every RCPT and DATA go out
+ * in one write (RFC 2920 §3.1). `msg` and everything it points to are borrowed
  * until sent_cb. Errors: POSTERN_EINVAL (no recipient, NULL fields, a
  * line break in an address), POSTERN_ESTATE (session not ready),
  * POSTERN_ECLOSED (the server closed the idle session), POSTERN_ENOMEM.
  */
 int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
                      smtp_client_sent_cb cb, void *arg);
+
+/*
+ * Chains msg behind the transaction in progress (after smtp_client_send and
+ * before its sent_cb): its MAIL, RCPT and DATA go out right behind the
+ * current message's "." in the same write, as RFC 2920 §3.1 allows, so one
+ * write and one read carry the end of one message and the start of the
+ * next. Its sent_cb runs after the current message's; when the current
+ * one's sent_cb runs, msg is already the transaction in progress, so that
+ * callback may chain another. At most one message waits at a time.
+ * If the session fails, the chained message's sent_cb follows the current
+ * one's with the same negative status and every recipient failed
+ * temporarily - unless the caller closes the client from the first
+ * callback: then, as any unfinished transaction, it is abandoned and its
+ * sent_cb never runs (it never reached DATA; send it elsewhere).
+ * `msg` is borrowed until its sent_cb. Errors: POSTERN_EINVAL (as
+ * smtp_client_send), POSTERN_ECLOSED, POSTERN_ENOMEM, POSTERN_ESTATE (no
+ * transaction in progress, one already chained, no PIPELINING, or a
+ * message the server cannot take as it is: send it with smtp_client_send
+ * later, which reports why).
+ */
+int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
+                          smtp_client_sent_cb cb, void *arg);
 
 /*
  * Ends the session: QUIT and wait for its reply (command timeout) when the

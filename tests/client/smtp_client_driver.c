@@ -9,16 +9,20 @@
  *       [--ca FILE] [--no-starttls] [--local-ip IP] [--helo NAME]
  *       [--from ADDR] [--rcpt ADDR [--notify N] [--orcpt O]]...
  *       [--ret FULL|HDRS] [--envid ID] [--smtputf8] [--body-file F]...
- *       [--sessions N]
+ *       [--sessions N] [--chain]
  *       [--connect-timeout MS] [--command-timeout MS] [--data-timeout MS]
  *       [--debug]
  *
  * Each --body-file is one message; they go out in order on one session
  * (connection reuse). --sessions N repeats the whole session N times with
- * one TLS context (session resumption). Exits 0 unless the driver itself
+ * one TLS context (session resumption). --chain queues each message behind
+ * the one in progress with smtp_client_send_next (the first one with
+ * smtp_client_send); after a failure the driver waits for the chained
+ * message's callback before closing. Exits 0 unless the driver itself
  * failed (bad arguments, unreadable files); delivery outcomes are output.
  */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +47,7 @@ static struct {
   struct sockaddr_storage addr, local;
   bool has_local;
   const char *mx, *helo, *ca, *from, *ret, *envid;
-  bool starttls, smtputf8;
+  bool starttls, smtputf8, chain;
   struct smtp_rcpt rcpts[MAX_RCPTS];
   size_t nrcpts;
   struct body bodies[MAX_BODIES];
@@ -53,8 +57,8 @@ static struct {
   struct tls_ctx *tls;
   /* progress */
   int session;
-  size_t next_body;
-  struct smtp_message msg;
+  size_t next_body; /* messages handed to the client so far */
+  struct smtp_message msg[MAX_BODIES];
 } g;
 
 static void json_str(const char *s) {
@@ -97,8 +101,9 @@ static void send_next(struct smtp_client *c);
 
 static void on_sent(struct smtp_client *c, int status,
                     const struct smtp_send_result *res, void *arg) {
+  size_t index = (size_t)(uintptr_t)arg;
   printf("{\"event\":\"sent\",\"session\":%d,\"message\":%zu,\"status\":",
-         g.session, g.next_body - 1);
+         g.session, index);
   json_str(postern_err_name(status));
   printf(",\"accepted\":%zu,\"messages\":%u,\"rcpts\":[", res->accepted,
          smtp_client_messages(c));
@@ -116,7 +121,17 @@ static void on_sent(struct smtp_client *c, int status,
   printf("]}\n");
   fflush(stdout);
   if (status < 0) {
-    smtp_client_close(c, on_closed, NULL);
+    /* A chained message still gets its own (failed) callback. */
+    if (!(g.chain && index + 1 < g.next_body)) {
+      smtp_client_close(c, on_closed, NULL);
+    }
+    return;
+  }
+  if (g.chain && index + 1 < g.next_body) {
+    /* The chained message is now in progress: chain the one after it. */
+    if (g.next_body < g.nbodies) {
+      send_next(c);
+    }
     return;
   }
   send_next(c);
@@ -127,8 +142,9 @@ static void send_next(struct smtp_client *c) {
     smtp_client_close(c, on_closed, NULL);
     return;
   }
-  struct body *b = &g.bodies[g.next_body++];
-  g.msg = (struct smtp_message){
+  size_t index = g.next_body++;
+  struct body *b = &g.bodies[index];
+  g.msg[index] = (struct smtp_message){
       .sender = g.from,
       .ret = g.ret,
       .envid = g.envid,
@@ -138,12 +154,21 @@ static void send_next(struct smtp_client *c) {
       .body = b->data,
       .body_len = b->len,
   };
-  int rc = smtp_client_send(c, &g.msg, on_sent, NULL);
+  bool chained =
+      g.chain && index > 0 && smtp_client_state(c) != SMTP_CLIENT_READY;
+  int rc = chained ? smtp_client_send_next(c, &g.msg[index], on_sent,
+                                           (void *)(uintptr_t)index)
+                   : smtp_client_send(c, &g.msg[index], on_sent,
+                                      (void *)(uintptr_t)index);
   if (rc < 0) {
     printf("{\"event\":\"send_error\",\"status\":");
     json_str(postern_err_name(rc));
     printf("}\n");
     smtp_client_close(c, on_closed, NULL);
+    return;
+  }
+  if (g.chain && !chained && g.next_body < g.nbodies) {
+    send_next(c); /* chain the second behind the first */
   }
 }
 
@@ -314,6 +339,8 @@ int main(int argc, char **argv) {
       g.opts.data_timeout_ms = strtoull(v, NULL, 10);
     } else if (strcmp(a, "--no-starttls") == 0) {
       g.starttls = false;
+    } else if (strcmp(a, "--chain") == 0) {
+      g.chain = true;
     } else if (strcmp(a, "--smtputf8") == 0) {
       g.smtputf8 = true;
     } else if (strcmp(a, "--debug") == 0) {

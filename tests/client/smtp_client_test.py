@@ -371,6 +371,96 @@ def test_rset_after_refused(p):
               peer.commands)
 
 
+def sent_by_message(events):
+    return {e["message"]: e for e in events if e["event"] == "sent"}
+
+
+def test_chain(p):
+    # smtp_client_send_next: each message's MAIL/RCPT/DATA ride behind the
+    # previous "." (RFC 2920 §3.1); every body arrives intact, in order, and
+    # no RSET is needed between completed messages.
+    bodies = [BODY, b"Subject: two\r\n\r\n.dot\r\n", BIG,
+              b"Subject: four\r\n\r\nx\r\n"]
+    files = [body_file("chain%d.eml" % i, b) for i, b in enumerate(bodies)]
+    for tls in (False, True):
+        kw = {}
+        args = ["--rcpt", "a@x.test", "--chain"]
+        if tls:
+            crt, key = p.server_cert("mx.test")
+            kw = dict(tls_cert=crt, tls_key=key)
+            args += ["--ca", p.ca_file]
+        else:
+            args += ["--no-starttls"]
+        for f in files:
+            args += ["--body-file", f]
+        what = "chain (%s)" % ("tls" if tls else "plaintext")
+        with smtpd_peer.Peer(**kw) as peer:
+            events, _ = run(peer, *args)
+            sent = sent_by_message(events)
+            check(sorted(sent) == [0, 1, 2, 3] and
+                  all(e["status"] == "OK" and e["accepted"] == 1
+                      for e in sent.values()),
+                  "%s: four messages sent, each accepted (%s)" % (
+                      what, [(e["message"], e["status"]) for e in events
+                             if e["event"] == "sent"]))
+            check(not ev(events, "send_error"),
+                  "%s: every message could be chained" % what)
+            check([m["data"].encode("latin-1") for m in peer.messages] ==
+                  bodies, "%s: bodies intact, in order" % what)
+            check(peer.commands.count("MAIL") == 4 and
+                  peer.commands.count("RSET") == 0,
+                  "%s: four MAIL, no RSET (%s)" % (what, peer.commands))
+
+
+def test_chain_refused(p):
+    # Every recipient refused: no transaction reaches its ".", so each
+    # chained message goes out after the previous one ended, with RSET.
+    with smtpd_peer.Peer(rcpt_replies={"a@x.test": "550 5.1.1 no such user"}
+                         ) as peer:
+        events, _ = run(peer, "--rcpt", "a@x.test", "--no-starttls",
+                        "--chain", "--body-file", BODY_FILE,
+                        "--body-file", BODY_FILE, "--body-file", BODY_FILE)
+        sent = sent_by_message(events)
+        check(sorted(sent) == [0, 1, 2] and
+              all(e["status"] == "OK" and e["accepted"] == 0 and
+                  e["rcpts"][0]["outcome"] == "perm" for e in sent.values()),
+              "chain refused: three messages, each 550")
+        check(peer.commands.count("MAIL") == 3 and
+              peer.commands.count("RSET") == 2 and not peer.messages,
+              "chain refused: RSET before each later MAIL (%s)" %
+              peer.commands)
+
+
+def test_chain_drop(p):
+    # The server hangs up before answering the first ".": the chained
+    # message never reached DATA and reports the same temporary failure.
+    with smtpd_peer.Peer(drop_in_data="before_reply") as peer:
+        events, _ = run(peer, "--rcpt", "a@x.test", "--no-starttls",
+                        "--chain", "--body-file", BODY_FILE,
+                        "--body-file", BODY_FILE)
+        sent = sent_by_message(events)
+        ok = sorted(sent) == [0, 1] and all(
+            e["status"] != "OK" and e["rcpts"][0]["outcome"] == "temp" and
+            e["rcpts"][0]["reply"]["enh"].startswith("4.")
+            for e in sent.values())
+        check(ok, "chain drop: both messages fail temporarily (%s)" % (
+            [(e["message"], e["status"]) for e in events
+             if e["event"] == "sent"]))
+        check(ev(events, "closed") is not None, "chain drop: closed")
+
+
+def test_chain_needs_pipelining(p):
+    with smtpd_peer.Peer(pipelining=False) as peer:
+        events, _ = run(peer, "--rcpt", "a@x.test", "--no-starttls",
+                        "--chain", "--body-file", BODY_FILE,
+                        "--body-file", BODY_FILE)
+        err = ev(events, "send_error")
+        check(err and err["status"] == "STATE",
+              "no PIPELINING: chaining is refused (POSTERN_ESTATE)")
+        check(len(peer.messages) <= 1,
+              "no PIPELINING: nothing was pipelined")
+
+
 def test_timeouts(p):
     with smtpd_peer.Peer(hang_on="MAIL") as peer:
         events, _ = run(peer, "--rcpt", "a@x.test", "--body-file", BODY_FILE,

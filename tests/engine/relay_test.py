@@ -255,6 +255,50 @@ def main():
         finally:
             reuse.stop()
 
+        # 12b. Chaining (delivery chain_threshold): with one connection to a
+        #      next hop fast enough for the threshold, waiting messages
+        #      ride behind the one in progress (RFC 2920); each arrives
+        #      exactly once, on one session, and the metric counts them.
+        #      With chain_threshold 0 nothing is chained. The peer takes
+        #      50 ms per message so that messages do wait.
+        for threshold in ("1m", "0"):
+            chain = mxpeer.MX("127.0.0.6", port, data_delay=0.05, pipelining=True)
+            try:
+                delivery = (f"port {port}; route ch.test [reuse.test]:{port};"
+                            f" per_domain_connections 1; chain_threshold {threshold}")
+                with Relay(POSTERN, dns.port, delivery=delivery,
+                           extra="metrics { listen 127.0.0.1:0 }") as r4:
+                    r4.send("s@snd.test", ["first@ch.test"], msg("chain-first"))
+                    chain.wait(1)
+                    total = 1 + 24
+
+                    def burst(k):
+                        for i in range(k, 24, 4):
+                            r4.send("s@snd.test", [f"c{i}@ch.test"], msg(f"chain{i}"))
+                    threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+                    [t.start() for t in threads]
+                    [t.join() for t in threads]
+                    got = chain.wait(total)
+                    time.sleep(0.5)
+                    subjects = [email.message_from_bytes(d)["Subject"] for _, _, d in chain.messages]
+                    check(len(subjects) == total and len(set(subjects)) == total,
+                          f"chain_threshold {threshold}: {total} messages, each once "
+                          f"(got {len(subjects)}, {len(set(subjects))} distinct)")
+                    check(chain.sessions == 1,
+                          f"chain_threshold {threshold}: one session (saw {chain.sessions})")
+                    mport = int(r4.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+                    text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                                  timeout=10).read().decode()
+                    chained = sum(float(l.split()[-1]) for l in text.splitlines()
+                                  if l.startswith("postern_messages_chained_total"))
+                    if threshold == "0":
+                        check(chained == 0, f"chain_threshold 0: nothing chained ({chained})")
+                    else:
+                        check(chained >= 1, f"chain_threshold 1m: messages chained ({chained})")
+                    check(r4.stop() == 0, f"chain relay ({threshold}): clean exit")
+            finally:
+                chain.stop()
+
         # 13. max_age: a recipient that keeps failing temporarily gets a
         #     delay warning (delay_warning) and then bounces with 4.4.7.
         with Relay(POSTERN, dns.port, delivery=f"port {port}",

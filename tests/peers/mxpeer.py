@@ -1,7 +1,8 @@
 """mxpeer - a recording MX server for Postern's delivery tests (aiosmtpd).
 
     import mxpeer
-    mx = mxpeer.MX("127.0.0.2", port=0, rcpt_replies={"bad@": "550 5.1.1 no such user"})
+    mx = mxpeer.MX("127.0.0.2", port=0, rcpt_replies={"bad@": "550 5.1.1 no such user"},
+                   data_delay=0.0, pipelining=False)
     mx.port                       # the port it listens on
     mx.messages                   # [(mail_from, [rcpt, ...], data_bytes), ...]
     mx.sessions                   # SMTP sessions seen (EHLO/HELO count)
@@ -12,6 +13,9 @@
 `rcpt_replies` maps a substring of the recipient address to the reply its
 RCPT gets ("450 4.2.0 try later"); `once=True` in a value tuple
 ("450 4.2.0 busy", True) makes the rule apply to the first RCPT only.
+`pipelining=True` offers PIPELINING (RFC 2920) in the EHLO reply.
+`data_delay` seconds pass before each reply to the final dot (a slow
+filter at the receiving end).
 Runs in a thread of the test process; listens on the given loopback address.
 """
 
@@ -40,6 +44,8 @@ class _Handler:
         with self.owner.lock:
             self.owner.sessions += 1
         session.host_name = hostname
+        if self.owner.pipelining:
+            return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -61,6 +67,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.owner.data_delay:
+            await asyncio.sleep(self.owner.data_delay)
         with self.owner.lock:
             self.owner.messages.append(
                 (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
@@ -68,8 +76,11 @@ class _Handler:
 
 
 class MX:
-    def __init__(self, host="127.0.0.1", port=0, rcpt_replies=None):
+    def __init__(self, host="127.0.0.1", port=0, rcpt_replies=None, data_delay=0.0,
+                 pipelining=False):
         self.lock = threading.Lock()
+        self.data_delay = data_delay
+        self.pipelining = pipelining
         self.messages = []
         self.sessions = 0  # EHLO/HELO commands seen: one per SMTP session
         self.rcpt_options = []  # [(address, [options])] as received
