@@ -11,7 +11,8 @@
  *
  * Invariants: a message is in the in-flight set from dispatch until the
  * last of its jobs has its results committed; a message in flight is never
- * dispatched twice; the set never exceeds max_inflight, so a burst of due
+ * dispatched twice; the set never exceeds max_inflight messages nor, beyond
+ * its first message, max_inflight_bytes of bodies, so a burst of due
  * mail cannot exhaust memory (what does not fit waits in the due index).
  */
 #include "engine/internal.h"
@@ -31,6 +32,12 @@
 /* A message whose result could not be committed (disk full, say) waits this
  * long before it is tried again, so a broken disk cannot cause a busy loop. */
 #define SCHED_PENALTY_MS 30000
+/* Bodies in flight stay in memory until their results are committed; this
+ * caps their total as max_inflight caps their number, so that big messages
+ * arriving faster than they can be delivered wait in the due index rather
+ * than in the heap. It changes nothing for small messages (50,000 in
+ * flight at 1 KiB are 50 MiB). */
+#define SCHED_MAX_INFLIGHT_BYTES (64u << 20)
 
 struct new_id {
   struct new_id *next;
@@ -57,6 +64,8 @@ struct sched {
   struct penalty *penalties, *penalties_tail;
   struct idset penalty_set;
   size_t max_inflight;
+  uint64_t inflight_bytes; /* bodies of the messages in flight */
+  uint64_t max_inflight_bytes;
   bool draining;
   bool scan_wanted; /* new mail was skipped because the set was full */
   void (*drain_cb)(void *);
@@ -69,6 +78,17 @@ static void dispatch(struct sched *s, const char *id);
 
 size_t engine__sched_inflight(struct sched *s) {
   return s->inflight.n;
+}
+
+/* Whether the in-flight set has room for another message. */
+static bool inflight_full(const struct sched *s) {
+  return s->inflight.n >= s->max_inflight ||
+         (s->inflight.n > 0 && s->inflight_bytes >= s->max_inflight_bytes);
+}
+
+static void inflight_del(struct sched *s, struct msgref *m) {
+  if (idset_del(&s->inflight, m->id) != NULL)
+    s->inflight_bytes -= m->body_len;
 }
 
 void engine__sched_notify_new(struct sched *s, const char *id) {
@@ -193,7 +213,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
   if (njobs == 0) {
     /* Nothing open (a stale due entry): drop it from flight at once. */
     free(jobs);
-    idset_del(&s->inflight, m->id);
+    inflight_del(s, m);
     msgref_free(m);
     return;
   }
@@ -219,14 +239,14 @@ oom:
     engine__job_free(jobs[x]);
   free(jobs);
   free(todo);
-  idset_del(&s->inflight, m->id);
+  inflight_del(s, m);
   msgref_free(m);
 }
 
 static void dispatch(struct sched *s, const char *id) {
   if (s->draining || idset_get(&s->inflight, id) != NULL)
     return;
-  if (s->inflight.n >= s->max_inflight) {
+  if (inflight_full(s)) {
     s->scan_wanted = true;
     return;
   }
@@ -252,6 +272,7 @@ static void dispatch(struct sched *s, const char *id) {
     msgref_free(m);
     return;
   }
+  s->inflight_bytes += m->body_len;
   dispatch_msg(s, m);
 }
 
@@ -278,8 +299,8 @@ static void send_dsns(struct sched *s, struct msgref *m,
   char *msg;
   size_t len, nwanted;
   int rc = dsn_build_for(m->env, m->body, m->body_len, dn, m->n_notes, ev,
-                         relay_hostname(s->r), relay_now_ms(s->r), dsn_id,
-                         &msg, &len, &nwanted);
+                         relay_hostname(s->r), relay_now_ms(s->r), dsn_id, &msg,
+                         &len, &nwanted);
   if (rc == POSTERN_ESTATE) {
     /* RFC 3464 §2: never report on a report. */
     for (size_t i = 0; i < m->n_notes; i++) {
@@ -311,7 +332,7 @@ static void send_dsns(struct sched *s, struct msgref *m,
 }
 
 static void finish_msg(struct sched *s, struct msgref *m) {
-  idset_del(&s->inflight, m->id);
+  inflight_del(s, m);
   if (m->result_failed)
     penalize(s, m->id, relay_now_ms(s->r));
   send_dsns(s, m, QUEUE_DSN_BOUNCED);
@@ -348,7 +369,8 @@ static void on_wake(uv_async_t *a) {
     free(nl);
     nl = next;
   }
-  if (freed && s->scan_wanted && s->inflight.n < s->max_inflight / 2) {
+  if (freed && s->scan_wanted && s->inflight.n < s->max_inflight / 2 &&
+      s->inflight_bytes < s->max_inflight_bytes / 2) {
     s->scan_wanted = false;
     sched_scan(s);
   }
@@ -376,7 +398,7 @@ static void sched_scan(struct sched *s) {
       return;
     }
     for (size_t i = 0; i < n; i++) {
-      if (s->inflight.n >= s->max_inflight) {
+      if (inflight_full(s)) {
         s->scan_wanted = true;
         return;
       }
@@ -420,6 +442,15 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
     unsigned long v = strtoul(lim, &end, 10);
     if (*lim && *end == '\0' && v >= 1 && v <= s->max_inflight)
       s->max_inflight = (size_t)v;
+  }
+  /* Likewise POSTERN_TEST_MAX_INFLIGHT_BYTES for the bytes cap. */
+  s->max_inflight_bytes = SCHED_MAX_INFLIGHT_BYTES;
+  lim = getenv("POSTERN_TEST_MAX_INFLIGHT_BYTES");
+  if (lim != NULL) {
+    char *end;
+    unsigned long long v = strtoull(lim, &end, 10);
+    if (*lim && *end == '\0' && v >= 1 && v <= SCHED_MAX_INFLIGHT_BYTES)
+      s->max_inflight_bytes = v;
   }
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);

@@ -36,8 +36,8 @@ def check(cond, what):
         failures.append(what)
 
 
-def msg(subject):
-    return f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n\r\nbody\r\n"
+def msg(subject, body="body\r\n"):
+    return f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n\r\n{body}"
 
 
 def deliveries(r, **kv):
@@ -120,6 +120,36 @@ def main():
                 check(len(deliveries(r, status="sent")) == n, "max_inflight 2: n sent lines")
         finally:
             del os.environ["POSTERN_TEST_MAX_INFLIGHT"]
+
+        # 4. The in-flight bodies cap: with room for 150 kB of bodies, three
+        #    60 kB messages start (the third crosses the cap), the rest wait
+        #    in the due index until results free the room.
+        os.environ["POSTERN_TEST_MAX_INFLIGHT_BYTES"] = "150000"
+        try:
+            with Relay(POSTERN, dns.port,
+                       delivery=f"route * 127.0.0.1:{slow.port}; per_domain_connections 10",
+                       extra="metrics { listen 127.0.0.1:0 }") as r:
+                mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+                slow.hold = threading.Event()
+                slow.held = 0
+                base = len(slow.messages)
+                n = 6
+                big = "x" * 78 + "\r\n"
+                for i in range(n):
+                    r.send("s@snd.test", [f"b{i}@slow.test"], msg(f"bytes{i}", big * 750))
+                slow.wait_for(lambda: slow.held >= 3, what="3 held messages")
+                time.sleep(1.5)  # a scheduler tick or two: nothing more may start
+                check(slow.held == 3, f"in-flight bytes cap: 3 messages started (saw {slow.held})")
+                check(gauge(mport, "postern_inflight_messages") == 3,
+                      "in-flight bytes cap: the in-flight gauge says 3")
+                slow.hold.set()
+                slow.hold = None
+                got = slow.wait(base + n, timeout=30)[base:]
+                subjects = sorted(d.split(b"Subject: ")[1].split(b"\r\n")[0] for _, _, d in got)
+                check(len(got) == n and len(set(subjects)) == n,
+                      f"in-flight bytes cap: all {n} messages delivered once after release")
+        finally:
+            del os.environ["POSTERN_TEST_MAX_INFLIGHT_BYTES"]
     finally:
         for m in (a, b, drop, slow):
             m.stop()
