@@ -856,8 +856,15 @@ int queue_open(const struct queue_opts *opts, struct queue **out) {
       (rc = mdb_env_set_maxreaders(q->env, 1022)))
     goto fail_env;
   /* Default sync mode: commits are durable before the callback runs.
-   * MDB_NOTLS: read txns are not bound to threads (several threads read). */
-  if ((rc = mdb_env_open(q->env, q->dir, MDB_NOTLS, 0600)))
+   * MDB_NOTLS: read txns are not bound to threads (several threads read).
+   * MDB_NORDAHEAD (madvise MADV_RANDOM on the map): every commit writes
+   * its pages to free pages scattered over the whole file, and the next
+   * read of each faults it in; with readahead each such fault also maps
+   * its neighbours, which with a big queue (1,000,000 messages, 2.5 GiB)
+   * tripled the relay's file-backed RSS and cost 25% of its CPU
+   * (docs/benchmarks.md, queue scale). Our reads are B-tree lookups, not
+   * scans, so readahead never helps them. */
+  if ((rc = mdb_env_open(q->env, q->dir, MDB_NOTLS | MDB_NORDAHEAD, 0600)))
     goto fail_env;
   int dead = 0;
   mdb_reader_check(q->env, &dead);
