@@ -1156,12 +1156,13 @@ int queue_admin(struct queue *q, enum queue_admin_op op,
         continue;
       }
     }
-    for (size_t start = 0; start < sel->n_ids; start += ADMIN_CHUNK) {
+    bool touched = false;
+    for (size_t start = 0; start < sel->n_ids;) {
       MDB_txn *txn;
       if ((rc = txn_begin(q, 0, &txn)))
         goto out;
       uint64_t now = queue_now_ms(q);
-      size_t c = 0;
+      size_t c = 0, u = 0;
       for (size_t i = start; i < sel->n_ids && i < start + ADMIN_CHUNK; i++) {
         if (!queue_id_valid(sel->ids[i]))
           continue;
@@ -1169,17 +1170,29 @@ int queue_admin(struct queue *q, enum queue_admin_op op,
         if (r < 0) {
           mdb_txn_abort(txn);
           rc = r;
-          goto out;
+          break;
         }
         if (r == 0)
-          unk++;
+          u++;
         c += (size_t)r;
       }
-      if ((rc = mdb_txn_commit(txn))) {
+      if (rc == 0 && (rc = mdb_txn_commit(txn)))
         rc = from_mdb(rc);
-        goto out;
+      if (rc == POSTERN_EQFULL && !touched) {
+        /* A full map may still hold pages freed by the last commits that
+         * a new commit makes reusable (as the writer does): once, retry
+         * the chunk, so that a deletion can free space in a full queue. */
+        touched = true;
+        if (touch(q) == 0) {
+          rc = 0;
+          continue; /* the same chunk again */
+        }
       }
+      if (rc)
+        goto out;
       ch += c;
+      unk += u;
+      start += ADMIN_CHUNK;
     }
     goto out;
   }
