@@ -1020,6 +1020,12 @@ static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
   c->body_queued = false;
   c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
   c->cmdlen = 0;
+  if (!env_sent) {
+    /* Commands of an earlier chained message: all answered, or never
+     * written (a chain that fell through). */
+    free(c->cur_env);
+    c->cur_env = NULL;
+  }
   if (env_sent) {
     c->rcpt_sent = msg->nrcpts;
     c->need_rset = true;
