@@ -152,9 +152,9 @@ static void test_levels(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_err_table),  cmocka_unit_test(test_escape_table),
+      cmocka_unit_test(test_err_table),   cmocka_unit_test(test_escape_table),
       cmocka_unit_test(test_logfmt_line), cmocka_unit_test(test_json_line),
-      cmocka_unit_test(test_truncation), cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_truncation),  cmocka_unit_test(test_levels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,7 +60,8 @@ enum postern__err_index {
 /* The codes: POSTERN_ENOMEM == -1, POSTERN_EINVAL == -2, ... */
 enum postern_err {
   POSTERN_OK = 0,
-#define POSTERN__ERR_DEF(name, msg) POSTERN_E##name = -(1 + POSTERN__EIDX_##name),
+#define POSTERN__ERR_DEF(name, msg)                                            \
+  POSTERN_E##name = -(1 + POSTERN__EIDX_##name),
   POSTERN_ERRNO_MAP(POSTERN__ERR_DEF)
 #undef POSTERN__ERR_DEF
 };

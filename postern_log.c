@@ -66,7 +66,9 @@ void postern_log_set_level(enum postern_log_level level) {
   atomic_store(&log_level, (int)level);
 }
 
-void postern_log_set_fd(int fd) { atomic_store(&log_fd, fd); }
+void postern_log_set_fd(int fd) {
+  atomic_store(&log_fd, fd);
+}
 
 bool postern_log_enabled(enum postern_log_level level) {
   return (int)level <= atomic_load(&log_level);

@@ -70,7 +70,6 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen);
  */
 int dsn_ret_parse(const char *s, enum dsn_ret *out);
 
-
 /* ---- Reports for queued messages (the relay and `qtool bounce`) ---- */
 
 #include <stdbool.h>
@@ -79,10 +78,10 @@ int dsn_ret_parse(const char *s, enum dsn_ret *out);
 
 /* One recipient outcome of a queued message. Strings are borrowed. */
 struct dsn_note {
-  unsigned index;              /* into env->rcpts */
-  enum queue_dsn_event event;  /* BOUNCED or DELAYED */
-  const char *status, *reply;  /* reply may be "" */
-  const char *mx;              /* remote MTA, "" when none answered */
+  unsigned index;             /* into env->rcpts */
+  enum queue_dsn_event event; /* BOUNCED or DELAYED */
+  const char *status, *reply; /* reply may be "" */
+  const char *mx;             /* remote MTA, "" when none answered */
   uint64_t when_ms;
 };
 

@@ -64,10 +64,10 @@ int dsn_build_for(const struct queue_env *env, const void *body,
       .sender = env->sender,
       .queue_id = env->id,
       .envid = env->envid[0] ? env->envid : NULL,
-      .ret = env->ret == QUEUE_RET_FULL
-                 ? DSN_RET_FULL
-                 : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS
-                                               : DSN_RET_DEFAULT),
+      .ret =
+          env->ret == QUEUE_RET_FULL
+              ? DSN_RET_FULL
+              : (env->ret == QUEUE_RET_HDRS ? DSN_RET_HDRS : DSN_RET_DEFAULT),
       .arrival = (time_t)(env->arrival_ms / 1000),
       .now = (time_t)(now_ms / 1000),
       .boundary_seed = dsn_id,

@@ -210,10 +210,8 @@ static void test_long_values_on_one_line(void **state) {
   memset(mta, 'm', sizeof mta - 1);
   memset(diag, 'd', sizeof diag - 1);
   addr[sizeof addr - 1] = mta[sizeof mta - 1] = diag[sizeof diag - 1] = 0;
-  struct dsn_rcpt r = {.addr = addr,
-                       .status = "5.0.0",
-                       .remote_mta = mta,
-                       .diagnostic = diag};
+  struct dsn_rcpt r = {
+      .addr = addr, .status = "5.0.0", .remote_mta = mta, .diagnostic = diag};
   struct dsn_input in = base_input(&r, 1);
   char *out;
   size_t len;
@@ -233,7 +231,6 @@ static void test_long_values_on_one_line(void **state) {
   assert_int_equal(strchr(dc + 2, '\r') - (dc + 2), 23 + 900);
   free(out);
 }
-
 
 static void test_eight_bit_original(void **state) {
   (void)state;

@@ -166,10 +166,9 @@ int relay_submit_local(struct relay *r, const char *id, const char *sender,
 struct job *engine__job_new(size_t nrcpts) {
   /* One allocation per job on the hot path: the job and its per-recipient
    * arrays, most strictly aligned first. */
-  size_t sz = sizeof(struct job) + nrcpts * (sizeof(struct queue_rcpt_result) +
-                                             sizeof(unsigned) +
-                                             QUEUE_STATUS_MAX + 1 +
-                                             QUEUE_REPLY_MAX + 1);
+  size_t sz = sizeof(struct job) +
+              nrcpts * (sizeof(struct queue_rcpt_result) + sizeof(unsigned) +
+                        QUEUE_STATUS_MAX + 1 + QUEUE_REPLY_MAX + 1);
   struct job *j = calloc(1, sz);
   if (j == NULL)
     return NULL;
@@ -178,13 +177,15 @@ struct job *engine__job_new(size_t nrcpts) {
   p += nrcpts * sizeof(struct queue_rcpt_result);
   j->idx = (unsigned *)p;
   p += nrcpts * sizeof(unsigned);
-  j->status = (char(*)[QUEUE_STATUS_MAX + 1])p;
+  j->status = (char(*)[QUEUE_STATUS_MAX + 1]) p;
   p += nrcpts * (QUEUE_STATUS_MAX + 1);
-  j->reply = (char(*)[QUEUE_REPLY_MAX + 1])p;
+  j->reply = (char(*)[QUEUE_REPLY_MAX + 1]) p;
   return j;
 }
 
-void engine__job_free(struct job *j) { free(j); }
+void engine__job_free(struct job *j) {
+  free(j);
+}
 
 static bool submitted_deferred(const struct job *j, size_t index) {
   for (size_t k = 0; k < j->n; k++)
@@ -216,9 +217,9 @@ static void on_result(void *arg, int status, const struct queue_env *env) {
       if (rc->event == QUEUE_DSN_BOUNCED && submitted_deferred(j, i))
         /* The queue turned this deferral into a bounce: the message is
          * older than max_age (4.4.7). Say so next to the attempt's line. */
-        postern_log(POSTERN_LOG_WARN, "expired", "id", m->id, "rcpt",
-                    rc->addr, "status", "bounced", "dsn", rc->status,
-                    "reason", "message older than queue max_age", NULL);
+        postern_log(POSTERN_LOG_WARN, "expired", "id", m->id, "rcpt", rc->addr,
+                    "status", "bounced", "dsn", rc->status, "reason",
+                    "message older than queue max_age", NULL);
       if (m->n_notes == m->cap_notes) {
         size_t nc = m->cap_notes ? m->cap_notes * 2 : 4;
         struct msg_note *nn = realloc(m->notes, nc * sizeof *nn);

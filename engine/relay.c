@@ -144,8 +144,8 @@ int relay_chain_build(const struct postern_config *cfg,
       if (rc == 0)
         rc = policy_mtasts_new(&mo, &m);
       if (rc != 0) {
-        postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
-                    "mtasts", "reason", postern_strerror(rc), NULL);
+        postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module", "mtasts",
+                    "reason", postern_strerror(rc), NULL);
         policy_chain_free(c);
         return rc;
       }

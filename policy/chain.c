@@ -207,8 +207,8 @@ void policy_domain_run_free(struct policy_domain_run *run) {
   uv_close((uv_handle_t *)&run->timer, domain_closed);
 }
 
-void policy_domain_run_describe(const struct policy_domain_run *run,
-                                char *buf, size_t cap) {
+void policy_domain_run_describe(const struct policy_domain_run *run, char *buf,
+                                size_t cap) {
   size_t len = 0;
   if (cap == 0)
     return;

@@ -341,7 +341,6 @@ bool policy_mtasts_policy_match(const struct policy_mtasts_policy *policy,
  * engine. It builds on the levels and matchers above.
  * ------------------------------------------------------------------------ */
 
-
 /* ========================================================================
  * Policy chain: the modules and the engine's interface to them.
  * A chain is built once from the configuration and shared by every worker
@@ -363,8 +362,8 @@ enum policy_outcome {
 
 struct policy_result {
   enum policy_outcome outcome;
-  char status[16];  /* enhanced status for failures, "4.7.5" */
-  char reason[256]; /* for logs and DSNs */
+  char status[16];    /* enhanced status for failures, "4.7.5" */
+  char reason[256];   /* for logs and DSNs */
   const char *module; /* the module that decided, static */
 };
 
@@ -450,8 +449,9 @@ typedef void (*policy_done_cb)(void *arg, const struct policy_result *r);
  * `done` exactly once - later, or already inside the call when the module
  * can decide at once (the chain notices and goes on after the call returns;
  * the engine's callback is still never run inside the engine's call) - or
- * return a negative POSTERN_E* code and never call it. Per-domain (`pd`) and per-connection (`pc`)
- * state is the module's, freed by its free_domain/free_conn.
+ * return a negative POSTERN_E* code and never call it. Per-domain (`pd`) and
+ * per-connection (`pc`) state is the module's, freed by its
+ * free_domain/free_conn.
  */
 struct policy_module_ops {
   const char *name;
@@ -564,8 +564,8 @@ void policy_domain_run_free(struct policy_domain_run *run);
 
 /* What the modules found for the domain, as "module: text; ..." (for
  * postern-probe). Always NUL-terminated; "" when no module says anything. */
-void policy_domain_run_describe(const struct policy_domain_run *run,
-                                char *buf, size_t cap);
+void policy_domain_run_describe(const struct policy_domain_run *run, char *buf,
+                                size_t cap);
 
 /* Ranks an MX candidate: every module's check_mx in order, then the level
  * against the strictest minimum (shortfall: TEMPFAIL 4.7.5, as Postfix
@@ -595,8 +595,7 @@ void policy_chain_check_conn(struct policy_conn_run *crun,
 
 /* Fills r as a failure with a printf-style reason. */
 void policy_result_set(struct policy_result *r, enum policy_outcome o,
-                       const char *module, const char *status,
-                       const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+                       const char *module, const char *status, const char *fmt,
+                       ...) __attribute__((format(printf, 5, 6)));
 
 #endif

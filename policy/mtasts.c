@@ -605,8 +605,7 @@ static int mts_prepare_domain(void *state, const struct policy_env *env,
   return 0;
 }
 
-static void mts_describe_domain(void *state, void *pd, char *buf,
-                                size_t cap) {
+static void mts_describe_domain(void *state, void *pd, char *buf, size_t cap) {
   struct mts_domain *d = pd;
   if (d == NULL || !d->have_policy) {
     snprintf(buf, cap, "no policy");

@@ -13,7 +13,9 @@ static void done(struct qwait *w, int status) {
   pthread_mutex_unlock(&w->mu);
 }
 
-void qwait_submit_cb(void *w, int status) { done(w, status); }
+void qwait_submit_cb(void *w, int status) {
+  done(w, status);
+}
 
 void qwait_result_cb(void *w, int status, const struct queue_env *env) {
   (void)env;

@@ -19,7 +19,8 @@ struct qwait {
   int failed; /* the last failure status seen, 0 when none */
 };
 
-#define QWAIT_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0}
+#define QWAIT_INIT                                                             \
+  { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
 
 /* Callbacks to pass with &w as their argument. */
 void qwait_submit_cb(void *w, int status);

@@ -24,7 +24,6 @@
 
 #define CHUNK 8192
 
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

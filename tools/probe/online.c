@@ -121,13 +121,14 @@ static void print_text(const struct probe_result *res) {
       printf("  addresses:");
       for (size_t k = 0; k < m->naddrs; k++)
         printf(" %s", m->addrs[k]);
-      printf(" (%s)\n",
-             m->addrs_authenticated ? "DNSSEC-authenticated" : "not authenticated");
+      printf(" (%s)\n", m->addrs_authenticated ? "DNSSEC-authenticated"
+                                               : "not authenticated");
     }
     if (m->conn_prepared)
-      printf("  DANE: %s\n", m->dane_usable    ? "usable TLSA records"
-                             : m->tls_required ? "TLSA records, none usable: TLS required"
-                                               : "no TLSA records in use");
+      printf("  DANE: %s\n", m->dane_usable ? "usable TLSA records"
+                             : m->tls_required
+                                 ? "TLSA records, none usable: TLS required"
+                                 : "no TLSA records in use");
     if (m->connected) {
       printf("  connected to %s: tls_level=%s ", m->tried_addr,
              policy_tls_level_name(m->tls_level));

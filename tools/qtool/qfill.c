@@ -22,7 +22,6 @@
 
 #define BODY "Subject: qfill\r\n\r\nbody line\r\n"
 
-
 int main(int argc, char **argv) {
   if (argc < 5) {
     fprintf(stderr, "usage: qfill STATE_DIR COUNT DOMAINS DEFER [serve]\n");

@@ -478,7 +478,8 @@ static uint64_t metric_sum(const char *text, const char *name,
                            const char *label) {
   uint64_t sum = 0;
   size_t nl = strlen(name);
-  for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+  for (const char *l = text; l && *l;
+       l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
     if (strncmp(l, name, nl) != 0 || (l[nl] != ' ' && l[nl] != '{'))
       continue;
     const char *end = strchr(l, '\n');
@@ -669,8 +670,8 @@ static int bounce_one(struct queue *q, const char *id, const char *domain,
   char *msg;
   size_t mlen, nwanted;
   const char *host = cfg ? cfg->hostname : "localhost";
-  rc = dsn_build_for(e, body, blen, w.notes, w.n_notes, QUEUE_DSN_BOUNCED,
-                     host, queue_now_ms(q), dsn_id, &msg, &mlen, &nwanted);
+  rc = dsn_build_for(e, body, blen, w.notes, w.n_notes, QUEUE_DSN_BOUNCED, host,
+                     queue_now_ms(q), dsn_id, &msg, &mlen, &nwanted);
   if (rc == POSTERN_ENOENT || rc == POSTERN_ESTATE) {
     /* NOTIFY asked for no report, or the sender is null (a bounce
      * itself): RFC 3461 §4.1, RFC 3464 §2. */
