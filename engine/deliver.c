@@ -607,6 +607,15 @@ static struct ctxn *ctxn_new(struct job *j) {
   return tx;
 }
 
+/* Stopping: the message is neither sent nor failed; it stays queued. */
+static void ctxn_abandon(struct ctxn **tx) {
+  if (*tx) {
+    engine__job_abandon((*tx)->job);
+    free(*tx);
+    *tx = NULL;
+  }
+}
+
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
   struct job *j = dest_pop(d);
@@ -1340,16 +1349,8 @@ void engine__deliver_worker_stop(struct worker *w) {
         engine__job_abandon(j);
       while (d->conns) {
         struct conn *cn = d->conns;
-        if (cn->cur) {
-          engine__job_abandon(cn->cur->job);
-          free(cn->cur);
-          cn->cur = NULL;
-        }
-        if (cn->next_tx) {
-          engine__job_abandon(cn->next_tx->job);
-          free(cn->next_tx);
-          cn->next_tx = NULL;
-        }
+        ctxn_abandon(&cn->cur);
+        ctxn_abandon(&cn->next_tx);
         conn_drop(cn);
       }
       struct attempt *a = d->attempts;

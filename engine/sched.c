@@ -86,6 +86,17 @@ static bool inflight_full(const struct sched *s) {
          (s->inflight.n > 0 && s->inflight_bytes >= s->max_inflight_bytes);
 }
 
+/* The environment variable `name` (1..def), read once at startup; unset or
+ * malformed gives def. */
+static uint64_t test_limit(const char *name, uint64_t def) {
+  const char *lim = getenv(name);
+  if (lim == NULL)
+    return def;
+  char *end;
+  unsigned long long v = strtoull(lim, &end, 10);
+  return *lim && *end == '\0' && v >= 1 && v <= def ? v : def;
+}
+
 static void inflight_del(struct sched *s, struct msgref *m) {
   if (idset_del(&s->inflight, m->id) != NULL)
     s->inflight_bytes -= m->body_len;
@@ -432,26 +443,13 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
     return POSTERN_ENOMEM;
   s->r = r;
   s->loop = loop;
-  s->max_inflight = relay_max_inflight(r);
-  /* For tests only: POSTERN_TEST_MAX_INFLIGHT=N (1..the default) lowers the
-   * limit so that back-pressure can be exercised with a few messages. Read
-   * once, here; unset or malformed leaves the default. */
-  const char *lim = getenv("POSTERN_TEST_MAX_INFLIGHT");
-  if (lim != NULL) {
-    char *end;
-    unsigned long v = strtoul(lim, &end, 10);
-    if (*lim && *end == '\0' && v >= 1 && v <= s->max_inflight)
-      s->max_inflight = (size_t)v;
-  }
-  /* Likewise POSTERN_TEST_MAX_INFLIGHT_BYTES for the bytes cap. */
-  s->max_inflight_bytes = SCHED_MAX_INFLIGHT_BYTES;
-  lim = getenv("POSTERN_TEST_MAX_INFLIGHT_BYTES");
-  if (lim != NULL) {
-    char *end;
-    unsigned long long v = strtoull(lim, &end, 10);
-    if (*lim && *end == '\0' && v >= 1 && v <= SCHED_MAX_INFLIGHT_BYTES)
-      s->max_inflight_bytes = v;
-  }
+  /* For tests only: POSTERN_TEST_MAX_INFLIGHT=N and
+   * POSTERN_TEST_MAX_INFLIGHT_BYTES=N lower the limits so that
+   * back-pressure can be exercised with a few messages. */
+  s->max_inflight =
+      test_limit("POSTERN_TEST_MAX_INFLIGHT", relay_max_inflight(r));
+  s->max_inflight_bytes =
+      test_limit("POSTERN_TEST_MAX_INFLIGHT_BYTES", SCHED_MAX_INFLIGHT_BYTES);
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);
   s->wake.data = s;

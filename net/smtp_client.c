@@ -1020,12 +1020,6 @@ static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
   c->body_queued = false;
   c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
   c->cmdlen = 0;
-  if (!env_sent) {
-    /* Commands of an earlier chained message: all answered, or never
-     * written (a chain that fell through). */
-    free(c->cur_env);
-    c->cur_env = NULL;
-  }
   if (env_sent) {
     c->rcpt_sent = msg->nrcpts;
     c->need_rset = true;
@@ -1033,6 +1027,10 @@ static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
     arm(c, c->command_to);
     return 0;
   }
+  /* Commands of an earlier chained message: all answered, or never
+   * written (a chain that fell through). */
+  free(c->cur_env);
+  c->cur_env = NULL;
   /* Messages this server cannot take fail here, without a command: RFC
    * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
    * server declared). The results are reported from the timer. */

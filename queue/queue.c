@@ -685,10 +685,11 @@ static void *writer_main(void *arg) {
     while (q->head && n < cap &&
            (n == 0 || bytes + op_bytes(q->head) <= q->o.max_batch_bytes)) {
       struct op *op = q->head;
+      size_t ob = op_bytes(op);
       q->head = op->next;
-      bytes += op_bytes(op);
+      bytes += ob;
       q->pending--;
-      q->pending_bytes -= op_bytes(op);
+      q->pending_bytes -= ob;
       ops[n++] = op;
     }
     if (!q->head)
@@ -758,17 +759,24 @@ static int submit_op(struct queue *q, struct op *op) {
   return rc;
 }
 
+static struct op *op_new(enum op_kind kind, void *arg) {
+  struct op *op = calloc(1, sizeof *op);
+  if (op) {
+    op->kind = kind;
+    op->arg = arg;
+  }
+  return op;
+}
+
 int queue_msg_submit(struct queue *q, const struct queue_msg_in *m,
                      queue_submit_cb cb, void *arg) {
   if (!q || !m || !cb)
     return POSTERN_EINVAL;
-  struct op *op = calloc(1, sizeof *op);
+  struct op *op = op_new(OP_SUBMIT, arg);
   if (!op)
     return POSTERN_ENOMEM;
-  op->kind = OP_SUBMIT;
   op->u.sub.in = *m;
   op->u.sub.cb = cb;
-  op->arg = arg;
   return submit_op(q, op);
 }
 
@@ -776,13 +784,11 @@ int queue_result_submit(struct queue *q, const struct queue_result_in *r,
                         queue_result_cb cb, void *arg) {
   if (!q || !r || !cb)
     return POSTERN_EINVAL;
-  struct op *op = calloc(1, sizeof *op);
+  struct op *op = op_new(OP_RESULT, arg);
   if (!op)
     return POSTERN_ENOMEM;
-  op->kind = OP_RESULT;
   op->u.res.in = *r;
   op->u.res.cb = cb;
-  op->arg = arg;
   return submit_op(q, op);
 }
 
@@ -1138,6 +1144,51 @@ static int collect_ids(struct queue *q, MDB_txn *txn, const char *domain,
   return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/*
+ * One chunk of queue_admin in one write transaction: sel's listed ids from
+ * `start`, or (all, or a domain) the next ADMIN_CHUNK ids after `last`,
+ * collected into buf. Sets *n to the ids taken; adds to *ch and (listed ids
+ * only) *unk once the transaction committed. 0 or a POSTERN code.
+ */
+static int admin_txn(struct queue *q, enum queue_admin_op op,
+                     const struct queue_select *sel, size_t start,
+                     const char *last, char (*buf)[QUEUE_ID_LEN + 1], size_t *n,
+                     size_t *ch, size_t *unk) {
+  bool listed = !sel->all && !sel->domain;
+  MDB_txn *txn;
+  int rc = txn_begin(q, 0, &txn);
+  if (rc)
+    return rc;
+  if (listed) {
+    size_t left = sel->n_ids - start;
+    *n = left < ADMIN_CHUNK ? left : ADMIN_CHUNK;
+  } else if ((rc = collect_ids(q, txn, sel->all ? NULL : sel->domain, last, buf,
+                               ADMIN_CHUNK, n))) {
+    mdb_txn_abort(txn);
+    return from_mdb(rc);
+  }
+  uint64_t now = queue_now_ms(q);
+  size_t c = 0, u = 0;
+  for (size_t i = 0; i < *n; i++) {
+    const char *id = listed ? sel->ids[start + i] : buf[i];
+    if (listed && !queue_id_valid(id))
+      continue; /* counted as unknown by queue_admin */
+    int r = admin_one(q, txn, op, id, now);
+    if (r < 0) {
+      mdb_txn_abort(txn);
+      return r;
+    }
+    u += r == 0;
+    c += (size_t)r;
+  }
+  if ((rc = mdb_txn_commit(txn)))
+    return from_mdb(rc);
+  *ch += c;
+  if (listed)
+    *unk += u;
+  return 0;
+}
+
 int queue_admin(struct queue *q, enum queue_admin_op op,
                 const struct queue_select *sel, size_t *changed,
                 size_t *unknown) {
@@ -1149,94 +1200,36 @@ int queue_admin(struct queue *q, enum queue_admin_op op,
     *changed = 0;
   if (unknown)
     *unknown = 0;
-  if (!sel->all && !sel->domain) {
-    for (size_t i = 0; i < sel->n_ids; i++) {
-      if (!queue_id_valid(sel->ids[i])) {
-        unk++;
-        continue;
-      }
-    }
-    bool touched = false;
-    for (size_t start = 0; start < sel->n_ids;) {
-      MDB_txn *txn;
-      if ((rc = txn_begin(q, 0, &txn)))
-        goto out;
-      uint64_t now = queue_now_ms(q);
-      size_t c = 0, u = 0;
-      for (size_t i = start; i < sel->n_ids && i < start + ADMIN_CHUNK; i++) {
-        if (!queue_id_valid(sel->ids[i]))
-          continue;
-        int r = admin_one(q, txn, op, sel->ids[i], now);
-        if (r < 0) {
-          mdb_txn_abort(txn);
-          rc = r;
-          break;
-        }
-        if (r == 0)
-          u++;
-        c += (size_t)r;
-      }
-      if (rc == 0 && (rc = mdb_txn_commit(txn)))
-        rc = from_mdb(rc);
-      if (rc == POSTERN_EQFULL && !touched) {
-        /* A full map may still hold pages freed by the last commits that
-         * a new commit makes reusable (as the writer does): once, retry
-         * the chunk, so that a deletion can free space in a full queue. */
-        touched = true;
-        if (touch(q) == 0) {
-          rc = 0;
-          continue; /* the same chunk again */
-        }
-      }
-      if (rc)
-        goto out;
-      ch += c;
-      unk += u;
-      start += ADMIN_CHUNK;
-    }
-    goto out;
-  }
-
-  char(*ids)[QUEUE_ID_LEN + 1] = malloc(ADMIN_CHUNK * sizeof *ids);
-  if (!ids)
+  bool listed = !sel->all && !sel->domain;
+  char(*buf)[QUEUE_ID_LEN + 1] = NULL;
+  if (listed) {
+    for (size_t i = 0; i < sel->n_ids; i++)
+      unk += !queue_id_valid(sel->ids[i]);
+  } else if (!(buf = malloc(ADMIN_CHUNK * sizeof *buf))) {
     return POSTERN_ENOMEM;
+  }
   char last[QUEUE_ID_LEN + 1] = "";
-  for (;;) {
-    MDB_txn *txn;
-    if ((rc = txn_begin(q, 0, &txn)))
-      break;
-    size_t n;
-    int r = collect_ids(q, txn, sel->all ? NULL : sel->domain,
-                        last[0] ? last : NULL, ids, ADMIN_CHUNK, &n);
-    if (r) {
-      mdb_txn_abort(txn);
-      rc = from_mdb(r);
-      break;
+  for (size_t start = 0; !listed || start < sel->n_ids;) {
+    size_t n = 0;
+    const char *after = last[0] ? last : NULL;
+    rc = admin_txn(q, op, sel, start, after, buf, &n, &ch, &unk);
+    if (rc == POSTERN_EQFULL && touch(q) == 0) {
+      /* A full map may still hold pages freed by the last commits, which
+       * one more commit makes reusable (the writer does the same): retry
+       * the chunk once, so that deletions can free space in a full queue. */
+      rc = admin_txn(q, op, sel, start, after, buf, &n, &ch, &unk);
     }
-    uint64_t now = queue_now_ms(q);
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) {
-      r = admin_one(q, txn, op, ids[i], now);
-      if (r < 0)
-        break;
-      c += (size_t)r;
-    }
-    if (r < 0) {
-      mdb_txn_abort(txn);
-      rc = r;
+    if (rc)
       break;
+    if (listed) {
+      start += n;
+      continue;
     }
-    if ((r = mdb_txn_commit(txn))) {
-      rc = from_mdb(r);
-      break;
-    }
-    ch += c;
     if (n < ADMIN_CHUNK)
       break;
-    memcpy(last, ids[n - 1], sizeof last);
+    memcpy(last, buf[n - 1], sizeof last);
   }
-  free(ids);
-out:
+  free(buf);
   if (op == QUEUE_ADMIN_DELETE && ch > 0)
     touch(q); /* make the freed pages reusable by the next commit */
   if (changed)

@@ -47,7 +47,9 @@ static void rm_rf(const char *dir) {
     fprintf(stderr, "cannot remove %s\n", dir);
 }
 
-static void fx_init(struct fixture *fx, uint64_t map_size) {
+/* Fills fx and its options (a fresh directory, the test clock); opening
+ * is left to the caller, who may change fx->o first. */
+static void fx_prepare(struct fixture *fx, uint64_t map_size) {
   memset(fx, 0, sizeof *fx);
   const char *tmp = getenv("TEST_TMPDIR");
   snprintf(fx->dir, sizeof fx->dir, "%s/qtestXXXXXX", tmp ? tmp : "/tmp");
@@ -59,6 +61,10 @@ static void fx_init(struct fixture *fx, uint64_t map_size) {
   fx->o.clock_ms = fx_clock;
   fx->o.random_u32 = fx_random;
   fx->o.test_arg = fx;
+}
+
+static void fx_init(struct fixture *fx, uint64_t map_size) {
+  fx_prepare(fx, map_size);
   assert_int_equal(queue_open(&fx->o, &fx->q), 0);
 }
 
@@ -710,16 +716,7 @@ static struct queue_msg_in batch_msg(char id[QUEUE_ID_LEN + 1],
  * the next commit; closing the queue commits what waits. */
 static void test_commit_interval(void **state) {
   struct fixture fx;
-  memset(&fx, 0, sizeof fx);
-  const char *tmp = getenv("TEST_TMPDIR");
-  snprintf(fx.dir, sizeof fx.dir, "%s/qtestXXXXXX", tmp ? tmp : "/tmp");
-  assert_non_null(mkdtemp(fx.dir));
-  fx.now = T0;
-  fx.rnd = 1000;
-  fx.o.state_dir = fx.dir;
-  fx.o.clock_ms = fx_clock;
-  fx.o.random_u32 = fx_random;
-  fx.o.test_arg = &fx;
+  fx_prepare(&fx, 0);
   fx.o.commit_interval_us = 500 * 1000;
   assert_int_equal(queue_open(&fx.o, &fx.q), 0);
 
