@@ -436,7 +436,11 @@ static int flush_wbio(struct tls_conn *t, tls_write_cb cb, void *arg) {
 
 /* Checks the peer's certificate once the handshake is complete: PKIX to the
  * context's roots, then the name (RFC 6125 §6.4: DNS-IDs in
- * subjectAltName; a wildcard only as the complete left-most label). */
+ * subjectAltName; a wildcard only as the complete left-most label). The
+ * subject CN is never a reference for SMTP: RFC 8461 §4.2 requires a
+ * DNS-ID, and BoringSSL would fall back to the CN of a certificate without
+ * one unless told not to (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). DANE-TA
+ * name checks (RFC 7672 §3.2.3) are the policy layer's, not this one's. */
 static void verify_peer(struct tls_conn *t) {
   struct tls_verify *v = &t->verify;
   memset(v, 0, sizeof *v);
@@ -468,7 +472,9 @@ static void verify_peer(struct tls_conn *t) {
   }
   X509_STORE_CTX_free(sctx);
   if (X509_check_host(leaf, t->server_name, strlen(t->server_name),
-                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1) {
+                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                          X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                      NULL) == 1) {
     v->name_ok = true;
   } else if (v->pkix_ok) {
     snprintf(v->error, sizeof v->error, "certificate name does not match %s",

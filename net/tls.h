@@ -29,7 +29,8 @@
  * Verification (client): the handshake never fails because of the peer's
  * certificate. After it completes, tls_conn_peer_verify() reports separately
  * whether the chain leads to a root in ca_file (PKIX) and whether the leaf
- * matches the verification name (RFC 6125 DNS-ID, wildcard only as the whole
+ * matches the verification name (an RFC 6125 DNS-ID in subjectAltName,
+ * never the subject CN, RFC 8461 §4.2; a wildcard only as the whole
  * left-most label; BoringSSL does no IP-address matching here), with a text
  * for logs. The presented chain is available as DER so that a DANE matcher
  * (RFC 7672) can decide "authenticated" by itself instead of PKIX.
@@ -177,7 +178,7 @@ bool tls_conn_session_reused(const struct tls_conn *t);
  * handshake (client connections only). */
 struct tls_verify {
   bool pkix_ok;  /* chain leads to a ca_file root, dates and usage valid */
-  bool name_ok;  /* the leaf matches server_name (RFC 6125) */
+  bool name_ok;  /* a DNS-ID of the leaf matches server_name (RFC 6125) */
   bool has_cert; /* the peer presented a certificate at all */
   /* Empty when both are true; otherwise why, e.g. "self-signed
    * certificate" or "certificate name does not match mx.example.org". */

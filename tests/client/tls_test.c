@@ -7,7 +7,8 @@
  * Certificates come from tests/peers/pki.py through the environment, set
  * by tls_test.py: TLS_TEST_CA, TLS_TEST_CERT/KEY (mx.test), and from a
  * second, unrelated CA: TLS_TEST_OTHER_CA and TLS_TEST_OTHER_KEY (a key
- * that does not match TLS_TEST_CERT).
+ * that does not match TLS_TEST_CERT), and TLS_TEST_CN_ONLY_CERT/KEY (from
+ * the first CA, "cnonly.test" in the subject CN only, no subjectAltName).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -296,6 +297,33 @@ static void test_untrusted_root(void **state) {
   tls_ctx_free(sctx);
 }
 
+static void test_cn_only_certificate(void **state) {
+  /* RFC 8461 §4.2 and RFC 6125 §6.4.4: the name must be a DNS-ID in
+   * subjectAltName. A certificate naming the host only in its subject CN
+   * is PKIX-valid but does not match (BoringSSL would fall back to the CN
+   * without X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). */
+  struct tls_ctx *sctx, *cctx;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CN_ONLY_CERT"),
+                                      env("TLS_TEST_CN_ONLY_KEY"), NULL, NULL,
+                                      0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  static const char *const names[] = {"cnonly.test", "CNONLY.test.",
+                                      "other.test"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    run_pair(sctx, cctx, names[i], false);
+    assert_int_equal(h.client.hs_status, 0);
+    assert_true(h.client.verify.has_cert);
+    assert_true(h.client.verify.pkix_ok);
+    assert_false(h.client.verify.name_ok);
+    assert_non_null(strstr(h.client.verify.error, "does not match"));
+    assert_string_equal(h.client.got, "pong\n");
+  }
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
 static void test_garbage_client_hello(void **state) {
   struct tls_ctx *sctx;
   assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CERT"),
@@ -358,6 +386,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handshake_verify_resume),
       cmocka_unit_test(test_untrusted_root),
+      cmocka_unit_test(test_cn_only_certificate),
       cmocka_unit_test(test_garbage_client_hello),
       cmocka_unit_test(test_ctx_errors),
   };
