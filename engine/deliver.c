@@ -11,8 +11,10 @@
  *   check_conn (TLS level) -> deliver, or close and try the next candidate.
  * When no candidate is acceptable the jobs are deferred if anything failed
  * temporarily along the way, and bounced only when every failure was
- * permanent. A STARTTLS handshake failure is retried once in plaintext when
- * no policy requires TLS (opportunistic TLS, RFC 7435).
+ * permanent. A 5xx greeting or EHLO/HELO reply only skips its host (it
+ * comes before TLS and the policy check, so an attacker can inject it). A
+ * STARTTLS handshake failure is retried once in plaintext when no policy
+ * requires TLS (opportunistic TLS, RFC 7435).
  *
  * Ownership: a `struct dest` lives on its worker while it has jobs,
  * connections or attempts; an `attempt` owns its DNS queries, policy runs
@@ -892,9 +894,17 @@ static void on_ready(struct smtp_client *c, int status,
       }
       attempt_fail(a, true, "4.7.5", "TLS handshake with %s failed: %s",
                    a->mx.host, f && f->tls_error ? f->tls_error : "");
-    } else if (reply[0] && (reply[0] == '5')) {
-      attempt_fail(a, false, "5.0.0", "host %s[%s] refused: %s", a->mx.host,
-                   addr, reply);
+    } else if (reply[0] == '5') {
+      /* A 5xx greeting or EHLO/HELO reply arrived before the policy could
+       * judge the session - in plaintext, before STARTTLS, anybody on the
+       * path can send one. On its own it must never bounce mail to a
+       * domain whose policy (DANE, MTA-STS) promises that an active
+       * attacker can at most delay it: skip the host and try the next, as
+       * Postfix does (smtp_skip_5xx_greeting); with none left, defer. */
+      const struct smtp_reply *lr = f->last_reply;
+      attempt_fail(a, true, lr->has_enh ? lr->enh : "4.0.0",
+                   "host %s[%s] refused the session: %s", a->mx.host, addr,
+                   reply);
     } else if (reply[0]) {
       attempt_fail(a, true, "4.0.0", "host %s[%s] said: %s", a->mx.host, addr,
                    reply);

@@ -27,6 +27,9 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     subjectAltName) under `local { min_tls_level authenticated }` ->
     deferred (RFC 8461 §4.2: DNS-IDs only); the same relay delivers to a
     certificate with a DNS-ID;
+12. a 5xx greeting on the first MX, a good second MX -> sent via the second;
+    only MX hosts answering the greeting or EHLO with 5xx -> deferred 4.x.x,
+    never bounced (an attacker can inject such replies before TLS);
 
 Usage: dane_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
@@ -359,6 +362,22 @@ def main():
             check(any(x.get("event") == "dane_unusable"
                       and x.get("host") == "mxunus.secure.test" for x in r.events()),
                   "10: dane_unusable logged")
+
+            # 12. 5xx before TLS: skip the host, never bounce
+            r.send("s@snd.test", ["a@skip5.plain.test"], msg("s12a"))
+            e = first_delivery(r, "a@skip5.plain.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx.plain.test",
+                  f"12: 554 greeting on the first MX: sent via the second "
+                  f"({e.get('status')} {e.get('mx')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@only5.plain.test"], msg("s12b"))
+            e = first_delivery(r, "a@only5.plain.test")
+            check(e.get("status") == "deferred" and e.get("dsn", "").startswith("4."),
+                  f"12: only 5xx greetings/EHLO replies: deferred 4.x.x, not bounced "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check("EHLO" in peers["mx5e.plain.test"].commands
+                  and "MAIL" not in peers["mx5e.plain.test"].commands
+                  and not peers["mx5g.plain.test"].commands,
+                  "12: both 5xx hosts were tried, neither got MAIL")
 
             check(r.stop() == 0, "relay stopped cleanly")
 
