@@ -1134,12 +1134,16 @@ static void attempt_next_candidate(struct attempt *a) {
   }
   struct candidate *cand = &a->cand[a->ci];
   snprintf(a->last_mx, sizeof a->last_mx, "%s", cand->host);
+  /* Only a host the configuration names directly ([host] route, no MX
+   * lookup) is a non-MX destination (RFC 7672 §2.2.2). A route whose
+   * target is looked up by MX is an ordinary MX lookup of that target: its
+   * hosts are authenticated by the MX RRset's AD bit alone (§2.2.1). */
   a->mx = (struct policy_mx){.domain = d->domain,
                              .host = cand->host,
                              .port = cand_port(a),
                              .mx_authenticated = a->mx_authenticated,
                              .implicit = cand->implicit,
-                             .routed = d->routed};
+                             .routed = d->routed && d->route.no_mx};
   policy_chain_check_mx(a->drun, &a->mx, &a->mxv);
   struct probe_mx *pm = probe_cur(a);
   if (pm) {

@@ -394,7 +394,11 @@ struct policy_mx {
   uint16_t port;
   bool mx_authenticated; /* the MX RRset came with AD from a trusted resolver */
   bool implicit;         /* no MX records: the domain is its own MX */
-  bool routed;           /* a static route chose this host, not DNS */
+  /* The configuration names this host directly (a `[host]` or address
+   * route, no MX lookup): a non-MX destination (RFC 7672 §2.2.2). False
+   * for the hosts of a route whose target is looked up by MX: those are
+   * ordinary MX hosts of that target (§2.2.1). */
+  bool routed;
 };
 
 struct policy_mx_verdict {
@@ -492,10 +496,10 @@ void policy_dnssec_new(struct policy_module *out);
  * `dane` (RFC 7672): per connection, looks up TLSA `_<port>._tcp.<host>`
  * when the host's address records are authenticated and its MX name is
  * (MX level from an authenticated MX RRset, an implicit MX with an
- * authenticated denial, or a routed host); with a CNAME-expanded host the
- * expanded name is tried first, then the original (§2.2.2). Secure TLSA
- * records make TLS mandatory (req->tls_required); usable ones set
- * req->dane_usable and check_conn then verifies the chain with
+ * authenticated denial, or a host named directly by a route, mx->routed); with
+ * a CNAME-expanded host the expanded name is tried first, then the original
+ * (§2.2.2). Secure TLSA records make TLS mandatory (req->tls_required); usable
+ * ones set req->dane_usable and check_conn then verifies the chain with
  * policy_dane_verify against the MX host name and the TLSA base domain:
  * a match makes the level `authenticated`, anything else is TEMPFAIL 4.7.5.
  * A failed or bogus TLSA lookup is TEMPFAIL for that host; an insecure or

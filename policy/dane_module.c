@@ -10,9 +10,11 @@
  *    A/AAAA answer, or an insecure CNAME leading to it, means no DANE);
  *  - its name must be authenticated as the mail host: from a validated MX
  *    RRset (§2.2.1), as an implicit MX whose MX denial validated, or as a
- *    routed host named by the configuration (a "non-MX destination",
- *    §2.2.2). A host from an insecure MX RRset gets no DANE (§2.2.1: an
- *    attacker who forged the MX answer chooses the host and its TLSA).
+ *    host the configuration names directly (a `[host]` route, no MX
+ *    lookup: a "non-MX destination", §2.2.2). A host from an insecure MX
+ *    RRset gets no DANE (§2.2.1: an attacker who forged the MX answer
+ *    chooses the host and its TLSA) - also when a route sent the mail to
+ *    that MX lookup.
  * With a CNAME-expanded host name, `_<port>._tcp.<expanded>` is tried first
  * and `_<port>._tcp.<original>` when the first is insecure or absent
  * (§2.2.2); the name whose TLSA RRset was used is the TLSA base domain and,

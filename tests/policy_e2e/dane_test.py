@@ -30,6 +30,11 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
 12. a 5xx greeting on the first MX, a good second MX -> sent via the second;
     only MX hosts answering the greeting or EHLO with 5xx -> deferred 4.x.x,
     never bounced (an attacker can inject such replies before TLS);
+13. a route whose target is looked up by MX (an unsigned zone) to an MX host
+    with secure TLSA records: an ordinary insecure MX lookup, no DANE ->
+    sent; a literal `[host]` route to a host with secure addresses and a
+    matching TLSA record: DANE applies (non-MX destination, RFC 7672
+    §2.2.2), and the MX level stays `none`;
 
 Usage: dane_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
@@ -378,6 +383,25 @@ def main():
                   and "MAIL" not in peers["mx5e.plain.test"].commands
                   and not peers["mx5g.plain.test"].commands,
                   "12: both 5xx hosts were tried, neither got MAIL")
+
+            # 13. routes: an MX-looked-up target is an ordinary MX lookup
+            r.send("s@snd.test", ["a@rt.test"], msg("s13a"))
+            e = first_delivery(r, "a@rt.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mxr.secure.test"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "encrypted",
+                  f"13: route via an insecure MX lookup: no DANE, sent encrypted "
+                  f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(not any(x.get("event", "").startswith("dane_")
+                          and x.get("host") == "mxr.secure.test" for x in r.events()),
+                  "13: no TLSA lookup for the host of an insecure MX RRset")
+            r.send("s@snd.test", ["a@lit.test"], msg("s13b"))
+            e = first_delivery(r, "a@lit.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx1.secure.test"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "authenticated",
+                  f"13: literal route to a secure host: DANE, mx_level stays none "
+                  f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
 
             check(r.stop() == 0, "relay stopped cleanly")
 
