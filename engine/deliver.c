@@ -857,7 +857,8 @@ static bool plaintext_acceptable(struct attempt *a) {
   struct policy_conn pc = {.host = a->mx.host,
                            .reached = POLICY_TLS_LEVEL_NONE,
                            .verify_error = "",
-                           .dane_usable = a->req.dane_usable};
+                           .dane_usable = a->req.dane_usable,
+                           .mx_level = a->mxv.level};
   struct policy_conn_verdict v;
   policy_chain_check_conn(a->crun, &pc, &v);
   return v.result.outcome == POLICY_OK;
@@ -937,6 +938,7 @@ static void on_ready(struct smtp_client *c, int status,
       .chain_der = ders,
       .chain_der_len = lens,
       .dane_usable = a->req.dane_usable,
+      .mx_level = a->mxv.level,
   };
   if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
     smtp_client_close(c, client_closed_free, r);
@@ -953,6 +955,7 @@ static void on_ready(struct smtp_client *c, int status,
     pm->connected = true;
     snprintf(pm->tried_addr, sizeof pm->tried_addr, "%s", addr);
     pm->tls_level = v.level;
+    pm->mx_level = v.mx_level;
     snprintf(pm->tls_info, sizeof pm->tls_info, "starttls=%s%s%s%s%s%s%s",
              smtp_starttls_name(f->starttls), f->tls_version ? " " : "",
              f->tls_version ? f->tls_version : "", f->tls_cipher ? " " : "",
@@ -990,7 +993,8 @@ static void on_ready(struct smtp_client *c, int status,
   cn->c = c;
   snprintf(cn->mx, sizeof cn->mx, "%s", a->mx.host);
   snprintf(cn->addr, sizeof cn->addr, "%s", addr);
-  cn->mx_level = a->mxv.level;
+  /* Logged and counted: the levels the connection really had. */
+  cn->mx_level = v.mx_level;
   cn->tls_level = v.level;
   metrics_inc(METRICS_CONNECTIONS_OPENED);
   uv_timer_init(d->dw->loop, &cn->idle);

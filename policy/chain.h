@@ -435,12 +435,20 @@ struct policy_conn {
   const uint8_t *const *chain_der;
   const size_t *chain_der_len;
   bool dane_usable; /* copied from the connection's policy_conn_req */
+  /* The candidate's MX level as policy_chain_check_mx ranked it. */
+  enum policy_mx_level mx_level;
 };
 
 struct policy_conn_verdict {
   enum policy_tls_level level;    /* effective level (DANE may raise it) */
   enum policy_tls_level required; /* strictest requirement stated */
-  struct policy_result result;    /* not OK: close and try the next MX */
+  /* The MX level the connection really had: the chain starts from
+   * policy_conn.mx_level; `dane` raises it to `dnssec` when it
+   * authenticated the session, since it only runs for hosts whose MX name
+   * DNSSEC vouched for (also without the `dnssec` module in the chain).
+   * What the engine logs and counts. */
+  enum policy_mx_level mx_level;
+  struct policy_result result; /* not OK: close and try the next MX */
 };
 
 /* ---- Modules ----------------------------------------------------------- */
@@ -501,7 +509,9 @@ void policy_dnssec_new(struct policy_module *out);
  * (§2.2.2). Secure TLSA records make TLS mandatory (req->tls_required); usable
  * ones set req->dane_usable and check_conn then verifies the chain with
  * policy_dane_verify against the MX host name and the TLSA base domain:
- * a match makes the level `authenticated`, anything else is TEMPFAIL 4.7.5.
+ * a match makes the level `authenticated` and, when the MX name was
+ * DNSSEC-authenticated (not for a host a route names), the verdict's
+ * mx_level `dnssec`; anything else is TEMPFAIL 4.7.5.
  * A failed or bogus TLSA lookup is TEMPFAIL for that host; an insecure or
  * absent RRset means no DANE. Outcomes are counted through env->count as
  * "dane" + "ok", "mismatch", "unusable", "insecure", "none" (validated
@@ -592,7 +602,8 @@ int policy_chain_prepare_conn(struct policy_domain_run *run,
 void policy_conn_run_free(struct policy_conn_run *crun);
 
 /* Judges an established connection: every module's check_conn, then the
- * effective level against the strictest requirement. Synchronous. */
+ * effective level against the strictest requirement. v->mx_level starts as
+ * c->mx_level. Synchronous. */
 void policy_chain_check_conn(struct policy_conn_run *crun,
                              const struct policy_conn *c,
                              struct policy_conn_verdict *v);

@@ -59,6 +59,9 @@ struct dane_conn {
   void (*count)(const char *module, const char *outcome);
   struct dns_resolver *dns;
   uint16_t port;
+  /* The MX name came from a validated MX RRset (or a validated denial of
+   * one): a DANE match then also vouches for MX level `dnssec`. */
+  bool mx_authenticated;
   char host[DNS_NAME_MAX];      /* the MX host name (reference name) */
   char canonical[DNS_NAME_MAX]; /* after CNAME expansion */
   char base[DNS_NAME_MAX];      /* TLSA base domain once found */
@@ -241,6 +244,7 @@ static int dane_prepare_conn(void *state, const struct policy_env *env,
   dc->count = env->count;
   dc->dns = env->dns;
   dc->port = mx->port ? mx->port : 25;
+  dc->mx_authenticated = mx->mx_authenticated;
   snprintf(dc->host, sizeof dc->host, "%s", mx->host);
   snprintf(dc->canonical, sizeof dc->canonical, "%s",
            h->canonical && h->canonical[0] ? h->canonical : mx->host);
@@ -310,6 +314,11 @@ static void dane_check_conn(void *state, void *pd, void *pc,
   }
   count(dc, "ok");
   v->level = POLICY_TLS_LEVEL_AUTHENTICATED;
+  /* DANE ran only because DNSSEC authenticated the MX name (RFC 7672
+   * §2.2.1): the connection has that MX level whether or not the `dnssec`
+   * module is in the chain. A host a route names stays at its level. */
+  if (dc->mx_authenticated && v->mx_level < POLICY_MX_LEVEL_DNSSEC)
+    v->mx_level = POLICY_MX_LEVEL_DNSSEC;
   char depth[16], usage[16];
   snprintf(depth, sizeof depth, "%d", res.depth);
   snprintf(usage, sizeof usage, "%d", res.usage);

@@ -35,6 +35,8 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     sent; a literal `[host]` route to a host with secure addresses and a
     matching TLSA record: DANE applies (non-MX destination, RFC 7672
     §2.2.2), and the MX level stays `none`;
+14. `policy { local; dane }` (no dnssec module): a DANE-authenticated
+    delivery logs mx_level=dnssec, as postern-probe shows;
 
 Usage: dane_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
@@ -437,6 +439,29 @@ def main():
             check(not peers["mxcn.plain.test"].messages,
                   "11: the CN-only MX got nothing")
 
+        # 14. DANE without the dnssec module: the MX level DANE relied on
+        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+                   extra=f"tls {{ ca_file {p.ca_file} }}\n"
+                         "policy { local; dane }\n"
+                         "queue { retry_initial 1h }") as r:
+            r.send("s@snd.test", ["b@dane.secure.test"], msg("s14"))
+            e = first_delivery(r, "b@dane.secure.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "dnssec"
+                  and e.get("tls_level") == "authenticated",
+                  f"14: DANE-authenticated without the dnssec module: mx_level=dnssec "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
+            pr = subprocess.run([PROBE, "-c", r.conf, "--json", "dane.secure.test"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+            try:
+                res = json.loads(pr.stdout)
+            except ValueError:
+                res = {}
+            mx = res.get("mx") or [{}]
+            check(pr.returncode == 0 and mx[0].get("mx_level") == "dnssec"
+                  and mx[0].get("tls_level") == "authenticated",
+                  f"14: postern-probe shows mx_level=dnssec ({pr.returncode} "
+                  f"{pr.stdout.strip()[:300]} {pr.stderr.strip()[:300]})")
     finally:
         fx.close()
         for pe in peers.values():
