@@ -48,11 +48,6 @@
 #include <string.h>
 #include <time.h>
 
-/* TLSA records kept per host; an RRset larger than this is hostile. */
-#define DANE_MAX_RECORDS 32
-/* Association data larger than this is not a usable digest or cert. */
-#define DANE_MAX_DATA 8192
-
 struct dane_conn {
   struct dns_query *q;
   bool orphaned; /* free_conn ran while the lookup was in flight */
@@ -69,11 +64,14 @@ struct dane_conn {
   policy_done_cb done;
   void *arg;
   struct policy_conn_req *req; /* the chain's, alive while we are pending */
-  /* Found TLSA records: present means secure records exist. */
+  /* Found TLSA records: present means secure records exist. The whole
+   * RRset is kept, however large: dropping records would turn a host whose
+   * only usable records were dropped into "all unusable" and accept an
+   * unauthenticated session. `rec[i].data` points into `blob`. */
   bool present, usable;
   size_t nrec;
-  struct policy_tlsa rec[DANE_MAX_RECORDS];
-  uint8_t *data[DANE_MAX_RECORDS];
+  struct policy_tlsa *rec;
+  uint8_t *blob;
 };
 
 static void count(struct dane_conn *dc, const char *outcome) {
@@ -82,8 +80,8 @@ static void count(struct dane_conn *dc, const char *outcome) {
 }
 
 static void dane_conn_free(struct dane_conn *dc) {
-  for (size_t i = 0; i < dc->nrec; i++)
-    free(dc->data[i]);
+  free(dc->rec);
+  free(dc->blob);
   free(dc);
 }
 
@@ -115,24 +113,35 @@ static void finish_ok(struct dane_conn *dc) {
   finish(dc, &r);
 }
 
-/* Keeps an authenticated TLSA RRset. Returns 0 or POSTERN_ENOMEM. */
+/* Keeps an authenticated TLSA RRset, all of it: its size is bounded by
+ * the DNS message that carried it (64 KiB), never by a limit of ours.
+ * Returns 0 or POSTERN_ENOMEM. */
 static int keep_records(struct dane_conn *dc, const struct dns_answer *a) {
-  for (size_t i = 0; i < a->nrr && dc->nrec < DANE_MAX_RECORDS; i++) {
+  size_t n = 0, total = 0;
+  for (size_t i = 0; i < a->nrr; i++) {
+    if (a->rr[i].type == DNS_T_TLSA) {
+      n++;
+      total += a->rr[i].u.tlsa.len;
+    }
+  }
+  dc->rec = calloc(n ? n : 1, sizeof *dc->rec);
+  dc->blob = malloc(total ? total : 1);
+  if (dc->rec == NULL || dc->blob == NULL)
+    return POSTERN_ENOMEM;
+  size_t off = 0;
+  for (size_t i = 0; i < a->nrr; i++) {
     const struct dns_rr *rr = &a->rr[i];
-    if (rr->type != DNS_T_TLSA || rr->u.tlsa.len > DANE_MAX_DATA)
+    if (rr->type != DNS_T_TLSA)
       continue;
-    size_t k = dc->nrec;
-    dc->data[k] = malloc(rr->u.tlsa.len ? rr->u.tlsa.len : 1);
-    if (dc->data[k] == NULL)
-      return POSTERN_ENOMEM;
-    memcpy(dc->data[k], rr->u.tlsa.data, rr->u.tlsa.len);
-    dc->rec[k] = (struct policy_tlsa){.usage = rr->u.tlsa.usage,
-                                      .selector = rr->u.tlsa.selector,
-                                      .mtype = rr->u.tlsa.mtype,
-                                      .data = dc->data[k],
-                                      .len = rr->u.tlsa.len};
-    dc->nrec++;
-    if (policy_tlsa_usable(&dc->rec[k]))
+    memcpy(dc->blob + off, rr->u.tlsa.data, rr->u.tlsa.len);
+    struct policy_tlsa *t = &dc->rec[dc->nrec++];
+    *t = (struct policy_tlsa){.usage = rr->u.tlsa.usage,
+                              .selector = rr->u.tlsa.selector,
+                              .mtype = rr->u.tlsa.mtype,
+                              .data = dc->blob + off,
+                              .len = rr->u.tlsa.len};
+    off += rr->u.tlsa.len;
+    if (policy_tlsa_usable(t))
       dc->usable = true;
   }
   return 0;

@@ -37,6 +37,8 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     §2.2.2), and the MX level stays `none`;
 14. `policy { local; dane }` (no dnssec module): a DANE-authenticated
     delivery logs mx_level=dnssec, as postern-probe shows;
+17. 40 TLSA records of which only the last two are DANE-EE: all are kept
+    (match: authenticated; no match: deferred).
 
 Usage: dane_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
@@ -405,6 +407,19 @@ def main():
                   f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
                   f"{e.get('tls_level')}: {e.get('reply')})")
 
+            # 17. 40 TLSA records, the DANE-EE ones last
+            r.send("s@snd.test", ["a@big.secure.test"], msg("s17a"))
+            e = first_delivery(r, "a@big.secure.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "authenticated",
+                  f"17: 40 records, the last one matches: sent authenticated "
+                  f"({e.get('status')} {e.get('tls_level')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@bigbad.secure.test"], msg("s17b"))
+            e = first_delivery(r, "a@bigbad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"17: 40 records, usable ones last, none matches: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mx40b.secure.test"].messages,
+                  "17: nothing accepted without a TLSA match")
             check(r.stop() == 0, "relay stopped cleanly")
 
         # 7. local minimum against a self-signed MX
