@@ -1100,16 +1100,25 @@ static void on_addrs(const struct dns_answer *ans, void *arg) {
     attempt_next_candidate(a);
     return;
   }
+  /* A family whose lookup failed or was bogus is dropped, never taken for
+   * "insecure": with a validated A RRset next to a bogus AAAA one, DANE
+   * applies to the A addresses alone (RFC 7672 §2.1.1). */
+  bool use[2];
+  a->addrs_authenticated = dns_host_select(ans, use);
   a->naddr = 0;
   uint16_t port = cand_port(a);
   for (size_t i = 0; i < ans->nrr && a->naddr < MAX_ADDRS; i++) {
     struct sockaddr_storage *ss = &a->addrs[a->naddr];
     memset(ss, 0, sizeof *ss);
-    if (ans->rr[i].type == DNS_T_A) {
+    uint16_t t = ans->rr[i].type;
+    if ((t == DNS_T_A && !use[DNS_FAMILY_A]) ||
+        (t == DNS_T_AAAA && !use[DNS_FAMILY_AAAA]))
+      continue;
+    if (t == DNS_T_A) {
       struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
       s4->sin_family = AF_INET;
       s4->sin_addr = ans->rr[i].u.a;
-    } else if (ans->rr[i].type == DNS_T_AAAA) {
+    } else if (t == DNS_T_AAAA) {
       struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
       s6->sin6_family = AF_INET6;
       s6->sin6_addr = ans->rr[i].u.aaaa;
@@ -1119,7 +1128,6 @@ static void on_addrs(const struct dns_answer *ans, void *arg) {
     set_port(ss, port);
     a->naddr++;
   }
-  a->addrs_authenticated = ans->authenticated;
   snprintf(a->canonical, sizeof a->canonical, "%s",
            ans->cname ? ans->cname : a->mx.host);
   prepare_conn(a);

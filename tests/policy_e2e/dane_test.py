@@ -37,6 +37,9 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     §2.2.2), and the MX level stays `none`;
 14. `policy { local; dane }` (no dnssec module): a DANE-authenticated
     delivery logs mx_level=dnssec, as postern-probe shows;
+15. an MX host whose A RRset is secure and whose AAAA RRset is bogus: DANE
+    still applies with the A addresses (RFC 7672 §2.1.1): a match is sent
+    authenticated, a mismatch deferred;
 17. 40 TLSA records of which only the last two are DANE-EE: all are kept
     (match: authenticated; no match: deferred).
 
@@ -406,6 +409,22 @@ def main():
                   f"13: literal route to a secure host: DANE, mx_level stays none "
                   f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
                   f"{e.get('tls_level')}: {e.get('reply')})")
+
+            # 15. bogus AAAA next to a secure A RRset: DANE with the A family
+            r.send("s@snd.test", ["a@v6ok.secure.test"], msg("s15a"))
+            e = first_delivery(r, "a@v6ok.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx6ok.secure.test"
+                  and e.get("mx_level") == "dnssec" and e.get("tls_level") == "authenticated",
+                  f"15: secure A, bogus AAAA, TLSA match: sent authenticated "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')}: "
+                  f"{e.get('reply')})")
+            r.send("s@snd.test", ["a@v6bad.secure.test"], msg("s15b"))
+            e = first_delivery(r, "a@v6bad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"15: secure A, bogus AAAA, TLSA mismatch: deferred 4.7.5 "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mx6bad.secure.test"].messages,
+                  "15: the mismatching host (PKIX-valid certificate) got nothing")
 
             # 17. 40 TLSA records, the DANE-EE ones last
             r.send("s@snd.test", ["a@big.secure.test"], msg("s17a"))
