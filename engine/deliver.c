@@ -804,6 +804,9 @@ static void attempt_connect(struct attempt *a) {
           dc->local_ip.text ? (const struct sockaddr *)&dc->local_ip.sa : NULL,
       .tls_ctx = r->client_tls,
       .starttls = !a->plaintext,
+      /* The TLSA base domain where DANE records were found (RFC 7672
+       * §8.1), else the MX host name. */
+      .sni = a->req.sni[0] ? a->req.sni : NULL,
   };
   struct sockaddr_storage *sa = &a->addrs[a->ai];
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)

@@ -70,6 +70,7 @@ struct smtp_client {
 
   uint64_t connect_to, command_to, data_to;
   char *helo_name, *mx_name, *session_key;
+  char *sni; /* NULL: mx_name */
   struct sockaddr_storage local_addr;
   bool has_local;
   struct sockaddr_storage peer;
@@ -297,6 +298,7 @@ static void free_client(struct smtp_client *c) {
   free(c->cur_env);
   free(c->helo_name);
   free(c->mx_name);
+  free(c->sni);
   free(c->session_key);
   free(c);
 }
@@ -669,6 +671,9 @@ static void start_tls(struct smtp_client *c) {
   }
   int rc = tls_conn_new(&c->tls, c->tls_ctx, (uv_stream_t *)&c->tcp, c->mx_name,
                         c->session_key);
+  if (rc == 0 && c->sni) {
+    rc = tls_conn_set_sni(c->tls, c->sni);
+  }
   if (rc == 0) {
     set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
     rc = tls_conn_handshake(c->tls, on_handshake, c);
@@ -1636,13 +1641,14 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   size_t mxlen = strlen(mx_name);
   c->helo_name = strdup(opts->helo_name);
   c->mx_name = strdup(mx_name);
+  c->sni = opts->sni && opts->sni[0] ? strdup(opts->sni) : NULL;
   c->session_key = malloc(mxlen + 16);
   c->rbuf = malloc(RBUF_CAP);
   c->raw = malloc(RAW_CAP);
   c->cmdcap = 1024;
   c->cmd = malloc(c->cmdcap);
   if (!c->helo_name || !c->mx_name || !c->session_key || !c->rbuf || !c->raw ||
-      !c->cmd) {
+      !c->cmd || (opts->sni && opts->sni[0] && !c->sni)) {
     free_client(c);
     return POSTERN_ENOMEM;
   }

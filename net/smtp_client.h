@@ -124,6 +124,10 @@ struct smtp_client_opts {
   struct tls_ctx *tls_ctx;
   /* Use STARTTLS when the server offers it and tls_ctx is set. */
   bool starttls;
+  /* The TLS server name to send (SNI); NULL: mx_name. Under DANE it is
+   * the TLSA base domain (RFC 7672 §8.1); the certificate name checked
+   * stays mx_name. Copied. */
+  const char *sni;
 };
 
 /* The outcome of a STARTTLS attempt, for the policy layer and logs. */
@@ -252,10 +256,10 @@ typedef void (*smtp_client_close_cb)(struct smtp_client *c, void *arg);
 
 /*
  * Starts a session with `addr` (IPv4 or IPv6, port included). `mx_name` is
- * the MX host name: TLS SNI, certificate name and session cache key (with
- * the port). `opts` and the strings are copied (tls_ctx is borrowed).
- * Returns 0 and sets *out (ready_cb will run, later), or POSTERN_EINVAL /
- * POSTERN_ENOMEM with nothing to close.
+ * the MX host name: the certificate name, the TLS SNI unless opts->sni
+ * says otherwise, and part of the session cache key. `opts` and the strings are
+ * copied (tls_ctx is borrowed). Returns 0 and sets *out (ready_cb will run,
+ * later), or POSTERN_EINVAL / POSTERN_ENOMEM with nothing to close.
  */
 int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
                         const struct smtp_client_opts *opts,

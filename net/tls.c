@@ -382,6 +382,30 @@ nomem:
   return POSTERN_ENOMEM;
 }
 
+int tls_conn_set_sni(struct tls_conn *t, const char *sni) {
+  if (!t || !sni || t->ctx->server) {
+    return POSTERN_EINVAL;
+  }
+  if (t->state != TLS_CONN_NEW) {
+    return POSTERN_ESTATE;
+  }
+  size_t n = strlen(sni);
+  if (n > 0 && sni[n - 1] == '.') {
+    n--;
+  }
+  if (n == 0 || n > 253) {
+    return POSTERN_EINVAL;
+  }
+  char *name = strndup(sni, n);
+  if (!name) {
+    return POSTERN_ENOMEM;
+  }
+  int ok = SSL_set_tlsext_host_name(t->ssl, name);
+  free(name);
+  ERR_clear_error();
+  return ok == 1 ? 0 : POSTERN_ENOMEM;
+}
+
 void tls_conn_free(struct tls_conn *t) {
   if (!t) {
     return;

@@ -97,8 +97,9 @@ size_t tls_ctx_session_count(struct tls_ctx *ctx);
 
 /*
  * A connection on `stream` (borrowed: it must outlive the tls_conn).
- *  - client contexts: `server_name` is both the SNI and the name verified
- *    (a trailing dot is ignored); `session_key` (e.g. "mx.example.org:25",
+ *  - client contexts: `server_name` is the name verified and, unless
+ *    tls_conn_set_sni() says otherwise, the SNI (a trailing dot is
+ *    ignored); `session_key` (e.g. "mx.example.org:25",
  *    NULL = no resumption) selects the cached session to offer and where a
  *    new one is stored.
  *  - server contexts: both must be NULL.
@@ -107,6 +108,17 @@ size_t tls_ctx_session_count(struct tls_ctx *ctx);
 int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
                  uv_stream_t *stream, const char *server_name,
                  const char *session_key);
+
+/*
+ * Client connections, before tls_conn_handshake(): sends `sni` as the
+ * server name (SNI) instead of the verification name given to
+ * tls_conn_new(), which stays the name the certificate is checked against.
+ * Under DANE the SNI is the TLSA base domain (RFC 7672 §8.1) while PKIX
+ * checks the MX host name. A trailing dot is ignored; the string is
+ * copied. Errors: POSTERN_EINVAL (server connection, empty or over-long
+ * name), POSTERN_ESTATE (handshake started), POSTERN_ENOMEM.
+ */
+int tls_conn_set_sni(struct tls_conn *t, const char *sni);
 
 /*
  * Frees the connection. Call it from the stream's close_cb (libuv has then

@@ -145,6 +145,44 @@ int policy_tlsa_from_rdata(const uint8_t *rdata, size_t len,
  */
 bool policy_tlsa_usable(const struct policy_tlsa *rec);
 
+/*
+ * What DNS said about an MX host, for choosing where its TLSA records are
+ * looked up. Strings are borrowed for the call.
+ */
+struct policy_dane_host {
+  const char *host;      /* the MX host name */
+  const char *canonical; /* after CNAME expansion; NULL or "": host */
+  /* The name is the mail host by DNSSEC or by configuration: from a
+   * validated MX RRset, a validated denial of one (implicit MX), or a host
+   * a `[host]` route names (RFC 7672 §2.2.1, §2.2.2). */
+  bool name_authenticated;
+  /* The address RRsets used, and the whole CNAME chain leading to them,
+   * validated (dns_host_select). */
+  bool addrs_authenticated;
+  /* The host's own CNAME RRset - the first link of the chain - validated
+   * (asked for explicitly: a CNAME query is answered by the alias itself),
+   * while the addresses at the end of the chain did not. */
+  bool cname_authenticated;
+};
+
+/*
+ * Where to look for an MX host's TLSA records (RFC 7672 §2.2.2 as Viktor
+ * Dukhovni states it): the host is in a signed zone when its address
+ * records are secure, or result from a CNAME chain whose first link is
+ * secure.
+ *  - whole chain secure (addrs_authenticated): the expanded name first,
+ *    then the original name when the two differ;
+ *  - only the first link secure (a CNAME into an unsigned zone): the
+ *    original name only;
+ *  - otherwise, or when the name itself is not authenticated: nowhere (no
+ *    DANE).
+ * Names compare without regard to case and a trailing dot. Writes the
+ * names to try, in order, into out[] (pointers to h->host or
+ * h->canonical) and returns how many (0, 1 or 2).
+ */
+size_t policy_dane_tlsa_bases(const struct policy_dane_host *h,
+                              const char *out[2]);
+
 /* A certificate of the peer's chain in DER; `der` is borrowed. */
 struct policy_dane_cert {
   const uint8_t *der;
@@ -410,8 +448,10 @@ struct policy_mx_verdict {
 /* A candidate whose addresses were looked up, about to be connected. */
 struct policy_host {
   const struct policy_mx *mx;
-  bool addrs_authenticated; /* A/AAAA answers were authenticated */
-  const char *canonical;    /* host name after CNAME expansion */
+  /* The address RRsets the engine connects to validated, with the CNAME
+   * chain leading to them (dns_host_select). */
+  bool addrs_authenticated;
+  const char *canonical; /* host name after CNAME expansion */
 };
 
 /* What must hold before connecting (after prepare_conn). */
@@ -422,6 +462,10 @@ struct policy_conn_req {
   /* A DANE TLSA RRset usable for this host governs certificate checks:
    * other modules then skip PKIX (RFC 8461 §2). */
   bool dane_usable;
+  /* The TLS server name to send (SNI): the TLSA base domain where DANE
+   * records were found (RFC 7672 §8.1), "" for the MX host name. The
+   * certificate name PKIX checks stays the MX host name. */
+  char sni[256];
   struct policy_result result; /* TEMPFAIL: skip this host (lookup failed) */
 };
 

@@ -74,6 +74,41 @@ int policy_tlsa_from_rdata(const uint8_t *rdata, size_t len,
   return 0;
 }
 
+/* Whether two host names are the same name (case, one trailing dot). */
+static bool same_name(const char *a, const char *b) {
+  char na[256], nb[256];
+  int la = policy__name_norm(a, strlen(a), na, sizeof na);
+  int lb = policy__name_norm(b, strlen(b), nb, sizeof nb);
+  if (la < 0 || lb < 0)
+    return strcmp(a, b) == 0;
+  return strcmp(na, nb) == 0;
+}
+
+size_t policy_dane_tlsa_bases(const struct policy_dane_host *h,
+                              const char *out[2]) {
+  if (h == NULL || out == NULL || h->host == NULL || h->host[0] == '\0' ||
+      !h->name_authenticated)
+    return 0;
+  const char *canonical =
+      h->canonical && h->canonical[0] ? h->canonical : h->host;
+  bool aliased = !same_name(canonical, h->host);
+  if (h->addrs_authenticated) {
+    size_t n = 0;
+    if (aliased)
+      out[n++] = canonical;
+    out[n++] = h->host;
+    return n;
+  }
+  /* A secure alias into an unsigned zone: the original name is in a
+   * signed zone, the expanded one is not, so only the original name's
+   * TLSA records can be trusted. */
+  if (aliased && h->cname_authenticated) {
+    out[0] = h->host;
+    return 1;
+  }
+  return 0;
+}
+
 /* Parses the whole of `der` as one certificate; NULL if it is anything else. */
 static X509 *cert_parse(const uint8_t *der, size_t len) {
   if (der == NULL || len == 0 || len > LONG_MAX)

@@ -896,6 +896,59 @@ static void test_truncated_chains(void **state) {
   OPENSSL_free(data);
 }
 
+/* ---- where TLSA records are looked up (RFC 7672 §2.2.2) ---- */
+
+static void test_tlsa_bases(void **state) {
+  (void)state;
+  static const struct {
+    const char *what;
+    const char *host, *canonical;
+    bool name, addrs, cname;
+    const char *first, *second; /* NULL: no such name */
+  } cases[] = {
+      {"no alias, secure", "mx.a.test", "mx.a.test", true, true, false,
+       "mx.a.test", NULL},
+      {"no alias, canonical NULL", "mx.a.test", NULL, true, true, false,
+       "mx.a.test", NULL},
+      {"no alias, case and dot differ", "MX.a.test.", "mx.a.test", true, true,
+       false, "MX.a.test.", NULL},
+      {"no alias, insecure addresses", "mx.a.test", "mx.a.test", true, false,
+       false, NULL, NULL},
+      {"no alias, a secure CNAME cannot exist", "mx.a.test", "mx.a.test", true,
+       false, true, NULL, NULL},
+      {"secure chain: expanded, then original", "alias.a.test", "mx.b.test",
+       true, true, false, "mx.b.test", "alias.a.test"},
+      {"secure chain, CNAME also secure", "alias.a.test", "mx.b.test", true,
+       true, true, "mx.b.test", "alias.a.test"},
+      {"secure first link into an unsigned zone: original only", "alias.a.test",
+       "mx.plain.test", true, false, true, "alias.a.test", NULL},
+      {"insecure first link", "alias.plain.test", "mx.a.test", true, false,
+       false, NULL, NULL},
+      {"name not authenticated (insecure MX RRset)", "mx.a.test", "mx.a.test",
+       false, true, false, NULL, NULL},
+      {"name not authenticated, secure alias", "alias.a.test", "mx.plain.test",
+       false, false, true, NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct policy_dane_host h = {.host = cases[i].host,
+                                 .canonical = cases[i].canonical,
+                                 .name_authenticated = cases[i].name,
+                                 .addrs_authenticated = cases[i].addrs,
+                                 .cname_authenticated = cases[i].cname};
+    const char *out[2] = {NULL, NULL};
+    size_t n = policy_dane_tlsa_bases(&h, out);
+    size_t want = cases[i].first ? (cases[i].second ? 2 : 1) : 0;
+    if (n != want)
+      fail_msg("%s: %zu names, want %zu", cases[i].what, n, want);
+    if (want >= 1 && strcmp(out[0], cases[i].first) != 0)
+      fail_msg("%s: first %s", cases[i].what, out[0]);
+    if (want == 2 && strcmp(out[1], cases[i].second) != 0)
+      fail_msg("%s: second %s", cases[i].what, out[1]);
+  }
+  const char *out[2];
+  assert_int_equal(policy_dane_tlsa_bases(NULL, out), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dane_table),
@@ -905,6 +958,7 @@ int main(void) {
       cmocka_unit_test(test_usable_table),
       cmocka_unit_test(test_rdata),
       cmocka_unit_test(test_status_names),
+      cmocka_unit_test(test_tlsa_bases),
   };
   return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

@@ -31,6 +31,7 @@ struct side {
   struct tls_conn *t;
   struct tls_ctx *ctx;
   const char *name; /* client: verification name */
+  const char *sni;  /* client: SNI when not the name (tls_conn_set_sni) */
   bool is_client;
   bool raw_garbage; /* client: send plaintext instead of TLS */
   int hs_status;
@@ -184,10 +185,17 @@ static void on_connect(uv_connect_t *req, int status) {
   snprintf(key, sizeof key, "%.*s:25", (int)nl, s->name);
   assert_int_equal(
       tls_conn_new(&s->t, s->ctx, (uv_stream_t *)&s->tcp, s->name, key), 0);
+  if (s->sni) {
+    assert_int_equal(tls_conn_set_sni(s->t, s->sni), 0);
+  }
   assert_int_equal(tls_conn_handshake(s->t, on_hs, s), 0);
+  /* The SNI is fixed once the ClientHello is out. */
+  assert_int_equal(tls_conn_set_sni(s->t, "late.test"), POSTERN_ESTATE);
   /* Never synchronous: the server has not even answered yet. */
   assert_false(s->hs_done);
 }
+
+static const char *next_sni; /* the SNI of the next run_pair, or NULL */
 
 /* One client/server exchange on a fresh loop. */
 static void run_pair(struct tls_ctx *sctx, struct tls_ctx *cctx,
@@ -197,6 +205,8 @@ static void run_pair(struct tls_ctx *sctx, struct tls_ctx *cctx,
   h.server.ctx = sctx;
   h.client.ctx = cctx;
   h.client.name = name;
+  h.client.sni = next_sni;
+  next_sni = NULL;
   h.client.is_client = true;
   h.client.raw_garbage = garbage;
   uv_tcp_init(&h.loop, &h.listener);
@@ -274,6 +284,29 @@ static void test_handshake_verify_resume(void **state) {
   assert_non_null(strstr(h.client.verify.error, "does not match other.test"));
   assert_string_equal(h.client.got, "pong\n");
 
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
+static void test_sni_apart_from_name(void **state) {
+  /* Under DANE the SNI is the TLSA base domain (RFC 7672 §8.1) while the
+   * certificate is still checked against the MX host name. */
+  struct tls_ctx *sctx, *cctx;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CERT"),
+                                      env("TLS_TEST_KEY"), NULL, NULL, 0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  next_sni = "base.other.test.";
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_int_equal(h.client.hs_status, 0);
+  assert_true(h.client.verify.pkix_ok);
+  assert_true(h.client.verify.name_ok);
+  next_sni = "mx.test";
+  run_pair(sctx, cctx, "other.test", false);
+  assert_int_equal(h.client.hs_status, 0);
+  assert_false(h.client.verify.name_ok);
+  assert_non_null(strstr(h.client.verify.error, "does not match other.test"));
   tls_ctx_free(cctx);
   tls_ctx_free(sctx);
 }
@@ -371,6 +404,7 @@ static void test_ctx_errors(void **state) {
   assert_int_equal(tls_conn_new(&t, sctx, (uv_stream_t *)&tcp, "x", NULL),
                    POSTERN_EINVAL);
   assert_int_equal(tls_conn_new(&t, sctx, (uv_stream_t *)&tcp, NULL, NULL), 0);
+  assert_int_equal(tls_conn_set_sni(t, "mx.test"), POSTERN_EINVAL);
   uv_buf_t b = uv_buf_init("x", 1);
   assert_int_equal(tls_conn_write(t, &b, 1, NULL, NULL), POSTERN_ESTATE);
   assert_int_equal(tls_conn_peer_chain_len(t), 0);
@@ -385,6 +419,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN); /* as every libuv program writing to peers */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handshake_verify_resume),
+      cmocka_unit_test(test_sni_apart_from_name),
       cmocka_unit_test(test_untrusted_root),
       cmocka_unit_test(test_cn_only_certificate),
       cmocka_unit_test(test_garbage_client_hello),

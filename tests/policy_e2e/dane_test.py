@@ -40,6 +40,10 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
 15. an MX host whose A RRset is secure and whose AAAA RRset is bogus: DANE
     still applies with the A addresses (RFC 7672 §2.1.1): a match is sent
     authenticated, a mismatch deferred;
+16. a secure CNAME from the signed zone into the unsigned one with TLSA
+    records at the original name (RFC 7672 §2.2.2): DANE applies (match:
+    sent authenticated; mismatch: deferred) and the SNI is the TLSA base
+    domain (§8.1), also in scenario 6 where that is the expanded name;
 17. 40 TLSA records of which only the last two are DANE-EE: all are kept
     (match: authenticated; no match: deferred).
 
@@ -343,6 +347,10 @@ def main():
                       and x.get("base_domain") == "mxgood.secure.test"
                       for x in r.events()),
                   "6: TLSA base domain is the expanded name")
+            sess = peers["mxgood.secure.test"].tls_sessions
+            check(sess and sess[-1]["sni"] == "mxgood.secure.test",
+                  "6: the SNI is the TLSA base domain, not the MX name (RFC 7672 "
+                  f"§8.1) ({sess[-1]['sni'] if sess else None})")
             # 8. implicit MX: no MX records, validated denial
             r.send("s@snd.test", ["a@imp.secure.test"], msg("s8"))
             e = first_delivery(r, "a@imp.secure.test")
@@ -425,6 +433,29 @@ def main():
                   f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
             check(not peers["mx6bad.secure.test"].messages,
                   "15: the mismatching host (PKIX-valid certificate) got nothing")
+
+            # 16. secure CNAME into the unsigned zone, TLSA at the original name
+            r.send("s@snd.test", ["a@cn7.secure.test"], msg("s16a"))
+            e = first_delivery(r, "a@cn7.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "calias.secure.test"
+                  and e.get("tls_level") == "authenticated",
+                  f"16: secure CNAME into an unsigned zone, TLSA at the original name: "
+                  f"sent authenticated ({e.get('status')} {e.get('mx')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "dane_ok" and x.get("host") == "calias.secure.test"
+                      and x.get("base_domain") == "calias.secure.test"
+                      for x in r.events()),
+                  "16: TLSA base domain is the original name")
+            sess = peers["mxc.plain.test"].tls_sessions
+            check(sess and sess[-1]["sni"] == "calias.secure.test",
+                  f"16: SNI is the TLSA base domain ({sess[-1]['sni'] if sess else None})")
+            r.send("s@snd.test", ["a@cn7bad.secure.test"], msg("s16b"))
+            e = first_delivery(r, "a@cn7bad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"16: secure CNAME, TLSA mismatch at the original name: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mxc2.plain.test"].messages,
+                  "16: the mismatching CNAME target got nothing")
 
             # 17. 40 TLSA records, the DANE-EE ones last
             r.send("s@snd.test", ["a@big.secure.test"], msg("s17a"))
