@@ -807,6 +807,8 @@ static void attempt_connect(struct attempt *a) {
       /* The TLSA base domain where DANE records were found (RFC 7672
        * §8.1), else the MX host name. */
       .sni = a->req.sni[0] ? a->req.sni : NULL,
+      /* Sessions are cached per policy (TLSA RRset digest, or PKIX). */
+      .session_policy = a->req.tls_policy[0] ? a->req.tls_policy : NULL,
   };
   struct sockaddr_storage *sa = &a->addrs[a->ai];
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)
@@ -967,6 +969,9 @@ static void on_ready(struct smtp_client *c, int status,
              f->tls_error ? f->tls_error : "");
   }
   if (v.result.outcome != POLICY_OK) {
+    /* A session the policy rejected is never offered again: resuming it
+     * would bring back the chain that just failed. */
+    smtp_client_forget_tls_session(c);
     smtp_client_close(c, client_closed_free, r);
     attempt_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status, "%s",
                  v.result.reason);

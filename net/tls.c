@@ -182,6 +182,91 @@ static SSL_SESSION *session_lookup(struct tls_ctx *ctx, const char *key) {
   return s;
 }
 
+/* Removes cache entry i; the caller holds the lock. Order does not matter
+ * (eviction goes by stamp). */
+static void cache_remove(struct tls_ctx *ctx, size_t i) {
+  free(ctx->cache[i].key);
+  SSL_SESSION_free(ctx->cache[i].sess);
+  ctx->cache[i] = ctx->cache[--ctx->cache_len];
+  memset(&ctx->cache[ctx->cache_len], 0, sizeof ctx->cache[0]);
+}
+
+void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key) {
+  if (!ctx || !key) {
+    return;
+  }
+  pthread_mutex_lock(&ctx->lock);
+  for (size_t i = 0; i < ctx->cache_len; i++) {
+    if (strcmp(ctx->cache[i].key, key) == 0) {
+      cache_remove(ctx, i);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&ctx->lock);
+}
+
+void tls_conn_forget_session(struct tls_conn *t) {
+  if (!t || t->ctx->server || !t->session_key) {
+    return;
+  }
+  tls_ctx_session_drop(t->ctx, t->session_key);
+  /* new_session_cb stores nothing for a connection without a key. */
+  free(t->session_key);
+  t->session_key = NULL;
+}
+
+/* Appends `s` (or `def` when s is NULL or empty) to out at *n, lower-cased
+ * and without a trailing dot when `name`. Returns 0 or a POSTERN_E* code. */
+static int key_part(char *out, size_t cap, size_t *n, const char *s,
+                    const char *def, bool name) {
+  if (!s || !s[0]) {
+    s = def;
+  }
+  size_t len = strlen(s);
+  if (name && len > 1 && s[len - 1] == '.') {
+    len--;
+  }
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= ' ' || c == '|' || c == 0x7f) {
+      return POSTERN_EINVAL;
+    }
+    if (*n + 1 >= cap) {
+      return POSTERN_ERANGE;
+    }
+    out[(*n)++] = (char)(name && c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  out[*n] = '\0';
+  return 0;
+}
+
+int tls_session_key(const struct tls_session_id *id, char *out, size_t cap) {
+  if (!id || !out || cap == 0 || !id->name || !id->name[0]) {
+    return POSTERN_EINVAL;
+  }
+  size_t n = 0;
+  char port[16];
+  snprintf(port, sizeof port, "|%u|", (unsigned)id->port);
+  int rc = key_part(out, cap, &n, id->name, NULL, true);
+  if (rc == 0) {
+    if (n + strlen(port) >= cap) {
+      return POSTERN_ERANGE;
+    }
+    memcpy(out + n, port, strlen(port) + 1);
+    n += strlen(port);
+    rc = key_part(out, cap, &n, id->sni, id->name, true);
+  }
+  if (rc == 0) {
+    if (n + 2 >= cap) {
+      return POSTERN_ERANGE;
+    }
+    out[n++] = '|';
+    out[n] = '\0';
+    rc = key_part(out, cap, &n, id->policy, "pkix", false);
+  }
+  return rc;
+}
+
 size_t tls_ctx_session_count(struct tls_ctx *ctx) {
   pthread_mutex_lock(&ctx->lock);
   size_t n = 0;

@@ -96,6 +96,37 @@ void tls_ctx_free(struct tls_ctx *ctx);
 size_t tls_ctx_session_count(struct tls_ctx *ctx);
 
 /*
+ * What the verdict on a server's certificate depends on besides the chain
+ * itself. A resumed session carries the chain of the handshake that made
+ * it, so a session may only be offered where the same checks would judge
+ * that chain the same way: the cache key is made of all of this.
+ */
+struct tls_session_id {
+  const char *name; /* the name the certificate is checked against (MX) */
+  uint16_t port;
+  const char *sni; /* the server name sent; NULL or "": name */
+  /* What governs authentication, e.g. "dane:<hex digest of the TLSA
+   * RRset and its base domain>"; NULL or "": PKIX. */
+  const char *policy;
+};
+
+/* Longest key tls_session_key() writes, with its NUL. */
+#define TLS_SESSION_KEY_MAX 640
+
+/*
+ * Writes the session cache key for `id` into `out` (`cap` bytes): names
+ * lower-cased and without a trailing dot ("MX.Example.org." and
+ * "mx.example.org" are one host), the SNI spelled out even when it is the
+ * name, PKIX written "pkix". Pure. Errors: POSTERN_EINVAL (NULL or empty
+ * name; a '|', space or control character in a field, which could make
+ * two ids one key), POSTERN_ERANGE (does not fit `cap`).
+ */
+int tls_session_key(const struct tls_session_id *id, char *out, size_t cap);
+
+/* Removes the session cached under `key`, if any. Thread-safe. */
+void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key);
+
+/*
  * A connection on `stream` (borrowed: it must outlive the tls_conn).
  *  - client contexts: `server_name` is the name verified and, unless
  *    tls_conn_set_sni() says otherwise, the SNI (a trailing dot is
@@ -180,14 +211,26 @@ int tls_conn_shutdown(struct tls_conn *t);
 /* The last failure reason, "" if none. Valid until the next call on t. */
 const char *tls_conn_error(const struct tls_conn *t);
 
+/*
+ * Client connections: the policy rejected this session. Drops the session
+ * cached under this connection's key (the one offered, or one this
+ * handshake stored) and stores none this connection still receives (TLS
+ * 1.3 tickets arrive after the handshake), so that a session whose policy
+ * check failed is never offered again. Harmless on any connection.
+ */
+void tls_conn_forget_session(struct tls_conn *t);
+
 /* After a successful handshake: "TLSv1.3", cipher name, whether the session
  * was resumed. Static strings. */
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);
 bool tls_conn_session_reused(const struct tls_conn *t);
 
-/* What the server's certificate proved, computed once after the
- * handshake (client connections only). */
+/* What the server's certificate proved, computed once after every
+ * handshake (client connections only), resumed or not: a resumed session
+ * is judged on the chain it carries, which is also what
+ * tls_conn_peer_cert_der() returns, so the caller's policy check runs on
+ * every session. */
 struct tls_verify {
   bool pkix_ok;  /* chain leads to a ca_file root, dates and usage valid */
   bool name_ok;  /* a DNS-ID of the leaf matches server_name (RFC 6125) */

@@ -183,6 +183,19 @@ struct policy_dane_host {
 size_t policy_dane_tlsa_bases(const struct policy_dane_host *h,
                               const char *out[2]);
 
+/*
+ * SHA-256 over a TLSA RRset and its base domain, independent of the order
+ * the records came in (DNS does not keep one) and of the base domain's case
+ * and trailing dot: two answers get the same digest exactly when they hold
+ * the same records for the same name. It keys cached TLS sessions by the
+ * DANE policy that judged them, so that after a TLSA rollover no session
+ * made under the old records is offered. Records are borrowed for the
+ * call. Returns 0, or POSTERN_EINVAL (NULL arguments, a base domain that
+ * is not a name), POSTERN_ENOMEM.
+ */
+int policy_tlsa_rrset_digest(const struct policy_tlsa *recs, size_t nrecs,
+                             const char *base, uint8_t out[32]);
+
 /* A certificate of the peer's chain in DER; `der` is borrowed. */
 struct policy_dane_cert {
   const uint8_t *der;
@@ -466,6 +479,10 @@ struct policy_conn_req {
    * records were found (RFC 7672 §8.1), "" for the MX host name. The
    * certificate name PKIX checks stays the MX host name. */
   char sni[256];
+  /* What governs the certificate verdict, for the TLS session cache key
+   * (tls_session_id.policy): "dane:<hex policy_tlsa_rrset_digest>" where
+   * secure TLSA records were found, "" for PKIX. */
+  char tls_policy[80];
   struct policy_result result; /* TEMPFAIL: skip this host (lookup failed) */
 };
 

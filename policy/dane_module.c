@@ -254,7 +254,21 @@ static void on_tlsa(const struct dns_answer *a, void *arg) {
         return;
       }
       snprintf(dc->base, sizeof dc->base, "%s", looked);
+      uint8_t digest[32];
+      rc = policy_tlsa_rrset_digest(dc->rec, dc->nrec, dc->base, digest);
+      if (rc != 0) {
+        finish_tempfail(dc, "keeping the TLSA records of", qname,
+                        postern_strerror(rc));
+        return;
+      }
       dc->present = true;
+      /* TLS sessions are cached per TLSA RRset: after a rollover no
+       * session made under the old records (carrying the old chain) is
+       * offered. */
+      char *tp = dc->req->tls_policy;
+      memcpy(tp, "dane:", 5);
+      for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(tp + 5 + 2 * i, 3, "%02x", digest[i]);
       /* §2.2: secure TLSA records make TLS mandatory, usable or not. */
       dc->req->tls_required = true;
       dc->req->dane_usable = dc->usable;

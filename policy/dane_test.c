@@ -896,6 +896,52 @@ static void test_truncated_chains(void **state) {
   OPENSSL_free(data);
 }
 
+/* ---- the TLSA RRset digest that keys cached TLS sessions ---- */
+
+static void test_rrset_digest(void **state) {
+  (void)state;
+  static const uint8_t d1[32] = {1}, d2[32] = {2};
+  static const uint8_t c1[3] = {0xaa, 0xbb, 0xcc};
+  const struct policy_tlsa a = {3, 1, 1, d1, 32}, b = {2, 0, 1, d2, 32},
+                           c = {3, 0, 0, c1, 3}, c_short = {3, 0, 0, c1, 2},
+                           a_sel = {3, 0, 1, d1, 32};
+  const struct {
+    const char *what;
+    struct policy_tlsa recs[3];
+    size_t n;
+    const char *base;
+  } sets[] = {
+      /* 0..3: the same RRset for the same name */
+      {"a b c", {a, b, c}, 3, "mx.test"},
+      {"c a b", {c, a, b}, 3, "mx.test"},
+      {"b c a, name in capitals with a dot", {b, c, a}, 3, "MX.Test."},
+      {"c b a", {c, b, a}, 3, "mx.test"},
+      /* 4..: each different from all the others */
+      {"another base domain", {a, b, c}, 3, "alias.test"},
+      {"one record fewer", {a, b}, 2, "mx.test"},
+      {"shorter data", {a, b, c_short}, 3, "mx.test"},
+      {"another selector", {a_sel, b, c}, 3, "mx.test"},
+      {"no records", {a}, 0, "mx.test"},
+  };
+  enum { SAME = 4 };
+  uint8_t dig[sizeof sets / sizeof sets[0]][32];
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+    assert_int_equal(
+        policy_tlsa_rrset_digest(sets[i].recs, sets[i].n, sets[i].base, dig[i]),
+        0);
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+    for (size_t k = i + 1; k < sizeof sets / sizeof sets[0]; k++) {
+      bool equal = memcmp(dig[i], dig[k], 32) == 0;
+      if (equal != (i < SAME && k < SAME))
+        fail_msg("%s vs %s: digests %s", sets[i].what, sets[k].what,
+                 equal ? "equal" : "differ");
+    }
+  uint8_t out[32];
+  assert_int_equal(policy_tlsa_rrset_digest(&a, 1, "", out), POSTERN_EINVAL);
+  assert_int_equal(policy_tlsa_rrset_digest(NULL, 1, "mx.test", out),
+                   POSTERN_EINVAL);
+}
+
 /* ---- where TLSA records are looked up (RFC 7672 §2.2.2) ---- */
 
 static void test_tlsa_bases(void **state) {
@@ -959,6 +1005,7 @@ int main(void) {
       cmocka_unit_test(test_rdata),
       cmocka_unit_test(test_status_names),
       cmocka_unit_test(test_tlsa_bases),
+      cmocka_unit_test(test_rrset_digest),
   };
   return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
