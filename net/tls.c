@@ -12,8 +12,12 @@
  *    threads (SSL_CTX and X509_STORE are thread-safe; the session cache has
  *    its own mutex);
  *  - client certificate checks never fail the handshake (verify mode NONE);
- *    they run once when the handshake completes and their result is stored
- *    for the caller, who decides (PKIX here, DANE in the policy layer);
+ *    they run once when the handshake completes - resumed or not, on the
+ *    chain the session carries - and their result is stored for the
+ *    caller, who decides (PKIX here, DANE in the policy layer);
+ *  - client sessions are cached under a key naming everything that verdict
+ *    depends on (tls_session_key); a connection whose session the caller
+ *    rejected drops it and stores no later ticket (tls_conn_forget_session);
  *  - the handshake callback runs only from tls_conn_feed(), i.e. from the
  *    owner's read callback, never from the call that started the handshake;
  *  - each write request owns its ciphertext and frees it in its callback;
@@ -309,7 +313,7 @@ static int ctx_alloc(struct tls_ctx **out, bool server,
       tls_ctx_free(ctx);
       return POSTERN_ENOMEM;
     }
-    /* We keep the sessions ourselves, keyed by host:port, because the
+    /* We keep the sessions ourselves, keyed by tls_session_key(), as the
      * internal cache is keyed by session id and useless to a client. */
     SSL_CTX_set_session_cache_mode(
         ctx->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);

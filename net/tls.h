@@ -17,7 +17,8 @@
  *    never blocks and never touches the socket.
  *
  * Typical client use (STARTTLS, RFC 3207):
- *     tls_conn_new(&t, ctx, stream, "mx.example.org", "mx.example.org:25");
+ *     tls_session_key(&(struct tls_session_id){"mx.example.org", 25}, key,
+ * cap); tls_conn_new(&t, ctx, stream, "mx.example.org", key);
  *     tls_conn_handshake(t, on_hs, arg);     // ClientHello is written now
  *     read_cb: tls_conn_feed(t, buf, n);     // may call on_hs(t, status, arg)
  *              while ((n = tls_conn_read(t, out, cap)) > 0) consume(out, n);
@@ -64,7 +65,7 @@ struct tls_ctx_opts {
   /* Lowest protocol version: 0 means TLS 1.2 (0x0303). TLS1_3_VERSION
    * (0x0304) is also accepted; anything below 1.2 is refused (EINVAL). */
   uint16_t min_version;
-  /* Client: how many host:port sessions the resumption cache keeps
+  /* Client: how many sessions (one per tls_session_key) the cache keeps
    * (0 = 1024). Oldest entries are evicted first. Ignored for servers. */
   size_t session_cache_size;
 };
@@ -130,7 +131,7 @@ void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key);
  * A connection on `stream` (borrowed: it must outlive the tls_conn).
  *  - client contexts: `server_name` is the name verified and, unless
  *    tls_conn_set_sni() says otherwise, the SNI (a trailing dot is
- *    ignored); `session_key` (e.g. "mx.example.org:25",
+ *    ignored); `session_key` (from tls_session_key(),
  *    NULL = no resumption) selects the cached session to offer and where a
  *    new one is stored.
  *  - server contexts: both must be NULL.
