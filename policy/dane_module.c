@@ -6,8 +6,11 @@
  * against it with policy_dane_verify (dane.c).
  *
  * Which hosts get a TLSA lookup (RFC 7672 §2.2):
- *  - the host's address records must be authenticated (§2.2.2: an insecure
- *    A/AAAA answer, or an insecure CNAME leading to it, means no DANE);
+ *  - the host must be in a signed zone: the address records the engine
+ *    connects to validated (the engine judges A and AAAA apart and drops a
+ *    failed or bogus family, §2.1.1, dns_host_select), or they were reached
+ *    through a CNAME chain whose first link validated (Aliases, below); an
+ *    insecure answer or an insecure first link means no DANE (§2.2.2);
  *  - its name must be authenticated as the mail host: from a validated MX
  *    RRset (§2.2.1), as an implicit MX whose MX denial validated, or as a
  *    host the configuration names directly (a `[host]` route, no MX
