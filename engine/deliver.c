@@ -11,8 +11,10 @@
  *   check_conn (TLS level) -> deliver, or close and try the next candidate.
  * When no candidate is acceptable the jobs are deferred if anything failed
  * temporarily along the way, and bounced only when every failure was
- * permanent. A STARTTLS handshake failure is retried once in plaintext when
- * no policy requires TLS (opportunistic TLS, RFC 7435).
+ * permanent. A 5xx greeting or EHLO/HELO reply only skips its host (it
+ * comes before TLS and the policy check, so an attacker can inject it). A
+ * STARTTLS handshake failure is retried once in plaintext when no policy
+ * requires TLS (opportunistic TLS, RFC 7435).
  *
  * Ownership: a `struct dest` lives on its worker while it has jobs,
  * connections or attempts; an `attempt` owns its DNS queries, policy runs
@@ -802,6 +804,11 @@ static void attempt_connect(struct attempt *a) {
           dc->local_ip.text ? (const struct sockaddr *)&dc->local_ip.sa : NULL,
       .tls_ctx = r->client_tls,
       .starttls = !a->plaintext,
+      /* The TLSA base domain where DANE records were found (RFC 7672
+       * §8.1), else the MX host name. */
+      .sni = a->req.sni[0] ? a->req.sni : NULL,
+      /* Sessions are cached per policy (TLSA RRset digest, or PKIX). */
+      .session_policy = a->req.tls_policy[0] ? a->req.tls_policy : NULL,
   };
   struct sockaddr_storage *sa = &a->addrs[a->ai];
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)
@@ -855,7 +862,8 @@ static bool plaintext_acceptable(struct attempt *a) {
   struct policy_conn pc = {.host = a->mx.host,
                            .reached = POLICY_TLS_LEVEL_NONE,
                            .verify_error = "",
-                           .dane_usable = a->req.dane_usable};
+                           .dane_usable = a->req.dane_usable,
+                           .mx_level = a->mxv.level};
   struct policy_conn_verdict v;
   policy_chain_check_conn(a->crun, &pc, &v);
   return v.result.outcome == POLICY_OK;
@@ -892,9 +900,17 @@ static void on_ready(struct smtp_client *c, int status,
       }
       attempt_fail(a, true, "4.7.5", "TLS handshake with %s failed: %s",
                    a->mx.host, f && f->tls_error ? f->tls_error : "");
-    } else if (reply[0] && (reply[0] == '5')) {
-      attempt_fail(a, false, "5.0.0", "host %s[%s] refused: %s", a->mx.host,
-                   addr, reply);
+    } else if (reply[0] == '5') {
+      /* A 5xx greeting or EHLO/HELO reply arrived before the policy could
+       * judge the session - in plaintext, before STARTTLS, anybody on the
+       * path can send one. On its own it must never bounce mail to a
+       * domain whose policy (DANE, MTA-STS) promises that an active
+       * attacker can at most delay it: skip the host and try the next, as
+       * Postfix does (smtp_skip_5xx_greeting); with none left, defer. */
+      const struct smtp_reply *lr = f->last_reply;
+      attempt_fail(a, true, lr->has_enh ? lr->enh : "4.0.0",
+                   "host %s[%s] refused the session: %s", a->mx.host, addr,
+                   reply);
     } else if (reply[0]) {
       attempt_fail(a, true, "4.0.0", "host %s[%s] said: %s", a->mx.host, addr,
                    reply);
@@ -927,6 +943,7 @@ static void on_ready(struct smtp_client *c, int status,
       .chain_der = ders,
       .chain_der_len = lens,
       .dane_usable = a->req.dane_usable,
+      .mx_level = a->mxv.level,
   };
   if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
     smtp_client_close(c, client_closed_free, r);
@@ -943,6 +960,7 @@ static void on_ready(struct smtp_client *c, int status,
     pm->connected = true;
     snprintf(pm->tried_addr, sizeof pm->tried_addr, "%s", addr);
     pm->tls_level = v.level;
+    pm->mx_level = v.mx_level;
     snprintf(pm->tls_info, sizeof pm->tls_info, "starttls=%s%s%s%s%s%s%s",
              smtp_starttls_name(f->starttls), f->tls_version ? " " : "",
              f->tls_version ? f->tls_version : "", f->tls_cipher ? " " : "",
@@ -951,6 +969,9 @@ static void on_ready(struct smtp_client *c, int status,
              f->tls_error ? f->tls_error : "");
   }
   if (v.result.outcome != POLICY_OK) {
+    /* A session the policy rejected is never offered again: resuming it
+     * would bring back the chain that just failed. */
+    smtp_client_forget_tls_session(c);
     smtp_client_close(c, client_closed_free, r);
     attempt_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status, "%s",
                  v.result.reason);
@@ -980,7 +1001,8 @@ static void on_ready(struct smtp_client *c, int status,
   cn->c = c;
   snprintf(cn->mx, sizeof cn->mx, "%s", a->mx.host);
   snprintf(cn->addr, sizeof cn->addr, "%s", addr);
-  cn->mx_level = a->mxv.level;
+  /* Logged and counted: the levels the connection really had. */
+  cn->mx_level = v.mx_level;
   cn->tls_level = v.level;
   metrics_inc(METRICS_CONNECTIONS_OPENED);
   uv_timer_init(d->dw->loop, &cn->idle);
@@ -1086,16 +1108,25 @@ static void on_addrs(const struct dns_answer *ans, void *arg) {
     attempt_next_candidate(a);
     return;
   }
+  /* A family whose lookup failed or was bogus is dropped, never taken for
+   * "insecure": with a validated A RRset next to a bogus AAAA one, DANE
+   * applies to the A addresses alone (RFC 7672 §2.1.1). */
+  bool use[2];
+  a->addrs_authenticated = dns_host_select(ans, use);
   a->naddr = 0;
   uint16_t port = cand_port(a);
   for (size_t i = 0; i < ans->nrr && a->naddr < MAX_ADDRS; i++) {
     struct sockaddr_storage *ss = &a->addrs[a->naddr];
     memset(ss, 0, sizeof *ss);
-    if (ans->rr[i].type == DNS_T_A) {
+    uint16_t t = ans->rr[i].type;
+    if ((t == DNS_T_A && !use[DNS_FAMILY_A]) ||
+        (t == DNS_T_AAAA && !use[DNS_FAMILY_AAAA]))
+      continue;
+    if (t == DNS_T_A) {
       struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
       s4->sin_family = AF_INET;
       s4->sin_addr = ans->rr[i].u.a;
-    } else if (ans->rr[i].type == DNS_T_AAAA) {
+    } else if (t == DNS_T_AAAA) {
       struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
       s6->sin6_family = AF_INET6;
       s6->sin6_addr = ans->rr[i].u.aaaa;
@@ -1105,7 +1136,6 @@ static void on_addrs(const struct dns_answer *ans, void *arg) {
     set_port(ss, port);
     a->naddr++;
   }
-  a->addrs_authenticated = ans->authenticated;
   snprintf(a->canonical, sizeof a->canonical, "%s",
            ans->cname ? ans->cname : a->mx.host);
   prepare_conn(a);
@@ -1124,12 +1154,16 @@ static void attempt_next_candidate(struct attempt *a) {
   }
   struct candidate *cand = &a->cand[a->ci];
   snprintf(a->last_mx, sizeof a->last_mx, "%s", cand->host);
+  /* Only a host the configuration names directly ([host] route, no MX
+   * lookup) is a non-MX destination (RFC 7672 §2.2.2). A route whose
+   * target is looked up by MX is an ordinary MX lookup of that target: its
+   * hosts are authenticated by the MX RRset's AD bit alone (§2.2.1). */
   a->mx = (struct policy_mx){.domain = d->domain,
                              .host = cand->host,
                              .port = cand_port(a),
                              .mx_authenticated = a->mx_authenticated,
                              .implicit = cand->implicit,
-                             .routed = d->routed};
+                             .routed = d->routed && d->route.no_mx};
   policy_chain_check_mx(a->drun, &a->mx, &a->mxv);
   struct probe_mx *pm = probe_cur(a);
   if (pm) {

@@ -25,9 +25,11 @@ struct dns_resolver;
 struct probe_mx {
   char host[256];
   unsigned pref;
-  bool implicit;                 /* no MX records: the domain itself */
-  bool checked;                  /* check_mx ran */
-  enum policy_mx_level mx_level; /* as ranked by the chain */
+  bool implicit; /* no MX records: the domain itself */
+  bool checked;  /* check_mx ran */
+  /* As check_mx ranked it; once connected, the level the connection had
+   * (policy_conn_verdict.mx_level: DANE may raise it). */
+  enum policy_mx_level mx_level;
   size_t naddrs;
   char addrs[PROBE_MAX_ADDRS][64];
   bool addrs_authenticated;

@@ -716,6 +716,10 @@ static void host_merge(struct dns_query *hq, struct dns_answer *m) {
   m->qname = a->qname ? strdup(a->qname) : NULL;
   m->cname = a->cname ? strdup(a->cname) : NULL;
   m->cname_hops = a->cname_hops;
+  m->family[DNS_FAMILY_A] = (struct dns_family){
+      .status = a->status, .authenticated = a->authenticated};
+  m->family[DNS_FAMILY_AAAA] = (struct dns_family){
+      .status = b->status, .authenticated = b->authenticated};
   if (hq->canceled || a->status == DNS_CANCELED || b->status == DNS_CANCELED) {
     m->status = DNS_CANCELED;
     m->err = POSTERN_ECANCELED;

@@ -106,6 +106,16 @@ struct dns_rr {
   } u;
 };
 
+/* The two lookups of dns_resolve_host, as indexes of dns_answer.family. */
+enum dns_family_index { DNS_FAMILY_A = 0, DNS_FAMILY_AAAA = 1 };
+
+/* What one family's lookup of a host found. */
+struct dns_family {
+  enum dns_status status;
+  /* As dns_answer.authenticated, for this lookup alone. */
+  bool authenticated;
+};
+
 struct dns_answer {
   enum dns_status status;
   /* The same outcome as a code: 0 for ANSWER, POSTERN_EDNS_NXDOMAIN,
@@ -127,6 +137,11 @@ struct dns_answer {
   /* Host lookups only (dns_resolve_host): one of the two lookups failed
    * (TEMPFAIL/MALFORMED) while the other gave addresses. */
   bool partial;
+  /* Host lookups only: what the A ([DNS_FAMILY_A]) and the AAAA
+   * ([DNS_FAMILY_AAAA]) lookup found on their own, so that a failed or
+   * bogus family never makes the other look unauthenticated (RFC 7672
+   * §2.1.1; see dns_host_select). Zeroed for other lookups. */
+  struct dns_family family[2];
   /* The name asked, and the final canonical name after following the
    * CNAME chain in the answer (equal to qname when there was none). For
    * DANE the TLSA base domain is the canonical name when the chain is
@@ -253,11 +268,27 @@ int dns_query(struct dns_resolver *r, const char *name, uint16_t type,
  * gave addresses (`partial` set if the other failed); otherwise NXDOMAIN if
  * either said so, else the worse failure (MALFORMED, then TEMPFAIL), else
  * NODATA. `authenticated` only when both lookups were authenticated
- * answers or authenticated NODATA. ttl is the minimum of both. Same
- * contract and errors as dns_query().
+ * answers or authenticated NODATA; `family` says what each lookup found
+ * (use dns_host_select to decide what DANE may rely on). ttl is the minimum
+ * of both. Same contract and errors as dns_query().
  */
 int dns_resolve_host(struct dns_resolver *r, const char *name, dns_cb cb,
                      void *arg, struct dns_query **qp);
+
+/*
+ * Which addresses of a host lookup (dns_resolve_host) to connect to, and
+ * whether they are DNSSEC-authenticated, for DANE (RFC 7672 §2.1.1, §2.2):
+ * an indeterminate or bogus answer (TEMPFAIL, MALFORMED: what a validating
+ * resolver gives for bogus data) is never "insecure", so a family that
+ * validated is not downgraded by the other's failure.
+ *  - When at least one family is an authenticated ANSWER, only the
+ *    authenticated families are used (use[i] true for those) and the
+ *    result is true: DANE may apply, to those addresses only.
+ *  - Otherwise every family that gave an ANSWER is used and the result is
+ *    false (no DANE; a failed family has no addresses anyway).
+ * use[] is indexed by enum dns_family_index. Pure; `a` is only read.
+ */
+bool dns_host_select(const struct dns_answer *a, bool use[2]);
 
 /*
  * Cancels a lookup whose callback has not started yet: the callback runs

@@ -547,6 +547,17 @@ done:
   return a->err;
 }
 
+bool dns_host_select(const struct dns_answer *a, bool use[2]) {
+  bool secure[2], any_secure = false;
+  for (int i = 0; i < 2; i++) {
+    secure[i] = a->family[i].status == DNS_ANSWER && a->family[i].authenticated;
+    any_secure = any_secure || secure[i];
+  }
+  for (int i = 0; i < 2; i++)
+    use[i] = any_secure ? secure[i] : a->family[i].status == DNS_ANSWER;
+  return any_secure;
+}
+
 int dns_answer_parse(const unsigned char *pkt, size_t len, int qid,
                      const char *qname, uint16_t qtype, bool trust_ad,
                      struct dns_answer *out) {

@@ -70,6 +70,7 @@ struct smtp_client {
 
   uint64_t connect_to, command_to, data_to;
   char *helo_name, *mx_name, *session_key;
+  char *sni; /* NULL: mx_name */
   struct sockaddr_storage local_addr;
   bool has_local;
   struct sockaddr_storage peer;
@@ -297,6 +298,7 @@ static void free_client(struct smtp_client *c) {
   free(c->cur_env);
   free(c->helo_name);
   free(c->mx_name);
+  free(c->sni);
   free(c->session_key);
   free(c);
 }
@@ -669,6 +671,9 @@ static void start_tls(struct smtp_client *c) {
   }
   int rc = tls_conn_new(&c->tls, c->tls_ctx, (uv_stream_t *)&c->tcp, c->mx_name,
                         c->session_key);
+  if (rc == 0 && c->sni) {
+    rc = tls_conn_set_sni(c->tls, c->sni);
+  }
   if (rc == 0) {
     set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
     rc = tls_conn_handshake(c->tls, on_handshake, c);
@@ -1633,29 +1638,31 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
     memcpy(&c->local_addr, opts->local_addr, alen);
     c->has_local = true;
   }
-  size_t mxlen = strlen(mx_name);
   c->helo_name = strdup(opts->helo_name);
   c->mx_name = strdup(mx_name);
-  c->session_key = malloc(mxlen + 16);
+  c->sni = opts->sni && opts->sni[0] ? strdup(opts->sni) : NULL;
+  c->session_key = malloc(TLS_SESSION_KEY_MAX);
   c->rbuf = malloc(RBUF_CAP);
   c->raw = malloc(RAW_CAP);
   c->cmdcap = 1024;
   c->cmd = malloc(c->cmdcap);
   if (!c->helo_name || !c->mx_name || !c->session_key || !c->rbuf || !c->raw ||
-      !c->cmd) {
+      !c->cmd || (opts->sni && opts->sni[0] && !c->sni)) {
     free_client(c);
     return POSTERN_ENOMEM;
   }
-  /* Sessions are cached per MX name and port: the name is what the
-   * certificate was checked against. */
-  snprintf(c->session_key, mxlen + 16, "%s:%d", mx_name, port);
-  /* "MX.example.org." and "mx.example.org" are one host. */
-  for (char *p = c->session_key; *p && *p != ':'; p++) {
-    *p = (char)tolower((unsigned char)*p);
-    if (p[0] == '.' && p[1] == ':') {
-      memmove(p, p + 1, strlen(p + 1) + 1);
-      break;
-    }
+  /* Sessions are cached by everything the certificate verdict depends on:
+   * the name checked, the port, the SNI and what governs (PKIX, or DANE
+   * with a given TLSA RRset). A session made under another policy is then
+   * never offered, e.g. after a TLSA rollover. A name the key cannot
+   * hold just means no resumption. */
+  struct tls_session_id sid = {.name = mx_name,
+                               .port = (uint16_t)port,
+                               .sni = opts->sni,
+                               .policy = opts->session_policy};
+  if (tls_session_key(&sid, c->session_key, TLS_SESSION_KEY_MAX) != 0) {
+    free(c->session_key);
+    c->session_key = NULL;
   }
   c->facts.last_reply = &c->last_reply;
   c->facts.tls_error = c->tls_error;
@@ -1715,6 +1722,12 @@ void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
     }
   }
   close_all(c);
+}
+
+void smtp_client_forget_tls_session(struct smtp_client *c) {
+  if (c && c->tls) {
+    tls_conn_forget_session(c->tls);
+  }
 }
 
 enum smtp_client_state smtp_client_state(const struct smtp_client *c) {

@@ -124,6 +124,14 @@ struct smtp_client_opts {
   struct tls_ctx *tls_ctx;
   /* Use STARTTLS when the server offers it and tls_ctx is set. */
   bool starttls;
+  /* The TLS server name to send (SNI); NULL: mx_name. Under DANE it is
+   * the TLSA base domain (RFC 7672 §8.1); the certificate name checked
+   * stays mx_name. Copied. */
+  const char *sni;
+  /* What governs the certificate verdict (tls_session_id.policy): NULL
+   * for PKIX, "dane:<digest>" under DANE. Part of the session cache key
+   * with mx_name, the port and the SNI. Copied. */
+  const char *session_policy;
 };
 
 /* The outcome of a STARTTLS attempt, for the policy layer and logs. */
@@ -252,10 +260,11 @@ typedef void (*smtp_client_close_cb)(struct smtp_client *c, void *arg);
 
 /*
  * Starts a session with `addr` (IPv4 or IPv6, port included). `mx_name` is
- * the MX host name: TLS SNI, certificate name and session cache key (with
- * the port). `opts` and the strings are copied (tls_ctx is borrowed).
- * Returns 0 and sets *out (ready_cb will run, later), or POSTERN_EINVAL /
- * POSTERN_ENOMEM with nothing to close.
+ * the MX host name: the certificate name, the TLS SNI unless opts->sni
+ * says otherwise, and part of the session cache key (tls_session_key()
+ * of mx_name, the port, the SNI and opts->session_policy). `opts` and the
+ * strings are copied (tls_ctx is borrowed). Returns 0 and sets *out (ready_cb
+ * will run, later), or POSTERN_EINVAL / POSTERN_ENOMEM with nothing to close.
  */
 int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
                         const struct smtp_client_opts *opts,
@@ -305,6 +314,14 @@ int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
  */
 void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
                        void *arg);
+
+/*
+ * The policy rejected this session: its TLS session is dropped from the
+ * cache and none it still receives is stored (tls_conn_forget_session), so
+ * it is never offered again. Call before smtp_client_close(). Harmless
+ * without TLS.
+ */
+void smtp_client_forget_tls_session(struct smtp_client *c);
 
 /* Current state, for logs and tests. */
 enum smtp_client_state smtp_client_state(const struct smtp_client *c);

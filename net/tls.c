@@ -12,8 +12,12 @@
  *    threads (SSL_CTX and X509_STORE are thread-safe; the session cache has
  *    its own mutex);
  *  - client certificate checks never fail the handshake (verify mode NONE);
- *    they run once when the handshake completes and their result is stored
- *    for the caller, who decides (PKIX here, DANE in the policy layer);
+ *    they run once when the handshake completes - resumed or not, on the
+ *    chain the session carries - and their result is stored for the
+ *    caller, who decides (PKIX here, DANE in the policy layer);
+ *  - client sessions are cached under a key naming everything that verdict
+ *    depends on (tls_session_key); a connection whose session the caller
+ *    rejected drops it and stores no later ticket (tls_conn_forget_session);
  *  - the handshake callback runs only from tls_conn_feed(), i.e. from the
  *    owner's read callback, never from the call that started the handshake;
  *  - each write request owns its ciphertext and frees it in its callback;
@@ -182,6 +186,91 @@ static SSL_SESSION *session_lookup(struct tls_ctx *ctx, const char *key) {
   return s;
 }
 
+/* Removes cache entry i; the caller holds the lock. Order does not matter
+ * (eviction goes by stamp). */
+static void cache_remove(struct tls_ctx *ctx, size_t i) {
+  free(ctx->cache[i].key);
+  SSL_SESSION_free(ctx->cache[i].sess);
+  ctx->cache[i] = ctx->cache[--ctx->cache_len];
+  memset(&ctx->cache[ctx->cache_len], 0, sizeof ctx->cache[0]);
+}
+
+void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key) {
+  if (!ctx || !key) {
+    return;
+  }
+  pthread_mutex_lock(&ctx->lock);
+  for (size_t i = 0; i < ctx->cache_len; i++) {
+    if (strcmp(ctx->cache[i].key, key) == 0) {
+      cache_remove(ctx, i);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&ctx->lock);
+}
+
+void tls_conn_forget_session(struct tls_conn *t) {
+  if (!t || t->ctx->server || !t->session_key) {
+    return;
+  }
+  tls_ctx_session_drop(t->ctx, t->session_key);
+  /* new_session_cb stores nothing for a connection without a key. */
+  free(t->session_key);
+  t->session_key = NULL;
+}
+
+/* Appends `s` (or `def` when s is NULL or empty) to out at *n, lower-cased
+ * and without a trailing dot when `name`. Returns 0 or a POSTERN_E* code. */
+static int key_part(char *out, size_t cap, size_t *n, const char *s,
+                    const char *def, bool name) {
+  if (!s || !s[0]) {
+    s = def;
+  }
+  size_t len = strlen(s);
+  if (name && len > 1 && s[len - 1] == '.') {
+    len--;
+  }
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= ' ' || c == '|' || c == 0x7f) {
+      return POSTERN_EINVAL;
+    }
+    if (*n + 1 >= cap) {
+      return POSTERN_ERANGE;
+    }
+    out[(*n)++] = (char)(name && c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  out[*n] = '\0';
+  return 0;
+}
+
+int tls_session_key(const struct tls_session_id *id, char *out, size_t cap) {
+  if (!id || !out || cap == 0 || !id->name || !id->name[0]) {
+    return POSTERN_EINVAL;
+  }
+  size_t n = 0;
+  char port[16];
+  snprintf(port, sizeof port, "|%u|", (unsigned)id->port);
+  int rc = key_part(out, cap, &n, id->name, NULL, true);
+  if (rc == 0) {
+    if (n + strlen(port) >= cap) {
+      return POSTERN_ERANGE;
+    }
+    memcpy(out + n, port, strlen(port) + 1);
+    n += strlen(port);
+    rc = key_part(out, cap, &n, id->sni, id->name, true);
+  }
+  if (rc == 0) {
+    if (n + 2 >= cap) {
+      return POSTERN_ERANGE;
+    }
+    out[n++] = '|';
+    out[n] = '\0';
+    rc = key_part(out, cap, &n, id->policy, "pkix", false);
+  }
+  return rc;
+}
+
 size_t tls_ctx_session_count(struct tls_ctx *ctx) {
   pthread_mutex_lock(&ctx->lock);
   size_t n = 0;
@@ -224,7 +313,7 @@ static int ctx_alloc(struct tls_ctx **out, bool server,
       tls_ctx_free(ctx);
       return POSTERN_ENOMEM;
     }
-    /* We keep the sessions ourselves, keyed by host:port, because the
+    /* We keep the sessions ourselves, keyed by tls_session_key(), as the
      * internal cache is keyed by session id and useless to a client. */
     SSL_CTX_set_session_cache_mode(
         ctx->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
@@ -382,6 +471,30 @@ nomem:
   return POSTERN_ENOMEM;
 }
 
+int tls_conn_set_sni(struct tls_conn *t, const char *sni) {
+  if (!t || !sni || t->ctx->server) {
+    return POSTERN_EINVAL;
+  }
+  if (t->state != TLS_CONN_NEW) {
+    return POSTERN_ESTATE;
+  }
+  size_t n = strlen(sni);
+  if (n > 0 && sni[n - 1] == '.') {
+    n--;
+  }
+  if (n == 0 || n > 253) {
+    return POSTERN_EINVAL;
+  }
+  char *name = strndup(sni, n);
+  if (!name) {
+    return POSTERN_ENOMEM;
+  }
+  int ok = SSL_set_tlsext_host_name(t->ssl, name);
+  free(name);
+  ERR_clear_error();
+  return ok == 1 ? 0 : POSTERN_ENOMEM;
+}
+
 void tls_conn_free(struct tls_conn *t) {
   if (!t) {
     return;
@@ -436,7 +549,11 @@ static int flush_wbio(struct tls_conn *t, tls_write_cb cb, void *arg) {
 
 /* Checks the peer's certificate once the handshake is complete: PKIX to the
  * context's roots, then the name (RFC 6125 §6.4: DNS-IDs in
- * subjectAltName; a wildcard only as the complete left-most label). */
+ * subjectAltName; a wildcard only as the complete left-most label). The
+ * subject CN is never a reference for SMTP: RFC 8461 §4.2 requires a
+ * DNS-ID, and BoringSSL would fall back to the CN of a certificate without
+ * one unless told not to (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). DANE-TA
+ * name checks (RFC 7672 §3.2.3) are the policy layer's, not this one's. */
 static void verify_peer(struct tls_conn *t) {
   struct tls_verify *v = &t->verify;
   memset(v, 0, sizeof *v);
@@ -468,7 +585,9 @@ static void verify_peer(struct tls_conn *t) {
   }
   X509_STORE_CTX_free(sctx);
   if (X509_check_host(leaf, t->server_name, strlen(t->server_name),
-                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1) {
+                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                          X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                      NULL) == 1) {
     v->name_ok = true;
   } else if (v->pkix_ok) {
     snprintf(v->error, sizeof v->error, "certificate name does not match %s",

@@ -17,7 +17,8 @@
  *    never blocks and never touches the socket.
  *
  * Typical client use (STARTTLS, RFC 3207):
- *     tls_conn_new(&t, ctx, stream, "mx.example.org", "mx.example.org:25");
+ *     tls_session_key(&(struct tls_session_id){"mx.example.org", 25}, key,
+ * cap); tls_conn_new(&t, ctx, stream, "mx.example.org", key);
  *     tls_conn_handshake(t, on_hs, arg);     // ClientHello is written now
  *     read_cb: tls_conn_feed(t, buf, n);     // may call on_hs(t, status, arg)
  *              while ((n = tls_conn_read(t, out, cap)) > 0) consume(out, n);
@@ -29,7 +30,8 @@
  * Verification (client): the handshake never fails because of the peer's
  * certificate. After it completes, tls_conn_peer_verify() reports separately
  * whether the chain leads to a root in ca_file (PKIX) and whether the leaf
- * matches the verification name (RFC 6125 DNS-ID, wildcard only as the whole
+ * matches the verification name (an RFC 6125 DNS-ID in subjectAltName,
+ * never the subject CN, RFC 8461 §4.2; a wildcard only as the whole
  * left-most label; BoringSSL does no IP-address matching here), with a text
  * for logs. The presented chain is available as DER so that a DANE matcher
  * (RFC 7672) can decide "authenticated" by itself instead of PKIX.
@@ -63,7 +65,7 @@ struct tls_ctx_opts {
   /* Lowest protocol version: 0 means TLS 1.2 (0x0303). TLS1_3_VERSION
    * (0x0304) is also accepted; anything below 1.2 is refused (EINVAL). */
   uint16_t min_version;
-  /* Client: how many host:port sessions the resumption cache keeps
+  /* Client: how many sessions (one per tls_session_key) the cache keeps
    * (0 = 1024). Oldest entries are evicted first. Ignored for servers. */
   size_t session_cache_size;
 };
@@ -95,9 +97,41 @@ void tls_ctx_free(struct tls_ctx *ctx);
 size_t tls_ctx_session_count(struct tls_ctx *ctx);
 
 /*
+ * What the verdict on a server's certificate depends on besides the chain
+ * itself. A resumed session carries the chain of the handshake that made
+ * it, so a session may only be offered where the same checks would judge
+ * that chain the same way: the cache key is made of all of this.
+ */
+struct tls_session_id {
+  const char *name; /* the name the certificate is checked against (MX) */
+  uint16_t port;
+  const char *sni; /* the server name sent; NULL or "": name */
+  /* What governs authentication, e.g. "dane:<hex digest of the TLSA
+   * RRset and its base domain>"; NULL or "": PKIX. */
+  const char *policy;
+};
+
+/* Longest key tls_session_key() writes, with its NUL. */
+#define TLS_SESSION_KEY_MAX 640
+
+/*
+ * Writes the session cache key for `id` into `out` (`cap` bytes): names
+ * lower-cased and without a trailing dot ("MX.Example.org." and
+ * "mx.example.org" are one host), the SNI spelled out even when it is the
+ * name, PKIX written "pkix". Pure. Errors: POSTERN_EINVAL (NULL or empty
+ * name; a '|', space or control character in a field, which could make
+ * two ids one key), POSTERN_ERANGE (does not fit `cap`).
+ */
+int tls_session_key(const struct tls_session_id *id, char *out, size_t cap);
+
+/* Removes the session cached under `key`, if any. Thread-safe. */
+void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key);
+
+/*
  * A connection on `stream` (borrowed: it must outlive the tls_conn).
- *  - client contexts: `server_name` is both the SNI and the name verified
- *    (a trailing dot is ignored); `session_key` (e.g. "mx.example.org:25",
+ *  - client contexts: `server_name` is the name verified and, unless
+ *    tls_conn_set_sni() says otherwise, the SNI (a trailing dot is
+ *    ignored); `session_key` (from tls_session_key(),
  *    NULL = no resumption) selects the cached session to offer and where a
  *    new one is stored.
  *  - server contexts: both must be NULL.
@@ -106,6 +140,17 @@ size_t tls_ctx_session_count(struct tls_ctx *ctx);
 int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
                  uv_stream_t *stream, const char *server_name,
                  const char *session_key);
+
+/*
+ * Client connections, before tls_conn_handshake(): sends `sni` as the
+ * server name (SNI) instead of the verification name given to
+ * tls_conn_new(), which stays the name the certificate is checked against.
+ * Under DANE the SNI is the TLSA base domain (RFC 7672 §8.1) while PKIX
+ * checks the MX host name. A trailing dot is ignored; the string is
+ * copied. Errors: POSTERN_EINVAL (server connection, empty or over-long
+ * name), POSTERN_ESTATE (handshake started), POSTERN_ENOMEM.
+ */
+int tls_conn_set_sni(struct tls_conn *t, const char *sni);
 
 /*
  * Frees the connection. Call it from the stream's close_cb (libuv has then
@@ -167,17 +212,29 @@ int tls_conn_shutdown(struct tls_conn *t);
 /* The last failure reason, "" if none. Valid until the next call on t. */
 const char *tls_conn_error(const struct tls_conn *t);
 
+/*
+ * Client connections: the policy rejected this session. Drops the session
+ * cached under this connection's key (the one offered, or one this
+ * handshake stored) and stores none this connection still receives (TLS
+ * 1.3 tickets arrive after the handshake), so that a session whose policy
+ * check failed is never offered again. Harmless on any connection.
+ */
+void tls_conn_forget_session(struct tls_conn *t);
+
 /* After a successful handshake: "TLSv1.3", cipher name, whether the session
  * was resumed. Static strings. */
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);
 bool tls_conn_session_reused(const struct tls_conn *t);
 
-/* What the server's certificate proved, computed once after the
- * handshake (client connections only). */
+/* What the server's certificate proved, computed once after every
+ * handshake (client connections only), resumed or not: a resumed session
+ * is judged on the chain it carries, which is also what
+ * tls_conn_peer_cert_der() returns, so the caller's policy check runs on
+ * every session. */
 struct tls_verify {
   bool pkix_ok;  /* chain leads to a ca_file root, dates and usage valid */
-  bool name_ok;  /* the leaf matches server_name (RFC 6125) */
+  bool name_ok;  /* a DNS-ID of the leaf matches server_name (RFC 6125) */
   bool has_cert; /* the peer presented a certificate at all */
   /* Empty when both are true; otherwise why, e.g. "self-signed
    * certificate" or "certificate name does not match mx.example.org". */

@@ -386,6 +386,7 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
   struct policy_chain *c = cr->drun->chain;
   memset(v, 0, sizeof *v);
   v->level = conn->reached;
+  v->mx_level = conn->mx_level;
   /* RFC 8461 §2, RFC 7672 §3: where usable DANE TLSA records exist, they
    * alone authenticate the server; a PKIX verdict counts for nothing, so
    * the session is only `encrypted` until the dane module vouches for it,

@@ -145,6 +145,57 @@ int policy_tlsa_from_rdata(const uint8_t *rdata, size_t len,
  */
 bool policy_tlsa_usable(const struct policy_tlsa *rec);
 
+/*
+ * What DNS said about an MX host, for choosing where its TLSA records are
+ * looked up. Strings are borrowed for the call.
+ */
+struct policy_dane_host {
+  const char *host;      /* the MX host name */
+  const char *canonical; /* after CNAME expansion; NULL or "": host */
+  /* The name is the mail host by DNSSEC or by configuration: from a
+   * validated MX RRset, a validated denial of one (implicit MX), or a host
+   * a `[host]` route names (RFC 7672 §2.2.1, §2.2.2). */
+  bool name_authenticated;
+  /* The address RRsets used, and the whole CNAME chain leading to them,
+   * validated (dns_host_select). */
+  bool addrs_authenticated;
+  /* The host's own CNAME RRset - the first link of the chain - validated
+   * (asked for explicitly: a CNAME query is answered by the alias itself),
+   * while the addresses at the end of the chain did not. */
+  bool cname_authenticated;
+};
+
+/*
+ * Where to look for an MX host's TLSA records (RFC 7672 §2.2.2 as Viktor
+ * Dukhovni states it): the host is in a signed zone when its address
+ * records are secure, or result from a CNAME chain whose first link is
+ * secure.
+ *  - whole chain secure (addrs_authenticated): the expanded name first,
+ *    then the original name when the two differ;
+ *  - only the first link secure (a CNAME into an unsigned zone): the
+ *    original name only;
+ *  - otherwise, or when the name itself is not authenticated: nowhere (no
+ *    DANE).
+ * Names compare without regard to case and a trailing dot. Writes the
+ * names to try, in order, into out[] (pointers to h->host or
+ * h->canonical) and returns how many (0, 1 or 2).
+ */
+size_t policy_dane_tlsa_bases(const struct policy_dane_host *h,
+                              const char *out[2]);
+
+/*
+ * SHA-256 over a TLSA RRset and its base domain, independent of the order
+ * the records came in (DNS does not keep one) and of the base domain's case
+ * and trailing dot: two answers get the same digest exactly when they hold
+ * the same records for the same name. It keys cached TLS sessions by the
+ * DANE policy that judged them, so that after a TLSA rollover no session
+ * made under the old records is offered. Records are borrowed for the
+ * call. Returns 0, or POSTERN_EINVAL (NULL arguments, a base domain that
+ * is not a name), POSTERN_ENOMEM.
+ */
+int policy_tlsa_rrset_digest(const struct policy_tlsa *recs, size_t nrecs,
+                             const char *base, uint8_t out[32]);
+
 /* A certificate of the peer's chain in DER; `der` is borrowed. */
 struct policy_dane_cert {
   const uint8_t *der;
@@ -394,7 +445,11 @@ struct policy_mx {
   uint16_t port;
   bool mx_authenticated; /* the MX RRset came with AD from a trusted resolver */
   bool implicit;         /* no MX records: the domain is its own MX */
-  bool routed;           /* a static route chose this host, not DNS */
+  /* The configuration names this host directly (a `[host]` or address
+   * route, no MX lookup): a non-MX destination (RFC 7672 §2.2.2). False
+   * for the hosts of a route whose target is looked up by MX: those are
+   * ordinary MX hosts of that target (§2.2.1). */
+  bool routed;
 };
 
 struct policy_mx_verdict {
@@ -406,8 +461,10 @@ struct policy_mx_verdict {
 /* A candidate whose addresses were looked up, about to be connected. */
 struct policy_host {
   const struct policy_mx *mx;
-  bool addrs_authenticated; /* A/AAAA answers were authenticated */
-  const char *canonical;    /* host name after CNAME expansion */
+  /* The address RRsets the engine connects to validated, with the CNAME
+   * chain leading to them (dns_host_select). */
+  bool addrs_authenticated;
+  const char *canonical; /* host name after CNAME expansion */
 };
 
 /* What must hold before connecting (after prepare_conn). */
@@ -418,6 +475,14 @@ struct policy_conn_req {
   /* A DANE TLSA RRset usable for this host governs certificate checks:
    * other modules then skip PKIX (RFC 8461 §2). */
   bool dane_usable;
+  /* The TLS server name to send (SNI): the TLSA base domain where DANE
+   * records were found (RFC 7672 §8.1), "" for the MX host name. The
+   * certificate name PKIX checks stays the MX host name. */
+  char sni[256];
+  /* What governs the certificate verdict, for the TLS session cache key
+   * (tls_session_id.policy): "dane:<hex policy_tlsa_rrset_digest>" where
+   * secure TLSA records were found, "" for PKIX. */
+  char tls_policy[80];
   struct policy_result result; /* TEMPFAIL: skip this host (lookup failed) */
 };
 
@@ -431,12 +496,20 @@ struct policy_conn {
   const uint8_t *const *chain_der;
   const size_t *chain_der_len;
   bool dane_usable; /* copied from the connection's policy_conn_req */
+  /* The candidate's MX level as policy_chain_check_mx ranked it. */
+  enum policy_mx_level mx_level;
 };
 
 struct policy_conn_verdict {
   enum policy_tls_level level;    /* effective level (DANE may raise it) */
   enum policy_tls_level required; /* strictest requirement stated */
-  struct policy_result result;    /* not OK: close and try the next MX */
+  /* The MX level the connection really had: the chain starts from
+   * policy_conn.mx_level; `dane` raises it to `dnssec` when it
+   * authenticated the session, since it only runs for hosts whose MX name
+   * DNSSEC vouched for (also without the `dnssec` module in the chain).
+   * What the engine logs and counts. */
+  enum policy_mx_level mx_level;
+  struct policy_result result; /* not OK: close and try the next MX */
 };
 
 /* ---- Modules ----------------------------------------------------------- */
@@ -492,12 +565,14 @@ void policy_dnssec_new(struct policy_module *out);
  * `dane` (RFC 7672): per connection, looks up TLSA `_<port>._tcp.<host>`
  * when the host's address records are authenticated and its MX name is
  * (MX level from an authenticated MX RRset, an implicit MX with an
- * authenticated denial, or a routed host); with a CNAME-expanded host the
- * expanded name is tried first, then the original (§2.2.2). Secure TLSA
- * records make TLS mandatory (req->tls_required); usable ones set
- * req->dane_usable and check_conn then verifies the chain with
+ * authenticated denial, or a host named directly by a route, mx->routed); with
+ * a CNAME-expanded host the expanded name is tried first, then the original
+ * (§2.2.2). Secure TLSA records make TLS mandatory (req->tls_required); usable
+ * ones set req->dane_usable and check_conn then verifies the chain with
  * policy_dane_verify against the MX host name and the TLSA base domain:
- * a match makes the level `authenticated`, anything else is TEMPFAIL 4.7.5.
+ * a match makes the level `authenticated` and, when the MX name was
+ * DNSSEC-authenticated (not for a host a route names), the verdict's
+ * mx_level `dnssec`; anything else is TEMPFAIL 4.7.5.
  * A failed or bogus TLSA lookup is TEMPFAIL for that host; an insecure or
  * absent RRset means no DANE. Outcomes are counted through env->count as
  * "dane" + "ok", "mismatch", "unusable", "insecure", "none" (validated
@@ -588,7 +663,8 @@ int policy_chain_prepare_conn(struct policy_domain_run *run,
 void policy_conn_run_free(struct policy_conn_run *crun);
 
 /* Judges an established connection: every module's check_conn, then the
- * effective level against the strictest requirement. Synchronous. */
+ * effective level against the strictest requirement. v->mx_level starts as
+ * c->mx_level. Synchronous. */
 void policy_chain_check_conn(struct policy_conn_run *crun,
                              const struct policy_conn *c,
                              struct policy_conn_verdict *v);

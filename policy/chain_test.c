@@ -304,6 +304,76 @@ static void test_dane_usable_overrides_pkix(void **state) {
   fx_done(&f);
 }
 
+/* ---- check_conn: the MX level the connection had ---- */
+
+/* A module whose check_conn raises the MX level to the one in its state. */
+static void raise_check_conn(void *state, void *pd, void *pc,
+                             const struct policy_conn *c,
+                             struct policy_conn_verdict *v) {
+  enum policy_mx_level to = *(const enum policy_mx_level *)state;
+  if (v->mx_level < to)
+    v->mx_level = to;
+}
+
+static const struct policy_module_ops raise_ops = {
+    .name = "raise",
+    .check_conn = raise_check_conn,
+};
+
+static void test_conn_verdict_mx_level(void **state) {
+  (void)state;
+  /* The verdict starts from the candidate's level; modules may raise it
+   * (dane does, to dnssec, when it authenticated the session); without a
+   * module that does, it is the candidate's level whatever TLS reached. */
+  static const enum policy_mx_level raise_to[] = {POLICY_MX_LEVEL_NONE,
+                                                  POLICY_MX_LEVEL_DNSSEC};
+  static const struct {
+    enum policy_mx_level in;
+    enum policy_tls_level reached;
+    int raise; /* index into raise_to */
+    enum policy_mx_level out;
+  } cases[] = {
+      {POLICY_MX_LEVEL_NONE, POLICY_TLS_LEVEL_NONE, 0, POLICY_MX_LEVEL_NONE},
+      {POLICY_MX_LEVEL_MTASTS, POLICY_TLS_LEVEL_AUTHENTICATED, 0,
+       POLICY_MX_LEVEL_MTASTS},
+      {POLICY_MX_LEVEL_DNSSEC, POLICY_TLS_LEVEL_ENCRYPTED, 0,
+       POLICY_MX_LEVEL_DNSSEC},
+      {POLICY_MX_LEVEL_NONE, POLICY_TLS_LEVEL_AUTHENTICATED, 1,
+       POLICY_MX_LEVEL_DNSSEC},
+      {POLICY_MX_LEVEL_MTASTS, POLICY_TLS_LEVEL_AUTHENTICATED, 1,
+       POLICY_MX_LEVEL_DNSSEC},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct fx f;
+    fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+    struct policy_module m = {.ops = &raise_ops,
+                              .state = (void *)&raise_to[cases[i].raise]};
+    assert_int_equal(policy_chain_add(f.chain, m), 0);
+    struct got_domain g;
+    prepare_domain(&f, &g);
+    /* An insecure host: no TLSA lookup, the dane module stays out. */
+    struct policy_mx mx = {
+        .domain = "example.test", .host = "mx.example.test", .port = 25};
+    struct got_conn c;
+    prepare_conn(&f, g.run, &mx, false, &c);
+    struct policy_conn pc = {.host = "mx.example.test",
+                             .reached = cases[i].reached,
+                             .pkix_ok = true,
+                             .name_ok = true,
+                             .verify_error = "",
+                             .mx_level = cases[i].in};
+    struct policy_conn_verdict v;
+    memset(&v, 0xff, sizeof v);
+    policy_chain_check_conn(c.crun, &pc, &v);
+    assert_int_equal(v.result.outcome, POLICY_OK);
+    assert_int_equal(v.mx_level, cases[i].out);
+    assert_int_equal(v.level, cases[i].reached);
+    policy_conn_run_free(c.crun);
+    policy_domain_run_free(g.run);
+    fx_done(&f);
+  }
+}
+
 /* ---- modules answering inside prepare_domain ---- */
 
 static int sync_prepare(void *state, const struct policy_env *env,
@@ -398,6 +468,7 @@ int main(void) {
       cmocka_unit_test(test_no_lookup_without_dnssec),
       cmocka_unit_test(test_failed_tlsa_lookup_is_tempfail),
       cmocka_unit_test(test_dane_usable_overrides_pkix),
+      cmocka_unit_test(test_conn_verdict_mx_level),
       cmocka_unit_test(test_sync_answers),
       cmocka_unit_test(test_mtasts_txt_failure_defers),
   };

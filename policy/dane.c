@@ -74,6 +74,98 @@ int policy_tlsa_from_rdata(const uint8_t *rdata, size_t len,
   return 0;
 }
 
+/* Whether two host names are the same name (case, one trailing dot). */
+static bool same_name(const char *a, const char *b) {
+  char na[256], nb[256];
+  int la = policy__name_norm(a, strlen(a), na, sizeof na);
+  int lb = policy__name_norm(b, strlen(b), nb, sizeof nb);
+  if (la < 0 || lb < 0)
+    return strcmp(a, b) == 0;
+  return strcmp(na, nb) == 0;
+}
+
+size_t policy_dane_tlsa_bases(const struct policy_dane_host *h,
+                              const char *out[2]) {
+  if (h == NULL || out == NULL || h->host == NULL || h->host[0] == '\0' ||
+      !h->name_authenticated)
+    return 0;
+  const char *canonical =
+      h->canonical && h->canonical[0] ? h->canonical : h->host;
+  bool aliased = !same_name(canonical, h->host);
+  if (h->addrs_authenticated) {
+    size_t n = 0;
+    if (aliased)
+      out[n++] = canonical;
+    out[n++] = h->host;
+    return n;
+  }
+  /* A secure alias into an unsigned zone: the original name is in a
+   * signed zone, the expanded one is not, so only the original name's
+   * TLSA records can be trusted. */
+  if (aliased && h->cname_authenticated) {
+    out[0] = h->host;
+    return 1;
+  }
+  return 0;
+}
+
+/* Orders records by their wire form (usage, selector, mtype, data). */
+static int tlsa_cmp(const void *pa, const void *pb) {
+  const struct policy_tlsa *a = *(const struct policy_tlsa *const *)pa;
+  const struct policy_tlsa *b = *(const struct policy_tlsa *const *)pb;
+  if (a->usage != b->usage)
+    return a->usage < b->usage ? -1 : 1;
+  if (a->selector != b->selector)
+    return a->selector < b->selector ? -1 : 1;
+  if (a->mtype != b->mtype)
+    return a->mtype < b->mtype ? -1 : 1;
+  size_t n = a->len < b->len ? a->len : b->len;
+  int c = n ? memcmp(a->data, b->data, n) : 0;
+  if (c != 0)
+    return c;
+  return a->len < b->len ? -1 : (a->len > b->len ? 1 : 0);
+}
+
+int policy_tlsa_rrset_digest(const struct policy_tlsa *recs, size_t nrecs,
+                             const char *base, uint8_t out[32]) {
+  char name[256];
+  if ((recs == NULL && nrecs > 0) || base == NULL || out == NULL)
+    return POSTERN_EINVAL;
+  int nl = policy__name_norm(base, strlen(base), name, sizeof name);
+  if (nl < 0)
+    return POSTERN_EINVAL;
+  const struct policy_tlsa **sorted = calloc(nrecs ? nrecs : 1, sizeof *sorted);
+  if (sorted == NULL)
+    return POSTERN_ENOMEM;
+  for (size_t i = 0; i < nrecs; i++)
+    sorted[i] = &recs[i];
+  qsort(sorted, nrecs, sizeof *sorted, tlsa_cmp);
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  /* Every field is length-prefixed or fixed-size: no two inputs share an
+   * encoding. */
+  uint8_t hdr[8];
+  hdr[0] = (uint8_t)nl;
+  SHA256_Update(&ctx, hdr, 1);
+  SHA256_Update(&ctx, name, (size_t)nl);
+  for (size_t i = 0; i < nrecs; i++) {
+    const struct policy_tlsa *r = sorted[i];
+    uint64_t len = r->len;
+    hdr[0] = r->usage;
+    hdr[1] = r->selector;
+    hdr[2] = r->mtype;
+    SHA256_Update(&ctx, hdr, 3);
+    for (int k = 0; k < 8; k++)
+      hdr[k] = (uint8_t)(len >> (56 - 8 * k));
+    SHA256_Update(&ctx, hdr, 8);
+    if (r->len)
+      SHA256_Update(&ctx, r->data, r->len);
+  }
+  SHA256_Final(out, &ctx);
+  free(sorted);
+  return 0;
+}
+
 /* Parses the whole of `der` as one certificate; NULL if it is anything else. */
 static X509 *cert_parse(const uint8_t *der, size_t len) {
   if (der == NULL || len == 0 || len > LONG_MAX)

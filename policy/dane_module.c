@@ -6,18 +6,29 @@
  * against it with policy_dane_verify (dane.c).
  *
  * Which hosts get a TLSA lookup (RFC 7672 §2.2):
- *  - the host's address records must be authenticated (§2.2.2: an insecure
- *    A/AAAA answer, or an insecure CNAME leading to it, means no DANE);
+ *  - the host must be in a signed zone: the address records the engine
+ *    connects to validated (the engine judges A and AAAA apart and drops a
+ *    failed or bogus family, §2.1.1, dns_host_select), or they were reached
+ *    through a CNAME chain whose first link validated (Aliases, below); an
+ *    insecure answer or an insecure first link means no DANE (§2.2.2);
  *  - its name must be authenticated as the mail host: from a validated MX
  *    RRset (§2.2.1), as an implicit MX whose MX denial validated, or as a
- *    routed host named by the configuration (a "non-MX destination",
- *    §2.2.2). A host from an insecure MX RRset gets no DANE (§2.2.1: an
- *    attacker who forged the MX answer chooses the host and its TLSA).
- * With a CNAME-expanded host name, `_<port>._tcp.<expanded>` is tried first
- * and `_<port>._tcp.<original>` when the first is insecure or absent
- * (§2.2.2); the name whose TLSA RRset was used is the TLSA base domain and,
- * together with the MX host name, the reference identifier for names
- * (§3.2.2).
+ *    host the configuration names directly (a `[host]` route, no MX
+ *    lookup: a "non-MX destination", §2.2.2). A host from an insecure MX
+ *    RRset gets no DANE (§2.2.1: an attacker who forged the MX answer
+ *    chooses the host and its TLSA) - also when a route sent the mail to
+ *    that MX lookup.
+ * Aliases (§2.2.2, policy_dane_tlsa_bases): when the whole CNAME chain and
+ * the addresses validated, `_<port>._tcp.<expanded>` is tried first and
+ * `_<port>._tcp.<original>` when the first is insecure or absent. When the
+ * addresses came through an alias and did not validate, the chain may
+ * still start in a signed zone: c-ares reports no per-record status, so
+ * the host's own CNAME RRset is asked for (a CNAME query is answered by
+ * the alias itself); when it validated - a secure CNAME into an unsigned
+ * zone - only `_<port>._tcp.<original>` is looked up; a failed CNAME lookup
+ * is TEMPFAIL (§2.1.1). The name whose TLSA RRset was used is the TLSA
+ * base domain: with the MX host name the reference identifier for names
+ * (§3.2.2), and the SNI the engine sends (req->sni, §8.1).
  *
  * Answers: authenticated records -> TLS mandatory (§2.2: no plaintext even
  * when every record is unusable), and with usable records the chain must
@@ -46,29 +57,35 @@
 #include <string.h>
 #include <time.h>
 
-/* TLSA records kept per host; an RRset larger than this is hostile. */
-#define DANE_MAX_RECORDS 32
-/* Association data larger than this is not a usable digest or cert. */
-#define DANE_MAX_DATA 8192
-
 struct dane_conn {
   struct dns_query *q;
   bool orphaned; /* free_conn ran while the lookup was in flight */
   void (*count)(const char *module, const char *outcome);
   struct dns_resolver *dns;
   uint16_t port;
+  /* The MX name came from a validated MX RRset (or a validated denial of
+   * one): a DANE match then also vouches for MX level `dnssec`. */
+  bool mx_authenticated;
   char host[DNS_NAME_MAX];      /* the MX host name (reference name) */
   char canonical[DNS_NAME_MAX]; /* after CNAME expansion */
   char base[DNS_NAME_MAX];      /* TLSA base domain once found */
-  int phase;                    /* 0: expanded name, 1: original name */
+  /* Where TLSA records are looked for, in order (policy_dane_tlsa_bases),
+   * pointing to host or canonical; `next` is the one being looked up. */
+  const char *bases[2];
+  size_t nbases, next;
+  /* The lookup in flight is the CNAME query of the host, not TLSA. */
+  bool cname_phase;
   policy_done_cb done;
   void *arg;
   struct policy_conn_req *req; /* the chain's, alive while we are pending */
-  /* Found TLSA records: present means secure records exist. */
+  /* Found TLSA records: present means secure records exist. The whole
+   * RRset is kept, however large: dropping records would turn a host whose
+   * only usable records were dropped into "all unusable" and accept an
+   * unauthenticated session. `rec[i].data` points into `blob`. */
   bool present, usable;
   size_t nrec;
-  struct policy_tlsa rec[DANE_MAX_RECORDS];
-  uint8_t *data[DANE_MAX_RECORDS];
+  struct policy_tlsa *rec;
+  uint8_t *blob;
 };
 
 static void count(struct dane_conn *dc, const char *outcome) {
@@ -77,8 +94,8 @@ static void count(struct dane_conn *dc, const char *outcome) {
 }
 
 static void dane_conn_free(struct dane_conn *dc) {
-  for (size_t i = 0; i < dc->nrec; i++)
-    free(dc->data[i]);
+  free(dc->rec);
+  free(dc->blob);
   free(dc);
 }
 
@@ -110,27 +127,109 @@ static void finish_ok(struct dane_conn *dc) {
   finish(dc, &r);
 }
 
-/* Keeps an authenticated TLSA RRset. Returns 0 or POSTERN_ENOMEM. */
+/* Keeps an authenticated TLSA RRset, all of it: its size is bounded by
+ * the DNS message that carried it (64 KiB), never by a limit of ours.
+ * Returns 0 or POSTERN_ENOMEM. */
 static int keep_records(struct dane_conn *dc, const struct dns_answer *a) {
-  for (size_t i = 0; i < a->nrr && dc->nrec < DANE_MAX_RECORDS; i++) {
+  size_t n = 0, total = 0;
+  for (size_t i = 0; i < a->nrr; i++) {
+    if (a->rr[i].type == DNS_T_TLSA) {
+      n++;
+      total += a->rr[i].u.tlsa.len;
+    }
+  }
+  dc->rec = calloc(n ? n : 1, sizeof *dc->rec);
+  dc->blob = malloc(total ? total : 1);
+  if (dc->rec == NULL || dc->blob == NULL)
+    return POSTERN_ENOMEM;
+  size_t off = 0;
+  for (size_t i = 0; i < a->nrr; i++) {
     const struct dns_rr *rr = &a->rr[i];
-    if (rr->type != DNS_T_TLSA || rr->u.tlsa.len > DANE_MAX_DATA)
+    if (rr->type != DNS_T_TLSA)
       continue;
-    size_t k = dc->nrec;
-    dc->data[k] = malloc(rr->u.tlsa.len ? rr->u.tlsa.len : 1);
-    if (dc->data[k] == NULL)
-      return POSTERN_ENOMEM;
-    memcpy(dc->data[k], rr->u.tlsa.data, rr->u.tlsa.len);
-    dc->rec[k] = (struct policy_tlsa){.usage = rr->u.tlsa.usage,
-                                      .selector = rr->u.tlsa.selector,
-                                      .mtype = rr->u.tlsa.mtype,
-                                      .data = dc->data[k],
-                                      .len = rr->u.tlsa.len};
-    dc->nrec++;
-    if (policy_tlsa_usable(&dc->rec[k]))
+    memcpy(dc->blob + off, rr->u.tlsa.data, rr->u.tlsa.len);
+    struct policy_tlsa *t = &dc->rec[dc->nrec++];
+    *t = (struct policy_tlsa){.usage = rr->u.tlsa.usage,
+                              .selector = rr->u.tlsa.selector,
+                              .mtype = rr->u.tlsa.mtype,
+                              .data = dc->blob + off,
+                              .len = rr->u.tlsa.len};
+    off += rr->u.tlsa.len;
+    if (policy_tlsa_usable(t))
       dc->usable = true;
   }
   return 0;
+}
+
+/* Nothing more to find: the host has no DANE (an insecure or empty answer,
+ * or names that cannot be trusted). */
+static void finish_none(struct dane_conn *dc, bool secure_absence,
+                        const char *reason) {
+  count(dc, secure_absence ? "none" : "insecure");
+  postern_log(POSTERN_LOG_DEBUG, "dane_none", "host", dc->host, "reason",
+              reason, NULL);
+  finish_ok(dc);
+}
+
+static void finish_tempfail(struct dane_conn *dc, const char *what,
+                            const char *name, const char *why) {
+  struct policy_result r;
+  count(dc, "tempfail");
+  policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5", "%s %s failed: %s",
+                    what, name, why);
+  finish(dc, &r);
+}
+
+static const char *answer_error(const struct dns_answer *a) {
+  return a->err ? postern_strerror(a->err) : dns_status_name(a->status);
+}
+
+/* Starts the TLSA lookup at the next base domain candidate, or finishes
+ * with no DANE when there is none left. */
+static void next_base(struct dane_conn *dc, bool secure_absence,
+                      const char *reason) {
+  if (dc->next >= dc->nbases) {
+    finish_none(dc, secure_absence, reason);
+    return;
+  }
+  int rc = start_lookup(dc);
+  if (rc != 0) {
+    char qname[DNS_NAME_MAX + 16];
+    snprintf(qname, sizeof qname, "_%u._tcp.%s", (unsigned)dc->port,
+             dc->bases[dc->next]);
+    finish_tempfail(dc, "TLSA lookup for", qname, postern_strerror(rc));
+  }
+}
+
+/* The explicit CNAME lookup of the MX host: its AD bit says whether the
+ * first link of the alias chain is secure (RFC 7672 §2.2.2). */
+static void on_cname(struct dane_conn *dc, const struct dns_answer *a) {
+  bool secure = false;
+  switch (a->status) {
+  case DNS_ANSWER:
+    for (size_t i = 0; i < a->nrr; i++)
+      if (a->rr[i].type == DNS_T_CNAME)
+        secure = a->authenticated;
+    break;
+  case DNS_NXDOMAIN:
+  case DNS_NODATA:
+    break;
+  default:
+    /* Indeterminate or bogus is never "insecure" (RFC 7672 §2.1.1). */
+    finish_tempfail(dc, "CNAME lookup for", dc->host, answer_error(a));
+    return;
+  }
+  struct policy_dane_host h = {.host = dc->host,
+                               .canonical = dc->canonical,
+                               .name_authenticated = true,
+                               .addrs_authenticated = false,
+                               .cname_authenticated = secure};
+  const char *bases[2];
+  dc->nbases = policy_dane_tlsa_bases(&h, bases);
+  for (size_t i = 0; i < dc->nbases; i++)
+    dc->bases[i] = bases[i];
+  dc->next = 0;
+  next_base(dc, false, "insecure CNAME into an unsigned zone");
 }
 
 static void on_tlsa(const struct dns_answer *a, void *arg) {
@@ -140,25 +239,47 @@ static void on_tlsa(const struct dns_answer *a, void *arg) {
     dane_conn_free(dc);
     return;
   }
-  const char *looked = dc->phase == 0 ? dc->canonical : dc->host;
-  struct policy_result r;
+  if (dc->cname_phase) {
+    dc->cname_phase = false;
+    on_cname(dc, a);
+    return;
+  }
+  const char *looked = dc->bases[dc->next];
+  char qname[DNS_NAME_MAX + 16];
+  snprintf(qname, sizeof qname, "_%u._tcp.%s", (unsigned)dc->port, looked);
   switch (a->status) {
   case DNS_ANSWER:
     if (a->authenticated) {
       int rc = keep_records(dc, a);
       if (rc != 0) {
-        count(dc, "tempfail");
-        policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5",
-                          "TLSA records of %s: %s", looked,
-                          postern_strerror(rc));
-        finish(dc, &r);
+        finish_tempfail(dc, "keeping the TLSA records of", qname,
+                        postern_strerror(rc));
         return;
       }
       snprintf(dc->base, sizeof dc->base, "%s", looked);
+      uint8_t digest[32];
+      rc = policy_tlsa_rrset_digest(dc->rec, dc->nrec, dc->base, digest);
+      if (rc != 0) {
+        finish_tempfail(dc, "keeping the TLSA records of", qname,
+                        postern_strerror(rc));
+        return;
+      }
       dc->present = true;
+      /* TLS sessions are cached per TLSA RRset: after a rollover no
+       * session made under the old records (carrying the old chain) is
+       * offered. */
+      char *tp = dc->req->tls_policy;
+      memcpy(tp, "dane:", 5);
+      for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(tp + 5 + 2 * i, 3, "%02x", digest[i]);
       /* §2.2: secure TLSA records make TLS mandatory, usable or not. */
       dc->req->tls_required = true;
       dc->req->dane_usable = dc->usable;
+      /* §8.1: the SNI is the TLSA base domain (a host name from the chain,
+       * so it fits; a name that did not would leave the MX host name). */
+      size_t bl = strlen(dc->base);
+      if (bl < sizeof dc->req->sni)
+        memcpy(dc->req->sni, dc->base, bl + 1);
       postern_log(POSTERN_LOG_DEBUG, "dane_tlsa", "host", dc->host,
                   "base_domain", dc->base, "usable", dc->usable ? "yes" : "no",
                   NULL);
@@ -173,45 +294,27 @@ static void on_tlsa(const struct dns_answer *a, void *arg) {
   case DNS_MALFORMED:
   case DNS_CANCELED:
   default:
-    count(dc, "tempfail");
     /* A validating resolver answers SERVFAIL for bogus data (RFC 4035
      * §5.5): that must not be taken for "no TLSA" (RFC 7672 §2.2). */
-    policy_result_set(
-        &r, POLICY_TEMPFAIL, "dane", "4.7.5",
-        "TLSA lookup for _%u._tcp.%s failed: %s", (unsigned)dc->port, looked,
-        a->err ? postern_strerror(a->err) : dns_status_name(a->status));
-    finish(dc, &r);
+    finish_tempfail(dc, "TLSA lookup for", qname, answer_error(a));
     return;
   }
   /* Nothing secure at this name: try the original name after the expanded
    * one (§2.2.2), else the host has no DANE. */
-  if (dc->phase == 0 && strcmp(dc->canonical, dc->host) != 0) {
-    dc->phase = 1;
-    int rc = start_lookup(dc);
-    if (rc == 0)
-      return;
-    count(dc, "tempfail");
-    policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5",
-                      "TLSA lookup for _%u._tcp.%s: %s", (unsigned)dc->port,
-                      dc->host, postern_strerror(rc));
-    finish(dc, &r);
-    return;
-  }
   bool secure_absence =
       (a->status == DNS_NXDOMAIN || a->status == DNS_NODATA) &&
       a->authenticated;
-  count(dc, secure_absence ? "none" : "insecure");
-  postern_log(POSTERN_LOG_DEBUG, "dane_none", "host", dc->host, "reason",
-              secure_absence ? "no TLSA records" : "insecure TLSA answer",
-              NULL);
-  finish_ok(dc);
+  dc->next++;
+  next_base(dc, secure_absence,
+            secure_absence ? "no TLSA records" : "insecure TLSA answer");
 }
 
 static int start_lookup(struct dane_conn *dc) {
+  if (dc->cname_phase)
+    return dns_query(dc->dns, dc->host, DNS_T_CNAME, on_tlsa, dc, &dc->q);
   char qname[DNS_NAME_MAX + 16];
-  const char *name = dc->phase == 0 ? dc->canonical : dc->host;
-  int n =
-      snprintf(qname, sizeof qname, "_%u._tcp.%s", (unsigned)dc->port, name);
+  int n = snprintf(qname, sizeof qname, "_%u._tcp.%s", (unsigned)dc->port,
+                   dc->bases[dc->next]);
   if (n < 0 || (size_t)n >= sizeof qname)
     return POSTERN_EINVAL;
   return dns_query(dc->dns, qname, DNS_T_TLSA, on_tlsa, dc, &dc->q);
@@ -222,8 +325,21 @@ static int dane_prepare_conn(void *state, const struct policy_env *env,
                              struct policy_conn_req *req, policy_done_cb done,
                              void *arg) {
   const struct policy_mx *mx = h->mx;
-  bool name_ok = mx->mx_authenticated || mx->routed;
-  if (!h->addrs_authenticated || !name_ok || env->dns == NULL) {
+  const char *canonical =
+      h->canonical && h->canonical[0] ? h->canonical : mx->host;
+  struct policy_dane_host dh = {.host = mx->host,
+                                .canonical = canonical,
+                                .name_authenticated =
+                                    mx->mx_authenticated || mx->routed,
+                                .addrs_authenticated = h->addrs_authenticated};
+  const char *bases[2];
+  size_t nbases = policy_dane_tlsa_bases(&dh, bases);
+  /* Addresses reached through an alias without AD: the chain may still
+   * start in a signed zone (a secure CNAME into an unsigned one). c-ares
+   * tells nothing per record, so ask for the alias's own CNAME RRset. */
+  bool ask_cname = nbases == 0 && dh.name_authenticated &&
+                   !h->addrs_authenticated && strcmp(canonical, mx->host) != 0;
+  if ((nbases == 0 && !ask_cname) || env->dns == NULL) {
     /* No DANE for this host (RFC 7672 §2.2.1, §2.2.2). */
     if (env->count)
       env->count("dane", "insecure");
@@ -239,9 +355,14 @@ static int dane_prepare_conn(void *state, const struct policy_env *env,
   dc->count = env->count;
   dc->dns = env->dns;
   dc->port = mx->port ? mx->port : 25;
+  dc->mx_authenticated = mx->mx_authenticated;
   snprintf(dc->host, sizeof dc->host, "%s", mx->host);
-  snprintf(dc->canonical, sizeof dc->canonical, "%s",
-           h->canonical && h->canonical[0] ? h->canonical : mx->host);
+  snprintf(dc->canonical, sizeof dc->canonical, "%s", canonical);
+  /* The candidates point into dc, which outlives every lookup. */
+  for (size_t i = 0; i < nbases; i++)
+    dc->bases[i] = bases[i] == canonical ? dc->canonical : dc->host;
+  dc->nbases = nbases;
+  dc->cname_phase = ask_cname;
   dc->done = done;
   dc->arg = arg;
   dc->req = req;
@@ -308,6 +429,11 @@ static void dane_check_conn(void *state, void *pd, void *pc,
   }
   count(dc, "ok");
   v->level = POLICY_TLS_LEVEL_AUTHENTICATED;
+  /* DANE ran only because DNSSEC authenticated the MX name (RFC 7672
+   * §2.2.1): the connection has that MX level whether or not the `dnssec`
+   * module is in the chain. A host a route names stays at its level. */
+  if (dc->mx_authenticated && v->mx_level < POLICY_MX_LEVEL_DNSSEC)
+    v->mx_level = POLICY_MX_LEVEL_DNSSEC;
   char depth[16], usage[16];
   snprintf(depth, sizeof depth, "%d", res.depth);
   snprintf(usage, sizeof usage, "%d", res.usage);

@@ -7,7 +7,8 @@
  * Certificates come from tests/peers/pki.py through the environment, set
  * by tls_test.py: TLS_TEST_CA, TLS_TEST_CERT/KEY (mx.test), and from a
  * second, unrelated CA: TLS_TEST_OTHER_CA and TLS_TEST_OTHER_KEY (a key
- * that does not match TLS_TEST_CERT).
+ * that does not match TLS_TEST_CERT), and TLS_TEST_CN_ONLY_CERT/KEY (from
+ * the first CA, "cnonly.test" in the subject CN only, no subjectAltName).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,8 +31,10 @@ struct side {
   struct tls_conn *t;
   struct tls_ctx *ctx;
   const char *name; /* client: verification name */
+  const char *sni;  /* client: SNI when not the name (tls_conn_set_sni) */
   bool is_client;
   bool raw_garbage; /* client: send plaintext instead of TLS */
+  bool forget;      /* client: tls_conn_forget_session after the handshake */
   int hs_status;
   bool hs_done;
   char got[256];
@@ -98,6 +101,11 @@ static void on_hs(struct tls_conn *t, int status, void *arg) {
     assert_int_equal(tls_conn_peer_cert_der(t, s->chain_len, &der, &len),
                      POSTERN_ERANGE);
     s->resumed = tls_conn_session_reused(t);
+    if (s->forget) {
+      /* As the engine does when the policy rejects the session: TLS 1.3
+       * tickets still to come must not be stored either. */
+      tls_conn_forget_session(t);
+    }
     send_text(s, "ping\n");
   } else {
     /* Servers have no verdict to give. */
@@ -183,10 +191,18 @@ static void on_connect(uv_connect_t *req, int status) {
   snprintf(key, sizeof key, "%.*s:25", (int)nl, s->name);
   assert_int_equal(
       tls_conn_new(&s->t, s->ctx, (uv_stream_t *)&s->tcp, s->name, key), 0);
+  if (s->sni) {
+    assert_int_equal(tls_conn_set_sni(s->t, s->sni), 0);
+  }
   assert_int_equal(tls_conn_handshake(s->t, on_hs, s), 0);
+  /* The SNI is fixed once the ClientHello is out. */
+  assert_int_equal(tls_conn_set_sni(s->t, "late.test"), POSTERN_ESTATE);
   /* Never synchronous: the server has not even answered yet. */
   assert_false(s->hs_done);
 }
+
+static const char *next_sni; /* the SNI of the next run_pair, or NULL */
+static bool next_forget;     /* the next run_pair's client forgets */
 
 /* One client/server exchange on a fresh loop. */
 static void run_pair(struct tls_ctx *sctx, struct tls_ctx *cctx,
@@ -196,6 +212,10 @@ static void run_pair(struct tls_ctx *sctx, struct tls_ctx *cctx,
   h.server.ctx = sctx;
   h.client.ctx = cctx;
   h.client.name = name;
+  h.client.sni = next_sni;
+  next_sni = NULL;
+  h.client.forget = next_forget;
+  next_forget = false;
   h.client.is_client = true;
   h.client.raw_garbage = garbage;
   uv_tcp_init(&h.loop, &h.listener);
@@ -277,6 +297,108 @@ static void test_handshake_verify_resume(void **state) {
   tls_ctx_free(sctx);
 }
 
+static void test_sni_apart_from_name(void **state) {
+  /* Under DANE the SNI is the TLSA base domain (RFC 7672 §8.1) while the
+   * certificate is still checked against the MX host name. */
+  struct tls_ctx *sctx, *cctx;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CERT"),
+                                      env("TLS_TEST_KEY"), NULL, NULL, 0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  next_sni = "base.other.test.";
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_int_equal(h.client.hs_status, 0);
+  assert_true(h.client.verify.pkix_ok);
+  assert_true(h.client.verify.name_ok);
+  next_sni = "mx.test";
+  run_pair(sctx, cctx, "other.test", false);
+  assert_int_equal(h.client.hs_status, 0);
+  assert_false(h.client.verify.name_ok);
+  assert_non_null(strstr(h.client.verify.error, "does not match other.test"));
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
+static void test_session_key(void **state) {
+  /* The cache key holds everything the certificate verdict depends on. */
+  static const struct {
+    const char *name;
+    unsigned port;
+    const char *sni, *policy;
+    const char *key; /* NULL: error */
+  } cases[] = {
+      {"mx.test", 25, NULL, NULL, "mx.test|25|mx.test|pkix"},
+      {"MX.Test.", 25, "", "", "mx.test|25|mx.test|pkix"},
+      {"mx.test", 25, "mx.test", NULL, "mx.test|25|mx.test|pkix"},
+      {"mx.test", 2525, NULL, NULL, "mx.test|2525|mx.test|pkix"},
+      {"alias.test", 25, "Base.Test.", NULL, "alias.test|25|base.test|pkix"},
+      {"mx.test", 25, NULL, "dane:00ff", "mx.test|25|mx.test|dane:00ff"},
+      {"mx.test", 25, NULL, "dane:00FF", "mx.test|25|mx.test|dane:00FF"},
+      {"", 25, NULL, NULL, NULL},
+      {"mx|test", 25, NULL, NULL, NULL},
+      {"mx.test", 25, "a b", NULL, NULL},
+      {"mx.test", 25, NULL, "dane:\n", NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct tls_session_id id = {.name = cases[i].name,
+                                .port = (uint16_t)cases[i].port,
+                                .sni = cases[i].sni,
+                                .policy = cases[i].policy};
+    char key[TLS_SESSION_KEY_MAX];
+    int rc = tls_session_key(&id, key, sizeof key);
+    if (cases[i].key == NULL) {
+      assert_int_equal(rc, POSTERN_EINVAL);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_string_equal(key, cases[i].key);
+    }
+  }
+  struct tls_session_id id = {.name = "mx.test", .port = 25};
+  char small[8];
+  assert_int_equal(tls_session_key(&id, small, sizeof small), POSTERN_ERANGE);
+  assert_int_equal(tls_session_key(NULL, small, sizeof small), POSTERN_EINVAL);
+}
+
+static void test_session_drop(void **state) {
+  struct tls_ctx *sctx, *cctx;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CERT"),
+                                      env("TLS_TEST_KEY"), NULL, NULL, 0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  /* A session is cached and offered again... */
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_int_equal(tls_ctx_session_count(cctx), 1);
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_true(h.client.resumed);
+  /* ...until it is dropped: the next handshake is a full one. */
+  tls_ctx_session_drop(cctx, "other.test:25");
+  assert_int_equal(tls_ctx_session_count(cctx), 1);
+  tls_ctx_session_drop(cctx, "mx.test:25");
+  assert_int_equal(tls_ctx_session_count(cctx), 0);
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_false(h.client.resumed);
+  assert_int_equal(tls_ctx_session_count(cctx), 1);
+  /* A connection whose session the policy rejected: resumed from the
+   * cache, it forgets; neither the offered session nor any ticket that
+   * arrives afterwards is kept, and the next handshake is a full one. */
+  next_forget = true;
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_true(h.client.resumed);
+  assert_int_equal(tls_ctx_session_count(cctx), 0);
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_false(h.client.resumed);
+  /* The same for a full handshake that forgets at once. */
+  tls_ctx_session_drop(cctx, "mx.test:25");
+  next_forget = true;
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_false(h.client.resumed);
+  assert_int_equal(tls_ctx_session_count(cctx), 0);
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
 static void test_untrusted_root(void **state) {
   /* A client trusting an unrelated root: encrypted, PKIX fails, the name
    * still matches, and the session is usable. */
@@ -292,6 +414,33 @@ static void test_untrusted_root(void **state) {
   assert_true(h.client.verify.name_ok);
   assert_true(strlen(h.client.verify.error) > 0);
   assert_string_equal(h.client.got, "pong\n");
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
+static void test_cn_only_certificate(void **state) {
+  /* RFC 8461 §4.2 and RFC 6125 §6.4.4: the name must be a DNS-ID in
+   * subjectAltName. A certificate naming the host only in its subject CN
+   * is PKIX-valid but does not match (BoringSSL would fall back to the CN
+   * without X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). */
+  struct tls_ctx *sctx, *cctx;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CN_ONLY_CERT"),
+                                      env("TLS_TEST_CN_ONLY_KEY"), NULL, NULL,
+                                      0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  static const char *const names[] = {"cnonly.test", "CNONLY.test.",
+                                      "other.test"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    run_pair(sctx, cctx, names[i], false);
+    assert_int_equal(h.client.hs_status, 0);
+    assert_true(h.client.verify.has_cert);
+    assert_true(h.client.verify.pkix_ok);
+    assert_false(h.client.verify.name_ok);
+    assert_non_null(strstr(h.client.verify.error, "does not match"));
+    assert_string_equal(h.client.got, "pong\n");
+  }
   tls_ctx_free(cctx);
   tls_ctx_free(sctx);
 }
@@ -343,6 +492,7 @@ static void test_ctx_errors(void **state) {
   assert_int_equal(tls_conn_new(&t, sctx, (uv_stream_t *)&tcp, "x", NULL),
                    POSTERN_EINVAL);
   assert_int_equal(tls_conn_new(&t, sctx, (uv_stream_t *)&tcp, NULL, NULL), 0);
+  assert_int_equal(tls_conn_set_sni(t, "mx.test"), POSTERN_EINVAL);
   uv_buf_t b = uv_buf_init("x", 1);
   assert_int_equal(tls_conn_write(t, &b, 1, NULL, NULL), POSTERN_ESTATE);
   assert_int_equal(tls_conn_peer_chain_len(t), 0);
@@ -357,7 +507,11 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN); /* as every libuv program writing to peers */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handshake_verify_resume),
+      cmocka_unit_test(test_sni_apart_from_name),
+      cmocka_unit_test(test_session_key),
+      cmocka_unit_test(test_session_drop),
       cmocka_unit_test(test_untrusted_root),
+      cmocka_unit_test(test_cn_only_certificate),
       cmocka_unit_test(test_garbage_client_hello),
       cmocka_unit_test(test_ctx_errors),
   };

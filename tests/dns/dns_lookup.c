@@ -112,6 +112,21 @@ static void on_answer(const struct dns_answer *a, void *arg) {
     jstr(f, (const unsigned char *)a->cname, strlen(a->cname));
   else
     fputs("null", f);
+  if (l->type == 0) {
+    /* Host lookups: what each family found, and what DANE may use. */
+    bool use[2];
+    bool sel = dns_host_select(a, use);
+    fprintf(f,
+            ",\"a\":{\"status\":\"%s\",\"ad\":%s},"
+            "\"aaaa\":{\"status\":\"%s\",\"ad\":%s},"
+            "\"select\":{\"a\":%s,\"aaaa\":%s,\"authenticated\":%s}",
+            dns_status_name(a->family[DNS_FAMILY_A].status),
+            a->family[DNS_FAMILY_A].authenticated ? "true" : "false",
+            dns_status_name(a->family[DNS_FAMILY_AAAA].status),
+            a->family[DNS_FAMILY_AAAA].authenticated ? "true" : "false",
+            use[0] ? "true" : "false", use[1] ? "true" : "false",
+            sel ? "true" : "false");
+  }
   fputs(",\"records\":[", f);
   for (size_t i = 0; i < a->nrr; i++) {
     if (i)

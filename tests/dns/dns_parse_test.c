@@ -2,7 +2,8 @@
  * tests/dns/dns_parse_test.c - table-driven unit tests for the DNS answer
  * parser (dns_answer_parse): good answers of every type, compression,
  * pointer loops, truncation, mismatched id and question, oversize counts,
- * odd TLSA lengths, CNAME chains and their bound.
+ * odd TLSA lengths, CNAME chains and their bound; and dns_host_select,
+ * which families of a host lookup DANE may rely on.
  *
  * Packets are built by a tiny writer below rather than written as hex, so
  * each case says what it means; hostile cases then damage them on purpose.
@@ -838,11 +839,67 @@ static void test_name_read(void **state) {
   assert_string_equal(out, ".");
 }
 
+/* ---- dns_host_select: RFC 7672 §2.1.1 per address family ---- */
+
+static void test_host_select(void **state) {
+  (void)state;
+  enum {
+    ANS = DNS_ANSWER,
+    NOD = DNS_NODATA,
+    NX = DNS_NXDOMAIN,
+    TMP = DNS_TEMPFAIL,
+    MAL = DNS_MALFORMED
+  };
+  static const struct {
+    const char *what;
+    int a, aaaa;          /* statuses */
+    bool a_ad, aaaa_ad;   /* AD bits */
+    bool use_a, use_aaaa; /* addresses to connect to */
+    bool authenticated;   /* DANE may apply */
+  } cases[] = {
+      {"both secure", ANS, ANS, true, true, true, true, true},
+      {"secure A, secure NODATA AAAA", ANS, NOD, true, true, true, false, true},
+      {"secure AAAA, secure NODATA A", NOD, ANS, true, true, false, true, true},
+      /* The issue: a bogus (SERVFAIL) or failed AAAA must not turn the
+       * validated A RRset into "not authenticated". */
+      {"secure A, bogus AAAA", ANS, TMP, true, false, true, false, true},
+      {"secure A, malformed AAAA", ANS, MAL, true, false, true, false, true},
+      {"bogus A, secure AAAA", TMP, ANS, false, true, false, true, true},
+      /* Insecure answers: no DANE, every address. */
+      {"both insecure", ANS, ANS, false, false, true, true, false},
+      {"insecure A, failed AAAA", ANS, TMP, false, false, true, false, false},
+      {"insecure A, insecure NODATA", ANS, NOD, false, false, true, false,
+       false},
+      /* A secure family next to an insecure one: DANE with the secure
+       * family and its addresses only. */
+      {"secure A, insecure AAAA", ANS, ANS, true, false, true, false, true},
+      {"insecure A, secure AAAA", ANS, ANS, false, true, false, true, true},
+      /* Nothing to connect to. */
+      {"both failed", TMP, TMP, false, false, false, false, false},
+      {"NXDOMAIN", NX, NX, true, true, false, false, false},
+      {"secure NODATA both", NOD, NOD, true, true, false, false, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct dns_answer a;
+    memset(&a, 0, sizeof a);
+    a.family[DNS_FAMILY_A].status = (enum dns_status)cases[i].a;
+    a.family[DNS_FAMILY_A].authenticated = cases[i].a_ad;
+    a.family[DNS_FAMILY_AAAA].status = (enum dns_status)cases[i].aaaa;
+    a.family[DNS_FAMILY_AAAA].authenticated = cases[i].aaaa_ad;
+    bool use[2] = {true, true};
+    bool auth = dns_host_select(&a, use);
+    if (auth != cases[i].authenticated || use[0] != cases[i].use_a ||
+        use[1] != cases[i].use_aaaa)
+      fail_msg("%s: authenticated %d use A %d AAAA %d", cases[i].what, auth,
+               use[0], use[1]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cases),          cmocka_unit_test(test_mutations),
       cmocka_unit_test(test_ad_needs_trust), cmocka_unit_test(test_bad_inputs),
-      cmocka_unit_test(test_name_read),
+      cmocka_unit_test(test_name_read),      cmocka_unit_test(test_host_select),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

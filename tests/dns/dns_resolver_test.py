@@ -195,6 +195,10 @@ def main():
         check("host lookup merges A and AAAA",
               sorted(a["records"]) == ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
               and a["ad"] and not a["partial"], a)
+        check("host lookup: both families answered and validated",
+              a["a"] == {"status": "answer", "ad": True}
+              and a["aaaa"] == {"status": "answer", "ad": True}
+              and a["select"] == {"a": True, "aaaa": True, "authenticated": True}, a)
         a = r[("mx2.example.org", "HOST")]
         check("host lookup with authenticated NODATA for AAAA is authenticated",
               a["records"] == ["192.0.2.3"] and a["ad"], a)
@@ -205,9 +209,16 @@ def main():
         check("host lookup with AAAA SERVFAIL: partial, not authenticated",
               a["status"] == "answer" and a["records"] == ["192.0.2.62"] and
               a["partial"] and not a["ad"], a)
+        check("host lookup with AAAA SERVFAIL: per family, A validated and "
+              "AAAA failed; DANE may use the A addresses (RFC 7672 §2.1.1)",
+              a["a"] == {"status": "answer", "ad": True}
+              and a["aaaa"] == {"status": "tempfail", "ad": False}
+              and a["select"] == {"a": True, "aaaa": False, "authenticated": True}, a)
         a = r[("v6noad.example.org", "HOST")]
         check("host lookup with unauthenticated AAAA NODATA: not authenticated",
               a["status"] == "answer" and not a["partial"] and not a["ad"], a)
+        check("host lookup with unauthenticated AAAA NODATA: per family",
+              a["a"]["status"] == "answer" and a["aaaa"] == {"status": "nodata", "ad": False}, a)
         a = r[("alias.example.org", "HOST")]
         check("host lookup reports the canonical name",
               a["cname"] == "mx2.example.org" and a["records"] == ["192.0.2.3"], a)

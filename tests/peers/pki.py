@@ -11,6 +11,7 @@ Usage (as a module; tests/peers is on PYTHONPATH under Bazel):
         cert, key = p.server_cert("mx.test", self_signed=True)
         cert, key = p.server_cert("other.test")  # "wrong name" for mx.test
         cert, key = p.server_cert("mx.test", chain=True)  # leaf+CA in cert file
+        cert, key = p.server_cert("mx.test", san=False)   # CN only, no SAN
     # the directory is removed on exit (or call p.cleanup())
 
 From the shell (prints the paths as JSON, files stay in DIR):
@@ -18,8 +19,9 @@ From the shell (prints the paths as JSON, files stay in DIR):
     /usr/bin/python3 tests/peers/pki.py DIR mx.test [other.test ...]
 
 Keys are ECDSA P-256 (fast to make). Every leaf carries subjectAltName DNS
-entries for its names, serverAuth EKU, and CN = the first name. Files are
-named after the name and variant: <name>[-expired|-selfsigned].{crt,key}.
+entries for its names (unless san=False: then the name is only in the
+subject CN), serverAuth EKU, and CN = the first name. Files are named after
+the name and variant: <name>[-expired|-selfsigned|-chain|-cnonly].{crt,key}.
 """
 
 import json
@@ -93,27 +95,32 @@ class PKI:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def server_cert(self, name, names=None, expired=False, self_signed=False,
-                    chain=False):
+                    chain=False, san=True):
         """Makes a server certificate; returns (cert_path, key_path).
 
         names: DNS names for subjectAltName (default [name]).
         expired: valid 2020-01-01 .. 2020-02-01 only.
         self_signed: not issued by the CA at all.
         chain: the cert file holds the leaf followed by the CA certificate.
+        san: False makes a certificate without subjectAltName, naming its
+            host only in the subject CN (RFC 6125 §6.4.4: a client that sees
+            no DNS-ID may not fall back to the CN for SMTP, RFC 8461 §4.2).
         """
         names = names or [name]
         variant = ("-expired" if expired else "") + \
-            ("-selfsigned" if self_signed else "") + ("-chain" if chain else "")
+            ("-selfsigned" if self_signed else "") + ("-chain" if chain else "") + \
+            ("" if san else "-cnonly")
         base = os.path.join(self.dir, name.replace("*", "_") + variant)
         crt, key = base + ".crt", base + ".key"
-        san = ",".join("DNS:" + n for n in names)
+        san_text = ",".join("DNS:" + n for n in names)
         newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                   "-nodes", "-keyout", key]
         if self_signed:
             _run(["req", "-x509", "-new"] + newkey +
                  ["-out", crt, "-subj", "/CN=" + names[0], "-days", "365",
-                  "-addext", "subjectAltName=" + san,
-                  "-addext", "extendedKeyUsage=serverAuth"], self.dir)
+                  "-addext", "extendedKeyUsage=serverAuth"] +
+                 (["-addext", "subjectAltName=" + san_text] if san else []),
+                 self.dir)
             return crt, key
         csr = base + ".csr"
         ext = base + ".ext"
@@ -122,8 +129,9 @@ class PKI:
         with open(ext, "w") as f:
             f.write("[ leaf ]\nbasicConstraints = CA:FALSE\n"
                     "keyUsage = critical, digitalSignature, keyEncipherment\n"
-                    "extendedKeyUsage = serverAuth\n"
-                    "subjectAltName = %s\n" % san)
+                    "extendedKeyUsage = serverAuth\n")
+            if san:
+                f.write("subjectAltName = %s\n" % san_text)
         dates = (["-startdate", "20200101000000Z", "-enddate", "20200201000000Z"]
                  if expired else ["-days", "365"])
         _run(["ca", "-batch", "-config", os.path.join(self.dir, "ca.cnf"),

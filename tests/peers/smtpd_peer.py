@@ -17,6 +17,11 @@ As a module (tests/peers is on PYTHONPATH under Bazel):
                         #  data (str, latin-1, after dot-unstuffing), tls,
                         #  helo, peer (client IP), dropped (True: we hung up before replying)
         peer.commands   # every command line received, in order
+        peer.tls_sessions  # one dict per completed STARTTLS handshake:
+                           #  sni (the server name the client sent, or None),
+                           #  resumed (the client resumed a session), version
+        peer.reload_cert(crt, key)  # serve another certificate from now on,
+                                    # keeping the session ticket keys
 
 From the shell (runs until SIGTERM/SIGINT; the port is written once the
 server listens):
@@ -38,6 +43,8 @@ Behaviours (keyword arguments; all optional):
     size_limit        the SIZE announced and enforced (default 32 MiB)
     smtputf8          advertise SMTPUTF8
     ehlo_refuse       answer EHLO with "502 5.5.1 ..." (forces HELO)
+    ehlo_reply        a whole reply to EHLO (and HELO) instead of the usual,
+                      e.g. "554 5.7.1 not you"
     greeting          a whole greeting reply, e.g. "554 5.3.2 go away"
     mail_reply        reply to every MAIL instead of accepting it
     rcpt_replies      {address: reply} for chosen recipients
@@ -75,6 +82,13 @@ def _multiline(status):
     code, text = status[:3], status[4:]
     return "%s-%s\r\n%s-(second line of a multi-line reply)\r\n%s %s" % (
         code, text, code, code, text)
+
+
+def _note_sni(ssl_obj, server_name, ctx):
+    """Remembers the server name the client asked for (SNI) on the
+    connection's SSL object, for tls_sessions."""
+    ssl_obj._peer_sni = server_name
+    return None
 
 
 class _Handler:
@@ -183,6 +197,9 @@ class _PeerSMTP(SMTP):
     async def smtp_EHLO(self, arg):
         if await self._script("EHLO"):
             return
+        if self._peer.opts.get("ehlo_reply"):
+            await self.push(self._peer.opts["ehlo_reply"])
+            return
         if self._peer.opts.get("ehlo_refuse"):
             await self.push("502 5.5.1 EHLO not implemented")
             return
@@ -190,6 +207,9 @@ class _PeerSMTP(SMTP):
 
     async def smtp_HELO(self, arg):
         if await self._script("HELO"):
+            return
+        if self._peer.opts.get("ehlo_reply"):
+            await self.push(self._peer.opts["ehlo_reply"])
             return
         await super().smtp_HELO(arg)
 
@@ -207,6 +227,14 @@ class _PeerSMTP(SMTP):
             self._hang_up()
             return
         await super().smtp_STARTTLS(arg)
+        ssl_obj = self.transport.get_extra_info("ssl_object") if self._tls_protocol else None
+        if ssl_obj is not None:
+            with self._peer._lock:
+                self._peer.tls_sessions.append({
+                    "sni": getattr(ssl_obj, "_peer_sni", None),
+                    "resumed": ssl_obj.session_reused,
+                    "version": ssl_obj.version(),
+                })
 
     async def smtp_MAIL(self, arg):
         if await self._script("MAIL"):
@@ -250,6 +278,7 @@ class Peer:
         self.record_path = record
         self.messages = []
         self.commands = []
+        self.tls_sessions = []
         self.dropped = 0
         self.port = None
         self._lock = threading.Lock()
@@ -257,6 +286,7 @@ class Peer:
         if opts.get("tls_cert"):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(opts["tls_cert"], opts["tls_key"])
+            ctx.sni_callback = _note_sni
             self._tls = ctx
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -293,6 +323,12 @@ class Peer:
         ready.wait(30)
         if err:
             raise err[0]
+
+    def reload_cert(self, cert, key):
+        """Serves `cert` from now on. The SSL context (and with it the
+        session ticket keys) stays, so a client may still resume a session
+        made with the old certificate, which that session then carries."""
+        self._tls.load_cert_chain(cert, key)
 
     def _record(self, server, session, envelope, dropped=False):
         msg = {

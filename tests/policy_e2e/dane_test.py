@@ -23,11 +23,35 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
     deferred;
 10. only unusable TLSA records (PKIX-EE, unknown usage): TLS is still
     mandatory, an unauthenticated session is acceptable: sent, encrypted.
+11. a CA-signed certificate that names the MX only in its subject CN (no
+    subjectAltName) under `local { min_tls_level authenticated }` ->
+    deferred (RFC 8461 §4.2: DNS-IDs only); the same relay delivers to a
+    certificate with a DNS-ID;
+12. a 5xx greeting on the first MX, a good second MX -> sent via the second;
+    only MX hosts answering the greeting or EHLO with 5xx -> deferred 4.x.x,
+    never bounced (an attacker can inject such replies before TLS);
+13. a route whose target is looked up by MX (an unsigned zone) to an MX host
+    with secure TLSA records: an ordinary insecure MX lookup, no DANE ->
+    sent; a literal `[host]` route to a host with secure addresses and a
+    matching TLSA record: DANE applies (non-MX destination, RFC 7672
+    §2.2.2), and the MX level stays `none`;
+14. `policy { local; dane }` (no dnssec module): a DANE-authenticated
+    delivery logs mx_level=dnssec, as postern-probe shows;
+15. an MX host whose A RRset is secure and whose AAAA RRset is bogus: DANE
+    still applies with the A addresses (RFC 7672 §2.1.1): a match is sent
+    authenticated, a mismatch deferred;
+16. a secure CNAME from the signed zone into the unsigned one with TLSA
+    records at the original name (RFC 7672 §2.2.2): DANE applies (match:
+    sent authenticated; mismatch: deferred) and the SNI is the TLSA base
+    domain (§8.1), also in scenario 6 where that is the expanded name;
+17. 40 TLSA records of which only the last two are DANE-EE: all are kept
+    (match: authenticated; no match: deferred).
 
-Usage: dane_test.py POSTERN_BINARY
+Usage: dane_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -37,6 +61,7 @@ import smtpd_peer
 from relay import Relay
 
 POSTERN = sys.argv[1]
+PROBE = sys.argv[2]
 failures = []
 
 
@@ -100,6 +125,16 @@ def main():
         "mx.plain.test": "127.0.0.16",       # 5, 7: unsigned zone, self-signed
         "mxgarb.secure.test": "127.0.0.17",  # 9: STARTTLS answered with junk
         "mxunus.secure.test": "127.0.0.18",  # 10: only unusable TLSA records
+        "mxcn.plain.test": "127.0.0.19",     # 11: CN-only certificate
+        "mx5g.plain.test": "127.0.0.20",     # 12: 554 greeting
+        "mx5e.plain.test": "127.0.0.21",     # 12: 554 to EHLO
+        "mxr.secure.test": "127.0.0.22",     # 13: MX of a routed target
+        "mx6ok.secure.test": "127.0.0.23",   # 15: bogus AAAA, TLSA match
+        "mx6bad.secure.test": "127.0.0.24",  # 15: bogus AAAA, TLSA mismatch
+        "mxc.plain.test": "127.0.0.25",      # 16: secure CNAME target, match
+        "mxc2.plain.test": "127.0.0.26",     # 16: secure CNAME target, mismatch
+        "mx40.secure.test": "127.0.0.27",    # 17: 40 records, last matches
+        "mx40b.secure.test": "127.0.0.28",   # 17: 40 records, none matches
     }
     tls = {
         "mx1.secure.test": p.server_cert("mx1.secure.test"),
@@ -109,13 +144,29 @@ def main():
         "mx.plain.test": p.server_cert("mx.plain.test", self_signed=True),
         "mxunus.secure.test": p.server_cert("mxunus.secure.test", self_signed=True),
         "mxgarb.secure.test": p.server_cert("mxgarb.secure.test"),
+        "mxcn.plain.test": p.server_cert("mxcn.plain.test", san=False),
+        "mxr.secure.test": p.server_cert("mxr.secure.test", self_signed=True),
+        # self-signed: only DANE can make the session authenticated
+        "mx6ok.secure.test": p.server_cert("mx6ok.secure.test", self_signed=True),
+        "mx6bad.secure.test": p.server_cert("mx6bad.secure.test"),
+        "mxc.plain.test": p.server_cert("mxc.plain.test", self_signed=True),
+        "mxc2.plain.test": p.server_cert("mxc2.plain.test", self_signed=True),
+        "mx40.secure.test": p.server_cert("mx40.secure.test", self_signed=True),
+        "mx40b.secure.test": p.server_cert("mx40b.secure.test", self_signed=True),
     }
-    port, peers = start_peers(hosts, tls, {"mxgarb.secure.test": {"starttls_garbage": True}})
+    port, peers = start_peers(hosts, tls, {
+        "mxgarb.secure.test": {"starttls_garbage": True},
+        "mx5g.plain.test": {"greeting": "554 5.3.2 mx5g.plain.test go away"},
+        "mx5e.plain.test": {"ehlo_reply": "554 5.7.1 mx5e.plain.test not you"},
+    })
     mx1_spki = spki_sha256(tls["mx1.secure.test"][0])
     other = p.server_cert("unrelated.test")
     wrong = spki_sha256(other[0])
     ca_digest = cert_sha256(p.ca_file)
     t = f"_{port}._tcp"
+    # 17: 38 PKIX-EE(1) records (unusable for SMTP) sort before the DANE-EE
+    # ones in the canonical order nsd serves and unbound keeps.
+    filler = [hashlib.sha256(b"filler %d" % i).hexdigest() for i in range(38)]
     zones = {
         "secure.test": {"signed": True, "records": [
             "dane MX 10 mx1",
@@ -146,11 +197,50 @@ def main():
             # PKIX-EE(1) and an unknown usage: secure but unusable for SMTP
             f"{t}.mxunus TLSA 1 1 1 {spki_sha256(tls['mxunus.secure.test'][0])}",
             f"{t}.mxunus TLSA 4 1 1 {mx1_spki}",
-        ], "bogus": [(f"{t}.mxbogus", "TLSA")]},
+            "mxr A 127.0.0.22",
+            f"{t}.mxr TLSA 3 1 1 {wrong}",
+            "v6ok MX 10 mx6ok",
+            "mx6ok A 127.0.0.23",
+            "mx6ok AAAA ::1",
+            f"{t}.mx6ok TLSA 3 1 1 {spki_sha256(tls['mx6ok.secure.test'][0])}",
+            "v6bad MX 10 mx6bad",
+            "mx6bad A 127.0.0.24",
+            "mx6bad AAAA ::1",
+            f"{t}.mx6bad TLSA 3 1 1 {wrong}",
+            "cn7 MX 10 calias",
+            "calias CNAME mxc.plain.test.",
+            f"{t}.calias TLSA 3 1 1 {spki_sha256(tls['mxc.plain.test'][0])}",
+            "cn7bad MX 10 calias2",
+            "calias2 CNAME mxc2.plain.test.",
+            f"{t}.calias2 TLSA 3 1 1 {wrong}",
+            "big MX 10 mx40",
+            "mx40 A 127.0.0.27",
+        ] + [f"{t}.mx40 TLSA 1 1 1 {d}" for d in filler] + [
+            f"{t}.mx40 TLSA 3 1 1 {wrong}",
+            f"{t}.mx40 TLSA 3 1 1 {spki_sha256(tls['mx40.secure.test'][0])}",
+            "bigbad MX 10 mx40b",
+            "mx40b A 127.0.0.28",
+        ] + [f"{t}.mx40b TLSA 1 1 1 {d}" for d in filler] + [
+            f"{t}.mx40b TLSA 3 1 1 {wrong}",
+            f"{t}.mx40b TLSA 3 1 1 {spki_sha256(other[0])[::-1]}",
+        ], "bogus": [(f"{t}.mxbogus", "TLSA"), ("mx6ok", "AAAA"),
+                     ("mx6bad", "AAAA")]},
         "plain.test": {"signed": False, "records": [
             "@ MX 10 mx",
             "mx A 127.0.0.16",
             f"{t}.mx TLSA 3 1 1 {wrong}",
+            "cn MX 10 mxcn",
+            "mxcn A 127.0.0.19",
+            "pkix MX 10 mxbad.secure.test.",
+            "skip5 MX 10 mx5g",
+            "skip5 MX 20 mx",
+            "only5 MX 10 mx5g",
+            "only5 MX 20 mx5e",
+            "mx5g A 127.0.0.20",
+            "mx5e A 127.0.0.21",
+            "rtarget MX 10 mxr.secure.test.",
+            "mxc A 127.0.0.25",
+            "mxc2 A 127.0.0.26",
         ]},
     }
     fx = dnssec_zone.Fixture(zones)
@@ -163,11 +253,27 @@ def main():
         check(rc == "SERVFAIL", "unbound: corrupted TLSA RRSIG is bogus (SERVFAIL)")
         rc, ad, _ = fx.query("plain.test", "MX")
         check(rc == "NOERROR" and not ad, "unbound: unsigned zone is insecure (no AD)")
+        rc, ad, _ = fx.query("mx6ok.secure.test", "A")
+        check(rc == "NOERROR" and ad, "unbound: A of mx6ok validates")
+        rc, ad, _ = fx.query("mx6ok.secure.test", "AAAA")
+        check(rc == "SERVFAIL", "unbound: AAAA of mx6ok is bogus (SERVFAIL)")
+        rc, ad, _ = fx.query("calias.secure.test", "A")
+        check(rc == "NOERROR" and not ad,
+              "unbound: A via a secure CNAME into the unsigned zone is insecure")
+        rc, ad, _ = fx.query("calias.secure.test", "CNAME")
+        check(rc == "NOERROR" and ad, "unbound: the CNAME RRset itself validates")
+        rc, ad, rd = fx.query(f"{t}.mx40.secure.test", "TLSA")
+        check(rc == "NOERROR" and ad and len(rd) == 40 and rd[-1].startswith("3 1 1")
+              and all(x.startswith("1 1 1") for x in rd[:38]),
+              f"unbound: 40 TLSA records for mx40, DANE-EE last ({len(rd)})")
 
         extra = (f"tls {{ ca_file {p.ca_file} }}\n"
                  "policy { local; dnssec; dane }\n"
                  "queue { retry_initial 1h }")
-        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+        routes = (f"route rt.test rtarget.plain.test:{port}; "
+                  f"route lit.test [mx1.secure.test]:{port}")
+        with Relay(POSTERN, fx.port,
+                   delivery=f"port {port}; connect_timeout 5s; {routes}",
                    extra=extra) as r:
             # 1. secure MX + matching TLSA
             r.send("s@snd.test", ["a@dane.secure.test"], msg("s1"))
@@ -241,6 +347,10 @@ def main():
                       and x.get("base_domain") == "mxgood.secure.test"
                       for x in r.events()),
                   "6: TLSA base domain is the expanded name")
+            sess = peers["mxgood.secure.test"].tls_sessions
+            check(sess and sess[-1]["sni"] == "mxgood.secure.test",
+                  "6: the SNI is the TLSA base domain, not the MX name (RFC 7672 "
+                  f"§8.1) ({sess[-1]['sni'] if sess else None})")
             # 8. implicit MX: no MX records, validated denial
             r.send("s@snd.test", ["a@imp.secure.test"], msg("s8"))
             e = first_delivery(r, "a@imp.secure.test")
@@ -272,6 +382,94 @@ def main():
             check(any(x.get("event") == "dane_unusable"
                       and x.get("host") == "mxunus.secure.test" for x in r.events()),
                   "10: dane_unusable logged")
+
+            # 12. 5xx before TLS: skip the host, never bounce
+            r.send("s@snd.test", ["a@skip5.plain.test"], msg("s12a"))
+            e = first_delivery(r, "a@skip5.plain.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx.plain.test",
+                  f"12: 554 greeting on the first MX: sent via the second "
+                  f"({e.get('status')} {e.get('mx')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@only5.plain.test"], msg("s12b"))
+            e = first_delivery(r, "a@only5.plain.test")
+            check(e.get("status") == "deferred" and e.get("dsn", "").startswith("4."),
+                  f"12: only 5xx greetings/EHLO replies: deferred 4.x.x, not bounced "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check("EHLO" in peers["mx5e.plain.test"].commands
+                  and "MAIL" not in peers["mx5e.plain.test"].commands
+                  and not peers["mx5g.plain.test"].commands,
+                  "12: both 5xx hosts were tried, neither got MAIL")
+
+            # 13. routes: an MX-looked-up target is an ordinary MX lookup
+            r.send("s@snd.test", ["a@rt.test"], msg("s13a"))
+            e = first_delivery(r, "a@rt.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mxr.secure.test"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "encrypted",
+                  f"13: route via an insecure MX lookup: no DANE, sent encrypted "
+                  f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(not any(x.get("event", "").startswith("dane_")
+                          and x.get("host") == "mxr.secure.test" for x in r.events()),
+                  "13: no TLSA lookup for the host of an insecure MX RRset")
+            r.send("s@snd.test", ["a@lit.test"], msg("s13b"))
+            e = first_delivery(r, "a@lit.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx1.secure.test"
+                  and e.get("mx_level") == "none" and e.get("tls_level") == "authenticated",
+                  f"13: literal route to a secure host: DANE, mx_level stays none "
+                  f"({e.get('status')} {e.get('mx')} {e.get('mx_level')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+
+            # 15. bogus AAAA next to a secure A RRset: DANE with the A family
+            r.send("s@snd.test", ["a@v6ok.secure.test"], msg("s15a"))
+            e = first_delivery(r, "a@v6ok.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "mx6ok.secure.test"
+                  and e.get("mx_level") == "dnssec" and e.get("tls_level") == "authenticated",
+                  f"15: secure A, bogus AAAA, TLSA match: sent authenticated "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')}: "
+                  f"{e.get('reply')})")
+            r.send("s@snd.test", ["a@v6bad.secure.test"], msg("s15b"))
+            e = first_delivery(r, "a@v6bad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"15: secure A, bogus AAAA, TLSA mismatch: deferred 4.7.5 "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mx6bad.secure.test"].messages,
+                  "15: the mismatching host (PKIX-valid certificate) got nothing")
+
+            # 16. secure CNAME into the unsigned zone, TLSA at the original name
+            r.send("s@snd.test", ["a@cn7.secure.test"], msg("s16a"))
+            e = first_delivery(r, "a@cn7.secure.test")
+            check(e.get("status") == "sent" and e.get("mx") == "calias.secure.test"
+                  and e.get("tls_level") == "authenticated",
+                  f"16: secure CNAME into an unsigned zone, TLSA at the original name: "
+                  f"sent authenticated ({e.get('status')} {e.get('mx')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "dane_ok" and x.get("host") == "calias.secure.test"
+                      and x.get("base_domain") == "calias.secure.test"
+                      for x in r.events()),
+                  "16: TLSA base domain is the original name")
+            sess = peers["mxc.plain.test"].tls_sessions
+            check(sess and sess[-1]["sni"] == "calias.secure.test",
+                  f"16: SNI is the TLSA base domain ({sess[-1]['sni'] if sess else None})")
+            r.send("s@snd.test", ["a@cn7bad.secure.test"], msg("s16b"))
+            e = first_delivery(r, "a@cn7bad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"16: secure CNAME, TLSA mismatch at the original name: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mxc2.plain.test"].messages,
+                  "16: the mismatching CNAME target got nothing")
+
+            # 17. 40 TLSA records, the DANE-EE ones last
+            r.send("s@snd.test", ["a@big.secure.test"], msg("s17a"))
+            e = first_delivery(r, "a@big.secure.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "authenticated",
+                  f"17: 40 records, the last one matches: sent authenticated "
+                  f"({e.get('status')} {e.get('tls_level')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@bigbad.secure.test"], msg("s17b"))
+            e = first_delivery(r, "a@bigbad.secure.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"17: 40 records, usable ones last, none matches: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mx40b.secure.test"].messages,
+                  "17: nothing accepted without a TLSA match")
             check(r.stop() == 0, "relay stopped cleanly")
 
         # 7. local minimum against a self-signed MX
@@ -287,6 +485,48 @@ def main():
                   f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
             check(len(peers["mx.plain.test"].messages) == before,
                   "7: the self-signed MX got nothing")
+
+        # 11. a CN-only certificate is not authenticated (RFC 8461 §4.2)
+        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+                   extra=f"tls {{ ca_file {p.ca_file} }}\n"
+                         "policy { local { min_tls_level authenticated } }\n"
+                         "queue { retry_initial 1h }") as r:
+            r.send("s@snd.test", ["a@pkix.plain.test"], msg("s11a"))
+            e = first_delivery(r, "a@pkix.plain.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "authenticated",
+                  f"11: DNS-ID certificate: sent authenticated ({e.get('status')} "
+                  f"{e.get('tls_level')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@cn.plain.test"], msg("s11b"))
+            e = first_delivery(r, "a@cn.plain.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"11: CN-only certificate vs min_tls_level authenticated: deferred "
+                  f"({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not peers["mxcn.plain.test"].messages,
+                  "11: the CN-only MX got nothing")
+
+        # 14. DANE without the dnssec module: the MX level DANE relied on
+        with Relay(POSTERN, fx.port, delivery=f"port {port}; connect_timeout 5s",
+                   extra=f"tls {{ ca_file {p.ca_file} }}\n"
+                         "policy { local; dane }\n"
+                         "queue { retry_initial 1h }") as r:
+            r.send("s@snd.test", ["b@dane.secure.test"], msg("s14"))
+            e = first_delivery(r, "b@dane.secure.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "dnssec"
+                  and e.get("tls_level") == "authenticated",
+                  f"14: DANE-authenticated without the dnssec module: mx_level=dnssec "
+                  f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
+            pr = subprocess.run([PROBE, "-c", r.conf, "--json", "dane.secure.test"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+            try:
+                res = json.loads(pr.stdout)
+            except ValueError:
+                res = {}
+            mx = res.get("mx") or [{}]
+            check(pr.returncode == 0 and mx[0].get("mx_level") == "dnssec"
+                  and mx[0].get("tls_level") == "authenticated",
+                  f"14: postern-probe shows mx_level=dnssec ({pr.returncode} "
+                  f"{pr.stdout.strip()[:300]} {pr.stderr.strip()[:300]})")
     finally:
         fx.close()
         for pe in peers.values():
