@@ -304,15 +304,16 @@ struct policy_mtasts_policy {
 /*
  * Parses a policy body (RFC 8461 §3.2): `key: value` lines ended by LF or
  * CRLF (the last line may lack one). Spaces and tabs around keys and values
- * and blank lines are tolerated. The first field must be `version: STSv1`;
- * `mode` (enforce|testing|none) and `max_age` (decimal, at most 10 digits,
- * 0..31557600) are required; `mx` patterns (a domain name, optionally
- * prefixed by "*.") are required unless mode is none. Keys are case-
- * sensitive; unknown keys are ignored if they are syntactically valid
- * extension fields. When version, mode or max_age repeat, the first
- * occurrence counts (RFC 8461 §3.2). Anything else - a line without ':', a
- * bad key or value, control characters, a value out of range - makes the
- * whole policy invalid.
+ * and blank lines are tolerated. Fields come in any order. `version: STSv1`,
+ * `mode` (enforce|testing|none) and `max_age` (decimal, 1 to 10 digits;
+ * values above 31557600 are capped at 31557600, RFC 8461 §3.2) are
+ * required; `mx` patterns (a domain name, optionally prefixed by "*.") are
+ * required unless mode is none. Keys are case-sensitive; unknown keys are
+ * ignored if they are syntactically valid extension fields. When version,
+ * mode or max_age repeat, the first occurrence counts (RFC 8461 §3.2); a
+ * version other than STSv1 makes the policy invalid wherever it appears.
+ * Anything else - a line without ':', a bad key or value, control
+ * characters - makes the whole policy invalid.
  *
  * Returns 0 and fills *out; POSTERN_EPROTO for an invalid policy;
  * POSTERN_ETOOBIG when `len` exceeds POLICY_MTASTS_BODY_MAX or there are
