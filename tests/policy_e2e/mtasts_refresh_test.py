@@ -284,7 +284,7 @@ def main():
         with Relay(POSTERN, fx.port, workers=1,
                    delivery=(f"port {smtp_port}; connect_timeout 2s; idle_timeout 1s; "
                              "per_domain_connections 400; shutdown_timeout 2s"),
-                   extra=relay_cfg("fetch_timeout 10s")) as r:
+                   extra=relay_cfg("fetch_timeout 30s")) as r:
             # e. single flight: five concurrent deliveries, one fetch
             send_many(r.port, "a@slow.sts.test", 5)
             got = r.wait_log(lambda x: x.get("event") == "delivery"
