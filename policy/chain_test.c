@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "net/dns.h"
+#include "net/https.h"
 #include "policy/chain.h"
 #include "policy/mtasts_cache.h"
 #include "postern_err.h"
@@ -668,6 +669,77 @@ static void test_mtasts_maintain(void **state) {
   mts_dir_free(dir);
 }
 
+/* Which cached policies a maintenance pass refreshes: those in use (a
+ * delivery used them within 30 days) that are due (a refresh interval old,
+ * or half their max_age if sooner) and not tried too recently. Each
+ * refresh starts with the address of mta-sts.<domain>, which the silent
+ * resolver never gives: every refresh started ends as one fetch_failed. */
+static void test_mtasts_refresh_selection(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  const uint64_t day = 86400;
+  /* due: fetched over a day ago, used yesterday */
+  cache_policy(dir, "due.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - day - 5,
+               NOW_S + 300 * day, NOW_S - day);
+  /* half its max_age (10 minutes) is over, though a day is not */
+  cache_policy(dir, "short.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 301,
+               NOW_S - 301 + 600, NOW_S - 301);
+  /* not in use: last used 31 days ago */
+  cache_policy(dir, "unused.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 31 * day,
+               NOW_S + 300 * day, NOW_S - 31 * day);
+  /* fresh: fetched an hour ago */
+  cache_policy(dir, "fresh.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 3600,
+               NOW_S + 300 * day, NOW_S - 3600);
+  /* due, but a refresh was tried an hour ago (retry after 6 hours) */
+  cache_policy(dir, "tried.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 2 * day,
+               NOW_S + 300 * day, NOW_S - day);
+  struct policy_mtasts_cache *c;
+  assert_int_equal(policy_mtasts_cache_open(dir, 0, &c), 0);
+  assert_int_equal(policy_mtasts_cache_touch(c, "tried.test", 0, NOW_S - 3600),
+                   0);
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 0);
+  assert_int_equal(https_global_init(), 0);
+  struct https_client *hc;
+  assert_int_equal(https_client_new(&f.loop, &hc), 0);
+  struct policy_env e = env_of(&f);
+  e.https = hc;
+  e.now_ms = NOW_S * 1000;
+  assert_int_equal(policy_chain_maintain(f.chain, &e),
+                   POLICY_MAINTAIN_DEFAULT_MS);
+  https_client_close(hc, NULL, NULL);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(n_mts_other, 2); /* two fetch_failed: due, short */
+  struct policy_mtasts_rec *r = calloc(1, sizeof *r);
+  static const struct {
+    const char *domain;
+    uint64_t tried;
+  } want[] = {{"due.test", NOW_S},
+              {"short.test", NOW_S},
+              {"unused.test", 0},
+              {"fresh.test", 0},
+              {"tried.test", NOW_S - 3600}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    assert_int_equal(policy_mtasts_cache_get(c, want[i].domain, r), 0);
+    if (r->tried != want[i].tried)
+      fail_msg("%s: tried %llu, want %llu", want[i].domain,
+               (unsigned long long)r->tried, (unsigned long long)want[i].tried);
+  }
+  free(r);
+  /* A second pass right away starts nothing: both were just tried. */
+  n_mts_other = 0;
+  assert_int_equal(https_client_new(&f.loop, &hc), 0);
+  e.https = hc;
+  policy_chain_maintain(f.chain, &e);
+  https_client_close(hc, NULL, NULL);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(n_mts_other, 0);
+  policy_mtasts_cache_release(c);
+  fx_done(&f);
+  mts_dir_free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mx_levels),
@@ -680,6 +752,7 @@ int main(void) {
       cmocka_unit_test(test_mtasts_plaintext),
       cmocka_unit_test(test_mtasts_routes),
       cmocka_unit_test(test_mtasts_maintain),
+      cmocka_unit_test(test_mtasts_refresh_selection),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
