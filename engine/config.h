@@ -171,7 +171,9 @@ struct config_policy_local {
 struct config_policy_mtasts {
   uint64_t fetch_timeout_ms;
   uint16_t https_port;
-  uint64_t max_policy_size; /* bytes */
+  uint64_t max_policy_size;     /* bytes */
+  uint64_t cache_size;          /* bytes of the cache's map */
+  uint64_t refresh_interval_ms; /* a policy in use is fetched this often */
 };
 
 /* One module of the policy chain; `kind` says which member is valid

@@ -427,7 +427,8 @@ static void test_good_configs(void **state) {
       {"policy {\n dane\n mtasts { fetch_timeout 5s; https_port 8443 }\n"
        " local { min_tls_level encrypted; min_mx_level dnssec }\n dnssec\n}",
        {"policy {\n  dane\n  mtasts {\n    fetch_timeout 5s\n"
-        "    https_port 8443\n    max_policy_size 64K\n  }\n"
+        "    https_port 8443\n    max_policy_size 64K\n"
+        "    cache_size 64M\n    refresh_interval 1d\n  }\n"
         "  local {\n    min_tls_level encrypted\n    min_mx_level dnssec\n"
         "  }\n  dnssec\n}\n"}},
       {"policy { dnssec {} ; dane { } }", {"policy {\n  dnssec\n  dane\n}\n"}},
@@ -565,6 +566,8 @@ static void test_struct_fields(void **state) {
   assert_int_equal(cfg->policy[0].mtasts.fetch_timeout_ms, 60000);
   assert_int_equal(cfg->policy[0].mtasts.https_port, 443);
   assert_int_equal(cfg->policy[0].mtasts.max_policy_size, 65536);
+  assert_int_equal(cfg->policy[0].mtasts.cache_size, 64u << 20);
+  assert_int_equal(cfg->policy[0].mtasts.refresh_interval_ms, 86400000);
   assert_int_equal(cfg->policy[1].kind, CONFIG_POLICY_LOCAL);
   assert_int_equal(cfg->policy[1].local.min_tls_level,
                    CONFIG_TLS_LEVEL_AUTHENTICATED);
@@ -783,6 +786,10 @@ static const struct err_case err_cases[] = {
       "unknown directive 'foo' in the dnssec block"),
     E("policy { mtasts { fetch_timeout 11m } }\n", 1, CONFIG, 2, 33,
       "'fetch_timeout' must be between 1ms and 10m, got 11m"),
+    E("policy { mtasts { cache_size 512K } }\n", 1, CONFIG, 2, 30,
+      "'cache_size' must be between 1M and 64G, got 512K"),
+    E("policy { mtasts { refresh_interval 500ms } }\n", 1, CONFIG, 2, 36,
+      "'refresh_interval' must be between 1s and 30d, got 500ms"),
     E("policy { min_tls_level encrypted }\n", 1, CONFIG, 2, 10,
       "'min_tls_level' is not allowed in the policy block; it belongs in the "
       "local block"),

@@ -863,7 +863,8 @@ static bool plaintext_acceptable(struct attempt *a) {
                            .reached = POLICY_TLS_LEVEL_NONE,
                            .verify_error = "",
                            .dane_usable = a->req.dane_usable,
-                           .mx_level = a->mxv.level};
+                           .mx_level = a->mxv.level,
+                           .hypothetical = true};
   struct policy_conn_verdict v;
   policy_chain_check_conn(a->crun, &pc, &v);
   return v.result.outcome == POLICY_OK;

@@ -32,6 +32,14 @@ struct policy_slot {
 static struct policy_slot policy_slots[POLICY_SLOTS];
 static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Policy gauges: a small table that never shrinks, like policy_slots. */
+#define GAUGE_SLOTS 16
+struct gauge_slot {
+  const char *module, *name; /* static strings; NULL when free */
+  _Atomic uint64_t v;
+};
+static struct gauge_slot gauge_slots[GAUGE_SLOTS];
+
 static const char *const counter_names[] = {
 #define METRICS__N(name, str, help) str,
     METRICS_COUNTER_MAP(METRICS__N)
@@ -90,6 +98,25 @@ void metrics_policy(const char *module, const char *outcome) {
     }
     if (strcmp(s->module, module) == 0 && strcmp(s->outcome, outcome) == 0) {
       atomic_fetch_add(&s->n, 1);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&policy_mu);
+}
+
+void metrics_policy_gauge(const char *module, const char *name,
+                          uint64_t value) {
+  pthread_mutex_lock(&policy_mu);
+  for (size_t i = 0; i < GAUGE_SLOTS; i++) {
+    struct gauge_slot *g = &gauge_slots[i];
+    if (g->module == NULL) {
+      g->name = name;
+      atomic_store(&g->v, value);
+      __atomic_store_n(&g->module, module, __ATOMIC_RELEASE);
+      break;
+    }
+    if (strcmp(g->module, module) == 0 && strcmp(g->name, name) == 0) {
+      atomic_store(&g->v, value);
       break;
     }
   }
@@ -162,6 +189,17 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
     tb_fmt(&b,
            "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
            m, s->outcome, (unsigned long long)atomic_load(&s->n));
+  }
+  tb_fmt(&b, "# HELP postern_policy_state Policy module state (MTA-STS "
+             "cache entries and bytes), as of the last maintenance pass.\n"
+             "# TYPE postern_policy_state gauge\n");
+  for (size_t i = 0; i < GAUGE_SLOTS; i++) {
+    struct gauge_slot *gs = &gauge_slots[i];
+    const char *m = __atomic_load_n(&gs->module, __ATOMIC_ACQUIRE);
+    if (m == NULL)
+      break;
+    tb_fmt(&b, "postern_policy_state{module=\"%s\",name=\"%s\"} %llu\n", m,
+           gs->name, (unsigned long long)atomic_load(&gs->v));
   }
   struct {
     const char *name, *help;

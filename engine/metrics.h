@@ -48,6 +48,10 @@ void metrics_delivery(enum metrics_status st, enum policy_mx_level mx,
 /* A policy outcome ("dane", "mismatch"); both strings static. Any thread.
  * Matches policy_env.count. */
 void metrics_policy(const char *module, const char *outcome);
+/* Sets a policy module's gauge ("mtasts", "cache_entries"); both strings
+ * static. Any thread. Matches policy_env.gauge. Served as
+ * postern_policy_state{module="...",name="..."}. */
+void metrics_policy_gauge(const char *module, const char *name, uint64_t value);
 
 /* Values only the caller can read, filled in at scrape time. */
 struct metrics_gauges {

@@ -11,6 +11,9 @@
  * a broken file is rejected with its error and the running configuration
  * stays; a good one replaces the log settings, limits, routes and policy
  * chain (listeners, the queue and DNS need a restart, and say so).
+ * Policy maintenance (MTA-STS refresh and cache upkeep) runs on worker 0's
+ * loop, with its own resolver and HTTPS client, at the interval the chain
+ * asks for.
  */
 #include "engine/relay.h"
 
@@ -140,7 +143,9 @@ int relay_chain_build(const struct postern_config *cfg,
           .ca_file = cfg->tls.ca_file,
           .https_port = pm->mtasts.https_port,
           .fetch_timeout_ms = pm->mtasts.fetch_timeout_ms,
-          .max_policy_size = pm->mtasts.max_policy_size};
+          .max_policy_size = pm->mtasts.max_policy_size,
+          .cache_size = pm->mtasts.cache_size,
+          .refresh_interval_ms = pm->mtasts.refresh_interval_ms};
       if (rc == 0)
         rc = policy_mtasts_new(&mo, &m);
       if (rc != 0) {
@@ -179,6 +184,62 @@ static void apply_log(const struct postern_config *cfg) {
                 "error", postern_strerror(rc), NULL);
 }
 
+/* ---- policy maintenance ---- */
+
+/* The first pass soon after startup: expired policies go, gauges appear. */
+#define MAINT_FIRST_MS 1000
+
+/* On worker 0's loop only. Refresh fetches get a resolver and HTTPS client
+ * of their own, so they never take a delivery's fetch slot. */
+static struct {
+  struct relay *r;
+  uv_timer_t timer;
+  struct dns_resolver *dns;
+  struct https_client *https;
+  bool on;
+} maint;
+
+static void maint_run(uv_timer_t *t) {
+  struct relay *r = maint.r;
+  struct policy_env env = {.loop = t->loop,
+                           .dns = maint.dns,
+                           .https = maint.https,
+                           .now_ms = relay_now_ms(r),
+                           .count = metrics_policy,
+                           .gauge = metrics_policy_gauge};
+  uint64_t next = policy_chain_maintain(r->chain, &env);
+  uv_timer_start(&maint.timer, maint_run, next, 0);
+}
+
+static void maint_start(struct relay *r, struct worker *w) {
+  struct dns_opts o;
+  relay_dns_opts(r->cfg, &o);
+  int rc = dns_resolver_new(&w->loop, &o, &maint.dns);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "policy_maintenance_unavailable", "error",
+                postern_strerror(rc), NULL);
+    return;
+  }
+  if (https_client_new(&w->loop, &maint.https) != 0)
+    maint.https = NULL;
+  maint.r = r;
+  uv_timer_init(&w->loop, &maint.timer);
+  uv_timer_start(&maint.timer, maint_run, MAINT_FIRST_MS, 0);
+  maint.on = true;
+}
+
+/* Closing the resolver and client cancels the refreshes in flight. */
+static void maint_stop(void) {
+  if (!maint.on)
+    return;
+  maint.on = false;
+  uv_timer_stop(&maint.timer);
+  uv_close((uv_handle_t *)&maint.timer, NULL);
+  dns_resolver_close(maint.dns, NULL, NULL);
+  if (maint.https)
+    https_client_close(maint.https, NULL, NULL);
+}
+
 /* ---- workers ---- */
 
 static void worker_started(struct worker *w) {
@@ -189,9 +250,13 @@ static void worker_started(struct worker *w) {
                 postern_strerror(rc), NULL);
     abort(); /* A relay that cannot resolve cannot deliver: fail loudly. */
   }
+  if (w->index == 0)
+    maint_start(r, w);
 }
 
 static void worker_stopping(struct worker *w) {
+  if (w->index == 0)
+    maint_stop();
   engine__deliver_worker_stop(w);
 }
 

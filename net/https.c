@@ -83,7 +83,7 @@ struct https_client {
   bool closing;
   bool torn_down;
   int open_handles;
-  int nfetches; /* started and not yet freed */
+  int nfetches; /* started, callback not yet started */
   void (*close_cb)(void *arg);
   void *close_arg;
 };
@@ -491,9 +491,11 @@ static void idle_cb(uv_idle_t *h) {
     c->dq_head = f->next;
     if (c->dq_head == NULL)
       c->dq_tail = NULL;
+    /* The slot is free once the callback starts, so that the callback can
+     * start another fetch in it (a caller queueing for slots needs that). */
+    c->nfetches--;
     deliver(f);
     fetch_free(f);
-    c->nfetches--;
   }
   uv_idle_stop(&c->idle);
   if (c->closing && !c->torn_down)

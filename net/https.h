@@ -55,7 +55,8 @@
 #define HTTPS_ADDRS_MAX 16
 /* Longest URL accepted, with its NUL. */
 #define HTTPS_URL_MAX 2048
-/* Most fetches one client holds at once (started, callback not yet run):
+/* Most fetches one client holds at once (started, callback not yet
+ * started; a callback may start a fetch in the slot its own fetch frees):
  * with the body cap this bounds a client's memory. */
 #define HTTPS_FETCHES_MAX 256
 

@@ -411,3 +411,17 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
                       conn->verify_error && conn->verify_error[0] ? ": " : "",
                       conn->verify_error ? conn->verify_error : "");
 }
+
+uint64_t policy_chain_maintain(struct policy_chain *c,
+                               const struct policy_env *env) {
+  uint64_t next = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    struct policy_module *m = &c->mods[i];
+    if (m->ops->maintain == NULL)
+      continue;
+    uint64_t ms = m->ops->maintain(m->state, env);
+    if (ms && (next == 0 || ms < next))
+      next = ms;
+  }
+  return next ? next : POLICY_MAINTAIN_DEFAULT_MS;
+}

@@ -319,9 +319,10 @@ struct policy_mtasts_txt {
  *
  * Returns 0 and fills *out; POSTERN_ENOENT when no record is an STS record
  * (the domain publishes no policy); POSTERN_EPROTO when there are two or
- * more STS records or the one record is malformed (the caller treats this
- * like a failed lookup, never as "no policy"); POSTERN_EINVAL for NULL
- * arguments.
+ * more STS records or the one record is malformed - RFC 8461 §3.1: the
+ * sender MUST then assume the domain has no available policy, so the
+ * caller uses a cached unexpired policy if it has one, else no policy;
+ * POSTERN_EINVAL for NULL arguments.
  */
 int policy_mtasts_txt_parse(const struct policy_txt *recs, size_t nrecs,
                             struct policy_mtasts_txt *out);
@@ -355,15 +356,16 @@ struct policy_mtasts_policy {
 /*
  * Parses a policy body (RFC 8461 §3.2): `key: value` lines ended by LF or
  * CRLF (the last line may lack one). Spaces and tabs around keys and values
- * and blank lines are tolerated. The first field must be `version: STSv1`;
- * `mode` (enforce|testing|none) and `max_age` (decimal, at most 10 digits,
- * 0..31557600) are required; `mx` patterns (a domain name, optionally
- * prefixed by "*.") are required unless mode is none. Keys are case-
- * sensitive; unknown keys are ignored if they are syntactically valid
- * extension fields. When version, mode or max_age repeat, the first
- * occurrence counts (RFC 8461 §3.2). Anything else - a line without ':', a
- * bad key or value, control characters, a value out of range - makes the
- * whole policy invalid.
+ * and blank lines are tolerated. Fields come in any order. `version: STSv1`,
+ * `mode` (enforce|testing|none) and `max_age` (decimal, 1 to 10 digits;
+ * values above 31557600 are capped at 31557600, RFC 8461 §3.2) are
+ * required; `mx` patterns (a domain name, optionally prefixed by "*.") are
+ * required unless mode is none. Keys are case-sensitive; unknown keys are
+ * ignored if they are syntactically valid extension fields. When version,
+ * mode or max_age repeat, the first occurrence counts (RFC 8461 §3.2); a
+ * version other than STSv1 makes the policy invalid wherever it appears.
+ * Anything else - a line without ':', a bad key or value, control
+ * characters - makes the whole policy invalid.
  *
  * Returns 0 and fills *out; POSTERN_EPROTO for an invalid policy;
  * POSTERN_ETOOBIG when `len` exceeds POLICY_MTASTS_BODY_MAX or there are
@@ -432,9 +434,15 @@ struct policy_env {
   /* Counts a policy outcome for the metrics ("dane", "mismatch"); the
    * strings must be static. NULL when metrics are off. Any thread. */
   void (*count)(const char *module, const char *outcome);
+  /* Sets a module's gauge for the metrics ("mtasts", "cache_entries");
+   * static strings. NULL when not wanted (deliveries leave it NULL; the
+   * engine's maintenance call sets it). Any thread. */
+  void (*gauge)(const char *module, const char *name, uint64_t value);
   /* The destination is a static route (a smarthost the operator named),
-   * not the recipient domain's MX: domain policies (MTA-STS) do not
-   * apply; per-host ones (DANE, local) still do. */
+   * not the recipient domain's MX. prepare_domain is then given the
+   * route's host as the domain: MTA-STS takes it as the policy domain
+   * (RFC 8461 §3.4), and has no policy for an IP-address route; per-host
+   * policies (DANE, local) apply as usual. */
   bool routed;
 };
 
@@ -498,6 +506,10 @@ struct policy_conn {
   bool dane_usable; /* copied from the connection's policy_conn_req */
   /* The candidate's MX level as policy_chain_check_mx ranked it. */
   enum policy_mx_level mx_level;
+  /* Not a real session: the engine asks whether a plaintext session would
+   * be acceptable (before a plaintext retry). Modules judge as usual but
+   * must not log or count failures (the real session will be judged). */
+  bool hypothetical;
 };
 
 struct policy_conn_verdict {
@@ -546,6 +558,12 @@ struct policy_module_ops {
   void (*check_conn)(void *state, void *pd, void *pc,
                      const struct policy_conn *c,
                      struct policy_conn_verdict *v);
+  /* Optional periodic upkeep (refresh cached policies, evict expired
+   * ones), run by the engine on one loop. It may start asynchronous work
+   * on env's loop, with env's resolver and HTTPS client, that outlives the
+   * call (cancelled like any other when they close). Returns the delay in
+   * milliseconds after which it wants to run again, 0 for no preference. */
+  uint64_t (*maintain)(void *state, const struct policy_env *env);
 };
 
 struct policy_module {
@@ -587,19 +605,32 @@ struct policy_mtasts_opts {
   uint16_t https_port;   /* 443; tests use another */
   uint64_t fetch_timeout_ms;
   uint64_t max_policy_size; /* bytes; capped at POLICY_MTASTS_BODY_MAX */
+  uint64_t cache_size;      /* bytes of the cache's map; 0: 64 MiB */
+  /* A policy in use is fetched again once this old (or at half its
+   * max_age if sooner); also the granularity of its last-used time.
+   * 0: one day. */
+  uint64_t refresh_interval_ms;
 };
 
 /*
  * `mtasts`: per domain, the `_mta-sts` TXT id, the policy fetched over HTTPS
  * (env->https) and cached in LMDB under state_dir (surviving restarts,
- * refreshed when the id changes and in the background after half its
- * max_age); `enforce` gives matching MX hosts MX level `mtasts`, rejects
- * the others (TEMPFAIL 4.7.5) and requires TLS level `authenticated`
+ * fetched again when the id changes). One fetch per domain at a time in
+ * the process: a delivery that needs a policy being fetched waits for that
+ * fetch. The maintain op evicts expired policies and refreshes policies in
+ * use before they age (see refresh_interval_ms), without needing the TXT
+ * record. `enforce` gives matching MX hosts MX level `mtasts`, rejects the
+ * others (TEMPFAIL 4.7.5) and requires TLS level `authenticated`
  * (satisfied by DANE where usable TLSA records exist, RFC 8461 §2);
- * `testing` only logs and counts; a failed TXT lookup with nothing cached
- * is TEMPFAIL; a failed fetch with nothing cached is "no policy" (RFC 8461
- * §3.3). Counts "mtasts" + "fetched", "fetch_failed", "txt_failed",
- * "mx_mismatch", "testing_mx_mismatch", "testing_tls_failure".
+ * `testing` only logs and counts. A failed or invalid TXT lookup, or a
+ * failed fetch, uses the cached policy, else means no policy (RFC 8461
+ * §3.1, §3.3); no free fetch slot with nothing cached is TEMPFAIL. For a
+ * routed destination the route's host is the policy domain (§3.4), and an
+ * IP-address route has none. Counts "mtasts" + "fetched", "fetch_failed",
+ * "fetch_no_slot", "txt_failed", "txt_failed_no_policy", "txt_invalid",
+ * "cache_full", "mx_mismatch", "testing_mx_mismatch",
+ * "testing_tls_failure"; gauges (maintain) "cache_entries",
+ * "cache_used_bytes", "cache_map_bytes".
  * The cache is opened on first use (after privileges are dropped); while
  * it cannot be, policies are fetched every time and not kept (logged).
  * Errors: POSTERN_EINVAL, POSTERN_ENOMEM.
@@ -668,6 +699,19 @@ void policy_conn_run_free(struct policy_conn_run *crun);
 void policy_chain_check_conn(struct policy_conn_run *crun,
                              const struct policy_conn *c,
                              struct policy_conn_verdict *v);
+
+/* Delay between maintenance calls when no module states one. */
+#define POLICY_MAINTAIN_DEFAULT_MS (5u * 60 * 1000)
+
+/*
+ * Runs every module's maintain op (periodic upkeep) on env's loop; the
+ * engine calls it from one loop, again after the returned delay in
+ * milliseconds (the shortest any module asked for, else
+ * POLICY_MAINTAIN_DEFAULT_MS). Work it starts may outlive the call and is
+ * cancelled when env's resolver and HTTPS client close.
+ */
+uint64_t policy_chain_maintain(struct policy_chain *c,
+                               const struct policy_env *env);
 
 /* Fills r as a failure with a printf-style reason. */
 void policy_result_set(struct policy_result *r, enum policy_outcome o,

@@ -24,19 +24,27 @@
 #include <unistd.h>
 
 #include "net/dns.h"
+#include "net/https.h"
 #include "policy/chain.h"
+#include "policy/mtasts_cache.h"
 #include "postern_err.h"
 
 /* ---- counters (env->count) ---- */
 
 static int n_insecure, n_tempfail, n_other;
 
-static int n_txt_failed;
+static int n_txt_failed, n_txt_failed_no_policy, n_testing_tls, n_mts_other;
 
 static void counter(const char *module, const char *outcome) {
   if (strcmp(module, "mtasts") == 0) {
-    assert_string_equal(outcome, "txt_failed");
-    n_txt_failed++;
+    if (strcmp(outcome, "txt_failed") == 0)
+      n_txt_failed++;
+    else if (strcmp(outcome, "txt_failed_no_policy") == 0)
+      n_txt_failed_no_policy++;
+    else if (strcmp(outcome, "testing_tls_failure") == 0)
+      n_testing_tls++;
+    else
+      n_mts_other++;
     return;
   }
   assert_string_equal(module, "dane");
@@ -84,7 +92,8 @@ static void fx_init(struct fx *f, enum policy_tls_level min_tls,
   assert_int_equal(policy_chain_add(f->chain, m), 0);
   assert_int_equal(policy_dane_new(&m), 0);
   assert_int_equal(policy_chain_add(f->chain, m), 0);
-  n_insecure = n_tempfail = n_other = n_txt_failed = 0;
+  n_insecure = n_tempfail = n_other = 0;
+  n_txt_failed = n_txt_failed_no_policy = n_testing_tls = n_mts_other = 0;
 }
 
 static void fx_done(struct fx *f) {
@@ -421,9 +430,9 @@ static void test_sync_answers(void **state) {
   }
 }
 
-/* ---- mtasts: a failed TXT lookup with nothing cached defers ---- */
+/* ---- mtasts: a failed TXT lookup with nothing cached is no policy ---- */
 
-static void test_mtasts_txt_failure_defers(void **state) {
+static void test_mtasts_txt_failure_no_policy(void **state) {
   (void)state;
   char dir[] = "/tmp/postern-chain-test-XXXXXX";
   assert_non_null(mkdtemp(dir));
@@ -446,12 +455,21 @@ static void test_mtasts_txt_failure_defers(void **state) {
   uv_run(&f.loop, UV_RUN_DEFAULT);
   assert_true(g.called);
   assert_false(g.in_call);
-  /* SERVFAIL/timeout is not "no policy" (RFC 8461 §3.1, fail closed). */
-  assert_int_equal(g.r.outcome, POLICY_TEMPFAIL);
-  assert_string_equal(g.r.status, "4.7.5");
-  assert_string_equal(g.r.module, "mtasts");
-  assert_non_null(strstr(g.r.reason, "_mta-sts.example.test"));
+  /* A timeout (or SERVFAIL) with nothing cached: no policy, logged and
+   * counted. A domain that never deployed MTA-STS must not wait for its
+   * broken DNS; a known domain is protected by its cached policy. */
+  assert_int_equal(g.r.outcome, POLICY_OK);
   assert_int_equal(n_txt_failed, 1);
+  assert_int_equal(n_txt_failed_no_policy, 1);
+  struct policy_mx mx = {
+      .domain = "example.test", .host = "anything.example.net", .port = 25};
+  struct policy_mx_verdict v;
+  policy_chain_check_mx(g.run, &mx, &v);
+  assert_int_equal(v.result.outcome, POLICY_OK);
+  assert_int_equal(v.level, POLICY_MX_LEVEL_NONE);
+  char desc[256];
+  policy_domain_run_describe(g.run, desc, sizeof desc);
+  assert_non_null(strstr(desc, "mtasts: no policy"));
   policy_domain_run_free(g.run);
   fx_done(&f);
   /* The cache was created under state_dir on first use. */
@@ -462,6 +480,336 @@ static void test_mtasts_txt_failure_defers(void **state) {
   assert_int_equal(system(path), 0);
 }
 
+/* ---- mtasts with a cached policy (the resolver never answers, so every
+ * TXT lookup fails) ---- */
+
+static char *mts_dir(void) {
+  char *dir = malloc(64);
+  assert_non_null(dir);
+  snprintf(dir, 64, "/tmp/postern-chain-test-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  return dir;
+}
+
+static void mts_dir_free(char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+  free(dir);
+}
+
+/* Caches `mode` for example.test (mx mx.example.test), valid from `now` for
+ * a day; `last_used` as given. The module shares this process's handle. */
+static void cache_policy(const char *dir, const char *domain,
+                         enum policy_mtasts_mode mode, uint64_t now,
+                         uint64_t expires, uint64_t last_used) {
+  struct policy_mtasts_cache *c;
+  assert_int_equal(policy_mtasts_cache_open(dir, 0, &c), 0);
+  struct policy_mtasts_rec *r = calloc(1, sizeof *r);
+  snprintf(r->id, sizeof r->id, "1");
+  r->fetched = now;
+  r->expires = expires;
+  r->last_used = last_used;
+  r->policy.mode = mode;
+  r->policy.max_age = (uint32_t)(expires - now);
+  r->policy.n_mx = 1;
+  snprintf(r->policy.mx[0], sizeof r->policy.mx[0], "mx.example.test");
+  assert_int_equal(policy_mtasts_cache_put(c, domain, r, now), 0);
+  free(r);
+  policy_mtasts_cache_release(c);
+}
+
+static void add_mtasts(struct fx *f, const char *dir, uint64_t refresh_ms) {
+  struct policy_mtasts_opts o = {.state_dir = dir,
+                                 .https_port = 443,
+                                 .fetch_timeout_ms = 1000,
+                                 .max_policy_size = 65536,
+                                 .refresh_interval_ms = refresh_ms};
+  struct policy_module m;
+  assert_int_equal(policy_mtasts_new(&o, &m), 0);
+  assert_int_equal(policy_chain_add(f->chain, m), 0);
+}
+
+#define NOW_S 1700000000ull
+
+static void prepare_at(struct fx *f, const char *domain, bool routed,
+                       struct got_domain *g) {
+  struct policy_env e = env_of(f);
+  e.now_ms = NOW_S * 1000;
+  e.routed = routed;
+  memset(g, 0, sizeof *g);
+  assert_int_equal(
+      policy_chain_prepare_domain(f->chain, &e, domain, on_domain, g), 0);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_true(g->called);
+}
+
+/* An attacker who blocks the TXT lookup does not downgrade a domain with a
+ * cached enforce policy: an MX it does not list is still refused. */
+static void test_mtasts_txt_failure_uses_cache(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  cache_policy(dir, "example.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 10,
+               NOW_S + 86400, NOW_S - 10);
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 0);
+  struct got_domain g;
+  prepare_at(&f, "example.test", false, &g);
+  assert_int_equal(g.r.outcome, POLICY_OK);
+  assert_int_equal(n_txt_failed, 1);
+  assert_int_equal(n_txt_failed_no_policy, 0);
+  struct policy_mx mx = {
+      .domain = "example.test", .host = "evil.example.net", .port = 25};
+  struct policy_mx_verdict v;
+  policy_chain_check_mx(g.run, &mx, &v);
+  assert_int_equal(v.result.outcome, POLICY_TEMPFAIL);
+  assert_string_equal(v.result.status, "4.7.5");
+  mx.host = "mx.example.test";
+  policy_chain_check_mx(g.run, &mx, &v);
+  assert_int_equal(v.result.outcome, POLICY_OK);
+  assert_int_equal(v.level, POLICY_MX_LEVEL_MTASTS);
+  policy_domain_run_free(g.run);
+  /* An expired policy no longer applies: no policy. */
+  fx_done(&f);
+  cache_policy(dir, "example.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 86400,
+               NOW_S, NOW_S - 10);
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 0);
+  prepare_at(&f, "example.test", false, &g);
+  assert_int_equal(g.r.outcome, POLICY_OK);
+  assert_int_equal(n_txt_failed_no_policy, 1);
+  mx.host = "evil.example.net";
+  policy_chain_check_mx(g.run, &mx, &v);
+  assert_int_equal(v.result.outcome, POLICY_OK);
+  policy_domain_run_free(g.run);
+  fx_done(&f);
+  mts_dir_free(dir);
+}
+
+/* Testing mode: plaintext (a missing or stripped STARTTLS) is a testing
+ * failure, logged and counted - except for the engine's hypothetical
+ * check before a plaintext retry. Under enforce the hypothetical check
+ * refuses plaintext without counting anything. */
+static void test_mtasts_plaintext(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  cache_policy(dir, "testing.test", POLICY_MTASTS_MODE_TESTING, NOW_S - 10,
+               NOW_S + 86400, NOW_S - 10);
+  cache_policy(dir, "enforce.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 10,
+               NOW_S + 86400, NOW_S - 10);
+  static const struct {
+    const char *domain;
+    bool hypothetical;
+    enum policy_tls_level reached;
+    enum policy_outcome outcome;
+    int counted;
+  } cases[] = {
+      {"testing.test", true, POLICY_TLS_LEVEL_NONE, POLICY_OK, 0},
+      {"testing.test", false, POLICY_TLS_LEVEL_NONE, POLICY_OK, 1},
+      {"testing.test", false, POLICY_TLS_LEVEL_ENCRYPTED, POLICY_OK, 1},
+      {"testing.test", false, POLICY_TLS_LEVEL_AUTHENTICATED, POLICY_OK, 0},
+      {"enforce.test", true, POLICY_TLS_LEVEL_NONE, POLICY_TEMPFAIL, 0},
+      {"enforce.test", false, POLICY_TLS_LEVEL_NONE, POLICY_TEMPFAIL, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct fx f;
+    fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+    add_mtasts(&f, dir, 0);
+    struct got_domain g;
+    prepare_at(&f, cases[i].domain, false, &g);
+    assert_int_equal(g.r.outcome, POLICY_OK);
+    struct policy_mx mx = {
+        .domain = cases[i].domain, .host = "mx.example.test", .port = 25};
+    struct got_conn c;
+    prepare_conn(&f, g.run, &mx, false, &c);
+    struct policy_conn pc = {.host = "mx.example.test",
+                             .reached = cases[i].reached,
+                             .pkix_ok = true,
+                             .name_ok = true,
+                             .verify_error = "",
+                             .hypothetical = cases[i].hypothetical};
+    struct policy_conn_verdict v;
+    policy_chain_check_conn(c.crun, &pc, &v);
+    if (v.result.outcome != cases[i].outcome ||
+        n_testing_tls != cases[i].counted)
+      fail_msg("case %zu (%s, hypothetical %d, reached %s): outcome %d, "
+               "counted %d",
+               i, cases[i].domain, cases[i].hypothetical,
+               policy_tls_level_name(cases[i].reached), v.result.outcome,
+               n_testing_tls);
+    policy_conn_run_free(c.crun);
+    policy_domain_run_free(g.run);
+    fx_done(&f);
+  }
+  mts_dir_free(dir);
+}
+
+/* RFC 8461 §3.4: a route's host is the policy domain; an IP address has
+ * none, so there is nothing to look up. */
+static void test_mtasts_routes(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  static const struct {
+    const char *host;
+    int txt_lookups;
+  } cases[] = {
+      {"192.0.2.1", 0},
+      {"2001:db8::25", 0},
+      {"[2001:db8::25]", 0},
+      {"smarthost.example.test", 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct fx f;
+    fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+    add_mtasts(&f, dir, 0);
+    struct got_domain g;
+    prepare_at(&f, cases[i].host, true, &g);
+    assert_int_equal(g.r.outcome, POLICY_OK);
+    if (n_txt_failed != cases[i].txt_lookups)
+      fail_msg("route to %s: %d failed TXT lookups, want %d", cases[i].host,
+               n_txt_failed, cases[i].txt_lookups);
+    policy_domain_run_free(g.run);
+    fx_done(&f);
+  }
+  /* A cached policy of the smart host's domain applies to the route. */
+  cache_policy(dir, "smarthost.example.test", POLICY_MTASTS_MODE_ENFORCE,
+               NOW_S - 10, NOW_S + 86400, NOW_S - 10);
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 0);
+  struct got_domain g;
+  prepare_at(&f, "smarthost.example.test", true, &g);
+  struct policy_mx mx = {.domain = "recipient.example",
+                         .host = "smarthost.example.test",
+                         .port = 587,
+                         .routed = true};
+  struct policy_mx_verdict v;
+  policy_chain_check_mx(g.run, &mx, &v);
+  assert_int_equal(v.result.outcome, POLICY_TEMPFAIL);
+  assert_non_null(strstr(v.result.reason, "smarthost.example.test"));
+  policy_domain_run_free(g.run);
+  fx_done(&f);
+  mts_dir_free(dir);
+}
+
+/* ---- maintenance: eviction and gauges ---- */
+
+static uint64_t g_entries, g_map;
+static int n_gauges;
+
+static void gauge_cb(const char *module, const char *name, uint64_t value) {
+  assert_string_equal(module, "mtasts");
+  n_gauges++;
+  if (strcmp(name, "cache_entries") == 0)
+    g_entries = value;
+  else if (strcmp(name, "cache_map_bytes") == 0)
+    g_map = value;
+}
+
+static void test_mtasts_maintain(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  cache_policy(dir, "live.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 10,
+               NOW_S + 86400, NOW_S - 10);
+  cache_policy(dir, "expired.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 100,
+               NOW_S - 1, NOW_S - 10);
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 8000);
+  struct policy_env e = env_of(&f);
+  e.now_ms = NOW_S * 1000;
+  e.gauge = gauge_cb;
+  /* No HTTPS client: nothing is refreshed, the upkeep still happens. The
+   * next pass comes after a quarter of the refresh interval. */
+  assert_int_equal(policy_chain_maintain(f.chain, &e), 2000);
+  assert_int_equal(g_entries, 1);
+  assert_int_equal(g_map, POLICY_MTASTS_CACHE_SIZE_DEFAULT);
+  assert_int_equal(n_gauges, 3);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  fx_done(&f);
+  struct policy_mtasts_cache_stat st;
+  assert_int_equal(policy_mtasts_cache_stat_dir(dir, &st), 0);
+  assert_int_equal(st.entries, 1);
+  /* A chain without maintain ops asks for the default period. */
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  assert_int_equal(policy_chain_maintain(f.chain, &e),
+                   POLICY_MAINTAIN_DEFAULT_MS);
+  fx_done(&f);
+  mts_dir_free(dir);
+}
+
+/* Which cached policies a maintenance pass refreshes: those in use (a
+ * delivery used them within 30 days) that are due (a refresh interval old,
+ * or half their max_age if sooner) and not tried too recently. Each
+ * refresh starts with the address of mta-sts.<domain>, which the silent
+ * resolver never gives: every refresh started ends as one fetch_failed. */
+static void test_mtasts_refresh_selection(void **state) {
+  (void)state;
+  char *dir = mts_dir();
+  const uint64_t day = 86400;
+  /* due: fetched over a day ago, used yesterday */
+  cache_policy(dir, "due.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - day - 5,
+               NOW_S + 300 * day, NOW_S - day);
+  /* half its max_age (10 minutes) is over, though a day is not */
+  cache_policy(dir, "short.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 301,
+               NOW_S - 301 + 600, NOW_S - 301);
+  /* not in use: last used 31 days ago */
+  cache_policy(dir, "unused.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 31 * day,
+               NOW_S + 300 * day, NOW_S - 31 * day);
+  /* fresh: fetched an hour ago */
+  cache_policy(dir, "fresh.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 3600,
+               NOW_S + 300 * day, NOW_S - 3600);
+  /* due, but a refresh was tried an hour ago (retry after 6 hours) */
+  cache_policy(dir, "tried.test", POLICY_MTASTS_MODE_ENFORCE, NOW_S - 2 * day,
+               NOW_S + 300 * day, NOW_S - day);
+  struct policy_mtasts_cache *c;
+  assert_int_equal(policy_mtasts_cache_open(dir, 0, &c), 0);
+  assert_int_equal(policy_mtasts_cache_touch(c, "tried.test", 0, NOW_S - 3600),
+                   0);
+  struct fx f;
+  fx_init(&f, POLICY_TLS_LEVEL_NONE, POLICY_MX_LEVEL_NONE);
+  add_mtasts(&f, dir, 0);
+  assert_int_equal(https_global_init(), 0);
+  struct https_client *hc;
+  assert_int_equal(https_client_new(&f.loop, &hc), 0);
+  struct policy_env e = env_of(&f);
+  e.https = hc;
+  e.now_ms = NOW_S * 1000;
+  assert_int_equal(policy_chain_maintain(f.chain, &e),
+                   POLICY_MAINTAIN_DEFAULT_MS);
+  https_client_close(hc, NULL, NULL);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(n_mts_other, 2); /* two fetch_failed: due, short */
+  struct policy_mtasts_rec *r = calloc(1, sizeof *r);
+  static const struct {
+    const char *domain;
+    uint64_t tried;
+  } want[] = {{"due.test", NOW_S},
+              {"short.test", NOW_S},
+              {"unused.test", 0},
+              {"fresh.test", 0},
+              {"tried.test", NOW_S - 3600}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    assert_int_equal(policy_mtasts_cache_get(c, want[i].domain, r), 0);
+    if (r->tried != want[i].tried)
+      fail_msg("%s: tried %llu, want %llu", want[i].domain,
+               (unsigned long long)r->tried, (unsigned long long)want[i].tried);
+  }
+  free(r);
+  /* A second pass right away starts nothing: both were just tried. */
+  n_mts_other = 0;
+  assert_int_equal(https_client_new(&f.loop, &hc), 0);
+  e.https = hc;
+  policy_chain_maintain(f.chain, &e);
+  https_client_close(hc, NULL, NULL);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(n_mts_other, 0);
+  policy_mtasts_cache_release(c);
+  fx_done(&f);
+  mts_dir_free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mx_levels),
@@ -470,7 +818,12 @@ int main(void) {
       cmocka_unit_test(test_dane_usable_overrides_pkix),
       cmocka_unit_test(test_conn_verdict_mx_level),
       cmocka_unit_test(test_sync_answers),
-      cmocka_unit_test(test_mtasts_txt_failure_defers),
+      cmocka_unit_test(test_mtasts_txt_failure_no_policy),
+      cmocka_unit_test(test_mtasts_txt_failure_uses_cache),
+      cmocka_unit_test(test_mtasts_plaintext),
+      cmocka_unit_test(test_mtasts_routes),
+      cmocka_unit_test(test_mtasts_maintain),
+      cmocka_unit_test(test_mtasts_refresh_selection),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -167,7 +167,9 @@ static bool has_ctl(const char *s, size_t n) {
   return false;
 }
 
-/* max_age = 1*10(DIGIT), at most 31557600 (RFC 8461 §3.2). */
+/* max_age = 1*10(DIGIT) (RFC 8461 §3.2). Values MUST be at most 31557600,
+ * but a larger one is still syntactically valid and parsers MUST accept
+ * syntactically valid policies: it is capped, not rejected. */
 static int parse_max_age(const char *s, size_t n, uint32_t *out) {
   if (n == 0 || n > 10)
     return POSTERN_EPROTO;
@@ -178,7 +180,7 @@ static int parse_max_age(const char *s, size_t n, uint32_t *out) {
     v = v * 10 + (uint64_t)(s[i] - '0'); /* 10 digits fit in 64 bits */
   }
   if (v > POLICY_MTASTS_MAX_AGE_MAX)
-    return POSTERN_EPROTO;
+    v = POLICY_MTASTS_MAX_AGE_MAX;
   *out = (uint32_t)v;
   return 0;
 }
@@ -202,7 +204,6 @@ static int add_mx(struct policy_mtasts_policy *p, const char *s, size_t n) {
 }
 
 struct body_state {
-  bool any_field;
   bool have_version, have_mode, have_max_age;
 };
 
@@ -234,8 +235,10 @@ static int body_line(struct body_state *st, struct policy_mtasts_policy *p,
   if (!ext_name_valid(s, klen) || vlen == 0)
     return POSTERN_EPROTO;
 
-  bool first = !st->any_field;
-  st->any_field = true;
+  /* Fields may come in any order (RFC 8461 §3.2 gives no order, and
+   * syntactically valid policies MUST be accepted). A body whose version is
+   * not STSv1 is refused wherever that field appears, so another version's
+   * body is never taken for this one. */
   if (equals(s, klen, "version")) {
     if (st->have_version)
       return 0; /* RFC 8461 §3.2: the first occurrence counts */
@@ -244,10 +247,6 @@ static int body_line(struct body_state *st, struct policy_mtasts_policy *p,
     st->have_version = true;
     return 0;
   }
-  /* The version field comes first, so that a future version's body is
-   * never read with this version's rules. */
-  if (first)
-    return POSTERN_EPROTO;
   if (equals(s, klen, "mode")) {
     if (st->have_mode)
       return 0;
@@ -282,7 +281,7 @@ int policy_mtasts_policy_parse(const char *body, size_t len,
   if (len > POLICY_MTASTS_BODY_MAX)
     return POSTERN_ETOOBIG;
   memset(out, 0, sizeof *out);
-  struct body_state st = {false, false, false, false};
+  struct body_state st = {false, false, false};
   size_t i = 0;
   while (i < len) {
     const char *nl = memchr(body + i, '\n', len - i);

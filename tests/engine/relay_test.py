@@ -221,8 +221,11 @@ def main():
                 mxq = [q for q in dns.queries() if q[1] in ("reuse.test", "rl.test")
                        and q[2] == "MX"]
                 check(not mxq, "[host] route: no MX lookup")
-                stsq = [q for q in dns.queries() if q[1].startswith("_mta-sts.")]
-                check(not stsq, "routed mail: no MTA-STS lookup (a smarthost is not an MX)")
+                # RFC 8461 §3.4: the smart host's domain is the policy
+                # domain, never the recipient domain.
+                stsq = {q[1] for q in dns.queries() if q[1].startswith("_mta-sts.")}
+                check(stsq == {"_mta-sts.reuse.test"},
+                      f"routed mail: MTA-STS looked up for the smart host only ({stsq})")
                 for i in range(8):
                     r3.send("s@snd.test", [f"rate{i}@rl.test"], msg(f"rate{i}"))
                 evs = r3.wait_log(lambda e: e.get("event") == "delivery" and

@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -383,6 +385,66 @@ static void test_fetch_limit_and_close(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A callback may start a fetch in the slot its own fetch frees: with the
+ * client at HTTPS_FETCHES_MAX, the first callback's new fetch is accepted
+ * (the mtasts module hands slots to fetches waiting for one this way). The
+ * fetches go to a closed loopback port and fail fast. */
+struct refill {
+  struct https_client *c;
+  struct https_request *req;
+  int done, refill_rc, refilled_done;
+};
+
+static void refilled_cb(const struct https_result *res, void *arg) {
+  struct refill *r = arg;
+  r->refilled_done++;
+}
+
+static void refill_cb(const struct https_result *res, void *arg) {
+  struct refill *r = arg;
+  if (res->status == POSTERN_ECANCELED)
+    fail_msg("fetch canceled");
+  if (r->done++ == 0)
+    r->refill_rc = https_fetch(r->c, r->req, refilled_cb, r, NULL);
+}
+
+static void test_callback_reuses_its_slot(void **state) {
+  uv_loop_t loop;
+  struct sockaddr_storage a = v4("127.0.0.1");
+  /* A port nobody listens on (bound, then closed). */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sin;
+  assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+  close(fd);
+  assert_int_equal(https_global_init(), 0);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct https_request req = {
+      .url = "https://mta-sts.example.org/.well-known/mta-sts.txt",
+      .port = ntohs(sin.sin_port),
+      .addrs = &a,
+      .naddrs = 1,
+      .timeout_ms = 5000,
+  };
+  struct refill r = {.req = &req, .refill_rc = 1};
+  assert_int_equal(https_client_new(&loop, &r.c), 0);
+  for (int i = 0; i < HTTPS_FETCHES_MAX; i++)
+    assert_int_equal(https_fetch(r.c, &req, refill_cb, &r, NULL), 0);
+  assert_int_equal(https_fetch(r.c, &req, never_cb, NULL, NULL), POSTERN_EBUSY);
+  /* Every fetch fails fast; the loop ends when nothing is pending. */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.done, HTTPS_FETCHES_MAX);
+  assert_int_equal(r.refill_rc, 0);
+  assert_int_equal(r.refilled_done, 1);
+  int closed = 0;
+  https_client_close(r.c, closed_cb, &closed);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(closed, 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_content_type),
@@ -394,6 +456,7 @@ int main(void) {
       cmocka_unit_test(test_err_from_curl),
       cmocka_unit_test(test_fetch_refusals),
       cmocka_unit_test(test_fetch_limit_and_close),
+      cmocka_unit_test(test_callback_reuses_its_slot),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,16 +20,24 @@ Scenarios (each checks the outcome at the MX peers and the delivery log):
  g. enforce and DANE (signed zone) for an MX with a self-signed certificate
     matching its TLSA record -> DANE governs (RFC 8461 §2): sent,
     mx_level=dnssec tls_level=authenticated, logged;
- h. max_age 6 s: after half of it the cached policy is still used and a
-    background refresh fetches it again.
+ i. routes (RFC 8461 §3.4: the smart host's domain is the policy domain):
+    a route to [smarta.sts.test], whose enforce policy does not list it ->
+    deferred 4.7.5; a route to smartb.sts.test (its MX hosts), whose policy
+    lists its MX -> sent, mx_level=mtasts; a route to an IP address -> no
+    policy domain, sent without MTA-STS;
+ j. testing mode, MX without STARTTLS -> sent in plaintext; the missing TLS
+    is logged (mtasts_testing_failure) and counted (testing_tls_failure on
+    the metrics endpoint).
+(The refresh, single-flight and §3.1 cases are in mtasts_refresh_test.py.)
 
 Usage: mtasts_test.py POSTERN_BINARY
 """
 
 import hashlib
+import re
 import subprocess
 import sys
-import time
+import urllib.request
 
 import dnssec_zone
 import httpspeer
@@ -74,6 +82,20 @@ def policy(mode, mx, max_age=86400):
             % (mode, "".join("mx: %s\r\n" % m for m in mx), max_age))
 
 
+def metric(port, family, **labels):
+    """The value of one sample on the relay's metrics endpoint (0 if absent)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=10).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pat = re.compile(r"^%s\{%s\} (\d+)$" % (re.escape(family), re.escape(want))
+                     if labels else r"^%s (\d+)$" % re.escape(family))
+    for line in text.splitlines():
+        m = pat.match(line)
+        if m:
+            return int(m.group(1))
+    return 0
+
+
 def on_common_port(starters):
     """Starts each (name, fn(port)) on one shared free port; retries."""
     for _ in range(20):
@@ -92,14 +114,18 @@ def on_common_port(starters):
 def zones(ids, tlsa):
     recs = []
     ip = {"enf": 31, "notin": 32, "badcert": 33, "testing": 34, "nopolicy": 35,
-          "cache": 36, "refresh": 38}
+          "cache": 36, "smartb": 82, "plain": 84}
     sts_ip = {"enf": 21, "notin": 22, "badcert": 23, "testing": 24, "nopolicy": 25,
-              "cache": 26, "refresh": 28}
+              "cache": 26, "smartb": 92, "plain": 94}
     for d in ip:
         recs += [f"{d} MX 10 mx.{d}",
                  f"mx.{d} A 127.0.0.{ip[d]}",
                  f'_mta-sts.{d} TXT "v=STSv1; id={ids.get(d, "1")}"',
                  f"mta-sts.{d} A 127.0.0.{sts_ip[d]}"]
+    # A smart host named by a [host] route: no MX of its own is looked up.
+    recs += ["smarta A 127.0.0.81",
+             '_mta-sts.smarta TXT "v=STSv1; id=1"',
+             "mta-sts.smarta A 127.0.0.91"]
     # A signed zone: MTA-STS enforce and DANE for the same MX (RFC 8461 §2).
     signed = ["both MX 10 mx.both",
               "mx.both A 127.0.0.37",
@@ -113,24 +139,32 @@ def zones(ids, tlsa):
 def main():
     p = pki.PKI()
     cert = {d: p.server_cert(f"mx.{d}.sts.test")
-            for d in ("enf", "notin", "cache")}
-    cert["refresh"] = p.server_cert("mx.refresh.sts.test")
+            for d in ("enf", "notin", "cache", "smartb")}
+    cert["smarta"] = p.server_cert("smarta.sts.test")
+    cert["ip"] = p.server_cert("ip.test", self_signed=True)
     selfsigned = {d: p.server_cert(f"mx.{d}.sts.test", self_signed=True)
                   for d in ("badcert", "testing", "nopolicy", "cache")}
     both = p.server_cert("mx.both.sec.test", self_signed=True)
     mx_ip = {"enf": 31, "notin": 32, "badcert": 33, "testing": 34, "nopolicy": 35,
-             "cache": 36, "both": 37, "refresh": 38}
+             "cache": 36, "both": 37, "smarta": 81, "smartb": 82, "ip": 83,
+             "plain": 84}
+    mx_name = {"both": "mx.both.sec.test", "smarta": "smarta.sts.test",
+               "ip": "ip.test"}
 
     def mx_starter(d, crt_key):
-        zone = "sec.test" if d == "both" else "sts.test"
+        name = mx_name.get(d, f"mx.{d}.sts.test")
+        if crt_key is None:  # no STARTTLS offered
+            return lambda port: smtpd_peer.Peer(
+                host=f"127.0.0.{mx_ip[d]}", port=port, hostname=name)
         return lambda port: smtpd_peer.Peer(
-            host=f"127.0.0.{mx_ip[d]}", port=port, hostname=f"mx.{d}.{zone}",
+            host=f"127.0.0.{mx_ip[d]}", port=port, hostname=name,
             tls_cert=crt_key[0], tls_key=crt_key[1])
 
     mx_certs = {"enf": cert["enf"], "notin": cert["notin"],
                 "badcert": selfsigned["badcert"], "testing": selfsigned["testing"],
                 "nopolicy": selfsigned["nopolicy"], "cache": cert["cache"],
-                "both": both, "refresh": cert["refresh"]}
+                "both": both, "smarta": cert["smarta"], "smartb": cert["smartb"],
+                "ip": cert["ip"], "plain": None}
     smtp_port, mx = on_common_port([(d, mx_starter(d, c)) for d, c in mx_certs.items()])
 
     policies = {
@@ -140,7 +174,9 @@ def main():
         "testing": ("testing", ["*.testing.sts.test"], 24),
         "cache": ("enforce", ["mx.cache.sts.test"], 26),
         "both": ("enforce", ["mx.both.sec.test"], 27),
-        "refresh": ("enforce", ["mx.refresh.sts.test"], 28),
+        "smarta": ("enforce", ["other.sts.test"], 91),
+        "smartb": ("enforce", ["mx.smartb.sts.test"], 92),
+        "plain": ("testing", ["mx.plain.sts.test"], 94),
     }
 
     def https_starter(d):
@@ -148,7 +184,7 @@ def main():
         zone = "sec.test" if d == "both" else "sts.test"
         c, k = p.server_cert(f"mta-sts.{d}.{zone}")
         cfg = {"routes": {"/.well-known/mta-sts.txt": {
-            "body": policy(mode, mxs, 6 if d == "refresh" else 86400),
+            "body": policy(mode, mxs),
             "content_type": "text/plain; charset=utf-8"}}}
         return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{last}", port=port)
 
@@ -158,10 +194,16 @@ def main():
     relay_cfg = (f"tls {{ ca_file {p.ca_file} }}\n"
                  f"policy {{ local; mtasts {{ https_port {https_port}; fetch_timeout 5s }};"
                  " dnssec; dane }\n"
-                 "queue { retry_initial 1h }")
+                 "queue { retry_initial 1h }\n"
+                 "metrics { listen 127.0.0.1:0 }")
+    routes = (f"route rta.test [smarta.sts.test]:{smtp_port}; "
+              f"route rtb.test smartb.sts.test:{smtp_port}; "
+              f"route rtc.test 127.0.0.83:{smtp_port}")
     try:
-        with Relay(POSTERN, fx.port, delivery=f"port {smtp_port}; connect_timeout 5s; idle_timeout 1s",
+        with Relay(POSTERN, fx.port,
+                   delivery=f"port {smtp_port}; connect_timeout 5s; idle_timeout 1s; {routes}",
                    extra=relay_cfg) as r:
+            mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
             # a. enforce, match, valid certificate
             r.send("s@snd.test", ["a@enf.sts.test"], msg("a"))
             e = first_delivery(r, "a@enf.sts.test")
@@ -244,20 +286,51 @@ def main():
                       and x.get("domain") == "both.sec.test" for x in r.events()),
                   "g: logged: DANE governs, the MTA-STS PKIX check is not applied")
 
-            # h. refresh ahead of expiry: max_age 6 s; after half of it the
-            #    cached policy is used and refetched in the background
-            r.send("s@snd.test", ["a@refresh.sts.test"], msg("h1"))
-            first_delivery(r, "a@refresh.sts.test")
-            time.sleep(3.5)
-            r.send("s@snd.test", ["b@refresh.sts.test"], msg("h2"))
-            e = first_delivery(r, "b@refresh.sts.test")
-            r.wait_log(lambda x: x.get("event") == "mtasts_policy_fetched"
-                       and x.get("domain") == "refresh.sts.test"
-                       and x.get("refresh") == "yes", timeout=20)
+            # i. routes: the smart host's domain is the policy domain
+            r.send("s@snd.test", ["a@rta.test"], msg("i1"))
+            e = first_delivery(r, "a@rta.test")
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5"
+                  and "MTA-STS policy of smarta.sts.test" in e.get("reply", ""),
+                  f"i: route to [smarta.sts.test], not in its enforce policy: "
+                  f"deferred 4.7.5 ({e.get('status')} {e.get('dsn')}: {e.get('reply')})")
+            check(not mx["smarta"].messages, "i: nothing sent to the unlisted smart host")
+            check(len(web["smarta"].requests()) == 1,
+                  "i: the policy of smarta.sts.test was fetched")
+            r.send("s@snd.test", ["a@rtb.test"], msg("i2"))
+            e = first_delivery(r, "a@rtb.test")
             check(e.get("status") == "sent" and e.get("mx_level") == "mtasts"
-                  and len(web["refresh"].requests()) == 2,
-                  f"h: cached policy used and refreshed in the background "
-                  f"({e.get('status')}, {len(web['refresh'].requests())} fetches)")
+                  and e.get("tls_level") == "authenticated"
+                  and e.get("mx") == "mx.smartb.sts.test",
+                  f"i: route to smartb.sts.test, its MX in its enforce policy: sent, "
+                  f"mx_level=mtasts ({e.get('status')} {e.get('mx')} "
+                  f"{e.get('mx_level')} {e.get('tls_level')}: {e.get('reply')})")
+            r.send("s@snd.test", ["a@rtc.test"], msg("i3"))
+            e = first_delivery(r, "a@rtc.test")
+            check(e.get("status") == "sent" and e.get("mx_level") == "none"
+                  and e.get("tls_level") == "encrypted",
+                  f"i: route to an IP address: no policy domain, sent without "
+                  f"MTA-STS ({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
+            check(not any(x.get("event", "").startswith("mtasts")
+                          and "127.0.0.83" in x.get("domain", "") for x in r.events()),
+                  "i: no MTA-STS discovery for the IP route")
+
+            # j. testing mode, no STARTTLS at the MX: delivered in plaintext,
+            #    the missing TLS is logged and counted
+            before = metric(mport, "postern_policy_results_total",
+                            module="mtasts", result="testing_tls_failure")
+            r.send("s@snd.test", ["a@plain.sts.test"], msg("j"))
+            e = first_delivery(r, "a@plain.sts.test")
+            check(e.get("status") == "sent" and e.get("tls_level") == "none",
+                  f"j: testing mode, no STARTTLS: sent in plaintext "
+                  f"({e.get('status')} {e.get('tls_level')}: {e.get('reply')})")
+            check(any(x.get("event") == "mtasts_testing_failure"
+                      and x.get("domain") == "plain.sts.test"
+                      and "no TLS" in x.get("reason", "") for x in r.events()),
+                  "j: the missing TLS is logged (mtasts_testing_failure)")
+            after = metric(mport, "postern_policy_results_total",
+                           module="mtasts", result="testing_tls_failure")
+            check(after == before + 1,
+                  f"j: counted as testing_tls_failure ({before} -> {after})")
 
             # f. cached policy survives a restart and a dead policy server
             r.send("s@snd.test", ["a@cache.sts.test"], msg("f1"))

@@ -16,6 +16,7 @@
  */
 #include "engine/config.h"
 #include "engine/dsn.h"
+#include "policy/mtasts_cache.h"
 #include "postern_err.h"
 #include "queue/queue.h"
 
@@ -815,6 +816,12 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
                         : 0;
   struct relay_counters rc_relay;
   bool have_relay = relay_counters_get(&rc_relay);
+  /* The MTA-STS policy cache, read-only; absent when the relay never
+   * fetched a policy (or runs without mtasts). */
+  struct policy_mtasts_cache_stat mst;
+  int mrc = policy_mtasts_cache_stat_dir(dir, &mst);
+  if (mrc != 0 && mrc != POSTERN_ENOENT)
+    fprintf(stderr, "qtool: stats: MTA-STS cache: %s\n", postern_strerror(mrc));
   if (json) {
     printf(
         "{\"messages\":%" PRIu64 ",\"active\":%" PRIu64 ",\"deferred\":%" PRIu64
@@ -837,6 +844,12 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
              ",\"inflight\":%" PRIu64 "}",
              rc_relay.accepted, rc_relay.sent, rc_relay.deferred,
              rc_relay.bounced, rc_relay.inflight);
+    if (mrc == 0)
+      printf(",\"mtasts_cache\":{\"entries\":%" PRIu64
+             ",\"used_bytes\":%" PRIu64 ",\"map_size\":%" PRIu64 "}",
+             mst.entries, mst.used_bytes, mst.map_size);
+    else
+      printf(",\"mtasts_cache\":null");
     puts("}");
   } else {
     char age[32];
@@ -861,6 +874,13 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
              "\n",
              rc_relay.accepted, rc_relay.sent, rc_relay.deferred,
              rc_relay.bounced, rc_relay.inflight);
+    if (mrc == 0)
+      printf("mtasts cache: %" PRIu64 " policies, %" PRIu64 " of %" PRIu64
+             " bytes used (%" PRIu64 "%%)\n",
+             mst.entries, mst.used_bytes, mst.map_size,
+             mst.map_size ? mst.used_bytes * 100 / mst.map_size : 0);
+    else
+      printf("mtasts cache: none\n");
   }
   free(st.top);
   return EXIT_OK;

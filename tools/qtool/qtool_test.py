@@ -2,7 +2,7 @@
 exit codes, and changes seen by a process that keeps the queue open (the
 relay's view through queue_due_scan) while qtool runs.
 
-usage: qtool_test.py QTOOL QFILL
+usage: qtool_test.py QTOOL QFILL MTASTS_CACHE_FILL
 """
 import json
 import os
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-QTOOL, QFILL = sys.argv[1], sys.argv[2]
+QTOOL, QFILL, MTSFILL = sys.argv[1], sys.argv[2], sys.argv[3]
 failures = 0
 
 
@@ -78,6 +78,23 @@ try:
     check(len(st1["domains"]) == 1, "stats --top 1 lists one domain")
     p = qtool(state, "stats")
     check(b"messages: 30" in p.stdout, "stats text has the total")
+
+    # stats: the MTA-STS policy cache, absent at first, then 500 policies
+    # in a 2 MiB map (read-only: nothing is created while absent)
+    check(st["mtasts_cache"] is None, "stats --json: no MTA-STS cache yet")
+    check(b"mtasts cache: none" in p.stdout, "stats text: no MTA-STS cache")
+    check(not os.path.exists(os.path.join(state, "mtasts")),
+          "stats creates no MTA-STS cache")
+    subprocess.run([MTSFILL, state, "500", str(2 << 20)], check=True,
+                   timeout=60)
+    mc = qjson(state, "stats", "--json")["mtasts_cache"]
+    check(mc is not None and mc["entries"] == 500 and mc["map_size"] == 2 << 20
+          and 0 < mc["used_bytes"] < mc["map_size"],
+          "stats --json: MTA-STS cache entries and map use (%s)" % mc)
+    p = qtool(state, "stats")
+    check(b"mtasts cache: 500 policies, " in p.stdout and
+          b" of 2097152 bytes used (" in p.stdout,
+          "stats text: MTA-STS cache line (%s)" % p.stdout.decode())
 
     # list
     lst = qjson(state, "list", "--json")
