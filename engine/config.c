@@ -1496,8 +1496,53 @@ static const struct config__dir policy_dirs[] = {
      .help = "DANE for SMTP, RFC 7672"},
 };
 
-static const struct config__block policy_block = {"policy", policy_dirs,
-                                                  NDIRS(policy_dirs), NULL};
+/* A minimum MX level that no module of the chain can grant would defer
+ * every message without a word: `mtasts` is granted by the mtasts module
+ * (an enforce policy the MX matches) and, being below `dnssec`, by the
+ * dnssec module too; `dnssec` only by the dnssec module. */
+static int check_policy(struct config__walk *w, void *obj,
+                        const struct config__node *st) {
+  const struct config_policy_module *m = arr_items(obj);
+  size_t n = arr_count(obj);
+  bool have[CONFIG_POLICY_DANE + 1] = {false};
+  for (size_t i = 0; i < n; i++)
+    have[m[i].kind] = true;
+  for (size_t i = 0; i < n; i++) {
+    if (m[i].kind != CONFIG_POLICY_LOCAL)
+      continue;
+    enum config_mx_level min = m[i].local.min_mx_level;
+    const char *needs = NULL;
+    if (min == CONFIG_MX_LEVEL_DNSSEC && !have[CONFIG_POLICY_DNSSEC])
+      needs = "the dnssec module";
+    else if (min == CONFIG_MX_LEVEL_MTASTS && !have[CONFIG_POLICY_MTASTS] &&
+             !have[CONFIG_POLICY_DNSSEC])
+      needs = "the mtasts or the dnssec module";
+    if (needs == NULL)
+      continue;
+    /* Point at the level itself: policy -> local -> min_mx_level. */
+    unsigned line = m[i].line, col = m[i].col;
+    for (size_t c = 0; c < st->nchildren; c++) {
+      const struct config__node *lm = &st->children[c];
+      if (strcmp(lm->name.s, "local") != 0)
+        continue;
+      for (size_t k = 0; k < lm->nchildren; k++)
+        if (strcmp(lm->children[k].name.s, "min_mx_level") == 0 &&
+            lm->children[k].nargs > 0) {
+          line = lm->children[k].args[0].line;
+          col = lm->children[k].args[0].col;
+        }
+    }
+    return wfail(w, line, col, POSTERN_ECONFIG,
+                 "min_mx_level %s needs %s in the policy chain: no other "
+                 "module can raise an MX host to that level, so every "
+                 "message would be deferred",
+                 config_mx_level_name(min), needs);
+  }
+  return 0;
+}
+
+static const struct config__block policy_block = {
+    "policy", policy_dirs, NDIRS(policy_dirs), check_policy};
 
 static const struct config__dir log_dirs[] = {
     {.name = "level",
@@ -1672,12 +1717,22 @@ static int check_root(struct config__walk *w, void *obj,
     for (size_t i = 0; i < st->nchildren; i++)
       seen |= strcmp(st->children[i].name.s, "policy") == 0;
     if (!seen) {
-      /* No policy block at all means `policy { local }`. */
-      struct config_policy_module *m = arr_push(&cfg->policy, sizeof *m);
-      if (m == NULL)
-        return wfail(w, 0, 0, POSTERN_ENOMEM, "out of memory");
-      m->kind = CONFIG_POLICY_LOCAL;
-      return apply_defaults(w, &local_block, &m->local);
+      /* No policy block at all: security on by default, the chain
+       * `local, mtasts, dnssec, dane` with every default. dnssec and dane
+       * only ever raise levels on answers a trusted validating resolver
+       * vouched for (AD), so they are safe on any resolver. */
+      static const enum config_policy_kind chain[] = {
+          CONFIG_POLICY_LOCAL, CONFIG_POLICY_MTASTS, CONFIG_POLICY_DNSSEC,
+          CONFIG_POLICY_DANE};
+      for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++) {
+        struct config_policy_module *m = arr_push(&cfg->policy, sizeof *m);
+        if (m == NULL)
+          return wfail(w, 0, 0, POSTERN_ENOMEM, "out of memory");
+        m->kind = chain[i];
+        int rc = apply_defaults(w, policy_dirs[chain[i]].sub, &m->local);
+        if (rc != 0)
+          return rc;
+      }
     }
   }
   return 0;

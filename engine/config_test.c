@@ -433,6 +433,10 @@ static void test_good_configs(void **state) {
         "  }\n  dnssec\n}\n"}},
       {"policy { dnssec {} ; dane { } }", {"policy {\n  dnssec\n  dane\n}\n"}},
       {"policy { }", {"policy {\n}\n"}},
+      {"policy { dnssec; local { min_mx_level mtasts } }",
+       {"policy {\n  dnssec\n  local {\n"}},
+      {"policy { mtasts; local { min_mx_level mtasts } }",
+       {"policy {\n  mtasts {\n", "    min_mx_level mtasts\n"}},
       {"log { level debug; format json; file \"/var/log/postern log\" }",
        {"  level debug\n", "  format json\n",
         "  file \"/var/log/postern log\"\n"}},
@@ -580,12 +584,19 @@ static void test_struct_fields(void **state) {
   assert_string_equal(cfg->metrics.listen.text, "[::1]:9025");
   config_free(cfg);
 
-  /* No policy block: the chain is `local` with its defaults; no metrics. */
+  /* No policy block: security on by default, the chain `local, mtasts,
+   * dnssec, dane` with their defaults; no metrics. */
   t = "listen 127.0.0.1:25\n";
   assert_int_equal(config_parse("s.conf", t, strlen(t), &cfg, &err), 0);
-  assert_int_equal(cfg->policy_count, 1);
+  assert_int_equal(cfg->policy_count, 4);
   assert_int_equal(cfg->policy[0].kind, CONFIG_POLICY_LOCAL);
   assert_int_equal(cfg->policy[0].local.min_tls_level, CONFIG_TLS_LEVEL_NONE);
+  assert_int_equal(cfg->policy[0].local.min_mx_level, CONFIG_MX_LEVEL_NONE);
+  assert_int_equal(cfg->policy[1].kind, CONFIG_POLICY_MTASTS);
+  assert_int_equal(cfg->policy[1].mtasts.fetch_timeout_ms, 60000);
+  assert_int_equal(cfg->policy[1].mtasts.https_port, 443);
+  assert_int_equal(cfg->policy[2].kind, CONFIG_POLICY_DNSSEC);
+  assert_int_equal(cfg->policy[3].kind, CONFIG_POLICY_DANE);
   assert_false(cfg->metrics.enabled);
   char host[256] = "";
   gethostname(host, sizeof host - 1);
@@ -790,6 +801,20 @@ static const struct err_case err_cases[] = {
       "'cache_size' must be between 1M and 64G, got 512K"),
     E("policy { mtasts { refresh_interval 500ms } }\n", 1, CONFIG, 2, 36,
       "'refresh_interval' must be between 1s and 30d, got 500ms"),
+    /* A minimum MX level no module of the chain can grant. */
+    E("policy { local { min_mx_level dnssec } }\n", 1, CONFIG, 2, 31,
+      "min_mx_level dnssec needs the dnssec module in the policy chain: no "
+      "other module can raise an MX host to that level, so every message "
+      "would be deferred"),
+    E("policy {\n mtasts\n dane\n local {\n  min_mx_level dnssec\n }\n}\n", 1,
+      CONFIG, 6, 16,
+      "min_mx_level dnssec needs the dnssec module in the policy chain: no "
+      "other module can raise an MX host to that level, so every message "
+      "would be deferred"),
+    E("policy { dane; local { min_mx_level mtasts } }\n", 1, CONFIG, 2, 37,
+      "min_mx_level mtasts needs the mtasts or the dnssec module in the "
+      "policy chain: no other module can raise an MX host to that level, so "
+      "every message would be deferred"),
     E("policy { min_tls_level encrypted }\n", 1, CONFIG, 2, 10,
       "'min_tls_level' is not allowed in the policy block; it belongs in the "
       "local block"),

@@ -187,6 +187,21 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid):
+    """What each descriptor points at ("socket:[123]", a path, ...)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def socket_fd_count(pid):
+    return sum(1 for t in fd_targets(pid) if t.startswith("socket:"))
+
+
 def settled_fd_count(pid, quiet=0.5, timeout=10):
     """The descriptor count once it has not changed for `quiet` seconds
     (worker threads open their resolvers and timers after startup)."""
