@@ -24,6 +24,7 @@
 #include "policy/mtasts_cache.h"
 
 #include "postern_err.h"
+#include "postern_lmdb.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -162,6 +163,12 @@ static int env_open(const char *path, uint64_t map_size, unsigned flags,
     return POSTERN_ENOMEM;
   int rc = POSTERN_EIO;
   MDB_txn *txn = NULL;
+  if (!(flags & MDB_RDONLY) &&
+      (rc = postern_lmdb_reserve_lock(path, POSTERN_LMDB_LOCK_RESERVE)) != 0) {
+    mdb_env_close(env);
+    return rc;
+  }
+  rc = POSTERN_EIO;
   /* MDB_NOTLS: read transactions are not tied to threads (every worker
    * thread reads). MDB_NOMETASYNC: one fsync per commit; a crash may undo
    * the last commit, never the file's integrity - a cache can afford it. */

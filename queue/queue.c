@@ -25,6 +25,7 @@
 #include "queue/internal.h"
 
 #include "postern_err.h"
+#include "postern_lmdb.h"
 #include "postern_log.h"
 
 #include <errno.h>
@@ -870,6 +871,11 @@ int queue_open(const struct queue_opts *opts, struct queue **out) {
    * tripled the relay's file-backed RSS and cost 25% of its CPU
    * (docs/benchmarks.md, queue scale). Our reads are B-tree lookups, not
    * scans, so readahead never helps them. */
+  if (!q->o.no_create &&
+      (rc = postern_lmdb_reserve_lock(q->dir, POSTERN_LMDB_LOCK_RESERVE))) {
+    mdb_env_close(q->env);
+    goto fail_dir; /* already a POSTERN code */
+  }
   if ((rc = mdb_env_open(q->env, q->dir, MDB_NOTLS | MDB_NORDAHEAD, 0600)))
     goto fail_env;
   int dead = 0;

@@ -138,6 +138,78 @@ def scenario(name, dns, extra, state_dir=None, ballast=None):
             sink.stop()
 
 
+def fill(path):
+    """Writes `path` until the filesystem has no block left."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    try:
+        with open(path, "ab") as f:
+            while True:
+                f.write(b"\0")
+                f.flush()
+    except OSError:
+        pass
+
+
+def full_at_start(dns, d):
+    """The filesystem is already full when postern opens an LMDB
+    environment. LMDB writes its lock file through a shared mapping: a page
+    with no block behind it kills the process with SIGBUS instead of
+    failing. Postern reserves the lock file's blocks first, so (1) an MTA-STS
+    cache opened on a full disk (here by the policy maintenance pass, one
+    second after start, with the queue already in place) is a logged error,
+    the relay stays up and answers mail with 452 4.3.1; and (2) a relay
+    whose queue cannot even be created exits with a clear error, not a
+    signal."""
+    print("--- fullstart", flush=True)
+    state = os.path.join(d, "state-full")
+    port = mxpeer.free_port()
+    r = Relay(POSTERN, dns.port, delivery=f"route * 127.0.0.1:{port}")
+    try:
+        r.stop()
+        with open(r.conf) as f:
+            conf = f.read().replace(f"state_dir {r.state}", f"state_dir {state}")
+        with open(r.conf, "w") as f:
+            f.write(conf)
+        r.state = state
+        r.start()  # creates the queue (and maybe the policy cache) ...
+        r.stop()
+        shutil.rmtree(os.path.join(state, "mtasts"), ignore_errors=True)
+        ballast = os.path.join(d, "ballast-full")
+        fill(ballast)  # ... then the disk fills up
+        r.start()
+        r.wait_log(lambda e: e.get("event") == "mtasts_cache_unavailable",
+                   timeout=15, since_start=True)
+        fk.check(r.proc.poll() is None,
+                 "fullstart: the MTA-STS cache cannot be opened on a full disk, "
+                 "and the relay lives on")
+        code, text = send_one(r, "fullstart-1")
+        fk.check(code == 452 and "4.3.1" in text,
+                 f"fullstart: mail is refused with 452 4.3.1 ({code} {text})")
+        fk.check(r.stop() == 0, "fullstart: SIGTERM: exit 0")
+        # A state directory that does not exist yet, on the full disk.
+        with open(r.conf) as f:
+            conf = f.read().replace(f"state_dir {state}", f"state_dir {state}-new")
+        with open(r.conf, "w") as f:
+            f.write(conf)
+        p = subprocess.run([POSTERN, "-c", r.conf], capture_output=True, timeout=60)
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        with open(r.log, errors="replace") as f:
+            out += f.read()[-4000:]
+        fk.check(p.returncode > 0,
+                 f"fullstart: a queue that cannot be created is an exit "
+                 f"status, not a signal ({p.returncode})")
+        fk.check("space" in out.lower(), "fullstart: the error says there is no space")
+        os.unlink(ballast)
+    finally:
+        r.close()
+
+
 def try_tmpfs():
     d = tempfile.mkdtemp(prefix="postern-tmpfs-")
     p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", d],
@@ -162,6 +234,8 @@ def main():
                     f.write(b"\0" * 256 * 1024)
                 scenario("diskfull", dns, "queue { retry_initial 1s; retry_max 2s }",
                          state_dir=os.path.join(d, "state"), ballast=ballast)
+                shutil.rmtree(os.path.join(d, "state"), ignore_errors=True)
+                full_at_start(dns, d)
             finally:
                 subprocess.run(["umount", d])
                 os.rmdir(d)
