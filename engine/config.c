@@ -19,7 +19,7 @@
  */
 #include "engine/config_internal.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

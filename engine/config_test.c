@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "engine/config_internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

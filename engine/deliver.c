@@ -31,8 +31,8 @@
 #include "net/https.h"
 #include "net/smtp_client.h"
 #include "policy/chain.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

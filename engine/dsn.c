@@ -8,7 +8,7 @@
  */
 #include "engine/dsn.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdarg.h>
 #include <stdbool.h>

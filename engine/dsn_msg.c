@@ -5,7 +5,7 @@
  */
 #include "engine/dsn.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdlib.h>
 

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "engine/dsn.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdlib.h>
 #include <string.h>

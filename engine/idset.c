@@ -5,7 +5,7 @@
  */
 #include "engine/idset.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdint.h>
 #include <stdlib.h>

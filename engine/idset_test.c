@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "engine/idset.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdio.h>
 #include <stdlib.h>

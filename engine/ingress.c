@@ -13,8 +13,8 @@
 #include "engine/relay.h"
 
 #include "net/smtp_server.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  */
 #include "engine/config.h"
 #include "engine/relay.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <getopt.h>
 #include <stdio.h>

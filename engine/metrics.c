@@ -8,8 +8,8 @@
  */
 #include "engine/metrics.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>

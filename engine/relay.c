@@ -24,8 +24,8 @@
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <errno.h>
 #include <grp.h>

@@ -20,8 +20,8 @@
 
 #include "engine/dsn.h"
 #include "engine/metrics.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdlib.h>
 #include <string.h>

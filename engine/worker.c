@@ -7,8 +7,8 @@
  */
 #include "engine/worker.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "engine/worker.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

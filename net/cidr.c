@@ -6,7 +6,7 @@
  */
 #include "net/cidr.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

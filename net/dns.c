@@ -24,8 +24,8 @@
 #include "net/dns.h"
 
 #include "net/dns_internal.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <ares.h>
 #include <arpa/inet.h>

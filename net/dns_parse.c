@@ -17,7 +17,7 @@
 #include "net/dns.h"
 
 #include "net/dns_internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -32,8 +32,8 @@
 #include "net/https.h"
 
 #include "net/https_internal.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

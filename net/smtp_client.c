@@ -48,8 +48,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 enum rcpt_state { RCPT_PENDING, RCPT_ACCEPTED, RCPT_FINAL };
 

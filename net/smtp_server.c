@@ -54,8 +54,8 @@
 #include "net/smtp_server_internal.h"
 #include "net/tls.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

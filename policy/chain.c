@@ -11,8 +11,8 @@
  */
 #include "policy/chain.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

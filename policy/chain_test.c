@@ -27,7 +27,7 @@
 #include "net/https.h"
 #include "policy/chain.h"
 #include "policy/mtasts_cache.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 /* ---- counters (env->count) ---- */
 

@@ -33,7 +33,7 @@
 #include <openssl/x509v3.h>
 
 #include "policy/internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 static const char *const status_names[] = {
 #define POLICY__NAME(name, s, msg) s,

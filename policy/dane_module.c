@@ -49,8 +49,8 @@
 #include "policy/chain.h"
 
 #include "net/dns.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -30,7 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 static const time_t NOW = 1700000000; /* 2023-11-14 */
 #define DAY 86400L

@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 static const char *const mx_names[] = {
 #define POLICY__NAME(name, str) str,

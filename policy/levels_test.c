@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 static void test_names_round_trip(void **state) {
   (void)state;

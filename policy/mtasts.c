@@ -73,8 +73,8 @@
 #include "net/dns.h"
 #include "net/https.h"
 #include "policy/mtasts_cache.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <limits.h>

@@ -23,8 +23,8 @@
  */
 #include "policy/mtasts_cache.h"
 
-#include "postern_err.h"
-#include "postern_lmdb.h"
+#include "base/postern_err.h"
+#include "base/postern_lmdb.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -9,7 +9,7 @@
  * error on standard error.
  */
 #include "policy/mtasts_cache.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <stdio.h>
 #include <stdlib.h>

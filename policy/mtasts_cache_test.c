@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "policy/mtasts_cache.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 /* ---- helpers ---- */
 

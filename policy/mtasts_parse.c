@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "policy/internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 static const char *const mode_names[] = {
 #define POLICY__NAME(name, str) str,

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 /* ---- TXT --------------------------------------------------------------- */
 

@@ -24,9 +24,9 @@
  */
 #include "queue/internal.h"
 
-#include "postern_err.h"
-#include "postern_lmdb.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_lmdb.h"
+#include "base/postern_log.h"
 
 #include <errno.h>
 #include <lmdb.h>

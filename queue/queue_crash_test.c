@@ -9,7 +9,7 @@
  * and checks that every reported id is there with its body, and that the
  * counters match a full listing. At least 20 rounds (POSTERN_LONG=1: 100).
  */
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 
 #include <errno.h>

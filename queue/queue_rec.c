@@ -13,7 +13,7 @@
  */
 #include "queue/internal.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <ctype.h>
 #include <pthread.h>

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 
 #include <pthread.h>

@@ -31,8 +31,8 @@
 
 #include "net/smtp_client.h"
 #include "net/tls.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #define MAX_RCPTS 64
 #define MAX_BODIES 16

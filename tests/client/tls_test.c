@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "net/tls.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 struct side {
   uv_tcp_t tcp;

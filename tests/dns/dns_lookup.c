@@ -18,8 +18,8 @@
  */
 #include "net/dns.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "net/dns.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <string.h>

@@ -15,7 +15,7 @@
  * A few environment variables are set so that {env:NAME} is exercised.
  */
 #include "engine/config.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #include <stdio.h>

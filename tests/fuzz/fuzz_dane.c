@@ -25,7 +25,7 @@
  *  - a failure has depth -1 and usage -1; every status has a name.
  */
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #include <limits.h>

@@ -28,7 +28,7 @@
  */
 #include "net/dns.h"
 #include "net/dns_internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static const uint16_t qtypes[8] = {DNS_T_A,    DNS_T_AAAA,  DNS_T_MX, DNS_T_TXT,

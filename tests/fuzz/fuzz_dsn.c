@@ -32,7 +32,7 @@
  *    section, which ends at its first empty line (nothing of the body).
  */
 #include "engine/dsn.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #define MAX_RCPTS 4

@@ -18,7 +18,7 @@
  *    CRLF behind, as "\r\r\n" would).
  */
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static void check_policy(const struct policy_mtasts_policy *p) {

@@ -15,7 +15,7 @@
  *  - the order of the records does not matter (reversed: same answer).
  */
 #include "policy/chain.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #define MAX_RECS 8

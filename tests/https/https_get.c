@@ -22,8 +22,8 @@
  */
 #include "net/https.h"
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

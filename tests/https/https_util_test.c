@@ -15,7 +15,7 @@
 
 #include "net/https.h"
 #include "net/https_internal.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * parser of `listen ADDR:PORT`.
  */
 #include "net/smtp_server.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -10,7 +10,7 @@
  * msgs_per_commit, and the commit latency seen by producers (p50, p99, ms).
  * The queue in STATE_DIR/queue is used as is; use a fresh directory.
  */
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 
 #include <pthread.h>

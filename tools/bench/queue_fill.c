@@ -12,7 +12,7 @@
  * before the next is submitted, so memory stays bounded whatever COUNT is.
  * Prints a key=value summary line (messages, seconds, msgs_per_s).
  */
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 #include "tools/qwait.h"
 

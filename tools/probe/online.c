@@ -17,8 +17,8 @@
 #include "net/https.h"
 #include "net/tls.h"
 #include "policy/chain.h"
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * "due" prints how many messages are due now (the relay's view), "quit"
  * exits. All submissions go through the group-commit writer.
  */
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 #include "tools/qwait.h"
 

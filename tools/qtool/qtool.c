@@ -17,7 +17,7 @@
 #include "engine/config.h"
 #include "engine/dsn.h"
 #include "policy/mtasts_cache.h"
-#include "postern_err.h"
+#include "base/postern_err.h"
 #include "queue/queue.h"
 
 #include <arpa/inet.h>

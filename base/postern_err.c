@@ -2,7 +2,7 @@
  * postern_err.c - names and messages of the error codes in postern_err.h.
  * Both tables are generated from POSTERN_ERRNO_MAP, so they cannot drift.
  */
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <errno.h>
 

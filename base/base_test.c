@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "postern_err.h"
-#include "postern_log.h"
+#include "base/postern_err.h"
+#include "base/postern_log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

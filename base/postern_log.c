@@ -5,9 +5,9 @@
  * written with one write(2) call; the global settings are atomics so a
  * reload on one thread never tears a line being written on another.
  */
-#include "postern_log.h"
+#include "base/postern_log.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,9 +2,9 @@
  * postern_lmdb.c - see postern_lmdb.h. No LMDB calls here: only the file
  * LMDB will map, prepared so that mapping it cannot fault.
  */
-#include "postern_lmdb.h"
+#include "base/postern_lmdb.h"
 
-#include "postern_err.h"
+#include "base/postern_err.h"
 
 #include <errno.h>
 #include <fcntl.h>
