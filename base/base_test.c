@@ -160,6 +160,10 @@ static void test_json_strings(void **state) {
       {"\xed\xa0\x80", 3, "\"\\\\xed\\\\xa0\\\\x80\""},
       {"\xf4\x90\x80\x80", 4, "\"\\\\xf4\\\\x90\\\\x80\\\\x80\""},
       {"\xff\xc3\xa9", 3, "\"\\\\xff\xc3\xa9\""},
+      /* valid, but controls a terminal may obey: DEL and C1 (CSI) */
+      {"a\x7f" "b", 3, "\"a\\\\x7fb\""},
+      {"\xc2\x9b" "2J", 4, "\"\\\\xc2\\\\x9b2J\""},
+      {"\xc2\xa0", 2, "\"\xc2\xa0\""},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     json_t *v = postern_json_str(cases[i].in, cases[i].n);

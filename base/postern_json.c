@@ -11,11 +11,18 @@
 #include <string.h>
 
 /* Length of the valid UTF-8 sequence starting at p (RFC 3629 §4: no
- * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0 - also for
+ * DEL and the C1 controls U+0080..U+009F: valid, but a terminal showing
+ * the log may obey them (U+009B is CSI), so they are shown as bytes too.
+ * C0 controls are left to JSON's own escapes (\n, \u001b). */
 static size_t utf8_seq(const unsigned char *p, size_t left) {
   unsigned char c = p[0];
+  if (c == 0x7f)
+    return 0;
   if (c < 0x80)
     return 1;
+  if (c == 0xc2 && left >= 2 && p[1] >= 0x80 && p[1] <= 0x9f)
+    return 0; /* C1 control */
   size_t n;
   unsigned char lo = 0x80, hi = 0xbf;
   if (c >= 0xc2 && c <= 0xdf)

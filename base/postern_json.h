@@ -11,10 +11,12 @@
  * are in Debian 12; jansson's API is the smaller one to get right.
  *
  * The rule: valid UTF-8 passes through as it is (an SMTPUTF8 address stays
- * readable), control characters are escaped by JSON itself (\n, \u0000),
- * and each byte that is not part of a valid UTF-8 sequence becomes the four
- * characters \xHH (so the JSON string shows `\xff`): visible, never
- * dropped, never producing invalid JSON.
+ * readable), C0 control characters are escaped by JSON itself (\n,
+ * \u0000), and each byte that is not part of a valid UTF-8 sequence - and
+ * each byte of DEL and of the C1 controls U+0080..U+009F, which terminals
+ * may obey - becomes the four characters \xHH (so the JSON string shows
+ * `\xff`): visible, never dropped, never producing invalid JSON, never a
+ * raw control character in a log line.
  */
 #ifndef POSTERN_JSON_H
 #define POSTERN_JSON_H

@@ -28,6 +28,8 @@
  * §4.5.3.1.4, 1000 octets; longer ones get 500 and are skipped), body
  * lines are not kept at all, and TLS runs over memory BIOs only.
  */
+#include "base/postern_json.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -585,33 +587,12 @@ static int bind_listeners(struct thread *th) {
   return 0;
 }
 
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      fprintf(f, "\\%c", ch);
-    else if (ch < 0x20 || ch >= 0x7f)
-      fprintf(f, "\\u%04x", ch);
-    else
-      fputc(ch, f);
-  }
-  fputc('"', f);
-}
-
-static void json_table(FILE *f, const char *name, struct ctab *merged) {
-  fprintf(f, ",\"%s\":{", name);
-  bool first = true;
-  for (size_t i = 0; i < merged->cap; i++) {
-    if (merged->e[i].key == NULL)
-      continue;
-    if (!first)
-      fputc(',', f);
-    first = false;
-    json_str(f, merged->e[i].key);
-    fprintf(f, ":%llu", (unsigned long long)merged->e[i].n);
-  }
-  fputc('}', f);
+static json_t *json_table(struct ctab *merged) {
+  json_t *o = json_object();
+  for (size_t i = 0; o && i < merged->cap; i++)
+    if (merged->e[i].key)
+      postern_json_set(o, merged->e[i].key, postern_json_u64(merged->e[i].n));
+  return o;
 }
 
 static void ctab_merge(struct ctab *into, const struct ctab *from) {
@@ -656,21 +637,21 @@ static void write_stats(void) {
       return;
     }
   }
-  fprintf(f,
-          "{\"sessions\":%llu,\"tls_sessions\":%llu,\"resumed\":%llu,"
-          "\"full_handshakes\":%llu,\"handshake_failures\":%llu,"
-          "\"messages\":%llu,\"recipients\":%llu,\"long_lines\":%llu",
-          (unsigned long long)sum.sessions,
-          (unsigned long long)sum.tls_sessions, (unsigned long long)sum.resumed,
-          (unsigned long long)(sum.tls_sessions - sum.resumed),
-          (unsigned long long)sum.handshake_failures,
-          (unsigned long long)sum.messages, (unsigned long long)sum.recipients,
-          (unsigned long long)sum.long_lines);
-  json_table(f, "rcpt", &sum.rcpt);
-  json_table(f, "tls", &sum.tls);
-  json_table(f, "sni", &sum.sni);
-  json_table(f, "listeners", &sum.listener);
-  fputs("}\n", f);
+  json_t *o =
+      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+                "sessions", postern_json_u64(sum.sessions), "tls_sessions",
+                postern_json_u64(sum.tls_sessions), "resumed",
+                postern_json_u64(sum.resumed), "full_handshakes",
+                postern_json_u64(sum.tls_sessions - sum.resumed),
+                "handshake_failures", postern_json_u64(sum.handshake_failures),
+                "messages", postern_json_u64(sum.messages), "recipients",
+                postern_json_u64(sum.recipients), "long_lines",
+                postern_json_u64(sum.long_lines), "rcpt", json_table(&sum.rcpt),
+                "tls", json_table(&sum.tls), "sni", json_table(&sum.sni),
+                "listeners", json_table(&sum.listener));
+  if (o == NULL || postern_json_print(o, f, 1) != 0)
+    fputs("tls_sink: cannot write the statistics\n", stderr);
+  json_decref(o);
   if (stats_path) {
     fclose(f);
     rename(tmp, stats_path); /* readers never see half a file */
