@@ -13,10 +13,14 @@
  *
  *   tls_sink --listen 127.0.0.11:2525,cert.pem,key.pem [--listen ...]
  *            [--threads N] [--stats FILE] [--hostname NAME] [--no-tls]
+ *            [--progress MS]
  *
  * The statistics are written as one JSON object to FILE (or standard
  * output) on SIGUSR1 and once more on SIGTERM/SIGINT, before exiting. The
- * line "ready" on standard output says every listener is bound.
+ * line "ready" on standard output says every listener is bound. With
+ * --progress MS, every MS milliseconds in which the totals changed, a line
+ * "progress messages=N recipients=R" on standard output (a benchmark waits
+ * on it without asking for the whole table).
  *
  * Threads: each thread runs its own libuv loop with its own listening
  * sockets on every address (SO_REUSEPORT), so the kernel spreads sessions.
@@ -145,6 +149,9 @@ static int nthreads = 1;
 static const char *hostname = "sink.test";
 static const char *stats_path;
 static bool no_tls;
+static long progress_ms; /* 0: no progress lines */
+static uv_timer_t progress_timer;
+static uint64_t progress_last;
 
 /* ---- a session ---- */
 
@@ -560,6 +567,24 @@ static void on_wake(uv_async_t *a) {
   uv_stop(a->loop);
 }
 
+/* On thread 0's loop: the totals, when they changed since the last line. */
+static void on_progress(uv_timer_t *t) {
+  (void)t;
+  uint64_t m = 0, r = 0;
+  for (int i = 0; i < nthreads; i++) {
+    pthread_mutex_lock(&threads[i].mu);
+    m += threads[i].c.messages;
+    r += threads[i].c.recipients;
+    pthread_mutex_unlock(&threads[i].mu);
+  }
+  if (m == progress_last)
+    return;
+  progress_last = m;
+  printf("progress messages=%llu recipients=%llu\n", (unsigned long long)m,
+         (unsigned long long)r);
+  fflush(stdout);
+}
+
 static void *thread_main(void *arg) {
   struct thread *th = arg;
   uv_run(&th->loop, UV_RUN_DEFAULT);
@@ -736,7 +761,7 @@ static void parse_listen(const char *arg) {
 static void usage(void) {
   fprintf(stderr, "usage: tls_sink --listen ADDR:PORT,CERT,KEY [--listen "
                   "...] [--threads N] [--stats FILE] [--hostname NAME] "
-                  "[--no-tls]\n");
+                  "[--no-tls] [--progress MS]\n");
   exit(2);
 }
 
@@ -755,10 +780,13 @@ int main(int argc, char **argv) {
       hostname = argv[++i];
     else if (strcmp(argv[i], "--no-tls") == 0)
       no_tls = true;
+    else if (strcmp(argv[i], "--progress") == 0 && i + 1 < argc)
+      progress_ms = atol(argv[++i]);
     else
       usage();
   }
-  if (nspecs == 0 || nthreads < 1 || nthreads > MAX_THREADS)
+  if (nspecs == 0 || nthreads < 1 || nthreads > MAX_THREADS ||
+      progress_ms < 0 || progress_ms > 3600000)
     usage();
   for (size_t i = 0; i < nspecs; i++)
     parse_listen(specs[i]);
@@ -779,6 +807,11 @@ int main(int argc, char **argv) {
     uv_async_init(&th->loop, &th->wake, on_wake);
     if (bind_listeners(th) != 0)
       return 1;
+  }
+  if (progress_ms > 0) {
+    uv_timer_init(&threads[0].loop, &progress_timer);
+    uv_timer_start(&progress_timer, on_progress, (uint64_t)progress_ms,
+                   (uint64_t)progress_ms);
   }
   for (int i = 0; i < nthreads; i++)
     pthread_create(&threads[i].tid, NULL, thread_main, &threads[i]);
