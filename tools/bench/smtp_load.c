@@ -41,6 +41,8 @@
  * (and through it both memory BIOs) and is freed only in its close
  * callback. One thread, one loop.
  */
+#include "base/postern_json.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -779,30 +781,23 @@ int main(int argc, char **argv) {
   uv_run(loop, UV_RUN_DEFAULT);
   double el = now_s() - t0;
 
-  printf("{\"messages\":%zu,\"sent\":%llu,\"failed\":%llu,"
-         "\"connections\":%llu,\"connect_failed\":%llu,\"tls\":%llu,"
-         "\"resumed\":%llu,\"targets\":%zu,\"elapsed_s\":%.3f,"
-         "\"msgs_per_s\":%.1f,\"errors\":[",
-         n, (unsigned long long)stats.sent, (unsigned long long)stats.failed,
-         (unsigned long long)stats.connections,
-         (unsigned long long)stats.connect_failed,
-         (unsigned long long)stats.tls, (unsigned long long)stats.resumed,
-         ntargets, el, el > 0 ? (double)stats.sent / el : 0.0);
-  for (int i = 0; i < stats.nerrors; i++) {
-    putchar(i ? ',' : '"');
-    if (i)
-      putchar('"');
-    for (const char *p = stats.errors[i]; *p; p++) {
-      unsigned char ch = (unsigned char)*p;
-      if (ch == '"' || ch == '\\')
-        printf("\\%c", ch);
-      else if (ch < 0x20 || ch >= 0x7f)
-        printf("\\u%04x", ch);
-      else
-        putchar(ch);
-    }
-    putchar('"');
+  json_t *errors = json_array();
+  for (int i = 0; errors && i < stats.nerrors; i++)
+    json_array_append_new(errors, postern_json_cstr(stats.errors[i]));
+  json_t *o = json_pack(
+      "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f, s:f, s:o}", "messages",
+      postern_json_u64(n), "sent", postern_json_u64(stats.sent), "failed",
+      postern_json_u64(stats.failed), "connections",
+      postern_json_u64(stats.connections), "connect_failed",
+      postern_json_u64(stats.connect_failed), "tls",
+      postern_json_u64(stats.tls), "resumed", postern_json_u64(stats.resumed),
+      "targets", postern_json_u64(ntargets), "elapsed_s", el, "msgs_per_s",
+      el > 0 ? (double)stats.sent / el : 0.0, "errors", errors);
+  if (o == NULL || postern_json_print(o, stdout, 1) != 0) {
+    fputs("smtp_load: cannot write the result\n", stderr);
+    json_decref(o);
+    return 1;
   }
-  printf("]}\n");
+  json_decref(o);
   return stats.sent == n && stats.failed == 0 ? 0 : 1;
 }
