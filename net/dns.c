@@ -73,6 +73,7 @@ struct dns_query {
 
 struct dns_resolver {
   uv_loop_t *loop;
+  struct dns__cache *cache; /* NULL: no cache */
   ares_channel ch;
   bool ch_live;
   bool trust;
@@ -92,6 +93,8 @@ void dns_opts_init(struct dns_opts *o) {
   memset(o, 0, sizeof *o);
   o->timeout_ms = 5000;
   o->attempts = 2;
+  o->cache_size = DNS_CACHE_SIZE_DEFAULT;
+  o->cache_max_ttl = DNS_CACHE_MAX_TTL_DEFAULT;
 }
 
 static int parse_port(const char *s, uint16_t *out) {
@@ -180,6 +183,11 @@ static bool addr_is_loopback(int family, const void *addr) {
 
 bool dns_resolver_trusts_ad(const struct dns_resolver *r) {
   return r->trust;
+}
+
+void dns_resolver_cache_stats(const struct dns_resolver *r,
+                              struct dns_cache_stats *st) {
+  dns__cache_stats(r->cache, st);
 }
 
 /* ---- Driving c-ares from libuv ---- */
@@ -309,12 +317,14 @@ static void answer_fail(struct dns_query *q, enum dns_status st, int err,
   q->ans.cname = strdup(q->name);
 }
 
-static void log_answer(const struct dns_query *q) {
+static void log_answer(const struct dns_query *q, bool cached) {
   if (!postern_log_enabled(POSTERN_LOG_DEBUG))
     return;
   struct postern_log_rec rec;
   postern_log_begin(&rec, POSTERN_LOG_DEBUG, "dns_answer");
   postern_log_str(&rec, "name", q->name);
+  if (cached)
+    postern_log_str(&rec, "cached", "yes");
   postern_log_uint(&rec, "type", q->type);
   postern_log_str(&rec, "status", dns_status_name(q->ans.status));
   postern_log_int(&rec, "rcode", q->ans.rcode);
@@ -344,6 +354,7 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
   case ARES_SUCCESS:
     dns_answer_parse(abuf, alen > 0 ? (size_t)alen : 0, -1, q->name, q->type,
                      r->trust, &q->ans);
+    dns__cache_put(r->cache, q->name, q->type, &q->ans, uv_now(r->loop));
     break;
   case ARES_ESERVFAIL:
     answer_fail(q, DNS_TEMPFAIL, POSTERN_EDNS_TEMPFAIL, 2);
@@ -380,7 +391,7 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
     answer_fail(q, DNS_TEMPFAIL, POSTERN_EDNS_TEMPFAIL, -1);
     break;
   }
-  log_answer(q);
+  log_answer(q, false);
   enqueue(q);
 }
 
@@ -434,6 +445,7 @@ static void handle_closed(uv_handle_t *h) {
     return;
   void (*cb)(void *) = r->close_cb;
   void *arg = r->close_arg;
+  dns__cache_free(r->cache);
   free(r);
   if (cb != NULL)
     cb(arg);
@@ -531,6 +543,8 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
     rc = set_servers(r, o);
   if (rc == 0)
     rc = compute_trust(r, o->trust_ad);
+  if (rc == 0)
+    rc = dns__cache_new(o->cache_size, o->cache_max_ttl, &r->cache);
   if (rc != 0) {
     ares_destroy(r->ch);
     free(r);
@@ -584,6 +598,29 @@ static int query_start(struct dns_resolver *r, const char *name, uint16_t type,
       if (p[1] != '\0')
         p++;
     }
+  }
+  /* A fresh cached answer is delivered like any other: queued, later. */
+  struct dns_answer cached;
+  if (dns__cache_get(r->cache, norm, type, uv_now(r->loop), &cached) == 0) {
+    struct dns_query *q = calloc(1, sizeof *q);
+    if (q == NULL || (q->name = strdup(norm)) == NULL) {
+      free(q);
+      dns_answer_free(&cached);
+      return POSTERN_ENOMEM;
+    }
+    q->r = r;
+    q->kind = QUERY_PLAIN;
+    q->cb = cb;
+    q->arg = arg;
+    q->type = type;
+    q->parent = parent;
+    q->slot = slot;
+    q->ans = cached;
+    log_answer(q, true);
+    if (qp != NULL)
+      *qp = q;
+    enqueue(q);
+    return 0;
   }
   int rc = ares_create_query(norm, 1 /* IN */, type, 0, 1, &buf, &buflen,
                              DNS_EDNS_PAYLOAD);
