@@ -93,11 +93,4 @@ static inline uint64_t relay_now_ms(struct relay *r) {
   }
   return queue_now_ms(r->q);
 }
-/* Messages in flight at most; the rest wait in the due index. Tests may
- * lower it with the environment variable POSTERN_TEST_MAX_INFLIGHT (read
- * once by the scheduler at startup; see engine__sched_new). */
-static inline size_t relay_max_inflight(struct relay *r) {
-  return 50000;
-}
-
 #endif

@@ -11,9 +11,11 @@
  *
  * Invariants: a message is in the in-flight set from dispatch until the
  * last of its jobs has its results committed; a message in flight is never
- * dispatched twice; the set never exceeds max_inflight messages nor, beyond
- * its first message, max_inflight_bytes of bodies, so a burst of due
- * mail cannot exhaust memory (what does not fit waits in the due index).
+ * dispatched twice; the set never exceeds `delivery { max_inflight }`
+ * messages nor, beyond its first message, `max_inflight_bytes` of bodies,
+ * so a burst of due mail cannot exhaust memory (what does not fit waits in
+ * the due index). Both limits are read from the configuration in force, so
+ * a reload changes them.
  */
 #include "engine/internal.h"
 #include "engine/relay.h"
@@ -32,12 +34,6 @@
 /* A message whose result could not be committed (disk full, say) waits this
  * long before it is tried again, so a broken disk cannot cause a busy loop. */
 #define SCHED_PENALTY_MS 30000
-/* Bodies in flight stay in memory until their results are committed; this
- * caps their total as max_inflight caps their number, so that big messages
- * arriving faster than they can be delivered wait in the due index rather
- * than in the heap. It changes nothing for small messages (50,000 in
- * flight at 1 KiB are 50 MiB). */
-#define SCHED_MAX_INFLIGHT_BYTES (64u << 20)
 
 struct new_id {
   struct new_id *next;
@@ -63,9 +59,7 @@ struct sched {
    * expire from the head; `penalty_set` finds one in O(1). */
   struct penalty *penalties, *penalties_tail;
   struct idset penalty_set;
-  size_t max_inflight;
   uint64_t inflight_bytes; /* bodies of the messages in flight */
-  uint64_t max_inflight_bytes;
   bool draining;
   bool scan_wanted; /* new mail was skipped because the set was full */
   void (*drain_cb)(void *);
@@ -80,21 +74,15 @@ size_t engine__sched_inflight(struct sched *s) {
   return s->inflight.n;
 }
 
-/* Whether the in-flight set has room for another message. */
+/* Whether the in-flight set has room for another message. Bodies stay in
+ * memory until their results are committed: max_inflight_bytes caps their
+ * total as max_inflight caps their number, so that big messages arriving
+ * faster than they can be delivered wait in the due index rather than in
+ * the heap. */
 static bool inflight_full(const struct sched *s) {
-  return s->inflight.n >= s->max_inflight ||
-         (s->inflight.n > 0 && s->inflight_bytes >= s->max_inflight_bytes);
-}
-
-/* The environment variable `name` (1..def), read once at startup; unset or
- * malformed gives def. */
-static uint64_t test_limit(const char *name, uint64_t def) {
-  const char *lim = getenv(name);
-  if (lim == NULL)
-    return def;
-  char *end;
-  unsigned long long v = strtoull(lim, &end, 10);
-  return *lim && *end == '\0' && v >= 1 && v <= def ? v : def;
+  const struct config_delivery *dc = &s->r->cfg->delivery;
+  return s->inflight.n >= dc->max_inflight ||
+         (s->inflight.n > 0 && s->inflight_bytes >= dc->max_inflight_bytes);
 }
 
 static void inflight_del(struct sched *s, struct msgref *m) {
@@ -380,8 +368,9 @@ static void on_wake(uv_async_t *a) {
     free(nl);
     nl = next;
   }
-  if (freed && s->scan_wanted && s->inflight.n < s->max_inflight / 2 &&
-      s->inflight_bytes < s->max_inflight_bytes / 2) {
+  const struct config_delivery *dc = &s->r->cfg->delivery;
+  if (freed && s->scan_wanted && s->inflight.n < dc->max_inflight / 2 &&
+      s->inflight_bytes < dc->max_inflight_bytes / 2) {
     s->scan_wanted = false;
     sched_scan(s);
   }
@@ -443,13 +432,6 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
     return POSTERN_ENOMEM;
   s->r = r;
   s->loop = loop;
-  /* For tests only: POSTERN_TEST_MAX_INFLIGHT=N and
-   * POSTERN_TEST_MAX_INFLIGHT_BYTES=N lower the limits so that
-   * back-pressure can be exercised with a few messages. */
-  s->max_inflight =
-      test_limit("POSTERN_TEST_MAX_INFLIGHT", relay_max_inflight(r));
-  s->max_inflight_bytes =
-      test_limit("POSTERN_TEST_MAX_INFLIGHT_BYTES", SCHED_MAX_INFLIGHT_BYTES);
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);
   s->wake.data = s;
