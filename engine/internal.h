@@ -24,7 +24,6 @@
 
 #include <uv.h>
 
-#include "engine/idset.h"
 #include "engine/worker.h"
 #include "queue/queue.h"
 

@@ -25,6 +25,7 @@
 #include "net/tls.h"
 #include "policy/chain.h"
 #include "base/postern_err.h"
+#include "base/postern_htab.h"
 #include "base/postern_log.h"
 
 #include <errno.h>
@@ -101,10 +102,7 @@ void relay_dns_opts(const struct postern_config *cfg, struct dns_opts *o) {
 }
 
 struct worker *relay_worker_for(struct relay *r, const char *key) {
-  size_t h = 1469598103934665603ull;
-  for (const char *c = key; *c; c++)
-    h = (h ^ (unsigned char)*c) * 1099511628211ull;
-  return &r->pool.w[h % (size_t)r->pool.n];
+  return &r->pool.w[postern_hash(key, strlen(key)) % (uint64_t)r->pool.n];
 }
 
 /* ---- policy chain from the configuration ---- */
@@ -579,7 +577,17 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
 
   uv_loop_t *loop = uv_default_loop();
   r->main_loop = loop;
-  engine__sched_new(r, loop, &r->sched);
+  rc = engine__sched_new(r, loop, &r->sched);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "scheduler_failed", "error",
+                postern_strerror(rc), NULL);
+    for (size_t i = 0; i < r->nservers; i++)
+      smtp_server_close(r->servers[i], NULL, NULL);
+    worker_pool_run(&r->pool);
+    worker_pool_stop(&r->pool);
+    queue_close(r->q);
+    return 1;
+  }
   uv_async_init(loop, &main_wake, check_done);
   main_wake.data = r;
   uv_timer_init(loop, &r->shutdown_timer);

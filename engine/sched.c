@@ -23,6 +23,7 @@
 #include "engine/dsn.h"
 #include "engine/metrics.h"
 #include "base/postern_err.h"
+#include "base/postern_htab.h"
 #include "base/postern_log.h"
 
 #include <stdlib.h>
@@ -54,11 +55,13 @@ struct sched {
   pthread_mutex_t mu;
   struct new_id *new_head, *new_tail; /* guarded by mu */
   struct msgref *done_head;           /* guarded by mu */
-  struct idset inflight;
+  /* id -> struct msgref; keys are the msgrefs' own ids. */
+  struct postern_htab *inflight;
   /* Penalized ids, oldest first: every penalty lasts as long, so they
-   * expire from the head; `penalty_set` finds one in O(1). */
+   * expire from the head; `penalty_set` (id -> struct penalty, keyed by
+   * the penalty's own id) finds one in O(1). */
   struct penalty *penalties, *penalties_tail;
-  struct idset penalty_set;
+  struct postern_htab *penalty_set;
   uint64_t inflight_bytes; /* bodies of the messages in flight */
   bool draining;
   bool scan_wanted; /* new mail was skipped because the set was full */
@@ -71,7 +74,7 @@ static void sched_scan(struct sched *s);
 static void dispatch(struct sched *s, const char *id);
 
 size_t engine__sched_inflight(struct sched *s) {
-  return s->inflight.n;
+  return postern_htab_count(s->inflight);
 }
 
 /* Whether the in-flight set has room for another message. Bodies stay in
@@ -81,12 +84,13 @@ size_t engine__sched_inflight(struct sched *s) {
  * the heap. */
 static bool inflight_full(const struct sched *s) {
   const struct config_delivery *dc = &s->r->cfg->delivery;
-  return s->inflight.n >= dc->max_inflight ||
-         (s->inflight.n > 0 && s->inflight_bytes >= dc->max_inflight_bytes);
+  size_t n = postern_htab_count(s->inflight);
+  return n >= dc->max_inflight ||
+         (n > 0 && s->inflight_bytes >= dc->max_inflight_bytes);
 }
 
 static void inflight_del(struct sched *s, struct msgref *m) {
-  if (idset_del(&s->inflight, m->id) != NULL)
+  if (postern_htab_del(s->inflight, m->id) != NULL)
     s->inflight_bytes -= m->body_len;
 }
 
@@ -130,15 +134,15 @@ static void penalties_expire(struct sched *s, uint64_t now) {
     if (s->penalties == NULL)
       s->penalties_tail = NULL;
     /* A newer penalty for the same id replaced this one in the set. */
-    if (idset_get(&s->penalty_set, p->id) == p)
-      idset_del(&s->penalty_set, p->id);
+    if (postern_htab_get(s->penalty_set, p->id) == p)
+      postern_htab_del(s->penalty_set, p->id);
     free(p);
   }
 }
 
 static bool penalized(struct sched *s, const char *id, uint64_t now) {
   penalties_expire(s, now);
-  return idset_get(&s->penalty_set, id) != NULL;
+  return postern_htab_get(s->penalty_set, id) != NULL;
 }
 
 static void penalize(struct sched *s, const char *id, uint64_t now) {
@@ -148,7 +152,7 @@ static void penalize(struct sched *s, const char *id, uint64_t now) {
   memcpy(p->id, id, QUEUE_ID_LEN + 1);
   p->until_ms = now + SCHED_PENALTY_MS;
   p->next = NULL;
-  if (idset_put(&s->penalty_set, id, p) != 0) {
+  if (postern_htab_put(s->penalty_set, p->id, p) != 0) {
     free(p);
     return;
   }
@@ -243,7 +247,7 @@ oom:
 }
 
 static void dispatch(struct sched *s, const char *id) {
-  if (s->draining || idset_get(&s->inflight, id) != NULL)
+  if (s->draining || postern_htab_get(s->inflight, id) != NULL)
     return;
   if (inflight_full(s)) {
     s->scan_wanted = true;
@@ -267,7 +271,7 @@ static void dispatch(struct sched *s, const char *id) {
     msgref_free(m);
     return;
   }
-  if (idset_put(&s->inflight, id, m) != 0) {
+  if (postern_htab_put(s->inflight, m->id, m) != 0) {
     msgref_free(m);
     return;
   }
@@ -340,7 +344,7 @@ static void finish_msg(struct sched *s, struct msgref *m) {
 }
 
 static void maybe_drained(struct sched *s) {
-  if (s->draining && s->inflight.n == 0 && s->drain_cb) {
+  if (s->draining && postern_htab_count(s->inflight) == 0 && s->drain_cb) {
     void (*cb)(void *) = s->drain_cb;
     s->drain_cb = NULL;
     cb(s->drain_arg);
@@ -369,7 +373,8 @@ static void on_wake(uv_async_t *a) {
     nl = next;
   }
   const struct config_delivery *dc = &s->r->cfg->delivery;
-  if (freed && s->scan_wanted && s->inflight.n < dc->max_inflight / 2 &&
+  if (freed && s->scan_wanted &&
+      postern_htab_count(s->inflight) < dc->max_inflight / 2 &&
       s->inflight_bytes < dc->max_inflight_bytes / 2) {
     s->scan_wanted = false;
     sched_scan(s);
@@ -402,7 +407,7 @@ static void sched_scan(struct sched *s) {
         s->scan_wanted = true;
         return;
       }
-      if (idset_get(&s->inflight, page[i].id) == NULL &&
+      if (postern_htab_get(s->inflight, page[i].id) == NULL &&
           !penalized(s, page[i].id, now))
         dispatch(s, page[i].id);
     }
@@ -432,6 +437,12 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
     return POSTERN_ENOMEM;
   s->r = r;
   s->loop = loop;
+  if (postern_htab_new(QUEUE_ID_LEN, &s->inflight) != 0 ||
+      postern_htab_new(QUEUE_ID_LEN, &s->penalty_set) != 0) {
+    postern_htab_free(s->inflight);
+    free(s);
+    return POSTERN_ENOMEM;
+  }
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);
   s->wake.data = s;
@@ -454,7 +465,7 @@ void engine__sched_drain(struct sched *s, void (*cb)(void *), void *arg) {
 static void sched_closed(uv_handle_t *h) {
   struct sched *s = h->data;
   if (--s->closing == 0) {
-    idset_free(&s->inflight);
+    postern_htab_free(s->inflight);
     pthread_mutex_destroy(&s->mu);
     free(s);
   }
@@ -477,14 +488,18 @@ void engine__sched_close(struct sched *s) {
   }
   while (dl) {
     struct msgref *next = dl->next;
-    idset_del(&s->inflight, dl->id);
+    postern_htab_del(s->inflight, dl->id);
     msgref_free(dl);
     dl = next;
   }
-  for (size_t i = 0; i < s->inflight.cap; i++)
-    if (s->inflight.slots[i].id[0])
-      msgref_free(s->inflight.slots[i].val);
-  idset_free(&s->penalty_set);
+  /* Freeing a msgref leaves the table as it is (its key is only read by
+   * lookups, and none follows): no collect-then-delete is needed. */
+  size_t pos = 0;
+  struct msgref *m;
+  while ((m = postern_htab_next(s->inflight, &pos, NULL)) != NULL)
+    msgref_free(m);
+  postern_htab_free(s->penalty_set);
+  s->penalty_set = NULL;
   s->penalties_tail = NULL;
   while (s->penalties) {
     struct penalty *p = s->penalties;
