@@ -18,7 +18,6 @@
  * a reload changes them.
  */
 #include "engine/internal.h"
-#include "engine/relay.h"
 
 #include "engine/dsn.h"
 #include "engine/metrics.h"
@@ -224,7 +223,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
   for (size_t x = 0; x < njobs; x++) {
     struct job *j = jobs[x];
     j->start_ms = relay_now_ms(s->r);
-    struct worker *w = relay_worker_for(s->r, j->dest_key);
+    struct worker *w = engine__dest_worker(s->r, j->dest_key);
     if (worker_post(w, &j->task) != 0) {
       /* Shutting down: leave the recipients queued and due. */
       m->result_failed = true;
@@ -319,7 +318,7 @@ static void send_dsns(struct sched *s, struct msgref *m,
   if (rc == POSTERN_ENOENT || rc == POSTERN_ESTATE)
     return;
   if (rc == 0) {
-    rc = relay_submit_local(s->r, dsn_id, "", m->env->sender, msg, len);
+    rc = engine__ingress_local(s->r, dsn_id, "", m->env->sender, msg, len);
     if (rc != 0)
       free(msg);
   }
