@@ -54,11 +54,7 @@ static void on_exhausted(void *arg, struct mx_attempt *a,
   snprintf(mx, sizeof mx, "%s", o->last_mx);
   attempt_free(d, a);
   if (atomic_load(&d->dw->env.r->stopping)) {
-    /* Shutting down: the jobs stay queued and due, with no attempt counted
-     * against them. */
-    struct job *j;
-    while ((j = engine__dest_pop(d)) != NULL)
-      engine__job_abandon(j);
+    engine__dest_abandon(d);
     return;
   }
   if (d->nconns == 0 && d->nattempts == 0) {

@@ -96,6 +96,12 @@ void engine__deliver_job(struct worker *w, struct worker_task *t) {
   engine__dest_kick(d);
 }
 
+void engine__dest_abandon(struct dest *d) {
+  struct job *j;
+  while ((j = engine__dest_pop(d)) != NULL)
+    engine__job_abandon(j);
+}
+
 bool engine__dest_rate_take(struct dest *d, uint32_t rate) {
   uint64_t now = relay_now_ms(d->dw->env.r);
   if (now >= d->rate_next_ms) {
@@ -178,11 +184,8 @@ void engine__deliver_worker_drain(struct worker *w, struct worker_task *t) {
     return;
   size_t pos = 0;
   struct dest *d;
-  while ((d = postern_htab_next(dw->dests, &pos, NULL)) != NULL) {
-    struct job *j;
-    while ((j = engine__dest_pop(d)) != NULL)
-      engine__job_abandon(j);
-  }
+  while ((d = postern_htab_next(dw->dests, &pos, NULL)) != NULL)
+    engine__dest_abandon(d);
 }
 
 /* On shutdown: abandon every job (it stays queued and due), close every
@@ -198,9 +201,7 @@ void engine__deliver_worker_stop(struct worker *w) {
   size_t pos = 0;
   struct dest *d;
   while ((d = postern_htab_next(dw->dests, &pos, NULL)) != NULL) {
-    struct job *j;
-    while ((j = engine__dest_pop(d)) != NULL)
-      engine__job_abandon(j);
+    engine__dest_abandon(d);
     while (d->conns)
       engine__conn_abandon(d->conns);
     engine__deliver_attempts_stop(d);

@@ -70,6 +70,10 @@ struct dest {
  * destination has more work than connections, within the limits. */
 void engine__dest_kick(struct dest *d);
 
+/* Shutting down: gives up every waiting job (they stay queued and due,
+ * with no attempt counted against them). */
+void engine__dest_abandon(struct dest *d);
+
 /* Frees a destination with nothing left: no job, connection or attempt. */
 void engine__dest_maybe_free(struct dest *d);
 

@@ -103,6 +103,15 @@ void engine__job_fail_all(struct job *j, bool temp, const char *status,
 
 /* ---- results to the queue ---- */
 
+/* Frees the job; the scheduler hears when it was its message's last. */
+static void job_done(struct job *j) {
+  struct msgref *m = j->m;
+  struct relay *r = j->relay;
+  engine__job_free(j);
+  if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
+    engine__sched_job_done(r->sched, m);
+}
+
 static bool submitted_deferred(const struct job *j, size_t index) {
   for (size_t k = 0; k < j->n; k++)
     if (j->results[k].index == index)
@@ -115,7 +124,6 @@ static bool submitted_deferred(const struct job *j, size_t index) {
 static void on_result(void *arg, int status, const struct queue_env *env) {
   struct job *j = arg;
   struct msgref *m = j->m;
-  struct relay *r = j->relay;
   if (status == POSTERN_ENOENT) {
     /* Deleted meanwhile (qtool delete): nothing is left to update or to
      * retry, and nothing failed. */
@@ -153,18 +161,12 @@ static void on_result(void *arg, int status, const struct queue_env *env) {
       n->when_ms = rc->last_ms;
     }
   }
-  engine__job_free(j);
-  if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
-    engine__sched_job_done(r->sched, m);
+  job_done(j);
 }
 
 void engine__job_abandon(struct job *j) {
-  struct msgref *m = j->m;
-  struct relay *r = j->relay;
-  m->result_failed = true;
-  engine__job_free(j);
-  if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
-    engine__sched_job_done(r->sched, m);
+  j->m->result_failed = true;
+  job_done(j);
 }
 
 void engine__job_finish(struct job *j) {
@@ -173,11 +175,6 @@ void engine__job_finish(struct job *j) {
   int rc = queue_result_submit(j->relay->q, &j->rin, on_result, j);
   if (rc != 0) {
     /* Closing or out of memory: the message stays due; retried later. */
-    struct msgref *m = j->m;
-    struct relay *r = j->relay;
-    m->result_failed = true;
-    engine__job_free(j);
-    if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
-      engine__sched_job_done(r->sched, m);
+    engine__job_abandon(j);
   }
 }

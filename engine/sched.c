@@ -226,10 +226,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
     struct worker *w = engine__dest_worker(s->r, j->dest_key);
     if (worker_post(w, &j->task) != 0) {
       /* Shutting down: leave the recipients queued and due. */
-      m->result_failed = true;
-      engine__job_free(j);
-      if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
-        engine__sched_job_done(s, m);
+      engine__job_abandon(j);
     }
   }
   free(jobs);
