@@ -13,16 +13,17 @@
  * (`in_ares`, until c-ares calls query_done, always exactly once) or while
  * its callback has not run yet (`delivered` false). Answers are never
  * passed to the caller from inside c-ares or from inside dns_query(): they
- * go on the resolver's delivery list, which a uv_idle_t drains on the next
- * loop iteration. That also keeps user code (which may close the resolver)
- * out of c-ares' stack.
+ * go on the resolver's delivery list, which a net_defer (net/defer.h)
+ * drains once the current call has returned. That also keeps user code (which
+ * may close the resolver) out of c-ares' stack.
  *
  * Ownership of the resolver: memory is freed only once every handle's
- * close callback has run (the timer, the idle handle and every poll
- * handle), after the delivery list is empty.
+ * close callback has run (the timer, the defer and every poll handle),
+ * after the delivery list is empty.
  */
 #include "net/dns.h"
 
+#include "net/defer.h"
 #include "net/dns_internal.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
@@ -79,7 +80,8 @@ struct dns_resolver {
   bool trust;
   bool closing;
   uv_timer_t timer;
-  uv_idle_t idle;
+  struct net_defer soon; /* delivers the queued answers */
+  bool handles_closing;
   struct dns_poll *polls;
   struct dns_query *dq_head, *dq_tail;
   int open_handles;
@@ -194,7 +196,7 @@ void dns_resolver_cache_stats(const struct dns_resolver *r,
 
 static void handle_closed(uv_handle_t *h);
 static void timer_cb(uv_timer_t *t);
-static void idle_cb(uv_idle_t *h);
+static void deliver_all(struct net_defer *d);
 
 /* Arms the timer for c-ares' next deadline; called after every call into
  * c-ares that may have changed it. */
@@ -294,7 +296,7 @@ static void enqueue(struct dns_query *q) {
   else
     r->dq_head = q;
   r->dq_tail = q;
-  uv_idle_start(&r->idle, idle_cb);
+  net_defer_arm(&r->soon, deliver_all);
 }
 
 static void query_free(struct dns_query *q) {
@@ -411,13 +413,16 @@ static void deliver(struct dns_query *q) {
     dns_answer_free(&q->ans);
 }
 
+static void soon_closed(struct net_defer *d);
+
 static void close_handles(struct dns_resolver *r) {
+  r->handles_closing = true;
   uv_close((uv_handle_t *)&r->timer, handle_closed);
-  uv_close((uv_handle_t *)&r->idle, handle_closed);
+  net_defer_close(&r->soon, soon_closed);
 }
 
-static void idle_cb(uv_idle_t *h) {
-  struct dns_resolver *r = h->data;
+static void deliver_all(struct net_defer *d) {
+  struct dns_resolver *r = d->data;
   struct dns_query *q;
   /* Callbacks may queue more (dns_query, dns_query_cancel,
    * dns_resolver_close); they are delivered in this same pass. */
@@ -427,9 +432,20 @@ static void idle_cb(uv_idle_t *h) {
       r->dq_tail = NULL;
     deliver(q);
   }
-  uv_idle_stop(&r->idle);
-  if (r->closing && !uv_is_closing((uv_handle_t *)&r->idle))
+  if (r->closing && !r->handles_closing)
     close_handles(r);
+}
+
+/* One of the resolver's handles is gone; the last one frees it. */
+static void handle_gone(struct dns_resolver *r) {
+  if (--r->open_handles > 0 || !r->closing)
+    return;
+  void (*cb)(void *) = r->close_cb;
+  void *arg = r->close_arg;
+  dns__cache_free(r->cache);
+  free(r);
+  if (cb != NULL)
+    cb(arg);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -441,14 +457,11 @@ static void handle_closed(uv_handle_t *h) {
   } else {
     r = h->data;
   }
-  if (--r->open_handles > 0 || !r->closing)
-    return;
-  void (*cb)(void *) = r->close_cb;
-  void *arg = r->close_arg;
-  dns__cache_free(r->cache);
-  free(r);
-  if (cb != NULL)
-    cb(arg);
+  handle_gone(r);
+}
+
+static void soon_closed(struct net_defer *d) {
+  handle_gone(d->data);
 }
 
 /* ---- Resolver lifetime ---- */
@@ -551,9 +564,8 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
     return rc;
   }
   uv_timer_init(loop, &r->timer);
-  uv_idle_init(loop, &r->idle);
+  net_defer_init(loop, &r->soon, r);
   r->timer.data = r;
-  r->idle.data = r;
   r->open_handles = 2;
   *out = r;
   return 0;
@@ -572,8 +584,8 @@ void dns_resolver_close(struct dns_resolver *r, void (*cb)(void *arg),
   ares_destroy(r->ch);
   r->ch_live = false;
   uv_timer_stop(&r->timer);
-  /* The idle pass delivers what is queued, then closes the handles. */
-  uv_idle_start(&r->idle, idle_cb);
+  /* The deferred pass delivers what is queued, then closes the handles. */
+  net_defer_arm(&r->soon, deliver_all);
 }
 
 /* ---- Lookups ---- */
