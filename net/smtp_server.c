@@ -51,6 +51,7 @@
  */
 /* clang-format on */
 #include "net/smtp_server.h"
+#include "net/rfc5322.h"
 #include "net/smtp_server_internal.h"
 #include "net/tls.h"
 
@@ -621,11 +622,8 @@ static bool helo_done(struct session *s) {
  * so that a message to many does not disclose the others (§7.2). */
 static bool start_body(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
-  char date[64];
-  time_t now = time(NULL);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  char date[RFC5322_DATE_MAX];
+  rfc5322_date_format(time(NULL), date, sizeof date);
   const char *proto = s->smtputf8 ? (s->tls ? "UTF8SMTPS" : "UTF8SMTP")
                       : s->esmtp  ? (s->tls ? "ESMTPS" : "ESMTP")
                                   : "SMTP";
