@@ -40,6 +40,7 @@
  */
 #include "net/smtp_client.h"
 #include "net/smtp_client_internal.h"
+#include "net/smtp_syntax.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -906,15 +907,15 @@ static bool param_ok(const char *s, size_t max) {
   return true;
 }
 
-static bool xtext_ok(const char *s) {
+/* An optional esmtp-value: absent (NULL), or at most PARAM_MAX bytes that
+ * `ok` accepts. ENVID is xtext (RFC 3461 §4.4), and so are the keywords of
+ * RET and NOTIFY; ORCPT is addr-type ";" xtext (§4.2). */
+static bool value_ok(const char *s, bool (*ok)(const char *, size_t)) {
   if (!s) {
     return true;
   }
-  if (!param_ok(s, PARAM_MAX)) {
-    return false;
-  }
-  /* RFC 3461 §4: esmtp-value has no spaces and no '='. */
-  return strpbrk(s, " =") == NULL;
+  size_t n = strlen(s);
+  return n <= PARAM_MAX && ok(s, n);
 }
 
 static int append_mail(struct smtp_client *c, const struct smtp_message *m) {
@@ -978,14 +979,16 @@ static int msg_valid(const struct smtp_message *msg) {
       (!msg->body && msg->body_len > 0)) {
     return POSTERN_EINVAL;
   }
-  if (!param_ok(msg->sender, ADDR_MAX) || !xtext_ok(msg->ret) ||
-      !xtext_ok(msg->envid)) {
+  if (!param_ok(msg->sender, ADDR_MAX) ||
+      !value_ok(msg->ret, smtp_syntax_xtext_ok) ||
+      !value_ok(msg->envid, smtp_syntax_xtext_ok)) {
     return POSTERN_EINVAL;
   }
   for (size_t i = 0; i < msg->nrcpts; i++) {
     const struct smtp_rcpt *r = &msg->rcpts[i];
     if (!r->addr || !r->addr[0] || !param_ok(r->addr, ADDR_MAX) ||
-        !xtext_ok(r->notify) || !xtext_ok(r->orcpt)) {
+        !value_ok(r->notify, smtp_syntax_xtext_ok) ||
+        !value_ok(r->orcpt, smtp_syntax_orcpt_ok)) {
       return POSTERN_EINVAL;
     }
   }

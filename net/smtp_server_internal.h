@@ -113,9 +113,6 @@ bool smtp_server__mailbox_ok(const char *p, size_t n, bool *utf8);
  * It ends up in our Received: header, so no spaces or controls. */
 bool smtp_server__helo_ok(const char *p, size_t n);
 
-/* Validates xtext (RFC 3461 §4). */
-bool smtp_server__xtext_ok(const char *p, size_t n);
-
 /*
  * DATA content scanner. Feed it input; it reports complete lines one by one,
  * with the dot-unstuffed payload and flags for what RFC 5321 forbids.
