@@ -41,6 +41,7 @@
 #include "net/smtp_client.h"
 #include "net/smtp_client_internal.h"
 #include "net/smtp_syntax.h"
+#include "net/stream.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -54,10 +55,12 @@
 
 enum rcpt_state { RCPT_PENDING, RCPT_ACCEPTED, RCPT_FINAL };
 
+/* The tag of a write (net/stream.h): only a body write's completion moves
+ * the body on. */
 enum write_kind { WRITE_CMD, WRITE_BODY };
 
 struct smtp_client {
-  uv_tcp_t tcp;
+  struct stream io; /* the TCP connection, plaintext or TLS */
   uv_timer_t timer;
   uv_connect_t connect_req;
   uv_loop_t *loop;
@@ -78,7 +81,6 @@ struct smtp_client {
   char peer_str[64];
   struct tls_ctx *tls_ctx;
   bool want_starttls;
-  struct tls_conn *tls;
 
   smtp_client_ready_cb ready_cb;
   void *ready_arg;
@@ -134,12 +136,7 @@ struct smtp_client {
   bool next_env_sent;
 };
 
-struct write_req {
-  uv_write_t req;
-  struct smtp_client *c;
-  enum write_kind kind;
-  char data[];
-};
+_Static_assert(BODY_BUFS <= STREAM_BUFS_MAX, "a body write fits stream_write");
 
 static const char *const state_names[] = {
 #define SMTP__STATE_NAME(name, str) str,
@@ -288,7 +285,7 @@ static enum smtp_outcome outcome_of(const struct smtp_reply *r) {
 /* ---- handles and closing ----------------------------------------------- */
 
 static void free_client(struct smtp_client *c) {
-  tls_conn_free(c->tls);
+  stream_free(&c->io);
   free(c->rbuf);
   free(c->raw);
   free(c->cmd);
@@ -306,7 +303,7 @@ static void free_client(struct smtp_client *c) {
 
 static void handle_closed(uv_handle_t *h) {
   struct smtp_client *c = h->data;
-  if (h == (uv_handle_t *)&c->tcp) {
+  if (h == (uv_handle_t *)&c->io.tcp) {
     c->tcp_closed = true;
   }
   if (--c->open_handles > 0) {
@@ -323,8 +320,8 @@ static void handle_closed(uv_handle_t *h) {
 /* Stops all I/O on the socket. libuv cancels queued writes and never reads
  * their buffers again, so the caller may free its body afterwards. */
 static void close_tcp(struct smtp_client *c) {
-  if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
-    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&c->io.tcp)) {
+    uv_close((uv_handle_t *)&c->io.tcp, handle_closed);
   }
 }
 
@@ -380,8 +377,9 @@ static void fail_soon(struct smtp_client *c, int status) {
 
 /* ---- writing ------------------------------------------------------------ */
 
-static void write_done_common(struct smtp_client *c, enum write_kind kind,
-                              int status) {
+/* A queued write completed (net/stream.h). */
+static void write_done(void *arg, int status, int kind) {
+  struct smtp_client *c = arg;
   if (c->close_requested || c->dead) {
     return;
   }
@@ -393,96 +391,6 @@ static void write_done_common(struct smtp_client *c, enum write_kind kind,
     arm(c, c->data_to);
     write_body(c);
   }
-}
-
-static void uv_write_done(uv_write_t *req, int status) {
-  struct write_req *w = (struct write_req *)req;
-  struct smtp_client *c = w->c;
-  enum write_kind kind = w->kind;
-  free(w);
-  int rc = status < 0 ? postern_err_from_errno(-status) : 0;
-  write_done_common(c, kind, rc);
-}
-
-static void tls_cmd_done(struct tls_conn *t, int status, void *arg) {
-  write_done_common(arg, WRITE_CMD, status);
-}
-
-static void tls_body_done(struct tls_conn *t, int status, void *arg) {
-  write_done_common(arg, WRITE_BODY, status);
-}
-
-/*
- * Writes bufs (at most BODY_BUFS). Returns 1 when every byte went to the
- * kernel at once: no completion follows. Returns 0 when a write request
- * was queued: its completion (write_done_common) follows; with `copy` the
- * unsent bytes were copied (commands), otherwise they must stay valid until
- * then (the caller's body). Negative code on failure.
- *
- * Plaintext tries write(2) first: a request that libuv completes at once
- * still costs an epoll_ctl to drop the POLLOUT interest it never needed.
- */
-static int write_bufs(struct smtp_client *c, const uv_buf_t *bufs,
-                      unsigned nbufs, enum write_kind kind, bool copy) {
-  if (c->tls) {
-    /* Encryption copies the plaintext. Only body writes need their
-     * completion; command completions are ignored unless they fail. */
-    int rc =
-        tls_conn_write(c->tls, bufs, nbufs,
-                       kind == WRITE_BODY ? tls_body_done : tls_cmd_done, c);
-    return rc < 0 ? rc : 0;
-  }
-  size_t total = 0;
-  for (unsigned i = 0; i < nbufs; i++) {
-    total += bufs[i].len;
-  }
-  int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
-  if (n < 0 && n != UV_EAGAIN) {
-    return postern_err_from_errno(-n);
-  }
-  size_t done = n > 0 ? (size_t)n : 0;
-  if (done == total) {
-    return 1;
-  }
-  /* What is left: the tail of the buffer where the kernel stopped. */
-  uv_buf_t rest[BODY_BUFS];
-  unsigned nrest = 0;
-  for (unsigned i = 0; i < nbufs && nrest < BODY_BUFS; i++) {
-    if (done >= bufs[i].len) {
-      done -= bufs[i].len;
-      continue;
-    }
-    rest[nrest++] =
-        uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - done));
-    done = 0;
-  }
-  size_t left = 0;
-  for (unsigned i = 0; i < nrest; i++) {
-    left += rest[i].len;
-  }
-  struct write_req *w = malloc(sizeof *w + (copy ? left : 0));
-  if (!w) {
-    return POSTERN_ENOMEM;
-  }
-  w->c = c;
-  w->kind = kind;
-  int rc;
-  if (copy) {
-    size_t off = 0;
-    for (unsigned i = 0; i < nrest; i++) {
-      memcpy(w->data + off, rest[i].base, rest[i].len);
-      off += rest[i].len;
-    }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)left);
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, uv_write_done);
-  } else {
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, nrest, uv_write_done);
-  }
-  if (rc < 0) {
-    free(w);
-    return postern_err_from_errno(-rc);
-  }
-  return 0;
 }
 
 static int cmd_append(struct smtp_client *c, const char *fmt, ...)
@@ -525,7 +433,7 @@ static void cmd_flush(struct smtp_client *c) {
     postern_log_end(&r);
   }
   uv_buf_t b = uv_buf_init(c->cmd, (unsigned)c->cmdlen);
-  int rc = write_bufs(c, &b, 1, WRITE_CMD, true);
+  int rc = stream_write(&c->io, &b, 1, STREAM_COPY, WRITE_CMD);
   c->cmdlen = 0;
   if (rc < 0) {
     fail_soon(c, rc);
@@ -546,11 +454,12 @@ static void send_cmd(struct smtp_client *c, const char *fmt, const char *arg,
 
 static void fill_facts_tls(struct smtp_client *c) {
   struct smtp_client_facts *f = &c->facts;
-  f->tls = c->tls;
-  f->tls_version = tls_conn_version(c->tls);
-  f->tls_cipher = tls_conn_cipher(c->tls);
-  f->tls_resumed = tls_conn_session_reused(c->tls);
-  tls_conn_peer_verify(c->tls, &f->verify);
+  struct tls_conn *t = stream_tls(&c->io);
+  f->tls = t;
+  f->tls_version = tls_conn_version(t);
+  f->tls_cipher = tls_conn_cipher(t);
+  f->tls_resumed = tls_conn_session_reused(t);
+  tls_conn_peer_verify(t, &f->verify);
   if (f->verify.pkix_ok && f->verify.name_ok) {
     f->tls_level = SMTP_TLS_AUTHENTICATED;
     c->tls_error[0] = '\0';
@@ -670,19 +579,23 @@ static void start_tls(struct smtp_client *c) {
     session_failed(c, POSTERN_EPROTO, "4.7.0", c->tls_error, NULL);
     return;
   }
-  int rc = tls_conn_new(&c->tls, c->tls_ctx, (uv_stream_t *)&c->tcp, c->mx_name,
+  struct tls_conn *t = NULL;
+  int rc = tls_conn_new(&t, c->tls_ctx, (uv_stream_t *)&c->io.tcp, c->mx_name,
                         c->session_key);
+  if (rc == 0) {
+    stream_set_tls(&c->io, t);
+  }
   if (rc == 0 && c->sni) {
-    rc = tls_conn_set_sni(c->tls, c->sni);
+    rc = tls_conn_set_sni(t, c->sni);
   }
   if (rc == 0) {
     set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
-    rc = tls_conn_handshake(c->tls, on_handshake, c);
+    rc = tls_conn_handshake(t, on_handshake, c);
   }
   if (rc < 0) {
     c->facts.starttls = SMTP_STARTTLS_FAILED;
     snprintf(c->tls_error, sizeof c->tls_error, "%s",
-             c->tls ? tls_conn_error(c->tls) : postern_strerror(rc));
+             t ? tls_conn_error(t) : postern_strerror(rc));
     session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
     return;
   }
@@ -1113,7 +1026,7 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
 static void write_next_env(struct smtp_client *c) {
   uv_buf_t b = uv_buf_init(c->next_env, (unsigned)c->next_env_len);
   c->next_env_sent = true;
-  int rc = write_bufs(c, &b, 1, WRITE_CMD, false);
+  int rc = stream_write(&c->io, &b, 1, STREAM_BORROW, WRITE_CMD);
   if (rc < 0) {
     fail_soon(c, rc);
   }
@@ -1181,7 +1094,7 @@ static void write_body(struct smtp_client *c) {
   }
 }
 
-/* One chunk; returns write_bufs' answer (a failure is reported through
+/* One chunk; returns stream_write's answer (a failure is reported through
  * fail_soon). */
 static int write_body_chunk(struct smtp_client *c) {
   static char dot[] = ".";
@@ -1228,7 +1141,7 @@ static int write_body_chunk(struct smtp_client *c) {
       c->next_env_sent = true;
     }
   }
-  int rc = write_bufs(c, bufs, nb, WRITE_BODY, false);
+  int rc = stream_write(&c->io, bufs, nb, STREAM_BORROW, WRITE_BODY);
   if (rc < 0) {
     fail_soon(c, rc);
   }
@@ -1534,14 +1447,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
-  if (!c->tls) {
+  struct tls_conn *t = stream_tls(&c->io);
+  if (!t) {
     ingest(c, buf->base, (size_t)nread);
     return;
   }
   /* May complete the handshake (on_handshake runs from here). */
-  if (tls_conn_feed(c->tls, buf->base, (size_t)nread) < 0) {
+  if (tls_conn_feed(t, buf->base, (size_t)nread) < 0) {
     if (!c->dead) {
-      snprintf(c->tls_error, sizeof c->tls_error, "%s", tls_conn_error(c->tls));
+      snprintf(c->tls_error, sizeof c->tls_error, "%s", tls_conn_error(t));
       session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
     }
     return;
@@ -1552,7 +1466,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       session_failed(c, POSTERN_EPROTO, "4.5.0", "reply too long", NULL);
       return;
     }
-    ssize_t n = tls_conn_read(c->tls, c->rbuf + c->rlen, room);
+    ssize_t n = tls_conn_read(t, c->rbuf + c->rlen, room);
     if (n == 0) {
       return;
     }
@@ -1561,7 +1475,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     }
     if (n < 0) {
-      lost(c, (int)n, tls_conn_error(c->tls));
+      lost(c, (int)n, tls_conn_error(t));
       return;
     }
     c->rlen += (size_t)n;
@@ -1580,7 +1494,7 @@ static void on_connect(uv_connect_t *req, int status) {
     session_failed(c, postern_err_from_errno(-status), "4.4.1", reason, NULL);
     return;
   }
-  int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  int rc = uv_read_start((uv_stream_t *)&c->io.tcp, on_alloc, on_read);
   if (rc < 0) {
     session_failed(c, postern_err_from_errno(-rc), "4.4.1", uv_strerror(rc),
                    NULL);
@@ -1672,9 +1586,9 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;
   c->facts.failed_state = SMTP_CLIENT_CONNECTING;
 
-  uv_tcp_init(loop, &c->tcp);
+  stream_init(&c->io, loop, write_done, c);
   uv_timer_init(loop, &c->timer);
-  c->tcp.data = c;
+  c->io.tcp.data = c;
   c->timer.data = c;
   c->connect_req.data = c;
   c->open_handles = 2;
@@ -1683,14 +1597,14 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
 
   int rc = 0;
   if (c->has_local) {
-    rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->local_addr, 0);
+    rc = uv_tcp_bind(&c->io.tcp, (const struct sockaddr *)&c->local_addr, 0);
     if (rc < 0) {
       snprintf(c->deferred_reason, sizeof c->deferred_reason,
                "cannot bind to local_ip: %s", uv_strerror(rc));
     }
   }
   if (rc == 0) {
-    rc = uv_tcp_connect(&c->connect_req, &c->tcp,
+    rc = uv_tcp_connect(&c->connect_req, &c->io.tcp,
                         (const struct sockaddr *)&c->peer, on_connect);
     if (rc < 0) {
       snprintf(c->deferred_reason, sizeof c->deferred_reason,
@@ -1728,8 +1642,8 @@ void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
 }
 
 void smtp_client_forget_tls_session(struct smtp_client *c) {
-  if (c && c->tls) {
-    tls_conn_forget_session(c->tls);
+  if (c && stream_tls(&c->io)) {
+    tls_conn_forget_session(stream_tls(&c->io));
   }
 }
 

@@ -53,6 +53,7 @@
 #include "net/smtp_server.h"
 #include "net/rfc5322.h"
 #include "net/smtp_server_internal.h"
+#include "net/stream.h"
 #include "net/tls.h"
 
 #include "base/postern_err.h"
@@ -132,9 +133,8 @@ struct rcpt_rec {
 };
 
 struct session {
-  uv_tcp_t tcp;
+  struct stream io; /* the client's connection, plaintext or TLS */
   uv_timer_t timer;
-  uv_write_t wreq;
   uv_shutdown_t sreq;
   struct loop_ctx *lc;
   struct session *prev, *next;
@@ -142,10 +142,9 @@ struct session {
   enum smtp_server__state st;
   int open_handles;
   bool handles_closing;
-  bool counted;     /* counted in srv->nsessions */
-  bool txn_pending; /* handed to the engine, txn_done not yet processed */
-  bool close_after; /* close once the pending reply is sent */
-  bool writing;
+  bool counted;      /* counted in srv->nsessions */
+  bool txn_pending;  /* handed to the engine, txn_done not yet processed */
+  bool close_after;  /* close once the pending reply is sent */
   bool shut;         /* FIN sent */
   bool discard_line; /* skipping the rest of an overlong command */
   bool esmtp;
@@ -164,8 +163,8 @@ struct session {
   char in[IN_CAP];
   size_t in_off, in_len;
 
-  char *out, *wbuf;
-  size_t out_len, out_cap, wbuf_cap;
+  char *out; /* replies not yet written */
+  size_t out_len, out_cap;
 
   /* The transaction being built: strings live in `arena`. */
   char *arena;
@@ -197,10 +196,8 @@ struct session {
   struct smtp_server_envelope env;
   struct smtp_server_txn txn;
 
-  struct tls_conn *tls;         /* set once the 220 to STARTTLS is out */
   struct tls_conn *tls_pending; /* made by STARTTLS, not yet in use */
   char *tls_rbuf;               /* ciphertext read buffer (TLS only) */
-  unsigned tls_wpending;        /* tls_conn_write() calls in flight */
   bool tls_done;                /* handshake completed */
 };
 
@@ -291,7 +288,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 static bool busy_writing(const struct session *s) {
-  return s->writing || s->tls_wpending > 0;
+  return stream_writes_pending(&s->io) > 0;
 }
 
 static void maybe_finish_close(struct session *s) {
@@ -299,9 +296,10 @@ static void maybe_finish_close(struct session *s) {
       s->handles_closing || s->shut)
     return;
   s->shut = true;
-  if (s->tls != NULL && s->tls_done)
-    tls_conn_shutdown(s->tls); /* close_notify, best effort */
-  if (s->eof || (s->quit && s->tls == NULL)) {
+  struct tls_conn *tls = stream_tls(&s->io);
+  if (tls != NULL && s->tls_done)
+    tls_conn_shutdown(tls); /* close_notify, best effort */
+  if (s->eof || (s->quit && tls == NULL)) {
     /* The client has closed already (a FIN now would only fail with
      * ENOTCONN), or it sent QUIT and nothing after it: the 221 is with the
      * kernel and close(2) sends it before the FIN (RFC 5321 §4.1.1.10), so
@@ -311,26 +309,13 @@ static void maybe_finish_close(struct session *s) {
     return;
   }
   s->sreq.data = s;
-  if (uv_shutdown(&s->sreq, (uv_stream_t *)&s->tcp, on_shutdown) < 0)
+  if (uv_shutdown(&s->sreq, (uv_stream_t *)&s->io.tcp, on_shutdown) < 0)
     close_handles(s);
 }
 
-static void on_write(uv_write_t *req, int status) {
-  struct session *s = req->data;
-  s->writing = false;
-  if (s->handles_closing)
-    return;
-  if (status < 0) {
-    close_handles(s);
-    return;
-  }
-  pump(s);
-  maybe_finish_close(s);
-}
-
-static void on_tls_write(struct tls_conn *t, int status, void *arg) {
+/* A queued write completed (net/stream.h). */
+static void on_written(void *arg, int status, int tag) {
   struct session *s = arg;
-  s->tls_wpending--;
   if (s->handles_closing)
     return;
   if (status < 0) {
@@ -341,50 +326,22 @@ static void on_tls_write(struct tls_conn *t, int status, void *arg) {
   maybe_finish_close(s);
 }
 
-/* Writes whatever replies are queued: first try synchronously, and leave
- * the rest to one uv_write whose buffer (wbuf) is not touched until it
- * completes. Under TLS, tls_conn_write does the buffering. */
+/* Writes whatever replies are queued (net/stream: write(2) first). In
+ * plaintext only one write is queued at a time: replies that come meanwhile
+ * gather in `out` and go out together when it completes (on_written pumps
+ * again), instead of each being copied into a request of its own; and
+ * pump_once stops taking input while they back up (OUT_SOFT). Under TLS
+ * the replies are encrypted (copied) at once whatever is queued. */
 static void flush(struct session *s) {
   if (s->out_len == 0 || s->handles_closing)
     return;
-  if (s->tls != NULL) {
-    /* tls_conn_write encrypts (copies) at once, so `out` is free again. */
-    uv_buf_t b = uv_buf_init(s->out, (unsigned)s->out_len);
-    s->out_len = 0;
-    if (tls_conn_write(s->tls, &b, 1, on_tls_write, s) < 0) {
-      close_handles(s);
-      return;
-    }
-    s->tls_wpending++;
-    return;
-  }
-  if (s->writing)
+  if (stream_tls(&s->io) == NULL && busy_writing(s))
     return;
   uv_buf_t b = uv_buf_init(s->out, (unsigned)s->out_len);
-  int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-  if (r == (int)s->out_len) {
-    s->out_len = 0;
-    return;
-  }
-  if (r < 0 && r != UV_EAGAIN) {
-    close_handles(s);
-    return;
-  }
-  size_t off = r > 0 ? (size_t)r : 0;
-  char *t = s->wbuf;
-  size_t tc = s->wbuf_cap;
-  s->wbuf = s->out;
-  s->wbuf_cap = s->out_cap;
-  s->out = t;
-  s->out_cap = tc;
-  b = uv_buf_init(s->wbuf + off, (unsigned)(s->out_len - off));
+  int r = stream_write(&s->io, &b, 1, STREAM_COPY, 0);
   s->out_len = 0;
-  s->wreq.data = s;
-  if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_write) < 0) {
+  if (r < 0)
     close_handles(s);
-    return;
-  }
-  s->writing = true;
 }
 
 /* ---- session lifetime ------------------------------------------------- */
@@ -430,13 +387,12 @@ static void session_free(struct session *s) {
     postern_log_end(&r);
   }
   txn_reset(s);
-  tls_conn_free(s->tls);
+  stream_free(&s->io);
   tls_conn_free(s->tls_pending);
   free(s->tls_rbuf);
   free(s->arena);
   free(s->rcpt);
   free(s->out);
-  free(s->wbuf);
   free(s);
   lc_maybe_finish(lc);
 }
@@ -456,7 +412,7 @@ static void close_handles(struct session *s) {
   s->handles_closing = true;
   if (s->st != SMTP_SERVER__S_CLOSED)
     set_state(s, SMTP_SERVER__S_CLOSING);
-  uv_close((uv_handle_t *)&s->tcp, on_handle_close);
+  uv_close((uv_handle_t *)&s->io.tcp, on_handle_close);
   uv_close((uv_handle_t *)&s->timer, on_handle_close);
 }
 
@@ -484,7 +440,7 @@ static void session_close(struct session *s) {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   struct session *s = h->data;
-  if (s->tls != NULL) {
+  if (stream_tls(&s->io) != NULL) {
     *buf = uv_buf_init(s->tls_rbuf, TLS_RBUF);
     return;
   }
@@ -497,10 +453,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void update_reading(struct session *s) {
   bool want = !s->handles_closing && !s->eof && s->in_len < IN_CAP;
   if (want && !s->reading) {
-    if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
+    if (uv_read_start((uv_stream_t *)&s->io.tcp, on_alloc, on_read) == 0)
       s->reading = true;
   } else if (!want && s->reading) {
-    uv_read_stop((uv_stream_t *)&s->tcp);
+    uv_read_stop((uv_stream_t *)&s->io.tcp);
     s->reading = false;
   }
 }
@@ -510,13 +466,14 @@ static void update_reading(struct session *s) {
 static ssize_t tls_pull(struct session *s) {
   ssize_t total = 0;
   while (s->tls_done && s->in_len < IN_CAP) {
-    ssize_t n = tls_conn_read(s->tls, s->in + s->in_len, IN_CAP - s->in_len);
+    ssize_t n = tls_conn_read(stream_tls(&s->io), s->in + s->in_len,
+                              IN_CAP - s->in_len);
     if (n == 0)
       break;
     if (n < 0) {
       if (n != POSTERN_ECLOSED)
         log_sess(s, POSTERN_LOG_INFO, "smtpd_tls_error",
-                 tls_conn_error(s->tls));
+                 tls_conn_error(stream_tls(&s->io)));
       close_handles(s);
       return n;
     }
@@ -571,8 +528,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0)
     return;
-  if (s->tls != NULL) {
-    if (tls_conn_feed(s->tls, buf->base, (size_t)nread) < 0) {
+  if (stream_tls(&s->io) != NULL) {
+    if (tls_conn_feed(stream_tls(&s->io), buf->base, (size_t)nread) < 0) {
       close_handles(s);
       return;
     }
@@ -607,7 +564,7 @@ static void send_ehlo(struct session *s) {
   reply(s, "250-ENHANCEDSTATUSCODES");
   reply(s, "250-SMTPUTF8");
   reply(s, "250-CHUNKING");
-  if (srv->tls != NULL && s->tls == NULL)
+  if (srv->tls != NULL && stream_tls(&s->io) == NULL)
     reply(s, "250-STARTTLS");
   reply(s, "250 DSN");
 }
@@ -624,8 +581,9 @@ static bool start_body(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
   char date[RFC5322_DATE_MAX];
   rfc5322_date_format(time(NULL), date, sizeof date);
-  const char *proto = s->smtputf8 ? (s->tls ? "UTF8SMTPS" : "UTF8SMTP")
-                      : s->esmtp  ? (s->tls ? "ESMTPS" : "ESMTP")
+  bool tls = stream_tls(&s->io) != NULL;
+  const char *proto = s->smtputf8 ? (tls ? "UTF8SMTPS" : "UTF8SMTP")
+                      : s->esmtp  ? (tls ? "ESMTPS" : "ESMTP")
                                   : "SMTP";
   bool v6 = strchr(s->ip, ':') != NULL;
   char fr[SMTP_SERVER__PATH_MAX + 16] = "";
@@ -800,7 +758,7 @@ static void cmd_starttls(struct session *s) {
     reply(s, "502 5.5.1 Error: command not implemented");
     return;
   }
-  if (s->tls != NULL) {
+  if (stream_tls(&s->io) != NULL) {
     reply(s, "503 5.5.1 Error: TLS already active");
     return;
   }
@@ -809,8 +767,8 @@ static void cmd_starttls(struct session *s) {
              "transaction");
     return;
   }
-  int r = tls_conn_new(&s->tls_pending, srv->tls, (uv_stream_t *)&s->tcp, NULL,
-                       NULL);
+  int r = tls_conn_new(&s->tls_pending, srv->tls, (uv_stream_t *)&s->io.tcp,
+                       NULL, NULL);
   if (r == 0 && s->tls_rbuf == NULL) {
     s->tls_rbuf = malloc(TLS_RBUF);
     if (s->tls_rbuf == NULL)
@@ -951,7 +909,7 @@ static void finish_data(struct session *s) {
   e->helo = s->helo;
   e->client_ip = s->ip;
   e->client_addr = (const struct sockaddr *)&s->peer;
-  e->tls = s->tls != NULL;
+  e->tls = stream_tls(&s->io) != NULL;
   e->id = s->qid;
   e->loop_index = s->lc->index;
   s->txn.s = s;
@@ -1210,27 +1168,27 @@ static void pump(struct session *s) {
     pump_once(s);
     if (s->handles_closing)
       return;
-    if (s->st == SMTP_SERVER__S_TLS_HANDSHAKE && s->tls == NULL) {
+    if (s->st == SMTP_SERVER__S_TLS_HANDSHAKE && stream_tls(&s->io) == NULL) {
       if (s->out_len > 0)
-        return; /* the 220 waits behind a write; on_write pumps again */
+        return; /* the 220 waits behind a write; on_written pumps again */
       /* The 220 is queued on the stream in plaintext; TLS records follow it
        * in the same write queue. */
-      s->tls = s->tls_pending;
+      stream_set_tls(&s->io, s->tls_pending);
       s->tls_pending = NULL;
       s->in_len = s->in_off = 0;
-      if (tls_conn_handshake(s->tls, on_handshake, s) < 0) {
+      if (tls_conn_handshake(stream_tls(&s->io), on_handshake, s) < 0) {
         close_handles(s);
         return;
       }
       /* Switch reads to the ciphertext buffer. */
       if (s->reading) {
-        uv_read_stop((uv_stream_t *)&s->tcp);
+        uv_read_stop((uv_stream_t *)&s->io.tcp);
         s->reading = false;
       }
       update_reading(s);
       return;
     }
-    if (s->tls == NULL || s->in_len >= IN_CAP ||
+    if (stream_tls(&s->io) == NULL || s->in_len >= IN_CAP ||
         s->st == SMTP_SERVER__S_QUEUEING)
       break;
     ssize_t got = tls_pull(s);
@@ -1321,9 +1279,9 @@ static void on_connection(uv_stream_t *server, int status) {
   s->st = SMTP_SERVER__S_GREETING;
   s->envid_off = SIZE_MAX;
   s->start_ms = uv_now(lc->loop);
-  uv_tcp_init(lc->loop, &s->tcp);
+  stream_init(&s->io, lc->loop, on_written, s);
   uv_timer_init(lc->loop, &s->timer);
-  s->tcp.data = s;
+  s->io.tcp.data = s;
   s->timer.data = s;
   s->open_handles = 2;
   s->next = lc->sessions;
@@ -1332,14 +1290,14 @@ static void on_connection(uv_stream_t *server, int status) {
   lc->sessions = s;
   lc->nsess++;
 
-  if (uv_accept(server, (uv_stream_t *)&s->tcp) < 0) {
+  if (uv_accept(server, (uv_stream_t *)&s->io.tcp) < 0) {
     close_handles(s);
     return;
   }
   int len = sizeof s->peer;
-  uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len);
+  uv_tcp_getpeername(&s->io.tcp, (struct sockaddr *)&s->peer, &len);
   format_ip(&s->peer, s->ip, sizeof s->ip);
-  uv_tcp_nodelay(&s->tcp, 1);
+  uv_tcp_nodelay(&s->io.tcp, 1);
   log_sess(s, POSTERN_LOG_INFO, "smtpd_connect", NULL);
 
   if (!cidr_list_match(srv->accept, srv->naccept,
