@@ -1,7 +1,8 @@
 /*
  * smtp_server_internal.h - pieces of the SMTP server shared between its .c
  * files and its unit tests: the pure command parser (also the fuzz target's
- * entry point), the DATA line scanner, and the session state names.
+ * entry point), the DATA line scanner, and the session states with their
+ * legal transitions.
  *
  * Nothing here allocates; parsers only read the caller's buffer and return
  * pointers into it.
@@ -140,7 +141,7 @@ enum smtp_server__parse
 smtp_server__data_scan(const char *buf, size_t len, bool midline,
                        bool partial_ok, struct smtp_server__data_line *l);
 
-/* Session states; legal transitions are listed in smtp_server.c. */
+/* Session states; smtp_server_state.c lists the legal transitions. */
 #define SMTP_SERVER__STATE_MAP(X)                                              \
   X(GREETING, "greeting")                                                      \
   X(CONNECTED, "connected")                                                    \

@@ -36,18 +36,6 @@ const char *smtp_server__verb_name(enum smtp_server__verb v) {
   return "?";
 }
 
-static const char *const state_names[] = {
-#define STATE_NAME(name, str) str,
-    SMTP_SERVER__STATE_MAP(STATE_NAME)
-#undef STATE_NAME
-};
-
-const char *smtp_server__state_name(enum smtp_server__state s) {
-  if ((unsigned)s < sizeof state_names / sizeof state_names[0])
-    return state_names[s];
-  return "?";
-}
-
 /* ---- character classes ---------------------------------------------- */
 
 static int lower(int c) {
