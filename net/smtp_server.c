@@ -6,7 +6,7 @@
  * smtp_server_session.h with the objects they share: listening sockets
  * (smtp_server_listen.c), loop contexts and cross-thread calls
  * (smtp_server_loop.c), a session's connection (smtp_server_conn.c) and
- * its protocol (smtp_server_session.c, with the state names in
+ * its protocol (smtp_server_session.c, with the legal state transitions in
  * smtp_server_state.c), and the pure parsers (smtp_server_parse.c).
  *
  * Invariant: smtp_server_start() fails before creating any libuv handle,

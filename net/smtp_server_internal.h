@@ -164,4 +164,9 @@ enum smtp_server__state {
 
 const char *smtp_server__state_name(enum smtp_server__state s);
 
+/* Whether a session may go from `from` to `to` (from != to). Pure; the
+ * session consults it on every state change (smtp_server__set_state). */
+bool smtp_server__transition_ok(enum smtp_server__state from,
+                                enum smtp_server__state to);
+
 #endif

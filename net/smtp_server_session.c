@@ -9,7 +9,8 @@
  *    replies are flushed together. While a message is being queued, further
  *    input waits in the buffer;
  *  - every state change goes through smtp_server__set_state(), which
- *    traces it at debug;
+ *    checks it against smtp_server__transition_ok() (smtp_server_state.c,
+ *    where the legal transitions are listed) and traces it at debug;
  *  - the transaction being built lives in the session (arena, rcpt, body)
  *    and is handed to the engine whole; the session keeps it unchanged
  *    until smtp_server__txn_finished();
@@ -35,13 +36,16 @@ static void arm_timer(struct session *s);
 /* ---- state ------------------------------------------------------------ */
 
 void smtp_server__set_state(struct session *s, enum smtp_server__state to) {
-  if (s->st == to)
-    return;
-  if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
+  enum smtp_server__state from = s->st;
+  if (from == to)
+    return; /* RCPT after RCPT, EHLO again in READY: nothing changes */
+  bool ok = smtp_server__transition_ok(from, to);
+  enum postern_log_level lvl = ok ? POSTERN_LOG_DEBUG : POSTERN_LOG_ERROR;
+  if (postern_log_enabled(lvl)) {
     struct postern_log_rec r;
-    postern_log_begin(&r, POSTERN_LOG_DEBUG, "smtpd_state");
+    postern_log_begin(&r, lvl, ok ? "smtpd_state" : "smtpd_bad_transition");
     postern_log_uint(&r, "sess", s->id);
-    postern_log_str(&r, "from", smtp_server__state_name(s->st));
+    postern_log_str(&r, "from", smtp_server__state_name(from));
     postern_log_str(&r, "to", smtp_server__state_name(to));
     postern_log_end(&r);
   }

@@ -11,7 +11,7 @@
  *   smtp_server_conn.c    a session's connection: replies out, input in,
  *                         flow control, the close sequence, its memory
  *   smtp_server_session.c the session protocol: the ESMTP state machine
- *   smtp_server_state.c   state names (pure)
+ *   smtp_server_state.c   state names and the legal transitions (pure)
  *   smtp_server_parse.c   command and DATA line parsers (pure)
  *
  * Ownership and invariants:
@@ -254,7 +254,8 @@ void smtp_server__session_free(struct session *s);
 
 /* ---- smtp_server_session.c ------------------------------------------- */
 
-/* Changes the session's state, traced at debug. */
+/* Changes the session's state: a transition smtp_server__transition_ok()
+ * does not allow is logged at error level, every one traced at debug. */
 void smtp_server__set_state(struct session *s, enum smtp_server__state to);
 
 /* An accepted session that may stay: greets (or waits greet_delay). */
