@@ -229,8 +229,10 @@ static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
   return 0;
 }
 
-int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
-                     smtp_client_sent_cb cb, void *arg) {
+/* What both send calls check first: the message, and a session that has
+ * neither been closed by the caller nor died. */
+static int send_check(const struct smtp_client *c,
+                      const struct smtp_message *msg) {
   int rc = c ? smtp_client__msg_valid(msg) : POSTERN_EINVAL;
   if (rc != 0) {
     return rc;
@@ -238,8 +240,14 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
   if (c->close_requested) {
     return POSTERN_ESTATE;
   }
-  if (c->dead) {
-    return POSTERN_ECLOSED;
+  return c->dead ? POSTERN_ECLOSED : 0;
+}
+
+int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
+                     smtp_client_sent_cb cb, void *arg) {
+  int rc = send_check(c, msg);
+  if (rc != 0) {
+    return rc;
   }
   if (c->state != SMTP_CLIENT_READY) {
     return POSTERN_ESTATE;
@@ -260,15 +268,9 @@ static void write_next_env(struct smtp_client *c) {
 
 int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
                           smtp_client_sent_cb cb, void *arg) {
-  int rc = c ? smtp_client__msg_valid(msg) : POSTERN_EINVAL;
+  int rc = send_check(c, msg);
   if (rc != 0) {
     return rc;
-  }
-  if (c->close_requested) {
-    return POSTERN_ESTATE;
-  }
-  if (c->dead) {
-    return POSTERN_ECLOSED;
   }
   /* Only behind a transaction that is on the wire, on a pipelining
    * server, and only a message the server can take as it is (the local
