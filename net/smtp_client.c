@@ -30,14 +30,16 @@
  * the states above only track which reply we expect next (RFC 2920 §3.1:
  * replies come in command order).
  *
- * Ownership and lifetime: the client owns two libuv handles, the TCP handle
- * and a timer. The TCP handle is closed as soon as the session fails (so
- * libuv stops reading the caller's body at once) or at smtp_client_close();
- * the timer only at smtp_client_close(). The struct is freed in the close
- * callback of whichever handle closes last, always after the caller asked
- * for it. The timer doubles as the way to report synchronous failures
- * later (smtp_client__fail_soon), so no callback ever runs inside the caller's
- * call.
+ * Ownership and lifetime: the client owns three libuv handles: the TCP
+ * handle, the command timer and a net_defer ("soon"). The TCP handle is
+ * closed as soon as the session fails (so libuv stops reading the caller's
+ * body at once) or at smtp_client_close(); the timer and the defer only at
+ * smtp_client_close(). The struct is freed in the close callback of
+ * whichever handle closes last, always after the caller asked for it.
+ * Failures and results decided inside a caller's call are reported through
+ * the defer (smtp_client__fail_soon, _finish_soon), so no callback ever
+ * runs inside the caller's call; a command timeout replaces a pending
+ * "soon", exactly as when one timer did both.
  *
  * Input: bytes read (decrypted when TLS is on) are appended to `rbuf` and
  * parsed by smtp_reply_parse(); the buffer is bounded, so a hostile server
@@ -163,17 +165,29 @@ static void close_tcp(struct smtp_client *c) {
   }
 }
 
+static void soon_closed(struct net_defer *d) {
+  handle_closed((uv_handle_t *)&((struct smtp_client *)d->data)->timer);
+}
+
 static void close_all(struct smtp_client *c) {
   smtp_client__set_state(c, SMTP_CLIENT_CLOSING);
-  uv_timer_stop(&c->timer);
+  smtp_client__timers_stop(c);
   close_tcp(c);
   if (!uv_is_closing((uv_handle_t *)&c->timer)) {
     uv_close((uv_handle_t *)&c->timer, handle_closed);
+    net_defer_close(&c->soon, soon_closed);
   }
 }
 
-static void on_timer(uv_timer_t *t) {
-  struct smtp_client *c = t->data;
+/* Stops the command timer and a pending "soon": whatever was due is not. */
+void smtp_client__timers_stop(struct smtp_client *c) {
+  uv_timer_stop(&c->timer);
+  net_defer_cancel(&c->soon);
+}
+
+/* What is due now: a close, locally decided results, a deferred failure,
+ * or (from the timer only) a timeout. */
+static void run_due(struct smtp_client *c, bool timer) {
   int status = c->deferred_status;
   c->deferred_status = 0;
   if (c->close_requested) {
@@ -194,30 +208,45 @@ static void on_timer(uv_timer_t *t) {
         NULL);
     return;
   }
+  if (!timer)
+    return;
   char why[96];
   snprintf(why, sizeof why, "timed out in state %s",
            smtp_client_state_name(c->state));
   smtp_client__session_failed(c, POSTERN_ETIMEOUT, "4.4.1", why, NULL);
 }
 
+static void on_timer(uv_timer_t *t) {
+  run_due(t->data, true);
+}
+
+static void on_soon(struct net_defer *d) {
+  run_due(d->data, false);
+}
+
+/* A command timeout replaces a pending "soon", as one timer used to do both
+ * (locally decided results then wait for the timeout's run_due). */
 void smtp_client__arm(struct smtp_client *c, uint64_t ms) {
   if (c->deferred_status < 0) {
     return; /* a failure is already due at once; keep it due */
   }
+  net_defer_cancel(&c->soon);
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-/* Reports `status` from the timer, i.e. after the current call returned. */
+/* Reports `status` once the current call has returned (net/defer). */
 void smtp_client__fail_soon(struct smtp_client *c, int status) {
   c->deferred_status = status;
-  uv_timer_start(&c->timer, on_timer, 0, 0);
+  uv_timer_stop(&c->timer);
+  net_defer_arm(&c->soon, on_soon);
 }
 
 /* The results were decided locally (smtp_client_txn.c's refusals without
- * a command): sent_cb runs from the timer, after the current call. */
+ * a command): sent_cb runs once the current call has returned. */
 void smtp_client__finish_soon(struct smtp_client *c) {
   c->local_finish = true;
-  uv_timer_start(&c->timer, on_timer, 0, 0);
+  uv_timer_stop(&c->timer);
+  net_defer_arm(&c->soon, on_soon);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -294,7 +323,7 @@ static void report_ready(struct smtp_client *c, int status) {
   c->facts.tls_error = c->tls_error;
   c->facts_valid = true;
   if (status == 0) {
-    uv_timer_stop(&c->timer);
+    smtp_client__timers_stop(c);
     smtp_client__set_state(c, SMTP_CLIENT_READY);
     if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
       postern_log(POSTERN_LOG_DEBUG, "smtp_client_ready", "peer", c->peer_str,
@@ -461,7 +490,7 @@ void smtp_client__session_failed(struct smtp_client *c, int status,
   enum smtp_client_state st = c->state;
   c->dead = true;
   c->facts.failed_state = st;
-  uv_timer_stop(&c->timer);
+  smtp_client__timers_stop(c);
   close_tcp(c);
   if (remote) {
     c->last_reply = *remote;
@@ -766,10 +795,11 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
 
   stream_init(&c->io, loop, write_done, c);
   uv_timer_init(loop, &c->timer);
+  net_defer_init(loop, &c->soon, c);
   c->io.tcp.data = c;
   c->timer.data = c;
   c->connect_req.data = c;
-  c->open_handles = 2;
+  c->open_handles = 3; /* tcp, timer, soon */
   c->state = SMTP_CLIENT_CONNECTING;
   *out = c;
 

@@ -15,6 +15,7 @@
 #ifndef POSTERN_NET_SMTP_CLIENT_INTERNAL_H
 #define POSTERN_NET_SMTP_CLIENT_INTERNAL_H
 
+#include "net/defer.h"
 #include "net/smtp_client.h"
 #include "net/smtp_reply.h"
 #include "net/stream.h"
@@ -54,8 +55,9 @@ enum rcpt_state { RCPT_PENDING, RCPT_ACCEPTED, RCPT_FINAL };
 enum write_kind { WRITE_CMD, WRITE_BODY };
 
 struct smtp_client {
-  struct stream io; /* the TCP connection, plaintext or TLS */
-  uv_timer_t timer;
+  struct stream io;      /* the TCP connection, plaintext or TLS */
+  uv_timer_t timer;      /* command timeouts */
+  struct net_defer soon; /* failures and results due once a call returns */
   uv_connect_t connect_req;
   uv_loop_t *loop;
   enum smtp_client_state state;
@@ -138,6 +140,8 @@ void smtp_client__set_state(struct smtp_client *c, enum smtp_client_state to);
 
 /* (Re)starts the timeout: `ms` until on_timer fails the session. */
 void smtp_client__arm(struct smtp_client *c, uint64_t ms);
+/* Stops the command timer and a pending "soon" (fail_soon, finish_soon). */
+void smtp_client__timers_stop(struct smtp_client *c);
 
 /* Reports `status` from the timer, i.e. after the current call returned. */
 void smtp_client__fail_soon(struct smtp_client *c, int status);

@@ -89,7 +89,7 @@ void smtp_client__finish_txn(struct smtp_client *c, int status) {
   void *arg = c->sent_arg;
   c->msg = NULL;
   if (status == 0) {
-    uv_timer_stop(&c->timer);
+    smtp_client__timers_stop(c);
     smtp_client__set_state(c, SMTP_CLIENT_READY);
   }
   if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
