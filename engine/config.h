@@ -5,7 +5,8 @@
  * with every default already filled in, so callers never look up a default
  * themselves. The syntax and every directive are described in
  * docs/postern.conf.5. Parsing is driven by one schema table per block
- * (config.c), the same table that fills defaults and drives config_print.
+ * (config_schema.c), the same table that fills defaults and drives
+ * config_print.
  *
  * This module depends on nothing but libc and postern_err.h: the levels and
  * enums below are its own, and the modules that use them map them.
