@@ -24,15 +24,26 @@
 
 /* ------------------------------------------------------------- enum names */
 
-static const char *const log_level_names[] = {"error", "warn", "info", "debug",
-                                              NULL};
-static const char *const log_format_names[] = {"logfmt", "json", NULL};
-static const char *const tls_level_names[] = {"none", "encrypted",
-                                              "authenticated", NULL};
-static const char *const mx_level_names[] = {"none", "mtasts", "dnssec", NULL};
-static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
-static const char *const policy_kind_names[] = {"local", "mtasts", "dnssec",
-                                                "dane", NULL};
+/* The names of enumerated values as written in the file, NULL-terminated
+ * for config__t_enum, generated from the X-macro that defines each enum
+ * (policy/levels.h, base/postern_log.h, config.h). */
+#define NAME(name, str) str,
+static const char *const log_level_names[] = {POSTERN_LOG_LEVEL_MAP(NAME) NULL};
+static const char *const log_format_names[] = {POSTERN_LOG_FORMAT_MAP(NAME)
+                                                   NULL};
+static const char *const tls_level_names[] = {POLICY_TLS_LEVEL_MAP(NAME) NULL};
+static const char *const mx_level_names[] = {POLICY_MX_LEVEL_MAP(NAME) NULL};
+static const char *const tls_version_names[] = {CONFIG_TLS_VERSION_MAP(NAME)
+                                                    NULL};
+#undef NAME
+
+/* config__t_enum reads and writes an enum field as an int. */
+_Static_assert(sizeof(enum postern_log_level) == sizeof(int) &&
+                   sizeof(enum postern_log_format) == sizeof(int) &&
+                   sizeof(enum policy_tls_level) == sizeof(int) &&
+                   sizeof(enum policy_mx_level) == sizeof(int) &&
+                   sizeof(enum config_tls_version) == sizeof(int),
+               "enum fields are int-sized");
 
 static const char *name_of(const char *const *names, size_t n, unsigned v) {
   return v < n ? names[v] : "?";
@@ -40,19 +51,16 @@ static const char *name_of(const char *const *names, size_t n, unsigned v) {
 #define NAME_OF(arr, v)                                                        \
   name_of(arr, sizeof arr / sizeof arr[0] - 1, (unsigned)(v))
 
-const char *config_policy_kind_name(enum config_policy_kind k) {
-  return NAME_OF(policy_kind_names, k);
-}
-const char *config_tls_level_name(enum config_tls_level l) {
+const char *config_tls_level_name(enum policy_tls_level l) {
   return NAME_OF(tls_level_names, l);
 }
-const char *config_mx_level_name(enum config_mx_level l) {
+const char *config_mx_level_name(enum policy_mx_level l) {
   return NAME_OF(mx_level_names, l);
 }
-const char *config_log_level_name(enum config_log_level l) {
+const char *config_log_level_name(enum postern_log_level l) {
   return NAME_OF(log_level_names, l);
 }
-const char *config_log_format_name(enum config_log_format f) {
+const char *config_log_format_name(enum postern_log_format f) {
   return NAME_OF(log_format_names, f);
 }
 const char *config_tls_version_name(enum config_tls_version v) {
@@ -519,37 +527,33 @@ static const struct config__block mtasts_block = {"mtasts", mtasts_dirs,
 static const struct config__block dnssec_block = {"dnssec", NULL, 0, NULL};
 static const struct config__block dane_block = {"dane", NULL, 0, NULL};
 
-/* Indexed by enum config_policy_kind (print_policy relies on it). */
+/* Indexed by enum config_policy_kind (print_policy and
+ * config_policy_kind_name rely on it); `min` is the kind again, for
+ * config__t_module. */
+#define MODULE(kind, mname, block, text)                                       \
+  [kind] = {.name = mname,                                                     \
+            .type = &config__t_module,                                         \
+            .min = kind,                                                       \
+            .sub = &block,                                                     \
+            .flags = CONFIG__BLOCK_OPT,                                        \
+            .synopsis = "",                                                    \
+            .help = text}
 static const struct config__dir policy_dirs[] = {
-    {.name = "local",
-     .type = &config__t_module,
-     .min = CONFIG_POLICY_LOCAL,
-     .sub = &local_block,
-     .flags = CONFIG__BLOCK_OPT,
-     .synopsis = "",
-     .help = "the operator's minimum levels"},
-    {.name = "mtasts",
-     .type = &config__t_module,
-     .min = CONFIG_POLICY_MTASTS,
-     .sub = &mtasts_block,
-     .flags = CONFIG__BLOCK_OPT,
-     .synopsis = "",
-     .help = "MTA-STS, RFC 8461"},
-    {.name = "dnssec",
-     .type = &config__t_module,
-     .min = CONFIG_POLICY_DNSSEC,
-     .sub = &dnssec_block,
-     .flags = CONFIG__BLOCK_OPT,
-     .synopsis = "",
-     .help = "MX level dnssec for authenticated MX answers"},
-    {.name = "dane",
-     .type = &config__t_module,
-     .min = CONFIG_POLICY_DANE,
-     .sub = &dane_block,
-     .flags = CONFIG__BLOCK_OPT,
-     .synopsis = "",
-     .help = "DANE for SMTP, RFC 7672"},
+    MODULE(CONFIG_POLICY_LOCAL, "local", local_block,
+           "the operator's minimum levels"),
+    MODULE(CONFIG_POLICY_MTASTS, "mtasts", mtasts_block, "MTA-STS, RFC 8461"),
+    MODULE(CONFIG_POLICY_DNSSEC, "dnssec", dnssec_block,
+           "MX level dnssec for authenticated MX answers"),
+    MODULE(CONFIG_POLICY_DANE, "dane", dane_block, "DANE for SMTP, RFC 7672"),
 };
+#undef MODULE
+
+_Static_assert(NDIRS(policy_dirs) == CONFIG_POLICY_KIND_COUNT,
+               "one directive in the policy block per module kind");
+
+const char *config_policy_kind_name(enum config_policy_kind k) {
+  return (unsigned)k < NDIRS(policy_dirs) ? policy_dirs[k].name : "?";
+}
 
 /* A minimum MX level that no module of the chain can grant would defer
  * every message without a word: `mtasts` is granted by the mtasts module
@@ -559,17 +563,17 @@ static int check_policy(struct config__walk *w, void *obj,
                         const struct config__node *st) {
   const struct config_policy_module *m = config__arr_items(obj);
   size_t n = config__arr_count(obj);
-  bool have[CONFIG_POLICY_DANE + 1] = {false};
+  bool have[CONFIG_POLICY_KIND_COUNT] = {false};
   for (size_t i = 0; i < n; i++)
     have[m[i].kind] = true;
   for (size_t i = 0; i < n; i++) {
     if (m[i].kind != CONFIG_POLICY_LOCAL)
       continue;
-    enum config_mx_level min = m[i].local.min_mx_level;
+    enum policy_mx_level min = m[i].local.min_mx_level;
     const char *needs = NULL;
-    if (min == CONFIG_MX_LEVEL_DNSSEC && !have[CONFIG_POLICY_DNSSEC])
+    if (min == POLICY_MX_LEVEL_DNSSEC && !have[CONFIG_POLICY_DNSSEC])
       needs = "the dnssec module";
-    else if (min == CONFIG_MX_LEVEL_MTASTS && !have[CONFIG_POLICY_MTASTS] &&
+    else if (min == POLICY_MX_LEVEL_MTASTS && !have[CONFIG_POLICY_MTASTS] &&
              !have[CONFIG_POLICY_DNSSEC])
       needs = "the mtasts or the dnssec module";
     if (needs == NULL)

@@ -120,8 +120,7 @@ int relay_chain_build(const struct postern_config *cfg,
     struct policy_module m;
     switch (pm->kind) {
     case CONFIG_POLICY_LOCAL:
-      policy_local_new((enum policy_tls_level)pm->local.min_tls_level,
-                       (enum policy_mx_level)pm->local.min_mx_level, &m);
+      policy_local_new(pm->local.min_tls_level, pm->local.min_mx_level, &m);
       break;
     case CONFIG_POLICY_DNSSEC:
       policy_dnssec_new(&m);
@@ -174,11 +173,8 @@ int relay_chain_build(const struct postern_config *cfg,
 }
 
 static void apply_log(const struct postern_config *cfg) {
-  int rc = postern_log_configure((enum postern_log_level)cfg->log.level,
-                                 cfg->log.format == CONFIG_LOG_JSON
-                                     ? POSTERN_LOG_JSON
-                                     : POSTERN_LOG_LOGFMT,
-                                 cfg->log.file);
+  int rc =
+      postern_log_configure(cfg->log.level, cfg->log.format, cfg->log.file);
   if (rc != 0)
     postern_log(POSTERN_LOG_ERROR, "log_open_failed", "file", cfg->log.file,
                 "error", postern_strerror(rc), NULL);
