@@ -2,7 +2,8 @@
  * config_value.c - the value parsers of postern.conf: one word of text to
  * a value, and the canonical text of a value, for whole numbers, durations,
  * sizes, decimals, IP addresses with or without a port, CIDR networks and
- * host names (docs/postern.conf.5, VALUES).
+ * host names (docs/postern.conf.5, VALUES). Durations and sizes are the
+ * shared ones of base/postern_units.h, in their config form.
  *
  * Invariants: pure functions, no allocation, no state; a word is `s`, `n`
  * bytes, not necessarily NUL-terminated, and nothing outside s[0..n) is
@@ -13,6 +14,7 @@
 #include "engine/config_internal.h"
 
 #include "base/postern_err.h"
+#include "base/postern_units.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -22,159 +24,49 @@ static bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-/* Reads decimal digits at s[*i..n); fails on overflow of uint64. */
-static int read_digits(const char *s, size_t n, size_t *i, uint64_t *v,
-                       const char **why) {
-  uint64_t x = 0;
-  size_t start = *i;
-  while (*i < n && is_digit(s[*i])) {
-    unsigned d = (unsigned)(s[*i] - '0');
-    if (x > (UINT64_MAX - d) / 10) {
-      *why = "number too large";
-      return POSTERN_ERANGE;
-    }
-    x = x * 10 + d;
-    (*i)++;
-  }
-  if (*i == start) {
-    *why = "expected a number";
-    return POSTERN_ECONFIG;
-  }
-  *v = x;
-  return 0;
+/* The shared parsers (base/postern_units.h) say POSTERN_EINVAL for
+ * malformed text; in a configuration file that is POSTERN_ECONFIG. */
+static int config_code(int rc) {
+  return rc == POSTERN_EINVAL ? POSTERN_ECONFIG : rc;
 }
 
 int config__uint_parse(const char *s, size_t n, uint64_t *v, const char **why) {
   size_t i = 0;
-  int rc = read_digits(s, n, &i, v, why);
-  if (rc == POSTERN_ECONFIG || (rc == 0 && i != n)) {
+  int rc = postern_digits_read(s, n, &i, v, why);
+  if (rc == POSTERN_EINVAL || (rc == 0 && i != n)) {
     *why = "expected a whole number (digits only)";
     return POSTERN_ECONFIG;
   }
   return rc;
 }
 
-static const struct {
-  const char *name;
-  uint64_t ms;
-} dur_units[] = {
-    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
-#define N_DUR_UNITS (sizeof dur_units / sizeof dur_units[0])
-
 int config__duration_parse(const char *s, size_t n, uint64_t *ms,
                            const char **why) {
-  if (n == 0) {
-    *why = "empty duration";
-    return POSTERN_ECONFIG;
-  }
-  uint64_t total = 0;
-  int last = -1;
-  size_t i = 0;
-  while (i < n) {
-    uint64_t v;
-    int rc = read_digits(s, n, &i, &v, why);
-    if (rc)
-      return rc;
-    size_t u = i;
-    while (i < n && s[i] >= 'a' && s[i] <= 'z')
-      i++;
-    if (u == i) {
-      if (u == n && last < 0 && v == 0) {
-        total = 0; /* a bare 0 needs no unit */
-        break;
-      }
-      *why = "missing unit (use ms, s, m, h or d)";
-      return POSTERN_ECONFIG;
-    }
-    int idx = -1;
-    for (size_t k = 0; k < N_DUR_UNITS; k++)
-      if (strlen(dur_units[k].name) == i - u &&
-          memcmp(dur_units[k].name, s + u, i - u) == 0)
-        idx = (int)k;
-    if (idx < 0) {
-      *why = "unknown unit (use ms, s, m, h or d)";
-      return POSTERN_ECONFIG;
-    }
-    if (idx <= last) {
-      *why = "units must go from the largest to the smallest, each once";
-      return POSTERN_ECONFIG;
-    }
-    last = idx;
-    if (v > UINT64_MAX / dur_units[idx].ms ||
-        total > UINT64_MAX - v * dur_units[idx].ms) {
-      *why = "duration too large";
-      return POSTERN_ERANGE;
-    }
-    total += v * dur_units[idx].ms;
-  }
-  *ms = total;
-  return 0;
+  return config_code(postern_duration_parse(s, n, 0, ms, why));
 }
 
 void config__duration_format(uint64_t ms, char *buf, size_t cap) {
-  if (ms == 0) {
-    snprintf(buf, cap, "0");
-    return;
-  }
-  size_t o = 0;
-  buf[0] = 0;
-  for (size_t k = 0; k < N_DUR_UNITS && o < cap; k++) {
-    uint64_t v = ms / dur_units[k].ms;
-    ms %= dur_units[k].ms;
-    if (v)
-      o += (size_t)snprintf(buf + o, cap - o, "%llu%s", (unsigned long long)v,
-                            dur_units[k].name);
-  }
+  postern_duration_format(ms, 0, buf, cap);
 }
-
-static const char size_units[] = "KMGT";
 
 int config__size_parse(const char *s, size_t n, uint64_t *bytes,
                        const char **why) {
-  size_t i = 0;
-  uint64_t v;
-  int rc = read_digits(s, n, &i, &v, why);
-  if (rc)
-    return rc;
-  if (i == n) {
-    *bytes = v;
-    return 0;
-  }
-  const char *u = i + 1 == n ? strchr(size_units, s[i] & ~0x20) : NULL;
-  if (u == NULL || *u == 0 || !(s[i] >= 'A' && s[i] <= 'z')) {
-    *why = "unknown unit (use K, M, G or T, or none for bytes)";
-    return POSTERN_ECONFIG;
-  }
-  unsigned shift = 10 * (unsigned)(u - size_units + 1);
-  if (v > (UINT64_MAX >> shift)) {
-    *why = "size too large";
-    return POSTERN_ERANGE;
-  }
-  *bytes = v << shift;
-  return 0;
+  return config_code(postern_size_parse(s, n, bytes, why));
 }
 
 void config__size_format(uint64_t bytes, char *buf, size_t cap) {
-  for (int k = 3; k >= 0 && bytes; k--) {
-    unsigned shift = 10 * (unsigned)(k + 1);
-    if ((bytes & ((UINT64_C(1) << shift) - 1)) == 0) {
-      snprintf(buf, cap, "%llu%c", (unsigned long long)(bytes >> shift),
-               size_units[k]);
-      return;
-    }
-  }
-  snprintf(buf, cap, "%llu", (unsigned long long)bytes);
+  postern_size_format(bytes, buf, cap);
 }
 
 int config__decimal_parse(const char *s, size_t n, uint64_t *micro,
                           const char **why) {
   size_t i = 0;
   uint64_t ip;
-  int rc = read_digits(s, n, &i, &ip, why);
-  if (rc == POSTERN_ECONFIG)
+  int rc = postern_digits_read(s, n, &i, &ip, why);
+  if (rc == POSTERN_EINVAL)
     *why = "expected a decimal number like 2 or 1.5";
   if (rc)
-    return rc;
+    return config_code(rc);
   uint64_t frac = 0;
   unsigned nfrac = 0;
   if (i < n && s[i] == '.') {
