@@ -2,8 +2,9 @@
  * config_value.c - the value parsers of postern.conf: one word of text to
  * a value, and the canonical text of a value, for whole numbers, durations,
  * sizes, decimals, IP addresses with or without a port, CIDR networks and
- * host names (docs/postern.conf.5, VALUES). Durations and sizes are the
- * shared ones of base/postern_units.h, in their config form.
+ * host names (docs/postern.conf.5, VALUES). Durations, sizes and host
+ * names are the shared ones of base/postern_units.h and postern_domain.h,
+ * in their config form.
  *
  * Invariants: pure functions, no allocation, no state; a word is `s`, `n`
  * bytes, not necessarily NUL-terminated, and nothing outside s[0..n) is
@@ -13,6 +14,7 @@
  */
 #include "engine/config_internal.h"
 
+#include "base/postern_domain.h"
 #include "base/postern_err.h"
 #include "base/postern_units.h"
 
@@ -271,36 +273,6 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
 }
 
 int config__hostname_check(const char *s, size_t n, const char **why) {
-  if (n > 0 && s[n - 1] == '.')
-    n--;
-  if (n == 0) {
-    *why = "empty host name";
-    return POSTERN_ECONFIG;
-  }
-  if (n > 253) {
-    *why = "host name longer than 253 bytes";
-    return POSTERN_ECONFIG;
-  }
-  size_t label = 0;
-  for (size_t i = 0; i <= n; i++) {
-    char c = i < n ? s[i] : '.';
-    if (c == '.') {
-      if (label == 0 || label > 63) {
-        *why = "each dot-separated label must have 1 to 63 characters";
-        return POSTERN_ECONFIG;
-      }
-      if (s[i - 1] == '-' || s[i - label] == '-') {
-        *why = "a label must not start or end with '-'";
-        return POSTERN_ECONFIG;
-      }
-      label = 0;
-    } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-               (c >= '0' && c <= '9') || c == '-') {
-      label++;
-    } else {
-      *why = "a host name has only letters, digits, '-' and '.'";
-      return POSTERN_ECONFIG;
-    }
-  }
-  return 0;
+  return config_code(
+      postern_domain_check(s, n, POSTERN_DOMAIN_TRAILING_DOT, NULL, why));
 }

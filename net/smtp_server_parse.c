@@ -20,6 +20,9 @@
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
 
+#include "base/postern_domain.h"
+#include "base/postern_utf8.h"
+
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -81,37 +84,6 @@ static bool iprefix(const char *p, size_t n, const char *lit) {
   return n >= m && ieq(p, m, lit);
 }
 
-/* Length of the well-formed UTF-8 sequence (2..4 bytes, RFC 3629: no
- * overlongs, no surrogates, nothing above U+10FFFF) at p, or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  size_t len;
-  unsigned min;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-    min = 0x80;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    min = 0x800;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  unsigned cp = c & (0x7f >> len);
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
 /* ---- addresses (RFC 5321 §4.1.2, RFC 6531 §3.3) ----------------------- */
 
 static bool dot_string_ok(const unsigned char *p, size_t n, bool *utf8) {
@@ -123,7 +95,7 @@ static bool dot_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i++;
     } else if (p[i] >= 0x80) {
-      size_t k = utf8_seq(p + i, n - i);
+      size_t k = postern_utf8_len(p + i, n - i);
       if (k == 0)
         return false;
       *utf8 = true;
@@ -147,7 +119,7 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i += 2;
     } else if (c >= 0x80) {
-      size_t k = utf8_seq(p + i, n - 1 - i);
+      size_t k = postern_utf8_len(p + i, n - 1 - i);
       if (k == 0)
         return false;
       *utf8 = true;
@@ -163,39 +135,14 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
 }
 
 /* A domain name: dot-separated labels of letters, digits, hyphens (not at
- * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets. */
+ * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets, at most
+ * SMTP_SERVER__DOMAIN_MAX octets in all. */
 static bool domain_ok(const unsigned char *p, size_t n, bool *utf8) {
-  if (n == 0 || n > SMTP_SERVER__DOMAIN_MAX)
-    return false;
-  size_t label = 0;
-  for (size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    if (c == '.') {
-      if (label == 0 || p[i - 1] == '-')
-        return false;
-      label = 0;
-      i++;
-      continue;
-    }
-    size_t k = 1;
-    if (c >= 0x80) {
-      k = utf8_seq(p + i, n - i);
-      if (k == 0)
-        return false;
-      *utf8 = true;
-    } else if (c == '-') {
-      if (label == 0)
-        return false;
-    } else if (!is_alpha(c) && !is_digit(c)) {
-      return false;
-    }
-    label += k;
-    if (label > 63)
-      return false;
-    i += k;
-  }
-  return label > 0 && p[n - 1] != '-';
+  return postern_domain_check((const char *)p, n, POSTERN_DOMAIN_SMTP, utf8,
+                              NULL) == 0;
 }
+_Static_assert(SMTP_SERVER__DOMAIN_MAX == 255,
+               "POSTERN_DOMAIN_SMTP allows RFC 5321's 255 octets");
 
 static bool address_literal_ok(const char *p, size_t n) {
   char buf[64];
@@ -428,7 +375,7 @@ static bool parse_orcpt(const char *p, size_t n) {
     for (size_t i = 0; i < vn;) {
       unsigned char c = (unsigned char)v[i];
       if (c >= 0x80) {
-        size_t k = utf8_seq((const unsigned char *)v + i, vn - i);
+        size_t k = postern_utf8_len((const unsigned char *)v + i, vn - i);
         if (k == 0)
           return false;
         i += k;
