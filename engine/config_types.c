@@ -254,119 +254,70 @@ const struct config__type config__t_path = {"path", parse_path, print_str,
 
 static void free_nothing(const struct config__dir *d, void *obj) {}
 
-/* Numbers. */
-typedef int (*num_parse_fn)(const char *s, size_t n, uint64_t *v,
-                            const char **why);
-
-static int num_get(struct config__walk *w, const struct config__dir *d,
-                   const struct config__node *st, num_parse_fn parse,
-                   uint64_t *v) {
+/*
+ * Numbers. Every numeric type is a value in its unit (ms, bytes, millionths
+ * for decimals, plain for counts and ports) parsed by its config__*_parse,
+ * range-checked in that unit, stored in a field of its width and printed by
+ * config__range_text, so one parse and one print serve them all. Decimals
+ * are parsed exactly in millionths and stored as double; printing rounds
+ * back to millionths, so the round trip is exact.
+ */
+static int parse_num(struct config__walk *w, const struct config__dir *d,
+                     void *obj, const struct config__node *st) {
+  const struct config__type *t = d->type;
+  int (*parse)(const char *, size_t, uint64_t *, const char **) =
+      t == &config__t_duration  ? config__duration_parse
+      : t == &config__t_size    ? config__size_parse
+      : t == &config__t_decimal ? config__decimal_parse
+                                : config__uint_parse;
   const struct config__word *a = &st->args[0];
   const char *why;
-  if (parse(a->s, a->len, v, &why))
-    return bad_value(w, d, a, d->type->name, why);
-  return range_check(w, d, a, *v);
-}
-
-static int parse_duration(struct config__walk *w, const struct config__dir *d,
-                          void *obj, const struct config__node *st) {
   uint64_t v;
-  int rc = num_get(w, d, st, config__duration_parse, &v);
-  if (rc == 0)
-    memcpy(CONFIG__FIELD(obj, d), &v, sizeof v);
-  return rc;
+  if (parse(a->s, a->len, &v, &why))
+    return bad_value(w, d, a, t->name, why);
+  int rc = range_check(w, d, a, v);
+  if (rc)
+    return rc;
+  void *field = CONFIG__FIELD(obj, d);
+  if (t == &config__t_u32)
+    *(uint32_t *)field = (uint32_t)v;
+  else if (t == &config__t_u16)
+    *(uint16_t *)field = (uint16_t)v;
+  else if (t == &config__t_decimal)
+    *(double *)field = (double)v / 1e6;
+  else
+    memcpy(field, &v, sizeof v);
+  return 0;
 }
 
-static void print_duration(FILE *f, const struct config__dir *d,
-                           const void *obj, int indent) {
-  uint64_t v;
-  char buf[64];
-  memcpy(&v, CONFIG__CFIELD(obj, d), sizeof v);
-  config__duration_format(v, buf, sizeof buf);
-  config__put_line(f, indent, d->name, buf);
-}
-
-static int parse_size(struct config__walk *w, const struct config__dir *d,
-                      void *obj, const struct config__node *st) {
-  uint64_t v;
-  int rc = num_get(w, d, st, config__size_parse, &v);
-  if (rc == 0)
-    memcpy(CONFIG__FIELD(obj, d), &v, sizeof v);
-  return rc;
-}
-
-static void print_size(FILE *f, const struct config__dir *d, const void *obj,
-                       int indent) {
-  uint64_t v;
-  char buf[64];
-  memcpy(&v, CONFIG__CFIELD(obj, d), sizeof v);
-  config__size_format(v, buf, sizeof buf);
-  config__put_line(f, indent, d->name, buf);
-}
-
-static int parse_u32(struct config__walk *w, const struct config__dir *d,
-                     void *obj, const struct config__node *st) {
-  uint64_t v;
-  int rc = num_get(w, d, st, config__uint_parse, &v);
-  if (rc == 0)
-    *(uint32_t *)CONFIG__FIELD(obj, d) = (uint32_t)v;
-  return rc;
-}
-
-static void print_u32(FILE *f, const struct config__dir *d, const void *obj,
+static void print_num(FILE *f, const struct config__dir *d, const void *obj,
                       int indent) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%u",
-           (unsigned)*(const uint32_t *)CONFIG__CFIELD(obj, d));
-  config__put_line(f, indent, d->name, buf);
-}
-
-static int parse_u16(struct config__walk *w, const struct config__dir *d,
-                     void *obj, const struct config__node *st) {
+  const struct config__type *t = d->type;
+  const void *field = CONFIG__CFIELD(obj, d);
   uint64_t v;
-  int rc = num_get(w, d, st, config__uint_parse, &v);
-  if (rc == 0)
-    *(uint16_t *)CONFIG__FIELD(obj, d) = (uint16_t)v;
-  return rc;
-}
-
-static void print_u16(FILE *f, const struct config__dir *d, const void *obj,
-                      int indent) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%u",
-           (unsigned)*(const uint16_t *)CONFIG__CFIELD(obj, d));
-  config__put_line(f, indent, d->name, buf);
-}
-
-/* Decimals are parsed exactly in millionths and stored as double; printing
- * rounds back to millionths, so the round trip is exact. */
-static int parse_decimal(struct config__walk *w, const struct config__dir *d,
-                         void *obj, const struct config__node *st) {
-  uint64_t v;
-  int rc = num_get(w, d, st, config__decimal_parse, &v);
-  if (rc == 0)
-    *(double *)CONFIG__FIELD(obj, d) = (double)v / 1e6;
-  return rc;
-}
-
-static void print_decimal(FILE *f, const struct config__dir *d, const void *obj,
-                          int indent) {
-  double v = *(const double *)CONFIG__CFIELD(obj, d);
+  if (t == &config__t_u32)
+    v = *(const uint32_t *)field;
+  else if (t == &config__t_u16)
+    v = *(const uint16_t *)field;
+  else if (t == &config__t_decimal)
+    v = (uint64_t)(*(const double *)field * 1e6 + 0.5);
+  else
+    memcpy(&v, field, sizeof v);
   char buf[64];
-  config__decimal_format((uint64_t)(v * 1e6 + 0.5), buf, sizeof buf);
+  config__range_text(d, v, buf, sizeof buf);
   config__put_line(f, indent, d->name, buf);
 }
 
-const struct config__type config__t_duration = {"duration", parse_duration,
-                                                print_duration, free_nothing};
-const struct config__type config__t_size = {"size", parse_size, print_size,
+const struct config__type config__t_duration = {"duration", parse_num,
+                                                print_num, free_nothing};
+const struct config__type config__t_size = {"size", parse_num, print_num,
                                             free_nothing};
-const struct config__type config__t_u32 = {"number", parse_u32, print_u32,
+const struct config__type config__t_u32 = {"number", parse_num, print_num,
                                            free_nothing};
-const struct config__type config__t_u16 = {"number", parse_u16, print_u16,
+const struct config__type config__t_u16 = {"number", parse_num, print_num,
                                            free_nothing};
-const struct config__type config__t_decimal = {"decimal number", parse_decimal,
-                                               print_decimal, free_nothing};
+const struct config__type config__t_decimal = {"decimal number", parse_num,
+                                               print_num, free_nothing};
 
 void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
                         size_t cap) {
@@ -473,23 +424,12 @@ static int parse_addr(struct config__walk *w, const struct config__dir *d,
   return config__addr_set(w, d, &st->args[0], CONFIG__FIELD(obj, d), -1, true);
 }
 
-static void print_addr(FILE *f, const struct config__dir *d, const void *obj,
-                       int indent) {
-  const struct config_addr *a = CONFIG__CFIELD(obj, d);
-  if (a->text == NULL)
-    config__put_unset(f, indent, d);
-  else
-    config__put_line(f, indent, d->name, a->text);
-}
+/* An address prints and frees as its canonical text, its first member. */
+_Static_assert(offsetof(struct config_addr, text) == 0, "text first");
+_Static_assert(offsetof(struct config_ip, text) == 0, "text first");
 
-static void free_addr(const struct config__dir *d, void *obj) {
-  struct config_addr *a = CONFIG__FIELD(obj, d);
-  free(a->text);
-  a->text = NULL;
-}
-
-const struct config__type config__t_addr = {"address", parse_addr, print_addr,
-                                            free_addr};
+const struct config__type config__t_addr = {"address", parse_addr, print_str,
+                                            free_str};
 
 static int parse_ip(struct config__walk *w, const struct config__dir *d,
                     void *obj, const struct config__node *st) {
@@ -517,23 +457,8 @@ static int parse_ip(struct config__walk *w, const struct config__dir *d,
   return 0;
 }
 
-static void print_ip(FILE *f, const struct config__dir *d, const void *obj,
-                     int indent) {
-  const struct config_ip *ip = CONFIG__CFIELD(obj, d);
-  if (ip->text == NULL)
-    config__put_unset(f, indent, d);
-  else
-    config__put_line(f, indent, d->name, ip->text);
-}
-
-static void free_ip(const struct config__dir *d, void *obj) {
-  struct config_ip *ip = CONFIG__FIELD(obj, d);
-  free(ip->text);
-  ip->text = NULL;
-}
-
-const struct config__type config__t_ip = {"IP address", parse_ip, print_ip,
-                                          free_ip};
+const struct config__type config__t_ip = {"IP address", parse_ip, print_str,
+                                          free_str};
 
 /* A list of CIDR networks, replacing the default as a whole. */
 static void free_cidrs(const struct config__dir *d, void *obj) {
