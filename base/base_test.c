@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_log.h"
 
 #include <stdio.h>
@@ -128,6 +129,126 @@ static void emit_huge(void) {
   postern_log_end(&r);
 }
 
+/* The JSON rule: valid UTF-8 through, invalid bytes as \xHH, control
+ * characters escaped by JSON. Each input is turned into a JSON string and
+ * written compactly. */
+struct json_case {
+  const char *in;
+  size_t n;
+  const char *out;
+};
+
+static void test_json_strings(void **state) {
+  (void)state;
+  static const struct json_case cases[] = {
+      {"plain", 5, "\"plain\""},
+      {"", 0, "\"\""},
+      {"jos\xc3\xa9@exa\xcc\x88mple.test", 20,
+       "\"jos\xc3\xa9@exa\xcc\x88mple.test\""},
+      {"\xe2\x82\xac \xf0\x9f\x93\xa7", 8, "\"\xe2\x82\xac \xf0\x9f\x93\xa7\""},
+      {"q\"b\\", 4, "\"q\\\"b\\\\\""},
+      {"cr\r\nlf", 6, "\"cr\\r\\nlf\""},
+      {"nul\0x", 5, "\"nul\\u0000x\""},
+      {"\x1b[0m", 4, "\"\\u001B[0m\""},
+      /* invalid: a lone continuation byte, a truncated sequence, an
+       * overlong form, a surrogate, above U+10FFFF, 0xff */
+      {"a\x80"
+       "b",
+       3, "\"a\\\\x80b\""},
+      {"caf\xc3", 4, "\"caf\\\\xc3\""},
+      {"\xc0\xaf", 2, "\"\\\\xc0\\\\xaf\""},
+      {"\xed\xa0\x80", 3, "\"\\\\xed\\\\xa0\\\\x80\""},
+      {"\xf4\x90\x80\x80", 4, "\"\\\\xf4\\\\x90\\\\x80\\\\x80\""},
+      {"\xff\xc3\xa9", 3, "\"\\\\xff\xc3\xa9\""},
+      /* valid, but controls a terminal may obey: DEL and C1 (CSI) */
+      {"a\x7f" "b", 3, "\"a\\\\x7fb\""},
+      {"\xc2\x9b" "2J", 4, "\"\\\\xc2\\\\x9b2J\""},
+      {"\xc2\xa0", 2, "\"\xc2\xa0\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    json_t *v = postern_json_str(cases[i].in, cases[i].n);
+    assert_non_null(v);
+    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_non_null(d);
+    if (strcmp(d, cases[i].out) != 0)
+      fprintf(stderr, "case %zu: got %s want %s\n", i, d, cases[i].out);
+    assert_string_equal(d, cases[i].out);
+    /* Whatever went in, what comes out parses back as JSON. */
+    json_error_t err;
+    json_t *back = json_loads(d, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    assert_non_null(back);
+    json_decref(back);
+    free(d);
+    json_decref(v);
+  }
+  json_t *big = postern_json_u64(18446744073709551615ull);
+  assert_string_equal(json_string_value(big), "18446744073709551615");
+  json_decref(big);
+  json_t *small = postern_json_u64(42);
+  assert_int_equal(json_integer_value(small), 42);
+  json_decref(small);
+}
+
+static void emit_utf8(void) {
+  struct postern_log_rec r;
+  postern_log_begin(&r, POSTERN_LOG_INFO, "delivery");
+  postern_log_str(&r, "rcpt",
+                  "jos\xc3\xa9@b\xc3\xbc"
+                  "cher.example");
+  postern_log_str(&r, "reply", "bad \xff byte");
+  postern_log_end(&r);
+}
+
+static void test_json_utf8_line(void **state) {
+  (void)state;
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_JSON, NULL);
+  char *out = capture(emit_utf8);
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_LOGFMT, NULL);
+  /* The address is readable as sent; the invalid byte shows as \xff. */
+  assert_non_null(strstr(out, "\"rcpt\":\"jos\xc3\xa9@b\xc3\xbc"
+                              "cher.example\""));
+  assert_non_null(strstr(out, "\"reply\":\"bad \\\\xff byte\""));
+  json_error_t err;
+  json_t *v = json_loads(out, 0, &err);
+  assert_non_null(v);
+  assert_string_equal(json_string_value(json_object_get(v, "rcpt")),
+                      "jos\xc3\xa9@b\xc3\xbc"
+                      "cher.example");
+  json_decref(v);
+}
+
+static void emit_huge_json(void) {
+  static char big[100000];
+  /* Multi-byte characters everywhere: a cut must land between them. */
+  for (size_t i = 0; i + 2 <= sizeof big; i += 2) {
+    big[i] = (char)0xc3;
+    big[i + 1] = (char)0xa9;
+  }
+  struct postern_log_rec r;
+  postern_log_begin(&r, POSTERN_LOG_WARN, "huge");
+  postern_log_strn(&r, "v", big, sizeof big);
+  postern_log_strn(&r, "w", big, 20000);
+  postern_log_str(&r, "after", "x");
+  postern_log_end(&r);
+}
+
+static void test_json_truncation(void **state) {
+  (void)state;
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_JSON, NULL);
+  char *out = capture(emit_huge_json);
+  postern_log_configure(POSTERN_LOG_INFO, POSTERN_LOG_LOGFMT, NULL);
+  size_t n = strlen(out);
+  assert_true(n <= POSTERN_LOG_LINE_MAX);
+  assert_ptr_equal(strchr(out, '\n'), out + n - 1);
+  json_error_t err;
+  json_t *v = json_loads(out, 0, &err);
+  assert_non_null(v);
+  assert_true(json_is_true(json_object_get(v, "truncated")));
+  assert_string_equal(json_string_value(json_object_get(v, "after")), "x");
+  assert_string_equal(json_string_value(json_object_get(v, "event")), "huge");
+  json_decref(v);
+}
+
 static void test_truncation(void **state) {
   (void)state;
   char *out = capture(emit_huge);
@@ -152,9 +273,15 @@ static void test_levels(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_err_table),   cmocka_unit_test(test_escape_table),
-      cmocka_unit_test(test_logfmt_line), cmocka_unit_test(test_json_line),
-      cmocka_unit_test(test_truncation),  cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_err_table),
+      cmocka_unit_test(test_escape_table),
+      cmocka_unit_test(test_logfmt_line),
+      cmocka_unit_test(test_json_line),
+      cmocka_unit_test(test_truncation),
+      cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_json_strings),
+      cmocka_unit_test(test_json_utf8_line),
+      cmocka_unit_test(test_json_truncation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include "base/postern_log.h"
 
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -155,60 +156,17 @@ size_t postern_log_escape(char *dst, size_t cap, const char *src, size_t n) {
   return escape_logfmt(dst, cap, (const unsigned char *)src, n);
 }
 
-/* JSON string escaping. Bytes >= 0x80 become \u00XX: that keeps every line
- * valid JSON even when a peer sends invalid UTF-8, at the cost of showing
- * UTF-8 text as its bytes. */
-static size_t escape_json(char *dst, size_t cap, const unsigned char *s,
-                          size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-  if (cap < 3)
-    return 0;
-  dst[o++] = '"';
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = s[i];
-    char tmp[6];
-    size_t k = 0;
-    if (c == '"' || c == '\\') {
-      tmp[k++] = '\\';
-      tmp[k++] = (char)c;
-    } else if (c == '\n') {
-      tmp[k++] = '\\';
-      tmp[k++] = 'n';
-    } else if (c == '\r') {
-      tmp[k++] = '\\';
-      tmp[k++] = 'r';
-    } else if (c == '\t') {
-      tmp[k++] = '\\';
-      tmp[k++] = 't';
-    } else if (c < 0x20 || c >= 0x7f) {
-      memcpy(tmp, "\\u00", 4);
-      k = 4;
-      tmp[k++] = hex[c >> 4];
-      tmp[k++] = hex[c & 15];
-    } else {
-      tmp[k++] = (char)c;
-    }
-    if (o + k + 1 > cap - 1)
-      break;
-    memcpy(dst + o, tmp, k);
-    o += k;
-  }
-  dst[o++] = '"';
-  dst[o] = '\0';
-  return o;
+static void rec_key(struct postern_log_rec *r, const char *key) {
+  rec_raw(r, " ", 1);
+  rec_raw(r, key, strlen(key));
+  rec_raw(r, "=", 1);
 }
 
-static void rec_key(struct postern_log_rec *r, const char *key) {
-  if (r->json) {
-    rec_raw(r, ",\"", 2);
-    rec_raw(r, key, strlen(key));
-    rec_raw(r, "\":", 2);
-  } else {
-    rec_raw(r, " ", 1);
-    rec_raw(r, key, strlen(key));
-    rec_raw(r, "=", 1);
-  }
+/* JSON: one member of the event's object. Out of memory drops the member
+ * and marks the line truncated (the line itself still gets out). */
+static void rec_json(struct postern_log_rec *r, const char *key, json_t *v) {
+  if (r->obj == NULL || postern_json_set(r->obj, key, v) != 0)
+    r->truncated = true;
 }
 
 void postern_log_strn(struct postern_log_rec *r, const char *key,
@@ -218,6 +176,10 @@ void postern_log_strn(struct postern_log_rec *r, const char *key,
   if (value == NULL) {
     value = "";
     n = 0;
+  }
+  if (r->json) {
+    rec_json(r, key, postern_json_str(value, n));
+    return;
   }
   size_t mark = r->len;
   rec_key(r, key);
@@ -233,8 +195,7 @@ void postern_log_strn(struct postern_log_rec *r, const char *key,
   }
   room -= LOG_RESERVE;
   const unsigned char *v = (const unsigned char *)value;
-  size_t w = r->json ? escape_json(r->buf + r->len, room, v, n)
-                     : escape_logfmt(r->buf + r->len, room, v, n);
+  size_t w = escape_logfmt(r->buf + r->len, room, v, n);
   r->len += w;
   /* A value cut to fit still ends with its closing quote; say it was cut. */
   if (w + 1 >= room)
@@ -247,6 +208,10 @@ void postern_log_str(struct postern_log_rec *r, const char *key,
 }
 
 void postern_log_int(struct postern_log_rec *r, const char *key, long long v) {
+  if (r->json) {
+    rec_json(r, key, json_integer(v));
+    return;
+  }
   char tmp[32];
   int n = snprintf(tmp, sizeof tmp, "%lld", v);
   rec_key(r, key);
@@ -255,6 +220,10 @@ void postern_log_int(struct postern_log_rec *r, const char *key, long long v) {
 
 void postern_log_uint(struct postern_log_rec *r, const char *key,
                       unsigned long long v) {
+  if (r->json) {
+    rec_json(r, key, postern_json_u64(v));
+    return;
+  }
   char tmp[32];
   int n = snprintf(tmp, sizeof tmp, "%llu", v);
   rec_key(r, key);
@@ -289,13 +258,11 @@ void postern_log_begin(struct postern_log_rec *r, enum postern_log_level level,
   r->level = level;
   r->truncated = false;
   r->json = atomic_load(&log_json) != 0;
+  r->obj = NULL;
   if (r->json) {
-    rec_raw(r, "{\"ts\":\"", 7);
-    rec_raw(r, stamp, strlen(stamp));
-    rec_raw(r, "\",\"level\":\"", 11);
-    const char *ln = postern_log_level_name(level);
-    rec_raw(r, ln, strlen(ln));
-    rec_raw(r, "\"", 1);
+    r->obj = json_object();
+    rec_json(r, "ts", json_string(stamp));
+    rec_json(r, "level", json_string(postern_log_level_name(level)));
   } else {
     rec_raw(r, "ts=", 3);
     rec_raw(r, stamp, strlen(stamp));
@@ -306,17 +273,72 @@ void postern_log_begin(struct postern_log_rec *r, enum postern_log_level level,
   postern_log_str(r, "event", event);
 }
 
-void postern_log_end(struct postern_log_rec *r) {
-  if (!postern_log_enabled(r->level))
+/* The longest string member of the event, or NULL. */
+static json_t *longest_str(json_t *obj, const char **key) {
+  json_t *best = NULL, *v;
+  const char *k;
+  json_object_foreach(obj, k, v) {
+    if (json_is_string(v) &&
+        (best == NULL || json_string_length(v) > json_string_length(best))) {
+      best = v;
+      *key = k;
+    }
+  }
+  return best;
+}
+
+/* Dumps the event into r->buf, shortening its longest values until the
+ * line fits (a value is cut on a UTF-8 character boundary, so it stays a
+ * valid JSON string). */
+static void json_finish(struct postern_log_rec *r) {
+  json_t *obj = r->obj;
+  size_t cap = sizeof r->buf - 1; /* the newline */
+  r->len = 0;
+  if (obj == NULL)
     return;
-  if (r->truncated) {
+  if (r->truncated)
+    json_object_set_new(obj, "truncated", json_true());
+  for (int round = 0; round < 64; round++) {
+    size_t need = json_dumpb(obj, r->buf, cap, JSON_COMPACT);
+    if (need > 0 && need <= cap) {
+      r->len = need;
+      return;
+    }
+    const char *key = NULL;
+    json_t *v = longest_str(obj, &key);
+    if (v == NULL || need == 0)
+      break;
+    size_t len = json_string_length(v);
+    /* Cutting a value by `over` bytes shortens the line by at least as
+     * much (escapes only make a value longer on the line). */
+    size_t over = need - cap + 32;
+    size_t keep = len > over ? len - over : 0;
+    const char *txt = json_string_value(v);
+    while (keep > 0 && ((unsigned char)txt[keep] & 0xc0) == 0x80)
+      keep--;
+    json_string_setn_nocheck(v, txt, keep);
+    json_object_set_new(obj, "truncated", json_true());
+  }
+  /* Nothing more can be cut: a minimal, valid line. */
+  r->len = (size_t)snprintf(r->buf, cap, "{\"truncated\":true}");
+}
+
+void postern_log_end(struct postern_log_rec *r) {
+  if (!postern_log_enabled(r->level)) {
+    json_decref(r->obj);
+    r->obj = NULL;
+    return;
+  }
+  if (r->json) {
+    json_finish(r);
+    json_decref(r->obj);
+    r->obj = NULL;
+  } else if (r->truncated) {
     /* LOG_RESERVE guarantees room for the marker and the line end. */
-    const char *m = r->json ? ",\"truncated\":true" : " truncated=yes";
+    const char *m = " truncated=yes";
     memcpy(r->buf + r->len, m, strlen(m));
     r->len += strlen(m);
   }
-  if (r->json)
-    r->buf[r->len++] = '}';
   r->buf[r->len++] = '\n';
   int fd = atomic_load(&log_fd);
   const char *p = r->buf;

@@ -3,13 +3,17 @@
  *
  * One event is one line: `ts=... level=info event=delivery id=... rcpt=...`
  * (logfmt) or the same keys as one JSON object per line. Values are always
- * escaped by this module: a value holding spaces, quotes, '=' or any byte
- * outside printable ASCII is quoted and its bytes escaped (\n, \r, \t, \xHH),
- * so text from a hostile peer can never forge a second log line or a key.
+ * escaped by this module, so text from a hostile peer can never forge a
+ * second log line or a key: in logfmt a value holding spaces, quotes, '='
+ * or any byte outside printable ASCII is quoted and its bytes escaped (\n,
+ * \r, \t, \xHH); in JSON (written by jansson, base/postern_json.h) valid
+ * UTF-8 stays as it is, so an SMTPUTF8 address is readable, and a byte that
+ * is not valid UTF-8 shows as \xHH.
  *
  * A record is built on the caller's stack and written with one write(2), so
  * lines from several threads never interleave. A record longer than
- * POSTERN_LOG_LINE_MAX is cut and ends with `truncated=yes`.
+ * POSTERN_LOG_LINE_MAX is cut and ends with `truncated=yes` (JSON: its
+ * longest values are shortened and `"truncated":true` is added).
  */
 #ifndef POSTERN_LOG_H
 #define POSTERN_LOG_H
@@ -48,6 +52,7 @@ struct postern_log_rec {
   enum postern_log_level level;
   bool json;
   bool truncated;
+  void *obj; /* JSON: the event's json_t object until end() */
   char buf[POSTERN_LOG_LINE_MAX];
 };
 

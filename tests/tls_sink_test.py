@@ -1,7 +1,8 @@
 """The benchmark's TLS sink (tests/peers/tls_sink.c) counts exactly: two
 listeners with their own certificates, clients over STARTTLS with SNI and
 in plaintext, several messages and recipients per session, a pipelined
-burst, a dot-stuffed body, an over-long command line. The statistics it
+burst, a dot-stuffed body, an over-long command line, and the running
+totals of --progress. The statistics it
 writes must say exactly what was sent, or a benchmark built on them would
 lie.
 
@@ -55,7 +56,7 @@ def main():
         port = free_port(["127.0.0.31", "127.0.0.32"])
         stats = os.path.join(d, "stats.json")
         proc = subprocess.Popen(
-            [SINK, "--threads", "2", "--stats", stats,
+            [SINK, "--threads", "2", "--stats", stats, "--progress", "50",
              "--listen", f"127.0.0.31:{port},{c1[0]},{c1[1]}",
              "--listen", f"127.0.0.32:{port},{c2[0]},{c2[1]}"],
             stdout=subprocess.PIPE, text=True)
@@ -96,6 +97,16 @@ def main():
             check(text.count("250 2.0.0 queued") == 2, "pipelined: two messages queued")
             check("500 5.5.6 line too long" in text, "an over-long line gets 500")
             check("221" in text, "QUIT answered after the long line")
+            # --progress: running totals, a line only when they changed.
+            seen = []
+            while not seen or seen[-1] != "progress messages=8 recipients=14":
+                line = proc.stdout.readline().strip()
+                if not line:
+                    break
+                seen.append(line)
+            check(seen and seen[-1] == "progress messages=8 recipients=14"
+                  and len(seen) == len(set(seen)),
+                  f"progress lines end at the totals, no repeats ({seen})")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)

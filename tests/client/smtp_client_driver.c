@@ -32,6 +32,7 @@
 #include "net/smtp_client.h"
 #include "net/tls.h"
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_log.h"
 
 #define MAX_RCPTS 64
@@ -61,33 +62,27 @@ static struct {
   struct smtp_message msg[MAX_BODIES];
 } g;
 
-static void json_str(const char *s) {
-  putchar('"');
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      printf("\\%c", *p);
-    } else if (*p < 0x20 || *p >= 0x7f) {
-      printf("\\u%04x", *p);
-    } else {
-      putchar(*p);
-    }
+/* Output is one JSON object per line (jansson, base/postern_json.h). */
+static void put_line(json_t *o) {
+  if (o == NULL) {
+    fputs("smtp_client_driver: out of memory building JSON\n", stderr);
+    exit(1);
   }
-  putchar('"');
+  postern_json_print(o, stdout, 1);
+  fflush(stdout);
+  json_decref(o);
 }
 
-static void json_reply(const struct smtp_reply *r) {
-  printf("{\"code\":%d,\"enh\":", r->code);
-  json_str(r->enh);
-  printf(",\"text\":");
-  json_str(r->text);
-  printf(",\"lines\":%u}", r->lines);
+static json_t *json_reply(const struct smtp_reply *r) {
+  return json_pack("{s:i, s:o, s:o, s:I}", "code", r->code, "enh",
+                   postern_json_cstr(r->enh), "text",
+                   postern_json_cstr(r->text), "lines", (json_int_t)r->lines);
 }
 
 static void start_session(void);
 
 static void on_closed(struct smtp_client *c, void *arg) {
-  printf("{\"event\":\"closed\",\"session\":%d}\n", g.session);
-  fflush(stdout);
+  put_line(json_pack("{s:s, s:i}", "event", "closed", "session", g.session));
   if (++g.session < g.sessions) {
     start_session();
   }
@@ -102,24 +97,21 @@ static void send_next(struct smtp_client *c);
 static void on_sent(struct smtp_client *c, int status,
                     const struct smtp_send_result *res, void *arg) {
   size_t index = (size_t)(uintptr_t)arg;
-  printf("{\"event\":\"sent\",\"session\":%d,\"message\":%zu,\"status\":",
-         g.session, index);
-  json_str(postern_err_name(status));
-  printf(",\"accepted\":%zu,\"messages\":%u,\"rcpts\":[", res->accepted,
-         smtp_client_messages(c));
-  for (size_t i = 0; i < res->nrcpts; i++) {
+  json_t *rcpts = json_array();
+  for (size_t i = 0; rcpts && i < res->nrcpts; i++) {
     const struct smtp_result *r = &res->rcpt[i];
-    printf("%s{\"addr\":", i ? "," : "");
-    json_str(g.rcpts[i].addr);
-    printf(",\"outcome\":\"%s\",\"remote\":%s,\"stage\":",
-           outcome_name(r->outcome), r->remote ? "true" : "false");
-    json_str(r->stage);
-    printf(",\"reply\":");
-    json_reply(&r->reply);
-    printf("}");
+    json_array_append_new(rcpts, json_pack("{s:o, s:s, s:b, s:o, s:o}", "addr",
+                                           postern_json_cstr(g.rcpts[i].addr),
+                                           "outcome", outcome_name(r->outcome),
+                                           "remote", r->remote, "stage",
+                                           postern_json_cstr(r->stage), "reply",
+                                           json_reply(&r->reply)));
   }
-  printf("]}\n");
-  fflush(stdout);
+  put_line(json_pack("{s:s, s:i, s:I, s:s, s:I, s:I, s:o}", "event", "sent",
+                     "session", g.session, "message", (json_int_t)index,
+                     "status", postern_err_name(status), "accepted",
+                     (json_int_t)res->accepted, "messages",
+                     (json_int_t)smtp_client_messages(c), "rcpts", rcpts));
   if (status < 0) {
     /* A chained message still gets its own (failed) callback. */
     if (!(g.chain && index + 1 < g.next_body)) {
@@ -161,9 +153,8 @@ static void send_next(struct smtp_client *c) {
                    : smtp_client_send(c, &g.msg[index], on_sent,
                                       (void *)(uintptr_t)index);
   if (rc < 0) {
-    printf("{\"event\":\"send_error\",\"status\":");
-    json_str(postern_err_name(rc));
-    printf("}\n");
+    put_line(json_pack("{s:s, s:s}", "event", "send_error", "status",
+                       postern_err_name(rc)));
     smtp_client_close(c, on_closed, NULL);
     return;
   }
@@ -174,19 +165,6 @@ static void send_next(struct smtp_client *c) {
 
 static void on_ready(struct smtp_client *c, int status,
                      const struct smtp_client_facts *f, void *arg) {
-  printf("{\"event\":\"ready\",\"session\":%d,\"status\":", g.session);
-  json_str(postern_err_name(status));
-  printf(",\"tls\":");
-  json_str(smtp_tls_level_name(f->tls_level));
-  printf(",\"starttls\":");
-  json_str(smtp_starttls_name(f->starttls));
-  printf(",\"tls_error\":");
-  json_str(f->tls_error);
-  printf(",\"pkix_ok\":%s,\"name_ok\":%s,\"resumed\":%s,\"version\":",
-         f->verify.pkix_ok ? "true" : "false",
-         f->verify.name_ok ? "true" : "false",
-         f->tls_resumed ? "true" : "false");
-  json_str(f->tls_version ? f->tls_version : "");
   size_t chain = f->tls ? tls_conn_peer_chain_len(f->tls) : 0;
   size_t leaf_len = 0;
   if (chain > 0) {
@@ -196,14 +174,19 @@ static void on_ready(struct smtp_client *c, int status,
       leaf_len = 0; /* not DER: the test will notice */
     }
   }
-  printf(",\"chain_len\":%zu,\"leaf_der_len\":%zu,\"esmtp\":%s,\"caps\":%u,"
-         "\"failed_state\":",
-         chain, leaf_len, f->esmtp ? "true" : "false", f->caps);
-  json_str(smtp_client_state_name(f->failed_state));
-  printf(",\"last_reply\":");
-  json_reply(f->last_reply);
-  printf("}\n");
-  fflush(stdout);
+  put_line(json_pack(
+      "{s:s, s:i, s:s, s:s, s:s, s:o, s:b, s:b, s:b, s:o, s:I, s:I, s:b, s:I, "
+      "s:s, s:o}",
+      "event", "ready", "session", g.session, "status",
+      postern_err_name(status), "tls", smtp_tls_level_name(f->tls_level),
+      "starttls", smtp_starttls_name(f->starttls), "tls_error",
+      postern_json_cstr(f->tls_error), "pkix_ok", f->verify.pkix_ok, "name_ok",
+      f->verify.name_ok, "resumed", f->tls_resumed, "version",
+      postern_json_cstr(f->tls_version ? f->tls_version : ""), "chain_len",
+      (json_int_t)chain, "leaf_der_len", (json_int_t)leaf_len, "esmtp",
+      f->esmtp, "caps", (json_int_t)f->caps, "failed_state",
+      smtp_client_state_name(f->failed_state), "last_reply",
+      json_reply(f->last_reply)));
   if (status < 0) {
     smtp_client_close(c, on_closed, NULL);
     return;
@@ -380,12 +363,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "loop still has handles\n");
     return 3;
   }
-  if (g.tls) {
-    printf("{\"event\":\"done\",\"cached_sessions\":%zu}\n",
-           tls_ctx_session_count(g.tls));
-  } else {
-    printf("{\"event\":\"done\",\"cached_sessions\":0}\n");
-  }
+  put_line(json_pack("{s:s, s:I}", "event", "done", "cached_sessions",
+                     (json_int_t)(g.tls ? tls_ctx_session_count(g.tls) : 0)));
   tls_ctx_free(g.tls);
   for (size_t i = 0; i < g.nbodies; i++) {
     free(g.bodies[i].data);

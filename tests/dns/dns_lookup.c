@@ -19,6 +19,7 @@
 #include "net/dns.h"
 
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_log.h"
 
 #include <arpa/inet.h>
@@ -38,52 +39,52 @@ static int in_call;
 static int closed;
 static int bad;
 
-static void jstr(FILE *f, const unsigned char *s, size_t n) {
-  fputc('"', f);
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = s[i];
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20 || c >= 0x7f)
-      fprintf(f, "\\u%04x", c);
-    else
-      fputc((int)c, f);
-  }
-  fputc('"', f);
-}
-
-static void rr_text(FILE *f, const struct dns_rr *rr) {
+/* One record as JSON (jansson, base/postern_json.h). */
+static json_t *rr_json(const struct dns_rr *rr) {
   char buf[INET6_ADDRSTRLEN];
   switch (rr->type) {
   case DNS_T_A:
     inet_ntop(AF_INET, &rr->u.a, buf, sizeof buf);
-    jstr(f, (const unsigned char *)buf, strlen(buf));
-    break;
+    return json_string(buf);
   case DNS_T_AAAA:
     inet_ntop(AF_INET6, &rr->u.aaaa, buf, sizeof buf);
-    jstr(f, (const unsigned char *)buf, strlen(buf));
-    break;
-  case DNS_T_MX:
-    fprintf(f, "\"%u %s\"", rr->u.mx.pref, rr->u.mx.host);
-    break;
-  case DNS_T_TXT:
-    fprintf(f, "{\"strings\":%u,\"text\":", rr->u.txt.nstrings);
-    jstr(f, rr->u.txt.data, rr->u.txt.len);
-    fputc('}', f);
-    break;
-  case DNS_T_TLSA:
-    fprintf(f, "\"%u %u %u ", rr->u.tlsa.usage, rr->u.tlsa.selector,
-            rr->u.tlsa.mtype);
-    for (size_t i = 0; i < rr->u.tlsa.len; i++)
-      fprintf(f, "%02x", rr->u.tlsa.data[i]);
-    fputc('"', f);
-    break;
-  case DNS_T_CNAME:
-    jstr(f, (const unsigned char *)rr->u.target, strlen(rr->u.target));
-    break;
-  default:
-    fprintf(f, "\"type%u\"", rr->type);
+    return json_string(buf);
+  case DNS_T_MX: {
+    char t[DNS_NAME_MAX + 16];
+    snprintf(t, sizeof t, "%u %s", rr->u.mx.pref, rr->u.mx.host);
+    return postern_json_cstr(t);
   }
+  case DNS_T_TXT:
+    return json_pack(
+        "{s:I, s:o}", "strings", (json_int_t)rr->u.txt.nstrings, "text",
+        postern_json_str((const char *)rr->u.txt.data, rr->u.txt.len));
+  case DNS_T_TLSA: {
+    size_t cap = 32 + rr->u.tlsa.len * 2;
+    char *t = malloc(cap);
+    if (t == NULL)
+      return NULL;
+    size_t o = (size_t)snprintf(t, cap, "%u %u %u ", rr->u.tlsa.usage,
+                                rr->u.tlsa.selector, rr->u.tlsa.mtype);
+    for (size_t i = 0; i < rr->u.tlsa.len; i++)
+      o += (size_t)snprintf(t + o, cap - o, "%02x", rr->u.tlsa.data[i]);
+    json_t *v = json_string(t);
+    free(t);
+    return v;
+  }
+  case DNS_T_CNAME:
+    return postern_json_cstr(rr->u.target);
+  default:
+    snprintf(buf, sizeof buf, "type%u", rr->type);
+    return json_string(buf);
+  }
+}
+
+/* Prints and frees a JSON object into a malloc'd line (NULL when out of
+ * memory: the lookup then never reports, and the driver says so). */
+static char *json_line(json_t *o) {
+  char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  return s;
 }
 
 static void on_answer(const struct dns_answer *a, void *arg) {
@@ -96,46 +97,39 @@ static void on_answer(const struct dns_answer *a, void *arg) {
     fprintf(stderr, "callback ran twice for %s\n", l->name);
     bad = 3;
   }
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  fputs("{\"name\":", f);
-  jstr(f, (const unsigned char *)l->name, strlen(l->name));
-  fprintf(f, ",\"type\":\"%s\",\"status\":\"%s\",", l->tname,
-          dns_status_name(a->status));
-  fprintf(f, "\"err\":\"%s\",\"rcode\":%d,\"ad\":%s,\"null_mx\":%s,",
-          postern_err_name(a->err), a->rcode,
-          a->authenticated ? "true" : "false", a->null_mx ? "true" : "false");
-  fprintf(f, "\"partial\":%s,\"ttl\":%u,\"hops\":%u,\"cname\":",
-          a->partial ? "true" : "false", a->ttl, a->cname_hops);
-  if (a->cname)
-    jstr(f, (const unsigned char *)a->cname, strlen(a->cname));
-  else
-    fputs("null", f);
-  if (l->type == 0) {
+  json_t *o = json_pack(
+      "{s:o, s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:o}", "name",
+      postern_json_cstr(l->name), "type", l->tname, "status",
+      dns_status_name(a->status), "err", postern_err_name(a->err), "rcode",
+      a->rcode, "ad", a->authenticated, "null_mx", a->null_mx, "partial",
+      a->partial, "ttl", (json_int_t)a->ttl, "hops", (json_int_t)a->cname_hops,
+      "cname", a->cname ? postern_json_cstr(a->cname) : json_null());
+  if (o && l->type == 0) {
     /* Host lookups: what each family found, and what DANE may use. */
     bool use[2];
     bool sel = dns_host_select(a, use);
-    fprintf(f,
-            ",\"a\":{\"status\":\"%s\",\"ad\":%s},"
-            "\"aaaa\":{\"status\":\"%s\",\"ad\":%s},"
-            "\"select\":{\"a\":%s,\"aaaa\":%s,\"authenticated\":%s}",
-            dns_status_name(a->family[DNS_FAMILY_A].status),
-            a->family[DNS_FAMILY_A].authenticated ? "true" : "false",
-            dns_status_name(a->family[DNS_FAMILY_AAAA].status),
-            a->family[DNS_FAMILY_AAAA].authenticated ? "true" : "false",
-            use[0] ? "true" : "false", use[1] ? "true" : "false",
-            sel ? "true" : "false");
+    json_object_set_new(
+        o, "a",
+        json_pack("{s:s, s:b}", "status",
+                  dns_status_name(a->family[DNS_FAMILY_A].status), "ad",
+                  a->family[DNS_FAMILY_A].authenticated));
+    json_object_set_new(
+        o, "aaaa",
+        json_pack("{s:s, s:b}", "status",
+                  dns_status_name(a->family[DNS_FAMILY_AAAA].status), "ad",
+                  a->family[DNS_FAMILY_AAAA].authenticated));
+    json_object_set_new(o, "select",
+                        json_pack("{s:b, s:b, s:b}", "a", use[0], "aaaa",
+                                  use[1], "authenticated", sel));
   }
-  fputs(",\"records\":[", f);
-  for (size_t i = 0; i < a->nrr; i++) {
-    if (i)
-      fputc(',', f);
-    rr_text(f, &a->rr[i]);
-  }
-  fputs("]}", f);
-  fclose(f);
-  l->json = buf;
+  json_t *recs = json_array();
+  for (size_t i = 0; recs && i < a->nrr; i++)
+    json_array_append_new(recs, rr_json(&a->rr[i]));
+  if (o)
+    json_object_set_new(o, "records", recs);
+  else
+    json_decref(recs);
+  l->json = json_line(o);
 }
 
 static void on_closed(void *arg) {
@@ -209,7 +203,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (trust_only) {
-    printf("{\"trust\":%s}\n", dns_resolver_trusts_ad(r) ? "true" : "false");
+    json_t *o = json_pack("{s:b}", "trust", dns_resolver_trusts_ad(r));
+    postern_json_print(o, stdout, 1);
+    json_decref(o);
   }
   for (size_t i = 0; i < nl; i++) {
     struct dns_query *q = NULL;
@@ -223,15 +219,9 @@ int main(int argc, char **argv) {
       dns_query_cancel(q);
     in_call = 0;
     if (rc != 0) {
-      char *buf = NULL;
-      size_t len = 0;
-      FILE *f = open_memstream(&buf, &len);
-      fputs("{\"name\":", f);
-      jstr(f, (const unsigned char *)ls[i].name, strlen(ls[i].name));
-      fprintf(f, ",\"type\":\"%s\",\"error\":\"%s\"}", ls[i].tname,
-              postern_err_name(rc));
-      fclose(f);
-      ls[i].json = buf;
+      ls[i].json = json_line(
+          json_pack("{s:o, s:s, s:s}", "name", postern_json_cstr(ls[i].name),
+                    "type", ls[i].tname, "error", postern_err_name(rc)));
       ls[i].done = 1;
     }
   }

@@ -23,6 +23,7 @@
 #include "net/https.h"
 
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_log.h"
 
 #include <arpa/inet.h>
@@ -45,25 +46,9 @@ static int closed;
 static int bad;
 static struct https_client *client;
 
-static void jstr(FILE *f, const unsigned char *s, size_t n) {
-  fputc('"', f);
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = s[i];
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20 || c >= 0x7f)
-      fprintf(f, "\\u%04x", c);
-    else
-      fputc((int)c, f);
-  }
-  fputc('"', f);
-}
-
-static void jcstr(FILE *f, const char *s) {
-  if (s == NULL)
-    fputs("null", f);
-  else
-    jstr(f, (const unsigned char *)s, strlen(s));
+/* A string or JSON null (jansson, base/postern_json.h). */
+static json_t *jcstr(const char *s) {
+  return s ? postern_json_cstr(s) : json_null();
 }
 
 static void fetch_cb(const struct https_result *res, void *arg) {
@@ -71,26 +56,18 @@ static void fetch_cb(const struct https_result *res, void *arg) {
   if (in_call || j->done)
     bad = 1;
   j->done++;
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  fprintf(f, "{\"status\":");
-  jcstr(f, postern_err_name(res->status));
-  fprintf(f, ",\"code\":%ld,\"content_type\":", res->http_code);
-  jcstr(f, res->content_type);
-  fprintf(f, ",\"body_len\":%zu,\"body\":", res->body_len);
-  jstr(f, res->body,
-       res->body_len < BODY_PRINT_MAX ? res->body_len : BODY_PRINT_MAX);
-  fprintf(f, ",\"nul_terminated\":%s,\"error\":",
-          res->body[res->body_len] == '\0' ? "true" : "false");
-  jcstr(f, res->error);
-  fprintf(f, ",\"url\":");
-  jcstr(f, res->url);
-  fprintf(f, ",\"ip\":");
-  jcstr(f, res->ip);
-  fprintf(f, "}");
-  fclose(f);
-  j->json = buf;
+  json_t *o = json_pack(
+      "{s:o, s:I, s:o, s:I, s:o, s:b, s:o, s:o, s:o}", "status",
+      jcstr(postern_err_name(res->status)), "code", (json_int_t)res->http_code,
+      "content_type", jcstr(res->content_type), "body_len",
+      (json_int_t)res->body_len, "body",
+      postern_json_str((const char *)res->body, res->body_len < BODY_PRINT_MAX
+                                                    ? res->body_len
+                                                    : BODY_PRINT_MAX),
+      "nul_terminated", res->body[res->body_len] == '\0', "error",
+      jcstr(res->error), "url", jcstr(res->url), "ip", jcstr(res->ip));
+  j->json = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
 }
 
 static void closed_cb(void *arg) {
@@ -214,15 +191,19 @@ int main(int argc, char **argv) {
   }
 
   for (size_t i = 0; i < njobs; i++) {
+    json_t *o = NULL;
     if (jobs[i].start_rc != 0) {
-      printf("{\"start\":\"%s\"}\n", postern_err_name(jobs[i].start_rc));
+      o = json_pack("{s:s}", "start", postern_err_name(jobs[i].start_rc));
     } else if (jobs[i].json) {
       printf("%s\n", jobs[i].json);
       free(jobs[i].json);
     } else {
-      printf("{\"start\":\"OK\",\"status\":null}\n");
+      o = json_pack("{s:s, s:n}", "start", "OK", "status");
       bad = 1;
     }
+    if (o)
+      postern_json_print(o, stdout, 1);
+    json_decref(o);
   }
   fflush(stdout);
   uv_loop_close(loop);

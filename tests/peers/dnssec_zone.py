@@ -31,7 +31,13 @@ them, as a validating resolver must (RFC 4035 §5.5).
 
 Both servers run on 127.0.0.1 on free unprivileged ports with their own
 config, state and log files in a temp directory, never as daemons, and are
-killed on exit. unbound forwards nothing: stub zones point at nsd for each
+killed on exit. A benchmark may choose the addresses and ports
+(`Fixture(zones, address="127.14.0.53", port=53, nsd_address=...,
+nsd_port=...)`: a resolver that Postfix can use must be on port 53) and ask
+for unbound's remote control on a unix socket in that directory
+(`control=True`; then `dns.control("flush_zone", "x.test")` runs
+unbound-control and `dns.stats()` returns its counters as a dict, e.g.
+"total.num.queries", without resetting them). unbound forwards nothing: stub zones point at nsd for each
 test zone and nothing else is reachable (`do-not-query-localhost: no` lets
 it talk to nsd on loopback).
 
@@ -53,6 +59,7 @@ import time
 
 NSD = "/usr/sbin/nsd"
 UNBOUND = "/usr/sbin/unbound"
+UNBOUND_CONTROL = "/usr/sbin/unbound-control"
 KEYGEN = "/usr/bin/ldns-keygen"
 SIGNZONE = "/usr/bin/ldns-signzone"
 
@@ -104,12 +111,15 @@ def _corrupt(signed_path, origin, owner, rtype):
 
 
 class Fixture:
-    def __init__(self, zones, directory=None):
+    def __init__(self, zones, directory=None, address="127.0.0.1", port=None,
+                 nsd_address="127.0.0.1", nsd_port=None, control=False):
         self.dir = directory or tempfile.mkdtemp(prefix="postern-dnssec-")
         self._own = directory is None
         self.procs = []
-        self.nsd_port = _free_port()
-        self.port = _free_port()
+        self.address, self.nsd_address = address, nsd_address
+        self.nsd_port = nsd_port or _free_port()
+        self.port = port or _free_port()
+        self.control_enabled = control
         self.anchors = []
         try:
             self._zones(zones)
@@ -155,7 +165,7 @@ class Fixture:
         with open(conf, "w") as f:
             f.write(
                 "server:\n"
-                "  ip-address: 127.0.0.1\n"
+                "  ip-address: %s\n"
                 "  port: %d\n"
                 "  username: \"\"\n"
                 "  chroot: \"\"\n"
@@ -170,13 +180,14 @@ class Fixture:
                 "  verbosity: 1\n"
                 "remote-control:\n"
                 "  control-enable: no\n"
-                % (self.nsd_port, d, d, d, d, d, d))
+                % (self.nsd_address, self.nsd_port, d, d, d, d, d, d))
             for origin, path in self.zone_files.items():
                 f.write("zone:\n  name: \"%s\"\n  zonefile: \"%s\"\n" % (origin, path))
         self.procs.append(subprocess.Popen([NSD, "-d", "-c", conf],
                                            stdout=subprocess.DEVNULL,
                                            stderr=open(os.path.join(d, "nsd.err"), "w")))
-        self._wait_port(self.nsd_port, "nsd", os.path.join(d, "nsd.log"))
+        self._wait_port(self.nsd_address, self.nsd_port, "nsd",
+                        os.path.join(d, "nsd.log"))
 
     # -- unbound --------------------------------------------------------------
     def _start_unbound(self, zones):
@@ -190,7 +201,7 @@ class Fixture:
         with open(conf, "w") as f:
             f.write(
                 "server:\n"
-                "  interface: 127.0.0.1\n"
+                "  interface: %s\n"
                 "  port: %d\n"
                 "  do-ip6: no\n"
                 "  username: \"\"\n"
@@ -213,7 +224,8 @@ class Fixture:
                 "  harden-dnssec-stripped: yes\n"
                 "  val-permissive-mode: no\n"
                 "  root-hints: \"\"\n"
-                % (self.port, d, d, d))
+                "  extended-statistics: yes\n"
+                % (self.address, self.port, d, d, d))
             if self.anchors:
                 f.write("  trust-anchor-file: \"%s\"\n" % anchors)
             # Names outside the test zones have nowhere to go.
@@ -222,23 +234,31 @@ class Fixture:
                 f.write("  local-zone: \"%s.\" transparent\n" % origin)
                 if not zones[origin].get("signed"):
                     f.write("  domain-insecure: \"%s\"\n" % origin)
-            f.write("remote-control:\n  control-enable: no\n")
+            if self.control_enabled:
+                f.write("remote-control:\n  control-enable: yes\n"
+                        "  control-interface: \"%s/unbound.ctl\"\n"
+                        "  control-use-cert: no\n" % d)
+            else:
+                f.write("remote-control:\n  control-enable: no\n")
             for origin in self.zone_files:
-                f.write("stub-zone:\n  name: \"%s\"\n  stub-addr: 127.0.0.1@%d\n"
-                        "  stub-prime: no\n" % (origin, self.nsd_port))
+                f.write("stub-zone:\n  name: \"%s\"\n  stub-addr: %s@%d\n"
+                        "  stub-prime: no\n"
+                        % (origin, self.nsd_address, self.nsd_port))
         self.procs.append(subprocess.Popen([UNBOUND, "-d", "-c", conf],
                                            stdout=subprocess.DEVNULL,
                                            stderr=open(os.path.join(d, "unbound.err"), "w")))
-        self._wait_port(self.port, "unbound", os.path.join(d, "unbound.log"))
+        self.unbound_conf = conf
+        self._wait_port(self.address, self.port, "unbound",
+                        os.path.join(d, "unbound.log"))
 
-    def _wait_port(self, port, what, log):
+    def _wait_port(self, address, port, what, log):
         deadline = time.time() + 20
         while time.time() < deadline:
             for p in self.procs:
                 if p.poll() is not None:
                     raise RuntimeError("%s exited: %s" % (what, self._tail(log)))
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                with socket.create_connection((address, port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -272,12 +292,37 @@ class Fixture:
         import dns.rcode
         q = dns.message.make_query(name, rtype, want_dnssec=True)
         q.flags |= dns.flags.AD
-        r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=5)
+        r = dns.query.udp(q, self.address, port=self.port, timeout=5)
         if r.flags & dns.flags.TC:  # a large RRset: ask again over TCP
-            r = dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=5)
+            r = dns.query.tcp(q, self.address, port=self.port, timeout=5)
         rd = [x.to_text() for rrset in r.answer for x in rrset
               if rrset.rdtype == dns.rdatatype.from_text(rtype)]
         return dns.rcode.to_text(r.rcode()), bool(r.flags & dns.flags.AD), rd
+
+    def control(self, *args):
+        """Runs unbound-control (Fixture(control=True)); returns its output."""
+        r = subprocess.run([UNBOUND_CONTROL, "-c", self.unbound_conf] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError("unbound-control %s: %s%s"
+                               % (" ".join(args), r.stdout, r.stderr))
+        return r.stdout
+
+    def stats(self):
+        """unbound's counters (name -> number), not reset by reading."""
+        out = {}
+        for line in self.control("stats_noreset").splitlines():
+            k, _, v = line.partition("=")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+        return out
+
+    def pids(self):
+        """{"nsd": pid, "unbound": pid} of the running servers."""
+        return dict(zip(("nsd", "unbound"), (p.pid for p in self.procs)))
 
     def close(self):
         self._stop_procs()

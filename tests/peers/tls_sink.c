@@ -13,10 +13,14 @@
  *
  *   tls_sink --listen 127.0.0.11:2525,cert.pem,key.pem [--listen ...]
  *            [--threads N] [--stats FILE] [--hostname NAME] [--no-tls]
+ *            [--progress MS]
  *
  * The statistics are written as one JSON object to FILE (or standard
  * output) on SIGUSR1 and once more on SIGTERM/SIGINT, before exiting. The
- * line "ready" on standard output says every listener is bound.
+ * line "ready" on standard output says every listener is bound. With
+ * --progress MS, every MS milliseconds in which the totals changed, a line
+ * "progress messages=N recipients=R" on standard output (a benchmark waits
+ * on it without asking for the whole table).
  *
  * Threads: each thread runs its own libuv loop with its own listening
  * sockets on every address (SO_REUSEPORT), so the kernel spreads sessions.
@@ -28,6 +32,8 @@
  * §4.5.3.1.4, 1000 octets; longer ones get 500 and are skipped), body
  * lines are not kept at all, and TLS runs over memory BIOs only.
  */
+#include "base/postern_json.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -143,6 +149,9 @@ static int nthreads = 1;
 static const char *hostname = "sink.test";
 static const char *stats_path;
 static bool no_tls;
+static long progress_ms; /* 0: no progress lines */
+static uv_timer_t progress_timer;
+static uint64_t progress_last;
 
 /* ---- a session ---- */
 
@@ -558,6 +567,24 @@ static void on_wake(uv_async_t *a) {
   uv_stop(a->loop);
 }
 
+/* On thread 0's loop: the totals, when they changed since the last line. */
+static void on_progress(uv_timer_t *t) {
+  (void)t;
+  uint64_t m = 0, r = 0;
+  for (int i = 0; i < nthreads; i++) {
+    pthread_mutex_lock(&threads[i].mu);
+    m += threads[i].c.messages;
+    r += threads[i].c.recipients;
+    pthread_mutex_unlock(&threads[i].mu);
+  }
+  if (m == progress_last)
+    return;
+  progress_last = m;
+  printf("progress messages=%llu recipients=%llu\n", (unsigned long long)m,
+         (unsigned long long)r);
+  fflush(stdout);
+}
+
 static void *thread_main(void *arg) {
   struct thread *th = arg;
   uv_run(&th->loop, UV_RUN_DEFAULT);
@@ -585,33 +612,12 @@ static int bind_listeners(struct thread *th) {
   return 0;
 }
 
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      fprintf(f, "\\%c", ch);
-    else if (ch < 0x20 || ch >= 0x7f)
-      fprintf(f, "\\u%04x", ch);
-    else
-      fputc(ch, f);
-  }
-  fputc('"', f);
-}
-
-static void json_table(FILE *f, const char *name, struct ctab *merged) {
-  fprintf(f, ",\"%s\":{", name);
-  bool first = true;
-  for (size_t i = 0; i < merged->cap; i++) {
-    if (merged->e[i].key == NULL)
-      continue;
-    if (!first)
-      fputc(',', f);
-    first = false;
-    json_str(f, merged->e[i].key);
-    fprintf(f, ":%llu", (unsigned long long)merged->e[i].n);
-  }
-  fputc('}', f);
+static json_t *json_table(struct ctab *merged) {
+  json_t *o = json_object();
+  for (size_t i = 0; o && i < merged->cap; i++)
+    if (merged->e[i].key)
+      postern_json_set(o, merged->e[i].key, postern_json_u64(merged->e[i].n));
+  return o;
 }
 
 static void ctab_merge(struct ctab *into, const struct ctab *from) {
@@ -656,21 +662,21 @@ static void write_stats(void) {
       return;
     }
   }
-  fprintf(f,
-          "{\"sessions\":%llu,\"tls_sessions\":%llu,\"resumed\":%llu,"
-          "\"full_handshakes\":%llu,\"handshake_failures\":%llu,"
-          "\"messages\":%llu,\"recipients\":%llu,\"long_lines\":%llu",
-          (unsigned long long)sum.sessions,
-          (unsigned long long)sum.tls_sessions, (unsigned long long)sum.resumed,
-          (unsigned long long)(sum.tls_sessions - sum.resumed),
-          (unsigned long long)sum.handshake_failures,
-          (unsigned long long)sum.messages, (unsigned long long)sum.recipients,
-          (unsigned long long)sum.long_lines);
-  json_table(f, "rcpt", &sum.rcpt);
-  json_table(f, "tls", &sum.tls);
-  json_table(f, "sni", &sum.sni);
-  json_table(f, "listeners", &sum.listener);
-  fputs("}\n", f);
+  json_t *o =
+      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+                "sessions", postern_json_u64(sum.sessions), "tls_sessions",
+                postern_json_u64(sum.tls_sessions), "resumed",
+                postern_json_u64(sum.resumed), "full_handshakes",
+                postern_json_u64(sum.tls_sessions - sum.resumed),
+                "handshake_failures", postern_json_u64(sum.handshake_failures),
+                "messages", postern_json_u64(sum.messages), "recipients",
+                postern_json_u64(sum.recipients), "long_lines",
+                postern_json_u64(sum.long_lines), "rcpt", json_table(&sum.rcpt),
+                "tls", json_table(&sum.tls), "sni", json_table(&sum.sni),
+                "listeners", json_table(&sum.listener));
+  if (o == NULL || postern_json_print(o, f, 1) != 0)
+    fputs("tls_sink: cannot write the statistics\n", stderr);
+  json_decref(o);
   if (stats_path) {
     fclose(f);
     rename(tmp, stats_path); /* readers never see half a file */
@@ -755,7 +761,7 @@ static void parse_listen(const char *arg) {
 static void usage(void) {
   fprintf(stderr, "usage: tls_sink --listen ADDR:PORT,CERT,KEY [--listen "
                   "...] [--threads N] [--stats FILE] [--hostname NAME] "
-                  "[--no-tls]\n");
+                  "[--no-tls] [--progress MS]\n");
   exit(2);
 }
 
@@ -774,10 +780,13 @@ int main(int argc, char **argv) {
       hostname = argv[++i];
     else if (strcmp(argv[i], "--no-tls") == 0)
       no_tls = true;
+    else if (strcmp(argv[i], "--progress") == 0 && i + 1 < argc)
+      progress_ms = atol(argv[++i]);
     else
       usage();
   }
-  if (nspecs == 0 || nthreads < 1 || nthreads > MAX_THREADS)
+  if (nspecs == 0 || nthreads < 1 || nthreads > MAX_THREADS ||
+      progress_ms < 0 || progress_ms > 3600000)
     usage();
   for (size_t i = 0; i < nspecs; i++)
     parse_listen(specs[i]);
@@ -798,6 +807,11 @@ int main(int argc, char **argv) {
     uv_async_init(&th->loop, &th->wake, on_wake);
     if (bind_listeners(th) != 0)
       return 1;
+  }
+  if (progress_ms > 0) {
+    uv_timer_init(&threads[0].loop, &progress_timer);
+    uv_timer_start(&progress_timer, on_progress, (uint64_t)progress_ms,
+                   (uint64_t)progress_ms);
   }
   for (int i = 0; i < nthreads; i++)
     pthread_create(&threads[i].tid, NULL, thread_main, &threads[i]);

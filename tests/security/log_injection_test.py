@@ -2,10 +2,12 @@
 and forged `key=value` text in what clients send (EHLO name, envelope
 addresses, as far as the SMTP server accepts them) and in what remote
 servers reply (greeting, EHLO, RCPT refusal). Postern's log file is then
-read back byte by byte, in logfmt and in JSON: one event per line, only
-printable ASCII, every line parses completely, no key appears twice, so
-no `event=` or `status=` key was forged. The injected text must be in the
-log (escaped), or the test proves nothing.
+read back byte by byte, in logfmt and in JSON: one event per line, every
+line parses completely, no key appears twice, so no `event=` or `status=`
+key was forged. logfmt lines hold only printable ASCII; JSON lines are
+valid UTF-8 (text that is UTF-8 stays readable) with no raw control
+character at all - C0, DEL or the C1 range that terminals may obey. The
+injected text must be in the log (escaped), or the test proves nothing.
 
 Usage: log_injection_test.py POSTERN QTOOL
 """
@@ -72,8 +74,13 @@ def check_json(raw):
     if lines and lines[-1] == b"":
         lines.pop()
     for n, line in enumerate(lines):
-        if re.search(rb"[\x00-\x1f\x7f-\xff]", line):
-            bad.append((n, "control or 8-bit byte", line[:120]))
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append((n, f"not UTF-8: {e}", line[:120]))
+            continue
+        if re.search("[\x00-\x1f\x7f-\x9f]", text):
+            bad.append((n, "raw control character", line[:120]))
             continue
         pairs = []
         try:
@@ -111,7 +118,7 @@ def run(fmt, dns, hostile, sink):
         n, bad = (check_logfmt if fmt == "logfmt" else check_json)(raw)
         fk.check(not bad, f"{fmt}: all {n} log lines are clean single events "
                  f"({len(bad)} bad: {bad[:3]})")
-        esc = rb"\\u001b" if fmt == "json" else rb"\\x1b"
+        esc = rb"\\u001[bB]" if fmt == "json" else rb"\\x1b"
         fk.check(re.search(esc + rb"\[2J", raw) is not None,
                  f"{fmt}: the escape sequence is in the log, escaped")
         fk.check(b"event=delivery status=sent dsn=2.0.0" in raw,

@@ -18,6 +18,7 @@
 #include "net/tls.h"
 #include "policy/chain.h"
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_log.h"
 
 #include <stdio.h>
@@ -29,19 +30,6 @@ struct run {
   int exit_code;
 };
 
-static void put_json(const char *s) {
-  putchar('"');
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      printf("\\%c", *p);
-    else if (*p < 0x20 || *p >= 0x7f)
-      printf("\\u%04x", *p);
-    else
-      putchar(*p);
-  }
-  putchar('"');
-}
-
 /* Text from the network (replies, names) may hold anything: escape it. */
 static void put_text(const char *s) {
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -52,49 +40,53 @@ static void put_text(const char *s) {
   }
 }
 
-static void print_json(const struct probe_result *res) {
-  printf("{\"domain\":");
-  put_json(res->domain);
-  printf(",\"route\":");
-  if (res->routed)
-    put_json(res->route);
-  else
-    fputs("null", stdout);
-  printf(",\"policy\":");
-  put_json(res->policy);
-  printf(",\"mx\":[");
-  for (size_t i = 0; i < res->nmx; i++) {
+/* The result as one JSON object (jansson, base/postern_json.h). Returns 0,
+ * or -1 when out of memory (said on stderr). */
+static int print_json(const struct probe_result *res) {
+  json_t *mx = json_array();
+  int bad = mx == NULL;
+  for (size_t i = 0; !bad && i < res->nmx; i++) {
     const struct probe_mx *m = &res->mx[i];
-    printf("%s{\"host\":", i ? "," : "");
-    put_json(m->host);
-    printf(",\"pref\":%u,\"implicit\":%s,\"mx_level\":\"%s\",\"addresses\":[",
-           m->pref, m->implicit ? "true" : "false",
-           policy_mx_level_name(m->mx_level));
-    for (size_t k = 0; k < m->naddrs; k++) {
-      printf("%s", k ? "," : "");
-      put_json(m->addrs[k]);
-    }
-    printf("],\"addresses_authenticated\":%s,\"tls_required\":%s,"
-           "\"dane_usable\":%s,\"connected\":%s,\"address\":",
-           m->addrs_authenticated ? "true" : "false",
-           m->tls_required ? "true" : "false",
-           m->dane_usable ? "true" : "false", m->connected ? "true" : "false");
-    put_json(m->tried_addr);
-    printf(",\"tls_level\":\"%s\",\"tls\":",
-           m->connected ? policy_tls_level_name(m->tls_level) : "none");
-    put_json(m->tls_info);
-    printf(",\"acceptable\":%s,\"status\":", m->acceptable ? "true" : "false");
-    put_json(m->acceptable ? "" : m->status);
-    printf(",\"reason\":");
-    put_json(m->acceptable ? "" : m->reason);
-    putchar('}');
+    json_t *addrs = json_array();
+    for (size_t k = 0; addrs && k < m->naddrs; k++)
+      if (json_array_append_new(addrs, postern_json_cstr(m->addrs[k])) != 0) {
+        json_decref(addrs);
+        addrs = NULL;
+      }
+    json_t *o = json_pack(
+        "{s:o, s:I, s:b, s:s, s:o*, s:b, s:b, s:b, s:b, s:o, s:s, s:o, s:b, "
+        "s:o, s:o}",
+        "host", postern_json_cstr(m->host), "pref", (json_int_t)m->pref,
+        "implicit", m->implicit, "mx_level", policy_mx_level_name(m->mx_level),
+        "addresses", addrs, "addresses_authenticated", m->addrs_authenticated,
+        "tls_required", m->tls_required, "dane_usable", m->dane_usable,
+        "connected", m->connected, "address", postern_json_cstr(m->tried_addr),
+        "tls_level",
+        m->connected ? policy_tls_level_name(m->tls_level) : "none", "tls",
+        postern_json_cstr(m->tls_info), "acceptable", m->acceptable, "status",
+        postern_json_cstr(m->acceptable ? "" : m->status), "reason",
+        postern_json_cstr(m->acceptable ? "" : m->reason));
+    bad |= addrs == NULL || o == NULL || json_array_append_new(mx, o) != 0;
   }
-  printf("],\"verdict\":\"%s\",\"status\":",
-         res->deliverable ? "deliver" : (res->temporary ? "defer" : "bounce"));
-  put_json(res->status);
-  printf(",\"reason\":");
-  put_json(res->reason);
-  puts("}");
+  json_t *top = NULL;
+  if (!bad)
+    top = json_pack(
+        "{s:o, s:o, s:o, s:o, s:s, s:o, s:o}", "domain",
+        postern_json_cstr(res->domain), "route",
+        res->routed ? postern_json_cstr(res->route) : json_null(), "policy",
+        postern_json_cstr(res->policy), "mx", mx, "verdict",
+        res->deliverable ? "deliver" : (res->temporary ? "defer" : "bounce"),
+        "status", postern_json_cstr(res->status), "reason",
+        postern_json_cstr(res->reason));
+  else
+    json_decref(mx);
+  if (top == NULL || postern_json_print(top, stdout, 1) != 0) {
+    fputs("postern-probe: out of memory building the JSON result\n", stderr);
+    json_decref(top);
+    return -1;
+  }
+  json_decref(top);
+  return 0;
 }
 
 static void print_text(const struct probe_result *res) {
@@ -156,11 +148,11 @@ static void print_text(const struct probe_result *res) {
 
 static void on_probe(void *arg, const struct probe_result *res) {
   struct run *run = arg;
-  if (run->json)
-    print_json(res);
-  else
-    print_text(res);
   run->exit_code = res->deliverable ? 0 : 1;
+  if (!run->json)
+    print_text(res);
+  else if (print_json(res) != 0)
+    run->exit_code = 2;
 }
 
 int probe_online(const char *config_path, const char *domain, bool json,

@@ -11,20 +11,22 @@
  *
  * Exit status: 0 success, 1 an id is unknown or the queue cannot be opened
  * or changed, 2 usage error. Text from the network (addresses, replies) is
- * printed with non-printable bytes escaped, as \xHH, and JSON strings are
- * escaped so the output is valid JSON whatever the bytes.
+ * printed with non-printable bytes escaped, as \xHH. JSON output is built
+ * with jansson (base/postern_json.h): valid UTF-8 passes through (an
+ * SMTPUTF8 address stays readable), any other byte shows as \xHH, and the
+ * output is valid JSON whatever the bytes. The running relay's counters
+ * come from its metrics endpoint through libcurl.
  */
 #include "engine/config.h"
 #include "engine/dsn.h"
 #include "policy/mtasts_cache.h"
 #include "base/postern_err.h"
+#include "base/postern_json.h"
 #include "base/postern_units.h"
 #include "queue/queue.h"
 
-#include <arpa/inet.h>
-#include <poll.h>
+#include <curl/curl.h>
 #include <pthread.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,25 +78,16 @@ static void put_text(FILE *f, const char *s) {
   }
 }
 
-static void put_json_str(const char *s) {
-  putchar('"');
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    switch (*p) {
-    case '"':
-      fputs("\\\"", stdout);
-      break;
-    case '\\':
-      fputs("\\\\", stdout);
-      break;
-    default:
-      /* Control bytes and bytes >= 0x80 (maybe not UTF-8) as \u00XX. */
-      if (*p < 0x20 || *p >= 0x7f)
-        printf("\\u%04x", *p);
-      else
-        putchar(*p);
-    }
+/* Prints one JSON value and releases it. Out of memory while building a
+ * value (NULL) is reported: output is never silently incomplete. */
+static int put_json(json_t *v, bool nl) {
+  if (v == NULL) {
+    fputs("qtool: out of memory building JSON output\n", stderr);
+    return -1;
   }
-  putchar('"');
+  int rc = postern_json_print(v, stdout, nl);
+  json_decref(v);
+  return rc;
 }
 
 static int parse_count(const char *s, size_t *out) {
@@ -149,6 +142,7 @@ struct list_ctx {
   size_t limit;    /* 0 = no limit */
   size_t printed;
   uint64_t now;
+  bool failed; /* the JSON output could not be made */
 };
 
 static int list_one(void *arg, const struct queue_env *e) {
@@ -162,18 +156,23 @@ static int list_one(void *arg, const struct queue_env *e) {
   const struct queue_rcpt *la = last_attempt(e);
   uint64_t age = c->now > e->arrival_ms ? c->now - e->arrival_ms : 0;
   if (c->json) {
-    printf("%s{\"id\":\"%s\",\"state\":\"%s\",\"arrival_ms\":%" PRIu64
-           ",\"age_s\":%" PRIu64 ",\"size\":%" PRIu64 ",\"sender\":",
-           c->printed ? ",\n" : "", e->id, queue_msg_state_name(e->state),
-           e->arrival_ms, age / 1000, e->size);
-    put_json_str(e->sender);
-    printf(",\"recipients\":%zu,\"recipients_left\":%zu,\"next_attempt_ms\":"
-           "%" PRIu64 ",\"last_status\":",
-           e->n_rcpts, rcpts_left(e), e->next_ms);
-    put_json_str(la ? la->status : "");
-    fputs(",\"last_reply\":", stdout);
-    put_json_str(la ? la->reply : "");
-    putchar('}');
+    /* One object per message, printed as it comes (a queue of a million
+     * messages is never held in memory as one array). */
+    fputs(c->printed ? ",\n" : "\n", stdout);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o}", "id", e->id,
+        "state", queue_msg_state_name(e->state), "arrival_ms",
+        postern_json_u64(e->arrival_ms), "age_s", postern_json_u64(age / 1000),
+        "size", postern_json_u64(e->size), "sender",
+        postern_json_cstr(e->sender), "recipients", (json_int_t)e->n_rcpts,
+        "recipients_left", (json_int_t)rcpts_left(e), "next_attempt_ms",
+        postern_json_u64(e->next_ms), "last_status",
+        postern_json_cstr(la ? la->status : ""), "last_reply",
+        postern_json_cstr(la ? la->reply : ""));
+    if (put_json(o, false) != 0) {
+      c->failed = true;
+      return 1;
+    }
   } else {
     char agebuf[32], nextbuf[40];
     postern_duration_format(age, POSTERN_DURATION_COARSE, agebuf,
@@ -252,13 +251,13 @@ static int cmd_list(const char *dir, int argc, char **argv) {
     fputs("[", stdout);
   int rc = queue_list(q, NULL, domain, 1000, list_one, &c);
   if (c.json)
-    fputs(c.printed ? "\n]\n" : "]\n", stdout);
+    fputs("\n]\n", stdout);
   queue_close(q);
   if (rc) {
     fprintf(stderr, "qtool: list: %s\n", postern_strerror(rc));
     return EXIT_FAIL;
   }
-  return EXIT_OK;
+  return c.failed ? EXIT_FAIL : EXIT_OK;
 }
 
 /* ---- show --------------------------------------------------------------- */
@@ -332,54 +331,50 @@ static int cmd_show(const char *dir, int argc, char **argv) {
   }
   char nb[64];
   if (json) {
-    printf("{\"id\":\"%s\",\"state\":\"%s\",\"arrival_ms\":%" PRIu64
-           ",\"age_s\":%" PRIu64 ",\"size\":%" PRIu64
-           ",\"next_attempt_ms\":%" PRIu64 ",\"sender\":",
-           e->id, queue_msg_state_name(e->state), e->arrival_ms,
-           now > e->arrival_ms ? (now - e->arrival_ms) / 1000 : 0, e->size,
-           e->next_ms);
-    put_json_str(e->sender);
-    fputs(",\"ret\":", stdout);
-    put_json_str(ret_name(e->ret));
-    fputs(",\"envid\":", stdout);
-    put_json_str(e->envid);
-    fputs(",\"client_addr\":", stdout);
-    put_json_str(e->client_addr);
-    fputs(",\"client_helo\":", stdout);
-    put_json_str(e->client_helo);
-    printf(",\"delay_warned\":%s,\"recipients\":[",
-           e->delay_warned ? "true" : "false");
-    for (size_t i = 0; i < e->n_rcpts; i++) {
+    int bad = 0;
+    json_t *o = json_pack(
+        "{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "id",
+        e->id, "state", queue_msg_state_name(e->state), "arrival_ms",
+        postern_json_u64(e->arrival_ms), "age_s",
+        postern_json_u64(now > e->arrival_ms ? (now - e->arrival_ms) / 1000
+                                             : 0),
+        "size", postern_json_u64(e->size), "next_attempt_ms",
+        postern_json_u64(e->next_ms), "sender", postern_json_cstr(e->sender),
+        "ret", postern_json_cstr(ret_name(e->ret)), "envid",
+        postern_json_cstr(e->envid), "client_addr",
+        postern_json_cstr(e->client_addr), "client_helo",
+        postern_json_cstr(e->client_helo), "delay_warned", e->delay_warned);
+    json_t *rcpts = json_array();
+    for (size_t i = 0; o && rcpts && i < e->n_rcpts; i++) {
       const struct queue_rcpt *r = &e->rcpts[i];
       notify_str(nb, sizeof nb, r->notify);
-      printf("%s{\"addr\":", i ? "," : "");
-      put_json_str(r->addr);
-      printf(",\"state\":\"%s\",\"attempts\":%u,\"next_attempt_ms\":%" PRIu64
-             ",\"last_attempt_ms\":%" PRIu64 ",\"status\":",
-             queue_rcpt_state_name(r->state), r->attempts, r->next_ms,
-             r->last_ms);
-      put_json_str(r->status);
-      fputs(",\"reply\":", stdout);
-      put_json_str(r->reply);
-      fputs(",\"notify\":", stdout);
-      put_json_str(nb);
-      fputs(",\"orcpt\":", stdout);
-      put_json_str(r->orcpt);
-      putchar('}');
+      json_t *ro = json_pack(
+          "{s:o, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "addr",
+          postern_json_cstr(r->addr), "state", queue_rcpt_state_name(r->state),
+          "attempts", (json_int_t)r->attempts, "next_attempt_ms",
+          postern_json_u64(r->next_ms), "last_attempt_ms",
+          postern_json_u64(r->last_ms), "status", postern_json_cstr(r->status),
+          "reply", postern_json_cstr(r->reply), "notify", postern_json_cstr(nb),
+          "orcpt", postern_json_cstr(r->orcpt));
+      bad |= ro == NULL || json_array_append_new(rcpts, ro) != 0;
     }
-    putchar(']');
-    if (body) {
-      /* The body as a JSON string (bytes >= 0x80 as \u00XX). */
-      char *z = malloc(blen + 1);
-      if (z) {
-        memcpy(z, b, blen);
-        z[blen] = '\0';
-        fputs(",\"body\":", stdout);
-        put_json_str(z);
-        free(z);
-      }
+    if (o == NULL || rcpts == NULL) {
+      bad = 1;
+      json_decref(rcpts);
+    } else {
+      bad |= postern_json_set(o, "recipients", rcpts) != 0;
     }
-    puts("}");
+    if (o && body && !bad)
+      bad |= postern_json_set(o, "body", postern_json_str(b, blen)) != 0;
+    if (bad) {
+      json_decref(o);
+      o = NULL;
+    }
+    if (put_json(o, true) != 0) {
+      free(b);
+      queue_env_free(e);
+      return EXIT_FAIL;
+    }
   } else {
     char age[32];
     postern_duration_format(now > e->arrival_ms ? now - e->arrival_ms : 0,
@@ -458,54 +453,68 @@ static uint64_t metric_sum(const char *text, const char *name,
   return sum;
 }
 
+/* The metrics page as libcurl receives it, capped at 1 MiB. */
+struct page {
+  char *buf;
+  size_t len;
+};
+
+static size_t page_write(char *p, size_t size, size_t n, void *arg) {
+  struct page *pg = arg;
+  size_t add = size * n;
+  if (pg->len + add > (1u << 20))
+    return 0; /* too big for a metrics page: curl fails the transfer */
+  char *nb = realloc(pg->buf, pg->len + add + 1);
+  if (nb == NULL)
+    return 0;
+  memcpy(nb + pg->len, p, add);
+  pg->len += add;
+  nb[pg->len] = '\0';
+  pg->buf = nb;
+  return add;
+}
+
 /* With -c and a `metrics { listen }` block, asks the running relay for its
- * counters (GET /metrics on loopback, 2 s at most). False when there is no
- * relay to ask. */
+ * counters (GET /metrics over HTTP, 2 s at most, no proxy). False when
+ * there is no relay to ask. */
 static bool relay_counters_get(struct relay_counters *out) {
   if (cfg == NULL || !cfg->metrics.enabled)
     return false;
-  const struct config_addr *a = &cfg->metrics.listen;
-  int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  const char *addr =
+      cfg->metrics.listen.text; /* "127.0.0.1:9025", "[::1]:9025" */
+  char url[128];
+  snprintf(url, sizeof url, "http://%s/metrics", addr);
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     return false;
+  CURL *h = curl_easy_init();
+  struct page pg = {0};
+  long code = 0;
   bool ok = false;
-  char *buf = NULL;
-  if (connect(fd, (const struct sockaddr *)&a->sa, a->salen) != 0)
-    goto done;
-  static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
-    goto done;
-  size_t cap = 1 << 20, len = 0;
-  buf = malloc(cap + 1);
-  if (buf == NULL)
-    goto done;
-  for (;;) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 2000) <= 0)
-      goto done;
-    ssize_t n = read(fd, buf + len, cap - len);
-    if (n < 0)
-      goto done;
-    if (n == 0)
-      break;
-    len += (size_t)n;
-    if (len == cap)
-      break;
+  if (h != NULL) {
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(h, CURLOPT_PROXY, ""); /* never a proxy from the env */
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, page_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &pg);
+    ok = curl_easy_perform(h) == CURLE_OK &&
+         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+         code == 200 && pg.buf != NULL;
+    curl_easy_cleanup(h);
   }
-  buf[len] = 0;
-  if (strncmp(buf, "HTTP/1.0 200", 12) != 0)
-    goto done;
-  out->accepted = metric_sum(buf, "postern_messages_accepted_total", NULL);
-  out->sent = metric_sum(buf, "postern_deliveries_total", "status=\"sent\"");
-  out->deferred =
-      metric_sum(buf, "postern_deliveries_total", "status=\"deferred\"");
-  out->bounced =
-      metric_sum(buf, "postern_deliveries_total", "status=\"bounced\"");
-  out->inflight = metric_sum(buf, "postern_inflight_messages", NULL);
-  ok = true;
-done:
-  free(buf);
-  close(fd);
+  if (ok) {
+    out->accepted = metric_sum(pg.buf, "postern_messages_accepted_total", NULL);
+    out->sent =
+        metric_sum(pg.buf, "postern_deliveries_total", "status=\"sent\"");
+    out->deferred =
+        metric_sum(pg.buf, "postern_deliveries_total", "status=\"deferred\"");
+    out->bounced =
+        metric_sum(pg.buf, "postern_deliveries_total", "status=\"bounced\"");
+    out->inflight = metric_sum(pg.buf, "postern_inflight_messages", NULL);
+  }
+  free(pg.buf);
+  curl_global_cleanup();
   return ok;
 }
 
@@ -773,7 +782,7 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
   uint64_t oldest = st.oldest_arrival_ms && now > st.oldest_arrival_ms
                         ? now - st.oldest_arrival_ms
                         : 0;
-  struct relay_counters rc_relay;
+  struct relay_counters rc_relay = {0};
   bool have_relay = relay_counters_get(&rc_relay);
   /* The MTA-STS policy cache, read-only; absent when the relay never
    * fetched a policy (or runs without mtasts). */
@@ -782,34 +791,55 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
   if (mrc != 0 && mrc != POSTERN_ENOENT)
     fprintf(stderr, "qtool: stats: MTA-STS cache: %s\n", postern_strerror(mrc));
   if (json) {
-    printf(
-        "{\"messages\":%" PRIu64 ",\"active\":%" PRIu64 ",\"deferred\":%" PRIu64
-        ",\"held\":%" PRIu64 ",\"recipients\":%" PRIu64 ",\"bytes\":%" PRIu64
-        ",\"oldest_age_s\":%" PRIu64 ",\"domain_count\":%" PRIu64
-        ",\"db_used_bytes\":%" PRIu64 ",\"map_size\":%" PRIu64 ",\"domains\":[",
-        st.messages, st.by_state[QUEUE_MSG_ACTIVE],
-        st.by_state[QUEUE_MSG_DEFERRED], st.by_state[QUEUE_MSG_HELD],
-        st.recipients, st.bytes, oldest / 1000, st.domains, st.db_used_bytes,
-        st.map_size);
-    for (size_t i = 0; i < st.n_top; i++) {
-      printf("%s{\"domain\":", i ? "," : "");
-      put_json_str(st.top[i].domain);
-      printf(",\"messages\":%" PRIu64 "}", st.top[i].messages);
-    }
-    putchar(']');
-    if (have_relay)
-      printf(",\"relay\":{\"accepted\":%" PRIu64 ",\"sent\":%" PRIu64
-             ",\"deferred\":%" PRIu64 ",\"bounced\":%" PRIu64
-             ",\"inflight\":%" PRIu64 "}",
-             rc_relay.accepted, rc_relay.sent, rc_relay.deferred,
-             rc_relay.bounced, rc_relay.inflight);
-    if (mrc == 0)
-      printf(",\"mtasts_cache\":{\"entries\":%" PRIu64
-             ",\"used_bytes\":%" PRIu64 ",\"map_size\":%" PRIu64 "}",
-             mst.entries, mst.used_bytes, mst.map_size);
+    json_t *o = json_pack(
+        "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "messages",
+        postern_json_u64(st.messages), "active",
+        postern_json_u64(st.by_state[QUEUE_MSG_ACTIVE]), "deferred",
+        postern_json_u64(st.by_state[QUEUE_MSG_DEFERRED]), "held",
+        postern_json_u64(st.by_state[QUEUE_MSG_HELD]), "recipients",
+        postern_json_u64(st.recipients), "bytes", postern_json_u64(st.bytes),
+        "oldest_age_s", postern_json_u64(oldest / 1000), "domain_count",
+        postern_json_u64(st.domains), "db_used_bytes",
+        postern_json_u64(st.db_used_bytes), "map_size",
+        postern_json_u64(st.map_size));
+    json_t *doms = json_array();
+    int bad = o == NULL || doms == NULL;
+    for (size_t i = 0; !bad && i < st.n_top; i++)
+      bad |=
+          json_array_append_new(
+              doms, json_pack("{s:o, s:o}", "domain",
+                              postern_json_cstr(st.top[i].domain), "messages",
+                              postern_json_u64(st.top[i].messages))) != 0;
+    if (bad)
+      json_decref(doms);
     else
-      printf(",\"mtasts_cache\":null");
-    puts("}");
+      bad |= postern_json_set(o, "domains", doms) != 0;
+    if (!bad && have_relay)
+      bad |= postern_json_set(
+                 o, "relay",
+                 json_pack("{s:o, s:o, s:o, s:o, s:o}", "accepted",
+                           postern_json_u64(rc_relay.accepted), "sent",
+                           postern_json_u64(rc_relay.sent), "deferred",
+                           postern_json_u64(rc_relay.deferred), "bounced",
+                           postern_json_u64(rc_relay.bounced), "inflight",
+                           postern_json_u64(rc_relay.inflight))) != 0;
+    if (!bad)
+      bad |=
+          postern_json_set(
+              o, "mtasts_cache",
+              mrc == 0 ? json_pack("{s:o, s:o, s:o}", "entries",
+                                   postern_json_u64(mst.entries), "used_bytes",
+                                   postern_json_u64(mst.used_bytes), "map_size",
+                                   postern_json_u64(mst.map_size))
+                       : json_null()) != 0;
+    if (bad) {
+      json_decref(o);
+      o = NULL;
+    }
+    if (put_json(o, true) != 0) {
+      free(st.top);
+      return EXIT_FAIL;
+    }
   } else {
     char age[32];
     postern_duration_format(oldest, POSTERN_DURATION_COARSE, age, sizeof age);
