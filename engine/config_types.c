@@ -460,18 +460,48 @@ static int parse_ip(struct config__walk *w, const struct config__dir *d,
 const struct config__type config__t_ip = {"IP address", parse_ip, print_str,
                                           free_str};
 
-/* A list of CIDR networks, replacing the default as a whole. */
-static void free_cidrs(const struct config__dir *d, void *obj) {
+/*
+ * Lists whose items start with their canonical text (networks, DNS
+ * servers): one print and one free. A list given again replaces the
+ * default as a whole.
+ */
+_Static_assert(offsetof(struct config_cidr, text) == 0, "text first");
+
+static size_t text_item_size(const struct config__dir *d) {
+  return d->type == &config__t_cidrs ? sizeof(struct config_cidr)
+                                     : sizeof(struct config_addr);
+}
+
+static void free_texts(const struct config__dir *d, void *obj) {
   void *field = CONFIG__FIELD(obj, d);
-  struct config_cidr *c = config__arr_items(field);
+  char *items = config__arr_items(field);
   for (size_t i = 0; i < config__arr_count(field); i++)
-    free(c[i].text);
+    free(*(char **)(items + i * text_item_size(d)));
   config__arr_reset(field);
 }
 
+static void print_texts(FILE *f, const struct config__dir *d, const void *obj,
+                        int indent) {
+  const void *field = CONFIG__CFIELD(obj, d);
+  const char *items = config__arr_items(field);
+  size_t n = config__arr_count(field);
+  if (n == 0) {
+    config__put_unset(f, indent, d);
+    return;
+  }
+  config__put_indent(f, indent);
+  fputs(d->name, f);
+  for (size_t i = 0; i < n; i++) {
+    fputc(' ', f);
+    put_value(f, *(char *const *)(items + i * text_item_size(d)));
+  }
+  fputc('\n', f);
+}
+
+/* Networks in CIDR notation. */
 static int parse_cidrs(struct config__walk *w, const struct config__dir *d,
                        void *obj, const struct config__node *st) {
-  free_cidrs(d, obj);
+  free_texts(d, obj);
   void *field = CONFIG__FIELD(obj, d);
   for (size_t i = 0; i < st->nargs; i++) {
     const struct config__word *a = &st->args[i];
@@ -514,39 +544,13 @@ static void print_words(FILE *f, int indent, const char *name,
   fputc('\n', f);
 }
 
-static void print_cidrs(FILE *f, const struct config__dir *d, const void *obj,
-                        int indent) {
-  const void *field = CONFIG__CFIELD(obj, d);
-  const struct config_cidr *c = config__arr_items(field);
-  size_t n = config__arr_count(field);
-  if (n == 0) {
-    config__put_unset(f, indent, d);
-    return;
-  }
-  config__put_indent(f, indent);
-  fputs(d->name, f);
-  for (size_t i = 0; i < n; i++) {
-    fputc(' ', f);
-    put_value(f, c[i].text);
-  }
-  fputc('\n', f);
-}
-
 const struct config__type config__t_cidrs = {"network", parse_cidrs,
-                                             print_cidrs, free_cidrs};
+                                             print_texts, free_texts};
 
 /* DNS servers: ADDR[:PORT], port 53 when left out. */
-static void free_servers(const struct config__dir *d, void *obj) {
-  void *field = CONFIG__FIELD(obj, d);
-  struct config_addr *a = config__arr_items(field);
-  for (size_t i = 0; i < config__arr_count(field); i++)
-    free(a[i].text);
-  config__arr_reset(field);
-}
-
 static int parse_servers(struct config__walk *w, const struct config__dir *d,
                          void *obj, const struct config__node *st) {
-  free_servers(d, obj);
+  free_texts(d, obj);
   void *field = CONFIG__FIELD(obj, d);
   for (size_t i = 0; i < st->nargs; i++) {
     struct config_addr *slot = config__arr_push(field, sizeof *slot);
@@ -560,24 +564,8 @@ static int parse_servers(struct config__walk *w, const struct config__dir *d,
   return 0;
 }
 
-static void print_servers(FILE *f, const struct config__dir *d, const void *obj,
-                          int indent) {
-  const void *field = CONFIG__CFIELD(obj, d);
-  const struct config_addr *a = config__arr_items(field);
-  size_t n = config__arr_count(field);
-  if (n == 0) {
-    config__put_unset(f, indent, d);
-    return;
-  }
-  config__put_indent(f, indent);
-  fputs(d->name, f);
-  for (size_t i = 0; i < n; i++)
-    fprintf(f, " %s", a[i].text);
-  fputc('\n', f);
-}
-
 const struct config__type config__t_servers = {"server", parse_servers,
-                                               print_servers, free_servers};
+                                               print_texts, free_texts};
 
 /* route DOMAIN TARGET, repeatable, kept in order. */
 static void free_routes(const struct config__dir *d, void *obj) {
