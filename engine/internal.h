@@ -1,6 +1,8 @@
 /*
  * internal.h - what the engine's files share: the relay's runtime state,
- * delivery jobs and the functions that pass them between threads.
+ * messages in flight, delivery jobs and the functions that pass them
+ * between threads. Never included outside engine/: the programs that use
+ * the engine get relay.h and probe.h.
  *
  * Threads and ownership:
  *  - the main thread runs the main loop: signals, the scheduler, metrics;
@@ -21,15 +23,58 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <uv.h>
 
-#include "engine/idset.h"
+#include "engine/config.h"
+#include "engine/relay.h"
 #include "engine/worker.h"
+#include "policy/chain.h"
 #include "queue/queue.h"
 
-struct relay;
+struct smtp_server;
+struct tls_ctx;
+struct policy_chain;
 struct job;
+
+/* The running relay. The configuration and the chain are immutable while
+ * in force; a reload swaps in new ones on the main loop. */
+struct relay {
+  /* Swapped by a reload on the main loop while workers read it. */
+  struct postern_config *_Atomic cfg;
+  const char *config_path;
+  struct queue *q;
+  struct worker_pool pool;
+  struct sched *sched;
+  struct smtp_server **servers;
+  struct tls_ctx **server_tls;
+  size_t nservers;
+  struct tls_ctx *client_tls;
+  struct policy_chain *_Atomic chain;
+  uv_loop_t *main_loop;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t shutdown_timer;
+  atomic_uint out_conns; /* outbound connections, all workers */
+  atomic_bool stopping;
+  int exit_code;
+  size_t servers_open;
+};
+
+static inline struct queue *relay_queue(struct relay *r) {
+  return r->q;
+}
+static inline const char *relay_hostname(struct relay *r) {
+  return r->cfg->hostname;
+}
+static inline uint64_t relay_now_ms(struct relay *r) {
+  if (r->q == NULL) { /* postern-probe runs without a queue */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  }
+  return queue_now_ms(r->q);
+}
 
 /* One recipient outcome collected for the message's DSN. */
 struct msg_note {
@@ -85,6 +130,21 @@ struct job {
   struct queue_result_in rin; /* borrowed by the queue until on_result */
 };
 
+/* ---- routes (route.c) ---- */
+
+/* The static route for `domain`, if any: the route naming the domain
+ * itself, else the "*" route. */
+bool engine__route_lookup(const struct relay *r, const char *domain,
+                          struct route_target *out);
+
+/* The destination key of a recipient domain ("example.org", or the route
+ * target "[host]:port" that domains share); fills *rt when routed. */
+bool engine__dest_key(const struct relay *r, const char *domain,
+                      struct route_target *rt, char *key, size_t cap);
+
+/* The worker that owns destination `key`. */
+struct worker *engine__dest_worker(struct relay *r, const char *key);
+
 /* ---- scheduler (sched.c, main loop) ---- */
 
 struct sched;
@@ -99,7 +159,46 @@ void engine__sched_drain(struct sched *s, void (*cb)(void *), void *arg);
 size_t engine__sched_inflight(struct sched *s);
 void engine__sched_close(struct sched *s);
 
-/* ---- delivery (deliver.c, worker loops) ---- */
+/* ---- jobs (job.c) ---- */
+
+/* A job with room for `nrcpts` recipients, in one allocation (zeroed);
+ * NULL without memory. Freed with engine__job_free. */
+struct job *engine__job_new(size_t nrcpts);
+void engine__job_free(struct job *j);
+/* Records recipient k's outcome (status and reply are copied). */
+void engine__job_set(struct job *j, unsigned k, enum queue_outcome o,
+                     const char *status, const char *reply);
+/* The delivery log line and counters of recipient k's attempt. `mx` and
+ * `addr` may be NULL (no connection was made). */
+void engine__job_log(struct job *j, unsigned k, const char *mx,
+                     const char *addr, enum policy_mx_level mxl,
+                     enum policy_tls_level tlsl, const char *status,
+                     const char *dsn, const char *reply, uint64_t now);
+/* Fails every recipient with one status (no connection made), logs them
+ * and finishes the job. */
+void engine__job_fail_all(struct job *j, bool temp, const char *status,
+                          const char *reason, const char *mx);
+/* Hands a finished job's results to the queue (any thread). */
+void engine__job_finish(struct job *j);
+/* Gives a job up without a result (shutdown): its recipients stay queued
+ * and due, and no attempt is counted. Any thread. */
+void engine__job_abandon(struct job *j);
+
+/* ---- ingress (ingress.c) ---- */
+
+/* SMTP server handlers. */
+struct smtp_server_txn;
+struct smtp_server_envelope;
+int engine__ingress_assign_id(void *ud, char *id);
+void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
+                             const struct smtp_server_envelope *env,
+                             const char *body, size_t len);
+/* Queues a message Postern made itself (a DSN) for delivery to `rcpt`;
+ * takes ownership of `msg` (malloc'd). 0 or a POSTERN_E* code. */
+int engine__ingress_local(struct relay *r, const char *id, const char *sender,
+                          const char *rcpt, char *msg, size_t len);
+
+/* ---- delivery on the worker loops (dest.c) ---- */
 
 /* Runs on the job's worker: queue it on its destination. */
 void engine__deliver_job(struct worker *w, struct worker_task *t);
@@ -110,21 +209,10 @@ void engine__deliver_worker_exit(struct worker *w);
 /* A task (owned by relay.c, never freed by it) that abandons every waiting
  * job. */
 void engine__deliver_worker_drain(struct worker *w, struct worker_task *t);
-/* SMTP server handlers (ingress.c). */
-struct smtp_server_txn;
-struct smtp_server_envelope;
-int engine__ingress_assign_id(void *ud, char *id);
-void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
-                             const struct smtp_server_envelope *env,
-                             const char *body, size_t len);
-/* Hands a finished job's results to the queue (any thread). */
-void engine__job_finish(struct job *j);
-/* A job with room for `nrcpts` recipients, in one allocation (zeroed);
- * NULL without memory. Freed with engine__job_free. */
-struct job *engine__job_new(size_t nrcpts);
-void engine__job_free(struct job *j);
-/* Gives a job up without a result (shutdown): its recipients stay queued
- * and due, and no attempt is counted. Any thread. */
-void engine__job_abandon(struct job *j);
+
+/* ---- policy maintenance (maint.c, worker 0's loop) ---- */
+
+void engine__maint_start(struct relay *r, struct worker *w);
+void engine__maint_stop(void);
 
 #endif

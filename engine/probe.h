@@ -1,9 +1,9 @@
 /*
- * probe.h - runs the delivery attempt's MX loop against a domain without
- * sending mail, for `postern-probe` (like Postfix's posttls-finger): every
- * MX candidate is ranked, resolved, connected to (EHLO, STARTTLS) and
- * judged by the policy chain, and the session is closed with QUIT before
- * any MAIL command.
+ * probe.h - runs the relay's MX loop against a domain without sending
+ * mail, for `postern-probe` (like Postfix's posttls-finger): every MX
+ * candidate is ranked, resolved, connected to (EHLO, STARTTLS) and judged
+ * by the policy chain, and the session is closed with QUIT before any MAIL
+ * command. The engine's public entry point for tools (with relay.h).
  */
 #ifndef POSTERN_ENGINE_PROBE_H
 #define POSTERN_ENGINE_PROBE_H
@@ -15,8 +15,9 @@
 
 #include "policy/chain.h"
 
-struct relay;
+struct postern_config;
 struct dns_resolver;
+struct tls_ctx;
 
 #define PROBE_MAX_MX 32
 #define PROBE_MAX_ADDRS 16
@@ -64,13 +65,23 @@ struct probe_result {
 
 typedef void (*probe_cb)(void *arg, const struct probe_result *res);
 
+/* What a probe runs with, as the relay would: borrowed, and must stay
+ * valid until the loop has run out of work (not only until the callback:
+ * sessions close after it). */
+struct probe_setup {
+  struct postern_config *cfg; /* routes and delivery settings; read only */
+  struct policy_chain *chain; /* relay_chain_build */
+  struct tls_ctx *client_tls; /* tls_ctx_new_client */
+  uv_loop_t *loop;
+  struct dns_resolver *dns; /* on `loop` */
+};
+
 /*
- * Starts probing `domain` on `loop`, with the relay's configuration,
- * policy chain and client TLS context in `r` (no queue is needed) and the
- * resolver `dns`. `cb` runs once, later, with the result (borrowed for the
- * call). Returns 0 or POSTERN_ENOMEM.
+ * Starts probing `domain` on s->loop (no queue is needed). `cb` runs once,
+ * later, with the result (borrowed for the call). Returns 0 or
+ * POSTERN_ENOMEM (then `cb` never runs).
  */
-int probe_start(struct relay *r, uv_loop_t *loop, struct dns_resolver *dns,
-                const char *domain, probe_cb cb, void *arg);
+int probe_start(const struct probe_setup *s, const char *domain, probe_cb cb,
+                void *arg);
 
 #endif

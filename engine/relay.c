@@ -11,16 +11,12 @@
  * a broken file is rejected with its error and the running configuration
  * stays; a good one replaces the log settings, limits, routes and policy
  * chain (listeners, the queue and DNS need a restart, and say so).
- * Policy maintenance (MTA-STS refresh and cache upkeep) runs on worker 0's
- * loop, with its own resolver and HTTPS client, at the interval the chain
- * asks for.
+ * Policy maintenance (maint.c) runs on worker 0's loop.
  */
-#include "engine/relay.h"
+#include "engine/internal.h"
 
-#include "engine/config.h"
 #include "engine/metrics.h"
 #include "net/https.h"
-#include "net/dns.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
@@ -33,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,187 +48,12 @@ static atomic_int servers_closing;
 static bool drained;
 static bool finishing;
 
-bool engine__route_lookup(const struct relay *r, const char *domain,
-                          struct route_target *out) {
-  const struct config_delivery *dc = &r->cfg->delivery;
-  const struct config_route *star = NULL, *exact = NULL;
-  for (size_t i = 0; i < dc->route_count && !exact; i++) {
-    const struct config_route *rt = &dc->routes[i];
-    if (strcmp(rt->domain, "*") == 0) {
-      if (!star)
-        star = rt;
-    } else if (strcasecmp(rt->domain, domain) == 0) {
-      exact = rt;
-    }
-  }
-  const struct config_route *rt = exact ? exact : star;
-  if (rt == NULL)
-    return false;
-  snprintf(out->host, sizeof out->host, "%s", rt->host);
-  out->port = rt->port;
-  out->no_mx = rt->no_mx || rt->is_ip;
-  return true;
-}
-
-bool engine__dest_key(const struct relay *r, const char *domain,
-                      struct route_target *rt, char *key, size_t cap) {
-  bool routed = engine__route_lookup(r, domain, rt);
-  /* Domains routed to the same place share one destination, so their
-   * mail shares connections. */
-  if (routed)
-    snprintf(key, cap, "[%s]:%u%s", rt->host, rt->port, rt->no_mx ? "" : "+mx");
-  else
-    snprintf(key, cap, "%s", domain);
-  for (char *c = key; *c; c++)
-    if (*c >= 'A' && *c <= 'Z')
-      *c = (char)(*c - 'A' + 'a');
-  return routed;
-}
-
-void relay_dns_opts(const struct postern_config *cfg, struct dns_opts *o) {
-  dns_opts_init(o);
-  const struct config_dns *cd = &cfg->dns;
-  for (size_t i = 0; i < cd->server_count && i < DNS_MAX_SERVERS; i++)
-    o->servers[o->nservers++] = cd->servers[i].sa;
-  o->timeout_ms = (unsigned)cd->timeout_ms;
-  o->attempts = cd->attempts;
-  o->trust_ad = cd->trust_ad;
-}
-
-struct worker *relay_worker_for(struct relay *r, const char *key) {
-  size_t h = 1469598103934665603ull;
-  for (const char *c = key; *c; c++)
-    h = (h ^ (unsigned char)*c) * 1099511628211ull;
-  return &r->pool.w[h % (size_t)r->pool.n];
-}
-
-/* ---- policy chain from the configuration ---- */
-
-int relay_chain_build(const struct postern_config *cfg,
-                      struct policy_chain **out) {
-  struct policy_chain *c;
-  int rc = policy_chain_new(&c);
-  if (rc != 0)
-    return rc;
-  for (size_t i = 0; i < cfg->policy_count; i++) {
-    const struct config_policy_module *pm = &cfg->policy[i];
-    struct policy_module m;
-    switch (pm->kind) {
-    case CONFIG_POLICY_LOCAL:
-      policy_local_new(pm->local.min_tls_level, pm->local.min_mx_level, &m);
-      break;
-    case CONFIG_POLICY_DNSSEC:
-      policy_dnssec_new(&m);
-      break;
-    case CONFIG_POLICY_DANE:
-      rc = policy_dane_new(&m);
-      if (rc != 0) {
-        policy_chain_free(c);
-        return rc;
-      }
-      break;
-    case CONFIG_POLICY_MTASTS: {
-      /* relay_run initialised libcurl before any thread: this only reads
-       * that result. Without HTTPS every fetch would fail and MTA-STS
-       * would silently mean "no policy": refuse to start instead. */
-      rc = https_global_init();
-      struct policy_mtasts_opts mo = {
-          .state_dir = cfg->state_dir,
-          .ca_file = cfg->tls.ca_file,
-          .https_port = pm->mtasts.https_port,
-          .fetch_timeout_ms = pm->mtasts.fetch_timeout_ms,
-          .max_policy_size = pm->mtasts.max_policy_size,
-          .cache_size = pm->mtasts.cache_size,
-          .refresh_interval_ms = pm->mtasts.refresh_interval_ms};
-      if (rc == 0)
-        rc = policy_mtasts_new(&mo, &m);
-      if (rc != 0) {
-        postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module", "mtasts",
-                    "reason", postern_strerror(rc), NULL);
-        policy_chain_free(c);
-        return rc;
-      }
-      break;
-    }
-    default:
-      postern_log(POSTERN_LOG_ERROR, "policy_unavailable", "module",
-                  config_policy_kind_name(pm->kind), "reason",
-                  "this build does not include the module yet", NULL);
-      policy_chain_free(c);
-      return POSTERN_EUNSUPPORTED;
-    }
-    rc = policy_chain_add(c, m);
-    if (rc != 0) {
-      policy_chain_free(c);
-      return rc;
-    }
-  }
-  *out = c;
-  return 0;
-}
-
 static void apply_log(const struct postern_config *cfg) {
   int rc =
       postern_log_configure(cfg->log.level, cfg->log.format, cfg->log.file);
   if (rc != 0)
     postern_log(POSTERN_LOG_ERROR, "log_open_failed", "file", cfg->log.file,
                 "error", postern_strerror(rc), NULL);
-}
-
-/* ---- policy maintenance ---- */
-
-/* The first pass soon after startup: expired policies go, gauges appear. */
-#define MAINT_FIRST_MS 1000
-
-/* On worker 0's loop only. Refresh fetches get a resolver and HTTPS client
- * of their own, so they never take a delivery's fetch slot. */
-static struct {
-  struct relay *r;
-  uv_timer_t timer;
-  struct dns_resolver *dns;
-  struct https_client *https;
-  bool on;
-} maint;
-
-static void maint_run(uv_timer_t *t) {
-  struct relay *r = maint.r;
-  struct policy_env env = {.loop = t->loop,
-                           .dns = maint.dns,
-                           .https = maint.https,
-                           .now_ms = relay_now_ms(r),
-                           .count = metrics_policy,
-                           .gauge = metrics_policy_gauge};
-  uint64_t next = policy_chain_maintain(r->chain, &env);
-  uv_timer_start(&maint.timer, maint_run, next, 0);
-}
-
-static void maint_start(struct relay *r, struct worker *w) {
-  struct dns_opts o;
-  relay_dns_opts(r->cfg, &o);
-  int rc = dns_resolver_new(&w->loop, &o, &maint.dns);
-  if (rc != 0) {
-    postern_log(POSTERN_LOG_ERROR, "policy_maintenance_unavailable", "error",
-                postern_strerror(rc), NULL);
-    return;
-  }
-  if (https_client_new(&w->loop, &maint.https) != 0)
-    maint.https = NULL;
-  maint.r = r;
-  uv_timer_init(&w->loop, &maint.timer);
-  uv_timer_start(&maint.timer, maint_run, MAINT_FIRST_MS, 0);
-  maint.on = true;
-}
-
-/* Closing the resolver and client cancels the refreshes in flight. */
-static void maint_stop(void) {
-  if (!maint.on)
-    return;
-  maint.on = false;
-  uv_timer_stop(&maint.timer);
-  uv_close((uv_handle_t *)&maint.timer, NULL);
-  dns_resolver_close(maint.dns, NULL, NULL);
-  if (maint.https)
-    https_client_close(maint.https, NULL, NULL);
 }
 
 /* ---- workers ---- */
@@ -247,12 +67,12 @@ static void worker_started(struct worker *w) {
     abort(); /* A relay that cannot resolve cannot deliver: fail loudly. */
   }
   if (w->index == 0)
-    maint_start(r, w);
+    engine__maint_start(r, w);
 }
 
 static void worker_stopping(struct worker *w) {
   if (w->index == 0)
-    maint_stop();
+    engine__maint_stop();
   engine__deliver_worker_stop(w);
 }
 
@@ -575,7 +395,17 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
 
   uv_loop_t *loop = uv_default_loop();
   r->main_loop = loop;
-  engine__sched_new(r, loop, &r->sched);
+  rc = engine__sched_new(r, loop, &r->sched);
+  if (rc != 0) {
+    postern_log(POSTERN_LOG_ERROR, "scheduler_failed", "error",
+                postern_strerror(rc), NULL);
+    for (size_t i = 0; i < r->nservers; i++)
+      smtp_server_close(r->servers[i], NULL, NULL);
+    worker_pool_run(&r->pool);
+    worker_pool_stop(&r->pool);
+    queue_close(r->q);
+    return 1;
+  }
   uv_async_init(loop, &main_wake, check_done);
   main_wake.data = r;
   uv_timer_init(loop, &r->shutdown_timer);

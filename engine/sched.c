@@ -11,16 +11,18 @@
  *
  * Invariants: a message is in the in-flight set from dispatch until the
  * last of its jobs has its results committed; a message in flight is never
- * dispatched twice; the set never exceeds max_inflight messages nor, beyond
- * its first message, max_inflight_bytes of bodies, so a burst of due
- * mail cannot exhaust memory (what does not fit waits in the due index).
+ * dispatched twice; the set never exceeds `delivery { max_inflight }`
+ * messages nor, beyond its first message, `max_inflight_bytes` of bodies,
+ * so a burst of due mail cannot exhaust memory (what does not fit waits in
+ * the due index). Both limits are read from the configuration in force, so
+ * a reload changes them.
  */
 #include "engine/internal.h"
-#include "engine/relay.h"
 
 #include "engine/dsn.h"
 #include "engine/metrics.h"
 #include "base/postern_err.h"
+#include "base/postern_htab.h"
 #include "base/postern_log.h"
 
 #include <stdlib.h>
@@ -32,12 +34,6 @@
 /* A message whose result could not be committed (disk full, say) waits this
  * long before it is tried again, so a broken disk cannot cause a busy loop. */
 #define SCHED_PENALTY_MS 30000
-/* Bodies in flight stay in memory until their results are committed; this
- * caps their total as max_inflight caps their number, so that big messages
- * arriving faster than they can be delivered wait in the due index rather
- * than in the heap. It changes nothing for small messages (50,000 in
- * flight at 1 KiB are 50 MiB). */
-#define SCHED_MAX_INFLIGHT_BYTES (64u << 20)
 
 struct new_id {
   struct new_id *next;
@@ -58,14 +54,14 @@ struct sched {
   pthread_mutex_t mu;
   struct new_id *new_head, *new_tail; /* guarded by mu */
   struct msgref *done_head;           /* guarded by mu */
-  struct idset inflight;
+  /* id -> struct msgref; keys are the msgrefs' own ids. */
+  struct postern_htab *inflight;
   /* Penalized ids, oldest first: every penalty lasts as long, so they
-   * expire from the head; `penalty_set` finds one in O(1). */
+   * expire from the head; `penalty_set` (id -> struct penalty, keyed by
+   * the penalty's own id) finds one in O(1). */
   struct penalty *penalties, *penalties_tail;
-  struct idset penalty_set;
-  size_t max_inflight;
+  struct postern_htab *penalty_set;
   uint64_t inflight_bytes; /* bodies of the messages in flight */
-  uint64_t max_inflight_bytes;
   bool draining;
   bool scan_wanted; /* new mail was skipped because the set was full */
   void (*drain_cb)(void *);
@@ -77,28 +73,23 @@ static void sched_scan(struct sched *s);
 static void dispatch(struct sched *s, const char *id);
 
 size_t engine__sched_inflight(struct sched *s) {
-  return s->inflight.n;
+  return postern_htab_count(s->inflight);
 }
 
-/* Whether the in-flight set has room for another message. */
+/* Whether the in-flight set has room for another message. Bodies stay in
+ * memory until their results are committed: max_inflight_bytes caps their
+ * total as max_inflight caps their number, so that big messages arriving
+ * faster than they can be delivered wait in the due index rather than in
+ * the heap. */
 static bool inflight_full(const struct sched *s) {
-  return s->inflight.n >= s->max_inflight ||
-         (s->inflight.n > 0 && s->inflight_bytes >= s->max_inflight_bytes);
-}
-
-/* The environment variable `name` (1..def), read once at startup; unset or
- * malformed gives def. */
-static uint64_t test_limit(const char *name, uint64_t def) {
-  const char *lim = getenv(name);
-  if (lim == NULL)
-    return def;
-  char *end;
-  unsigned long long v = strtoull(lim, &end, 10);
-  return *lim && *end == '\0' && v >= 1 && v <= def ? v : def;
+  const struct config_delivery *dc = &s->r->cfg->delivery;
+  size_t n = postern_htab_count(s->inflight);
+  return n >= dc->max_inflight ||
+         (n > 0 && s->inflight_bytes >= dc->max_inflight_bytes);
 }
 
 static void inflight_del(struct sched *s, struct msgref *m) {
-  if (idset_del(&s->inflight, m->id) != NULL)
+  if (postern_htab_del(s->inflight, m->id) != NULL)
     s->inflight_bytes -= m->body_len;
 }
 
@@ -142,15 +133,15 @@ static void penalties_expire(struct sched *s, uint64_t now) {
     if (s->penalties == NULL)
       s->penalties_tail = NULL;
     /* A newer penalty for the same id replaced this one in the set. */
-    if (idset_get(&s->penalty_set, p->id) == p)
-      idset_del(&s->penalty_set, p->id);
+    if (postern_htab_get(s->penalty_set, p->id) == p)
+      postern_htab_del(s->penalty_set, p->id);
     free(p);
   }
 }
 
 static bool penalized(struct sched *s, const char *id, uint64_t now) {
   penalties_expire(s, now);
-  return idset_get(&s->penalty_set, id) != NULL;
+  return postern_htab_get(s->penalty_set, id) != NULL;
 }
 
 static void penalize(struct sched *s, const char *id, uint64_t now) {
@@ -160,7 +151,7 @@ static void penalize(struct sched *s, const char *id, uint64_t now) {
   memcpy(p->id, id, QUEUE_ID_LEN + 1);
   p->until_ms = now + SCHED_PENALTY_MS;
   p->next = NULL;
-  if (idset_put(&s->penalty_set, id, p) != 0) {
+  if (postern_htab_put(s->penalty_set, p->id, p) != 0) {
     free(p);
     return;
   }
@@ -232,13 +223,10 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
   for (size_t x = 0; x < njobs; x++) {
     struct job *j = jobs[x];
     j->start_ms = relay_now_ms(s->r);
-    struct worker *w = relay_worker_for(s->r, j->dest_key);
+    struct worker *w = engine__dest_worker(s->r, j->dest_key);
     if (worker_post(w, &j->task) != 0) {
       /* Shutting down: leave the recipients queued and due. */
-      m->result_failed = true;
-      engine__job_free(j);
-      if (atomic_fetch_sub(&m->jobs_left, 1) == 1)
-        engine__sched_job_done(s, m);
+      engine__job_abandon(j);
     }
   }
   free(jobs);
@@ -255,7 +243,7 @@ oom:
 }
 
 static void dispatch(struct sched *s, const char *id) {
-  if (s->draining || idset_get(&s->inflight, id) != NULL)
+  if (s->draining || postern_htab_get(s->inflight, id) != NULL)
     return;
   if (inflight_full(s)) {
     s->scan_wanted = true;
@@ -279,7 +267,7 @@ static void dispatch(struct sched *s, const char *id) {
     msgref_free(m);
     return;
   }
-  if (idset_put(&s->inflight, id, m) != 0) {
+  if (postern_htab_put(s->inflight, m->id, m) != 0) {
     msgref_free(m);
     return;
   }
@@ -327,7 +315,7 @@ static void send_dsns(struct sched *s, struct msgref *m,
   if (rc == POSTERN_ENOENT || rc == POSTERN_ESTATE)
     return;
   if (rc == 0) {
-    rc = relay_submit_local(s->r, dsn_id, "", m->env->sender, msg, len);
+    rc = engine__ingress_local(s->r, dsn_id, "", m->env->sender, msg, len);
     if (rc != 0)
       free(msg);
   }
@@ -352,7 +340,7 @@ static void finish_msg(struct sched *s, struct msgref *m) {
 }
 
 static void maybe_drained(struct sched *s) {
-  if (s->draining && s->inflight.n == 0 && s->drain_cb) {
+  if (s->draining && postern_htab_count(s->inflight) == 0 && s->drain_cb) {
     void (*cb)(void *) = s->drain_cb;
     s->drain_cb = NULL;
     cb(s->drain_arg);
@@ -380,8 +368,10 @@ static void on_wake(uv_async_t *a) {
     free(nl);
     nl = next;
   }
-  if (freed && s->scan_wanted && s->inflight.n < s->max_inflight / 2 &&
-      s->inflight_bytes < s->max_inflight_bytes / 2) {
+  const struct config_delivery *dc = &s->r->cfg->delivery;
+  if (freed && s->scan_wanted &&
+      postern_htab_count(s->inflight) < dc->max_inflight / 2 &&
+      s->inflight_bytes < dc->max_inflight_bytes / 2) {
     s->scan_wanted = false;
     sched_scan(s);
   }
@@ -413,7 +403,7 @@ static void sched_scan(struct sched *s) {
         s->scan_wanted = true;
         return;
       }
-      if (idset_get(&s->inflight, page[i].id) == NULL &&
+      if (postern_htab_get(s->inflight, page[i].id) == NULL &&
           !penalized(s, page[i].id, now))
         dispatch(s, page[i].id);
     }
@@ -443,13 +433,12 @@ int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out) {
     return POSTERN_ENOMEM;
   s->r = r;
   s->loop = loop;
-  /* For tests only: POSTERN_TEST_MAX_INFLIGHT=N and
-   * POSTERN_TEST_MAX_INFLIGHT_BYTES=N lower the limits so that
-   * back-pressure can be exercised with a few messages. */
-  s->max_inflight =
-      test_limit("POSTERN_TEST_MAX_INFLIGHT", relay_max_inflight(r));
-  s->max_inflight_bytes =
-      test_limit("POSTERN_TEST_MAX_INFLIGHT_BYTES", SCHED_MAX_INFLIGHT_BYTES);
+  if (postern_htab_new(QUEUE_ID_LEN, &s->inflight) != 0 ||
+      postern_htab_new(QUEUE_ID_LEN, &s->penalty_set) != 0) {
+    postern_htab_free(s->inflight);
+    free(s);
+    return POSTERN_ENOMEM;
+  }
   pthread_mutex_init(&s->mu, NULL);
   uv_async_init(loop, &s->wake, on_wake);
   s->wake.data = s;
@@ -472,7 +461,7 @@ void engine__sched_drain(struct sched *s, void (*cb)(void *), void *arg) {
 static void sched_closed(uv_handle_t *h) {
   struct sched *s = h->data;
   if (--s->closing == 0) {
-    idset_free(&s->inflight);
+    postern_htab_free(s->inflight);
     pthread_mutex_destroy(&s->mu);
     free(s);
   }
@@ -495,14 +484,18 @@ void engine__sched_close(struct sched *s) {
   }
   while (dl) {
     struct msgref *next = dl->next;
-    idset_del(&s->inflight, dl->id);
+    postern_htab_del(s->inflight, dl->id);
     msgref_free(dl);
     dl = next;
   }
-  for (size_t i = 0; i < s->inflight.cap; i++)
-    if (s->inflight.slots[i].id[0])
-      msgref_free(s->inflight.slots[i].val);
-  idset_free(&s->penalty_set);
+  /* Freeing a msgref leaves the table as it is (its key is only read by
+   * lookups, and none follows): no collect-then-delete is needed. */
+  size_t pos = 0;
+  struct msgref *m;
+  while ((m = postern_htab_next(s->inflight, &pos, NULL)) != NULL)
+    msgref_free(m);
+  postern_htab_free(s->penalty_set);
+  s->penalty_set = NULL;
   s->penalties_tail = NULL;
   while (s->penalties) {
     struct penalty *p = s->penalties;

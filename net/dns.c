@@ -13,16 +13,17 @@
  * (`in_ares`, until c-ares calls query_done, always exactly once) or while
  * its callback has not run yet (`delivered` false). Answers are never
  * passed to the caller from inside c-ares or from inside dns_query(): they
- * go on the resolver's delivery list, which a uv_idle_t drains on the next
- * loop iteration. That also keeps user code (which may close the resolver)
- * out of c-ares' stack.
+ * go on the resolver's delivery list, which a net_defer (net/defer.h)
+ * drains once the current call has returned. That also keeps user code (which
+ * may close the resolver) out of c-ares' stack.
  *
  * Ownership of the resolver: memory is freed only once every handle's
- * close callback has run (the timer, the idle handle and every poll
- * handle), after the delivery list is empty.
+ * close callback has run (the timer, the defer and every poll handle),
+ * after the delivery list is empty.
  */
 #include "net/dns.h"
 
+#include "net/defer.h"
 #include "net/dns_internal.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
@@ -73,12 +74,14 @@ struct dns_query {
 
 struct dns_resolver {
   uv_loop_t *loop;
+  struct dns__cache *cache; /* NULL: no cache */
   ares_channel ch;
   bool ch_live;
   bool trust;
   bool closing;
   uv_timer_t timer;
-  uv_idle_t idle;
+  struct net_defer soon; /* delivers the queued answers */
+  bool handles_closing;
   struct dns_poll *polls;
   struct dns_query *dq_head, *dq_tail;
   int open_handles;
@@ -92,6 +95,8 @@ void dns_opts_init(struct dns_opts *o) {
   memset(o, 0, sizeof *o);
   o->timeout_ms = 5000;
   o->attempts = 2;
+  o->cache_size = DNS_CACHE_SIZE_DEFAULT;
+  o->cache_max_ttl = DNS_CACHE_MAX_TTL_DEFAULT;
 }
 
 static int parse_port(const char *s, uint16_t *out) {
@@ -182,11 +187,16 @@ bool dns_resolver_trusts_ad(const struct dns_resolver *r) {
   return r->trust;
 }
 
+void dns_resolver_cache_stats(const struct dns_resolver *r,
+                              struct dns_cache_stats *st) {
+  dns__cache_stats(r->cache, st);
+}
+
 /* ---- Driving c-ares from libuv ---- */
 
 static void handle_closed(uv_handle_t *h);
 static void timer_cb(uv_timer_t *t);
-static void idle_cb(uv_idle_t *h);
+static void deliver_all(struct net_defer *d);
 
 /* Arms the timer for c-ares' next deadline; called after every call into
  * c-ares that may have changed it. */
@@ -286,7 +296,7 @@ static void enqueue(struct dns_query *q) {
   else
     r->dq_head = q;
   r->dq_tail = q;
-  uv_idle_start(&r->idle, idle_cb);
+  net_defer_arm(&r->soon, deliver_all);
 }
 
 static void query_free(struct dns_query *q) {
@@ -309,12 +319,14 @@ static void answer_fail(struct dns_query *q, enum dns_status st, int err,
   q->ans.cname = strdup(q->name);
 }
 
-static void log_answer(const struct dns_query *q) {
+static void log_answer(const struct dns_query *q, bool cached) {
   if (!postern_log_enabled(POSTERN_LOG_DEBUG))
     return;
   struct postern_log_rec rec;
   postern_log_begin(&rec, POSTERN_LOG_DEBUG, "dns_answer");
   postern_log_str(&rec, "name", q->name);
+  if (cached)
+    postern_log_str(&rec, "cached", "yes");
   postern_log_uint(&rec, "type", q->type);
   postern_log_str(&rec, "status", dns_status_name(q->ans.status));
   postern_log_int(&rec, "rcode", q->ans.rcode);
@@ -344,6 +356,7 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
   case ARES_SUCCESS:
     dns_answer_parse(abuf, alen > 0 ? (size_t)alen : 0, -1, q->name, q->type,
                      r->trust, &q->ans);
+    dns__cache_put(r->cache, q->name, q->type, &q->ans, uv_now(r->loop));
     break;
   case ARES_ESERVFAIL:
     answer_fail(q, DNS_TEMPFAIL, POSTERN_EDNS_TEMPFAIL, 2);
@@ -380,7 +393,7 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
     answer_fail(q, DNS_TEMPFAIL, POSTERN_EDNS_TEMPFAIL, -1);
     break;
   }
-  log_answer(q);
+  log_answer(q, false);
   enqueue(q);
 }
 
@@ -400,13 +413,16 @@ static void deliver(struct dns_query *q) {
     dns_answer_free(&q->ans);
 }
 
+static void soon_closed(struct net_defer *d);
+
 static void close_handles(struct dns_resolver *r) {
+  r->handles_closing = true;
   uv_close((uv_handle_t *)&r->timer, handle_closed);
-  uv_close((uv_handle_t *)&r->idle, handle_closed);
+  net_defer_close(&r->soon, soon_closed);
 }
 
-static void idle_cb(uv_idle_t *h) {
-  struct dns_resolver *r = h->data;
+static void deliver_all(struct net_defer *d) {
+  struct dns_resolver *r = d->data;
   struct dns_query *q;
   /* Callbacks may queue more (dns_query, dns_query_cancel,
    * dns_resolver_close); they are delivered in this same pass. */
@@ -416,9 +432,20 @@ static void idle_cb(uv_idle_t *h) {
       r->dq_tail = NULL;
     deliver(q);
   }
-  uv_idle_stop(&r->idle);
-  if (r->closing && !uv_is_closing((uv_handle_t *)&r->idle))
+  if (r->closing && !r->handles_closing)
     close_handles(r);
+}
+
+/* One of the resolver's handles is gone; the last one frees it. */
+static void handle_gone(struct dns_resolver *r) {
+  if (--r->open_handles > 0 || !r->closing)
+    return;
+  void (*cb)(void *) = r->close_cb;
+  void *arg = r->close_arg;
+  dns__cache_free(r->cache);
+  free(r);
+  if (cb != NULL)
+    cb(arg);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -430,13 +457,11 @@ static void handle_closed(uv_handle_t *h) {
   } else {
     r = h->data;
   }
-  if (--r->open_handles > 0 || !r->closing)
-    return;
-  void (*cb)(void *) = r->close_cb;
-  void *arg = r->close_arg;
-  free(r);
-  if (cb != NULL)
-    cb(arg);
+  handle_gone(r);
+}
+
+static void soon_closed(struct net_defer *d) {
+  handle_gone(d->data);
 }
 
 /* ---- Resolver lifetime ---- */
@@ -531,15 +556,16 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
     rc = set_servers(r, o);
   if (rc == 0)
     rc = compute_trust(r, o->trust_ad);
+  if (rc == 0)
+    rc = dns__cache_new(o->cache_size, o->cache_max_ttl, &r->cache);
   if (rc != 0) {
     ares_destroy(r->ch);
     free(r);
     return rc;
   }
   uv_timer_init(loop, &r->timer);
-  uv_idle_init(loop, &r->idle);
+  net_defer_init(loop, &r->soon, r);
   r->timer.data = r;
-  r->idle.data = r;
   r->open_handles = 2;
   *out = r;
   return 0;
@@ -558,8 +584,8 @@ void dns_resolver_close(struct dns_resolver *r, void (*cb)(void *arg),
   ares_destroy(r->ch);
   r->ch_live = false;
   uv_timer_stop(&r->timer);
-  /* The idle pass delivers what is queued, then closes the handles. */
-  uv_idle_start(&r->idle, idle_cb);
+  /* The deferred pass delivers what is queued, then closes the handles. */
+  net_defer_arm(&r->soon, deliver_all);
 }
 
 /* ---- Lookups ---- */
@@ -584,6 +610,29 @@ static int query_start(struct dns_resolver *r, const char *name, uint16_t type,
       if (p[1] != '\0')
         p++;
     }
+  }
+  /* A fresh cached answer is delivered like any other: queued, later. */
+  struct dns_answer cached;
+  if (dns__cache_get(r->cache, norm, type, uv_now(r->loop), &cached) == 0) {
+    struct dns_query *q = calloc(1, sizeof *q);
+    if (q == NULL || (q->name = strdup(norm)) == NULL) {
+      free(q);
+      dns_answer_free(&cached);
+      return POSTERN_ENOMEM;
+    }
+    q->r = r;
+    q->kind = QUERY_PLAIN;
+    q->cb = cb;
+    q->arg = arg;
+    q->type = type;
+    q->parent = parent;
+    q->slot = slot;
+    q->ans = cached;
+    log_answer(q, true);
+    if (qp != NULL)
+      *qp = q;
+    enqueue(q);
+    return 0;
   }
   int rc = ares_create_query(norm, 1 /* IN */, type, 0, 1, &buf, &buflen,
                              DNS_EDNS_PAYLOAD);

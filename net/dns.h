@@ -17,6 +17,11 @@
  * Results are not C errors: a lookup always ends with one callback carrying a
  * struct dns_answer whose `status` says what happened. Callbacks never run
  * inside the call that started the lookup.
+ *
+ * Answers are cached per resolver (dns_opts.cache_size) for their TTL,
+ * negative ones too (RFC 2308), failures never; a cached answer carries
+ * the AD bit it came with and its remaining TTL, and is delivered like any
+ * other (later, on the loop).
  */
 #ifndef NET_DNS_H
 #define NET_DNS_H
@@ -204,10 +209,24 @@ struct dns_opts {
   unsigned attempts;
   /* Believe the AD bit even from a non-loopback server. */
   bool trust_ad;
+  /* The answer cache (dns_cache.c): at most this many answers (0: no
+   * cache), each kept for its TTL but at most cache_max_ttl seconds
+   * (negative answers also at most 3 hours, RFC 2308 §5). */
+  size_t cache_size;
+  uint32_t cache_max_ttl;
+};
+
+/* What the answer cache did since the resolver was made. */
+struct dns_cache_stats {
+  uint64_t hits, misses, stored, evicted;
+  uint64_t entries; /* answers held now */
 };
 
 /* Fills *o with the defaults: no servers (resolv.conf), 5 s, 2 attempts,
- * trust_ad off. */
+ * trust_ad off, a cache of DNS_CACHE_SIZE_DEFAULT answers kept at most
+ * DNS_CACHE_MAX_TTL_DEFAULT seconds. */
+#define DNS_CACHE_SIZE_DEFAULT 10000
+#define DNS_CACHE_MAX_TTL_DEFAULT 86400
 void dns_opts_init(struct dns_opts *o);
 
 /*
@@ -240,6 +259,10 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
 
 /* Whether answers from this resolver may be `authenticated`. */
 bool dns_resolver_trusts_ad(const struct dns_resolver *r);
+
+/* The answer cache's counters (all 0 without a cache). */
+void dns_resolver_cache_stats(const struct dns_resolver *r,
+                              struct dns_cache_stats *st);
 
 /*
  * Closes the resolver. Every pending lookup gets its callback with CANCELED

@@ -239,6 +239,59 @@ void dns_answer_free(struct dns_answer *a) {
   memset(a, 0, sizeof *a);
 }
 
+static void *dup_bytes(const void *p, size_t n) {
+  void *d = malloc(n + 1);
+  if (d != NULL) {
+    memcpy(d, p, n);
+    ((unsigned char *)d)[n] = '\0';
+  }
+  return d;
+}
+
+int dns__answer_copy(const struct dns_answer *src, struct dns_answer *dst) {
+  *dst = *src;
+  dst->rr = NULL;
+  dst->nrr = 0;
+  dst->qname = src->qname ? strdup(src->qname) : NULL;
+  dst->cname = src->cname ? strdup(src->cname) : NULL;
+  if ((src->qname && !dst->qname) || (src->cname && !dst->cname))
+    goto nomem;
+  if (src->nrr > 0) {
+    dst->rr = calloc(src->nrr, sizeof *dst->rr);
+    if (dst->rr == NULL)
+      goto nomem;
+  }
+  for (size_t i = 0; i < src->nrr; i++) {
+    const struct dns_rr *s = &src->rr[i];
+    struct dns_rr *d = &dst->rr[i];
+    *d = *s;
+    void *p = (void *)1;
+    switch (s->type) {
+    case DNS_T_MX:
+      p = d->u.mx.host = strdup(s->u.mx.host);
+      break;
+    case DNS_T_TXT:
+      p = d->u.txt.data = dup_bytes(s->u.txt.data, s->u.txt.len);
+      break;
+    case DNS_T_TLSA:
+      p = d->u.tlsa.data = dup_bytes(s->u.tlsa.data, s->u.tlsa.len);
+      break;
+    case DNS_T_CNAME:
+      p = d->u.target = strdup(s->u.target);
+      break;
+    default:
+      break;
+    }
+    dst->nrr = i + 1; /* owned from here on: freed on failure */
+    if (p == NULL)
+      goto nomem;
+  }
+  return 0;
+nomem:
+  dns_answer_free(dst);
+  return POSTERN_ENOMEM;
+}
+
 /* Decodes the RDATA of one record of the asked type into *rr. Returns 0,
  * 1 (malformed) or POSTERN_ENOMEM. */
 static int rdata_decode(const unsigned char *pkt, size_t len,

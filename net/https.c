@@ -12,7 +12,8 @@
  * Ownership of a struct https_fetch: while `in_multi` its easy handle is in
  * the multi handle and it is on the client's `active` list. When it ends
  * (done or cancelled) it leaves the multi handle and moves to the delivery
- * list, which a uv_idle_t drains on the next loop iteration: the user
+ * list, which a net_defer (net/defer.h) drains once the current call has
+ * returned: the user
  * callback runs there, never inside https_fetch(), https_fetch_cancel() or
  * a curl callback. After the callback returns the fetch is freed (it owns
  * no libuv handle, so that needs no close callback).
@@ -24,12 +25,14 @@
  * is never handed to the system resolver.
  *
  * Ownership of the client: https_client_close() cancels what is active; the
- * idle callback delivers the cancellations, then tears down: multi cleanup
- * (which may report sockets to remove), then uv_close() of every poll, the
- * timer and the idle handle. The memory is freed in the last close
+ * deferred pass delivers the cancellations, then tears down: multi cleanup
+ * (which may report sockets to remove), then uv_close() of every poll and
+ * the timer, and the defer's close. The memory is freed in the last close
  * callback, which also runs the user's close callback.
  */
 #include "net/https.h"
+
+#include "net/defer.h"
 
 #include "net/https_internal.h"
 #include "base/postern_domain.h"
@@ -77,7 +80,7 @@ struct https_client {
   uv_loop_t *loop;
   CURLM *multi;
   uv_timer_t timer;
-  uv_idle_t idle;
+  struct net_defer soon; /* delivers the finished fetches */
   struct https_poll *polls;
   struct https_fetch *active;
   struct https_fetch *dq_head, *dq_tail;
@@ -350,7 +353,7 @@ int https_mta_sts_url(const char *domain, char *buf, size_t cap) {
 
 /* ---- Delivery ---- */
 
-static void idle_cb(uv_idle_t *h);
+static void deliver_all(struct net_defer *d);
 
 static void active_unlink(struct https_client *c, struct https_fetch *f) {
   if (f->prev)
@@ -389,7 +392,7 @@ static void fetch_end(struct https_fetch *f) {
   else
     c->dq_head = f;
   c->dq_tail = f;
-  uv_idle_start(&c->idle, idle_cb);
+  net_defer_arm(&c->soon, deliver_all);
 }
 
 /* Judges a transfer curl has finished. The HTTP status comes first: a 404
@@ -458,8 +461,8 @@ static void deliver(struct https_fetch *f) {
 
 static void teardown(struct https_client *c);
 
-static void idle_cb(uv_idle_t *h) {
-  struct https_client *c = h->data;
+static void deliver_all(struct net_defer *d) {
+  struct https_client *c = d->data;
   struct https_fetch *f;
   /* Callbacks may queue more (a close cancels what is active): drain until
    * nothing is left. */
@@ -473,7 +476,6 @@ static void idle_cb(uv_idle_t *h) {
     deliver(f);
     fetch_free(f);
   }
-  uv_idle_stop(&c->idle);
   if (c->closing && !c->torn_down)
     teardown(c);
 }
@@ -492,6 +494,10 @@ static void client_handle_closed(struct https_client *c) {
 
 static void handle_closed(uv_handle_t *h) {
   client_handle_closed(h->data);
+}
+
+static void soon_closed(struct net_defer *d) {
+  client_handle_closed(d->data);
 }
 
 static void poll_closed(uv_handle_t *h) {
@@ -678,10 +684,8 @@ int https_client_new(uv_loop_t *loop, struct https_client **out) {
     free(c);
     return POSTERN_EINTERNAL;
   }
-  /* uv_idle_init cannot fail once uv_timer_init succeeded on this loop. */
-  uv_idle_init(loop, &c->idle);
+  net_defer_init(loop, &c->soon, c);
   c->timer.data = c;
-  c->idle.data = c;
   c->open_handles = 2;
   *out = c;
   return 0;
@@ -696,7 +700,7 @@ static void teardown(struct https_client *c) {
     poll_close(c, c->polls);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, handle_closed);
-  uv_close((uv_handle_t *)&c->idle, handle_closed);
+  net_defer_close(&c->soon, soon_closed);
 }
 
 void https_client_close(struct https_client *c, void (*cb)(void *arg),
@@ -710,8 +714,8 @@ void https_client_close(struct https_client *c, void (*cb)(void *arg),
     f->status = POSTERN_ECANCELED;
     snprintf(f->errbuf, sizeof f->errbuf, "client closed");
   }
-  /* Teardown happens in the idle callback, after the cancellations. */
-  uv_idle_start(&c->idle, idle_cb);
+  /* Teardown happens in the deferred pass, after the cancellations. */
+  net_defer_arm(&c->soon, deliver_all);
 }
 
 void https_fetch_cancel(struct https_fetch *f) {

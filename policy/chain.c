@@ -2,15 +2,16 @@
  * chain.c - runs the policy modules in configuration order (see chain.h).
  *
  * Invariants: the asynchronous steps call their callback exactly once and
- * never inside the call that started them (a zero timer defers the call
- * when no module had anything asynchronous to do, or when a module answered
- * from inside its own prepare step, which modules may do: a cache hit or
- * "nothing to look up" needs no timer of its own); a run's memory is freed
- * only in its timer's close callback. Module state for a domain or a
- * connection is created by that module and freed by it.
+ * never inside the call that started them (the run's net_defer calls it
+ * later when no module had anything asynchronous to do, or when a module
+ * answered from inside its own prepare step, which modules may do: a cache
+ * hit or "nothing to look up" needs no deferral of its own); a run's memory
+ * is freed only in its defer's close callback. Module state for a domain or
+ * a connection is created by that module and freed by it.
  */
 #include "policy/chain.h"
 
+#include "net/defer.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
@@ -91,7 +92,7 @@ struct policy_domain_run {
   policy_domain_cb cb;
   void *arg;
   struct policy_result result;
-  uv_timer_t timer; /* defers the final callback; freed in its close_cb */
+  struct net_defer soon; /* defers the final callback; freed when closed */
   bool done;
   /* A module's prepare_domain is running: its `done` only records. */
   bool in_call, sync_done;
@@ -100,15 +101,15 @@ struct policy_domain_run {
 
 static void domain_step(struct policy_domain_run *run);
 
-static void domain_fire(uv_timer_t *t) {
-  struct policy_domain_run *run = t->data;
+static void domain_fire(struct net_defer *d) {
+  struct policy_domain_run *run = d->data;
   run->cb(run->arg, run, &run->result);
 }
 
 static void domain_finish(struct policy_domain_run *run, bool in_call) {
   run->done = true;
   if (in_call)
-    uv_timer_start(&run->timer, domain_fire, 0, 0);
+    net_defer_arm(&run->soon, domain_fire);
   else
     run->cb(run->arg, run, &run->result);
 }
@@ -132,7 +133,7 @@ static void domain_module_done(void *arg, const struct policy_result *r) {
 
 /* Starts the next module that has a prepare_domain step. When it completes
  * asynchronously, the callback continues the walk; a module that finishes
- * the chain with nothing left pending goes through the zero timer. */
+ * the chain with nothing left pending goes through the run's defer. */
 static void domain_step(struct policy_domain_run *run) {
   struct policy_chain *c = run->chain;
   while (run->next < c->n) {
@@ -185,14 +186,13 @@ int policy_chain_prepare_domain(struct policy_chain *c,
   run->cb = cb;
   run->arg = arg;
   result_ok(&run->result);
-  uv_timer_init(env->loop, &run->timer);
-  run->timer.data = run;
+  net_defer_init(env->loop, &run->soon, run);
   domain_step(run);
   return 0;
 }
 
-static void domain_closed(uv_handle_t *h) {
-  struct policy_domain_run *run = h->data;
+static void domain_closed(struct net_defer *d) {
+  struct policy_domain_run *run = d->data;
   free(run->pd);
   free(run);
 }
@@ -204,7 +204,7 @@ void policy_domain_run_free(struct policy_domain_run *run) {
   for (size_t i = 0; i < c->n; i++)
     if (run->pd[i] && c->mods[i].ops->free_domain)
       c->mods[i].ops->free_domain(c->mods[i].state, run->pd[i]);
-  uv_close((uv_handle_t *)&run->timer, domain_closed);
+  net_defer_close(&run->soon, domain_closed);
 }
 
 void policy_domain_run_describe(const struct policy_domain_run *run, char *buf,
@@ -267,7 +267,7 @@ struct policy_conn_run {
   policy_conn_cb cb;
   void *arg;
   struct policy_conn_req req;
-  uv_timer_t timer;
+  struct net_defer soon; /* defers the callback; freed when closed */
   /* A module's prepare_conn is running: its `done` only records. */
   bool in_call, sync_done;
   struct policy_result sync_result;
@@ -275,8 +275,8 @@ struct policy_conn_run {
 
 static void conn_step(struct policy_conn_run *cr);
 
-static void conn_fire(uv_timer_t *t) {
-  struct policy_conn_run *cr = t->data;
+static void conn_fire(struct net_defer *d) {
+  struct policy_conn_run *cr = d->data;
   cr->cb(cr->arg, cr, &cr->req);
 }
 
@@ -326,7 +326,7 @@ static void conn_step(struct policy_conn_run *cr) {
                       postern_strerror(rc));
     break;
   }
-  uv_timer_start(&cr->timer, conn_fire, 0, 0);
+  net_defer_arm(&cr->soon, conn_fire);
 }
 
 int policy_chain_prepare_conn(struct policy_domain_run *run,
@@ -358,14 +358,13 @@ int policy_chain_prepare_conn(struct policy_domain_run *run,
   cr->cb = cb;
   cr->arg = arg;
   result_ok(&cr->req.result);
-  uv_timer_init(env->loop, &cr->timer);
-  cr->timer.data = cr;
+  net_defer_init(env->loop, &cr->soon, cr);
   conn_step(cr);
   return 0;
 }
 
-static void conn_closed(uv_handle_t *h) {
-  struct policy_conn_run *cr = h->data;
+static void conn_closed(struct net_defer *d) {
+  struct policy_conn_run *cr = d->data;
   free(cr->pc);
   free(cr);
 }
@@ -377,7 +376,7 @@ void policy_conn_run_free(struct policy_conn_run *cr) {
   for (size_t i = 0; i < c->n; i++)
     if (cr->pc[i] && c->mods[i].ops->free_conn)
       c->mods[i].ops->free_conn(c->mods[i].state, cr->pc[i]);
-  uv_close((uv_handle_t *)&cr->timer, conn_closed);
+  net_defer_close(&cr->soon, conn_closed);
 }
 
 void policy_chain_check_conn(struct policy_conn_run *cr,

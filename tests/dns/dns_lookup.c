@@ -4,13 +4,18 @@
  * tests/dns/dns_resolver_test.py to check.
  *
  *   dns_lookup [--server ADDR]... [--timeout MS] [--attempts N] [--trust-ad]
- *              [--cancel-first] [--close-early] NAME/TYPE...
+ *              [--cancel-first] [--close-early] [--sequential]
+ *              [--no-cache] [--cache-max-ttl S] NAME/TYPE...
  *   dns_lookup --trust [--trust-ad] [--server ADDR]...
  *
  * TYPE is A, AAAA, MX, TXT, TLSA, CNAME or HOST (dns_resolve_host). All
- * lookups start at once. --cancel-first cancels the first lookup right
- * after starting it; --close-early closes the resolver right after starting
- * them all. --trust only prints whether the resolver would believe AD.
+ * lookups start at once, or with --sequential each when the one before it
+ * has answered (from its callback), which is how a second lookup meets the
+ * first one's cached answer; the last line is then the cache's counters,
+ * {"cache":{...}}. --no-cache turns the resolver's cache off. --cancel-first
+ * cancels the first lookup right after starting it; --close-early closes the
+ * resolver right after starting them all. --trust only prints whether the
+ * resolver would believe AD.
  *
  * The driver also checks the event-loop contract itself: it exits 3 if a
  * callback runs inside dns_query()/dns_resolve_host() or twice for one
@@ -38,6 +43,14 @@ struct lookup {
 static int in_call;
 static int closed;
 static int bad;
+static bool sequential;
+static struct dns_resolver *resolver;
+static struct lookup *all;
+static size_t nall, started;
+
+static bool cancel_first_lookup;
+
+static void start_lookup(size_t i);
 
 /* One record as JSON (jansson, base/postern_json.h). */
 static json_t *rr_json(const struct dns_rr *rr) {
@@ -130,6 +143,8 @@ static void on_answer(const struct dns_answer *a, void *arg) {
   else
     json_decref(recs);
   l->json = json_line(o);
+  if (sequential && started < nall)
+    start_lookup(started);
 }
 
 static void on_closed(void *arg) {
@@ -147,6 +162,29 @@ static int type_of(const char *t) {
     if (strcmp(t, map[i].n) == 0)
       return map[i].t;
   return -1;
+}
+
+static void start_lookup(size_t i) {
+  struct lookup *l = &all[i];
+  struct dns_query *q = NULL;
+  int rc;
+  started = i + 1;
+  in_call = 1;
+  if (l->type == 0)
+    rc = dns_resolve_host(resolver, l->name, on_answer, l, &q);
+  else
+    rc = dns_query(resolver, l->name, (uint16_t)l->type, on_answer, l, &q);
+  if (rc == 0 && i == 0 && cancel_first_lookup)
+    dns_query_cancel(q);
+  in_call = 0;
+  if (rc != 0) {
+    l->json = json_line(json_pack("{s:o, s:s, s:s}", "name",
+                                  postern_json_cstr(l->name), "type", l->tname,
+                                  "error", postern_err_name(rc)));
+    l->done = 1;
+    if (sequential && started < nall)
+      start_lookup(started);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -178,6 +216,12 @@ int main(int argc, char **argv) {
       cancel_first = true;
     } else if (strcmp(a, "--close-early") == 0) {
       close_early = true;
+    } else if (strcmp(a, "--sequential") == 0) {
+      sequential = true;
+    } else if (strcmp(a, "--no-cache") == 0) {
+      o.cache_size = 0;
+    } else if (strcmp(a, "--cache-max-ttl") == 0 && i + 1 < argc) {
+      o.cache_max_ttl = (uint32_t)atoi(argv[++i]);
     } else if (strcmp(a, "--debug") == 0) {
       postern_log_set_level(POSTERN_LOG_DEBUG);
     } else {
@@ -207,27 +251,23 @@ int main(int argc, char **argv) {
     postern_json_print(o, stdout, 1);
     json_decref(o);
   }
-  for (size_t i = 0; i < nl; i++) {
-    struct dns_query *q = NULL;
-    in_call = 1;
-    if (ls[i].type == 0)
-      rc = dns_resolve_host(r, ls[i].name, on_answer, &ls[i], &q);
-    else
-      rc =
-          dns_query(r, ls[i].name, (uint16_t)ls[i].type, on_answer, &ls[i], &q);
-    if (rc == 0 && i == 0 && cancel_first)
-      dns_query_cancel(q);
-    in_call = 0;
-    if (rc != 0) {
-      ls[i].json = json_line(
-          json_pack("{s:o, s:s, s:s}", "name", postern_json_cstr(ls[i].name),
-                    "type", ls[i].tname, "error", postern_err_name(rc)));
-      ls[i].done = 1;
-    }
+  resolver = r;
+  all = ls;
+  nall = nl;
+  cancel_first_lookup = cancel_first;
+  if (sequential) {
+    if (nl > 0)
+      start_lookup(0);
+  } else {
+    for (size_t i = 0; i < nl; i++)
+      start_lookup(i);
   }
   if (close_early)
     dns_resolver_close(r, on_closed, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
+  struct dns_cache_stats cs = {0};
+  if (!close_early) /* else the resolver is gone already */
+    dns_resolver_cache_stats(r, &cs);
   if (!close_early) {
     /* Every lookup has ended; closing now must still finish cleanly. */
     dns_resolver_close(r, on_closed, NULL);
@@ -242,6 +282,15 @@ int main(int argc, char **argv) {
     }
     printf("%s\n", ls[i].json);
     free(ls[i].json);
+  }
+  if (sequential) {
+    json_t *c = json_pack(
+        "{s:{s:o, s:o, s:o, s:o, s:o}}", "cache", "hits",
+        postern_json_u64(cs.hits), "misses", postern_json_u64(cs.misses),
+        "stored", postern_json_u64(cs.stored), "evicted",
+        postern_json_u64(cs.evicted), "entries", postern_json_u64(cs.entries));
+    postern_json_print(c, stdout, 1);
+    json_decref(c);
   }
   if (!closed)
     bad = bad ? bad : 4;

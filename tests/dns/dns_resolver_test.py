@@ -267,6 +267,48 @@ def main():
               r and r[0]["status"] == "answer", r)
 
     # IPv6 server, and AD behaviour over it.
+        # The answer cache: a second lookup of the same name and type
+        # within its TTL is answered without asking the server, with the
+        # same records and AD bit and a TTL that never grows; denials with
+        # an SOA are cached (RFC 2308), failures never; --no-cache asks
+        # every time.
+        def asked(name, rtype):
+            return sum(1 for q in peer.queries() if q[1] == name and q[2] == rtype)
+
+        seq = ["example.org/MX", "example.org/MX", "nx.example.org/A",
+               "nx.example.org/A", "sf.example.org/A", "sf.example.org/A",
+               "mx1.example.org/HOST", "mx1.example.org/HOST",
+               "noad.example.org/A", "noad.example.org/A"]
+        before = {k: asked(*k) for k in [("example.org", "MX"), ("nx.example.org", "A"),
+                                         ("sf.example.org", "A"), ("mx1.example.org", "A"),
+                                         ("mx1.example.org", "AAAA"),
+                                         ("noad.example.org", "A")]}
+        out = run(["--server", peer.address(), "--timeout", "400", "--attempts", "1",
+                   "--sequential"] + seq)
+        res, stats = out[:-1], out[-1]["cache"]
+        delta = {k: asked(*k) - v for k, v in before.items()}
+        check("cache: a repeated MX lookup asks once", delta[("example.org", "MX")] == 1, delta)
+        check("cache: the cached MX answer is the same, AD kept",
+              res[1]["records"] == res[0]["records"] and res[1]["ad"] and
+              0 < res[1]["ttl"] <= res[0]["ttl"], (res[0], res[1]))
+        check("cache: NXDOMAIN cached for its negative TTL",
+              delta[("nx.example.org", "A")] == 1 and res[3]["status"] == "nxdomain"
+              and res[3]["ad"] and 0 < res[3]["ttl"] <= 42, (delta, res[3]))
+        check("cache: SERVFAIL never cached", delta[("sf.example.org", "A")] == 2, delta)
+        check("cache: host lookups cache A and AAAA",
+              delta[("mx1.example.org", "A")] == 1 and delta[("mx1.example.org", "AAAA")] == 1
+              and sorted(res[7]["records"]) == sorted(res[6]["records"]), delta)
+        check("cache: an unauthenticated answer stays unauthenticated",
+              delta[("noad.example.org", "A")] == 1 and not res[9]["ad"], res[9])
+        # hits: MX, NXDOMAIN, A, AAAA, noad; misses: those five once and
+        # SERVFAIL twice.
+        check("cache: counters", stats["hits"] == 5 and stats["misses"] == 7 and
+              stats["entries"] == 5, stats)
+        before = asked("example.org", "MX")
+        run(["--server", peer.address(), "--timeout", "400", "--attempts", "1",
+             "--sequential", "--no-cache", "example.org/MX", "example.org/MX"])
+        check("no cache: every lookup asks", asked("example.org", "MX") - before == 2)
+
     with dnspeer.start(CONFIG, address="::1") as peer6:
         r = run(["--server", peer6.address(), "example.org/MX",
                  "noad.example.org/A"])

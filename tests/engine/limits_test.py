@@ -8,14 +8,13 @@
     with no policy requiring TLS the relay reconnects once in plaintext and
     delivers (issue 5, step 3). (Only a TLS-level error used to trigger the
     retry; a drop deferred the mail.)
- 3. Back-pressure with a tiny in-flight limit (POSTERN_TEST_MAX_INFLIGHT=2):
+ 3. Back-pressure with a tiny in-flight limit (delivery { max_inflight 2 }):
     while the MX holds its replies, exactly 2 messages are in flight; after
     release, the scan resumes and every message is delivered once.
 
 Usage: limits_test.py POSTERN_BINARY
 """
 
-import os
 import sys
 import threading
 import time
@@ -95,61 +94,55 @@ def main():
                   "STARTTLS dropped: the retry is logged")
 
         # 3. A tiny in-flight limit.
-        os.environ["POSTERN_TEST_MAX_INFLIGHT"] = "2"
-        try:
-            with Relay(POSTERN, dns.port,
-                       delivery=f"route * 127.0.0.1:{slow.port}; per_domain_connections 10",
-                       extra="metrics { listen 127.0.0.1:0 }") as r:
-                mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
-                slow.hold = threading.Event()
-                n = 6
-                for i in range(n):
-                    r.send("s@snd.test", [f"u{i}@slow.test"], msg(f"bp{i}"))
-                slow.wait_for(lambda: slow.held >= 2, what="2 held messages")
-                time.sleep(1.5)  # a scheduler tick or two: nothing more may start
-                check(slow.held == 2, f"max_inflight 2: 2 messages started (saw {slow.held})")
-                check(gauge(mport, "postern_inflight_messages") == 2,
-                      "max_inflight 2: the in-flight gauge says 2")
-                slow.hold.set()
-                slow.hold = None
-                got = slow.wait(n, timeout=30)
-                subjects = sorted(d.split(b"Subject: ")[1].split(b"\r\n")[0] for _, _, d in got)
-                check(len(got) == n and len(set(subjects)) == n,
-                      f"max_inflight 2: all {n} messages delivered once after release")
-                r.wait_log(lambda e: e.get("event") == "delivery", count=n)
-                check(len(deliveries(r, status="sent")) == n, "max_inflight 2: n sent lines")
-        finally:
-            del os.environ["POSTERN_TEST_MAX_INFLIGHT"]
+        with Relay(POSTERN, dns.port,
+                   delivery=f"route * 127.0.0.1:{slow.port}; per_domain_connections 10;"
+                            " max_inflight 2",
+                   extra="metrics { listen 127.0.0.1:0 }") as r:
+            mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+            slow.hold = threading.Event()
+            n = 6
+            for i in range(n):
+                r.send("s@snd.test", [f"u{i}@slow.test"], msg(f"bp{i}"))
+            slow.wait_for(lambda: slow.held >= 2, what="2 held messages")
+            time.sleep(1.5)  # a scheduler tick or two: nothing more may start
+            check(slow.held == 2, f"max_inflight 2: 2 messages started (saw {slow.held})")
+            check(gauge(mport, "postern_inflight_messages") == 2,
+                  "max_inflight 2: the in-flight gauge says 2")
+            slow.hold.set()
+            slow.hold = None
+            got = slow.wait(n, timeout=30)
+            subjects = sorted(d.split(b"Subject: ")[1].split(b"\r\n")[0] for _, _, d in got)
+            check(len(got) == n and len(set(subjects)) == n,
+                  f"max_inflight 2: all {n} messages delivered once after release")
+            r.wait_log(lambda e: e.get("event") == "delivery", count=n)
+            check(len(deliveries(r, status="sent")) == n, "max_inflight 2: n sent lines")
 
         # 4. The in-flight bodies cap: with room for 150 kB of bodies, three
         #    60 kB messages start (the third crosses the cap), the rest wait
         #    in the due index until results free the room.
-        os.environ["POSTERN_TEST_MAX_INFLIGHT_BYTES"] = "150000"
-        try:
-            with Relay(POSTERN, dns.port,
-                       delivery=f"route * 127.0.0.1:{slow.port}; per_domain_connections 10",
-                       extra="metrics { listen 127.0.0.1:0 }") as r:
-                mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
-                slow.hold = threading.Event()
-                slow.held = 0
-                base = len(slow.messages)
-                n = 6
-                big = "x" * 78 + "\r\n"
-                for i in range(n):
-                    r.send("s@snd.test", [f"b{i}@slow.test"], msg(f"bytes{i}", big * 750))
-                slow.wait_for(lambda: slow.held >= 3, what="3 held messages")
-                time.sleep(1.5)  # a scheduler tick or two: nothing more may start
-                check(slow.held == 3, f"in-flight bytes cap: 3 messages started (saw {slow.held})")
-                check(gauge(mport, "postern_inflight_messages") == 3,
-                      "in-flight bytes cap: the in-flight gauge says 3")
-                slow.hold.set()
-                slow.hold = None
-                got = slow.wait(base + n, timeout=30)[base:]
-                subjects = sorted(d.split(b"Subject: ")[1].split(b"\r\n")[0] for _, _, d in got)
-                check(len(got) == n and len(set(subjects)) == n,
-                      f"in-flight bytes cap: all {n} messages delivered once after release")
-        finally:
-            del os.environ["POSTERN_TEST_MAX_INFLIGHT_BYTES"]
+        with Relay(POSTERN, dns.port,
+                   delivery=f"route * 127.0.0.1:{slow.port}; per_domain_connections 10;"
+                            " max_inflight_bytes 150000",
+                   extra="metrics { listen 127.0.0.1:0 }") as r:
+            mport = int(r.wait_log(lambda e: e.get("event") == "metrics_listening")[-1]["port"])
+            slow.hold = threading.Event()
+            slow.held = 0
+            base = len(slow.messages)
+            n = 6
+            big = "x" * 78 + "\r\n"
+            for i in range(n):
+                r.send("s@snd.test", [f"b{i}@slow.test"], msg(f"bytes{i}", big * 750))
+            slow.wait_for(lambda: slow.held >= 3, what="3 held messages")
+            time.sleep(1.5)  # a scheduler tick or two: nothing more may start
+            check(slow.held == 3, f"in-flight bytes cap: 3 messages started (saw {slow.held})")
+            check(gauge(mport, "postern_inflight_messages") == 3,
+                  "in-flight bytes cap: the in-flight gauge says 3")
+            slow.hold.set()
+            slow.hold = None
+            got = slow.wait(base + n, timeout=30)[base:]
+            subjects = sorted(d.split(b"Subject: ")[1].split(b"\r\n")[0] for _, _, d in got)
+            check(len(got) == n and len(set(subjects)) == n,
+                  f"in-flight bytes cap: all {n} messages delivered once after release")
     finally:
         for m in (a, b, drop, slow):
             m.stop()

@@ -17,7 +17,9 @@ signed with ldns-signzone, behind a validating unbound.
         dns.reload(new_zones)  # restart both on the same ports, new data
 
 Records are zone-file lines relative to the zone's origin (`@` is the apex);
-SOA and NS are added. Each signed zone gets its own ECDSA P-256 key from
+SOA and NS are added. A zone's "ttl" (default 300) is every record's TTL
+and its negative TTL: zones a test changes with reload() while a relay
+runs take a short one, since the relay caches answers for their TTL. Each signed zone gets its own ECDSA P-256 key from
 ldns-keygen (a KSK that signs everything, as a combined signing key) and is
 signed with ldns-signzone, inception one hour ago so clock skew cannot make
 signatures "not yet valid". unbound gets that key as its trust anchor
@@ -137,9 +139,14 @@ class Fixture:
         for origin, spec in zones.items():
             path = os.path.join(zdir, origin + ".zone")
             with open(path, "w") as f:
-                f.write("$ORIGIN %s.\n$TTL 300\n" % origin)
-                f.write("@ SOA ns.%s. hostmaster.%s. 1 3600 600 86400 300\n"
-                        % (origin, origin))
+                # "ttl": every record's TTL and the negative TTL (default
+                # 300 s). Tests that change a zone with reload() while a
+                # relay runs give it a short one: the relay caches answers
+                # for their TTL, as any resolver does.
+                ttl = int(spec.get("ttl", 300))
+                f.write("$ORIGIN %s.\n$TTL %d\n" % (origin, ttl))
+                f.write("@ SOA ns.%s. hostmaster.%s. 1 3600 600 86400 %d\n"
+                        % (origin, origin, ttl))
                 f.write("@ NS ns.%s.\n" % origin)
                 f.write("ns A 127.0.0.1\n")
                 for rec in spec.get("records", []):

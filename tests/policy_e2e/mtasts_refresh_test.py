@@ -112,8 +112,10 @@ EVIL = {"keep": 47, "twocache": 48}
 
 def zones(after):
     """The zones before (after=False) and after the change (after=True)."""
-    z = {"sts.test": {"signed": False, "records": []},
-         "sec.test": {"signed": True, "records": [], "bogus": []}}
+    # TTL 1 s: the relay caches answers for their TTL, and these zones
+    # change under it.
+    z = {"sts.test": {"signed": False, "records": [], "ttl": 1},
+         "sec.test": {"signed": True, "records": [], "bogus": [], "ttl": 1}}
     for d, (zone, mx_ip, sts_ip, _) in DOMAINS.items():
         recs = z[zone]["records"]
         if after and d in EVIL:

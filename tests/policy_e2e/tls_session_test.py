@@ -27,6 +27,7 @@ Usage: tls_session_test.py POSTERN_BINARY
 import hashlib
 import subprocess
 import sys
+import time
 
 import dnssec_zone
 import pki
@@ -79,7 +80,8 @@ def start_peers(hosts, tls):
 
 def zones(t, roll_spki, wrong):
     return {
-        "secure.test": {"signed": True, "records": [
+        # TTL 1 s: the TLSA rollover must reach the relay's DNS cache.
+        "secure.test": {"signed": True, "ttl": 1, "records": [
             "roll MX 10 mxroll",
             "mxroll A 127.0.0.31",
             f"{t}.mxroll TLSA 3 1 1 {roll_spki}",
@@ -135,6 +137,9 @@ def main():
             rc, ad, rd = fx.query(f"{t}.mxroll.secure.test", "TLSA")
             check(rc == "NOERROR" and ad and rd == [f"3 1 1 {spki_sha256(new[0])}"],
                   f"2: the zone now publishes the new key only ({rc} {ad} {rd})")
+            # The relay's cached answers live for their TTL (1 s here), as
+            # a rollover's published TTL promises: wait that long.
+            time.sleep(1.5)
             r.send("s@snd.test", ["a3@roll.secure.test"], msg("r3"))
             e = delivery(r, "a3@roll.secure.test")
             check(e.get("status") == "sent" and e.get("tls_level") == "authenticated",

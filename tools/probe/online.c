@@ -168,9 +168,7 @@ int probe_online(const char *config_path, const char *domain, bool json,
   postern_log_configure(verbose ? POSTERN_LOG_DEBUG : POSTERN_LOG_ERROR,
                         POSTERN_LOG_LOGFMT, NULL);
   int ex = 2;
-  struct relay r;
-  memset(&r, 0, sizeof r);
-  r.cfg = cfg;
+  struct tls_ctx *client_tls = NULL;
   struct policy_chain *chain = NULL;
   struct dns_resolver *dns = NULL;
   char terr[256] = "";
@@ -178,10 +176,9 @@ int probe_online(const char *config_path, const char *domain, bool json,
     fprintf(stderr, "postern-probe: cannot build the policy chain\n");
     goto out;
   }
-  r.chain = chain;
   struct tls_ctx_opts to = {
       .min_version = cfg->tls.min_version == CONFIG_TLS_1_3 ? 0x0304 : 0};
-  if (tls_ctx_new_client(&r.client_tls, cfg->tls.ca_file, &to, terr,
+  if (tls_ctx_new_client(&client_tls, cfg->tls.ca_file, &to, terr,
                          sizeof terr) != 0) {
     fprintf(stderr, "postern-probe: tls ca_file %s: %s\n", cfg->tls.ca_file,
             terr);
@@ -198,7 +195,12 @@ int probe_online(const char *config_path, const char *domain, bool json,
     goto out;
   }
   struct run run = {.json = json, .exit_code = 2};
-  rc = probe_start(&r, &loop, dns, domain, on_probe, &run);
+  struct probe_setup ps = {.cfg = cfg,
+                           .chain = chain,
+                           .client_tls = client_tls,
+                           .loop = &loop,
+                           .dns = dns};
+  rc = probe_start(&ps, domain, on_probe, &run);
   if (rc == 0) {
     uv_run(&loop, UV_RUN_DEFAULT);
     ex = run.exit_code;
@@ -209,7 +211,7 @@ int probe_online(const char *config_path, const char *domain, bool json,
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
 out:
-  tls_ctx_free(r.client_tls);
+  tls_ctx_free(client_tls);
   policy_chain_free(chain);
   config_free(cfg);
   https_global_cleanup();

@@ -1,0 +1,141 @@
+/*
+ * dest.h - delivery on a worker loop, as its files share it: destinations
+ * and their limits (dest.c), their connections (conn.c), and the attempts
+ * that open connections through the MX loop (deliver.c, mx_loop.c).
+ *
+ * Ownership: a `struct dest` lives on its worker while it has jobs,
+ * connections or attempts; an attempt owns its DNS queries, policy runs
+ * and the client it is connecting; a `conn` owns an accepted client and
+ * the job it is sending. Jobs are handed to engine__job_finish when their
+ * results are known, and never touched afterwards. One thread: the
+ * worker's.
+ */
+#ifndef POSTERN_ENGINE_DEST_H
+#define POSTERN_ENGINE_DEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "engine/internal.h"
+#include "engine/mx_loop.h"
+
+struct conn;
+struct postern_htab;
+
+/* A worker's delivery state (worker->ud2). */
+struct dwork {
+  struct mx_env env; /* relay, loop, resolver, HTTPS client */
+  struct worker *w;
+  struct postern_htab *dests; /* dest->key -> struct dest */
+};
+
+/* A destination: a recipient domain, or a static route's target. */
+struct dest {
+  struct dwork *dw;
+  char key[300];
+  char domain[256];
+  bool routed;
+  struct route_target route;
+  struct mx_dest target; /* the above, as the MX loop reads it */
+  struct job *head, *tail;
+  size_t njobs;
+  struct conn *conns; /* established (busy or idle) */
+  size_t nconns;
+  struct mx_attempt *attempts;
+  size_t nattempts;
+  uint64_t rate_next_ms;
+  uv_timer_t rate_timer;
+  bool rate_timer_on;
+  bool freeing;
+  /* An attempt found no usable host while other attempts or connections
+   * went on with the jobs: open no further connection until one succeeds,
+   * so that a server refusing concurrent sessions (421 at the greeting)
+   * does not see a reconnect per exhausted attempt. */
+  bool saturated;
+  /* Step 5 across attempts: a temporary failure seen by an attempt that
+   * exhausted while others went on with the same jobs. When the last one
+   * exhausts too, the jobs are deferred, not bounced. Cleared when the
+   * jobs are settled or gone, or a connection succeeds. */
+  bool temp_seen;
+  char temp_status[16];
+  char temp_reason[512];
+};
+
+/* ---- destinations (dest.c) ---- */
+
+/* Puts waiting jobs on connections and starts attempts while the
+ * destination has more work than connections, within the limits. */
+void engine__dest_kick(struct dest *d);
+
+/* Shutting down: gives up every waiting job (they stay queued and due,
+ * with no attempt counted against them). */
+void engine__dest_abandon(struct dest *d);
+
+/* Frees a destination with nothing left: no job, connection or attempt. */
+void engine__dest_maybe_free(struct dest *d);
+
+/* per_domain_rate with a limit: takes a slot now, or arms the timer that
+ * kicks the destination when the next one is due. */
+bool engine__dest_rate_take(struct dest *d, uint32_t rate);
+
+/* May one more message start now (per_domain_rate)? If not, the
+ * destination is kicked again when it may. */
+static inline bool engine__dest_rate_allows(struct dest *d) {
+  uint32_t rate = d->dw->env.r->cfg->delivery.per_domain_rate;
+  return rate == 0 || engine__dest_rate_take(d, rate);
+}
+
+static inline struct job *engine__dest_pop(struct dest *d) {
+  struct job *j = d->head;
+  if (j) {
+    d->head = j->next;
+    if (d->head == NULL)
+      d->tail = NULL;
+    j->next = NULL;
+    d->njobs--;
+  }
+  return j;
+}
+
+static inline void engine__dest_push_front(struct dest *d, struct job *j) {
+  j->next = d->head;
+  d->head = j;
+  if (d->tail == NULL)
+    d->tail = j;
+  d->njobs++;
+}
+
+/* ---- connections (conn.c) ---- */
+
+/* A connection of d over the accepted session (the client is the conn's
+ * from now on), or NULL without memory (the session is untouched). */
+struct conn *engine__conn_open(struct dest *d, const struct mx_session *s);
+
+/* Starts carrying messages, from the loop. */
+void engine__conn_start(struct conn *cn);
+
+/* Offers waiting jobs to the connections: chained behind fast ones first,
+ * then to idle ones. Returns false when per_domain_rate stopped it. */
+bool engine__conns_feed(struct dest *d);
+
+/* Connections with no message: idle, or about to take the next one. */
+size_t engine__conns_idle(const struct dest *d);
+
+/* Shutdown: gives up the messages on cn (they stay queued) and closes it. */
+void engine__conn_abandon(struct conn *cn);
+
+/* ---- attempts (deliver.c) ---- */
+
+/* Starts an MX loop for d; its session becomes a connection of d. */
+void engine__deliver_attempt_start(struct dest *d);
+
+/* Shutdown: closes the attempts' clients and cancels their lookups. */
+void engine__deliver_attempts_stop(struct dest *d);
+
+/* After the loop has ended: frees what attempts are left. */
+void engine__deliver_attempts_free(struct dest *d);
+
+#endif
