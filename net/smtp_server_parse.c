@@ -21,6 +21,9 @@
 #include "net/smtp_server_internal.h"
 #include "net/smtp_syntax.h"
 
+#include "base/postern_domain.h"
+#include "base/postern_utf8.h"
+
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -75,7 +78,7 @@ static bool dot_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i++;
     } else if (p[i] >= 0x80) {
-      size_t k = smtp_syntax_utf8_len(p + i, n - i);
+      size_t k = postern_utf8_len(p + i, n - i);
       if (k == 0)
         return false;
       *utf8 = true;
@@ -99,7 +102,7 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i += 2;
     } else if (c >= 0x80) {
-      size_t k = smtp_syntax_utf8_len(p + i, n - 1 - i);
+      size_t k = postern_utf8_len(p + i, n - 1 - i);
       if (k == 0)
         return false;
       *utf8 = true;
@@ -115,39 +118,14 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
 }
 
 /* A domain name: dot-separated labels of letters, digits, hyphens (not at
- * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets. */
+ * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets, at most
+ * SMTP_SERVER__DOMAIN_MAX octets in all. */
 static bool domain_ok(const unsigned char *p, size_t n, bool *utf8) {
-  if (n == 0 || n > SMTP_SERVER__DOMAIN_MAX)
-    return false;
-  size_t label = 0;
-  for (size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    if (c == '.') {
-      if (label == 0 || p[i - 1] == '-')
-        return false;
-      label = 0;
-      i++;
-      continue;
-    }
-    size_t k = 1;
-    if (c >= 0x80) {
-      k = smtp_syntax_utf8_len(p + i, n - i);
-      if (k == 0)
-        return false;
-      *utf8 = true;
-    } else if (c == '-') {
-      if (label == 0)
-        return false;
-    } else if (!is_alpha(c) && !is_digit(c)) {
-      return false;
-    }
-    label += k;
-    if (label > 63)
-      return false;
-    i += k;
-  }
-  return label > 0 && p[n - 1] != '-';
+  return postern_domain_check((const char *)p, n, POSTERN_DOMAIN_SMTP, utf8,
+                              NULL) == 0;
 }
+_Static_assert(SMTP_SERVER__DOMAIN_MAX == 255,
+               "POSTERN_DOMAIN_SMTP allows RFC 5321's 255 octets");
 
 static bool address_literal_ok(const char *p, size_t n) {
   char buf[64];

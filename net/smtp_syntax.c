@@ -6,34 +6,7 @@
  */
 #include "net/smtp_syntax.h"
 
-size_t smtp_syntax_utf8_len(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  size_t len;
-  unsigned min;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-    min = 0x80;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    min = 0x800;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  unsigned cp = c & (0x7f >> len);
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
+#include "base/postern_utf8.h"
 
 static bool is_hex_upper(int c) {
   return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
@@ -83,7 +56,7 @@ bool smtp_syntax_orcpt_ok(const char *p, size_t n) {
   for (size_t i = 0; i < vn;) {
     unsigned char c = (unsigned char)v[i];
     if (c >= 0x80) {
-      size_t k = smtp_syntax_utf8_len((const unsigned char *)v + i, vn - i);
+      size_t k = postern_utf8_len((const unsigned char *)v + i, vn - i);
       if (k == 0)
         return false;
       i += k;

@@ -25,13 +25,6 @@ static inline bool smtp_syntax_is_atext(int c) {
 }
 
 /*
- * Length of the well-formed UTF-8 sequence of 2..4 bytes that starts at
- * p[0] (RFC 3629: no overlong forms, no surrogates, nothing above
- * U+10FFFF), or 0 when there is none within p[0..n). n >= 1.
- */
-size_t smtp_syntax_utf8_len(const unsigned char *p, size_t n);
-
-/*
  * RFC 3461 §4 xtext: every byte is an xchar ("!" to "~" except "+" and
  * "=") or a hexchar ("+" and two upper-case hexadecimal digits). The empty
  * string is xtext. No length limit: each parameter has its own.

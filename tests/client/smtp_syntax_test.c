@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "base/postern_utf8.h"
 #include "net/smtp_syntax.h"
 
 struct text_case {
@@ -89,7 +90,7 @@ static void test_utf8_len(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     size_t n = strlen(cases[i].in);
-    if (smtp_syntax_utf8_len((const unsigned char *)cases[i].in, n) !=
+    if (postern_utf8_len((const unsigned char *)cases[i].in, n) !=
         cases[i].want)
       fail_msg("utf8 case %zu: want %zu", i, cases[i].want);
   }
