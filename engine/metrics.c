@@ -221,6 +221,29 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
   for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
     tb_fmt(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", gs[i].name,
            gs[i].help, gs[i].name, gs[i].name, (unsigned long long)gs[i].v);
+  tb_fmt(&b,
+         "# HELP postern_dns_cache_lookups_total DNS lookups answered from "
+         "the relay's answer cache (hit) or sent to a resolver (miss).\n"
+         "# TYPE postern_dns_cache_lookups_total counter\n"
+         "postern_dns_cache_lookups_total{result=\"hit\"} %llu\n"
+         "postern_dns_cache_lookups_total{result=\"miss\"} %llu\n"
+         "# HELP postern_dns_cache_entries Answers held in the DNS caches.\n"
+         "# TYPE postern_dns_cache_entries gauge\n"
+         "postern_dns_cache_entries %llu\n",
+         (unsigned long long)g->dns_cache_hits,
+         (unsigned long long)g->dns_cache_misses,
+         (unsigned long long)g->dns_cache_entries);
+  tb_fmt(&b,
+         "# HELP postern_tls_certificate_checks_total MX certificate chains "
+         "run through PKIX verification, answered from the verdict cache, or "
+         "not checked because DANE governs the host.\n"
+         "# TYPE postern_tls_certificate_checks_total counter\n"
+         "postern_tls_certificate_checks_total{result=\"verified\"} %llu\n"
+         "postern_tls_certificate_checks_total{result=\"cached\"} %llu\n"
+         "postern_tls_certificate_checks_total{result=\"skipped\"} %llu\n",
+         (unsigned long long)g->tls_pkix_verified,
+         (unsigned long long)g->tls_pkix_cached,
+         (unsigned long long)g->tls_pkix_skipped);
   if (b.oom) {
     free(b.p);
     return POSTERN_ENOMEM;

@@ -62,6 +62,10 @@ struct metrics_gauges {
   uint64_t inflight;
   uint64_t inbound_sessions;
   uint64_t outbound_connections;
+  /* Summed over the workers' resolvers (net/dns.h dns_cache_stats). */
+  uint64_t dns_cache_hits, dns_cache_misses, dns_cache_entries;
+  /* The client TLS context's certificate checks (net/tls.h). */
+  uint64_t tls_pkix_verified, tls_pkix_cached, tls_pkix_skipped;
 };
 
 /*

@@ -196,6 +196,10 @@ static void attempt_connect(struct mx_attempt *a) {
       .sni = a->req.sni[0] ? a->req.sni : NULL,
       /* Sessions are cached per policy (TLSA RRset digest, or PKIX). */
       .session_policy = a->req.tls_policy[0] ? a->req.tls_policy : NULL,
+      /* Usable TLSA records alone authenticate this host: a PKIX verdict
+       * would count only as `encrypted` (policy_chain_check_conn), so the
+       * chain is not run through the X509 verifier at all. */
+      .skip_pkix = a->req.dane_usable,
   };
   struct sockaddr_storage *sa = &a->addrs[a->ai];
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)

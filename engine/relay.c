@@ -15,7 +15,9 @@
  */
 #include "engine/internal.h"
 
+#include "engine/dest.h"
 #include "engine/metrics.h"
+#include "net/dns.h"
 #include "net/https.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
@@ -210,6 +212,27 @@ static void read_gauges(void *ud, struct metrics_gauges *g) {
     for (size_t i = 0; i < r->nservers; i++)
       g->inbound_sessions += smtp_server_sessions(r->servers[i]);
   g->outbound_connections = atomic_load(&r->out_conns);
+  /* The workers' resolvers and the client TLS context live until the
+   * relay stops; their counters are atomics or locked. */
+  if (!atomic_load(&r->stopping)) {
+    for (int i = 0; i < r->pool.n; i++) {
+      struct dwork *dw = r->pool.w[i].ud2;
+      if (dw == NULL || dw->env.dns == NULL)
+        continue;
+      struct dns_cache_stats cs;
+      dns_resolver_cache_stats(dw->env.dns, &cs);
+      g->dns_cache_hits += cs.hits;
+      g->dns_cache_misses += cs.misses;
+      g->dns_cache_entries += cs.entries;
+    }
+    if (r->client_tls) {
+      struct tls_pkix_stats ps;
+      tls_ctx_pkix_stats(r->client_tls, &ps);
+      g->tls_pkix_verified = ps.verified;
+      g->tls_pkix_cached = ps.cached;
+      g->tls_pkix_skipped = ps.skipped;
+    }
+  }
 }
 
 static void start_metrics(struct relay *r, uv_loop_t *loop) {

@@ -260,7 +260,8 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
 /* Whether answers from this resolver may be `authenticated`. */
 bool dns_resolver_trusts_ad(const struct dns_resolver *r);
 
-/* The answer cache's counters (all 0 without a cache). */
+/* The answer cache's counters (all 0 without a cache). Any thread may
+ * read them while the resolver is open (a metrics scrape). */
 void dns_resolver_cache_stats(const struct dns_resolver *r,
                               struct dns_cache_stats *st);
 

@@ -25,6 +25,7 @@
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,13 +37,23 @@ struct entry {
   struct entry *prev, *next; /* recency list */
 };
 
+/* Counters are written by the resolver's thread only and read by any
+ * (a metrics scrape on the main loop): relaxed atomics. */
+struct counters {
+  _Atomic uint64_t hits, misses, stored, evicted, entries;
+};
+
 struct dns__cache {
   struct postern_htab *t;
   size_t max;
   uint32_t max_ttl;
   struct entry *head, *tail;
-  struct dns_cache_stats st;
+  struct counters st;
 };
+
+static void bump(_Atomic uint64_t *c, int64_t by) {
+  atomic_fetch_add_explicit(c, (uint64_t)by, memory_order_relaxed);
+}
 
 int dns__cache_new(size_t max_entries, uint32_t max_ttl,
                    struct dns__cache **out) {
@@ -87,7 +98,7 @@ static void drop(struct dns__cache *c, struct entry *e) {
   unlink_entry(c, e);
   dns_answer_free(&e->ans);
   free(e);
-  c->st.entries--;
+  bump(&c->st.entries, -1);
 }
 
 void dns__cache_free(struct dns__cache *c) {
@@ -111,12 +122,12 @@ int dns__cache_get(struct dns__cache *c, const char *name, uint16_t type,
     return POSTERN_ENOENT;
   struct entry *e = postern_htab_get(c->t, key);
   if (e == NULL) {
-    c->st.misses++;
+    bump(&c->st.misses, 1);
     return POSTERN_ENOENT;
   }
   if (e->expires_ms <= now_ms) {
     drop(c, e);
-    c->st.misses++;
+    bump(&c->st.misses, 1);
     return POSTERN_ENOENT;
   }
   int rc = dns__answer_copy(&e->ans, out);
@@ -125,7 +136,7 @@ int dns__cache_get(struct dns__cache *c, const char *name, uint16_t type,
   out->ttl = (uint32_t)((e->expires_ms - now_ms + 999) / 1000);
   unlink_entry(c, e);
   push_front(c, e);
-  c->st.hits++;
+  bump(&c->st.hits, 1);
   return 0;
 }
 
@@ -167,18 +178,21 @@ void dns__cache_put(struct dns__cache *c, const char *name, uint16_t type,
     return;
   }
   push_front(c, e);
-  c->st.entries++;
-  c->st.stored++;
-  while (c->st.entries > c->max) {
+  bump(&c->st.entries, 1);
+  bump(&c->st.stored, 1);
+  while (atomic_load_explicit(&c->st.entries, memory_order_relaxed) > c->max) {
     drop(c, c->tail);
-    c->st.evicted++;
+    bump(&c->st.evicted, 1);
   }
 }
 
 void dns__cache_stats(const struct dns__cache *c, struct dns_cache_stats *st) {
-  if (c == NULL) {
-    memset(st, 0, sizeof *st);
+  memset(st, 0, sizeof *st);
+  if (c == NULL)
     return;
-  }
-  *st = c->st;
+  st->hits = atomic_load_explicit(&c->st.hits, memory_order_relaxed);
+  st->misses = atomic_load_explicit(&c->st.misses, memory_order_relaxed);
+  st->stored = atomic_load_explicit(&c->st.stored, memory_order_relaxed);
+  st->evicted = atomic_load_explicit(&c->st.evicted, memory_order_relaxed);
+  st->entries = atomic_load_explicit(&c->st.entries, memory_order_relaxed);
 }

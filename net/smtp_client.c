@@ -377,6 +377,9 @@ static void start_tls(struct smtp_client *c) {
   if (rc == 0 && c->sni) {
     rc = tls_conn_set_sni(t, c->sni);
   }
+  if (rc == 0 && c->skip_pkix) {
+    rc = tls_conn_skip_pkix(t);
+  }
   if (rc == 0) {
     smtp_client__set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
     rc = tls_conn_handshake(t, on_handshake, c);
@@ -765,6 +768,7 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   c->helo_name = strdup(opts->helo_name);
   c->mx_name = strdup(mx_name);
   c->sni = opts->sni && opts->sni[0] ? strdup(opts->sni) : NULL;
+  c->skip_pkix = opts->skip_pkix;
   c->session_key = malloc(TLS_SESSION_KEY_MAX);
   c->rbuf = malloc(RBUF_CAP);
   c->raw = malloc(RAW_CAP);

@@ -132,6 +132,10 @@ struct smtp_client_opts {
    * for PKIX, "dane:<digest>" under DANE. Part of the session cache key
    * with mx_name, the port and the SNI. Copied. */
   const char *session_policy;
+  /* DANE governs this host (usable TLSA records): do not verify the chain
+   * with PKIX at all (tls_conn_skip_pkix); its verdict would count for
+   * nothing (RFC 7672 §3, RFC 8461 §2). */
+  bool skip_pkix;
 };
 
 /* The outcome of a STARTTLS attempt, for the policy layer and logs. */

@@ -70,7 +70,8 @@ struct smtp_client {
 
   uint64_t connect_to, command_to, data_to;
   char *helo_name, *mx_name, *session_key;
-  char *sni; /* NULL: mx_name */
+  char *sni;      /* NULL: mx_name */
+  bool skip_pkix; /* opts->skip_pkix */
   struct sockaddr_storage local_addr;
   bool has_local;
   struct sockaddr_storage peer;

@@ -31,23 +31,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/bytestring.h>
 #include <openssl/err.h>
 #include <openssl/pool.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
 #include "base/postern_err.h"
+#include "base/postern_htab.h"
 #include "base/postern_log.h"
 
 struct tls_session_entry {
   char *key;
   SSL_SESSION *sess;
   uint64_t stamp; /* insertion order, for eviction of the oldest */
+};
+
+/* One remembered PKIX verdict (see tls_ctx_pkix_stats in tls.h). */
+struct pkix_entry {
+  unsigned char key[SHA256_DIGEST_LENGTH];
+  time_t until;
+  bool used, pkix_ok, name_ok;
+  char error[TLS_ERROR_MAX];
 };
 
 struct tls_ctx {
@@ -57,6 +68,12 @@ struct tls_ctx {
   struct tls_session_entry *cache;
   size_t cache_len, cache_cap;
   uint64_t stamp;
+  /* PKIX verdicts: a ring of entries, looked up through the table. */
+  pthread_mutex_t pkix_lock;
+  struct postern_htab *pkix;
+  struct pkix_entry *pkix_ring; /* TLS_PKIX_CACHE_MAX, allocated on use */
+  size_t pkix_next;
+  struct tls_pkix_stats pkix_stats;
 };
 
 enum tls_conn_state {
@@ -76,7 +93,8 @@ struct tls_conn {
   void *hs_arg;
   char *server_name; /* client: SNI and verification name, no final dot */
   char *session_key;
-  bool verified; /* verify below is filled */
+  bool verified;  /* verify below is filled */
+  bool skip_pkix; /* tls_conn_skip_pkix */
   struct tls_verify verify;
   char error[TLS_ERROR_MAX];
 };
@@ -303,6 +321,7 @@ static int ctx_alloc(struct tls_ctx **out, bool server,
     return POSTERN_ENOMEM;
   }
   pthread_mutex_init(&ctx->lock, NULL);
+  pthread_mutex_init(&ctx->pkix_lock, NULL);
   SSL_CTX_set_min_proto_version(ctx->ssl_ctx, minv);
   SSL_CTX_set_max_proto_version(ctx->ssl_ctx, TLS1_3_VERSION);
   if (!server) {
@@ -398,7 +417,16 @@ void tls_ctx_free(struct tls_ctx *ctx) {
   free(ctx->cache);
   SSL_CTX_free(ctx->ssl_ctx);
   pthread_mutex_destroy(&ctx->lock);
+  postern_htab_free(ctx->pkix);
+  free(ctx->pkix_ring);
+  pthread_mutex_destroy(&ctx->pkix_lock);
   free(ctx);
+}
+
+void tls_ctx_pkix_stats(struct tls_ctx *ctx, struct tls_pkix_stats *out) {
+  pthread_mutex_lock(&ctx->pkix_lock);
+  *out = ctx->pkix_stats;
+  pthread_mutex_unlock(&ctx->pkix_lock);
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -469,6 +497,17 @@ nomem:
   ERR_clear_error();
   tls_conn_free(t);
   return POSTERN_ENOMEM;
+}
+
+int tls_conn_skip_pkix(struct tls_conn *t) {
+  if (!t || t->ctx->server) {
+    return POSTERN_EINVAL;
+  }
+  if (t->state != TLS_CONN_NEW) {
+    return POSTERN_ESTATE;
+  }
+  t->skip_pkix = true;
+  return 0;
 }
 
 int tls_conn_set_sni(struct tls_conn *t, const char *sni) {
@@ -547,13 +586,79 @@ static int flush_wbio(struct tls_conn *t, tls_write_cb cb, void *arg) {
   return 0;
 }
 
+/* The cache key of the peer's chain as verified against `name`. */
+static void pkix_key(const struct tls_conn *t, const char *name,
+                     unsigned char key[SHA256_DIGEST_LENGTH]) {
+  SHA256_CTX h;
+  SHA256_Init(&h);
+  SHA256_Update(&h, name, strlen(name) + 1);
+  const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(t->ssl);
+  for (size_t i = 0; certs && i < sk_CRYPTO_BUFFER_num(certs); i++) {
+    const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(certs, i);
+    uint64_t len = CRYPTO_BUFFER_len(b);
+    SHA256_Update(&h, &len, sizeof len); /* no two chains hash alike */
+    SHA256_Update(&h, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+  }
+  SHA256_Final(key, &h);
+}
+
+/* A remembered verdict for `key`, still valid at `now`, into *v. */
+static bool pkix_cached(struct tls_ctx *ctx, const unsigned char *key,
+                        time_t now, struct tls_verify *v) {
+  bool hit = false;
+  pthread_mutex_lock(&ctx->pkix_lock);
+  struct pkix_entry *e = ctx->pkix ? postern_htab_get(ctx->pkix, key) : NULL;
+  if (e && e->until > now) {
+    v->pkix_ok = e->pkix_ok;
+    v->name_ok = e->name_ok;
+    snprintf(v->error, sizeof v->error, "%s", e->error);
+    ctx->pkix_stats.cached++;
+    hit = true;
+  }
+  pthread_mutex_unlock(&ctx->pkix_lock);
+  return hit;
+}
+
+/* Remembers a verdict until `until` (the oldest entry makes room). Out of
+ * memory only means it is not remembered. */
+static void pkix_remember(struct tls_ctx *ctx, const unsigned char *key,
+                          time_t until, const struct tls_verify *v) {
+  pthread_mutex_lock(&ctx->pkix_lock);
+  ctx->pkix_stats.verified++;
+  if (ctx->pkix == NULL &&
+      (postern_htab_new(SHA256_DIGEST_LENGTH, &ctx->pkix) != 0 ||
+       (ctx->pkix_ring = calloc(TLS_PKIX_CACHE_MAX, sizeof *ctx->pkix_ring)) ==
+           NULL)) {
+    postern_htab_free(ctx->pkix);
+    ctx->pkix = NULL;
+    pthread_mutex_unlock(&ctx->pkix_lock);
+    return;
+  }
+  struct pkix_entry *e = postern_htab_get(ctx->pkix, key);
+  if (e == NULL) {
+    e = &ctx->pkix_ring[ctx->pkix_next];
+    ctx->pkix_next = (ctx->pkix_next + 1) % TLS_PKIX_CACHE_MAX;
+    if (e->used)
+      postern_htab_del(ctx->pkix, e->key);
+    memcpy(e->key, key, sizeof e->key);
+    e->used = postern_htab_put(ctx->pkix, e->key, e) == 0;
+  }
+  e->until = until;
+  e->pkix_ok = v->pkix_ok;
+  e->name_ok = v->name_ok;
+  snprintf(e->error, sizeof e->error, "%s", v->error);
+  pthread_mutex_unlock(&ctx->pkix_lock);
+}
+
 /* Checks the peer's certificate once the handshake is complete: PKIX to the
  * context's roots, then the name (RFC 6125 §6.4: DNS-IDs in
  * subjectAltName; a wildcard only as the complete left-most label). The
  * subject CN is never a reference for SMTP: RFC 8461 §4.2 requires a
  * DNS-ID, and BoringSSL would fall back to the CN of a certificate without
  * one unless told not to (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). DANE-TA
- * name checks (RFC 7672 §3.2.3) are the policy layer's, not this one's. */
+ * name checks (RFC 7672 §3.2.3) are the policy layer's, not this one's.
+ * A verdict for the same chain and name is remembered for a while
+ * (tls_ctx_pkix_stats); under tls_conn_skip_pkix nothing is checked. */
 static void verify_peer(struct tls_conn *t) {
   struct tls_verify *v = &t->verify;
   memset(v, 0, sizeof *v);
@@ -564,6 +669,18 @@ static void verify_peer(struct tls_conn *t) {
     return;
   }
   v->has_cert = true;
+  if (t->skip_pkix) {
+    snprintf(v->error, sizeof v->error, "not checked: DANE governs this host");
+    pthread_mutex_lock(&t->ctx->pkix_lock);
+    t->ctx->pkix_stats.skipped++;
+    pthread_mutex_unlock(&t->ctx->pkix_lock);
+    return;
+  }
+  unsigned char key[SHA256_DIGEST_LENGTH];
+  pkix_key(t, t->server_name, key);
+  time_t now = time(NULL);
+  if (pkix_cached(t->ctx, key, now, v))
+    return;
   X509 *leaf = sk_X509_value(chain, 0);
   X509_STORE_CTX *sctx = X509_STORE_CTX_new();
   if (!sctx) {
@@ -597,6 +714,11 @@ static void verify_peer(struct tls_conn *t) {
     snprintf(v->error + off, sizeof v->error - off,
              "; certificate name does not match %s", t->server_name);
   }
+  /* Remembered for a while, but never past the leaf's expiry: a verdict
+   * must not outlive the certificate it speaks of. */
+  time_t until = now + TLS_PKIX_CACHE_TTL;
+  if (X509_cmp_time(X509_get0_notAfter(leaf), &until) > 0)
+    pkix_remember(t->ctx, key, until, v);
   ERR_clear_error();
 }
 

@@ -97,6 +97,24 @@ void tls_ctx_free(struct tls_ctx *ctx);
 size_t tls_ctx_session_count(struct tls_ctx *ctx);
 
 /*
+ * PKIX verdicts: a client context remembers, for TLS_PKIX_CACHE_TTL
+ * seconds (never past the leaf's notAfter), the verdict for a chain and
+ * verification name, so the same MX certificate is not verified again on
+ * every connection. Keyed by a SHA-256 of the name and every certificate
+ * of the chain: a different chain is always verified. At most
+ * TLS_PKIX_CACHE_MAX verdicts, the oldest replaced first. Counters since
+ * the context was made; thread-safe.
+ */
+#define TLS_PKIX_CACHE_TTL 600
+#define TLS_PKIX_CACHE_MAX 4096
+struct tls_pkix_stats {
+  uint64_t verified; /* chains run through the X509 verifier */
+  uint64_t cached;   /* verdicts taken from the cache */
+  uint64_t skipped;  /* tls_conn_skip_pkix: not checked at all */
+};
+void tls_ctx_pkix_stats(struct tls_ctx *ctx, struct tls_pkix_stats *out);
+
+/*
  * What the verdict on a server's certificate depends on besides the chain
  * itself. A resumed session carries the chain of the handshake that made
  * it, so a session may only be offered where the same checks would judge
@@ -140,6 +158,16 @@ void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key);
 int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
                  uv_stream_t *stream, const char *server_name,
                  const char *session_key);
+
+/*
+ * Client connections, before tls_conn_handshake(): the peer's chain is not
+ * checked against the roots at all (tls_verify then says pkix_ok and
+ * name_ok false, "not checked: DANE governs this host"). For hosts whose
+ * usable TLSA records alone authenticate them (RFC 7672 §3, RFC 8461 §2),
+ * where a PKIX verdict counts for nothing. Errors: POSTERN_EINVAL (server
+ * connection), POSTERN_ESTATE (handshake started).
+ */
+int tls_conn_skip_pkix(struct tls_conn *t);
 
 /*
  * Client connections, before tls_conn_handshake(): sends `sni` as the

@@ -164,6 +164,8 @@ static void on_connection(uv_stream_t *l, int status) {
   uv_close((uv_handle_t *)&h.listener, NULL);
 }
 
+static bool next_skip_pkix; /* the next run_pair's client skips PKIX */
+
 static void garbage_written(uv_write_t *req, int status) {
   free(req);
 }
@@ -194,7 +196,12 @@ static void on_connect(uv_connect_t *req, int status) {
   if (s->sni) {
     assert_int_equal(tls_conn_set_sni(s->t, s->sni), 0);
   }
+  if (next_skip_pkix) {
+    next_skip_pkix = false;
+    assert_int_equal(tls_conn_skip_pkix(s->t), 0);
+  }
   assert_int_equal(tls_conn_handshake(s->t, on_hs, s), 0);
+  assert_int_equal(tls_conn_skip_pkix(s->t), POSTERN_ESTATE);
   /* The SNI is fixed once the ClientHello is out. */
   assert_int_equal(tls_conn_set_sni(s->t, "late.test"), POSTERN_ESTATE);
   /* Never synchronous: the server has not even answered yet. */
@@ -316,6 +323,62 @@ static void test_sni_apart_from_name(void **state) {
   assert_int_equal(h.client.hs_status, 0);
   assert_false(h.client.verify.name_ok);
   assert_non_null(strstr(h.client.verify.error, "does not match other.test"));
+  tls_ctx_free(cctx);
+  tls_ctx_free(sctx);
+}
+
+static void test_pkix_verdicts(void **state) {
+  /* The same chain and name are verified once and then remembered; a new
+   * name is verified on its own; under DANE nothing is verified. */
+  struct tls_ctx *sctx, *cctx, *other;
+  assert_int_equal(tls_ctx_new_server(&sctx, env("TLS_TEST_CERT"),
+                                      env("TLS_TEST_KEY"), NULL, NULL, 0),
+                   0);
+  assert_int_equal(tls_ctx_new_client(&cctx, env("TLS_TEST_CA"), NULL, NULL, 0),
+                   0);
+  struct tls_pkix_stats st;
+  next_forget = true; /* the next handshake is a full one: the chain is
+                         presented again */
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_true(h.client.verify.pkix_ok && h.client.verify.name_ok);
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_false(h.client.resumed);
+  assert_true(h.client.verify.pkix_ok && h.client.verify.name_ok);
+  assert_string_equal(h.client.verify.error, "");
+  tls_ctx_pkix_stats(cctx, &st);
+  assert_int_equal(st.verified, 1);
+  assert_int_equal(st.cached, 1);
+  /* Another name: its own verdict, also remembered with its error. */
+  run_pair(sctx, cctx, "other.test", false);
+  run_pair(sctx, cctx, "other.test", false);
+  assert_true(h.client.verify.pkix_ok);
+  assert_false(h.client.verify.name_ok);
+  assert_non_null(strstr(h.client.verify.error, "does not match other.test"));
+  tls_ctx_pkix_stats(cctx, &st);
+  assert_int_equal(st.verified, 2);
+  assert_int_equal(st.cached, 2);
+  /* DANE governs: not checked at all, and said so. */
+  next_skip_pkix = true;
+  run_pair(sctx, cctx, "mx.test", false);
+  assert_int_equal(h.client.hs_status, 0);
+  assert_true(h.client.verify.has_cert);
+  assert_false(h.client.verify.pkix_ok);
+  assert_false(h.client.verify.name_ok);
+  assert_non_null(strstr(h.client.verify.error, "DANE governs"));
+  assert_int_equal(h.client.chain_len, 1); /* the chain is there for DANE */
+  tls_ctx_pkix_stats(cctx, &st);
+  assert_int_equal(st.skipped, 1);
+  assert_int_equal(st.verified, 2);
+  /* A context with other roots verifies for itself: verdicts are per
+   * context, never shared across trust stores. */
+  assert_int_equal(
+      tls_ctx_new_client(&other, env("TLS_TEST_OTHER_CA"), NULL, NULL, 0), 0);
+  run_pair(sctx, other, "mx.test", false);
+  assert_false(h.client.verify.pkix_ok);
+  tls_ctx_pkix_stats(other, &st);
+  assert_int_equal(st.verified, 1);
+  assert_int_equal(st.cached, 0);
+  tls_ctx_free(other);
   tls_ctx_free(cctx);
   tls_ctx_free(sctx);
 }
@@ -508,6 +571,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handshake_verify_resume),
       cmocka_unit_test(test_sni_apart_from_name),
+      cmocka_unit_test(test_pkix_verdicts),
       cmocka_unit_test(test_session_key),
       cmocka_unit_test(test_session_drop),
       cmocka_unit_test(test_untrusted_root),

@@ -187,6 +187,10 @@ def main():
             check(values.get("postern_double_bounces_total", 0) >= 1, "metrics: double bounce counted")
             check("postern_queue_messages" in values and "postern_inbound_sessions" in values,
                   "metrics: queue and session gauges present")
+            # (dns_cache_relay_test checks the DNS cache counters' values.)
+            check('postern_dns_cache_lookups_total{result="miss"}' in values and
+                  'postern_tls_certificate_checks_total{result="verified"}' in values,
+                  "metrics: DNS cache and certificate check counters present")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=10)
                 check(False, "metrics: unknown path refused")
