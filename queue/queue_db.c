@@ -9,9 +9,8 @@
  *   dom   domain -> id (DUPSORT), for each domain with a recipient left
  *   meta  "counts" -> struct queue__counts; "tick" -> u64 (queue__touch)
  *
- * Invariants, kept by every write transaction (msg_unindex and
- * queue__msg_index below are the only code that touches due, dom and
- * counts):
+ * Invariants, kept by every write transaction (index_update below is the
+ * only code that touches due, dom and counts):
  *   - a message has a due entry iff it is not held and has a recipient
  *     pending or deferred; the entry's time is the envelope's next_ms;
  *   - dom holds (domain, id) for each domain of its recipients left;
@@ -103,39 +102,21 @@ static int counts_add(struct queue *q, struct queue__wtxn *w,
   return 0;
 }
 
-/* Removes e's due entry, domain entries and counts. */
-static int msg_unindex(struct queue *q, struct queue__wtxn *w,
-                       const struct queue_env *e) {
-  int mrc;
-  if (e->state != QUEUE_MSG_HELD && env_has_left(e)) {
-    unsigned char kb[QUEUE__DUE_KEY_LEN];
-    queue__due_key(kb, e->next_ms, e->id);
-    MDB_val k = {sizeof kb, kb};
-    mrc = mdb_del(w->txn, q->due, &k, NULL);
-    if (mrc && mrc != MDB_NOTFOUND)
-      return queue__wtxn_fail(w, mrc);
-  }
-  for (size_t i = 0; i < e->n_rcpts; i++) {
-    if (!queue__rcpt_left(&e->rcpts[i]))
-      continue;
-    char d[QUEUE_DOMAIN_MAX + 1];
-    MDB_val k = {queue__domain_of(e->rcpts[i].addr, d), d};
-    MDB_val v = {QUEUE_ID_LEN, (void *)e->id};
-    mrc = mdb_del(w->txn, q->dom, &k, &v);
-    if (mrc && mrc != MDB_NOTFOUND) /* two recipients share a domain */
-      return queue__wtxn_fail(w, mrc);
-  }
-  return counts_add(q, w, e, -1);
-}
-
-int queue__msg_index(struct queue *q, struct queue__wtxn *w,
-                     const struct queue_env *e) {
-  int mrc;
+/*
+ * Adds (sign +1) or removes (sign -1) e's due entry, domain entries and
+ * counts. An entry already there (or already gone) is fine: recipients that
+ * share a domain share its entry.
+ */
+static int index_update(struct queue *q, struct queue__wtxn *w,
+                        const struct queue_env *e, int sign) {
+  int ok = sign > 0 ? MDB_KEYEXIST : MDB_NOTFOUND, mrc;
   if (e->state != QUEUE_MSG_HELD && env_has_left(e)) {
     unsigned char kb[QUEUE__DUE_KEY_LEN];
     queue__due_key(kb, e->next_ms, e->id);
     MDB_val k = {sizeof kb, kb}, v = {0, ""};
-    if ((mrc = mdb_put(w->txn, q->due, &k, &v, 0)))
+    mrc = sign > 0 ? mdb_put(w->txn, q->due, &k, &v, 0)
+                   : mdb_del(w->txn, q->due, &k, NULL);
+    if (mrc && mrc != ok)
       return queue__wtxn_fail(w, mrc);
   }
   for (size_t i = 0; i < e->n_rcpts; i++) {
@@ -144,11 +125,17 @@ int queue__msg_index(struct queue *q, struct queue__wtxn *w,
     char d[QUEUE_DOMAIN_MAX + 1];
     MDB_val k = {queue__domain_of(e->rcpts[i].addr, d), d};
     MDB_val v = {QUEUE_ID_LEN, (void *)e->id};
-    mrc = mdb_put(w->txn, q->dom, &k, &v, MDB_NODUPDATA);
-    if (mrc && mrc != MDB_KEYEXIST)
+    mrc = sign > 0 ? mdb_put(w->txn, q->dom, &k, &v, MDB_NODUPDATA)
+                   : mdb_del(w->txn, q->dom, &k, &v);
+    if (mrc && mrc != ok)
       return queue__wtxn_fail(w, mrc);
   }
-  return counts_add(q, w, e, +1);
+  return counts_add(q, w, e, sign);
+}
+
+int queue__msg_index(struct queue *q, struct queue__wtxn *w,
+                     const struct queue_env *e) {
+  return index_update(q, w, e, +1);
 }
 
 static int msg_put_env(struct queue *q, struct queue__wtxn *w,
@@ -164,7 +151,7 @@ static int msg_put_env(struct queue *q, struct queue__wtxn *w,
 
 int queue__msg_rewrite(struct queue *q, struct queue__wtxn *w,
                        const struct queue_env *old, struct queue_env *new) {
-  int rc = msg_unindex(q, w, old);
+  int rc = index_update(q, w, old, -1);
   if (rc)
     return rc;
   if (!env_has_left(new)) {
@@ -211,8 +198,10 @@ int queue__ids_collect(struct queue *q, MDB_txn *txn, const char *domain,
   int mrc = mdb_cursor_open(txn, domain ? q->dom : q->msg, &c);
   if (mrc)
     return queue__mdb(mrc);
+  /* In msg the ids are the keys; in dom they are the domain key's values. */
   char d[QUEUE_DOMAIN_MAX + 1];
-  MDB_val k, v;
+  MDB_val k, v, *idv = domain ? &v : &k;
+  MDB_cursor_op first, next;
   if (domain) {
     size_t i = 0; /* lowercased like the keys (queue__domain_of) */
     for (; domain[i] && i < QUEUE_DOMAIN_MAX; i++)
@@ -221,36 +210,24 @@ int queue__ids_collect(struct queue *q, MDB_txn *txn, const char *domain,
     d[i] = '\0';
     k.mv_size = i;
     k.mv_data = d;
-    v.mv_size = after ? QUEUE_ID_LEN : 0;
-    v.mv_data = (void *)(after ? after : "");
-    mrc = after ? mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE)
-                : mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-    MDB_cursor_op nx = MDB_NEXT_DUP;
-    if (mrc == 0 && after && v.mv_size == QUEUE_ID_LEN &&
-        memcmp(v.mv_data, after, QUEUE_ID_LEN) == 0)
-      mrc = mdb_cursor_get(c, &k, &v, nx);
-    while (mrc == 0 && *n < max) {
-      if (v.mv_size == QUEUE_ID_LEN) {
-        memcpy(ids[*n], v.mv_data, QUEUE_ID_LEN);
-        ids[(*n)++][QUEUE_ID_LEN] = '\0';
-      }
-      mrc = mdb_cursor_get(c, &k, &v, nx);
-    }
+    first = after ? MDB_GET_BOTH_RANGE : MDB_SET_KEY;
+    next = MDB_NEXT_DUP;
   } else {
-    k.mv_size = after ? QUEUE_ID_LEN : 0;
-    k.mv_data = (void *)(after ? after : "");
-    mrc = after ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
-                : mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    if (mrc == 0 && after && k.mv_size == QUEUE_ID_LEN &&
-        memcmp(k.mv_data, after, QUEUE_ID_LEN) == 0)
-      mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    while (mrc == 0 && *n < max) {
-      if (k.mv_size == QUEUE_ID_LEN) {
-        memcpy(ids[*n], k.mv_data, QUEUE_ID_LEN);
-        ids[(*n)++][QUEUE_ID_LEN] = '\0';
-      }
-      mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    first = after ? MDB_SET_RANGE : MDB_FIRST;
+    next = MDB_NEXT;
+  }
+  idv->mv_size = after ? QUEUE_ID_LEN : 0;
+  idv->mv_data = (void *)(after ? after : "");
+  mrc = mdb_cursor_get(c, &k, &v, first);
+  if (mrc == 0 && after && idv->mv_size == QUEUE_ID_LEN &&
+      memcmp(idv->mv_data, after, QUEUE_ID_LEN) == 0)
+    mrc = mdb_cursor_get(c, &k, &v, next);
+  while (mrc == 0 && *n < max) {
+    if (idv->mv_size == QUEUE_ID_LEN) {
+      memcpy(ids[*n], idv->mv_data, QUEUE_ID_LEN);
+      ids[(*n)++][QUEUE_ID_LEN] = '\0';
     }
+    mrc = mdb_cursor_get(c, &k, &v, next);
   }
   mdb_cursor_close(c);
   return mrc == MDB_NOTFOUND ? 0 : queue__mdb(mrc);

@@ -58,6 +58,20 @@ out:
 
 /* ---- The scheduler's reads of the due index ----------------------------- */
 
+/* A read transaction and a cursor on the due index; end both with
+ * mdb_cursor_close and mdb_txn_abort. */
+static int due_cursor_open(struct queue *q, MDB_txn **txn, MDB_cursor **c) {
+  int rc = queue__txn_begin(q, MDB_RDONLY, txn);
+  if (rc)
+    return rc;
+  int mrc = mdb_cursor_open(*txn, q->due, c);
+  if (mrc) {
+    mdb_txn_abort(*txn);
+    return queue__mdb(mrc);
+  }
+  return 0;
+}
+
 int queue_due_scan(struct queue *q, uint64_t now_ms,
                    const struct queue_due *after, struct queue_due *out,
                    size_t max, size_t *n) {
@@ -65,21 +79,16 @@ int queue_due_scan(struct queue *q, uint64_t now_ms,
   if (max == 0)
     return 0;
   MDB_txn *txn;
-  int rc = queue__txn_begin(q, MDB_RDONLY, &txn);
+  MDB_cursor *c;
+  int rc = due_cursor_open(q, &txn, &c);
   if (rc)
     return rc;
-  MDB_cursor *c;
-  int mrc = mdb_cursor_open(txn, q->due, &c);
-  if (mrc) {
-    mdb_txn_abort(txn);
-    return queue__mdb(mrc);
-  }
   unsigned char kb[QUEUE__DUE_KEY_LEN];
   memset(kb, 0, sizeof kb);
   if (after)
     queue__due_key(kb, after->due_ms, after->id);
   MDB_val k = {sizeof kb, kb}, v;
-  mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   if (mrc == 0 && after && k.mv_size == sizeof kb &&
       memcmp(k.mv_data, kb, sizeof kb) == 0)
     mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
@@ -107,20 +116,15 @@ int queue_due_next(struct queue *q, uint64_t after_ms, uint64_t *due_ms) {
   if (after_ms == UINT64_MAX)
     return 0;
   MDB_txn *txn;
-  int rc = queue__txn_begin(q, MDB_RDONLY, &txn);
+  MDB_cursor *c;
+  int rc = due_cursor_open(q, &txn, &c);
   if (rc)
     return rc;
-  MDB_cursor *c;
-  int mrc = mdb_cursor_open(txn, q->due, &c);
-  if (mrc) {
-    mdb_txn_abort(txn);
-    return queue__mdb(mrc);
-  }
   unsigned char kb[8];
   for (int i = 0; i < 8; i++)
     kb[i] = (unsigned char)((after_ms + 1) >> (8 * (7 - i)));
   MDB_val k = {sizeof kb, kb}, v;
-  mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   if (mrc == 0)
     *due_ms = queue__due_key_ms(k.mv_data);
   mdb_cursor_close(c);
