@@ -22,14 +22,13 @@
 
 #define ADMIN_CHUNK 2000
 
-/* Applies op to id inside w. 1 = applied, 0 = unknown id, <0 = error (the
- * transaction must be aborted). */
+/* Applies op to id inside w. POSTERN_ENOENT with w->failed false: no such
+ * message (nothing written); any other error: the transaction must be
+ * aborted. */
 static int admin_one(struct queue *q, struct queue__wtxn *w,
                      enum queue_admin_op op, const char *id, uint64_t now) {
   struct queue_env *old;
   int rc = queue__msg_get(q, w->txn, id, &old);
-  if (rc == POSTERN_ENOENT)
-    return 0;
   if (rc)
     return rc;
   struct queue_env *e = queue__env_clone_shallow(old);
@@ -68,7 +67,7 @@ static int admin_one(struct queue *q, struct queue__wtxn *w,
   rc = queue__msg_rewrite(q, w, old, e);
   free(e);
   free(old);
-  return rc ? rc : 1;
+  return rc;
 }
 
 /*
@@ -100,13 +99,16 @@ static int admin_txn(struct queue *q, enum queue_admin_op op,
     const char *id = listed ? sel->ids[start + i] : buf[i];
     if (listed && !queue_id_valid(id))
       continue; /* counted as unknown by queue_admin */
-    int r = admin_one(q, &w, op, id, now);
-    if (r < 0) {
-      mdb_txn_abort(w.txn);
-      return r;
+    rc = admin_one(q, &w, op, id, now);
+    if (rc == POSTERN_ENOENT && !w.failed) {
+      u++;
+      continue;
     }
-    u += r == 0;
-    c += (size_t)r;
+    if (rc) {
+      mdb_txn_abort(w.txn);
+      return rc;
+    }
+    c++;
   }
   if ((rc = queue__mdb(mdb_txn_commit(w.txn))))
     return rc;
