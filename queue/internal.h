@@ -10,11 +10,11 @@
  *   queue_db.c      the databases and the code that keeps their invariants
  *   queue_rec.c     ids, the envelope record codec, state names, retry times
  *
- * Errors. Every function here returns 0 or a negative POSTERN_E* code,
- * internal ones included. An LMDB return code is mapped where the mdb_*
- * call returns (queue__mdb, or queue__wtxn_fail inside a write transaction)
- * and never leaves the function that made the call: locals holding one are
- * named `mrc`, locals holding a POSTERN code `rc`.
+ * Errors. Every function of the module that can fail, internal ones
+ * included, returns 0 or a negative POSTERN_E* code. An LMDB return code is
+ * mapped where the mdb_* call returns (queue__mdb, or queue__wtxn_fail inside a
+ * write transaction) and never leaves the function that made the call: locals
+ * holding one are named `mrc`, locals holding a POSTERN code `rc`.
  */
 #ifndef POSTERN_QUEUE_INTERNAL_H
 #define POSTERN_QUEUE_INTERNAL_H
