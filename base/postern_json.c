@@ -1,9 +1,11 @@
 /*
  * base/postern_json.c - see postern_json.h. The only code of its own is the
- * UTF-8 check that decides what is passed through and what becomes \xHH;
- * everything else is jansson.
+ * choice of what is passed through and what becomes \xHH (on the UTF-8
+ * check of postern_utf8.h); everything else is jansson.
  */
 #include "base/postern_json.h"
+
+#include "base/postern_utf8.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -23,31 +25,7 @@ static size_t utf8_seq(const unsigned char *p, size_t left) {
     return 1;
   if (c == 0xc2 && left >= 2 && p[1] >= 0x80 && p[1] <= 0x9f)
     return 0; /* C1 control */
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xbf;
-  if (c >= 0xc2 && c <= 0xdf)
-    n = 2;
-  else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    if (c == 0xe0)
-      lo = 0xa0; /* overlong */
-    else if (c == 0xed)
-      hi = 0x9f; /* surrogates */
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    if (c == 0xf0)
-      lo = 0x90; /* overlong */
-    else if (c == 0xf4)
-      hi = 0x8f; /* above U+10FFFF */
-  } else {
-    return 0;
-  }
-  if (left < n || p[1] < lo || p[1] > hi)
-    return 0;
-  for (size_t i = 2; i < n; i++)
-    if (p[i] < 0x80 || p[i] > 0xbf)
-      return 0;
-  return n;
+  return postern_utf8_len(p, left);
 }
 
 json_t *postern_json_str(const char *s, size_t n) {

@@ -35,7 +35,15 @@ enum postern_log_level {
 #undef POSTERN__LOG_LEVEL
 };
 
-enum postern_log_format { POSTERN_LOG_LOGFMT, POSTERN_LOG_JSON };
+#define POSTERN_LOG_FORMAT_MAP(X)                                              \
+  X(LOGFMT, "logfmt")                                                          \
+  X(JSON, "json")
+
+enum postern_log_format {
+#define POSTERN__LOG_FORMAT(name, str) POSTERN_LOG_##name,
+  POSTERN_LOG_FORMAT_MAP(POSTERN__LOG_FORMAT)
+#undef POSTERN__LOG_FORMAT
+};
 
 #define POSTERN_LOG_LINE_MAX 8192
 

@@ -5,10 +5,14 @@
  * with every default already filled in, so callers never look up a default
  * themselves. The syntax and every directive are described in
  * docs/postern.conf.5. Parsing is driven by one schema table per block
- * (config.c), the same table that fills defaults and drives config_print.
+ * (config_schema.c), the same table that fills defaults and drives
+ * config_print.
  *
- * This module depends on nothing but libc and postern_err.h: the levels and
- * enums below are its own, and the modules that use them map them.
+ * Enumerated values have one definition each, so the relay passes them on
+ * without a cast: the security levels are the policy's (policy/levels.h),
+ * the log level and format the logger's (base/postern_log.h). Names come
+ * from the X-macro that defines each enum, or for policy modules from their
+ * schema rows, so no name table is kept by hand.
  *
  * Ownership: a `struct postern_config` owns every string and array it
  * points to; all of them stay valid until config_free. Callers that keep a
@@ -28,6 +32,9 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "base/postern_log.h"
+#include "policy/levels.h"
+
 #define CONFIG_DEFAULT_PATH "/etc/postern/postern.conf"
 
 /* Limits on the input; going over one is an error with its position. */
@@ -40,36 +47,45 @@
 #define CONFIG_LISTEN_MAX 256u   /* listen directives */
 #define CONFIG_ROUTE_MAX 1000u   /* route directives */
 
-enum config_log_level {
-  CONFIG_LOG_ERROR,
-  CONFIG_LOG_WARN,
-  CONFIG_LOG_INFO,
-  CONFIG_LOG_DEBUG
+/*
+ * The config's earlier names for values it now shares with their owners
+ * (the logger's levels and formats, the policy's levels), kept so existing
+ * callers and tests read the same. New code uses the owners' names.
+ */
+#define CONFIG_LOG_ERROR POSTERN_LOG_ERROR
+#define CONFIG_LOG_WARN POSTERN_LOG_WARN
+#define CONFIG_LOG_INFO POSTERN_LOG_INFO
+#define CONFIG_LOG_DEBUG POSTERN_LOG_DEBUG
+#define CONFIG_LOG_LOGFMT POSTERN_LOG_LOGFMT
+#define CONFIG_LOG_JSON POSTERN_LOG_JSON
+#define CONFIG_TLS_LEVEL_NONE POLICY_TLS_LEVEL_NONE
+#define CONFIG_TLS_LEVEL_ENCRYPTED POLICY_TLS_LEVEL_ENCRYPTED
+#define CONFIG_TLS_LEVEL_AUTHENTICATED POLICY_TLS_LEVEL_AUTHENTICATED
+#define CONFIG_MX_LEVEL_NONE POLICY_MX_LEVEL_NONE
+#define CONFIG_MX_LEVEL_MTASTS POLICY_MX_LEVEL_MTASTS
+#define CONFIG_MX_LEVEL_DNSSEC POLICY_MX_LEVEL_DNSSEC
+
+/* The oldest TLS version spoken (`tls { min_version }`). X(NAME, "string") */
+#define CONFIG_TLS_VERSION_MAP(X)                                              \
+  X(1_2, "1.2")                                                                \
+  X(1_3, "1.3")
+
+enum config_tls_version {
+#define CONFIG__TLS_VERSION_DEF(name, str) CONFIG_TLS_##name,
+  CONFIG_TLS_VERSION_MAP(CONFIG__TLS_VERSION_DEF)
+#undef CONFIG__TLS_VERSION_DEF
+      CONFIG_TLS_VERSION_COUNT
 };
 
-enum config_log_format { CONFIG_LOG_LOGFMT, CONFIG_LOG_JSON };
-
-/* The TLS level a connection reached or a policy requires (DESIGN.md). */
-enum config_tls_level {
-  CONFIG_TLS_LEVEL_NONE,
-  CONFIG_TLS_LEVEL_ENCRYPTED,
-  CONFIG_TLS_LEVEL_AUTHENTICATED
-};
-
-/* How an MX host name was authenticated (DESIGN.md). */
-enum config_mx_level {
-  CONFIG_MX_LEVEL_NONE,
-  CONFIG_MX_LEVEL_MTASTS,
-  CONFIG_MX_LEVEL_DNSSEC
-};
-
-enum config_tls_version { CONFIG_TLS_1_2, CONFIG_TLS_1_3 };
-
+/* The modules of the policy chain. A module's name is its directive's in
+ * the policy block (config_policy_kind_name), whose schema table is indexed
+ * by this enum. */
 enum config_policy_kind {
   CONFIG_POLICY_LOCAL,
   CONFIG_POLICY_MTASTS,
   CONFIG_POLICY_DNSSEC,
-  CONFIG_POLICY_DANE
+  CONFIG_POLICY_DANE,
+  CONFIG_POLICY_KIND_COUNT
 };
 
 /* An IP address and port, validated: "127.0.0.1:2525" or "[::1]:2525".
@@ -166,8 +182,8 @@ struct config_tls {
 };
 
 struct config_policy_local {
-  enum config_tls_level min_tls_level;
-  enum config_mx_level min_mx_level;
+  enum policy_tls_level min_tls_level;
+  enum policy_mx_level min_mx_level;
 };
 
 struct config_policy_mtasts {
@@ -190,8 +206,8 @@ struct config_policy_module {
 };
 
 struct config_log {
-  enum config_log_level level;
-  enum config_log_format format;
+  enum postern_log_level level;
+  enum postern_log_format format;
   char *file; /* "-" means standard error */
 };
 
@@ -275,10 +291,10 @@ size_t config_error_format(const struct config_error *err, char *buf,
 /* Names as written in the file ("dane", "authenticated", "mtasts", "info",
  * "json", "1.2"); static strings, "?" for values out of range. */
 const char *config_policy_kind_name(enum config_policy_kind kind);
-const char *config_tls_level_name(enum config_tls_level level);
-const char *config_mx_level_name(enum config_mx_level level);
-const char *config_log_level_name(enum config_log_level level);
-const char *config_log_format_name(enum config_log_format format);
+const char *config_tls_level_name(enum policy_tls_level level);
+const char *config_mx_level_name(enum policy_mx_level level);
+const char *config_log_level_name(enum postern_log_level level);
+const char *config_log_format_name(enum postern_log_format format);
 const char *config_tls_version_name(enum config_tls_version version);
 
 #endif

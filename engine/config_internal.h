@@ -1,14 +1,16 @@
 /*
- * config_internal.h - pieces of the config module shared by its two source
+ * config_internal.h - pieces of the config module shared by its source
  * files and its unit tests; nothing outside engine/config* includes this.
  *
  * Loading runs in two passes:
  *   1. config_syntax.c turns bytes into a tree of statements (`name arg...`
  *      with an optional block of child statements), enforcing the lexical
  *      rules and the limits in config.h. It knows no directive.
- *   2. config.c walks that tree against the schema (one table per block),
- *      converting values with the value parsers declared below, filling
- *      defaults and checking cross-field rules.
+ *   2. config.c walks that tree against the schema (config_schema.c: one
+ *      table per block, and the cross-field rules), converting each
+ *      statement with its directive's type (config_types.c), which uses the
+ *      value parsers (config_value.c), filling defaults and checking the
+ *      cross-field rules.
  */
 #ifndef POSTERN_ENGINE_CONFIG_INTERNAL_H
 #define POSTERN_ENGINE_CONFIG_INTERNAL_H
@@ -16,6 +18,10 @@
 #include "engine/config.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 /* One argument word after unquoting, escapes and {env:} substitution. It may
  * contain any byte but NUL; `len` excludes the terminating NUL. */
@@ -61,8 +67,8 @@ void config__error_set(struct config_error *err, const char *file,
 const char *config__quote_user(const char *s, size_t n, char *buf, size_t cap);
 
 /*
- * Value parsers. Each takes a word (`s`, `n` bytes, not necessarily
- * NUL-terminated), returns 0 and stores the value, or returns
+ * Value parsers (config_value.c). Each takes a word (`s`, `n` bytes, not
+ * necessarily NUL-terminated), returns 0 and stores the value, or returns
  * POSTERN_ECONFIG (malformed) / POSTERN_ERANGE (overflow) and points *why at
  * a static explanation. They never read outside s[0..n).
  */
@@ -109,7 +115,8 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
  * bytes; one trailing dot allowed (the caller strips it). */
 int config__hostname_check(const char *s, size_t n, const char **why);
 
-/* Levenshtein distance, capped: returns cap+1 as soon as it is exceeded. */
+/* Levenshtein distance, capped: returns cap+1 as soon as it is exceeded.
+ * For "did you mean" hints (config.c). */
 unsigned config__edit_distance(const char *a, const char *b, unsigned cap);
 
 /*
@@ -160,7 +167,94 @@ struct config__block {
                const struct config__node *st);
 };
 
-/* All blocks, top level first; NULL-terminated. */
+/* All blocks, top level first; NULL-terminated (config_schema.c). */
 extern const struct config__block *const config__blocks[];
+
+/* The top level, config__blocks[0]. */
+extern const struct config__block config__root_block;
+
+/* The most directives in one block: the walk keeps one position per
+ * directive (config_schema.c checks every block against it). */
+#define CONFIG__MAX_DIRS 16
+
+/* ---- pass 2, shared by config.c, config_schema.c and config_types.c ---- */
+
+/* One walk over the tree: where errors go, and the configuration being
+ * filled. eof_line/eof_col point just past the file's last byte. */
+struct config__walk {
+  const char *file;
+  struct config_error *err;
+  struct postern_config *cfg;
+  unsigned eof_line, eof_col;
+};
+
+/* Fills w->err at line:col with a printf-like message; returns `code`. */
+int config__fail(struct config__walk *w, unsigned line, unsigned col, int code,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The field directive `d` fills in the block struct at `obj`. */
+#define CONFIG__FIELD(obj, d) ((void *)((char *)(obj) + (d)->off))
+#define CONFIG__CFIELD(obj, d) ((const void *)((const char *)(obj) + (d)->off))
+/* A word made safe for an error message, in the char array `buf`. */
+#define CONFIG__QUOTE(word, buf)                                               \
+  config__quote_user((word)->s, (word)->len, buf, sizeof buf)
+
+/*
+ * The walk (config.c). walk_block converts a block's statements into `obj`
+ * and runs the block's cross-field check; apply_defaults parses every
+ * default of `blk` (and of the sections it contains) into `obj`;
+ * print_block and free_block run each directive's print and free.
+ */
+int config__walk_block(struct config__walk *w, const struct config__block *blk,
+                       void *obj, const struct config__node *parent);
+int config__apply_defaults(struct config__walk *w,
+                           const struct config__block *blk, void *obj);
+void config__print_block(FILE *f, const struct config__block *blk,
+                         const void *obj, int indent);
+void config__free_block(const struct config__block *blk, void *obj);
+
+/*
+ * Arrays stored as `T *items; size_t count;` (config_types.c): `field`
+ * points at `items`. arr_push appends one zeroed element of `elem` bytes
+ * and returns it, or NULL when out of memory (the array is unchanged);
+ * arr_reset frees the items (not what they own) and empties the array.
+ */
+size_t config__arr_count(const void *field);
+void *config__arr_items(const void *field);
+void *config__arr_push(void *field, size_t elem);
+void config__arr_reset(void *field);
+
+/* Printing in file syntax (config_types.c): two spaces per indent level;
+ * put_line writes `name value` with the value quoted when needed so the
+ * lexer reads it back unchanged; put_unset writes the commented line of a
+ * directive without a value. */
+void config__put_indent(FILE *f, int indent);
+void config__put_line(FILE *f, int indent, const char *name, const char *v);
+void config__put_unset(FILE *f, int indent, const struct config__dir *d);
+
+/* `v` in the unit of d's type ("30s", "64K", "1.5", "25"); whether the type
+ * has a range at all (numbers, durations, sizes). */
+void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
+                        size_t cap);
+bool config__type_ranged(const struct config__type *t);
+
+/* Sets *out from an address word (ADDR:PORT; with default_port >= 0 the
+ * port may be left out); port 0 only when port_zero_ok. */
+int config__addr_set(struct config__walk *w, const struct config__dir *d,
+                     const struct config__word *a, struct config_addr *out,
+                     int default_port, bool port_zero_ok);
+
+/* The value types (config_types.c). */
+extern const struct config__type config__t_hostname, config__t_user,
+    config__t_path, config__t_duration, config__t_size, config__t_u32,
+    config__t_u16, config__t_decimal, config__t_enum, config__t_bool,
+    config__t_addr, config__t_ip, config__t_cidrs, config__t_servers,
+    config__t_route;
+
+/* The block-valued types (config.c): a plain section, `metrics` (a section
+ * that is off when absent), repeated `listen` blocks, the `policy` chain
+ * and one module of it (its kind is the directive's `min`). */
+extern const struct config__type config__t_section, config__t_metrics,
+    config__t_listen, config__t_policy, config__t_module;
 
 #endif

@@ -9,6 +9,7 @@
 #include "engine/dsn.h"
 
 #include "base/postern_err.h"
+#include "net/rfc5322.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -104,19 +105,6 @@ static void db_safe(struct dbuf *b, const char *s) {
   }
 }
 
-static void rfc5322_date(time_t t, char *out, size_t cap) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
-                                     "Thu", "Fri", "Sat"};
-  static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
-                                       "May", "Jun", "Jul", "Aug",
-                                       "Sep", "Oct", "Nov", "Dec"};
-  snprintf(out, cap, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
-           tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
-           tm.tm_min, tm.tm_sec);
-}
-
 /* Length of the original's header section, up to and including the empty
  * line that ends it (RFC 5322 §2.1); the whole message when there is none.
  * Lines end at LF with or without CR (db_lines makes them CRLF), so an empty
@@ -199,9 +187,9 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
       break;
   }
 
-  char date[64], arrival[64];
-  rfc5322_date(in->now, date, sizeof date);
-  rfc5322_date(in->arrival, arrival, sizeof arrival);
+  char date[RFC5322_DATE_MAX], arrival[RFC5322_DATE_MAX];
+  rfc5322_date_format(in->now, date, sizeof date);
+  rfc5322_date_format(in->arrival, arrival, sizeof arrival);
   bool failure = in->kind == DSN_FAILURE;
 
   struct dbuf b = {0};
@@ -305,8 +293,8 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
       db_str(&b, "\r\n");
     }
     if (r->last_attempt) {
-      char la[64];
-      rfc5322_date(r->last_attempt, la, sizeof la);
+      char la[RFC5322_DATE_MAX];
+      rfc5322_date_format(r->last_attempt, la, sizeof la);
       db_fmt(&b, "Last-Attempt-Date: %s\r\n", la);
     }
   }

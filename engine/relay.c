@@ -49,11 +49,8 @@ static bool drained;
 static bool finishing;
 
 static void apply_log(const struct postern_config *cfg) {
-  int rc = postern_log_configure((enum postern_log_level)cfg->log.level,
-                                 cfg->log.format == CONFIG_LOG_JSON
-                                     ? POSTERN_LOG_JSON
-                                     : POSTERN_LOG_LOGFMT,
-                                 cfg->log.file);
+  int rc =
+      postern_log_configure(cfg->log.level, cfg->log.format, cfg->log.file);
   if (rc != 0)
     postern_log(POSTERN_LOG_ERROR, "log_open_failed", "file", cfg->log.file,
                 "error", postern_strerror(rc), NULL);

@@ -25,8 +25,7 @@ int relay_chain_build(const struct postern_config *cfg,
     struct policy_module m;
     switch (pm->kind) {
     case CONFIG_POLICY_LOCAL:
-      policy_local_new((enum policy_tls_level)pm->local.min_tls_level,
-                       (enum policy_mx_level)pm->local.min_mx_level, &m);
+      policy_local_new(pm->local.min_tls_level, pm->local.min_mx_level, &m);
       break;
     case CONFIG_POLICY_DNSSEC:
       policy_dnssec_new(&m);

@@ -35,6 +35,7 @@
 #include "net/defer.h"
 
 #include "net/https_internal.h"
+#include "base/postern_domain.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
@@ -128,37 +129,12 @@ void https_global_cleanup(void) {
 
 /* ---- Pure helpers ---- */
 
-static bool is_ldh(int ch) {
-  return isalnum(ch) || ch == '-' || ch == '_';
-}
-
-/* Checks a lower-cased host name: labels of 1-63 LDH characters, at most
- * 253 octets, and not an IPv4 address in any of the forms curl accepts (a
- * numeric last label, RFC 3696 §2). */
+/* Checks a lower-cased host name: labels of 1-63 letters, digits, '-' or
+ * '_', at most 253 octets, and not an IPv4 address in any of the forms curl
+ * accepts (a numeric last label, RFC 3696 §2). */
 static int host_check(const char *h) {
-  size_t n = strlen(h), label = 0;
-  const char *last = h;
-  if (n == 0 || n > 253)
-    return POSTERN_EINVAL;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)h[i];
-    if (ch == '.') {
-      if (label == 0)
-        return POSTERN_EINVAL;
-      label = 0;
-      last = h + i + 1;
-      continue;
-    }
-    if (ch >= 0x80 || !is_ldh(ch) || ++label > 63)
-      return POSTERN_EINVAL;
-  }
-  if (label == 0)
-    return POSTERN_EINVAL;
-  bool numeric = true;
-  for (const char *p = last; *p; p++)
-    if (!isdigit((unsigned char)*p))
-      numeric = false;
-  return numeric ? POSTERN_EINVAL : 0;
+  return postern_domain_check(h, strlen(h), POSTERN_DOMAIN_URL_HOST, NULL,
+                              NULL);
 }
 
 static int parse_port(const char *s, uint16_t *out) {

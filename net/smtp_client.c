@@ -1,5 +1,9 @@
 /*
- * net/smtp_client.c - the SMTP client state machine (see smtp_client.h).
+ * net/smtp_client.c - the SMTP client state machine (see smtp_client.h):
+ * the session from connect to close, its setup (greeting, EHLO/HELO,
+ * STARTTLS) and failures. The transaction states (RSET .. DOT) are
+ * smtp_client_txn.c's, command formatting smtp_client_cmd.c's; the
+ * object is in smtp_client_internal.h.
  *
  * Legal transitions (anything else is a bug and is logged at error level):
  *
@@ -26,167 +30,35 @@
  * the states above only track which reply we expect next (RFC 2920 §3.1:
  * replies come in command order).
  *
- * Ownership and lifetime: the client owns two libuv handles, the TCP handle
- * and a timer. The TCP handle is closed as soon as the session fails (so
- * libuv stops reading the caller's body at once) or at smtp_client_close();
- * the timer only at smtp_client_close(). The struct is freed in the close
- * callback of whichever handle closes last, always after the caller asked
- * for it. The timer doubles as the way to report synchronous failures
- * later (fail_soon), so no callback ever runs inside the caller's call.
+ * Ownership and lifetime: the client owns three libuv handles: the TCP
+ * handle, the command timer and a net_defer ("soon"). The TCP handle is
+ * closed as soon as the session fails (so libuv stops reading the caller's
+ * body at once) or at smtp_client_close(); the timer and the defer only at
+ * smtp_client_close(). The struct is freed in the close callback of
+ * whichever handle closes last, always after the caller asked for it.
+ * Failures and results decided inside a caller's call are reported through
+ * the defer (smtp_client__fail_soon, _finish_soon), so no callback ever
+ * runs inside the caller's call; a command timeout replaces a pending
+ * "soon", exactly as when one timer did both.
  *
  * Input: bytes read (decrypted when TLS is on) are appended to `rbuf` and
  * parsed by smtp_reply_parse(); the buffer is bounded, so a hostile server
  * gets a protocol error, never unbounded memory.
  */
-#include "net/smtp_client.h"
 #include "net/smtp_client_internal.h"
 
-#include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
-enum rcpt_state { RCPT_PENDING, RCPT_ACCEPTED, RCPT_FINAL };
+_Static_assert(BODY_BUFS <= STREAM_BUFS_MAX, "a body write fits stream_write");
 
-enum write_kind { WRITE_CMD, WRITE_BODY };
-
-struct smtp_client {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_connect_t connect_req;
-  uv_loop_t *loop;
-  enum smtp_client_state state;
-  int open_handles;
-  bool tcp_closed;
-  bool close_requested;
-  bool dead; /* the session can no longer be used */
-  int deferred_status;
-  char deferred_reason[128]; /* why, when known (connect/bind errors) */
-
-  uint64_t connect_to, command_to, data_to;
-  char *helo_name, *mx_name, *session_key;
-  char *sni; /* NULL: mx_name */
-  struct sockaddr_storage local_addr;
-  bool has_local;
-  struct sockaddr_storage peer;
-  char peer_str[64];
-  struct tls_ctx *tls_ctx;
-  bool want_starttls;
-  struct tls_conn *tls;
-
-  smtp_client_ready_cb ready_cb;
-  void *ready_arg;
-  smtp_client_sent_cb sent_cb;
-  void *sent_arg;
-  smtp_client_close_cb close_cb;
-  void *close_arg;
-
-  struct smtp_client_facts facts;
-  bool facts_valid;
-  struct smtp_reply last_reply;
-  char tls_error[SMTP_REPLY_TEXT_MAX + 96];
-
-  char *rbuf;
-  size_t rlen;
-  char *raw;
-
-  char *cmd;
-  size_t cmdlen, cmdcap;
-
-  /* The transaction in progress. */
-  const struct smtp_message *msg;
-  struct smtp_result *results;
-  uint8_t *rstate;
-  /* The previous message's results: a sent_cb may call smtp_client_send()
-   * and still read what it was given. */
-  struct smtp_result *prev_results;
-  size_t rcpt_reply; /* index of the RCPT whose reply comes next */
-  size_t rcpt_sent;  /* RCPTs written so far (no pipelining) */
-  size_t accepted;   /* RCPTs answered 2xx */
-  bool pipelined;
-  bool mail_ok;
-  bool ignore_dot; /* the "." answers a 354 we did not want */
-  bool need_rset;
-  bool local_finish; /* results decided locally; sent_cb from the timer */
-  size_t body_off;
-  bool body_line_start;
-  bool body_queued; /* the terminating "." is written or queued */
-  unsigned messages;
-
-  /* A message queued behind the one in progress (smtp_client_send_next).
-   * Its MAIL, RCPT and DATA go out right behind the current "." (RFC 2920
-   * §3.1: message content may open a pipelined group), so one write and
-   * one read carry the end of one message and the start of the next. */
-  const struct smtp_message *next_msg;
-  smtp_client_sent_cb next_cb;
-  void *next_arg;
-  char *next_env; /* its commands, borrowed by a write in progress */
-  size_t next_env_len;
-  /* The commands of the chained message now in progress: a write may
-   * still hold them until the server has answered them. */
-  char *cur_env;
-  bool next_env_sent;
-};
-
-struct write_req {
-  uv_write_t req;
-  struct smtp_client *c;
-  enum write_kind kind;
-  char data[];
-};
-
-static const char *const state_names[] = {
-#define SMTP__STATE_NAME(name, str) str,
-    SMTP_CLIENT_STATE_MAP(SMTP__STATE_NAME)
-#undef SMTP__STATE_NAME
-};
-
-const char *smtp_client_state_name(enum smtp_client_state s) {
-  if ((size_t)s >= sizeof state_names / sizeof state_names[0]) {
-    return "unknown";
-  }
-  return state_names[s];
-}
-
-const char *smtp_tls_level_name(enum smtp_tls_level l) {
-  switch (l) {
-#define SMTP__TLS_NAME(name, str)                                              \
-  case SMTP_TLS_##name:                                                        \
-    return str;
-    SMTP_TLS_LEVEL_MAP(SMTP__TLS_NAME)
-#undef SMTP__TLS_NAME
-  }
-  return "unknown";
-}
-
-const char *smtp_starttls_name(enum smtp_starttls s) {
-  switch (s) {
-#define SMTP__STLS_NAME(name, str)                                             \
-  case SMTP_STARTTLS_##name:                                                   \
-    return str;
-    SMTP_STARTTLS_MAP(SMTP__STLS_NAME)
-#undef SMTP__STLS_NAME
-  }
-  return "unknown";
-}
-
-/* ---- forward declarations ---------------------------------------------- */
-
-static void session_failed(struct smtp_client *c, int status, const char *enh,
-                           const char *reason, const struct smtp_reply *remote);
 static void process_input(struct smtp_client *c);
-static void write_body(struct smtp_client *c);
-static int write_body_chunk(struct smtp_client *c);
-static void finish_txn(struct smtp_client *c, int status);
-static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
-                     smtp_client_sent_cb cb, void *arg, bool env_sent);
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- states ------------------------------------------------------------- */
 
 static bool transition_ok(enum smtp_client_state from,
                           enum smtp_client_state to) {
@@ -234,7 +106,7 @@ static bool transition_ok(enum smtp_client_state from,
   return false;
 }
 
-static void set_state(struct smtp_client *c, enum smtp_client_state to) {
+void smtp_client__set_state(struct smtp_client *c, enum smtp_client_state to) {
   enum smtp_client_state from = c->state;
   if (from == to && to != SMTP_CLIENT_RCPT) {
     return;
@@ -250,44 +122,10 @@ static void set_state(struct smtp_client *c, enum smtp_client_state to) {
   c->state = to;
 }
 
-static bool in_setup(enum smtp_client_state s) {
-  return s <= SMTP_CLIENT_EHLO_TLS;
-}
-
-static bool in_txn(enum smtp_client_state s) {
-  return s >= SMTP_CLIENT_RSET && s <= SMTP_CLIENT_DOT;
-}
-
-static void arm(struct smtp_client *c, uint64_t ms);
-
-static void make_reply(struct smtp_reply *r, int code, const char *enh,
-                       const char *text) {
-  memset(r, 0, sizeof *r);
-  r->code = code;
-  if (enh) {
-    snprintf(r->enh, sizeof r->enh, "%s", enh);
-    r->has_enh = true;
-  }
-  r->lines = 1;
-  snprintf(r->text, sizeof r->text, "%s", text);
-  r->text_len = strlen(r->text);
-}
-
-static enum smtp_outcome outcome_of(const struct smtp_reply *r) {
-  switch (smtp_reply_class(r)) {
-  case 2:
-    return SMTP_OUTCOME_OK;
-  case 5:
-    return SMTP_OUTCOME_PERM;
-  default:
-    return SMTP_OUTCOME_TEMP;
-  }
-}
-
 /* ---- handles and closing ----------------------------------------------- */
 
 static void free_client(struct smtp_client *c) {
-  tls_conn_free(c->tls);
+  stream_free(&c->io);
   free(c->rbuf);
   free(c->raw);
   free(c->cmd);
@@ -305,7 +143,7 @@ static void free_client(struct smtp_client *c) {
 
 static void handle_closed(uv_handle_t *h) {
   struct smtp_client *c = h->data;
-  if (h == (uv_handle_t *)&c->tcp) {
+  if (h == (uv_handle_t *)&c->io.tcp) {
     c->tcp_closed = true;
   }
   if (--c->open_handles > 0) {
@@ -322,22 +160,34 @@ static void handle_closed(uv_handle_t *h) {
 /* Stops all I/O on the socket. libuv cancels queued writes and never reads
  * their buffers again, so the caller may free its body afterwards. */
 static void close_tcp(struct smtp_client *c) {
-  if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
-    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&c->io.tcp)) {
+    uv_close((uv_handle_t *)&c->io.tcp, handle_closed);
   }
+}
+
+static void soon_closed(struct net_defer *d) {
+  handle_closed((uv_handle_t *)&((struct smtp_client *)d->data)->timer);
 }
 
 static void close_all(struct smtp_client *c) {
-  set_state(c, SMTP_CLIENT_CLOSING);
-  uv_timer_stop(&c->timer);
+  smtp_client__set_state(c, SMTP_CLIENT_CLOSING);
+  smtp_client__timers_stop(c);
   close_tcp(c);
   if (!uv_is_closing((uv_handle_t *)&c->timer)) {
     uv_close((uv_handle_t *)&c->timer, handle_closed);
+    net_defer_close(&c->soon, soon_closed);
   }
 }
 
-static void on_timer(uv_timer_t *t) {
-  struct smtp_client *c = t->data;
+/* Stops the command timer and a pending "soon": whatever was due is not. */
+void smtp_client__timers_stop(struct smtp_client *c) {
+  uv_timer_stop(&c->timer);
+  net_defer_cancel(&c->soon);
+}
+
+/* What is due now: a close, locally decided results, a deferred failure,
+ * or (from the timer only) a timeout. */
+static void run_due(struct smtp_client *c, bool timer) {
   int status = c->deferred_status;
   c->deferred_status = 0;
   if (c->close_requested) {
@@ -347,172 +197,80 @@ static void on_timer(uv_timer_t *t) {
   }
   if (c->local_finish) {
     c->local_finish = false;
-    finish_txn(c, 0);
+    smtp_client__finish_txn(c, 0);
     return;
   }
   if (status < 0) {
     const char *enh = c->state == SMTP_CLIENT_CONNECTING ? "4.4.1" : "4.4.2";
-    session_failed(c, status, enh,
-                   c->deferred_reason[0] ? c->deferred_reason
-                                         : postern_strerror(status),
-                   NULL);
+    smtp_client__session_failed(
+        c, status, enh,
+        c->deferred_reason[0] ? c->deferred_reason : postern_strerror(status),
+        NULL);
     return;
   }
+  if (!timer)
+    return;
   char why[96];
   snprintf(why, sizeof why, "timed out in state %s",
            smtp_client_state_name(c->state));
-  session_failed(c, POSTERN_ETIMEOUT, "4.4.1", why, NULL);
+  smtp_client__session_failed(c, POSTERN_ETIMEOUT, "4.4.1", why, NULL);
 }
 
-static void arm(struct smtp_client *c, uint64_t ms) {
+static void on_timer(uv_timer_t *t) {
+  run_due(t->data, true);
+}
+
+static void on_soon(struct net_defer *d) {
+  run_due(d->data, false);
+}
+
+/* A command timeout replaces a pending "soon", as one timer used to do both
+ * (locally decided results then wait for the timeout's run_due). */
+void smtp_client__arm(struct smtp_client *c, uint64_t ms) {
   if (c->deferred_status < 0) {
     return; /* a failure is already due at once; keep it due */
   }
+  net_defer_cancel(&c->soon);
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-/* Reports `status` from the timer, i.e. after the current call returned. */
-static void fail_soon(struct smtp_client *c, int status) {
+/* Reports `status` once the current call has returned (net/defer). */
+void smtp_client__fail_soon(struct smtp_client *c, int status) {
   c->deferred_status = status;
-  uv_timer_start(&c->timer, on_timer, 0, 0);
+  uv_timer_stop(&c->timer);
+  net_defer_arm(&c->soon, on_soon);
+}
+
+/* The results were decided locally (smtp_client_txn.c's refusals without
+ * a command): sent_cb runs once the current call has returned. */
+void smtp_client__finish_soon(struct smtp_client *c) {
+  c->local_finish = true;
+  uv_timer_stop(&c->timer);
+  net_defer_arm(&c->soon, on_soon);
 }
 
 /* ---- writing ------------------------------------------------------------ */
 
-static void write_done_common(struct smtp_client *c, enum write_kind kind,
-                              int status) {
+/* A queued write completed (net/stream.h). */
+static void write_done(void *arg, int status, int kind) {
+  struct smtp_client *c = arg;
   if (c->close_requested || c->dead) {
     return;
   }
   if (status < 0) {
-    session_failed(c, status, "4.4.2", "lost connection while writing", NULL);
+    smtp_client__session_failed(c, status, "4.4.2",
+                                "lost connection while writing", NULL);
     return;
   }
   if (kind == WRITE_BODY && c->state == SMTP_CLIENT_BODY) {
-    arm(c, c->data_to);
-    write_body(c);
-  }
-}
-
-static void uv_write_done(uv_write_t *req, int status) {
-  struct write_req *w = (struct write_req *)req;
-  struct smtp_client *c = w->c;
-  enum write_kind kind = w->kind;
-  free(w);
-  int rc = status < 0 ? postern_err_from_errno(-status) : 0;
-  write_done_common(c, kind, rc);
-}
-
-static void tls_cmd_done(struct tls_conn *t, int status, void *arg) {
-  write_done_common(arg, WRITE_CMD, status);
-}
-
-static void tls_body_done(struct tls_conn *t, int status, void *arg) {
-  write_done_common(arg, WRITE_BODY, status);
-}
-
-/*
- * Writes bufs (at most BODY_BUFS). Returns 1 when every byte went to the
- * kernel at once: no completion follows. Returns 0 when a write request
- * was queued: its completion (write_done_common) follows; with `copy` the
- * unsent bytes were copied (commands), otherwise they must stay valid until
- * then (the caller's body). Negative code on failure.
- *
- * Plaintext tries write(2) first: a request that libuv completes at once
- * still costs an epoll_ctl to drop the POLLOUT interest it never needed.
- */
-static int write_bufs(struct smtp_client *c, const uv_buf_t *bufs,
-                      unsigned nbufs, enum write_kind kind, bool copy) {
-  if (c->tls) {
-    /* Encryption copies the plaintext. Only body writes need their
-     * completion; command completions are ignored unless they fail. */
-    int rc =
-        tls_conn_write(c->tls, bufs, nbufs,
-                       kind == WRITE_BODY ? tls_body_done : tls_cmd_done, c);
-    return rc < 0 ? rc : 0;
-  }
-  size_t total = 0;
-  for (unsigned i = 0; i < nbufs; i++) {
-    total += bufs[i].len;
-  }
-  int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
-  if (n < 0 && n != UV_EAGAIN) {
-    return postern_err_from_errno(-n);
-  }
-  size_t done = n > 0 ? (size_t)n : 0;
-  if (done == total) {
-    return 1;
-  }
-  /* What is left: the tail of the buffer where the kernel stopped. */
-  uv_buf_t rest[BODY_BUFS];
-  unsigned nrest = 0;
-  for (unsigned i = 0; i < nbufs && nrest < BODY_BUFS; i++) {
-    if (done >= bufs[i].len) {
-      done -= bufs[i].len;
-      continue;
-    }
-    rest[nrest++] =
-        uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - done));
-    done = 0;
-  }
-  size_t left = 0;
-  for (unsigned i = 0; i < nrest; i++) {
-    left += rest[i].len;
-  }
-  struct write_req *w = malloc(sizeof *w + (copy ? left : 0));
-  if (!w) {
-    return POSTERN_ENOMEM;
-  }
-  w->c = c;
-  w->kind = kind;
-  int rc;
-  if (copy) {
-    size_t off = 0;
-    for (unsigned i = 0; i < nrest; i++) {
-      memcpy(w->data + off, rest[i].base, rest[i].len);
-      off += rest[i].len;
-    }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)left);
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, uv_write_done);
-  } else {
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, nrest, uv_write_done);
-  }
-  if (rc < 0) {
-    free(w);
-    return postern_err_from_errno(-rc);
-  }
-  return 0;
-}
-
-static int cmd_append(struct smtp_client *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int cmd_append(struct smtp_client *c, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(c->cmd + c->cmdlen, c->cmdcap - c->cmdlen, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      return POSTERN_EINTERNAL;
-    }
-    if ((size_t)n < c->cmdcap - c->cmdlen) {
-      c->cmdlen += (size_t)n;
-      return 0;
-    }
-    size_t cap = c->cmdcap * 2 + (size_t)n;
-    char *p = realloc(c->cmd, cap);
-    if (!p) {
-      return POSTERN_ENOMEM;
-    }
-    c->cmd = p;
-    c->cmdcap = cap;
+    smtp_client__arm(c, c->data_to);
+    smtp_client__write_body(c);
   }
 }
 
 /* Writes the accumulated commands as one write (one pipelining group). A
- * failure is reported through fail_soon(). */
-static void cmd_flush(struct smtp_client *c) {
+ * failure is reported through smtp_client__fail_soon(). */
+void smtp_client__cmd_flush(struct smtp_client *c) {
   if (c->cmdlen == 0) {
     return;
   }
@@ -524,32 +282,33 @@ static void cmd_flush(struct smtp_client *c) {
     postern_log_end(&r);
   }
   uv_buf_t b = uv_buf_init(c->cmd, (unsigned)c->cmdlen);
-  int rc = write_bufs(c, &b, 1, WRITE_CMD, true);
+  int rc = stream_write(&c->io, &b, 1, STREAM_COPY, WRITE_CMD);
   c->cmdlen = 0;
   if (rc < 0) {
-    fail_soon(c, rc);
+    smtp_client__fail_soon(c, rc);
   }
 }
 
-static void send_cmd(struct smtp_client *c, const char *fmt, const char *arg,
-                     uint64_t timeout) {
-  if (cmd_append(c, fmt, arg) < 0) {
-    fail_soon(c, POSTERN_ENOMEM);
+void smtp_client__send_cmd(struct smtp_client *c, const char *fmt,
+                           const char *arg, uint64_t timeout) {
+  if (smtp_client__cmd_append(c, fmt, arg) < 0) {
+    smtp_client__fail_soon(c, POSTERN_ENOMEM);
     return;
   }
-  cmd_flush(c);
-  arm(c, timeout);
+  smtp_client__cmd_flush(c);
+  smtp_client__arm(c, timeout);
 }
 
 /* ---- session setup ------------------------------------------------------ */
 
 static void fill_facts_tls(struct smtp_client *c) {
   struct smtp_client_facts *f = &c->facts;
-  f->tls = c->tls;
-  f->tls_version = tls_conn_version(c->tls);
-  f->tls_cipher = tls_conn_cipher(c->tls);
-  f->tls_resumed = tls_conn_session_reused(c->tls);
-  tls_conn_peer_verify(c->tls, &f->verify);
+  struct tls_conn *t = stream_tls(&c->io);
+  f->tls = t;
+  f->tls_version = tls_conn_version(t);
+  f->tls_cipher = tls_conn_cipher(t);
+  f->tls_resumed = tls_conn_session_reused(t);
+  tls_conn_peer_verify(t, &f->verify);
   if (f->verify.pkix_ok && f->verify.name_ok) {
     f->tls_level = SMTP_TLS_AUTHENTICATED;
     c->tls_error[0] = '\0';
@@ -564,8 +323,8 @@ static void report_ready(struct smtp_client *c, int status) {
   c->facts.tls_error = c->tls_error;
   c->facts_valid = true;
   if (status == 0) {
-    uv_timer_stop(&c->timer);
-    set_state(c, SMTP_CLIENT_READY);
+    smtp_client__timers_stop(c);
+    smtp_client__set_state(c, SMTP_CLIENT_READY);
     if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
       postern_log(POSTERN_LOG_DEBUG, "smtp_client_ready", "peer", c->peer_str,
                   "mx", c->mx_name, "tls",
@@ -579,66 +338,6 @@ static void report_ready(struct smtp_client *c, int status) {
   }
 }
 
-/* Reads the EHLO keywords we care about (RFC 5321 §4.1.1.1: the first line
- * is the domain, every following line one extension). */
-static void parse_ehlo(struct smtp_client *c, const char *raw, size_t len) {
-  struct smtp_client_facts *f = &c->facts;
-  f->caps = 0;
-  f->size_limit = 0;
-  size_t pos = 0;
-  unsigned line = 0;
-  while (pos < len) {
-    const char *nl = memchr(raw + pos, '\n', len - pos);
-    size_t end = nl ? (size_t)(nl - raw) : len;
-    const char *kw = raw + pos + 4;
-    size_t n = end > pos + 4 ? end - pos - 4 : 0;
-    if (n > 0 && kw[n - 1] == '\r') {
-      n--;
-    }
-    pos = end + 1;
-    if (line++ == 0) {
-      continue;
-    }
-    size_t kl = 0;
-    while (kl < n && kw[kl] != ' ') {
-      kl++;
-    }
-    static const struct {
-      const char *name;
-      unsigned flag;
-    } known[] = {
-        {"PIPELINING", SMTP_CAP_PIPELINING},
-        {"STARTTLS", SMTP_CAP_STARTTLS},
-        {"8BITMIME", SMTP_CAP_8BITMIME},
-        {"SIZE", SMTP_CAP_SIZE},
-        {"DSN", SMTP_CAP_DSN},
-        {"SMTPUTF8", SMTP_CAP_SMTPUTF8},
-        {"ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES},
-        {"CHUNKING", SMTP_CAP_CHUNKING},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-      if (strlen(known[i].name) == kl &&
-          strncasecmp(kw, known[i].name, kl) == 0) {
-        f->caps |= known[i].flag;
-        if (known[i].flag == SMTP_CAP_SIZE && kl < n) {
-          /* RFC 1870: SIZE [number]; ignore values we cannot parse. */
-          uint64_t v = 0;
-          size_t j = kl + 1;
-          bool ok = j < n;
-          for (; j < n && ok; j++) {
-            if (kw[j] < '0' || kw[j] > '9' || v > (UINT64_MAX - 9) / 10) {
-              ok = false;
-            } else {
-              v = v * 10 + (uint64_t)(kw[j] - '0');
-            }
-          }
-          f->size_limit = ok ? v : 0;
-        }
-      }
-    }
-  }
-}
-
 static void on_handshake(struct tls_conn *t, int status, void *arg) {
   struct smtp_client *c = arg;
   if (c->close_requested || c->dead) {
@@ -647,7 +346,7 @@ static void on_handshake(struct tls_conn *t, int status, void *arg) {
   if (status < 0) {
     c->facts.starttls = SMTP_STARTTLS_FAILED;
     snprintf(c->tls_error, sizeof c->tls_error, "%s", tls_conn_error(t));
-    session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
+    smtp_client__session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
     return;
   }
   c->facts.starttls = SMTP_STARTTLS_DONE;
@@ -655,8 +354,8 @@ static void on_handshake(struct tls_conn *t, int status, void *arg) {
   /* RFC 3207 §4.2: forget everything learnt before TLS, EHLO again. */
   c->facts.caps = 0;
   c->facts.size_limit = 0;
-  set_state(c, SMTP_CLIENT_EHLO_TLS);
-  send_cmd(c, "EHLO %s\r\n", c->helo_name, c->command_to);
+  smtp_client__set_state(c, SMTP_CLIENT_EHLO_TLS);
+  smtp_client__send_cmd(c, "EHLO %s\r\n", c->helo_name, c->command_to);
 }
 
 static void start_tls(struct smtp_client *c) {
@@ -666,33 +365,37 @@ static void start_tls(struct smtp_client *c) {
     c->facts.starttls = SMTP_STARTTLS_FAILED;
     snprintf(c->tls_error, sizeof c->tls_error,
              "server sent plaintext after its STARTTLS reply");
-    session_failed(c, POSTERN_EPROTO, "4.7.0", c->tls_error, NULL);
+    smtp_client__session_failed(c, POSTERN_EPROTO, "4.7.0", c->tls_error, NULL);
     return;
   }
-  int rc = tls_conn_new(&c->tls, c->tls_ctx, (uv_stream_t *)&c->tcp, c->mx_name,
+  struct tls_conn *t = NULL;
+  int rc = tls_conn_new(&t, c->tls_ctx, (uv_stream_t *)&c->io.tcp, c->mx_name,
                         c->session_key);
+  if (rc == 0) {
+    stream_set_tls(&c->io, t);
+  }
   if (rc == 0 && c->sni) {
-    rc = tls_conn_set_sni(c->tls, c->sni);
+    rc = tls_conn_set_sni(t, c->sni);
   }
   if (rc == 0) {
-    set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
-    rc = tls_conn_handshake(c->tls, on_handshake, c);
+    smtp_client__set_state(c, SMTP_CLIENT_TLS_HANDSHAKE);
+    rc = tls_conn_handshake(t, on_handshake, c);
   }
   if (rc < 0) {
     c->facts.starttls = SMTP_STARTTLS_FAILED;
     snprintf(c->tls_error, sizeof c->tls_error, "%s",
-             c->tls ? tls_conn_error(c->tls) : postern_strerror(rc));
-    session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
+             t ? tls_conn_error(t) : postern_strerror(rc));
+    smtp_client__session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
     return;
   }
-  arm(c, c->command_to);
+  smtp_client__arm(c, c->command_to);
 }
 
 /* A reply that ends the setup: remember it and fail. */
 static void setup_refused(struct smtp_client *c, const struct smtp_reply *r) {
   char why[SMTP_REPLY_TEXT_MAX + 64];
   smtp_reply_format(r, why, sizeof why);
-  session_failed(c, POSTERN_EPROTO, NULL, why, r);
+  smtp_client__session_failed(c, POSTERN_EPROTO, NULL, why, r);
 }
 
 static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
@@ -704,14 +407,14 @@ static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
       setup_refused(c, r);
       return;
     }
-    set_state(c, SMTP_CLIENT_EHLO);
-    send_cmd(c, "EHLO %s\r\n", c->helo_name, c->command_to);
+    smtp_client__set_state(c, SMTP_CLIENT_EHLO);
+    smtp_client__send_cmd(c, "EHLO %s\r\n", c->helo_name, c->command_to);
     return;
   case SMTP_CLIENT_EHLO:
     if (cls == 5 && r->code != 554) {
       /* RFC 5321 §3.2: an old server refuses EHLO; try HELO. */
-      set_state(c, SMTP_CLIENT_HELO);
-      send_cmd(c, "HELO %s\r\n", c->helo_name, c->command_to);
+      smtp_client__set_state(c, SMTP_CLIENT_HELO);
+      smtp_client__send_cmd(c, "HELO %s\r\n", c->helo_name, c->command_to);
       return;
     }
     if (cls != 2) {
@@ -719,7 +422,7 @@ static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
       return;
     }
     c->facts.esmtp = true;
-    parse_ehlo(c, raw, rawlen);
+    smtp_client__parse_ehlo(&c->facts, raw, rawlen);
     if (!(c->facts.caps & SMTP_CAP_STARTTLS)) {
       c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;
       report_ready(c, 0);
@@ -727,8 +430,8 @@ static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
       c->facts.starttls = SMTP_STARTTLS_NOT_WANTED;
       report_ready(c, 0);
     } else {
-      set_state(c, SMTP_CLIENT_STARTTLS);
-      send_cmd(c, "STARTTLS\r\n%s", "", c->command_to);
+      smtp_client__set_state(c, SMTP_CLIENT_STARTTLS);
+      smtp_client__send_cmd(c, "STARTTLS\r\n%s", "", c->command_to);
     }
     return;
   case SMTP_CLIENT_HELO:
@@ -765,614 +468,29 @@ static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
       return;
     }
     c->facts.esmtp = true;
-    parse_ehlo(c, raw, rawlen);
+    smtp_client__parse_ehlo(&c->facts, raw, rawlen);
     report_ready(c, 0);
     return;
   default:
     /* CONNECTING and TLS_HANDSHAKE read no plaintext replies. */
-    session_failed(c, POSTERN_EPROTO, "4.5.0", "unexpected reply", r);
-    return;
-  }
-}
-
-/* ---- transactions ------------------------------------------------------- */
-
-static void set_result(struct smtp_client *c, size_t i,
-                       const struct smtp_reply *r, bool remote,
-                       const char *stage) {
-  struct smtp_result *res = &c->results[i];
-  res->outcome = outcome_of(r);
-  res->remote = remote;
-  res->reply = *r;
-  res->stage = stage;
-}
-
-/* Reports the chained message as failed with r (the session is over):
- * its commands may have been written but it never reached DATA. */
-static void fail_next(struct smtp_client *c, int status,
-                      const struct smtp_reply *r, bool remote) {
-  const struct smtp_message *m = c->next_msg;
-  smtp_client_sent_cb cb = c->next_cb;
-  void *arg = c->next_arg;
-  c->next_msg = NULL;
-  if (c->close_requested || !cb) {
-    return; /* abandoned: the caller may have freed m already */
-  }
-  struct smtp_result *res = calloc(m->nrcpts, sizeof *res);
-  if (res) {
-    for (size_t i = 0; i < m->nrcpts; i++) {
-      res[i] = (struct smtp_result){.outcome = outcome_of(r),
-                                    .remote = remote,
-                                    .reply = *r,
-                                    .stage = "MAIL"};
-    }
-  }
-  struct smtp_send_result sr = {.nrcpts = res ? m->nrcpts : 0, .rcpt = res};
-  cb(c, status, &sr, arg);
-  free(res);
-}
-
-/* The chained message becomes the transaction in progress; its replies
- * follow in the input. A failure is reported through fail_soon(). */
-static void promote_next(struct smtp_client *c) {
-  const struct smtp_message *m = c->next_msg;
-  bool sent = c->next_env_sent;
-  c->next_msg = NULL;
-  /* Every reply to the previous chained commands is in: free them. */
-  free(c->cur_env);
-  c->cur_env = c->next_env;
-  c->next_env = NULL;
-  if (start_txn(c, m, c->next_cb, c->next_arg, sent) < 0) {
-    c->next_msg = m; /* reported as failed with the session */
-    fail_soon(c, POSTERN_ENOMEM);
-  }
-}
-
-static void finish_txn(struct smtp_client *c, int status) {
-  struct smtp_send_result sr = {.nrcpts = c->msg->nrcpts, .rcpt = c->results};
-  for (size_t i = 0; i < sr.nrcpts; i++) {
-    sr.accepted += c->results[i].outcome == SMTP_OUTCOME_OK;
-  }
-  smtp_client_sent_cb cb = c->sent_cb;
-  void *arg = c->sent_arg;
-  c->msg = NULL;
-  if (status == 0) {
-    uv_timer_stop(&c->timer);
-    set_state(c, SMTP_CLIENT_READY);
-  }
-  if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
-    struct postern_log_rec r;
-    postern_log_begin(&r, POSTERN_LOG_DEBUG, "smtp_client_sent");
-    postern_log_str(&r, "peer", c->peer_str);
-    postern_log_int(&r, "status", status);
-    postern_log_uint(&r, "rcpts", sr.nrcpts);
-    postern_log_uint(&r, "accepted", sr.accepted);
-    postern_log_end(&r);
-  }
-  /* The chained message is current before the callback runs, so that the
-   * callback may chain another behind it; sr keeps pointing at these
-   * results (now prev_results) until the next transaction starts. */
-  if (status == 0 && c->next_msg && !c->close_requested) {
-    promote_next(c);
-  }
-  if (!c->close_requested && cb) {
-    cb(c, status, &sr, arg);
-  }
-}
-
-/* Every recipient the server has not finally answered gets `r`. */
-static void fail_pending(struct smtp_client *c, const struct smtp_reply *r,
-                         bool remote, const char *stage) {
-  for (size_t i = 0; i < c->msg->nrcpts; i++) {
-    if (c->rstate[i] != RCPT_FINAL) {
-      set_result(c, i, r, remote, stage);
-      c->rstate[i] = RCPT_FINAL;
-    }
-  }
-}
-
-static const char *stage_of(enum smtp_client_state s) {
-  switch (s) {
-  case SMTP_CLIENT_RSET:
-    return "RSET";
-  case SMTP_CLIENT_MAIL:
-    return "MAIL";
-  case SMTP_CLIENT_RCPT:
-    return "RCPT";
-  case SMTP_CLIENT_DATA:
-    return "DATA";
-  case SMTP_CLIENT_BODY:
-  case SMTP_CLIENT_DOT:
-    return "end of DATA";
-  default:
-    return smtp_client_state_name(s);
-  }
-}
-
-static bool param_ok(const char *s, size_t max) {
-  if (!s) {
-    return true;
-  }
-  size_t n = strlen(s);
-  if (n > max) {
-    return false;
-  }
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch < 0x20 || ch == 0x7f || ch == '<' || ch == '>') {
-      return false;
-    }
-  }
-  return true;
-}
-
-static bool xtext_ok(const char *s) {
-  if (!s) {
-    return true;
-  }
-  if (!param_ok(s, PARAM_MAX)) {
-    return false;
-  }
-  /* RFC 3461 §4: esmtp-value has no spaces and no '='. */
-  return strpbrk(s, " =") == NULL;
-}
-
-static int append_mail(struct smtp_client *c, const struct smtp_message *m) {
-  unsigned caps = c->facts.caps;
-  int rc = cmd_append(c, "MAIL FROM:<%s>", m->sender);
-  if (rc == 0 && (caps & SMTP_CAP_SIZE)) {
-    rc = cmd_append(c, " SIZE=%zu", m->body_len);
-  }
-  if (rc == 0 && m->body_8bit && (caps & SMTP_CAP_8BITMIME)) {
-    rc = cmd_append(c, " BODY=8BITMIME");
-  }
-  if (rc == 0 && m->smtputf8 && (caps & SMTP_CAP_SMTPUTF8)) {
-    rc = cmd_append(c, " SMTPUTF8");
-  }
-  if (rc == 0 && (caps & SMTP_CAP_DSN) && m->ret) {
-    rc = cmd_append(c, " RET=%s", m->ret);
-  }
-  if (rc == 0 && (caps & SMTP_CAP_DSN) && m->envid) {
-    rc = cmd_append(c, " ENVID=%s", m->envid);
-  }
-  return rc == 0 ? cmd_append(c, "\r\n") : rc;
-}
-
-static int append_rcpt(struct smtp_client *c, const struct smtp_message *m,
-                       size_t i) {
-  const struct smtp_rcpt *r = &m->rcpts[i];
-  bool dsn = c->facts.caps & SMTP_CAP_DSN;
-  int rc = cmd_append(c, "RCPT TO:<%s>", r->addr);
-  if (rc == 0 && dsn && r->notify) {
-    rc = cmd_append(c, " NOTIFY=%s", r->notify);
-  }
-  if (rc == 0 && dsn && r->orcpt) {
-    rc = cmd_append(c, " ORCPT=%s", r->orcpt);
-  }
-  return rc == 0 ? cmd_append(c, "\r\n") : rc;
-}
-
-/* Appends m's MAIL, every RCPT and DATA: one pipelined group. */
-static int append_envelope(struct smtp_client *c,
-                           const struct smtp_message *m) {
-  int rc = append_mail(c, m);
-  for (size_t i = 0; i < m->nrcpts && rc == 0; i++) {
-    rc = append_rcpt(c, m, i);
-  }
-  return rc == 0 ? cmd_append(c, "DATA\r\n") : rc;
-}
-
-/* Sends what comes after RSET: MAIL (and with PIPELINING every RCPT and
- * DATA in the same write). */
-static int send_envelope(struct smtp_client *c) {
-  if (!c->pipelined) {
-    return append_mail(c, c->msg);
-  }
-  c->rcpt_sent = c->msg->nrcpts;
-  return append_envelope(c, c->msg);
-}
-
-/* The checks both send calls make on the caller's message. */
-static int msg_valid(const struct smtp_message *msg) {
-  if (!msg || !msg->sender || !msg->rcpts || msg->nrcpts == 0 ||
-      (!msg->body && msg->body_len > 0)) {
-    return POSTERN_EINVAL;
-  }
-  if (!param_ok(msg->sender, ADDR_MAX) || !xtext_ok(msg->ret) ||
-      !xtext_ok(msg->envid)) {
-    return POSTERN_EINVAL;
-  }
-  for (size_t i = 0; i < msg->nrcpts; i++) {
-    const struct smtp_rcpt *r = &msg->rcpts[i];
-    if (!r->addr || !r->addr[0] || !param_ok(r->addr, ADDR_MAX) ||
-        !xtext_ok(r->notify) || !xtext_ok(r->orcpt)) {
-      return POSTERN_EINVAL;
-    }
-  }
-  return 0;
-}
-
-/*
- * Makes msg the transaction in progress. With env_sent its MAIL..DATA are
- * already on the wire (a chained message) and only the replies are
- * awaited; otherwise [RSET,] MAIL... go out now. Returns 0 or
- * POSTERN_ENOMEM (nothing changed).
- */
-static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
-                     smtp_client_sent_cb cb, void *arg, bool env_sent) {
-  struct smtp_result *res = calloc(msg->nrcpts, sizeof *res);
-  uint8_t *rs = calloc(msg->nrcpts, 1);
-  if (!res || !rs) {
-    free(res);
-    free(rs);
-    return POSTERN_ENOMEM;
-  }
-  free(c->prev_results);
-  c->prev_results = c->results;
-  free(c->rstate);
-  c->results = res;
-  c->rstate = rs;
-  c->msg = msg;
-  c->sent_cb = cb;
-  c->sent_arg = arg;
-  c->rcpt_reply = 0;
-  c->rcpt_sent = 0;
-  c->accepted = 0;
-  c->mail_ok = false;
-  c->ignore_dot = false;
-  c->body_off = 0;
-  c->body_line_start = true;
-  c->body_queued = false;
-  c->pipelined = c->facts.caps & SMTP_CAP_PIPELINING;
-  c->cmdlen = 0;
-  if (env_sent) {
-    c->rcpt_sent = msg->nrcpts;
-    c->need_rset = true;
-    set_state(c, SMTP_CLIENT_MAIL);
-    arm(c, c->command_to);
-    return 0;
-  }
-  /* Commands of an earlier chained message: all answered, or never
-   * written (a chain that fell through). */
-  free(c->cur_env);
-  c->cur_env = NULL;
-  /* Messages this server cannot take fail here, without a command: RFC
-   * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
-   * server declared). The results are reported from the timer. */
-  struct smtp_reply local;
-  bool refuse = false;
-  if (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) {
-    make_reply(&local, 553, "5.6.7",
-               "message needs SMTPUTF8, which the server does not offer");
-    refuse = true;
-  } else if ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
-             msg->body_len > c->facts.size_limit) {
-    char text[128];
-    snprintf(text, sizeof text,
-             "message size %zu exceeds the server's limit of %llu bytes",
-             msg->body_len, (unsigned long long)c->facts.size_limit);
-    make_reply(&local, 552, "5.3.4", text);
-    refuse = true;
-  }
-  if (refuse) {
-    for (size_t i = 0; i < msg->nrcpts; i++) {
-      set_result(c, i, &local, false, "MAIL");
-      c->rstate[i] = RCPT_FINAL;
-    }
-    set_state(c, SMTP_CLIENT_MAIL);
-    c->local_finish = true;
-    uv_timer_start(&c->timer, on_timer, 0, 0);
-    return 0;
-  }
-  int rc = 0;
-  if (c->need_rset) {
-    /* RFC 2920 §3.1: RSET may be pipelined with what follows. */
-    rc = cmd_append(c, "RSET\r\n");
-    if (rc == 0 && c->pipelined) {
-      rc = send_envelope(c);
-    }
-    set_state(c, SMTP_CLIENT_RSET);
-  } else {
-    rc = send_envelope(c);
-    set_state(c, SMTP_CLIENT_MAIL);
-  }
-  c->need_rset = true;
-  if (rc < 0) {
-    c->cmdlen = 0;
-    fail_soon(c, rc);
-    return 0;
-  }
-  cmd_flush(c);
-  arm(c, c->command_to);
-  return 0;
-}
-
-int smtp_client_send(struct smtp_client *c, const struct smtp_message *msg,
-                     smtp_client_sent_cb cb, void *arg) {
-  int rc = c ? msg_valid(msg) : POSTERN_EINVAL;
-  if (rc != 0) {
-    return rc;
-  }
-  if (c->close_requested) {
-    return POSTERN_ESTATE;
-  }
-  if (c->dead) {
-    return POSTERN_ECLOSED;
-  }
-  if (c->state != SMTP_CLIENT_READY) {
-    return POSTERN_ESTATE;
-  }
-  return start_txn(c, msg, cb, arg, false);
-}
-
-/* Writes the chained message's commands (kept in next_env until it is
- * current). A failure is reported through fail_soon(). */
-static void write_next_env(struct smtp_client *c) {
-  uv_buf_t b = uv_buf_init(c->next_env, (unsigned)c->next_env_len);
-  c->next_env_sent = true;
-  int rc = write_bufs(c, &b, 1, WRITE_CMD, false);
-  if (rc < 0) {
-    fail_soon(c, rc);
-  }
-}
-
-int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
-                          smtp_client_sent_cb cb, void *arg) {
-  int rc = c ? msg_valid(msg) : POSTERN_EINVAL;
-  if (rc != 0) {
-    return rc;
-  }
-  if (c->close_requested) {
-    return POSTERN_ESTATE;
-  }
-  if (c->dead) {
-    return POSTERN_ECLOSED;
-  }
-  /* Only behind a transaction that is on the wire, on a pipelining
-   * server, and only a message the server can take as it is (the local
-   * refusals of smtp_client_send need no chaining). */
-  if (!in_txn(c->state) || c->next_msg || c->local_finish || !c->msg ||
-      !(c->facts.caps & SMTP_CAP_PIPELINING) ||
-      (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) ||
-      ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
-       msg->body_len > c->facts.size_limit)) {
-    return POSTERN_ESTATE;
-  }
-  c->cmdlen = 0;
-  if ((rc = append_envelope(c, msg)) < 0) {
-    c->cmdlen = 0;
-    return rc;
-  }
-  char *env = malloc(c->cmdlen);
-  if (!env) {
-    c->cmdlen = 0;
-    return POSTERN_ENOMEM;
-  }
-  memcpy(env, c->cmd, c->cmdlen);
-  free(c->next_env);
-  c->next_env = env;
-  c->next_env_len = c->cmdlen;
-  c->cmdlen = 0;
-  c->next_env_sent = false;
-  c->next_msg = msg;
-  c->next_cb = cb;
-  c->next_arg = arg;
-  /* After our "." anything may follow at once; before it, write_body adds
-   * the commands to the write that ends the body. */
-  if (c->state == SMTP_CLIENT_DOT && c->body_queued && !c->ignore_dot) {
-    write_next_env(c);
-  }
-  return 0;
-}
-
-/* Pulls the next piece of the body: the stored body is CRLF lines without
- * dot-stuffing; RFC 5321 §4.5.2 wants a '.' added before every line that
- * starts with one. The buffers point into the caller's body; only the
- * added dots and the terminator are ours (static). */
-/* Writes the body from body_off, chunk by chunk while the kernel takes
- * each at once; a chunk that has to wait continues from its completion
- * (write_done_common). */
-static void write_body(struct smtp_client *c) {
-  while (write_body_chunk(c) == 1 && c->state == SMTP_CLIENT_BODY) {
-    arm(c, c->data_to);
-  }
-}
-
-/* One chunk; returns write_bufs' answer (a failure is reported through
- * fail_soon). */
-static int write_body_chunk(struct smtp_client *c) {
-  static char dot[] = ".";
-  static char end_crlf[] = "\r\n.\r\n";
-  static char end[] = ".\r\n";
-  const struct smtp_message *m = c->msg;
-  uv_buf_t bufs[BODY_BUFS];
-  unsigned nb = 0;
-  size_t off = c->body_off, seg = off, bytes = 0;
-  /* Room is kept for a dot-stuffed line (2 buffers), the last segment,
-   * the end of data and a chained envelope. */
-  while (off < m->body_len && nb < BODY_BUFS - 4 && bytes < BODY_CHUNK) {
-    if (c->body_line_start && m->body[off] == '.') {
-      if (off > seg) {
-        bufs[nb++] = uv_buf_init((char *)m->body + seg, (unsigned)(off - seg));
-      }
-      bufs[nb++] = uv_buf_init(dot, 1);
-      seg = off;
-    }
-    const char *nl = memchr(m->body + off, '\n', m->body_len - off);
-    size_t next = nl ? (size_t)(nl - m->body) + 1 : m->body_len;
-    if (next - off > BODY_CHUNK) {
-      /* A huge line: cut it so one write stays bounded. */
-      next = off + BODY_CHUNK;
-      nl = NULL;
-    }
-    bytes += next - off;
-    off = next;
-    c->body_line_start = nl != NULL;
-  }
-  if (off > seg) {
-    bufs[nb++] = uv_buf_init((char *)m->body + seg, (unsigned)(off - seg));
-  }
-  c->body_off = off;
-  if (off == m->body_len) {
-    bool crlf = m->body_len == 0 || m->body[m->body_len - 1] == '\n';
-    bufs[nb++] = crlf ? uv_buf_init(end, 3) : uv_buf_init(end_crlf, 5);
-    c->body_queued = true;
-    /* The final reply may now arrive at any time. */
-    set_state(c, SMTP_CLIENT_DOT);
-    if (c->next_msg && !c->next_env_sent) {
-      /* RFC 2920 §3.1: the chained message's commands share this write. */
-      bufs[nb++] = uv_buf_init(c->next_env, (unsigned)c->next_env_len);
-      c->next_env_sent = true;
-    }
-  }
-  int rc = write_bufs(c, bufs, nb, WRITE_BODY, false);
-  if (rc < 0) {
-    fail_soon(c, rc);
-  }
-  return rc;
-}
-
-static void txn_reply(struct smtp_client *c, const struct smtp_reply *r) {
-  int cls = smtp_reply_class(r);
-  const char *stage = stage_of(c->state);
-  if (r->code == 421) {
-    /* RFC 5321 §3.8: the server is closing; whatever is not final gets
-     * its 421, and the session is over. */
-    session_failed(c, POSTERN_ECLOSED, NULL, NULL, r);
-    return;
-  }
-  switch (c->state) {
-  case SMTP_CLIENT_RSET:
-    if (cls != 2) {
-      session_failed(c, POSTERN_EPROTO, NULL, NULL, r);
-      return;
-    }
-    set_state(c, SMTP_CLIENT_MAIL);
-    if (!c->pipelined) {
-      if (send_envelope(c) < 0) {
-        fail_soon(c, POSTERN_ENOMEM);
-        return;
-      }
-      cmd_flush(c);
-    }
-    arm(c, c->command_to);
-    return;
-  case SMTP_CLIENT_MAIL:
-    if (cls == 2) {
-      c->mail_ok = true;
-    } else {
-      /* Every recipient shares the MAIL reply. */
-      for (size_t i = 0; i < c->msg->nrcpts; i++) {
-        set_result(c, i, r, true, "MAIL");
-        c->rstate[i] = RCPT_FINAL;
-      }
-      if (!c->pipelined) {
-        finish_txn(c, 0);
-        return;
-      }
-    }
-    set_state(c, SMTP_CLIENT_RCPT);
-    if (!c->pipelined) {
-      if (append_rcpt(c, c->msg, c->rcpt_sent++) < 0) {
-        fail_soon(c, POSTERN_ENOMEM);
-        return;
-      }
-      cmd_flush(c);
-    }
-    arm(c, c->command_to);
-    return;
-  case SMTP_CLIENT_RCPT: {
-    size_t i = c->rcpt_reply++;
-    if (c->mail_ok) {
-      set_result(c, i, r, true, "RCPT");
-      if (cls == 2) {
-        c->rstate[i] = RCPT_ACCEPTED;
-        c->accepted++;
-      } else {
-        c->rstate[i] = RCPT_FINAL;
-      }
-    }
-    if (c->rcpt_reply < c->msg->nrcpts) {
-      set_state(c, SMTP_CLIENT_RCPT);
-      if (!c->pipelined) {
-        if (append_rcpt(c, c->msg, c->rcpt_sent++) < 0) {
-          fail_soon(c, POSTERN_ENOMEM);
-          return;
-        }
-        cmd_flush(c);
-      }
-      arm(c, c->command_to);
-      return;
-    }
-    if (!c->pipelined && c->accepted == 0) {
-      finish_txn(c, 0);
-      return;
-    }
-    set_state(c, SMTP_CLIENT_DATA);
-    if (!c->pipelined) {
-      send_cmd(c, "DATA\r\n%s", "", c->command_to);
-    } else {
-      arm(c, c->command_to);
-    }
-    return;
-  }
-  case SMTP_CLIENT_DATA:
-    if (r->code == 354) {
-      if (c->accepted == 0) {
-        /* RFC 2920 §3.1: a server should refuse DATA when no RCPT was
-         * accepted; if it does not, end the empty message at once. */
-        c->ignore_dot = true;
-        set_state(c, SMTP_CLIENT_DOT);
-        send_cmd(c, ".\r\n%s", "", c->data_to);
-        return;
-      }
-      set_state(c, SMTP_CLIENT_BODY);
-      arm(c, c->data_to);
-      write_body(c);
-      return;
-    }
-    if (c->accepted > 0 || c->mail_ok) {
-      fail_pending(c, r, true, stage);
-    }
-    finish_txn(c, 0);
-    return;
-  case SMTP_CLIENT_BODY:
-  case SMTP_CLIENT_DOT:
-    if (c->state == SMTP_CLIENT_BODY || r->code == 354 || cls == 3) {
-      /* A reply before our "." was sent (or a nonsense one): the server
-       * gave up on the message; the session cannot be trusted. */
-      fail_pending(c, r, true, stage);
-      session_failed(c, POSTERN_EPROTO, NULL, NULL, r);
-      return;
-    }
-    if (!c->ignore_dot) {
-      fail_pending(c, r, true, stage);
-      if (cls == 2) {
-        c->messages++;
-      }
-    }
-    /* RFC 5321 §4.1.1.4: the reply to the final "." ends the transaction
-     * whatever its code, so the next MAIL needs no RSET. */
-    c->need_rset = false;
-    finish_txn(c, 0);
-    return;
-  default:
+    smtp_client__session_failed(c, POSTERN_EPROTO, "4.5.0", "unexpected reply",
+                                r);
     return;
   }
 }
 
 /* ---- failures ----------------------------------------------------------- */
 
-static void session_failed(struct smtp_client *c, int status, const char *enh,
-                           const char *reason,
-                           const struct smtp_reply *remote) {
+void smtp_client__session_failed(struct smtp_client *c, int status,
+                                 const char *enh, const char *reason,
+                                 const struct smtp_reply *remote) {
   if (c->dead) {
     return;
   }
   enum smtp_client_state st = c->state;
   c->dead = true;
   c->facts.failed_state = st;
-  uv_timer_stop(&c->timer);
+  smtp_client__timers_stop(c);
   close_tcp(c);
   if (remote) {
     c->last_reply = *remote;
@@ -1397,12 +515,12 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
     snprintf(c->tls_error, sizeof c->tls_error, "%s",
              reason ? reason : postern_strerror(status));
   }
-  set_state(c, SMTP_CLIENT_FAILED);
-  if (in_setup(st)) {
+  smtp_client__set_state(c, SMTP_CLIENT_FAILED);
+  if (smtp_client__in_setup(st)) {
     if (!remote) {
       /* A local reason: keep it as the last reply for the caller's logs. */
-      make_reply(&c->last_reply, 421, enh ? enh : "4.4.2",
-                 reason ? reason : postern_strerror(status));
+      smtp_client__make_reply(&c->last_reply, 421, enh ? enh : "4.4.2",
+                              reason ? reason : postern_strerror(status));
       c->last_reply.code = 0;
     }
     report_ready(c, status);
@@ -1410,16 +528,17 @@ static void session_failed(struct smtp_client *c, int status, const char *enh,
   }
   struct smtp_reply made;
   if (!remote) {
-    make_reply(&made, 421, enh ? enh : "4.4.2",
-               reason ? reason : postern_strerror(status));
+    smtp_client__make_reply(&made, 421, enh ? enh : "4.4.2",
+                            reason ? reason : postern_strerror(status));
   }
-  if (in_txn(st) && c->msg) {
-    fail_pending(c, remote ? remote : &made, remote != NULL, stage_of(st));
-    finish_txn(c, status);
+  if (smtp_client__in_txn(st) && c->msg) {
+    smtp_client__fail_pending(c, remote ? remote : &made, remote != NULL,
+                              smtp_client__stage_of(st));
+    smtp_client__finish_txn(c, status);
   }
   if (c->next_msg) {
     /* Unless the caller closed the client from the callback above. */
-    fail_next(c, status, remote ? remote : &made, remote != NULL);
+    smtp_client__fail_next(c, status, remote ? remote : &made, remote != NULL);
   }
   /* READY: the idle session died; smtp_client_send() will say so. */
 }
@@ -1434,18 +553,18 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r,
     postern_log(POSTERN_LOG_DEBUG, "smtp_client_reply", "peer", c->peer_str,
                 "state", smtp_client_state_name(c->state), "reply", text, NULL);
   }
-  if (in_setup(c->state)) {
+  if (smtp_client__in_setup(c->state)) {
     c->last_reply = *r;
     setup_reply(c, r, raw, rawlen);
-  } else if (in_txn(c->state)) {
-    txn_reply(c, r);
+  } else if (smtp_client__in_txn(c->state)) {
+    smtp_client__txn_reply(c, r);
   } else if (c->state == SMTP_CLIENT_QUIT) {
     close_all(c);
   } else {
     /* READY: a reply nobody asked for - usually a 421 before the server
      * hangs up an idle session (RFC 5321 §3.8). */
     c->last_reply = *r;
-    session_failed(c, POSTERN_ECLOSED, NULL, NULL, r);
+    smtp_client__session_failed(c, POSTERN_ECLOSED, NULL, NULL, r);
   }
 }
 
@@ -1464,7 +583,7 @@ static void process_input(struct smtp_client *c) {
       char reason[128];
       snprintf(reason, sizeof reason, "malformed reply in state %s: %s",
                smtp_client_state_name(c->state), why);
-      session_failed(c, POSTERN_EPROTO, "4.5.0", reason, NULL);
+      smtp_client__session_failed(c, POSTERN_EPROTO, "4.5.0", reason, NULL);
       return;
     }
     /* Keep the raw reply for EHLO parsing, then consume it: handlers may
@@ -1475,7 +594,8 @@ static void process_input(struct smtp_client *c) {
     if (ehlo) {
       raw = malloc(used);
       if (!raw) {
-        session_failed(c, POSTERN_ENOMEM, "4.3.0", "out of memory", NULL);
+        smtp_client__session_failed(c, POSTERN_ENOMEM, "4.3.0", "out of memory",
+                                    NULL);
         return;
       }
       memcpy(raw, c->rbuf, used);
@@ -1491,7 +611,8 @@ static void ingest(struct smtp_client *c, const char *data, size_t n) {
   while (n > 0 && !c->dead) {
     size_t room = RBUF_CAP - c->rlen;
     if (room == 0) {
-      session_failed(c, POSTERN_EPROTO, "4.5.0", "reply too long", NULL);
+      smtp_client__session_failed(c, POSTERN_EPROTO, "4.5.0", "reply too long",
+                                  NULL);
       return;
     }
     size_t k = n < room ? n : room;
@@ -1512,7 +633,7 @@ static void lost(struct smtp_client *c, int status, const char *what) {
   char reason[160];
   snprintf(reason, sizeof reason, "%s in state %s", what,
            smtp_client_state_name(c->state));
-  session_failed(c, status, "4.4.2", reason, NULL);
+  smtp_client__session_failed(c, status, "4.4.2", reason, NULL);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -1531,25 +652,27 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
-  if (!c->tls) {
+  struct tls_conn *t = stream_tls(&c->io);
+  if (!t) {
     ingest(c, buf->base, (size_t)nread);
     return;
   }
   /* May complete the handshake (on_handshake runs from here). */
-  if (tls_conn_feed(c->tls, buf->base, (size_t)nread) < 0) {
+  if (tls_conn_feed(t, buf->base, (size_t)nread) < 0) {
     if (!c->dead) {
-      snprintf(c->tls_error, sizeof c->tls_error, "%s", tls_conn_error(c->tls));
-      session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
+      snprintf(c->tls_error, sizeof c->tls_error, "%s", tls_conn_error(t));
+      smtp_client__session_failed(c, POSTERN_ETLS, "4.7.0", c->tls_error, NULL);
     }
     return;
   }
   while (!c->dead && c->state != SMTP_CLIENT_TLS_HANDSHAKE) {
     size_t room = RBUF_CAP - c->rlen;
     if (room == 0) {
-      session_failed(c, POSTERN_EPROTO, "4.5.0", "reply too long", NULL);
+      smtp_client__session_failed(c, POSTERN_EPROTO, "4.5.0", "reply too long",
+                                  NULL);
       return;
     }
-    ssize_t n = tls_conn_read(c->tls, c->rbuf + c->rlen, room);
+    ssize_t n = tls_conn_read(t, c->rbuf + c->rlen, room);
     if (n == 0) {
       return;
     }
@@ -1558,7 +681,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     }
     if (n < 0) {
-      lost(c, (int)n, tls_conn_error(c->tls));
+      lost(c, (int)n, tls_conn_error(t));
       return;
     }
     c->rlen += (size_t)n;
@@ -1574,18 +697,19 @@ static void on_connect(uv_connect_t *req, int status) {
   if (status < 0) {
     char reason[128];
     snprintf(reason, sizeof reason, "connect failed: %s", uv_strerror(status));
-    session_failed(c, postern_err_from_errno(-status), "4.4.1", reason, NULL);
+    smtp_client__session_failed(c, postern_err_from_errno(-status), "4.4.1",
+                                reason, NULL);
     return;
   }
-  int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  int rc = uv_read_start((uv_stream_t *)&c->io.tcp, on_alloc, on_read);
   if (rc < 0) {
-    session_failed(c, postern_err_from_errno(-rc), "4.4.1", uv_strerror(rc),
-                   NULL);
+    smtp_client__session_failed(c, postern_err_from_errno(-rc), "4.4.1",
+                                uv_strerror(rc), NULL);
     return;
   }
-  set_state(c, SMTP_CLIENT_GREETING);
+  smtp_client__set_state(c, SMTP_CLIENT_GREETING);
   /* RFC 5321 §4.5.3.2.1: the greeting gets the command timeout. */
-  arm(c, c->command_to);
+  smtp_client__arm(c, c->command_to);
 }
 
 /* ---- public entry points ------------------------------------------------ */
@@ -1595,7 +719,7 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
                         const struct sockaddr *addr, const char *mx_name,
                         smtp_client_ready_cb ready_cb, void *arg) {
   if (!out || !loop || !opts || !addr || !mx_name || !mx_name[0] ||
-      !opts->helo_name || !param_ok(opts->helo_name, 255) ||
+      !opts->helo_name || !smtp_client__param_ok(opts->helo_name, 255) ||
       strchr(opts->helo_name, ' ') ||
       (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) {
     return POSTERN_EINVAL;
@@ -1669,25 +793,26 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
   c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;
   c->facts.failed_state = SMTP_CLIENT_CONNECTING;
 
-  uv_tcp_init(loop, &c->tcp);
+  stream_init(&c->io, loop, write_done, c);
   uv_timer_init(loop, &c->timer);
-  c->tcp.data = c;
+  net_defer_init(loop, &c->soon, c);
+  c->io.tcp.data = c;
   c->timer.data = c;
   c->connect_req.data = c;
-  c->open_handles = 2;
+  c->open_handles = 3; /* tcp, timer, soon */
   c->state = SMTP_CLIENT_CONNECTING;
   *out = c;
 
   int rc = 0;
   if (c->has_local) {
-    rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&c->local_addr, 0);
+    rc = uv_tcp_bind(&c->io.tcp, (const struct sockaddr *)&c->local_addr, 0);
     if (rc < 0) {
       snprintf(c->deferred_reason, sizeof c->deferred_reason,
                "cannot bind to local_ip: %s", uv_strerror(rc));
     }
   }
   if (rc == 0) {
-    rc = uv_tcp_connect(&c->connect_req, &c->tcp,
+    rc = uv_tcp_connect(&c->connect_req, &c->io.tcp,
                         (const struct sockaddr *)&c->peer, on_connect);
     if (rc < 0) {
       snprintf(c->deferred_reason, sizeof c->deferred_reason,
@@ -1695,10 +820,10 @@ int smtp_client_connect(struct smtp_client **out, uv_loop_t *loop,
     }
   }
   if (rc < 0) {
-    fail_soon(c, postern_err_from_errno(-rc));
+    smtp_client__fail_soon(c, postern_err_from_errno(-rc));
     return 0;
   }
-  arm(c, c->connect_to);
+  smtp_client__arm(c, c->connect_to);
   return 0;
 }
 
@@ -1711,13 +836,13 @@ void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
   c->close_cb = cb;
   c->close_arg = arg;
   if (c->state == SMTP_CLIENT_READY && !c->dead) {
-    set_state(c, SMTP_CLIENT_QUIT);
+    smtp_client__set_state(c, SMTP_CLIENT_QUIT);
     c->cmdlen = 0;
-    if (cmd_append(c, "QUIT\r\n") == 0) {
-      cmd_flush(c);
+    if (smtp_client__cmd_append(c, "QUIT\r\n") == 0) {
+      smtp_client__cmd_flush(c);
       /* The QUIT reply is a courtesy (RFC 5321 §4.1.1.10); do not wait
        * long for it. */
-      arm(c, c->command_to < 30000 ? c->command_to : 30000);
+      smtp_client__arm(c, c->command_to < 30000 ? c->command_to : 30000);
       return;
     }
   }
@@ -1725,8 +850,8 @@ void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
 }
 
 void smtp_client_forget_tls_session(struct smtp_client *c) {
-  if (c && c->tls) {
-    tls_conn_forget_session(c->tls);
+  if (c && stream_tls(&c->io)) {
+    tls_conn_forget_session(stream_tls(&c->io));
   }
 }
 

@@ -1,7 +1,8 @@
 /*
  * smtp_server_internal.h - pieces of the SMTP server shared between its .c
  * files and its unit tests: the pure command parser (also the fuzz target's
- * entry point), the DATA line scanner, and the session state names.
+ * entry point), the DATA line scanner, and the session states with their
+ * legal transitions.
  *
  * Nothing here allocates; parsers only read the caller's buffer and return
  * pointers into it.
@@ -113,9 +114,6 @@ bool smtp_server__mailbox_ok(const char *p, size_t n, bool *utf8);
  * It ends up in our Received: header, so no spaces or controls. */
 bool smtp_server__helo_ok(const char *p, size_t n);
 
-/* Validates xtext (RFC 3461 §4). */
-bool smtp_server__xtext_ok(const char *p, size_t n);
-
 /*
  * DATA content scanner. Feed it input; it reports complete lines one by one,
  * with the dot-unstuffed payload and flags for what RFC 5321 forbids.
@@ -143,7 +141,7 @@ enum smtp_server__parse
 smtp_server__data_scan(const char *buf, size_t len, bool midline,
                        bool partial_ok, struct smtp_server__data_line *l);
 
-/* Session states; legal transitions are listed in smtp_server.c. */
+/* Session states; smtp_server_state.c lists the legal transitions. */
 #define SMTP_SERVER__STATE_MAP(X)                                              \
   X(GREETING, "greeting")                                                      \
   X(CONNECTED, "connected")                                                    \
@@ -165,5 +163,10 @@ enum smtp_server__state {
 };
 
 const char *smtp_server__state_name(enum smtp_server__state s);
+
+/* Whether a session may go from `from` to `to` (from != to). Pure; the
+ * session consults it on every state change (smtp_server__set_state). */
+bool smtp_server__transition_ok(enum smtp_server__state from,
+                                enum smtp_server__state to);
 
 #endif

@@ -19,6 +19,10 @@
  */
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
+#include "net/smtp_syntax.h"
+
+#include "base/postern_domain.h"
+#include "base/postern_utf8.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -35,18 +39,6 @@ const char *smtp_server__verb_name(enum smtp_server__verb v) {
   return "?";
 }
 
-static const char *const state_names[] = {
-#define STATE_NAME(name, str) str,
-    SMTP_SERVER__STATE_MAP(STATE_NAME)
-#undef STATE_NAME
-};
-
-const char *smtp_server__state_name(enum smtp_server__state s) {
-  if ((unsigned)s < sizeof state_names / sizeof state_names[0])
-    return state_names[s];
-  return "?";
-}
-
 /* ---- character classes ---------------------------------------------- */
 
 static int lower(int c) {
@@ -58,12 +50,6 @@ static bool is_alpha(int c) {
 }
 static bool is_digit(int c) {
   return c >= '0' && c <= '9';
-}
-
-/* RFC 5322 atext. */
-static bool is_atext(int c) {
-  return is_alpha(c) || is_digit(c) ||
-         (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
 static bool ieq(const char *p, size_t n, const char *lit) {
@@ -81,37 +67,6 @@ static bool iprefix(const char *p, size_t n, const char *lit) {
   return n >= m && ieq(p, m, lit);
 }
 
-/* Length of the well-formed UTF-8 sequence (2..4 bytes, RFC 3629: no
- * overlongs, no surrogates, nothing above U+10FFFF) at p, or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  size_t len;
-  unsigned min;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-    min = 0x80;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    min = 0x800;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  unsigned cp = c & (0x7f >> len);
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
 /* ---- addresses (RFC 5321 §4.1.2, RFC 6531 §3.3) ----------------------- */
 
 static bool dot_string_ok(const unsigned char *p, size_t n, bool *utf8) {
@@ -123,12 +78,12 @@ static bool dot_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i++;
     } else if (p[i] >= 0x80) {
-      size_t k = utf8_seq(p + i, n - i);
+      size_t k = postern_utf8_len(p + i, n - i);
       if (k == 0)
         return false;
       *utf8 = true;
       i += k;
-    } else if (is_atext(p[i])) {
+    } else if (smtp_syntax_is_atext(p[i])) {
       i++;
     } else {
       return false;
@@ -147,7 +102,7 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
         return false;
       i += 2;
     } else if (c >= 0x80) {
-      size_t k = utf8_seq(p + i, n - 1 - i);
+      size_t k = postern_utf8_len(p + i, n - 1 - i);
       if (k == 0)
         return false;
       *utf8 = true;
@@ -163,39 +118,14 @@ static bool quoted_string_ok(const unsigned char *p, size_t n, bool *utf8) {
 }
 
 /* A domain name: dot-separated labels of letters, digits, hyphens (not at
- * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets. */
+ * either end) or UTF-8 (U-labels, RFC 6531), each 1..63 octets, at most
+ * SMTP_SERVER__DOMAIN_MAX octets in all. */
 static bool domain_ok(const unsigned char *p, size_t n, bool *utf8) {
-  if (n == 0 || n > SMTP_SERVER__DOMAIN_MAX)
-    return false;
-  size_t label = 0;
-  for (size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    if (c == '.') {
-      if (label == 0 || p[i - 1] == '-')
-        return false;
-      label = 0;
-      i++;
-      continue;
-    }
-    size_t k = 1;
-    if (c >= 0x80) {
-      k = utf8_seq(p + i, n - i);
-      if (k == 0)
-        return false;
-      *utf8 = true;
-    } else if (c == '-') {
-      if (label == 0)
-        return false;
-    } else if (!is_alpha(c) && !is_digit(c)) {
-      return false;
-    }
-    label += k;
-    if (label > 63)
-      return false;
-    i += k;
-  }
-  return label > 0 && p[n - 1] != '-';
+  return postern_domain_check((const char *)p, n, POSTERN_DOMAIN_SMTP, utf8,
+                              NULL) == 0;
 }
+_Static_assert(SMTP_SERVER__DOMAIN_MAX == 255,
+               "POSTERN_DOMAIN_SMTP allows RFC 5321's 255 octets");
 
 static bool address_literal_ok(const char *p, size_t n) {
   char buf[64];
@@ -249,24 +179,6 @@ bool smtp_server__helo_ok(const char *p, size_t n) {
       return false;
   if (p[0] == '[')
     return address_literal_ok(p, n);
-  return true;
-}
-
-static bool is_hex_upper(int c) {
-  return is_digit(c) || (c >= 'A' && c <= 'F');
-}
-
-bool smtp_server__xtext_ok(const char *s, size_t n) {
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < n; i++) {
-    if (p[i] == '+') {
-      if (i + 2 >= n || !is_hex_upper(p[i + 1]) || !is_hex_upper(p[i + 2]))
-        return false;
-      i += 2;
-    } else if (p[i] < 33 || p[i] > 126 || p[i] == '=') {
-      return false;
-    }
-  }
   return true;
 }
 
@@ -409,38 +321,10 @@ static bool parse_notify(const char *p, size_t n, unsigned *out) {
   return true;
 }
 
+/* ORCPT=addr-type;xtext (RFC 3461 §4.2, RFC 6533 §3 for "utf-8"), at most
+ * SMTP_SERVER__ORCPT_MAX characters (RFC 3461 §4.2: 500). */
 static bool parse_orcpt(const char *p, size_t n) {
-  /* addr-type ";" xtext (RFC 3461 §4.2); "utf-8" addresses (RFC 6533 §3)
-   * may carry UTF-8 and \x{..} escapes, so for that type only printable
-   * non-space characters and well-formed UTF-8 are required. */
-  const char *semi = memchr(p, ';', n);
-  if (semi == NULL || semi == p || n > SMTP_SERVER__ORCPT_MAX)
-    return false;
-  size_t tn = (size_t)(semi - p);
-  for (size_t i = 0; i < tn; i++)
-    if (!is_atext((unsigned char)p[i]))
-      return false;
-  const char *v = semi + 1;
-  size_t vn = n - tn - 1;
-  if (vn == 0)
-    return false;
-  if (ieq(p, tn, "utf-8")) {
-    for (size_t i = 0; i < vn;) {
-      unsigned char c = (unsigned char)v[i];
-      if (c >= 0x80) {
-        size_t k = utf8_seq((const unsigned char *)v + i, vn - i);
-        if (k == 0)
-          return false;
-        i += k;
-      } else if (c < 33 || c > 126 || c == '=') {
-        return false;
-      } else {
-        i++;
-      }
-    }
-    return true;
-  }
-  return smtp_server__xtext_ok(v, vn);
+  return n <= SMTP_SERVER__ORCPT_MAX && smtp_syntax_orcpt_ok(p, n);
 }
 
 /* Parses SP-separated esmtp-params of MAIL (is_mail) or RCPT. */
@@ -501,7 +385,7 @@ static enum smtp_server__parse parse_params(const char *p, size_t n,
         return fail(c, "501 5.5.4 Bad RET parameter (FULL or HDRS)");
     } else if (is_mail && ieq(kw, kn, "ENVID")) {
       bit = 16;
-      if (!v || vn > SMTP_SERVER__ENVID_MAX || !smtp_server__xtext_ok(v, vn))
+      if (!v || vn > SMTP_SERVER__ENVID_MAX || !smtp_syntax_xtext_ok(v, vn))
         return fail(c, "501 5.5.4 Bad ENVID parameter");
       c->envid.p = v;
       c->envid.n = vn;

@@ -1,7 +1,7 @@
 /*
- * policy/chain.h - Postern's security-level model and the pure building
- * blocks of the policy chain: the DANE TLSA matcher (RFC 7672, RFC 7671) and
- * the MTA-STS parsers (RFC 8461).
+ * policy/chain.h - the pure building blocks of the policy chain: the DANE
+ * TLSA matcher (RFC 7672, RFC 7671) and the MTA-STS parsers (RFC 8461), on
+ * top of the security levels (policy/levels.h, included here).
  *
  * Everything in the first half is pure: no I/O, no event loop, no global state,
  * no clock. Time is always passed in (`now`), so results are deterministic
@@ -19,78 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
-/* ------------------------------------------------------------------------
- * Security levels (docs/security-levels.md)
- *
- * Each enum is ordered: a higher value is strictly stronger, so levels can be
- * compared with < and >. Names come from the same X-macro as the values.
- * ------------------------------------------------------------------------ */
-
-/* How the MX host name was authenticated. X(NAME, "string") */
-#define POLICY_MX_LEVEL_MAP(X)                                                 \
-  X(NONE, "none")                                                              \
-  X(MTASTS, "mtasts")                                                          \
-  X(DNSSEC, "dnssec")
-
-enum policy_mx_level {
-#define POLICY__MX_LEVEL_DEF(name, str) POLICY_MX_LEVEL_##name,
-  POLICY_MX_LEVEL_MAP(POLICY__MX_LEVEL_DEF)
-#undef POLICY__MX_LEVEL_DEF
-      POLICY_MX_LEVEL_COUNT
-};
-
-/* What protects the SMTP session. X(NAME, "string") */
-#define POLICY_TLS_LEVEL_MAP(X)                                                \
-  X(NONE, "none")                                                              \
-  X(ENCRYPTED, "encrypted")                                                    \
-  X(AUTHENTICATED, "authenticated")
-
-enum policy_tls_level {
-#define POLICY__TLS_LEVEL_DEF(name, str) POLICY_TLS_LEVEL_##name,
-  POLICY_TLS_LEVEL_MAP(POLICY__TLS_LEVEL_DEF)
-#undef POLICY__TLS_LEVEL_DEF
-      POLICY_TLS_LEVEL_COUNT
-};
-
-/*
- * What a delivery with a given pair of levels protects against (the table in
- * DESIGN.md): nothing, passive attackers only, or passive and active ones.
- */
-#define POLICY_PROTECTION_MAP(X)                                               \
-  X(NONE, "none")                                                              \
-  X(PASSIVE, "passive")                                                        \
-  X(ACTIVE, "active")
-
-enum policy_protection {
-#define POLICY__PROTECTION_DEF(name, str) POLICY_PROTECTION_##name,
-  POLICY_PROTECTION_MAP(POLICY__PROTECTION_DEF)
-#undef POLICY__PROTECTION_DEF
-      POLICY_PROTECTION_COUNT
-};
-
-/*
- * Names: "none", "mtasts", ... Static strings; "unknown" for values outside
- * the enum.
- */
-const char *policy_mx_level_name(enum policy_mx_level level);
-const char *policy_tls_level_name(enum policy_tls_level level);
-const char *policy_protection_name(enum policy_protection p);
-
-/*
- * Parse a level name (exact, lower case, as printed by the _name functions;
- * as used by `local { min_tls_level ... }`) into *out. Returns 0, or
- * POSTERN_EINVAL for an unknown name or NULL argument (*out untouched).
- */
-int policy_mx_level_parse(const char *s, enum policy_mx_level *out);
-int policy_tls_level_parse(const char *s, enum policy_tls_level *out);
-
-/*
- * The protection a delivery ranked (mx, tls) gives: NONE without TLS,
- * ACTIVE with an authenticated session to an MX authenticated by MTA-STS or
- * DNSSEC, PASSIVE otherwise.
- */
-enum policy_protection policy_protection_of(enum policy_mx_level mx,
-                                            enum policy_tls_level tls);
+#include "policy/levels.h"
 
 /* ------------------------------------------------------------------------
  * DANE (RFC 7672 for SMTP, RFC 7671 operational rules)

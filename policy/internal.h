@@ -22,14 +22,6 @@
  */
 int policy__name_norm(const char *in, size_t len, char *out, size_t cap);
 
-/*
- * Whether `s` (length `len`) is a syntactically valid host name in the sense
- * of RFC 5321 `Domain`: dot-separated labels of 1-63 letters, digits and
- * hyphens, not starting or ending with a hyphen, at most 253 characters.
- * One trailing dot is accepted.
- */
-bool policy__domain_valid(const char *s, size_t len);
-
 /* ------------------------------------------------------------------------
  * The `mtasts` module, in three files:
  *   mtasts.c          the module: its state, and the chain ops (a

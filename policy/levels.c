@@ -3,10 +3,10 @@
  * and the protection a pair of them gives, as tabled in DESIGN.md and
  * docs/security-levels.md.
  *
- * The name tables are generated from the X-macros in chain.h, so a level can
- * never lack a name. No state; safe from any thread.
+ * The name tables are generated from the X-macros in levels.h, so a level
+ * can never lack a name. No state; safe from any thread.
  */
-#include "policy/chain.h"
+#include "policy/levels.h"
 
 #include <string.h>
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "policy/internal.h"
+#include "base/postern_domain.h"
 #include "base/postern_err.h"
 
 static const char *const mode_names[] = {
@@ -187,13 +188,9 @@ static int parse_max_age(const char *s, size_t n, uint32_t *out) {
 
 /* mx = ["*."] Domain (RFC 8461 §3.2, RFC 5321 Domain); stored normalised. */
 static int add_mx(struct policy_mtasts_policy *p, const char *s, size_t n) {
-  const char *dom = s;
-  size_t dlen = n;
-  if (n >= 2 && s[0] == '*' && s[1] == '.') {
-    dom += 2;
-    dlen -= 2;
-  }
-  if (!policy__domain_valid(dom, dlen))
+  if (postern_domain_check(
+          s, n, POSTERN_DOMAIN_WILDCARD | POSTERN_DOMAIN_TRAILING_DOT, NULL,
+          NULL) != 0)
     return POSTERN_EPROTO;
   if (p->n_mx >= POLICY_MTASTS_MX_MAX)
     return POSTERN_ETOOBIG;
@@ -313,7 +310,8 @@ bool policy_mtasts_mx_match(const char *pattern, const char *host) {
     return false;
   /* A host that is not a plain domain name (say "*.example.com") matches
    * nothing. */
-  if (!policy__domain_valid(h, strlen(h)))
+  if (postern_domain_check(h, strlen(h), POSTERN_DOMAIN_TRAILING_DOT, NULL,
+                           NULL) != 0)
     return false;
   if (p[0] == '*' && p[1] == '.') {
     /* "*.example.com" stands for exactly one extra leftmost label: it

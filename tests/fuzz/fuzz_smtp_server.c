@@ -27,6 +27,7 @@
  */
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
+#include "net/smtp_syntax.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static bool inside(const char *p, size_t n, const char *base, size_t len) {
@@ -98,7 +99,7 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
       FUZZ_CHECK(c->verb == SMTP_SERVER__V_RCPT);
     FUZZ_CHECK(c->envid.n <= SMTP_SERVER__ENVID_MAX);
     if (c->envid.n > 0)
-      FUZZ_CHECK(smtp_server__xtext_ok(c->envid.p, c->envid.n));
+      FUZZ_CHECK(smtp_syntax_xtext_ok(c->envid.p, c->envid.n));
     FUZZ_CHECK(c->orcpt.n <= SMTP_SERVER__ORCPT_MAX);
     if (c->verb == SMTP_SERVER__V_MAIL)
       FUZZ_CHECK(c->notify == 0 && c->orcpt.n == 0);

@@ -22,6 +22,7 @@
 #include "policy/mtasts_cache.h"
 #include "base/postern_err.h"
 #include "base/postern_json.h"
+#include "base/postern_units.h"
 #include "queue/queue.h"
 
 #include <curl/curl.h>
@@ -87,53 +88,6 @@ static int put_json(json_t *v, bool nl) {
   int rc = postern_json_print(v, stdout, nl);
   json_decref(v);
   return rc;
-}
-
-/* "3d4h", "12m", "45s", "0s"; ms rounded down to seconds. */
-static void fmt_duration(char *buf, size_t cap, uint64_t ms) {
-  uint64_t s = ms / 1000;
-  if (s >= 86400)
-    snprintf(buf, cap, "%" PRIu64 "d%" PRIu64 "h", s / 86400, s % 86400 / 3600);
-  else if (s >= 3600)
-    snprintf(buf, cap, "%" PRIu64 "h%" PRIu64 "m", s / 3600, s % 3600 / 60);
-  else if (s >= 60)
-    snprintf(buf, cap, "%" PRIu64 "m%" PRIu64 "s", s / 60, s % 60);
-  else
-    snprintf(buf, cap, "%" PRIu64 "s", s);
-}
-
-/* Parses "90", "30s", "5m", "2h", "5d" into ms. Returns 0 or -1. */
-static int parse_duration(const char *s, uint64_t *ms) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *s == '-')
-    return -1;
-  uint64_t unit = 1000;
-  if (*end) {
-    switch (*end) {
-    case 's':
-      unit = 1000;
-      break;
-    case 'm':
-      unit = 60000;
-      break;
-    case 'h':
-      unit = 3600000;
-      break;
-    case 'd':
-      unit = 86400000;
-      break;
-    default:
-      return -1;
-    }
-    if (end[1])
-      return -1;
-  }
-  if (v > UINT64_MAX / unit / 1000)
-    return -1;
-  *ms = v * unit;
-  return 0;
 }
 
 static int parse_count(const char *s, size_t *out) {
@@ -221,14 +175,16 @@ static int list_one(void *arg, const struct queue_env *e) {
     }
   } else {
     char agebuf[32], nextbuf[40];
-    fmt_duration(agebuf, sizeof agebuf, age);
+    postern_duration_format(age, POSTERN_DURATION_COARSE, agebuf,
+                            sizeof agebuf);
     if (e->state == QUEUE_MSG_HELD) {
       snprintf(nextbuf, sizeof nextbuf, "held");
     } else if (e->next_ms <= c->now) {
       snprintf(nextbuf, sizeof nextbuf, "now");
     } else {
       char d[32];
-      fmt_duration(d, sizeof d, e->next_ms - c->now);
+      postern_duration_format(e->next_ms - c->now, POSTERN_DURATION_COARSE, d,
+                              sizeof d);
       snprintf(nextbuf, sizeof nextbuf, "in-%s", d);
     }
     printf("%s %-8s %9" PRIu64 " <", e->id, agebuf, e->size);
@@ -255,6 +211,7 @@ static int cmd_list(const char *dir, int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   int ch;
   uint64_t d;
+  const char *why;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
     case 'j':
@@ -269,7 +226,8 @@ static int cmd_list(const char *dir, int argc, char **argv) {
       c.have_state = true;
       break;
     case 'o':
-      if (parse_duration(optarg, &d))
+      if (postern_duration_parse(optarg, strlen(optarg),
+                                 POSTERN_DURATION_BARE_SECONDS, &d, &why))
         return usage("bad duration '%s' (use 30s, 5m, 2h, 5d)", optarg);
       older = d;
       have_older = true;
@@ -419,8 +377,8 @@ static int cmd_show(const char *dir, int argc, char **argv) {
     }
   } else {
     char age[32];
-    fmt_duration(age, sizeof age,
-                 now > e->arrival_ms ? now - e->arrival_ms : 0);
+    postern_duration_format(now > e->arrival_ms ? now - e->arrival_ms : 0,
+                            POSTERN_DURATION_COARSE, age, sizeof age);
     printf("id: %s\nstate: %s\nage: %s\nsize: %" PRIu64 "\nsender: <", e->id,
            queue_msg_state_name(e->state), age, e->size);
     put_text(stdout, e->sender);
@@ -443,7 +401,8 @@ static int cmd_show(const char *dir, int argc, char **argv) {
         else if (r->next_ms <= now)
           printf(" next=now");
         else {
-          fmt_duration(d, sizeof d, r->next_ms - now);
+          postern_duration_format(r->next_ms - now, POSTERN_DURATION_COARSE, d,
+                                  sizeof d);
           printf(" next=in-%s", d);
         }
       }
@@ -883,7 +842,7 @@ static int cmd_stats(const char *dir, int argc, char **argv) {
     }
   } else {
     char age[32];
-    fmt_duration(age, sizeof age, oldest);
+    postern_duration_format(oldest, POSTERN_DURATION_COARSE, age, sizeof age);
     printf("messages: %" PRIu64 "\n  active: %" PRIu64 "\n  deferred: %" PRIu64
            "\n  held: %" PRIu64 "\nrecipients left: %" PRIu64
            "\nbytes: %" PRIu64 "\noldest: %s\n"

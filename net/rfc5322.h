@@ -1,0 +1,27 @@
+/*
+ * net/rfc5322.h - pieces of the Internet Message Format (RFC 5322) that
+ * Postern writes into mail: the date-time of a Received: trace field (the
+ * SMTP server) and of a DSN's Date: and Arrival-Date: fields (engine/dsn).
+ *
+ * Pure: no allocation, no global state, no locale.
+ */
+#ifndef POSTERN_NET_RFC5322_H
+#define POSTERN_NET_RFC5322_H
+
+#include <stddef.h>
+#include <time.h>
+
+/* Room for a date-time from rfc5322_date_format(), NUL included:
+ * "Sun, 06 Dec 2026 07:28:42 +0000" is 31 bytes. */
+#define RFC5322_DATE_MAX 32
+
+/*
+ * Writes `t` as an RFC 5322 §3.3 date-time in UTC ("Sun, 06 Dec 2026
+ * 07:28:42 +0000") into out (`cap` bytes, NUL-terminated, cut to fit).
+ * English day and month names whatever the locale (§3.3 allows no
+ * other). Returns 0, or POSTERN_ERANGE when `t` is not representable or
+ * `cap` is too small (out is then "" or the cut text).
+ */
+int rfc5322_date_format(time_t t, char *out, size_t cap);
+
+#endif
