@@ -174,6 +174,8 @@ struct config_dns {
   uint64_t timeout_ms;
   uint32_t attempts;
   bool trust_ad;
+  uint32_t cache_size;       /* answers per worker; 0: no cache */
+  uint64_t cache_max_ttl_ms; /* longest time an answer is kept */
 };
 
 struct config_tls {

@@ -2,7 +2,8 @@
 domain a few seconds apart (the first connection closed in between, so the
 second attempt looks everything up again) ask the DNS server only once for
 the MX, the MX host's addresses and the _mta-sts TXT record; the metrics
-say so. An answer whose TTL has run out is asked again.
+say so. An answer whose TTL has run out is asked again; with
+`dns { cache_size 0 }` every attempt asks.
 
 Usage: dns_cache_relay_test.py POSTERN
 """
@@ -75,6 +76,17 @@ def main():
                 time.sleep(1.5)
             check(asked("short.test", "MX") == 2,
                   f"an expired answer is asked again ({asked('short.test', 'MX')})")
+        # dns { cache_size 0 }: every attempt asks.
+        before = sum(1 for q in dns.queries() if q[1] == "d1.test" and q[2] == "MX")
+        with Relay(POSTERN, dns.port, workers=1, dns_extra="cache_size 0",
+                   delivery=f"port {mx.port}; idle_timeout 100ms") as r:
+            for i in range(2):
+                r.send("s@snd.test", [f"n{i}@d1.test"], f"Subject: n{i}\r\n\r\nhi\r\n")
+                r.wait_log(lambda e, i=i: e.get("event") == "delivery"
+                           and e.get("rcpt") == f"n{i}@d1.test")
+                time.sleep(0.5)
+        after = sum(1 for q in dns.queries() if q[1] == "d1.test" and q[2] == "MX")
+        check(after - before == 2, f"cache_size 0: every attempt asks ({after - before})")
     finally:
         dns.stop()
         mx.stop()

@@ -43,7 +43,7 @@ def parse_logfmt(line):
 class Relay:
     def __init__(self, binary, dns_port, extra="", workers=2, listen_extra="",
                  delivery="", accept_from="127.0.0.0/8", listen="127.0.0.1:0",
-                 top="", log_extra=""):
+                 top="", log_extra="", dns_extra=""):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="postern-test-")
         self.state = os.path.join(self.dir, "state")
@@ -58,7 +58,8 @@ class Relay:
                 f"  accept_from {accept_from}\n"
                 f"  {listen_extra}\n"
                 "}\n"
-                f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1 }}\n"
+                f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1; "
+                f"{dns_extra} }}\n"
                 f"log {{ level debug; file {self.log}; {log_extra} }}\n"
                 f"delivery {{ workers {workers}; {delivery} }}\n"
                 f"{extra}\n"
