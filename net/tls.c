@@ -24,7 +24,7 @@
  *    the owner frees the tls_conn only after the stream's close_cb, when
  *    libuv has completed (or cancelled) every write.
  */
-#include "net/tls.h"
+#include "net/tls_internal.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -46,67 +46,6 @@
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
-
-struct tls_session_entry {
-  char *key;
-  SSL_SESSION *sess;
-  uint64_t stamp; /* insertion order, for eviction of the oldest */
-};
-
-/* One remembered PKIX verdict (see tls_ctx_pkix_stats in tls.h). */
-struct pkix_entry {
-  unsigned char key[SHA256_DIGEST_LENGTH];
-  time_t until;
-  bool used, pkix_ok, name_ok;
-  char error[TLS_ERROR_MAX];
-};
-
-struct tls_ctx {
-  SSL_CTX *ssl_ctx;
-  bool server;
-  pthread_mutex_t lock; /* guards the session cache below */
-  struct tls_session_entry *cache;
-  size_t cache_len, cache_cap;
-  uint64_t stamp;
-  /* PKIX verdicts: a ring of entries, looked up through the table. */
-  pthread_mutex_t pkix_lock;
-  struct postern_htab *pkix;
-  struct pkix_entry *pkix_ring; /* TLS_PKIX_CACHE_MAX, allocated on use */
-  size_t pkix_next;
-  struct tls_pkix_stats pkix_stats;
-};
-
-enum tls_conn_state {
-  TLS_CONN_NEW,
-  TLS_CONN_HANDSHAKE,
-  TLS_CONN_OPEN,
-  TLS_CONN_FAILED,
-};
-
-struct tls_conn {
-  struct tls_ctx *ctx;
-  SSL *ssl;
-  BIO *rbio, *wbio; /* owned by ssl */
-  uv_stream_t *stream;
-  enum tls_conn_state state;
-  tls_handshake_cb hs_cb;
-  void *hs_arg;
-  char *server_name; /* client: SNI and verification name, no final dot */
-  char *session_key;
-  bool verified;  /* verify below is filled */
-  bool skip_pkix; /* tls_conn_skip_pkix */
-  struct tls_verify verify;
-  char error[TLS_ERROR_MAX];
-};
-
-struct tls_write_req {
-  uv_write_t req;
-  struct tls_conn *t;
-  tls_write_cb cb;
-  void *arg;
-  size_t len;
-  char data[];
-};
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt,
                     const char *a) {
@@ -137,166 +76,6 @@ static void conn_set_error(struct tls_conn *t, const char *what) {
   if (off >= sizeof t->error) {
     t->error[sizeof t->error - 1] = '\0';
   }
-}
-
-/* ---- session cache (client) ------------------------------------------- */
-
-/* Called by BoringSSL (on the connection's loop thread) when a server
- * issued a session or a TLS 1.3 ticket. Returning 1 takes the reference. */
-static int new_session_cb(SSL *ssl, SSL_SESSION *sess) {
-  struct tls_conn *t = SSL_get_app_data(ssl);
-  if (!t || !t->session_key || !SSL_SESSION_is_resumable(sess)) {
-    return 0;
-  }
-  struct tls_ctx *ctx = t->ctx;
-  pthread_mutex_lock(&ctx->lock);
-  struct tls_session_entry *slot = NULL;
-  for (size_t i = 0; i < ctx->cache_len; i++) {
-    if (strcmp(ctx->cache[i].key, t->session_key) == 0) {
-      slot = &ctx->cache[i];
-      SSL_SESSION_free(slot->sess);
-      slot->sess = NULL;
-      break;
-    }
-  }
-  if (!slot && ctx->cache_len < ctx->cache_cap) {
-    char *key = strdup(t->session_key);
-    if (key) {
-      slot = &ctx->cache[ctx->cache_len++];
-      slot->key = key;
-    }
-  } else if (!slot && ctx->cache_len > 0) {
-    /* Full: replace the oldest entry. */
-    size_t oldest = 0;
-    for (size_t i = 1; i < ctx->cache_len; i++) {
-      if (ctx->cache[i].stamp < ctx->cache[oldest].stamp) {
-        oldest = i;
-      }
-    }
-    char *key = strdup(t->session_key);
-    if (key) {
-      slot = &ctx->cache[oldest];
-      free(slot->key);
-      SSL_SESSION_free(slot->sess);
-      slot->key = key;
-      slot->sess = NULL;
-    }
-  }
-  if (slot) {
-    slot->sess = sess;
-    slot->stamp = ++ctx->stamp;
-  }
-  pthread_mutex_unlock(&ctx->lock);
-  return slot ? 1 : 0;
-}
-
-static SSL_SESSION *session_lookup(struct tls_ctx *ctx, const char *key) {
-  SSL_SESSION *s = NULL;
-  pthread_mutex_lock(&ctx->lock);
-  for (size_t i = 0; i < ctx->cache_len; i++) {
-    if (ctx->cache[i].sess && strcmp(ctx->cache[i].key, key) == 0) {
-      s = ctx->cache[i].sess;
-      SSL_SESSION_up_ref(s);
-      break;
-    }
-  }
-  pthread_mutex_unlock(&ctx->lock);
-  return s;
-}
-
-/* Removes cache entry i; the caller holds the lock. Order does not matter
- * (eviction goes by stamp). */
-static void cache_remove(struct tls_ctx *ctx, size_t i) {
-  free(ctx->cache[i].key);
-  SSL_SESSION_free(ctx->cache[i].sess);
-  ctx->cache[i] = ctx->cache[--ctx->cache_len];
-  memset(&ctx->cache[ctx->cache_len], 0, sizeof ctx->cache[0]);
-}
-
-void tls_ctx_session_drop(struct tls_ctx *ctx, const char *key) {
-  if (!ctx || !key) {
-    return;
-  }
-  pthread_mutex_lock(&ctx->lock);
-  for (size_t i = 0; i < ctx->cache_len; i++) {
-    if (strcmp(ctx->cache[i].key, key) == 0) {
-      cache_remove(ctx, i);
-      break;
-    }
-  }
-  pthread_mutex_unlock(&ctx->lock);
-}
-
-void tls_conn_forget_session(struct tls_conn *t) {
-  if (!t || t->ctx->server || !t->session_key) {
-    return;
-  }
-  tls_ctx_session_drop(t->ctx, t->session_key);
-  /* new_session_cb stores nothing for a connection without a key. */
-  free(t->session_key);
-  t->session_key = NULL;
-}
-
-/* Appends `s` (or `def` when s is NULL or empty) to out at *n, lower-cased
- * and without a trailing dot when `name`. Returns 0 or a POSTERN_E* code. */
-static int key_part(char *out, size_t cap, size_t *n, const char *s,
-                    const char *def, bool name) {
-  if (!s || !s[0]) {
-    s = def;
-  }
-  size_t len = strlen(s);
-  if (name && len > 1 && s[len - 1] == '.') {
-    len--;
-  }
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c <= ' ' || c == '|' || c == 0x7f) {
-      return POSTERN_EINVAL;
-    }
-    if (*n + 1 >= cap) {
-      return POSTERN_ERANGE;
-    }
-    out[(*n)++] = (char)(name && c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  }
-  out[*n] = '\0';
-  return 0;
-}
-
-int tls_session_key(const struct tls_session_id *id, char *out, size_t cap) {
-  if (!id || !out || cap == 0 || !id->name || !id->name[0]) {
-    return POSTERN_EINVAL;
-  }
-  size_t n = 0;
-  char port[16];
-  snprintf(port, sizeof port, "|%u|", (unsigned)id->port);
-  int rc = key_part(out, cap, &n, id->name, NULL, true);
-  if (rc == 0) {
-    if (n + strlen(port) >= cap) {
-      return POSTERN_ERANGE;
-    }
-    memcpy(out + n, port, strlen(port) + 1);
-    n += strlen(port);
-    rc = key_part(out, cap, &n, id->sni, id->name, true);
-  }
-  if (rc == 0) {
-    if (n + 2 >= cap) {
-      return POSTERN_ERANGE;
-    }
-    out[n++] = '|';
-    out[n] = '\0';
-    rc = key_part(out, cap, &n, id->policy, "pkix", false);
-  }
-  return rc;
-}
-
-size_t tls_ctx_session_count(struct tls_ctx *ctx) {
-  pthread_mutex_lock(&ctx->lock);
-  size_t n = 0;
-  for (size_t i = 0; i < ctx->cache_len; i++) {
-    n += ctx->cache[i].sess != NULL;
-  }
-  pthread_mutex_unlock(&ctx->lock);
-  return n;
 }
 
 /* ---- contexts ------------------------------------------------------------ */
@@ -336,7 +115,7 @@ static int ctx_alloc(struct tls_ctx **out, bool server,
      * internal cache is keyed by session id and useless to a client. */
     SSL_CTX_set_session_cache_mode(
         ctx->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
-    SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
+    SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, tls__new_session_cb);
     SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_NONE, NULL);
   }
   *out = ctx;
@@ -423,12 +202,6 @@ void tls_ctx_free(struct tls_ctx *ctx) {
   free(ctx);
 }
 
-void tls_ctx_pkix_stats(struct tls_ctx *ctx, struct tls_pkix_stats *out) {
-  pthread_mutex_lock(&ctx->pkix_lock);
-  *out = ctx->pkix_stats;
-  pthread_mutex_unlock(&ctx->pkix_lock);
-}
-
 /* ---- connections ------------------------------------------------------- */
 
 int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
@@ -484,7 +257,7 @@ int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
       goto nomem;
     }
     if (t->session_key) {
-      SSL_SESSION *s = session_lookup(ctx, t->session_key);
+      SSL_SESSION *s = tls__session_lookup(ctx, t->session_key);
       if (s) {
         SSL_set_session(t->ssl, s);
         SSL_SESSION_free(s);
@@ -586,142 +359,6 @@ static int flush_wbio(struct tls_conn *t, tls_write_cb cb, void *arg) {
   return 0;
 }
 
-/* The cache key of the peer's chain as verified against `name`. */
-static void pkix_key(const struct tls_conn *t, const char *name,
-                     unsigned char key[SHA256_DIGEST_LENGTH]) {
-  SHA256_CTX h;
-  SHA256_Init(&h);
-  SHA256_Update(&h, name, strlen(name) + 1);
-  const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(t->ssl);
-  for (size_t i = 0; certs && i < sk_CRYPTO_BUFFER_num(certs); i++) {
-    const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(certs, i);
-    uint64_t len = CRYPTO_BUFFER_len(b);
-    SHA256_Update(&h, &len, sizeof len); /* no two chains hash alike */
-    SHA256_Update(&h, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
-  }
-  SHA256_Final(key, &h);
-}
-
-/* A remembered verdict for `key`, still valid at `now`, into *v. */
-static bool pkix_cached(struct tls_ctx *ctx, const unsigned char *key,
-                        time_t now, struct tls_verify *v) {
-  bool hit = false;
-  pthread_mutex_lock(&ctx->pkix_lock);
-  struct pkix_entry *e = ctx->pkix ? postern_htab_get(ctx->pkix, key) : NULL;
-  if (e && e->until > now) {
-    v->pkix_ok = e->pkix_ok;
-    v->name_ok = e->name_ok;
-    snprintf(v->error, sizeof v->error, "%s", e->error);
-    ctx->pkix_stats.cached++;
-    hit = true;
-  }
-  pthread_mutex_unlock(&ctx->pkix_lock);
-  return hit;
-}
-
-/* Remembers a verdict until `until` (the oldest entry makes room). Out of
- * memory only means it is not remembered. */
-static void pkix_remember(struct tls_ctx *ctx, const unsigned char *key,
-                          time_t until, const struct tls_verify *v) {
-  pthread_mutex_lock(&ctx->pkix_lock);
-  ctx->pkix_stats.verified++;
-  if (ctx->pkix == NULL &&
-      (postern_htab_new(SHA256_DIGEST_LENGTH, &ctx->pkix) != 0 ||
-       (ctx->pkix_ring = calloc(TLS_PKIX_CACHE_MAX, sizeof *ctx->pkix_ring)) ==
-           NULL)) {
-    postern_htab_free(ctx->pkix);
-    ctx->pkix = NULL;
-    pthread_mutex_unlock(&ctx->pkix_lock);
-    return;
-  }
-  struct pkix_entry *e = postern_htab_get(ctx->pkix, key);
-  if (e == NULL) {
-    e = &ctx->pkix_ring[ctx->pkix_next];
-    ctx->pkix_next = (ctx->pkix_next + 1) % TLS_PKIX_CACHE_MAX;
-    if (e->used)
-      postern_htab_del(ctx->pkix, e->key);
-    memcpy(e->key, key, sizeof e->key);
-    e->used = postern_htab_put(ctx->pkix, e->key, e) == 0;
-  }
-  e->until = until;
-  e->pkix_ok = v->pkix_ok;
-  e->name_ok = v->name_ok;
-  snprintf(e->error, sizeof e->error, "%s", v->error);
-  pthread_mutex_unlock(&ctx->pkix_lock);
-}
-
-/* Checks the peer's certificate once the handshake is complete: PKIX to the
- * context's roots, then the name (RFC 6125 §6.4: DNS-IDs in
- * subjectAltName; a wildcard only as the complete left-most label). The
- * subject CN is never a reference for SMTP: RFC 8461 §4.2 requires a
- * DNS-ID, and BoringSSL would fall back to the CN of a certificate without
- * one unless told not to (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT). DANE-TA
- * name checks (RFC 7672 §3.2.3) are the policy layer's, not this one's.
- * A verdict for the same chain and name is remembered for a while
- * (tls_ctx_pkix_stats); under tls_conn_skip_pkix nothing is checked. */
-static void verify_peer(struct tls_conn *t) {
-  struct tls_verify *v = &t->verify;
-  memset(v, 0, sizeof *v);
-  t->verified = true;
-  STACK_OF(X509) *chain = SSL_get_peer_full_cert_chain(t->ssl);
-  if (!chain || sk_X509_num(chain) == 0) {
-    snprintf(v->error, sizeof v->error, "no peer certificate");
-    return;
-  }
-  v->has_cert = true;
-  if (t->skip_pkix) {
-    snprintf(v->error, sizeof v->error, "not checked: DANE governs this host");
-    pthread_mutex_lock(&t->ctx->pkix_lock);
-    t->ctx->pkix_stats.skipped++;
-    pthread_mutex_unlock(&t->ctx->pkix_lock);
-    return;
-  }
-  unsigned char key[SHA256_DIGEST_LENGTH];
-  pkix_key(t, t->server_name, key);
-  time_t now = time(NULL);
-  if (pkix_cached(t->ctx, key, now, v))
-    return;
-  X509 *leaf = sk_X509_value(chain, 0);
-  X509_STORE_CTX *sctx = X509_STORE_CTX_new();
-  if (!sctx) {
-    snprintf(v->error, sizeof v->error, "out of memory");
-    return;
-  }
-  X509_STORE *store = SSL_CTX_get_cert_store(t->ctx->ssl_ctx);
-  if (X509_STORE_CTX_init(sctx, store, leaf, chain) == 1) {
-    X509_STORE_CTX_set_default(sctx, "ssl_server");
-    if (X509_verify_cert(sctx) == 1) {
-      v->pkix_ok = true;
-    } else {
-      int e = X509_STORE_CTX_get_error(sctx);
-      snprintf(v->error, sizeof v->error, "%s",
-               X509_verify_cert_error_string(e));
-    }
-  } else {
-    snprintf(v->error, sizeof v->error, "cannot set up verification");
-  }
-  X509_STORE_CTX_free(sctx);
-  if (X509_check_host(leaf, t->server_name, strlen(t->server_name),
-                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
-                          X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
-                      NULL) == 1) {
-    v->name_ok = true;
-  } else if (v->pkix_ok) {
-    snprintf(v->error, sizeof v->error, "certificate name does not match %s",
-             t->server_name);
-  } else {
-    size_t off = strlen(v->error);
-    snprintf(v->error + off, sizeof v->error - off,
-             "; certificate name does not match %s", t->server_name);
-  }
-  /* Remembered for a while, but never past the leaf's expiry: a verdict
-   * must not outlive the certificate it speaks of. */
-  time_t until = now + TLS_PKIX_CACHE_TTL;
-  if (X509_cmp_time(X509_get0_notAfter(leaf), &until) > 0)
-    pkix_remember(t->ctx, key, until, v);
-  ERR_clear_error();
-}
-
 static int drive_handshake(struct tls_conn *t) {
   ERR_clear_error();
   int r = SSL_do_handshake(t->ssl);
@@ -742,7 +379,7 @@ static int drive_handshake(struct tls_conn *t) {
     }
     t->state = TLS_CONN_OPEN;
     if (!t->ctx->server) {
-      verify_peer(t);
+      tls__verify_peer(t);
     }
     if (t->hs_cb) {
       t->hs_cb(t, 0, t->hs_arg);
