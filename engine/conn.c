@@ -91,7 +91,7 @@ static void conn_closed(struct smtp_client *c, void *arg) {
   (void)c;
   struct conn *cn = arg;
   /* The destination may be gone by now: use only the relay. */
-  atomic_fetch_sub(&cn->r->out_conns, 1);
+  engine__slot_release(&cn->r->slots);
   uv_close((uv_handle_t *)&cn->idle, conn_timer_closed);
   net_defer_close(&cn->soon, conn_defer_closed);
 }

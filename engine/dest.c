@@ -24,8 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How often a destination waiting for a free connection slot looks again. */
-#define DEST_SLOT_RETRY_MS 100
+/* A destination waiting for a free connection slot is woken when one frees
+ * (slots.c); this slow timer only catches a wake-up that got lost. */
+#define DEST_SLOT_FALLBACK_MS 1000
 
 static struct dwork *dw_of(struct worker *w) {
   return w->ud2;
@@ -135,12 +136,15 @@ void engine__dest_kick(struct dest *d) {
   /* Waiting jobs that nothing carries (max_connections reached) would wait
    * for the next job to this destination, which may never come: the slot
    * is freed by another destination's connection, maybe on another worker.
-   * Look again shortly. */
+   * Be woken when one frees (slots.c). */
   if (d->njobs == 0)
     d->temp_seen = false; /* it spoke for waiting jobs only */
-  if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->rate_timer_on) {
-    d->rate_timer_on = true;
-    uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_RETRY_MS, 0);
+  if (d->njobs && d->nconns == 0 && d->nattempts == 0) {
+    engine__slot_wait(d);
+    if (!d->rate_timer_on) {
+      d->rate_timer_on = true;
+      uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_FALLBACK_MS, 0);
+    }
   }
   engine__dest_maybe_free(d);
 }
@@ -158,7 +162,7 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
   }
   dw->env.r = r;
   dw->env.loop = &w->loop;
-  dw->env.out_conns = &r->out_conns;
+  dw->env.slots = &r->slots;
   dw->w = w;
   struct dns_opts o;
   relay_dns_opts(r->cfg, &o);

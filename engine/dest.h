@@ -49,6 +49,8 @@ struct dest {
   uint64_t rate_next_ms;
   uv_timer_t rate_timer;
   bool rate_timer_on;
+  /* Registered with engine__slot_wait (max_connections reached). */
+  bool slot_waiting;
   bool freeing;
   /* An attempt found no usable host while other attempts or connections
    * went on with the jobs: open no further connection until one succeeds,
@@ -63,6 +65,15 @@ struct dest {
   char temp_status[16];
   char temp_reason[512];
 };
+
+/* ---- connection slots (slots.c) ---- */
+
+/* Registers `d` to be kicked when an outbound connection slot frees. */
+void engine__slot_wait(struct dest *d);
+/* struct mx_slots.freed for the relay's slots: wakes the oldest waiter. */
+void engine__slots_freed(void *relay);
+void engine__slots_init(struct relay *r);
+void engine__slots_free(struct relay *r);
 
 /* ---- destinations (dest.c) ---- */
 

@@ -38,6 +38,18 @@ struct tls_ctx;
 struct policy_chain;
 struct job;
 
+/* The outbound connection count an environment's clients hold, and who
+ * hears when one is released (a destination waiting for a free slot under
+ * max_connections); the object must outlive every client (close callbacks
+ * use it). engine__slot_take/_release in mx_loop.c. */
+struct mx_slots {
+  atomic_uint *count;
+  void (*freed)(void *arg); /* NULL: nobody waits */
+  void *arg;
+};
+
+struct slot_waiter;
+
 /* The running relay. The configuration and the chain are immutable while
  * in force; a reload swaps in new ones on the main loop. */
 struct relay {
@@ -56,6 +68,11 @@ struct relay {
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
   atomic_uint out_conns; /* outbound connections, all workers */
+  /* out_conns as the workers' MX loops take and release it; a release
+   * wakes the oldest destination waiting for a slot (engine/slots.c). */
+  struct mx_slots slots;
+  pthread_mutex_t slot_mu;
+  struct slot_waiter *slot_head, *slot_tail; /* guarded by slot_mu */
   atomic_bool stopping;
   int exit_code;
   size_t servers_open;

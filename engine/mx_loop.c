@@ -103,15 +103,24 @@ void engine__mx_free(struct mx_attempt *a) {
   free(a);
 }
 
+void engine__slot_take(const struct mx_slots *s) {
+  atomic_fetch_add(s->count, 1);
+}
+
+void engine__slot_release(const struct mx_slots *s) {
+  atomic_fetch_sub(s->count, 1);
+  if (s->freed)
+    s->freed(s->arg);
+}
+
 static void client_closed(struct smtp_client *c, void *arg) {
   (void)c;
-  atomic_uint *n = arg;
-  atomic_fetch_sub(n, 1);
+  engine__slot_release(arg);
 }
 
 bool engine__mx_stop(struct mx_attempt *a) {
   if (a->c) {
-    smtp_client_close(a->c, client_closed, a->env->out_conns);
+    smtp_client_close(a->c, client_closed, (void *)a->env->slots);
     a->c = NULL;
     return true;
   }
@@ -204,12 +213,12 @@ static void attempt_connect(struct mx_attempt *a) {
   struct sockaddr_storage *sa = &a->addrs[a->ai];
   if (o.local_addr && o.local_addr->sa_family != sa->ss_family)
     o.local_addr = NULL;
-  atomic_fetch_add(a->env->out_conns, 1);
+  engine__slot_take(a->env->slots);
   int rc =
       smtp_client_connect(&a->c, a->env->loop, &o, (const struct sockaddr *)sa,
                           a->mx.host, on_ready, a);
   if (rc != 0) {
-    atomic_fetch_sub(a->env->out_conns, 1);
+    engine__slot_release(a->env->slots);
     engine__mx_fail(a, true, "4.3.0", "cannot start connection: %s",
                     postern_strerror(rc));
     a->ai++;
@@ -240,7 +249,7 @@ static void session_failed(struct mx_attempt *a, struct smtp_client *c,
   char reply[600] = "";
   if (f && f->last_reply && f->last_reply->code)
     smtp_reply_format(f->last_reply, reply, sizeof reply);
-  smtp_client_close(c, client_closed, a->env->out_conns);
+  smtp_client_close(c, client_closed, (void *)a->env->slots);
   /* A handshake can fail without a TLS error: the server may hang up or
    * go silent after its 220 to STARTTLS (smtp_client.h: starttls is then
    * FAILED whatever the status). */
@@ -315,7 +324,7 @@ static void on_ready(struct smtp_client *c, int status,
       .mx_level = a->mxv.level,
   };
   if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
-    smtp_client_close(c, client_closed, a->env->out_conns);
+    smtp_client_close(c, client_closed, (void *)a->env->slots);
     engine__mx_fail(a, true, "4.7.5",
                     "TLS is required for %s but STARTTLS was %s", a->mx.host,
                     smtp_starttls_name(f->starttls));
@@ -331,7 +340,7 @@ static void on_ready(struct smtp_client *c, int status,
     /* A session the policy rejected is never offered again: resuming it
      * would bring back the chain that just failed. */
     smtp_client_forget_tls_session(c);
-    smtp_client_close(c, client_closed, a->env->out_conns);
+    smtp_client_close(c, client_closed, (void *)a->env->slots);
     engine__mx_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status,
                     "%s", v.result.reason);
     a->ci++;
@@ -347,7 +356,7 @@ static void on_ready(struct smtp_client *c, int status,
   int rc = a->ops->session_acceptable(a->arg, a, &s);
   if (rc == 0)
     return; /* the attempt is the observer's now */
-  smtp_client_close(c, client_closed, a->env->out_conns);
+  smtp_client_close(c, client_closed, (void *)a->env->slots);
   if (rc == MX_NEXT) {
     a->ci++;
     attempt_next_candidate(a);

@@ -36,15 +36,19 @@ struct dns_query;
 struct https_client;
 struct mx_attempt;
 
+/* Takes a slot / gives one back (waking a waiter; struct mx_slots is in
+ * engine/internal.h). */
+void engine__slot_take(const struct mx_slots *s);
+void engine__slot_release(const struct mx_slots *s);
+
 /* Where attempts run: shared by every attempt of a worker (or a probe). */
 struct mx_env {
   struct relay *r; /* configuration, policy chain, client TLS, stopping */
   uv_loop_t *loop;
   struct dns_resolver *dns;
   struct https_client *https; /* MTA-STS fetches; NULL if unavailable */
-  /* Counts the SMTP clients this environment has open; decremented in the
-   * clients' close callbacks, so it must outlive them. */
-  atomic_uint *out_conns;
+  /* The SMTP clients this environment has open (see struct mx_slots). */
+  const struct mx_slots *slots;
 };
 
 /* What the loop reads about the destination (borrowed for the attempt). */

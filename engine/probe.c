@@ -34,6 +34,7 @@ struct probe {
 /* The probe's outbound sessions: counted as the relay counts its own, in
  * memory that outlives every probe. */
 static atomic_uint probe_conns;
+static const struct mx_slots probe_slots = {.count = &probe_conns};
 
 /* The record of the candidate the attempt is on, or NULL. */
 static struct probe_mx *probe_cur(struct probe *p, const struct mx_attempt *a) {
@@ -177,7 +178,7 @@ int probe_start(const struct probe_setup *s, const char *domain, probe_cb cb,
                            .loop = s->loop,
                            .dns = s->dns,
                            .https = NULL,
-                           .out_conns = &probe_conns};
+                           .slots = &probe_slots};
   p->cb = cb;
   p->arg = arg;
   snprintf(p->res.domain, sizeof p->res.domain, "%s", domain);

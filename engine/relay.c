@@ -356,6 +356,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   struct relay *r = &relay;
   int rc;
   memset(r, 0, sizeof *r);
+  engine__slots_init(r);
   r->cfg = cfg;
   r->config_path = config_path;
   apply_log(cfg);
@@ -463,5 +464,6 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
     config_free(x->cfg);
     free(x);
   }
+  engine__slots_free(r);
   return 0;
 }

@@ -1,9 +1,10 @@
 """Delivery limits and the opportunistic-TLS fallback, end to end.
 
  1. max_connections 1 with two destinations: the destination that found no
-    free slot is delivered once the other's connection closes. (It used to
-    wait for a new job to itself that never came: its message stayed in
-    flight, undelivered, until restart.)
+    free slot is delivered once the other's connection closes, woken by the
+    slot's release (not by polling). (It used to wait for a new job to
+    itself that never came: its message stayed in flight, undelivered,
+    until restart.)
  2. A server that accepts STARTTLS and then hangs up before the handshake:
     with no policy requiring TLS the relay reconnects once in plaintext and
     delivers (issue 5, step 3). (Only a TLS-level error used to trigger the
@@ -77,6 +78,10 @@ def main():
             check(ok, "max_connections 1: both destinations delivered")
             check(len(a.messages) == 1 and len(b.messages) == 1,
                   "max_connections 1: each message once")
+            # b.test's destination is its route target.
+            check(any(e.get("event") == "connection_slot_woken" and
+                      str(b.port) in e.get("dest", "") for e in r.events()),
+                  "max_connections 1: b.test was woken when a.test's slot was released")
 
         # 2. STARTTLS accepted, then the server hangs up: plaintext retry.
         with Relay(POSTERN, dns.port,
