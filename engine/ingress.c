@@ -25,6 +25,7 @@
 struct in_txn {
   struct relay *r;
   struct smtp_server_txn *txn;
+  struct msgref *ready; /* the message as the scheduler will need it */
   struct queue_msg_in in;
   struct iovec iov;
   char id[QUEUE_ID_LEN + 1];
@@ -44,12 +45,17 @@ static void on_committed(void *arg, int status) {
   smtp_server_txn_done(t->txn, status, t->id);
   if (status == 0) {
     metrics_inc(METRICS_ACCEPTED);
-    engine__sched_notify_new(r->sched, t->id);
+    if (t->ready)
+      engine__sched_notify_msg(r->sched, t->ready);
+    else
+      engine__sched_notify_new(r->sched, t->id);
+    t->ready = NULL;
   } else {
     metrics_inc(METRICS_ENQUEUE_FAILED);
     postern_log(POSTERN_LOG_WARN, "enqueue_failed", "id", t->id, "client",
                 t->client, "error", postern_strerror(status), NULL);
   }
+  engine__msgref_free(t->ready);
   free(t);
 }
 
@@ -98,10 +104,17 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
       .client_helo = env->helo,
       .body = &t->iov,
       .body_iovcnt = 1,
+      /* Stamped here, so the message the scheduler is handed and the one
+       * stored agree (queue_env_of_submission). */
+      .arrival_ms = queue_now_ms(r->q),
   };
+  /* Built on this worker thread, not on the queue's writer: the scheduler
+   * gets the message without reading it back from LMDB. */
+  t->ready = engine__msgref_of_submission(&t->in, body, len);
   int rc = queue_msg_submit(r->q, &t->in, on_committed, t);
   if (rc != 0) {
     smtp_server_txn_done(txn, rc, NULL);
+    engine__msgref_free(t->ready);
     free(t);
   }
 }

@@ -169,6 +169,16 @@ struct sched;
 int engine__sched_new(struct relay *r, uv_loop_t *loop, struct sched **out);
 /* Thread-safe: a message was committed; attempt it now. */
 void engine__sched_notify_new(struct sched *s, const char *id);
+/* The same, handing the committed message on (taken over), so that the
+ * scheduler need not read it back from the queue. */
+void engine__sched_notify_msg(struct sched *s, struct msgref *m);
+/* A message as its submission describes it (queue_env_of_submission; the
+ * body copied), ready for engine__sched_notify_msg; NULL when out of
+ * memory (then notify by id). in->arrival_ms must be set. */
+struct msgref *engine__msgref_of_submission(const struct queue_msg_in *in,
+                                            const void *body, size_t len);
+/* Frees a message record (envelope, body, notes). NULL is fine. */
+void engine__msgref_free(struct msgref *m);
 /* Thread-safe: every job of m has its results committed (or failed). */
 void engine__sched_job_done(struct sched *s, struct msgref *m);
 /* Stops dispatching; `cb` runs when nothing is in flight any more. */

@@ -2,8 +2,9 @@
  * sched.c - the scheduler: decides when a queued message is attempted and
  * hands its recipients, grouped by destination, to the workers.
  *
- * It runs on the main loop. New mail arrives as an id from the commit
- * callback (attempted at once: no polling delay on the hot path); retries
+ * It runs on the main loop. New mail arrives from the commit callback
+ * with its envelope and body, as the ingress had them (attempted at once,
+ * and never read back from the queue); retries
  * come from scanning the queue's due index every second and at the next due
  * time. The in-flight set (id -> msgref) is in memory only: nothing is
  * written to claim a message, so after a crash everything that was in
@@ -35,8 +36,11 @@
  * long before it is tried again, so a broken disk cannot cause a busy loop. */
 #define SCHED_PENALTY_MS 30000
 
+/* A newly committed message: its id, and when the submitter handed it on
+ * (engine__sched_notify_msg) the message itself, so nothing is read back. */
 struct new_id {
   struct new_id *next;
+  struct msgref *m; /* NULL: load it */
   char id[QUEUE_ID_LEN + 1];
 };
 
@@ -70,7 +74,7 @@ struct sched {
 };
 
 static void sched_scan(struct sched *s);
-static void dispatch(struct sched *s, const char *id);
+static void dispatch(struct sched *s, const char *id, struct msgref *ready);
 
 size_t engine__sched_inflight(struct sched *s) {
   return postern_htab_count(s->inflight);
@@ -93,13 +97,25 @@ static void inflight_del(struct sched *s, struct msgref *m) {
     s->inflight_bytes -= m->body_len;
 }
 
-void engine__sched_notify_new(struct sched *s, const char *id) {
+void engine__msgref_free(struct msgref *m) {
+  if (m == NULL)
+    return;
+  queue_env_free(m->env);
+  free(m->body);
+  free(m->notes);
+  free(m);
+}
+
+static void notify(struct sched *s, const char *id, struct msgref *m) {
   struct new_id *n = malloc(sizeof *n);
   if (n == NULL) {
     /* The message is committed and due: the next scan finds it. */
+    if (m)
+      engine__msgref_free(m);
     return;
   }
   n->next = NULL;
+  n->m = m;
   memcpy(n->id, id, QUEUE_ID_LEN + 1);
   pthread_mutex_lock(&s->mu);
   if (s->new_tail)
@@ -111,19 +127,38 @@ void engine__sched_notify_new(struct sched *s, const char *id) {
   uv_async_send(&s->wake);
 }
 
+void engine__sched_notify_new(struct sched *s, const char *id) {
+  notify(s, id, NULL);
+}
+
+void engine__sched_notify_msg(struct sched *s, struct msgref *m) {
+  notify(s, m->id, m);
+}
+
+struct msgref *engine__msgref_of_submission(const struct queue_msg_in *in,
+                                            const void *body, size_t len) {
+  struct msgref *m = calloc(1, sizeof *m);
+  if (m == NULL)
+    return NULL;
+  memcpy(m->id, in->id, QUEUE_ID_LEN + 1);
+  m->body = malloc(len ? len : 1);
+  if (m->body == NULL || queue_env_of_submission(in, &m->env) != 0) {
+    free(m->body);
+    free(m);
+    return NULL;
+  }
+  if (len)
+    memcpy(m->body, body, len);
+  m->body_len = len;
+  return m;
+}
+
 void engine__sched_job_done(struct sched *s, struct msgref *m) {
   pthread_mutex_lock(&s->mu);
   m->next = s->done_head;
   s->done_head = m;
   pthread_mutex_unlock(&s->mu);
   uv_async_send(&s->wake);
-}
-
-static void msgref_free(struct msgref *m) {
-  queue_env_free(m->env);
-  free(m->body);
-  free(m->notes);
-  free(m);
 }
 
 static void penalties_expire(struct sched *s, uint64_t now) {
@@ -216,7 +251,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
     /* Nothing open (a stale due entry): drop it from flight at once. */
     free(jobs);
     inflight_del(s, m);
-    msgref_free(m);
+    engine__msgref_free(m);
     return;
   }
   atomic_store(&m->jobs_left, (int)njobs);
@@ -239,17 +274,25 @@ oom:
   free(jobs);
   free(todo);
   inflight_del(s, m);
-  msgref_free(m);
+  engine__msgref_free(m);
 }
 
-static void dispatch(struct sched *s, const char *id) {
-  if (s->draining || postern_htab_get(s->inflight, id) != NULL)
-    return;
-  if (inflight_full(s)) {
-    s->scan_wanted = true;
+/* Puts a message in flight and hands its jobs out; `ready` is the message
+ * as its submitter handed it on (taken over), or NULL to load it. */
+static void dispatch(struct sched *s, const char *id, struct msgref *ready) {
+  if (s->draining || postern_htab_get(s->inflight, id) != NULL ||
+      inflight_full(s)) {
+    /* Committed and due: a scan finds it again once there is room. */
+    if (!s->draining && postern_htab_get(s->inflight, id) == NULL)
+      s->scan_wanted = true;
+    if (ready)
+      engine__msgref_free(ready);
     return;
   }
-  struct msgref *m = calloc(1, sizeof *m);
+  struct msgref *m = ready;
+  if (m != NULL)
+    goto in_flight;
+  m = calloc(1, sizeof *m);
   if (m == NULL)
     return;
   memcpy(m->id, id, QUEUE_ID_LEN + 1);
@@ -264,11 +307,12 @@ static void dispatch(struct sched *s, const char *id) {
     return;
   }
   if (m->env->state == QUEUE_MSG_HELD) {
-    msgref_free(m);
+    engine__msgref_free(m);
     return;
   }
+in_flight:
   if (postern_htab_put(s->inflight, m->id, m) != 0) {
-    msgref_free(m);
+    engine__msgref_free(m);
     return;
   }
   s->inflight_bytes += m->body_len;
@@ -336,7 +380,7 @@ static void finish_msg(struct sched *s, struct msgref *m) {
     penalize(s, m->id, relay_now_ms(s->r));
   send_dsns(s, m, QUEUE_DSN_BOUNCED);
   send_dsns(s, m, QUEUE_DSN_DELAYED);
-  msgref_free(m);
+  engine__msgref_free(m);
 }
 
 static void maybe_drained(struct sched *s) {
@@ -364,7 +408,7 @@ static void on_wake(uv_async_t *a) {
   }
   while (nl) {
     struct new_id *next = nl->next;
-    dispatch(s, nl->id);
+    dispatch(s, nl->id, nl->m);
     free(nl);
     nl = next;
   }
@@ -405,7 +449,7 @@ static void sched_scan(struct sched *s) {
       }
       if (postern_htab_get(s->inflight, page[i].id) == NULL &&
           !penalized(s, page[i].id, now))
-        dispatch(s, page[i].id);
+        dispatch(s, page[i].id, NULL);
     }
     if (n < SCHED_SCAN_PAGE)
       break;
@@ -479,13 +523,15 @@ void engine__sched_close(struct sched *s) {
   pthread_mutex_unlock(&s->mu);
   while (nl) {
     struct new_id *next = nl->next;
+    if (nl->m)
+      engine__msgref_free(nl->m);
     free(nl);
     nl = next;
   }
   while (dl) {
     struct msgref *next = dl->next;
     postern_htab_del(s->inflight, dl->id);
-    msgref_free(dl);
+    engine__msgref_free(dl);
     dl = next;
   }
   /* Freeing a msgref leaves the table as it is (its key is only read by
@@ -493,7 +539,7 @@ void engine__sched_close(struct sched *s) {
   size_t pos = 0;
   struct msgref *m;
   while ((m = postern_htab_next(s->inflight, &pos, NULL)) != NULL)
-    msgref_free(m);
+    engine__msgref_free(m);
   postern_htab_free(s->penalty_set);
   s->penalty_set = NULL;
   s->penalties_tail = NULL;

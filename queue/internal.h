@@ -171,6 +171,12 @@ void queue__writer_stop(struct queue *q);
  * strings. Native byte order: an LMDB file is not portable across
  * architectures anyway.
  */
+/* A submission's body size, and its envelope as the writer stores it (one
+ * calloc'ed block whose strings are borrowed from m). */
+size_t queue__in_size(const struct queue_msg_in *m);
+int queue__env_of_in(const struct queue_msg_in *m, uint64_t now,
+                     struct queue_env **out);
+
 size_t queue__rec_size(const struct queue_env *e);
 void queue__rec_write(const struct queue_env *e, unsigned char *dst);
 /* Decodes into one malloc'ed block owned by *out. Returns 0,

@@ -278,6 +278,18 @@ struct queue_env {
 void queue_env_free(struct queue_env *env);
 
 /*
+ * The envelope queue_msg_load() would return for submission `m` once it is
+ * committed (ACTIVE, every recipient PENDING and due at m->arrival_ms),
+ * built without reading the queue: what a submitter hands on, so that
+ * nothing reads the message back. m->arrival_ms must be set (the submitter
+ * stamps it, so the stored and the handed-on envelopes agree). One
+ * allocation, free with queue_env_free. Errors: POSTERN_EINVAL,
+ * POSTERN_ENOMEM.
+ */
+int queue_env_of_submission(const struct queue_msg_in *m,
+                            struct queue_env **out);
+
+/*
  * Copies the envelope of message id into *env (free with queue_env_free)
  * and, when body is not NULL, its body into a malloc'ed *body of *body_len
  * bytes (free with free). Uses one short read transaction; nothing stays

@@ -27,20 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-int queue__apply_submit(struct queue *q, struct queue__wtxn *w,
-                        const struct queue_msg_in *m) {
-  if (!queue_id_valid(m->id) || m->n_rcpts == 0 || m->n_rcpts > 65535 ||
-      !m->sender)
-    return POSTERN_EINVAL;
-  for (size_t i = 0; i < m->n_rcpts; i++) {
-    if (!m->rcpts[i].addr)
-      return POSTERN_EINVAL;
-  }
-  uint64_t now = queue_now_ms(q);
+size_t queue__in_size(const struct queue_msg_in *m) {
   size_t size = 0;
   for (size_t i = 0; i < m->body_iovcnt; i++)
     size += m->body[i].iov_len;
+  return size;
+}
 
+int queue__env_of_in(const struct queue_msg_in *m, uint64_t now,
+                     struct queue_env **out) {
   struct queue_env *e = calloc(1, sizeof *e + m->n_rcpts * sizeof *e->rcpts);
   if (!e)
     return POSTERN_ENOMEM;
@@ -53,7 +48,7 @@ int queue__apply_submit(struct queue *q, struct queue__wtxn *w,
   e->client_helo = m->client_helo ? m->client_helo : "";
   e->ret = m->ret;
   e->arrival_ms = m->arrival_ms ? m->arrival_ms : now;
-  e->size = size;
+  e->size = queue__in_size(m);
   e->n_rcpts = m->n_rcpts;
   for (size_t i = 0; i < m->n_rcpts; i++) {
     struct queue_rcpt *r = &e->rcpts[i];
@@ -66,8 +61,55 @@ int queue__apply_submit(struct queue *q, struct queue__wtxn *w,
     r->reply = "";
   }
   e->next_ms = now;
+  *out = e;
+  return 0;
+}
 
-  int rc;
+static int submission_ok(const struct queue_msg_in *m) {
+  if (!queue_id_valid(m->id) || m->n_rcpts == 0 || m->n_rcpts > 65535 ||
+      !m->sender)
+    return POSTERN_EINVAL;
+  for (size_t i = 0; i < m->n_rcpts; i++) {
+    if (!m->rcpts[i].addr)
+      return POSTERN_EINVAL;
+  }
+  return 0;
+}
+
+int queue_env_of_submission(const struct queue_msg_in *m,
+                            struct queue_env **out) {
+  int rc = m && out && m->arrival_ms ? submission_ok(m) : POSTERN_EINVAL;
+  if (rc)
+    return rc;
+  /* Built, encoded and decoded exactly as the writer stores it and
+   * queue_msg_load reads it back: one owned block, no borrowed string. */
+  struct queue_env *e;
+  if ((rc = queue__env_of_in(m, m->arrival_ms, &e)))
+    return rc;
+  size_t n = queue__rec_size(e);
+  unsigned char *buf = malloc(n);
+  if (buf == NULL) {
+    free(e);
+    return POSTERN_ENOMEM;
+  }
+  queue__rec_write(e, buf);
+  free(e);
+  rc = queue__rec_decode(buf, n, m->id, out);
+  free(buf);
+  return rc;
+}
+
+int queue__apply_submit(struct queue *q, struct queue__wtxn *w,
+                        const struct queue_msg_in *m) {
+  if (submission_ok(m))
+    return POSTERN_EINVAL;
+  uint64_t now = queue_now_ms(q);
+  size_t size = queue__in_size(m);
+  struct queue_env *e;
+  int rc = queue__env_of_in(m, now, &e);
+  if (rc)
+    return rc;
+
   MDB_val k = {QUEUE_ID_LEN, (void *)m->id};
   MDB_val v = {queue__rec_size(e), NULL};
   int mrc = mdb_put(w->txn, q->msg, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);

@@ -326,6 +326,36 @@ static void test_commit_readback(void **state) {
   assert_memory_equal(body, "Head: x\r\n\r\n", 11);
   assert_memory_equal((char *)body + 11, mid, big);
   assert_memory_equal((char *)body + 11 + big, "\r\nend\r\n", 7);
+  /* What the submitter hands on without reading back is what was stored
+   * (the due time aside: stored at the commit, handed on at arrival). */
+  struct queue_env *h;
+  assert_int_equal(queue_env_of_submission(&m, &h), 0);
+  assert_string_equal(h->id, e->id);
+  assert_int_equal(h->state, e->state);
+  assert_string_equal(h->sender, e->sender);
+  assert_string_equal(h->envid, e->envid);
+  assert_string_equal(h->client_addr, e->client_addr);
+  assert_string_equal(h->client_helo, e->client_helo);
+  assert_int_equal(h->ret, e->ret);
+  assert_int_equal(h->arrival_ms, e->arrival_ms);
+  assert_int_equal(h->size, e->size);
+  assert_int_equal(h->delay_warned, e->delay_warned);
+  assert_int_equal(h->n_rcpts, e->n_rcpts);
+  for (size_t i = 0; i < e->n_rcpts; i++) {
+    assert_string_equal(h->rcpts[i].addr, e->rcpts[i].addr);
+    assert_string_equal(h->rcpts[i].orcpt, e->rcpts[i].orcpt);
+    assert_int_equal(h->rcpts[i].notify, e->rcpts[i].notify);
+    assert_int_equal(h->rcpts[i].state, e->rcpts[i].state);
+    assert_int_equal(h->rcpts[i].attempts, e->rcpts[i].attempts);
+    assert_string_equal(h->rcpts[i].status, e->rcpts[i].status);
+    assert_string_equal(h->rcpts[i].reply, e->rcpts[i].reply);
+  }
+  assert_int_equal(h->next_ms, T0 - 5);
+  queue_env_free(h);
+  /* The arrival stamp is the submitter's to give. */
+  struct queue_msg_in nostamp = m;
+  nostamp.arrival_ms = 0;
+  assert_int_equal(queue_env_of_submission(&nostamp, &h), POSTERN_EINVAL);
   queue_env_free(e);
   free(body);
   free(mid);
