@@ -152,6 +152,7 @@ struct config_delivery {
   uint32_t workers; /* never 0 after loading: 0 in the file = cores */
   uint32_t max_connections;
   uint32_t per_domain_connections;
+  uint32_t initial_connections; /* slow start: attempts before one is up */
   uint32_t max_inflight;       /* messages in delivery at once */
   uint64_t max_inflight_bytes; /* their bodies, in total */
   uint32_t per_domain_rate;    /* deliveries per second per domain; 0: no cap */

@@ -175,7 +175,7 @@ extern const struct config__block config__root_block;
 
 /* The most directives in one block: the walk keeps one position per
  * directive (config_schema.c checks every block against it). */
-#define CONFIG__MAX_DIRS 16
+#define CONFIG__MAX_DIRS 24
 
 /* ---- pass 2, shared by config.c, config_schema.c and config_types.c ---- */
 

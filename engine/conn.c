@@ -20,6 +20,7 @@
 #include "engine/metrics.h"
 #include "net/defer.h"
 #include "net/smtp_client.h"
+#include "base/postern_htab.h"
 #include "base/postern_log.h"
 
 #include <stdio.h>
@@ -130,9 +131,45 @@ static void conn_next_soon(struct net_defer *nd) {
     conn_send_next(cn);
     return;
   }
+  if (d->head == NULL && atomic_load(&r->slot_waiters) > 0) {
+    /* Other destinations wait for a slot (max_connections): an idle
+     * session must not hold one. */
+    postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
+                "reason", "others wait for a connection slot", NULL);
+    conn_drop(cn);
+    engine__dest_kick(d);
+    return;
+  }
   uv_timer_start(&cn->idle, conn_idle_expired, r->cfg->delivery.idle_timeout_ms,
                  0);
   engine__dest_kick(d);
+}
+
+void engine__conns_trim_idle(struct dwork *dw) {
+  /* Collect first: a drop may free its destination (the table must not
+   * change during the walk). */
+  size_t pos = 0, n = 0, cap = postern_htab_count(dw->dests);
+  struct dest **ds = cap ? calloc(cap, sizeof *ds) : NULL;
+  struct dest *d;
+  while (ds && (d = postern_htab_next(dw->dests, &pos, NULL)) != NULL)
+    if (!d->freeing && d->head == NULL)
+      ds[n++] = d;
+  for (size_t i = 0; i < n; i++) {
+    d = ds[i];
+    struct conn *cn = d->conns;
+    while (cn) {
+      struct conn *next = cn->next;
+      if (cn->cur == NULL && cn->ready && !cn->closing) {
+        postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
+                    "reason", "idle while others wait for a connection slot",
+                    NULL);
+        conn_drop(cn);
+      }
+      cn = next;
+    }
+    engine__dest_maybe_free(d);
+  }
+  free(ds);
 }
 
 struct conn *engine__conn_open(struct dest *d, const struct mx_session *s) {

@@ -125,9 +125,15 @@ void engine__dest_kick(struct dest *d) {
   if (!engine__conns_feed(d))
     return;
   const struct config_delivery *dc = &r->cfg->delivery;
+  /* Slow start: until a connection is up, only initial_connections
+   * attempts; a burst of jobs to a new destination would otherwise open
+   * per_domain_connections handshakes where one reused session does. */
+  size_t cap = dc->per_domain_connections;
+  if (d->nconns == 0 && cap > dc->initial_connections)
+    cap = dc->initial_connections;
   while (d->njobs > d->nattempts &&
          !(d->saturated && d->nconns + d->nattempts) &&
-         d->nconns + d->nattempts < dc->per_domain_connections &&
+         d->nconns + d->nattempts < cap &&
          atomic_load(&r->out_conns) < dc->max_connections) {
     if (engine__conns_idle(d))
       break;

@@ -70,6 +70,8 @@ struct dest {
 
 /* Registers `d` to be kicked when an outbound connection slot frees. */
 void engine__slot_wait(struct dest *d);
+/* Closes the worker's idle connections (destinations wait for slots). */
+void engine__conns_trim_idle(struct dwork *dw);
 /* struct mx_slots.freed for the relay's slots: wakes the oldest waiter. */
 void engine__slots_freed(void *relay);
 void engine__slots_init(struct relay *r);

@@ -73,6 +73,11 @@ struct relay {
   struct mx_slots slots;
   pthread_mutex_t slot_mu;
   struct slot_waiter *slot_head, *slot_tail; /* guarded by slot_mu */
+  /* Destinations waiting for a slot: while there are any, a connection
+   * that runs out of work closes instead of idling (conn.c), and idle
+   * ones are closed (slots.c), so an idle session never holds a slot that
+   * a destination with mail waits for. */
+  atomic_uint slot_waiters;
   atomic_bool stopping;
   int exit_code;
   size_t servers_open;

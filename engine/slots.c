@@ -14,6 +14,13 @@
  * caught by re-checking after registering, and, as a last resort, by the
  * destination's slow fallback timer (dest.c).
  *
+ * Idle connections hold slots too: an idle session kept for idle_timeout
+ * (30 s by default) would make waiters wait that long. So when the first
+ * destination starts waiting, every worker is asked to close its idle
+ * connections (each close releases a slot and wakes a waiter), and while
+ * anyone waits, a connection that runs out of work closes instead of
+ * idling (conn.c).
+ *
  * Ownership: waiters are the relay's (slot_mu) until popped; a popped
  * waiter becomes the posted task and is freed by it (or at once when the
  * worker no longer takes tasks).
@@ -45,6 +52,7 @@ static void wake_one(struct relay *r) {
     r->slot_head = sw->next;
     if (r->slot_head == NULL)
       r->slot_tail = NULL;
+    atomic_fetch_sub(&r->slot_waiters, 1);
   }
   pthread_mutex_unlock(&r->slot_mu);
   if (sw == NULL)
@@ -73,6 +81,25 @@ static void kick_task(struct worker *w, struct worker_task *t) {
   engine__dest_kick(d);
 }
 
+/* A worker's part of freeing slots: close its idle connections. */
+static void trim_task(struct worker *w, struct worker_task *t) {
+  free(t);
+  struct dwork *dw = w->ud2;
+  if (dw != NULL)
+    engine__conns_trim_idle(dw);
+}
+
+static void trim_all(struct relay *r) {
+  for (int i = 0; i < r->pool.n; i++) {
+    struct worker_task *t = calloc(1, sizeof *t);
+    if (t == NULL)
+      return;
+    t->fn = trim_task;
+    if (worker_post(&r->pool.w[i], t) != 0)
+      free(t);
+  }
+}
+
 void engine__slot_wait(struct dest *d) {
   struct relay *r = d->dw->env.r;
   if (d->slot_waiting)
@@ -84,13 +111,17 @@ void engine__slot_wait(struct dest *d) {
   sw->w = d->dw->w;
   snprintf(sw->key, sizeof sw->key, "%s", d->key);
   pthread_mutex_lock(&r->slot_mu);
+  bool first = r->slot_head == NULL;
   if (r->slot_tail)
     r->slot_tail->next = sw;
   else
     r->slot_head = sw;
   r->slot_tail = sw;
+  atomic_fetch_add(&r->slot_waiters, 1);
   pthread_mutex_unlock(&r->slot_mu);
   d->slot_waiting = true;
+  if (first)
+    trim_all(r);
   /* A slot freed between the caller's check and the registration above
    * woke nobody: wake the oldest waiter now. */
   if (atomic_load(&r->out_conns) < r->cfg->delivery.max_connections)

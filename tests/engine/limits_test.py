@@ -9,6 +9,11 @@
     with no policy requiring TLS the relay reconnects once in plaintext and
     delivers (issue 5, step 3). (Only a TLS-level error used to trigger the
     retry; a drop deferred the mail.)
+ 1b. The same with idle_timeout 60s: a.test's idle session is closed for
+    b.test at once (it used to hold the only slot for the whole idle time).
+ 1c. Slow start: 12 messages to a new destination whose greeting is held
+    open only initial_connections (2) attempts until one is up; then up
+    to per_domain_connections carry the rest.
  3. Back-pressure with a tiny in-flight limit (delivery { max_inflight 2 }):
     while the MX holds its replies, exactly 2 messages are in flight; after
     release, the scan resumes and every message is delivered once.
@@ -82,6 +87,50 @@ def main():
             check(any(e.get("event") == "connection_slot_woken" and
                       str(b.port) in e.get("dest", "") for e in r.events()),
                   "max_connections 1: b.test was woken when a.test's slot was released")
+
+        # 1b. An idle session does not hold the only slot for its idle time.
+        a2 = mxpeer.MX("127.0.0.1", 0)
+        b2 = mxpeer.MX("127.0.0.1", 0)
+        try:
+            delivery = (f"route a.test 127.0.0.1:{a2.port}; route b.test 127.0.0.1:{b2.port};"
+                        " max_connections 1; idle_timeout 60s")
+            with Relay(POSTERN, dns.port, delivery=delivery) as r:
+                r.send("s@snd.test", ["x@a.test"], msg("idle-a"))
+                a2.wait(1, timeout=20)
+                r.send("s@snd.test", ["y@b.test"], msg("idle-b"))
+                ok = True
+                try:
+                    b2.wait(1, timeout=20)
+                except AssertionError:
+                    ok = False
+                check(ok, "idle_timeout 60s, max_connections 1: b.test delivered "
+                          "without waiting out a.test's idle session")
+                check(any(e.get("event") == "connection_released" and
+                          str(a2.port) in e.get("dest", "") for e in r.events()),
+                      "a.test's idle session was released for the waiting destination")
+        finally:
+            a2.stop()
+            b2.stop()
+
+        # 1c. Slow start.
+        gated = rawmx.RawMX("127.0.0.1", 0)
+        gated.greet_gate = threading.Event()
+        try:
+            delivery = (f"route slow.test 127.0.0.1:{gated.port};"
+                        " per_domain_connections 6; initial_connections 2")
+            with Relay(POSTERN, dns.port, delivery=delivery) as r:
+                for i in range(12):
+                    r.send("s@snd.test", [f"u{i}@slow.test"], msg(f"slow{i}"))
+                time.sleep(2)  # time enough for more attempts, were they allowed
+                early = gated.sessions
+                gated.greet_gate.set()
+                gated.wait(12, timeout=30)
+                check(early == 2, f"slow start: 2 attempts before a connection is up ({early})")
+                check(2 <= gated.sessions <= 6,
+                      f"then at most per_domain_connections ({gated.sessions} sessions in all)")
+                check(len(gated.messages) == 12, "slow start: all 12 delivered")
+        finally:
+            gated.stop()
 
         # 2. STARTTLS accepted, then the server hangs up: plaintext retry.
         with Relay(POSTERN, dns.port,

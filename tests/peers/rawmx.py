@@ -8,6 +8,7 @@ or one that holds its reply to the final "." until the test releases it.
     mx.port, mx.messages          # [(mail_from, [rcpt, ...], data_bytes)]
     mx.sessions, mx.starttls      # sessions seen, STARTTLS commands seen
     mx.hold = threading.Event()   # set before a message: the "." reply waits
+    mx.greet_gate = threading.Event()  # greetings wait until it is set
     mx.dot_reply = "451 4.3.0 later"  # the reply to "." (250: recorded)
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.wait_for(lambda: mx.held >= 1)
@@ -32,6 +33,9 @@ class _Session(socketserver.StreamRequestHandler):
         with mx.lock:
             mx.sessions += 1
             script = mx.greetings.pop(0) if mx.greetings else None
+        gate = mx.greet_gate
+        if gate is not None:
+            gate.wait(60)
         if script is not None:
             delay, reply = script
             time.sleep(delay)
@@ -110,6 +114,7 @@ class RawMX:
         self.starttls = 0
         self.held = 0  # messages whose "." reply is (or was) being held
         self.hold = None
+        self.greet_gate = None
         self.dot_reply = "250 2.0.0 queued"  # e.g. "451 4.3.0 later"
         self.starttls_drop = starttls_drop
         # [(delay_s, "421 4.3.2 busy"), ...]: the greetings of the first
