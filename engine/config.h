@@ -177,6 +177,7 @@ struct config_dns {
   bool trust_ad;
   uint32_t cache_size;       /* answers per worker; 0: no cache */
   uint64_t cache_max_ttl_ms; /* longest time an answer is kept */
+  uint32_t max_inflight;     /* queries per worker awaiting an answer */
 };
 
 struct config_tls {

@@ -469,6 +469,15 @@ static const struct config__dir dns_dirs[] = {
      .off = N(cache_max_ttl_ms),
      .synopsis = "DURATION",
      .help = "longest time an answer is kept, whatever its TTL"},
+    {.name = "max_inflight",
+     .type = &config__t_u32,
+     ONE,
+     .min = 1,
+     .max = 10000,
+     .def = "100",
+     .off = N(max_inflight),
+     .synopsis = "NUMBER",
+     .help = "queries each worker has at the resolvers at once; more wait"},
 };
 #undef N
 

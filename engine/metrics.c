@@ -229,10 +229,15 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
          "postern_dns_cache_lookups_total{result=\"miss\"} %llu\n"
          "# HELP postern_dns_cache_entries Answers held in the DNS caches.\n"
          "# TYPE postern_dns_cache_entries gauge\n"
-         "postern_dns_cache_entries %llu\n",
+         "postern_dns_cache_entries %llu\n"
+         "# HELP postern_dns_queries_waited_total DNS queries that waited "
+         "because a worker already had dns max_inflight at the resolvers.\n"
+         "# TYPE postern_dns_queries_waited_total counter\n"
+         "postern_dns_queries_waited_total %llu\n",
          (unsigned long long)g->dns_cache_hits,
          (unsigned long long)g->dns_cache_misses,
-         (unsigned long long)g->dns_cache_entries);
+         (unsigned long long)g->dns_cache_entries,
+         (unsigned long long)g->dns_queries_waited);
   tb_fmt(&b,
          "# HELP postern_tls_certificate_checks_total MX certificate chains "
          "run through PKIX verification, answered from the verdict cache, or "

@@ -64,6 +64,7 @@ struct metrics_gauges {
   uint64_t outbound_connections;
   /* Summed over the workers' resolvers (net/dns.h dns_cache_stats). */
   uint64_t dns_cache_hits, dns_cache_misses, dns_cache_entries;
+  uint64_t dns_queries_waited; /* held back by dns { max_inflight } */
   /* The client TLS context's certificate checks (net/tls.h). */
   uint64_t tls_pkix_verified, tls_pkix_cached, tls_pkix_skipped;
 };

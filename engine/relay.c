@@ -224,6 +224,7 @@ static void read_gauges(void *ud, struct metrics_gauges *g) {
       g->dns_cache_hits += cs.hits;
       g->dns_cache_misses += cs.misses;
       g->dns_cache_entries += cs.entries;
+      g->dns_queries_waited += cs.waited;
     }
     if (r->client_tls) {
       struct tls_pkix_stats ps;

@@ -87,4 +87,5 @@ void relay_dns_opts(const struct postern_config *cfg, struct dns_opts *o) {
   o->trust_ad = cd->trust_ad;
   o->cache_size = cd->cache_size;
   o->cache_max_ttl = (uint32_t)(cd->cache_max_ttl_ms / 1000);
+  o->max_inflight = cd->max_inflight;
 }

@@ -31,6 +31,7 @@
 #include <ares.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,10 @@ struct dns_query {
   int nchildren;
   int ndone;
   bool abandoned; /* dns_resolve_host failed after starting a child */
+  /* QUERY_PLAIN waiting for an in-flight slot (see dns_opts.max_inflight):
+   * on the resolver's wait list, not yet handed to c-ares. */
+  bool waiting;
+  struct dns_query *wprev, *wnext;
 };
 
 struct dns_resolver {
@@ -84,6 +89,11 @@ struct dns_resolver {
   bool handles_closing;
   struct dns_poll *polls;
   struct dns_query *dq_head, *dq_tail;
+  /* Queries handed to c-ares and not answered yet, the most allowed, and
+   * the ones waiting for a slot, oldest first. */
+  unsigned inflight, max_inflight;
+  struct dns_query *wait_head, *wait_tail;
+  _Atomic uint64_t waited; /* queries that had to wait, since creation */
   int open_handles;
   void (*close_cb)(void *arg);
   void *close_arg;
@@ -97,6 +107,7 @@ void dns_opts_init(struct dns_opts *o) {
   o->attempts = 2;
   o->cache_size = DNS_CACHE_SIZE_DEFAULT;
   o->cache_max_ttl = DNS_CACHE_MAX_TTL_DEFAULT;
+  o->max_inflight = DNS_MAX_INFLIGHT_DEFAULT;
 }
 
 static int parse_port(const char *s, uint16_t *out) {
@@ -190,6 +201,7 @@ bool dns_resolver_trusts_ad(const struct dns_resolver *r) {
 void dns_resolver_cache_stats(const struct dns_resolver *r,
                               struct dns_cache_stats *st) {
   dns__cache_stats(r->cache, st);
+  st->waited = atomic_load_explicit(&r->waited, memory_order_relaxed);
 }
 
 /* ---- Driving c-ares from libuv ---- */
@@ -346,6 +358,10 @@ static void query_done(void *arg, int status, int timeouts, unsigned char *abuf,
   struct dns_query *q = arg;
   struct dns_resolver *r = q->r;
   q->in_ares = false;
+  /* A slot is free: the deferred pass sends the next waiting query. */
+  r->inflight--;
+  if (r->wait_head != NULL && !r->closing)
+    net_defer_arm(&r->soon, deliver_all);
   if (q->delivered) {
     query_free(q);
     return;
@@ -414,6 +430,7 @@ static void deliver(struct dns_query *q) {
 }
 
 static void soon_closed(struct net_defer *d);
+static void wait_pump(struct dns_resolver *r);
 
 static void close_handles(struct dns_resolver *r) {
   r->handles_closing = true;
@@ -424,6 +441,7 @@ static void close_handles(struct dns_resolver *r) {
 static void deliver_all(struct net_defer *d) {
   struct dns_resolver *r = d->data;
   struct dns_query *q;
+  wait_pump(r);
   /* Callbacks may queue more (dns_query, dns_query_cancel,
    * dns_resolver_close); they are delivered in this same pass. */
   while ((q = r->dq_head) != NULL) {
@@ -462,6 +480,80 @@ static void handle_closed(uv_handle_t *h) {
 
 static void soon_closed(struct net_defer *d) {
   handle_gone(d->data);
+}
+
+/* ---- In-flight limit ---- */
+
+static void wait_push(struct dns_resolver *r, struct dns_query *q) {
+  q->waiting = true;
+  q->wnext = NULL;
+  q->wprev = r->wait_tail;
+  if (r->wait_tail != NULL)
+    r->wait_tail->wnext = q;
+  else
+    r->wait_head = q;
+  r->wait_tail = q;
+  atomic_fetch_add_explicit(&r->waited, 1, memory_order_relaxed);
+}
+
+static void wait_unlink(struct dns_resolver *r, struct dns_query *q) {
+  if (q->wprev != NULL)
+    q->wprev->wnext = q->wnext;
+  else
+    r->wait_head = q->wnext;
+  if (q->wnext != NULL)
+    q->wnext->wprev = q->wprev;
+  else
+    r->wait_tail = q->wprev;
+  q->wprev = q->wnext = NULL;
+  q->waiting = false;
+}
+
+/* Builds the question (RD, EDNS0, AD and DO bits) and hands it to c-ares.
+ * Returns 0 (q is in c-ares, which will call query_done exactly once),
+ * POSTERN_ENOMEM or POSTERN_EINVAL (nothing sent). */
+static int query_send(struct dns_query *q) {
+  struct dns_resolver *r = q->r;
+  unsigned char *buf = NULL;
+  int buflen = 0;
+  int rc = ares_create_query(q->name, 1 /* IN */, q->type, 0, 1, &buf, &buflen,
+                             DNS_EDNS_PAYLOAD);
+  if (rc != ARES_SUCCESS)
+    return rc == ARES_ENOMEM ? POSTERN_ENOMEM : POSTERN_EINVAL;
+  /* AD in the query asks for the AD bit in the answer (RFC 6840 §5.7); DO
+   * in the OPT record (the last 11 bytes: root, type 41, class, ext-rcode,
+   * version, flags, rdlength) asks for DNSSEC records (RFC 3225 §3). */
+  if (buflen < 12 + 11 || buf[buflen - 11] != 0 || buf[buflen - 10] != 0 ||
+      buf[buflen - 9] != DNS_T_OPT) {
+    ares_free_string(buf);
+    return POSTERN_EINTERNAL;
+  }
+  buf[3] |= 0x20;
+  buf[buflen - 4] |= 0x80;
+  q->in_ares = true;
+  r->inflight++;
+  /* May call query_done at once (e.g. no usable server): it only queues. */
+  ares_send(r->ch, buf, buflen, query_done, q);
+  ares_free_string(buf);
+  return 0;
+}
+
+/* Sends waiting queries while there is room; runs from the deferred pass,
+ * never inside c-ares. A query that cannot be built fails like a lookup. */
+static void wait_pump(struct dns_resolver *r) {
+  bool sent = false;
+  while (r->wait_head != NULL && r->inflight < r->max_inflight && !r->closing) {
+    struct dns_query *q = r->wait_head;
+    wait_unlink(r, q);
+    int rc = query_send(q);
+    if (rc != 0) {
+      answer_fail(q, DNS_TEMPFAIL, rc, -1);
+      enqueue(q);
+    }
+    sent = true;
+  }
+  if (sent)
+    timer_rearm(r);
 }
 
 /* ---- Resolver lifetime ---- */
@@ -535,6 +627,8 @@ int dns_resolver_new(uv_loop_t *loop, const struct dns_opts *o,
   if (r == NULL)
     return POSTERN_ENOMEM;
   r->loop = loop;
+  r->max_inflight =
+      o->max_inflight ? o->max_inflight : DNS_MAX_INFLIGHT_DEFAULT;
   memset(&ao, 0, sizeof ao);
   /* No search list, no HOSTALIASES: we only ever ask the exact name. */
   ao.flags = ARES_FLAG_EDNS | ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
@@ -583,6 +677,13 @@ void dns_resolver_close(struct dns_resolver *r, void (*cb)(void *arg),
   ares_cancel(r->ch);
   ares_destroy(r->ch);
   r->ch_live = false;
+  /* Queries still waiting for a slot never reached c-ares. */
+  while (r->wait_head != NULL) {
+    struct dns_query *q = r->wait_head;
+    wait_unlink(r, q);
+    answer_fail(q, DNS_CANCELED, POSTERN_ECANCELED, -1);
+    enqueue(q);
+  }
   uv_timer_stop(&r->timer);
   /* The deferred pass delivers what is queued, then closes the handles. */
   net_defer_arm(&r->soon, deliver_all);
@@ -595,8 +696,6 @@ static int query_start(struct dns_resolver *r, const char *name, uint16_t type,
                        dns_cb cb, void *arg, struct dns_query *parent, int slot,
                        struct dns_query **qp) {
   char norm[DNS_NAME_MAX];
-  unsigned char *buf = NULL;
-  int buflen = 0;
   if (r->closing)
     return POSTERN_ESTATE;
   if (name == NULL || dns__name_normalize(name, norm) != 0)
@@ -634,25 +733,9 @@ static int query_start(struct dns_resolver *r, const char *name, uint16_t type,
     enqueue(q);
     return 0;
   }
-  int rc = ares_create_query(norm, 1 /* IN */, type, 0, 1, &buf, &buflen,
-                             DNS_EDNS_PAYLOAD);
-  if (rc != ARES_SUCCESS)
-    return rc == ARES_ENOMEM ? POSTERN_ENOMEM : POSTERN_EINVAL;
-  /* AD in the query asks for the AD bit in the answer (RFC 6840 §5.7); DO
-   * in the OPT record (the last 11 bytes: root, type 41, class, ext-rcode,
-   * version, flags, rdlength) asks for DNSSEC records (RFC 3225 §3). */
-  if (buflen < 12 + 11 || buf[buflen - 11] != 0 || buf[buflen - 10] != 0 ||
-      buf[buflen - 9] != DNS_T_OPT) {
-    ares_free_string(buf);
-    return POSTERN_EINTERNAL;
-  }
-  buf[3] |= 0x20;
-  buf[buflen - 4] |= 0x80;
-
   struct dns_query *q = calloc(1, sizeof *q);
   if (q == NULL || (q->name = strdup(norm)) == NULL) {
     free(q);
-    ares_free_string(buf);
     return POSTERN_ENOMEM;
   }
   q->r = r;
@@ -662,12 +745,22 @@ static int query_start(struct dns_resolver *r, const char *name, uint16_t type,
   q->type = type;
   q->parent = parent;
   q->slot = slot;
-  q->in_ares = true;
+  if (r->inflight >= r->max_inflight || r->wait_head != NULL) {
+    /* The resolver has enough of ours already: a burst of thousands of
+     * new destinations must not overflow its socket buffer or its query
+     * table, where a dropped query costs a whole retry timeout. */
+    wait_push(r, q);
+    if (qp != NULL)
+      *qp = q;
+    return 0;
+  }
+  int rc = query_send(q);
+  if (rc != 0) {
+    query_free(q);
+    return rc;
+  }
   if (qp != NULL)
     *qp = q;
-  /* May call query_done at once (e.g. no usable server): it only queues. */
-  ares_send(r->ch, buf, buflen, query_done, q);
-  ares_free_string(buf);
   timer_rearm(r);
   return 0;
 }
@@ -683,6 +776,8 @@ static void cancel_plain(struct dns_query *q) {
   if (q->canceled || q->delivered)
     return;
   q->canceled = true;
+  if (q->waiting)
+    wait_unlink(q->r, q);
   answer_fail(q, DNS_CANCELED, POSTERN_ECANCELED, -1);
   if (!q->queued)
     enqueue(q);

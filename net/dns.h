@@ -214,19 +214,28 @@ struct dns_opts {
    * (negative answers also at most 3 hours, RFC 2308 §5). */
   size_t cache_size;
   uint32_t cache_max_ttl;
+  /* Queries sent and not yet answered, at most (0 means
+   * DNS_MAX_INFLIGHT_DEFAULT); more wait, in order, for an answer. A
+   * burst of new destinations would otherwise overflow the resolver's
+   * socket buffer or query table, and each dropped query costs a whole
+   * timeout. Cached answers never wait. */
+  unsigned max_inflight;
 };
 
 /* What the answer cache did since the resolver was made. */
 struct dns_cache_stats {
   uint64_t hits, misses, stored, evicted;
   uint64_t entries; /* answers held now */
+  uint64_t waited;  /* queries that waited for an in-flight slot */
 };
 
 /* Fills *o with the defaults: no servers (resolv.conf), 5 s, 2 attempts,
- * trust_ad off, a cache of DNS_CACHE_SIZE_DEFAULT answers kept at most
- * DNS_CACHE_MAX_TTL_DEFAULT seconds. */
+ * trust_ad off, DNS_MAX_INFLIGHT_DEFAULT queries in flight, a cache of
+ * DNS_CACHE_SIZE_DEFAULT answers kept at most DNS_CACHE_MAX_TTL_DEFAULT
+ * seconds. */
 #define DNS_CACHE_SIZE_DEFAULT 10000
 #define DNS_CACHE_MAX_TTL_DEFAULT 86400
+#define DNS_MAX_INFLIGHT_DEFAULT 100
 void dns_opts_init(struct dns_opts *o);
 
 /*

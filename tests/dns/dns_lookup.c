@@ -5,7 +5,8 @@
  *
  *   dns_lookup [--server ADDR]... [--timeout MS] [--attempts N] [--trust-ad]
  *              [--cancel-first] [--close-early] [--sequential]
- *              [--no-cache] [--cache-max-ttl S] NAME/TYPE...
+ *              [--no-cache] [--cache-max-ttl S] [--max-inflight N]
+ *              [--cancel-last] [--stats] NAME/TYPE...
  *   dns_lookup --trust [--trust-ad] [--server ADDR]...
  *
  * TYPE is A, AAAA, MX, TXT, TLSA, CNAME or HOST (dns_resolve_host). All
@@ -13,9 +14,11 @@
  * has answered (from its callback), which is how a second lookup meets the
  * first one's cached answer; the last line is then the cache's counters,
  * {"cache":{...}}. --no-cache turns the resolver's cache off. --cancel-first
- * cancels the first lookup right after starting it; --close-early closes the
- * resolver right after starting them all. --trust only prints whether the
- * resolver would believe AD.
+ * cancels the first lookup right after starting it, --cancel-last the last
+ * one once all have started; --close-early closes the resolver right after
+ * starting them all. Each line carries "ms", the time from the start to its
+ * callback; --stats prints the counters line without --sequential too. --trust
+ * only prints whether the resolver would believe AD.
  *
  * The driver also checks the event-loop contract itself: it exits 3 if a
  * callback runs inside dns_query()/dns_resolve_host() or twice for one
@@ -38,6 +41,7 @@ struct lookup {
   int type; /* 0 = HOST */
   int done;
   char *json;
+  struct dns_query *q; /* valid until its callback */
 };
 
 static int in_call;
@@ -49,6 +53,8 @@ static struct lookup *all;
 static size_t nall, started;
 
 static bool cancel_first_lookup;
+static uint64_t t0;
+static uv_loop_t *main_loop;
 
 static void start_lookup(size_t i);
 
@@ -106,6 +112,7 @@ static void on_answer(const struct dns_answer *a, void *arg) {
     fprintf(stderr, "callback ran inside the call that started it\n");
     bad = 3;
   }
+  l->q = NULL;
   if (l->done++) {
     fprintf(stderr, "callback ran twice for %s\n", l->name);
     bad = 3;
@@ -117,6 +124,11 @@ static void on_answer(const struct dns_answer *a, void *arg) {
       a->rcode, "ad", a->authenticated, "null_mx", a->null_mx, "partial",
       a->partial, "ttl", (json_int_t)a->ttl, "hops", (json_int_t)a->cname_hops,
       "cname", a->cname ? postern_json_cstr(a->cname) : json_null());
+  if (o) {
+    uv_update_time(main_loop);
+    json_object_set_new(o, "ms",
+                        json_integer((json_int_t)(uv_now(main_loop) - t0)));
+  }
   if (o && l->type == 0) {
     /* Host lookups: what each family found, and what DANE may use. */
     bool use[2];
@@ -169,6 +181,7 @@ static void start_lookup(size_t i) {
   struct dns_query *q = NULL;
   int rc;
   started = i + 1;
+  l->q = NULL;
   in_call = 1;
   if (l->type == 0)
     rc = dns_resolve_host(resolver, l->name, on_answer, l, &q);
@@ -176,6 +189,8 @@ static void start_lookup(size_t i) {
     rc = dns_query(resolver, l->name, (uint16_t)l->type, on_answer, l, &q);
   if (rc == 0 && i == 0 && cancel_first_lookup)
     dns_query_cancel(q);
+  else if (rc == 0)
+    l->q = q;
   in_call = 0;
   if (rc != 0) {
     l->json = json_line(json_pack("{s:o, s:s, s:s}", "name",
@@ -190,6 +205,7 @@ static void start_lookup(size_t i) {
 int main(int argc, char **argv) {
   struct dns_opts o;
   bool trust_only = false, cancel_first = false, close_early = false;
+  bool cancel_last = false, stats = false;
   struct lookup *ls = calloc((size_t)argc, sizeof *ls);
   size_t nl = 0;
   dns_opts_init(&o);
@@ -216,6 +232,12 @@ int main(int argc, char **argv) {
       cancel_first = true;
     } else if (strcmp(a, "--close-early") == 0) {
       close_early = true;
+    } else if (strcmp(a, "--max-inflight") == 0 && i + 1 < argc) {
+      o.max_inflight = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--cancel-last") == 0) {
+      cancel_last = true;
+    } else if (strcmp(a, "--stats") == 0) {
+      stats = true;
     } else if (strcmp(a, "--sequential") == 0) {
       sequential = true;
     } else if (strcmp(a, "--no-cache") == 0) {
@@ -240,6 +262,8 @@ int main(int argc, char **argv) {
 
   uv_loop_t loop;
   uv_loop_init(&loop);
+  main_loop = &loop;
+  t0 = uv_now(&loop);
   struct dns_resolver *r;
   int rc = dns_resolver_new(&loop, &o, &r);
   if (rc != 0) {
@@ -261,6 +285,10 @@ int main(int argc, char **argv) {
   } else {
     for (size_t i = 0; i < nl; i++)
       start_lookup(i);
+    /* The last lookup has not answered yet: it cannot have, inside the
+     * calls, so its handle is still valid. */
+    if (cancel_last && nl > 0 && ls[nl - 1].q != NULL && !ls[nl - 1].done)
+      dns_query_cancel(ls[nl - 1].q);
   }
   if (close_early)
     dns_resolver_close(r, on_closed, NULL);
@@ -283,12 +311,13 @@ int main(int argc, char **argv) {
     printf("%s\n", ls[i].json);
     free(ls[i].json);
   }
-  if (sequential) {
+  if (sequential || stats) {
     json_t *c = json_pack(
-        "{s:{s:o, s:o, s:o, s:o, s:o}}", "cache", "hits",
+        "{s:{s:o, s:o, s:o, s:o, s:o, s:o}}", "cache", "hits",
         postern_json_u64(cs.hits), "misses", postern_json_u64(cs.misses),
         "stored", postern_json_u64(cs.stored), "evicted",
-        postern_json_u64(cs.evicted), "entries", postern_json_u64(cs.entries));
+        postern_json_u64(cs.evicted), "entries", postern_json_u64(cs.entries),
+        "waited", postern_json_u64(cs.waited));
     postern_json_print(c, stdout, 1);
     json_decref(c);
   }

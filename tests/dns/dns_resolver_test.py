@@ -309,6 +309,36 @@ def main():
              "--sequential", "--no-cache", "example.org/MX", "example.org/MX"])
         check("no cache: every lookup asks", asked("example.org", "MX") - before == 2)
 
+        # The in-flight limit: with one query allowed at the resolver, the
+        # second waits until the first has timed out; without the limit it
+        # is answered at once. A waiting query that is cancelled never
+        # reaches the server; closing the resolver cancels waiting ones.
+        def waited(args):
+            out = run(["--server", peer.address(), "--timeout", "400", "--attempts", "1",
+                       "--stats"] + args)
+            return out[:-1], out[-1]["cache"]
+        res, st = waited(["quiet.example.org/A", "example.org/MX"])
+        check("no limit reached: the second query does not wait",
+              res[1]["status"] == "answer" and res[1]["ms"] < 350 and st["waited"] == 0,
+              (res, st))
+        before = asked("www.example.org", "A")
+        res, st = waited(["--max-inflight", "1", "--cancel-last", "quiet.example.org/A",
+                          "example.org/MX", "mx2.example.org/HOST", "www.example.org/A"])
+        check("max_inflight 1: the second query waits for the first's timeout",
+              res[0]["status"] == "tempfail" and res[1]["status"] == "answer" and
+              res[1]["ms"] >= 380, res)
+        check("max_inflight 1: a host lookup's A and AAAA wait too, then answer",
+              res[2]["status"] == "answer" and res[2]["ms"] >= res[1]["ms"], res[2])
+        check("max_inflight 1: a cancelled waiting query is never sent",
+              res[3]["status"] == "canceled" and res[3]["ms"] < 350 and
+              asked("www.example.org", "A") == before, (res[3], before))
+        check("max_inflight 1: waits counted", st["waited"] == 4, st)
+        out = run(["--server", peer.address(), "--timeout", "400", "--attempts", "1",
+                   "--max-inflight", "1", "--close-early", "quiet.example.org/A",
+                   "example.org/MX", "mx2.example.org/HOST"])
+        check("close cancels waiting queries",
+              [x["status"] for x in out] == ["canceled"] * 3, out)
+
     with dnspeer.start(CONFIG, address="::1") as peer6:
         r = run(["--server", peer6.address(), "example.org/MX",
                  "noad.example.org/A"])
