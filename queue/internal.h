@@ -9,6 +9,7 @@
  *   queue_read.c    reads: a message, the due index, list, stats
  *   queue_db.c      the databases and the code that keeps their invariants
  *   queue_rec.c     ids, the envelope record codec, state names, retry times
+ *   queue_counters.c named counters (TLS reporting) and their writer op
  *
  * Errors. Every function of the module that can fail, internal ones
  * included, returns 0 or a negative POSTERN_E* code. An LMDB return code is
@@ -31,7 +32,7 @@ struct queue__op; /* queue_writer.c */
 
 struct queue {
   MDB_env *env;
-  MDB_dbi msg, body, due, dom, meta;
+  MDB_dbi msg, body, due, dom, meta, ctr;
   struct queue_opts o;
   char *dir;
 
@@ -134,6 +135,19 @@ int queue__ids_collect(struct queue *q, MDB_txn *txn, const char *domain,
  * after one more small commit: this one.
  */
 int queue__touch(struct queue *q);
+
+/* ---- Counters (queue_counters.c) ----------------------------------------- */
+
+/* A counters operation's own copy of its updates (one block: free()). */
+struct queue__counters {
+  size_t n;
+  struct queue_counter_add *adds; /* keys and notes point into the block */
+};
+int queue__counters_copy(const struct queue_counter_add *adds, size_t n,
+                         struct queue__counters **out);
+/* Applies the updates inside w (a failed read writes nothing). */
+int queue__apply_counters(struct queue *q, struct queue__wtxn *w,
+                          const struct queue__counters *c);
 
 /* ---- What writer operations write (queue_apply.c) ----------------------- */
 

@@ -101,7 +101,7 @@ static void opts_defaults(struct queue_opts *o) {
     o->random_u32 = default_random;
 }
 
-/* Opens the five databases in one transaction, creating them if needed. */
+/* Opens the six databases in one transaction, creating them if needed. */
 static int dbs_open(struct queue *q) {
   MDB_txn *txn;
   int rc = queue__txn_begin(q, 0, &txn);
@@ -112,7 +112,8 @@ static int dbs_open(struct queue *q) {
       (mrc = mdb_dbi_open(txn, "body", MDB_CREATE, &q->body)) ||
       (mrc = mdb_dbi_open(txn, "due", MDB_CREATE, &q->due)) ||
       (mrc = mdb_dbi_open(txn, "dom", MDB_CREATE | MDB_DUPSORT, &q->dom)) ||
-      (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &q->meta))) {
+      (mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &q->meta)) ||
+      (mrc = mdb_dbi_open(txn, "ctr", MDB_CREATE, &q->ctr))) {
     mdb_txn_abort(txn);
     return queue__mdb(mrc);
   }

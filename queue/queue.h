@@ -380,6 +380,59 @@ int queue_result_submit(struct queue *q, const struct queue_result_in *r,
 uint64_t queue_retry_next(const struct queue_retry_params *p, unsigned attempts,
                           uint64_t now_ms, uint32_t rnd);
 
+/* ---- Counters ------------------------------------------------------------
+ *
+ * Named counters kept in the queue's environment, for figures that must
+ * survive a crash exactly as far as the deliveries they describe (TLS
+ * reporting, RFC 8460). Updates go through the writer: batched into the
+ * same commits as submissions and results, and committed in the order they
+ * were queued, so an update queued before a delivery's result is durable
+ * no later than that result. Keys are opaque bytes, 1 to
+ * QUEUE_COUNTER_KEY_MAX; each counter holds a uint64 and a note (bytes
+ * given when the counter is created and kept by later updates).
+ * ------------------------------------------------------------------------ */
+
+#define QUEUE_COUNTER_KEY_MAX 400
+#define QUEUE_COUNTER_NOTE_MAX 4096
+
+struct queue_counter_add {
+  const void *key;
+  size_t klen;
+  uint64_t add;     /* 0 only creates the counter (with its note) */
+  const void *note; /* used only when the counter is new */
+  size_t nlen;
+};
+
+/* After the commit, on the writer thread: 0 or the commit's error
+ * (POSTERN_EQFULL, POSTERN_ENOSPC, POSTERN_EIO: nothing was counted). */
+typedef void (*queue_counters_cb)(void *arg, int status);
+
+/*
+ * Queues n updates for the writer; keys and notes are copied, so `adds` is
+ * borrowed for the call only. cb may be NULL. Returns 0, POSTERN_EINVAL (a
+ * key empty or longer than QUEUE_COUNTER_KEY_MAX, a note longer than
+ * QUEUE_COUNTER_NOTE_MAX), POSTERN_ENOMEM or POSTERN_ESTATE (closing).
+ */
+int queue_counters_submit(struct queue *q, const struct queue_counter_add *adds,
+                          size_t n, queue_counters_cb cb, void *arg);
+
+/* Called for each counter in key order; key and note point into the
+ * database and are valid during the call only. Non-zero stops the scan. */
+typedef int (*queue_counter_fn)(void *arg, const void *key, size_t klen,
+                                uint64_t value, const void *note, size_t nlen);
+
+/* Calls fn for every counter whose key starts with prefix (plen 0: all),
+ * in one short read transaction. Returns 0 or the read's error. */
+int queue_counters_scan(struct queue *q, const void *prefix, size_t plen,
+                        queue_counter_fn fn, void *arg);
+
+/* Deletes every counter whose key starts with prefix, on the calling
+ * thread in write transactions of at most 2,000 records; *deleted (may be
+ * NULL) says how many. Returns 0 or the first error (what was committed
+ * before it stays deleted). */
+int queue_counters_delete(struct queue *q, const void *prefix, size_t plen,
+                          size_t *deleted);
+
 /* ---- Administration (qtool) -------------------------------------------- */
 
 #define QUEUE_ADMIN_OP_MAP(X)                                                  \

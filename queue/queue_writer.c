@@ -31,7 +31,7 @@
 #define OP_PENDING 1 /* op->status before its fate is known */
 #define OP_REQUEUE 2 /* did not fit this transaction; goes back to the list */
 
-enum op_kind { OP_SUBMIT, OP_RESULT };
+enum op_kind { OP_SUBMIT, OP_RESULT, OP_COUNTERS };
 
 struct queue__op {
   struct queue__op *next;
@@ -48,6 +48,10 @@ struct queue__op {
       struct queue_env *env; /* working copy, owned; handed to cb */
       char *expired;         /* QUEUE_REPLY_MAX+1 bytes per rcpt, lazily */
     } res;
+    struct {
+      struct queue__counters *c; /* owned */
+      queue_counters_cb cb;      /* may be NULL */
+    } ctr;
   } u;
   void *arg;
 };
@@ -55,6 +59,10 @@ struct queue__op {
 static void op_finish(struct queue__op *op) {
   if (op->kind == OP_SUBMIT) {
     op->u.sub.cb(op->arg, op->status);
+  } else if (op->kind == OP_COUNTERS) {
+    if (op->u.ctr.cb)
+      op->u.ctr.cb(op->arg, op->status);
+    free(op->u.ctr.c);
   } else {
     op->u.res.cb(op->arg, op->status, op->status ? NULL : op->u.res.env);
     free(op->u.res.env);
@@ -68,6 +76,8 @@ static void op_finish(struct queue__op *op) {
 static int apply(struct queue *q, struct queue__wtxn *w, struct queue__op *op) {
   if (op->kind == OP_SUBMIT)
     return queue__apply_submit(q, w, &op->u.sub.in);
+  if (op->kind == OP_COUNTERS)
+    return queue__apply_counters(q, w, op->u.ctr.c);
   return queue__apply_result(q, w, &op->u.res.in, &op->u.res.env,
                              &op->u.res.expired);
 }
@@ -359,6 +369,29 @@ int queue_result_submit(struct queue *q, const struct queue_result_in *r,
   op->u.res.in = *r;
   op->u.res.cb = cb;
   return submit_op(q, op);
+}
+
+int queue_counters_submit(struct queue *q, const struct queue_counter_add *adds,
+                          size_t n, queue_counters_cb cb, void *arg) {
+  if (!q || (n > 0 && !adds))
+    return POSTERN_EINVAL;
+  struct queue__counters *c;
+  int rc = queue__counters_copy(adds, n, &c);
+  if (rc)
+    return rc;
+  struct queue__op *op = op_new(OP_COUNTERS, arg);
+  if (!op) {
+    free(c);
+    return POSTERN_ENOMEM;
+  }
+  op->u.ctr.c = c;
+  op->u.ctr.cb = cb;
+  rc = enqueue(q, op);
+  if (rc) {
+    free(c);
+    free(op);
+  }
+  return rc;
 }
 
 void queue_writer_totals(struct queue *q, uint64_t *commits, uint64_t *ops) {
