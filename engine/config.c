@@ -91,6 +91,29 @@ static void print_metrics(FILE *f, const struct config__dir *d, const void *obj,
 const struct config__type config__t_metrics = {"block", parse_metrics,
                                                print_metrics, free_section};
 
+/* A section that is off when absent (tlsrpt { }): its struct starts with
+ * `bool enabled`, set when the block is present, even empty. */
+static int parse_optional(struct config__walk *w, const struct config__dir *d,
+                          void *obj, const struct config__node *st) {
+  bool *enabled = CONFIG__FIELD(obj, d);
+  int rc = config__walk_block(w, d->sub, enabled, st);
+  if (rc == 0)
+    *enabled = true;
+  return rc;
+}
+
+static void print_optional(FILE *f, const struct config__dir *d,
+                           const void *obj, int indent) {
+  const bool *enabled = CONFIG__CFIELD(obj, d);
+  if (!*enabled)
+    config__put_unset(f, indent, d);
+  else
+    print_section(f, d, obj, indent);
+}
+
+const struct config__type config__t_optional = {"block", parse_optional,
+                                                print_optional, free_section};
+
 /* listen ADDR:PORT [{ ... }], repeatable. */
 
 static void free_listens(const struct config__dir *d, void *obj) {
@@ -333,7 +356,8 @@ int config__apply_defaults(struct config__walk *w,
                            const struct config__block *blk, void *obj) {
   for (size_t i = 0; i < blk->ndirs; i++) {
     const struct config__dir *d = &blk->dirs[i];
-    if (d->type == &config__t_section || d->type == &config__t_metrics) {
+    if (d->type == &config__t_section || d->type == &config__t_metrics ||
+        d->type == &config__t_optional) {
       int rc = config__apply_defaults(w, d->sub, CONFIG__FIELD(obj, d));
       if (rc)
         return rc;

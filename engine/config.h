@@ -153,8 +153,8 @@ struct config_delivery {
   uint32_t max_connections;
   uint32_t per_domain_connections;
   uint32_t initial_connections; /* slow start: attempts before one is up */
-  uint32_t max_inflight;       /* messages in delivery at once */
-  uint64_t max_inflight_bytes; /* their bodies, in total */
+  uint32_t max_inflight;        /* messages in delivery at once */
+  uint64_t max_inflight_bytes;  /* their bodies, in total */
   uint32_t per_domain_rate;    /* deliveries per second per domain; 0: no cap */
   uint32_t reuse_limit;        /* messages per connection */
   uint64_t chain_threshold_ms; /* 0: never chain (see deliver.c) */
@@ -220,6 +220,20 @@ struct config_metrics {
   struct config_addr listen;
 };
 
+/* tlsrpt { }: TLS reporting (RFC 8460); off without the block. Strings
+ * NULL: derived from the hostname when used. */
+struct config_tlsrpt {
+  bool enabled;       /* first: see config__t_optional */
+  char *organization; /* "organization-name"; NULL: the hostname */
+  char *contact;      /* "contact-info"; NULL: postmaster@<submitter> */
+  char *submitter;    /* TLS-Report-Submitter; NULL: the hostname */
+  char *from;         /* From of mailed reports; NULL: noreply-tlsrpt@... */
+  uint64_t send_window_ms; /* reports go out within this after 00:00 UTC */
+  uint64_t https_timeout_ms;
+  uint64_t retry_for_ms; /* how long a report is retried */
+  uint64_t keep_ms;      /* counts kept this long */
+};
+
 struct postern_config {
   char *path;     /* the file this was loaded from */
   char *hostname; /* default: gethostname() */
@@ -235,6 +249,7 @@ struct postern_config {
   size_t policy_count;
   struct config_log log;
   struct config_metrics metrics;
+  struct config_tlsrpt tlsrpt;
 };
 
 /* Where and why loading failed. line and col are 1-based (col counts

@@ -498,6 +498,7 @@ static void test_example(void **state) {
   /* Every directive of every block appears in the example, and in the
    * printer's output for a default configuration. */
   const char *t = "listen 127.0.0.1:25\nmetrics { listen 127.0.0.1:26 }\n"
+                  "tlsrpt { }\n"
                   "policy { local; mtasts; dnssec; dane }\n";
   assert_int_equal(config_parse("d.conf", t, strlen(t), &cfg, &err), 0);
   char *printed = print_to_string(cfg);

@@ -249,12 +249,12 @@ extern const struct config__type config__t_hostname, config__t_user,
     config__t_path, config__t_duration, config__t_size, config__t_u32,
     config__t_u16, config__t_decimal, config__t_enum, config__t_bool,
     config__t_addr, config__t_ip, config__t_cidrs, config__t_servers,
-    config__t_route;
+    config__t_route, config__t_text, config__t_mailbox;
 
 /* The block-valued types (config.c): a plain section, `metrics` (a section
  * that is off when absent), repeated `listen` blocks, the `policy` chain
  * and one module of it (its kind is the directive's `min`). */
 extern const struct config__type config__t_section, config__t_metrics,
-    config__t_listen, config__t_policy, config__t_module;
+    config__t_optional, config__t_listen, config__t_policy, config__t_module;
 
 #endif

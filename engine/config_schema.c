@@ -701,6 +701,78 @@ static const struct config__dir metrics_dirs[] = {
 static const struct config__block metrics_block = {"metrics", metrics_dirs,
                                                    NDIRS(metrics_dirs), NULL};
 
+#define TR(f) offsetof(struct config_tlsrpt, f)
+static const struct config__dir tlsrpt_dirs[] = {
+    {.name = "organization",
+     .type = &config__t_text,
+     ONE,
+     .off = TR(organization),
+     .synopsis = "TEXT",
+     .help = "organization-name in reports",
+     .unset = "the hostname"},
+    {.name = "contact",
+     .type = &config__t_text,
+     ONE,
+     .off = TR(contact),
+     .synopsis = "TEXT",
+     .help = "contact-info in reports",
+     .unset = "postmaster@ the submitter"},
+    {.name = "submitter",
+     .type = &config__t_hostname,
+     ONE,
+     .off = TR(submitter),
+     .synopsis = "DOMAIN",
+     .help = "the domain that submits the reports",
+     .unset = "the hostname"},
+    {.name = "from",
+     .type = &config__t_mailbox,
+     ONE,
+     .off = TR(from),
+     .synopsis = "MAILBOX",
+     .help = "sender of mailed reports",
+     .unset = "noreply-tlsrpt@ the submitter"},
+    {.name = "send_window",
+     .type = &config__t_duration,
+     ONE,
+     .min = SEC(1),
+     .max = DAY(1),
+     .def = "4h",
+     .off = TR(send_window_ms),
+     .synopsis = "DURATION",
+     .help = "reports go out at a random moment this long after midnight UTC"},
+    {.name = "https_timeout",
+     .type = &config__t_duration,
+     ONE,
+     .min = SEC(1),
+     .max = SEC(600),
+     .def = "60s",
+     .off = TR(https_timeout_ms),
+     .synopsis = "DURATION",
+     .help = "time for one HTTPS report submission"},
+    {.name = "retry_for",
+     .type = &config__t_duration,
+     ONE,
+     .min = SEC(60),
+     .max = DAY(7),
+     .def = "1d",
+     .off = TR(retry_for_ms),
+     .synopsis = "DURATION",
+     .help = "how long a report that could not be sent is retried"},
+    {.name = "keep",
+     .type = &config__t_duration,
+     ONE,
+     .min = DAY(2),
+     .max = DAY(366),
+     .def = "14d",
+     .off = TR(keep_ms),
+     .synopsis = "DURATION",
+     .help = "how long daily counts are kept"},
+};
+#undef TR
+
+static const struct config__block tlsrpt_block = {"tlsrpt", tlsrpt_dirs,
+                                                  NDIRS(tlsrpt_dirs), NULL};
+
 #define R(f) offsetof(struct postern_config, f)
 static const struct config__dir root_dirs[] = {
     {.name = "hostname",
@@ -782,6 +854,14 @@ static const struct config__dir root_dirs[] = {
      .synopsis = "{ listen ADDR:PORT }",
      .help = "metrics endpoint",
      .unset = "no metrics endpoint"},
+    {.name = "tlsrpt",
+     .type = &config__t_optional,
+     .off = R(tlsrpt),
+     .sub = &tlsrpt_block,
+     .flags = CONFIG__BLOCK,
+     .synopsis = "{ ... }",
+     .help = "TLS reporting (RFC 8460)",
+     .unset = "no TLS reporting"},
 };
 #undef R
 
@@ -795,7 +875,7 @@ const struct config__block *const config__blocks[] = {
     &config__root_block, &listen_block, &queue_block,  &delivery_block,
     &dns_block,          &tls_block,    &policy_block, &local_block,
     &mtasts_block,       &dnssec_block, &dane_block,   &log_block,
-    &metrics_block,      NULL};
+    &metrics_block,      &tlsrpt_block, NULL};
 
 _Static_assert(NDIRS(delivery_dirs) <= CONFIG__MAX_DIRS,
                "raise CONFIG__MAX_DIRS");

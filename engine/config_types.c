@@ -230,6 +230,49 @@ static int parse_path(struct config__walk *w, const struct config__dir *d,
   return str_set(w, d, obj, st, check_path, "path", false);
 }
 
+/* Free text (an organization's name): printable ASCII, 1 to 256 bytes. */
+static int check_text(const char *s, size_t n, const char **why) {
+  if (n == 0 || n > 256) {
+    *why = "the text must have 1 to 256 characters";
+    return POSTERN_ECONFIG;
+  }
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f) {
+      *why = "only printable ASCII characters are allowed";
+      return POSTERN_ECONFIG;
+    }
+  return 0;
+}
+
+/* A mailbox local@domain (RFC 5321 §4.1.2, dot-atom local parts only): it
+ * becomes an envelope sender and a header field, so nothing that could
+ * break either. */
+static int check_mailbox(const char *s, size_t n, const char **why) {
+  const char *at = memchr(s, '@', n);
+  *why = "expected a mailbox local@domain";
+  if (n == 0 || n > 254 || at == NULL || at == s ||
+      memchr(at + 1, '@', n - (size_t)(at - s) - 1))
+    return POSTERN_ECONFIG;
+  for (const char *p = s; p < at; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c <= 0x20 || c >= 0x7f || strchr("()<>[]:;@\\,\"", c) != NULL)
+      return POSTERN_ECONFIG;
+  }
+  const char *dom_why;
+  if (config__hostname_check(at + 1, n - (size_t)(at - s) - 1, &dom_why))
+    return POSTERN_ECONFIG;
+  return 0;
+}
+
+static int parse_text(struct config__walk *w, const struct config__dir *d,
+                      void *obj, const struct config__node *st) {
+  return str_set(w, d, obj, st, check_text, "text", false);
+}
+static int parse_mailbox(struct config__walk *w, const struct config__dir *d,
+                         void *obj, const struct config__node *st) {
+  return str_set(w, d, obj, st, check_mailbox, "mailbox", false);
+}
+
 static void print_str(FILE *f, const struct config__dir *d, const void *obj,
                       int indent) {
   char *const *field = CONFIG__CFIELD(obj, d);
@@ -251,6 +294,10 @@ const struct config__type config__t_user = {"user name", parse_user, print_str,
                                             free_str};
 const struct config__type config__t_path = {"path", parse_path, print_str,
                                             free_str};
+const struct config__type config__t_text = {"text", parse_text, print_str,
+                                            free_str};
+const struct config__type config__t_mailbox = {"mailbox", parse_mailbox,
+                                               print_str, free_str};
 
 static void free_nothing(const struct config__dir *d, void *obj) {}
 

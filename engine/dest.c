@@ -169,6 +169,7 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
   dw->env.r = r;
   dw->env.loop = &w->loop;
   dw->env.slots = &r->slots;
+  dw->env.tlsrpt = true;
   dw->w = w;
   struct dns_opts o;
   relay_dns_opts(r->cfg, &o);

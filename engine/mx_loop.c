@@ -24,6 +24,8 @@
 #include "engine/mx_loop.h"
 
 #include "engine/metrics.h"
+#include "engine/tlsrpt.h"
+#include "policy/tlsrpt.h"
 #include "net/dns.h"
 #include "net/tls.h"
 #include "base/postern_err.h"
@@ -183,6 +185,52 @@ static enum policy_tls_level tls_of(enum smtp_tls_level l) {
   }
 }
 
+/* ---- TLS reports ---- */
+
+/*
+ * Counts one TLS session attempt (RFC 8460 §4.4): its outcome `result`
+ * (0 success) under the policy that governed it (DANE, MTA-STS, none), the
+ * host and, with a connection c, both ends' addresses. crun: the current
+ * candidate's policy run, NULL before prepare_conn. Attempts that are not
+ * TLS sessions (a failed connect, a plaintext retry after a failed
+ * handshake, already counted) are not counted.
+ */
+static void count_session(struct mx_attempt *a, struct smtp_client *c,
+                          const struct policy_conn_run *crun, int result) {
+  const struct mx_dest *d = a->dest;
+  if (!a->env->tlsrpt || d->no_tlsrpt)
+    return;
+  /* A route to an address has no policy domain to report to (§3.4 of
+   * RFC 8461 names the smart host's domain). */
+  const char *pdomain = d->routed ? d->route->host : d->domain;
+  unsigned char tmp[16];
+  if (inet_pton(AF_INET, pdomain, tmp) == 1 ||
+      inet_pton(AF_INET6, pdomain, tmp) == 1)
+    return;
+  struct policy_tlsrpt_applied ap;
+  policy_chain_tlsrpt_policy(a->drun, crun, &ap);
+  char sip[INET6_ADDRSTRLEN] = "", rip[INET6_ADDRSTRLEN] = "";
+  if (c != NULL) {
+    if (smtp_client_local_ip(c, sip, sizeof sip) != 0)
+      sip[0] = '\0';
+    const struct sockaddr_storage *ss = &a->addrs[a->ai];
+    const void *ip =
+        ss->ss_family == AF_INET
+            ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+            : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+    if (inet_ntop(ss->ss_family, ip, rip, sizeof rip) == NULL)
+      rip[0] = '\0';
+  }
+  struct tlsrpt_event e = {.policy_domain = pdomain,
+                           .applied = &ap,
+                           .result = result,
+                           .mx_host =
+                               a->ci < a->ncand ? a->cand[a->ci].host : "",
+                           .sending_ip = sip,
+                           .receiving_ip = rip};
+  engine__tlsrpt_count(a->env->r, &e);
+}
+
 /* ---- connecting to one address, judging the session ---- */
 
 static void on_ready(struct smtp_client *c, int status,
@@ -249,12 +297,14 @@ static void session_failed(struct mx_attempt *a, struct smtp_client *c,
   char reply[600] = "";
   if (f && f->last_reply && f->last_reply->code)
     smtp_reply_format(f->last_reply, reply, sizeof reply);
-  smtp_client_close(c, client_closed, (void *)a->env->slots);
   /* A handshake can fail without a TLS error: the server may hang up or
    * go silent after its 220 to STARTTLS (smtp_client.h: starttls is then
    * FAILED whatever the status). */
   bool tls_failed =
       status == POSTERN_ETLS || (f && f->starttls == SMTP_STARTTLS_FAILED);
+  if (tls_failed && !a->plaintext)
+    count_session(a, c, a->crun, POLICY_TLSRPT_VALIDATION_FAILURE);
+  smtp_client_close(c, client_closed, (void *)a->env->slots);
   if (tls_failed && !a->plaintext) {
     /* RFC 7435 §3: fall back to cleartext only when no policy demands TLS
      * for this host; otherwise this host is unusable now. */
@@ -316,6 +366,7 @@ static void on_ready(struct smtp_client *c, int status,
       .reached = tls_of(f->tls_level),
       .pkix_ok = f->verify.pkix_ok,
       .name_ok = f->verify.name_ok,
+      .cert_expired = f->verify.expired,
       .verify_error = f->tls_error ? f->tls_error : "",
       .chain_len = nchain,
       .chain_der = ders,
@@ -324,6 +375,10 @@ static void on_ready(struct smtp_client *c, int status,
       .mx_level = a->mxv.level,
   };
   if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
+    count_session(a, c, a->crun,
+                  f->starttls == SMTP_STARTTLS_FAILED
+                      ? POLICY_TLSRPT_VALIDATION_FAILURE
+                      : POLICY_TLSRPT_STARTTLS_NOT_SUPPORTED);
     smtp_client_close(c, client_closed, (void *)a->env->slots);
     engine__mx_fail(a, true, "4.7.5",
                     "TLS is required for %s but STARTTLS was %s", a->mx.host,
@@ -336,6 +391,18 @@ static void on_ready(struct smtp_client *c, int status,
   policy_chain_check_conn(a->crun, &pc, &v);
   if (a->ops->session_ranked)
     a->ops->session_ranked(a->arg, a, addr, f, &v);
+  if (!a->plaintext) {
+    /* A session the policy took without TLS is still a failure to
+     * negotiate TLS for the report (RFC 8460 §4.3.1). */
+    int res = v.result.outcome != POLICY_OK
+                  ? (v.result.tlsrpt ? v.result.tlsrpt
+                                     : POLICY_TLSRPT_VALIDATION_FAILURE)
+              : v.tlsrpt_testing ? v.tlsrpt_testing
+              : f->starttls == SMTP_STARTTLS_DONE
+                  ? POLICY_TLSRPT_SUCCESS
+                  : POLICY_TLSRPT_STARTTLS_NOT_SUPPORTED;
+    count_session(a, c, a->crun, res);
+  }
   if (v.result.outcome != POLICY_OK) {
     /* A session the policy rejected is never offered again: resuming it
      * would bring back the chain that just failed. */
@@ -390,6 +457,8 @@ static void on_conn_prepared(void *arg, struct policy_conn_run *crun,
   if (a->ops->connection_prepared)
     a->ops->connection_prepared(a->arg, a, req);
   if (req->result.outcome != POLICY_OK) {
+    if (req->result.tlsrpt)
+      count_session(a, NULL, crun, req->result.tlsrpt);
     engine__mx_fail(a, req->result.outcome == POLICY_TEMPFAIL,
                     req->result.status, "%s", req->result.reason);
     a->ci++;
@@ -497,6 +566,8 @@ static void attempt_next_candidate(struct mx_attempt *a) {
   if (a->ops->candidate_ranked)
     a->ops->candidate_ranked(a->arg, a, cand, &a->mxv);
   if (a->mxv.result.outcome != POLICY_OK) {
+    if (a->mxv.result.tlsrpt)
+      count_session(a, NULL, NULL, a->mxv.result.tlsrpt);
     engine__mx_fail(a, a->mxv.result.outcome == POLICY_TEMPFAIL,
                     a->mxv.result.status, "%s", a->mxv.result.reason);
     a->ci++;
@@ -620,6 +691,8 @@ static void on_domain_prepared(void *arg, struct policy_domain_run *run,
   if (a->ops->domain_prepared)
     a->ops->domain_prepared(a->arg, a, run);
   if (r->outcome != POLICY_OK) {
+    if (r->tlsrpt)
+      count_session(a, NULL, NULL, r->tlsrpt);
     engine__mx_fail(a, r->outcome == POLICY_TEMPFAIL, r->status, "%s",
                     r->reason);
     engine__mx_exhaust(a);

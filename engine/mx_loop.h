@@ -49,6 +49,9 @@ struct mx_env {
   struct https_client *https; /* MTA-STS fetches; NULL if unavailable */
   /* The SMTP clients this environment has open (see struct mx_slots). */
   const struct mx_slots *slots;
+  /* Count TLS session attempts for TLS reports (engine/tlsrpt.h):
+   * deliveries do, postern-probe does not. */
+  bool tlsrpt;
 };
 
 /* What the loop reads about the destination (borrowed for the attempt). */
@@ -57,6 +60,9 @@ struct mx_dest {
   const char *domain; /* the recipients' domain */
   bool routed;
   const struct route_target *route; /* when routed */
+  /* Not counted for TLS reports (a mailed TLS report itself: RFC 8460
+   * §3, its sessions SHOULD NOT be in the next report). */
+  bool no_tlsrpt;
 };
 
 struct mx_candidate {

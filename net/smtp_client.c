@@ -47,6 +47,7 @@
  */
 #include "net/smtp_client_internal.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -857,6 +858,21 @@ void smtp_client_forget_tls_session(struct smtp_client *c) {
   if (c && stream_tls(&c->io)) {
     tls_conn_forget_session(stream_tls(&c->io));
   }
+}
+
+int smtp_client_local_ip(const struct smtp_client *c, char *buf, size_t cap) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (c == NULL || buf == NULL)
+    return POSTERN_EINVAL;
+  if (uv_tcp_getsockname(&c->io.tcp, (struct sockaddr *)&ss, &len) != 0)
+    return POSTERN_ESTATE;
+  const void *a = ss.ss_family == AF_INET
+                      ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                      : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+  if (inet_ntop(ss.ss_family, a, buf, (socklen_t)cap) == NULL)
+    return POSTERN_EINVAL;
+  return 0;
 }
 
 enum smtp_client_state smtp_client_state(const struct smtp_client *c) {

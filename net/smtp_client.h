@@ -327,6 +327,14 @@ void smtp_client_close(struct smtp_client *c, smtp_client_close_cb cb,
  */
 void smtp_client_forget_tls_session(struct smtp_client *c);
 
+/*
+ * The local IP address of the connection, as text ("192.0.2.1", "2001:db8::1")
+ * into buf: what TLS reports call the sending MTA's IP (RFC 8460 §4.4).
+ * Valid once connected, until the client is closed. Returns 0,
+ * POSTERN_ESTATE (not connected) or POSTERN_EINVAL (cap too small).
+ */
+int smtp_client_local_ip(const struct smtp_client *c, char *buf, size_t cap);
+
 /* Current state, for logs and tests. */
 enum smtp_client_state smtp_client_state(const struct smtp_client *c);
 

@@ -264,6 +264,7 @@ struct tls_verify {
   bool pkix_ok;  /* chain leads to a ca_file root, dates and usage valid */
   bool name_ok;  /* a DNS-ID of the leaf matches server_name (RFC 6125) */
   bool has_cert; /* the peer presented a certificate at all */
+  bool expired;  /* PKIX failed because a certificate has expired */
   /* Empty when both are true; otherwise why, e.g. "self-signed
    * certificate" or "certificate name does not match mx.example.org". */
   char error[TLS_ERROR_MAX];

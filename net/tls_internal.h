@@ -32,7 +32,7 @@ struct tls_session_entry {
 struct pkix_entry {
   unsigned char key[SHA256_DIGEST_LENGTH];
   time_t until;
-  bool used, pkix_ok, name_ok;
+  bool used, pkix_ok, name_ok, expired;
   char error[TLS_ERROR_MAX];
 };
 

@@ -51,6 +51,7 @@ static bool pkix_cached(struct tls_ctx *ctx, const unsigned char *key,
   if (e && e->until > now) {
     v->pkix_ok = e->pkix_ok;
     v->name_ok = e->name_ok;
+    v->expired = e->expired;
     snprintf(v->error, sizeof v->error, "%s", e->error);
     ctx->pkix_stats.cached++;
     hit = true;
@@ -86,6 +87,7 @@ static void pkix_remember(struct tls_ctx *ctx, const unsigned char *key,
   e->until = until;
   e->pkix_ok = v->pkix_ok;
   e->name_ok = v->name_ok;
+  e->expired = v->expired;
   snprintf(e->error, sizeof e->error, "%s", v->error);
   pthread_mutex_unlock(&ctx->pkix_lock);
 }
@@ -134,6 +136,7 @@ void tls__verify_peer(struct tls_conn *t) {
       v->pkix_ok = true;
     } else {
       int e = X509_STORE_CTX_get_error(sctx);
+      v->expired = e == X509_V_ERR_CERT_HAS_EXPIRED;
       snprintf(v->error, sizeof v->error, "%s",
                X509_verify_cert_error_string(e));
     }

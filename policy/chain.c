@@ -12,6 +12,8 @@
 #include "policy/chain.h"
 
 #include "net/defer.h"
+#include "policy/internal.h"
+#include "policy/tlsrpt.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
@@ -25,6 +27,7 @@ void policy_result_set(struct policy_result *r, enum policy_outcome o,
                        ...) {
   r->outcome = o;
   r->module = module;
+  r->tlsrpt = POLICY_TLSRPT_SUCCESS;
   snprintf(r->status, sizeof r->status, "%s", status);
   va_list ap;
   va_start(ap, fmt);
@@ -247,11 +250,13 @@ void policy_chain_check_mx(struct policy_domain_run *run,
     if (v->result.outcome != POLICY_OK)
       return;
   }
-  if (v->level < v->required)
+  if (v->level < v->required) {
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
                       "MX %s reached MX level %s, policy requires %s", mx->host,
                       policy_mx_level_name(v->level),
                       policy_mx_level_name(v->required));
+    v->result.tlsrpt = POLICY_TLSRPT_VALIDATION_FAILURE;
+  }
 }
 
 /* ---- per-connection run ---- */
@@ -402,13 +407,55 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
     if (v->result.outcome != POLICY_OK)
       return;
   }
-  if (v->level < v->required)
+  if (v->level < v->required) {
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
                       "TLS level %s reached with %s, policy requires %s%s%s",
                       policy_tls_level_name(v->level), conn->host,
                       policy_tls_level_name(v->required),
                       conn->verify_error && conn->verify_error[0] ? ": " : "",
                       conn->verify_error ? conn->verify_error : "");
+    v->result.tlsrpt = policy__tlsrpt_of_conn(conn);
+  }
+}
+
+int policy__tlsrpt_of_conn(const struct policy_conn *c) {
+  /* RFC 8460 §4.3.1: why the session fell short. */
+  if (c->reached == POLICY_TLS_LEVEL_NONE)
+    return POLICY_TLSRPT_STARTTLS_NOT_SUPPORTED;
+  if (c->cert_expired)
+    return POLICY_TLSRPT_CERTIFICATE_EXPIRED;
+  if (c->pkix_ok && !c->name_ok)
+    return POLICY_TLSRPT_CERTIFICATE_HOST_MISMATCH;
+  if (!c->pkix_ok)
+    return POLICY_TLSRPT_CERTIFICATE_NOT_TRUSTED;
+  return POLICY_TLSRPT_VALIDATION_FAILURE;
+}
+
+void policy_chain_tlsrpt_policy(const struct policy_domain_run *run,
+                                const struct policy_conn_run *crun,
+                                struct policy_tlsrpt_applied *out) {
+  memset(out, 0, sizeof *out);
+  out->type = POLICY_TLSRPT_POLICY_NO_POLICY_FOUND;
+  if (run == NULL)
+    return;
+  const struct policy_chain *c = run->chain;
+  struct policy_tlsrpt_applied one;
+  for (size_t i = 0; i < c->n; i++) {
+    const struct policy_module *m = &c->mods[i];
+    if (m->ops->tlsrpt_policy == NULL)
+      continue;
+    memset(&one, 0, sizeof one);
+    one.type = POLICY_TLSRPT_POLICY_NO_POLICY_FOUND;
+    m->ops->tlsrpt_policy(m->state, run->pd[i],
+                          crun != NULL ? crun->pc[i] : NULL, &one);
+    /* DANE outranks MTA-STS (RFC 8461 §2), which outranks nothing. */
+    bool better = (one.type == POLICY_TLSRPT_POLICY_TLSA &&
+                   out->type != POLICY_TLSRPT_POLICY_TLSA) ||
+                  (one.type == POLICY_TLSRPT_POLICY_STS &&
+                   out->type == POLICY_TLSRPT_POLICY_NO_POLICY_FOUND);
+    if (better)
+      *out = one;
+  }
 }
 
 uint64_t policy_chain_maintain(struct policy_chain *c,

@@ -347,6 +347,9 @@ struct policy_result {
   char status[16];    /* enhanced status for failures, "4.7.5" */
   char reason[256];   /* for logs and DSNs */
   const char *module; /* the module that decided, static */
+  /* For TLS reports: the RFC 8460 §4.3 result type of a failure (enum
+   * policy_tlsrpt_result, policy/tlsrpt.h); 0 when none applies. */
+  int tlsrpt;
 };
 
 /* What a module can use on the loop it runs on. Borrowed for the call:
@@ -428,6 +431,7 @@ struct policy_conn {
   const char *host;              /* the MX host name connected to */
   enum policy_tls_level reached; /* none / encrypted / authenticated (PKIX) */
   bool pkix_ok, name_ok;
+  bool cert_expired;        /* PKIX failed on an expired certificate */
   const char *verify_error; /* "" when verified */
   size_t chain_len;         /* peer certificates, leaf first */
   const uint8_t *const *chain_der;
@@ -451,6 +455,23 @@ struct policy_conn_verdict {
    * What the engine logs and counts. */
   enum policy_mx_level mx_level;
   struct policy_result result; /* not OK: close and try the next MX */
+  /* An MTA-STS policy in testing mode was not met, though the session is
+   * accepted: the RFC 8460 result type to count it as; 0 otherwise. */
+  int tlsrpt_testing;
+};
+
+/* What TLS reports (RFC 8460 §4.4) give as the policy a session was made
+ * under: its type, the policy text and the MX patterns, each entry of
+ * `strings` and `mx` ended by a newline (cut at the buffer's end). */
+#define POLICY_TLSRPT_STRINGS_MAX 4096
+#define POLICY_TLSRPT_MX_MAX 1024
+struct policy_tlsrpt_applied {
+  int type; /* enum policy_tlsrpt_policy_type */
+  /* The domain's policy could not be had (an MTA-STS fetch failed, no
+   * cached copy): that failure's result type, 0 when none. */
+  int failure;
+  char strings[POLICY_TLSRPT_STRINGS_MAX];
+  char mx[POLICY_TLSRPT_MX_MAX];
 };
 
 /* ---- Modules ----------------------------------------------------------- */
@@ -493,6 +514,11 @@ struct policy_module_ops {
    * call (cancelled like any other when they close). Returns the delay in
    * milliseconds after which it wants to run again, 0 for no preference. */
   uint64_t (*maintain)(void *state, const struct policy_env *env);
+  /* Optional: fills *out when this module's policy governed the session
+   * (see policy_chain_tlsrpt_policy); pc may be NULL (no connection was
+   * prepared). */
+  void (*tlsrpt_policy)(void *state, void *pd, void *pc,
+                        struct policy_tlsrpt_applied *out);
 };
 
 struct policy_module {
@@ -628,6 +654,17 @@ void policy_conn_run_free(struct policy_conn_run *crun);
 void policy_chain_check_conn(struct policy_conn_run *crun,
                              const struct policy_conn *c,
                              struct policy_conn_verdict *v);
+
+/*
+ * The policy that governed a session to the host crun was prepared for
+ * (crun may be NULL: none was), for TLS reports: DANE where a module found
+ * usable TLSA records (RFC 8461 §2: DANE takes precedence), else the
+ * domain's MTA-STS policy in enforce or testing mode, or the MTA-STS
+ * policy that could not be fetched (out->failure), else no-policy-found.
+ */
+void policy_chain_tlsrpt_policy(const struct policy_domain_run *run,
+                                const struct policy_conn_run *crun,
+                                struct policy_tlsrpt_applied *out);
 
 /* Delay between maintenance calls when no module states one. */
 #define POLICY_MAINTAIN_DEFAULT_MS (5u * 60 * 1000)

@@ -47,6 +47,7 @@
  * immutable and shared.
  */
 #include "policy/chain.h"
+#include "policy/tlsrpt.h"
 
 #include "net/dns.h"
 #include "base/postern_err.h"
@@ -83,6 +84,7 @@ struct dane_conn {
    * only usable records were dropped into "all unusable" and accept an
    * unauthenticated session. `rec[i].data` points into `blob`. */
   bool present, usable;
+  bool failed; /* the lookup failed or was bogus (TEMPFAIL) */
   size_t nrec;
   struct policy_tlsa *rec;
   uint8_t *blob;
@@ -177,6 +179,9 @@ static void finish_tempfail(struct dane_conn *dc, const char *what,
   count(dc, "tempfail");
   policy_result_set(&r, POLICY_TEMPFAIL, "dane", "4.7.5", "%s %s failed: %s",
                     what, name, why);
+  /* RFC 8460 §4.3.2.1: no valid records came back from the resolver. */
+  r.tlsrpt = POLICY_TLSRPT_DNSSEC_INVALID;
+  dc->failed = true;
   finish(dc, &r);
 }
 
@@ -375,6 +380,56 @@ static int dane_prepare_conn(void *state, const struct policy_env *env,
   return 0;
 }
 
+/* RFC 8460 §4.3: what a failed DANE match is reported as. No record
+ * matching anything, or none usable, means the TLSA RRset failed to
+ * validate the server (tlsa-invalid); the rest are certificate failures
+ * under a DANE-TA record. */
+static int tlsrpt_of_dane(enum policy_dane_status st) {
+  switch (st) {
+  case POLICY_DANE_CHAIN:
+    return POLICY_TLSRPT_CERTIFICATE_NOT_TRUSTED;
+  case POLICY_DANE_EXPIRED:
+    return POLICY_TLSRPT_CERTIFICATE_EXPIRED;
+  case POLICY_DANE_NAME:
+    return POLICY_TLSRPT_CERTIFICATE_HOST_MISMATCH;
+  default:
+    return POLICY_TLSRPT_TLSA_INVALID;
+  }
+}
+
+/* TLS reports: DANE governed the session when usable records were found
+ * (policy-string: each record in presentation form, RFC 8460 §4.4), or
+ * tried to when the lookup failed. */
+static void dane_tlsrpt_policy(void *state, void *pd, void *pc,
+                               struct policy_tlsrpt_applied *out) {
+  (void)state, (void)pd;
+  const struct dane_conn *dc = pc;
+  if (dc == NULL || !((dc->present && dc->usable) || dc->failed))
+    return;
+  out->type = POLICY_TLSRPT_POLICY_TLSA;
+  size_t off = 0;
+  for (size_t i = 0; i < dc->nrec && dc->present; i++) {
+    const struct policy_tlsa *t = &dc->rec[i];
+    int n = snprintf(out->strings + off, sizeof out->strings - off, "%u %u %u ",
+                     t->usage, t->selector, t->mtype);
+    if (n < 0 || (size_t)n + 2 * t->len + 2 > sizeof out->strings - off)
+      break; /* the rest does not fit: cut */
+    off += (size_t)n;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t k = 0; k < t->len; k++) {
+      out->strings[off++] = hex[t->data[k] >> 4];
+      out->strings[off++] = hex[t->data[k] & 15];
+    }
+    out->strings[off++] = '\n';
+    out->strings[off] = '\0';
+  }
+  size_t hl = strlen(dc->host);
+  if (hl + 2 <= sizeof out->mx) {
+    memcpy(out->mx, dc->host, hl);
+    memcpy(out->mx + hl, "\n", 2);
+  }
+}
+
 static void dane_check_conn(void *state, void *pd, void *pc,
                             const struct policy_conn *c,
                             struct policy_conn_verdict *v) {
@@ -389,6 +444,7 @@ static void dane_check_conn(void *state, void *pd, void *pc,
                       "%s has secure TLSA records but the session is not "
                       "TLS-protected",
                       dc->host);
+    v->result.tlsrpt = POLICY_TLSRPT_STARTTLS_NOT_SUPPORTED;
     return;
   }
   if (!dc->usable) {
@@ -414,6 +470,7 @@ static void dane_check_conn(void *state, void *pd, void *pc,
     policy_result_set(&v->result, POLICY_TEMPFAIL, "dane", "4.7.5",
                       "DANE verification for %s failed: %s", dc->host,
                       postern_strerror(rc));
+    v->result.tlsrpt = POLICY_TLSRPT_VALIDATION_FAILURE;
     return;
   }
   if (res.status != POLICY_DANE_OK) {
@@ -422,6 +479,7 @@ static void dane_check_conn(void *state, void *pd, void *pc,
                       "DANE: %s (TLSA at _%u._tcp.%s): %s", dc->host,
                       (unsigned)dc->port, dc->base,
                       policy_dane_status_message(res.status));
+    v->result.tlsrpt = tlsrpt_of_dane(res.status);
     postern_log(POSTERN_LOG_WARN, "dane_mismatch", "host", dc->host,
                 "base_domain", dc->base, "dane",
                 policy_dane_status_name(res.status), NULL);
@@ -446,6 +504,7 @@ static const struct policy_module_ops dane_ops = {
     .prepare_conn = dane_prepare_conn,
     .free_conn = dane_free_conn,
     .check_conn = dane_check_conn,
+    .tlsrpt_policy = dane_tlsrpt_policy,
 };
 
 int policy_dane_new(struct policy_module *out) {

@@ -77,6 +77,7 @@ struct policy__mts_waiter {
   struct policy__mts_waiter *next;
   enum policy__mts_outcome outcome;
   char reason[POLICY__MTS_REASON_MAX];
+  int tlsrpt; /* a failed fetch's RFC 8460 result type */
   struct policy_mtasts_policy *policy;
 };
 
@@ -124,5 +125,9 @@ bool policy__mts_wait_over(struct policy__mts_waiter *w, bool timed_out,
 
 /* The maintain op (mtasts_refresh.c). */
 uint64_t policy__mts_maintain(void *state, const struct policy_env *env);
+
+/* The RFC 8460 result type of a session that fell short of the TLS level
+ * a policy requires (chain.c). */
+int policy__tlsrpt_of_conn(const struct policy_conn *c);
 
 #endif

@@ -57,6 +57,7 @@
  * and shared by every worker loop.
  */
 #include "policy/internal.h"
+#include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
 #include "base/postern_log.h"
@@ -118,6 +119,9 @@ struct mts_domain {
    * (and closed by free_domain), `settled` once the outcome was acted on.
    * A fetched policy goes into `policy`. */
   bool waiting, settled;
+  /* The policy could not be had and nothing was cached: the RFC 8460
+   * result type of that failure (for TLS reports), 0 otherwise. */
+  int sts_failure;
   int open_handles;
   uv_timer_t wait_timer;
   struct policy__mts_waiter w;
@@ -219,6 +223,8 @@ static void fetch_failed(struct mts_domain *d, const char *reason) {
   postern_log(POSTERN_LOG_WARN, "mtasts_fetch_failed", "domain", d->domain,
               "reason", reason, "using",
               "no policy (RFC 8461 section 3.3: nothing cached)", NULL);
+  if (d->sts_failure == 0)
+    d->sts_failure = POLICY_TLSRPT_STS_POLICY_FETCH_ERROR;
   no_policy(d, "fetch failed, nothing cached");
 }
 
@@ -237,6 +243,7 @@ static void settle(struct mts_domain *d, bool timed_out) {
     finish_ok(d);
     return;
   case POLICY__MTS_FETCH_FAILED:
+    d->sts_failure = d->w.tlsrpt;
     fetch_failed(d, d->w.reason);
     return;
   case POLICY__MTS_WAIT_TIMEOUT:
@@ -251,6 +258,7 @@ static void settle(struct mts_domain *d, bool timed_out) {
     policy_result_set(&r, POLICY_TEMPFAIL, "mtasts", "4.7.5",
                       "MTA-STS policy of %s not fetched: no fetch slot free",
                       d->domain);
+    r.tlsrpt = d->sts_failure = POLICY_TLSRPT_STS_POLICY_FETCH_ERROR;
     finish(d, &r);
     return;
   }
@@ -457,6 +465,41 @@ static void mts_describe_domain(void *state, void *pd, char *buf, size_t cap) {
     len += (size_t)snprintf(buf + len, cap - len, " %s", d->policy.mx[i]);
 }
 
+/* TLS reports: the policy in enforce or testing mode governed the session
+ * (policy-string: its lines as RFC 8461 §3.2 writes them; mx-host: its
+ * patterns), or the policy that could not be had (sts_failure). Mode none
+ * is the domain saying it has no policy. */
+static void mts_tlsrpt_policy(void *state, void *pd, void *pc,
+                              struct policy_tlsrpt_applied *out) {
+  (void)state, (void)pc;
+  const struct mts_domain *d = pd;
+  if (d == NULL)
+    return;
+  if (!d->have_policy) {
+    if (d->sts_failure != 0) {
+      out->type = POLICY_TLSRPT_POLICY_STS;
+      out->failure = d->sts_failure;
+    }
+    return;
+  }
+  if (d->policy.mode == POLICY_MTASTS_MODE_NONE)
+    return;
+  out->type = POLICY_TLSRPT_POLICY_STS;
+  size_t off = (size_t)snprintf(out->strings, sizeof out->strings,
+                                "version: STSv1\nmode: %s\nmax_age: %u\n",
+                                policy_mtasts_mode_name(d->policy.mode),
+                                (unsigned)d->policy.max_age);
+  size_t moff = 0;
+  for (size_t i = 0; i < d->policy.n_mx; i++) {
+    if (off < sizeof out->strings)
+      off += (size_t)snprintf(out->strings + off, sizeof out->strings - off,
+                              "mx: %s\n", d->policy.mx[i]);
+    if (moff < sizeof out->mx)
+      moff += (size_t)snprintf(out->mx + moff, sizeof out->mx - moff, "%s\n",
+                               d->policy.mx[i]);
+  }
+}
+
 static void mts_check_mx(void *state, void *pd, const struct policy_mx *mx,
                          struct policy_mx_verdict *v) {
   struct mts_domain *d = pd;
@@ -475,6 +518,9 @@ static void mts_check_mx(void *state, void *pd, const struct policy_mx *mx,
     policy_result_set(&v->result, POLICY_TEMPFAIL, "mtasts", "4.7.5",
                       "MX %s is not in the MTA-STS policy of %s", mx->host,
                       d->domain);
+    /* RFC 8460 has no type of its own for an MX the policy does not
+     * list: the general one. */
+    v->result.tlsrpt = POLICY_TLSRPT_VALIDATION_FAILURE;
     return;
   case POLICY_MTASTS_MODE_TESTING:
     if (!match) {
@@ -521,6 +567,9 @@ static void mts_check_conn(void *state, void *pd, void *pc,
                                                 : "certificate not verified";
   if (why == NULL)
     return;
+  /* What TLS reports count: testing mode exists to learn this (RFC 8461
+   * §5, RFC 8460 §4.3). */
+  v->tlsrpt_testing = policy__tlsrpt_of_conn(c);
   count(d, "testing_tls_failure");
   postern_log(POSTERN_LOG_WARN, "mtasts_testing_failure", "domain", d->domain,
               "mx", c->host, "reason", why, NULL);
@@ -548,6 +597,7 @@ static const struct policy_module_ops mts_ops = {
     .check_mx = mts_check_mx,
     .check_conn = mts_check_conn,
     .maintain = policy__mts_maintain,
+    .tlsrpt_policy = mts_tlsrpt_policy,
 };
 
 int policy_mtasts_new(const struct policy_mtasts_opts *o,

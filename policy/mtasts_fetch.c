@@ -28,6 +28,7 @@
  * a fetch only writes to them under flight_mu while they are joined.
  */
 #include "policy/internal.h"
+#include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
@@ -236,7 +237,7 @@ static void fetch_closed(uv_handle_t *h) {
  * policy) to every waiter, each woken on its own loop; then freed. */
 static void fetch_complete(struct policy__mts_fetch *f,
                            enum policy__mts_outcome outcome, const char *reason,
-                           const struct policy_mtasts_policy *pol) {
+                           const struct policy_mtasts_policy *pol, int tlsrpt) {
   pthread_mutex_lock(&flight_mu);
   flight_unlink(f);
   struct policy__mts_waiter *w = f->waiters;
@@ -246,6 +247,7 @@ static void fetch_complete(struct policy__mts_fetch *f,
     w->next = NULL;
     w->outcome = outcome;
     snprintf(w->reason, sizeof w->reason, "%s", reason ? reason : "");
+    w->tlsrpt = tlsrpt;
     if (pol)
       *w->policy = *pol;
     uv_async_send(&w->wake);
@@ -262,12 +264,19 @@ static void fetch_count(struct policy__mts_fetch *f, const char *outcome) {
     f->count("mtasts", outcome);
 }
 
-static void fetch_failed_now(struct policy__mts_fetch *f, const char *reason) {
+/* tlsrpt: the RFC 8460 §4.3.2.2 result type (sts-policy-fetch-error,
+ * sts-policy-invalid, sts-webpki-invalid). */
+static void fetch_failed_as(struct policy__mts_fetch *f, const char *reason,
+                            int tlsrpt) {
   fetch_count(f, "fetch_failed");
   if (f->refresh)
     postern_log(POSTERN_LOG_INFO, "mtasts_refresh_failed", "domain",
                 f->key.domain, "reason", reason, NULL);
-  fetch_complete(f, POLICY__MTS_FETCH_FAILED, reason, NULL);
+  fetch_complete(f, POLICY__MTS_FETCH_FAILED, reason, NULL, tlsrpt);
+}
+
+static void fetch_failed_now(struct policy__mts_fetch *f, const char *reason) {
+  fetch_failed_as(f, reason, POLICY_TLSRPT_STS_POLICY_FETCH_ERROR);
 }
 
 /* Ends fetch `f` according to its HTTPS outcome. */
@@ -275,14 +284,17 @@ static void fetch_judge(struct policy__mts_fetch *f,
                         const struct https_result *res) {
   char reason[POLICY__MTS_REASON_MAX];
   if (res->status == POSTERN_ECANCELED) {
-    fetch_complete(f, POLICY__MTS_CANCELED, "canceled", NULL);
+    fetch_complete(f, POLICY__MTS_CANCELED, "canceled", NULL, 0);
     return;
   }
   if (res->status != 0) {
     snprintf(reason, sizeof reason, "fetching %s: %s%s%s", res->url,
              postern_strerror(res->status), res->error[0] ? ": " : "",
              res->error);
-    fetch_failed_now(f, reason);
+    fetch_failed_as(f, reason,
+                    res->status == POSTERN_ETLS_VERIFY
+                        ? POLICY_TLSRPT_STS_WEBPKI_INVALID
+                        : POLICY_TLSRPT_STS_POLICY_FETCH_ERROR);
     return;
   }
   struct policy_mtasts_rec *rec = calloc(1, sizeof *rec);
@@ -296,7 +308,7 @@ static void fetch_judge(struct policy__mts_fetch *f,
     snprintf(reason, sizeof reason, "invalid policy at %s: %s", res->url,
              postern_strerror(rc));
     free(rec);
-    fetch_failed_now(f, reason);
+    fetch_failed_as(f, reason, POLICY_TLSRPT_STS_POLICY_INVALID);
     return;
   }
   pthread_mutex_lock(&flight_mu); /* a joining delivery may set the id */
@@ -323,7 +335,7 @@ static void fetch_judge(struct policy__mts_fetch *f,
   postern_log(POSTERN_LOG_INFO, "mtasts_policy_fetched", "domain", domain, "id",
               rec->id, "mode", policy_mtasts_mode_name(rec->policy.mode),
               "max_age", ma, "refresh", f->refresh ? "yes" : "no", NULL);
-  fetch_complete(f, POLICY__MTS_GOT_POLICY, NULL, &rec->policy);
+  fetch_complete(f, POLICY__MTS_GOT_POLICY, NULL, &rec->policy, 0);
   free(rec);
 }
 
@@ -356,7 +368,8 @@ static void slot_timeout(uv_timer_t *t) {
   fetch_count(f, "fetch_no_slot");
   postern_log(POSTERN_LOG_WARN, "mtasts_fetch_no_slot", "domain", f->key.domain,
               NULL);
-  fetch_complete(f, POLICY__MTS_NO_SLOT, "no HTTPS fetch slot came free", NULL);
+  fetch_complete(f, POLICY__MTS_NO_SLOT, "no HTTPS fetch slot came free", NULL,
+                 POLICY_TLSRPT_STS_POLICY_FETCH_ERROR);
 }
 
 /*
@@ -377,7 +390,7 @@ static void slot_kick(struct https_client *hc, bool closing) {
       fetch_request(w);
       return;
     }
-    fetch_complete(w, POLICY__MTS_CANCELED, "canceled", NULL);
+    fetch_complete(w, POLICY__MTS_CANCELED, "canceled", NULL, 0);
   }
 }
 
@@ -427,7 +440,7 @@ static void fetch_request(struct policy__mts_fetch *f) {
   snprintf(reason, sizeof reason, "cannot fetch the policy of %s: %s",
            f->key.domain, postern_strerror(rc));
   if (rc == POSTERN_ESTATE) { /* the client is closing */
-    fetch_complete(f, POLICY__MTS_CANCELED, reason, NULL);
+    fetch_complete(f, POLICY__MTS_CANCELED, reason, NULL, 0);
     return;
   }
   fetch_failed_now(f, reason);
@@ -438,7 +451,7 @@ static void on_addrs(const struct dns_answer *a, void *arg) {
   f->q = NULL;
   char reason[POLICY__MTS_REASON_MAX];
   if (a->status == DNS_CANCELED) {
-    fetch_complete(f, POLICY__MTS_CANCELED, "canceled", NULL);
+    fetch_complete(f, POLICY__MTS_CANCELED, "canceled", NULL, 0);
     return;
   }
   if (a->status != DNS_ANSWER) {

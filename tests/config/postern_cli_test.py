@@ -179,6 +179,7 @@ check(rc == 2, "stray argument: exit 2", err)
 
 # --- documentation covers every directive ------------------------------------
 full = write("full.conf", "listen 127.0.0.1:1\nmetrics { listen 127.0.0.1:2 }\n"
+             "tlsrpt { }\n"
              "policy { local; mtasts; dnssec; dane }\n")
 rc, out, err = run("-c", full, "--check")
 check(rc == 0, "config with every module passes", err)
@@ -232,7 +233,8 @@ for line in plain.splitlines():
 section_of = {"": "TOP-LEVEL DIRECTIVES", "listen": "LISTEN BLOCK",
               "queue": "QUEUE BLOCK", "delivery": "DELIVERY BLOCK",
               "dns": "DNS BLOCK", "tls": "TLS BLOCK", "policy": "POLICY BLOCK",
-              "log": "LOG BLOCK", "metrics": "METRICS BLOCK"}
+              "log": "LOG BLOCK", "metrics": "METRICS BLOCK",
+              "tlsrpt": "TLSRPT BLOCK"}
 
 
 def man_entry(full):

@@ -24,6 +24,7 @@
 #include "base/postern_json.h"
 #include "base/postern_units.h"
 #include "queue/queue.h"
+#include "tools/qtool/qtool.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -50,7 +51,8 @@ static const char usage_text[] =
     "  show ID [--json] [--body]\n"
     "  stats [--json] [--top N]\n"
     "  hold|release|retry|delete ID...|--all|--domain D\n"
-    "  bounce ID...|--domain D\n";
+    "  bounce ID...|--domain D\n"
+    "  tlsrpt list [--json] [--day YYYY-MM-DD]\n";
 
 /* Set by -c: the relay's configuration (state_dir, hostname, metrics). */
 static struct postern_config *cfg;
@@ -130,6 +132,20 @@ static struct queue *open_queue(const char *dir) {
     return NULL;
   }
   return q;
+}
+
+/* For the other command files (qtool.h). */
+int qtool_usage(const char *fmt, const char *arg) {
+  return usage(fmt, arg);
+}
+struct queue *qtool_open_queue(const char *dir) {
+  return open_queue(dir);
+}
+int qtool_put_json(json_t *v, bool nl) {
+  return put_json(v, nl);
+}
+void qtool_put_text(FILE *f, const char *s) {
+  put_text(f, s);
 }
 
 /* ---- list --------------------------------------------------------------- */
@@ -965,7 +981,7 @@ int main(int argc, char **argv) {
   char **sub_argv = argv + optind;
 
   enum queue_admin_op op;
-  enum { LIST, SHOW, STATS, ADMIN, BOUNCE } kind;
+  enum { LIST, SHOW, STATS, ADMIN, BOUNCE, TLSRPT } kind;
   if (strcmp(cmd, "list") == 0)
     kind = LIST;
   else if (strcmp(cmd, "show") == 0)
@@ -982,6 +998,8 @@ int main(int argc, char **argv) {
     kind = ADMIN, op = QUEUE_ADMIN_DELETE;
   else if (strcmp(cmd, "bounce") == 0)
     kind = BOUNCE;
+  else if (strcmp(cmd, "tlsrpt") == 0)
+    kind = TLSRPT;
   else
     return usage("unknown command '%s'", cmd);
 
@@ -997,6 +1015,9 @@ int main(int argc, char **argv) {
     break;
   case STATS:
     rc = cmd_stats(dir, sub_argc, sub_argv);
+    break;
+  case TLSRPT:
+    rc = qtool_tlsrpt(dir, sub_argc, sub_argv);
     break;
   case BOUNCE:
     rc = cmd_bounce(dir, sub_argc, sub_argv);

@@ -1,0 +1,269 @@
+/*
+ * engine/tlsrpt_store.c - reads the TLS report counts back from the
+ * queue's counters (see tlsrpt_store.h; the layout is in tlsrpt.c).
+ *
+ * Keys come sorted, so one scan meets each domain's records together and,
+ * within a domain, each policy's; a policy's failure records (kind F) sort
+ * before its description (P) and its successes (S), so a policy entry is
+ * made by whichever record comes first and completed by the others.
+ *
+ * Ownership: everything in the returned array is owned by it.
+ */
+#include "engine/tlsrpt_store.h"
+
+#include "base/postern_err.h"
+#include "policy/tlsrpt.h"
+#include "queue/queue.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct load {
+  struct tlsrpt_store_domain *d;
+  size_t n, cap;
+  char pid[17]; /* the current policy's id */
+  int err;
+};
+
+static bool day_ok(const char *s) {
+  if (s == NULL || strlen(s) != 10)
+    return false;
+  for (int i = 0; i < 10; i++) {
+    bool dash = i == 4 || i == 7;
+    if (dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+      return false;
+  }
+  return true;
+}
+
+/* Splits a key into its tab-separated fields (at most 6). */
+static size_t fields(const char *key, size_t klen, const char *f[6],
+                     size_t len[6]) {
+  size_t n = 0, start = 0;
+  for (size_t i = 0; i <= klen && n < 6; i++) {
+    if (i == klen || key[i] == '\t') {
+      f[n] = key + start;
+      len[n] = i - start;
+      n++;
+      start = i + 1;
+    }
+  }
+  return n;
+}
+
+static char *dup_json_str(json_t *o, const char *name) {
+  const char *s = json_string_value(json_object_get(o, name));
+  return s ? strdup(s) : NULL;
+}
+
+static int str_array(json_t *a, char ***out, size_t *n) {
+  size_t k = json_array_size(a);
+  *out = NULL;
+  *n = 0;
+  if (k == 0)
+    return 0;
+  char **v = calloc(k, sizeof *v);
+  if (v == NULL)
+    return POSTERN_ENOMEM;
+  for (size_t i = 0; i < k; i++) {
+    const char *s = json_string_value(json_array_get(a, i));
+    if (s != NULL && (v[*n] = strdup(s)) != NULL)
+      (*n)++;
+  }
+  *out = v;
+  return 0;
+}
+
+static struct tlsrpt_store_policy *cur_policy(struct load *l) {
+  struct tlsrpt_store_domain *d = &l->d[l->n - 1];
+  return &d->policies[d->npolicies - 1];
+}
+
+static int on_counter(void *arg, const void *key, size_t klen, uint64_t value,
+                      const void *note, size_t nlen) {
+  struct load *l = arg;
+  const char *f[6];
+  size_t len[6];
+  size_t nf = fields(key, klen, f, len);
+  /* T<day> <domain> <pid> <kind> [<fid>] */
+  if (nf < 4 || len[0] != 11 || len[1] == 0 || len[1] > 255 || len[2] != 16 ||
+      len[3] != 1)
+    return 0;
+  char domain[256];
+  memcpy(domain, f[1], len[1]);
+  domain[len[1]] = '\0';
+  if (l->n == 0 || strcmp(l->d[l->n - 1].domain, domain) != 0) {
+    if (l->n == l->cap) {
+      size_t nc = l->cap ? 2 * l->cap : 16;
+      struct tlsrpt_store_domain *nd = realloc(l->d, nc * sizeof *nd);
+      if (nd == NULL)
+        return l->err = POSTERN_ENOMEM;
+      l->d = nd;
+      l->cap = nc;
+    }
+    struct tlsrpt_store_domain *d = &l->d[l->n++];
+    memset(d, 0, sizeof *d);
+    memcpy(d->day, f[0] + 1, 10);
+    snprintf(d->domain, sizeof d->domain, "%s", domain);
+    l->pid[0] = '\0';
+  }
+  struct tlsrpt_store_domain *d = &l->d[l->n - 1];
+  if (d->npolicies == 0 || memcmp(l->pid, f[2], 16) != 0) {
+    struct tlsrpt_store_policy *np =
+        realloc(d->policies, (d->npolicies + 1) * sizeof *np);
+    if (np == NULL)
+      return l->err = POSTERN_ENOMEM;
+    d->policies = np;
+    memset(&np[d->npolicies], 0, sizeof *np);
+    np[d->npolicies].type = POLICY_TLSRPT_POLICY_NO_POLICY_FOUND;
+    d->npolicies++;
+    memcpy(l->pid, f[2], 16);
+    l->pid[16] = '\0';
+  }
+  struct tlsrpt_store_policy *p = cur_policy(l);
+  json_t *j = nlen > 0 ? json_loadb(note, nlen, 0, NULL) : NULL;
+  switch (f[3][0]) {
+  case 'P': {
+    int t = policy_tlsrpt_policy_parse(
+        json_string_value(json_object_get(j, "policy-type")));
+    if (t >= 0)
+      p->type = t;
+    if (str_array(json_object_get(j, "policy-string"), &p->strings,
+                  &p->nstrings) ||
+        str_array(json_object_get(j, "mx-host"), &p->mx, &p->nmx))
+      l->err = POSTERN_ENOMEM;
+    break;
+  }
+  case 'S':
+    p->successful += value;
+    break;
+  case 'F': {
+    int res = policy_tlsrpt_result_parse(
+        json_string_value(json_object_get(j, "result-type")));
+    if (res <= 0 || value == 0)
+      break;
+    struct tlsrpt_store_failure *nfl =
+        realloc(p->failures, (p->nfailures + 1) * sizeof *nfl);
+    if (nfl == NULL) {
+      l->err = POSTERN_ENOMEM;
+      break;
+    }
+    p->failures = nfl;
+    struct tlsrpt_store_failure *x = &nfl[p->nfailures++];
+    *x = (struct tlsrpt_store_failure){
+        .result = res,
+        .sending_ip = dup_json_str(j, "sending-mta-ip"),
+        .mx = dup_json_str(j, "receiving-mx-hostname"),
+        .receiving_ip = dup_json_str(j, "receiving-ip"),
+        .count = value};
+    p->failed += value;
+    break;
+  }
+  default:
+    break;
+  }
+  json_decref(j);
+  return l->err;
+}
+
+int tlsrpt_store_load(struct queue *q, const char *day, const char *domain,
+                      struct tlsrpt_store_domain **out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  if (!day_ok(day) || (domain != NULL &&
+                       (strchr(domain, '\t') != NULL || strlen(domain) > 255)))
+    return POSTERN_EINVAL;
+  char prefix[300];
+  int plen = domain ? snprintf(prefix, sizeof prefix, "T%s\t%s\t", day, domain)
+                    : snprintf(prefix, sizeof prefix, "T%s\t", day);
+  struct load l = {0};
+  int rc = queue_counters_scan(q, prefix, (size_t)plen, on_counter, &l);
+  if (rc == 0)
+    rc = l.err;
+  if (rc != 0) {
+    tlsrpt_store_free(l.d, l.n);
+    return rc;
+  }
+  *out = l.d;
+  *n = l.n;
+  return 0;
+}
+
+void tlsrpt_store_free(struct tlsrpt_store_domain *d, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < d[i].npolicies; k++) {
+      struct tlsrpt_store_policy *p = &d[i].policies[k];
+      for (size_t s = 0; s < p->nstrings; s++)
+        free(p->strings[s]);
+      free(p->strings);
+      for (size_t s = 0; s < p->nmx; s++)
+        free(p->mx[s]);
+      free(p->mx);
+      for (size_t s = 0; s < p->nfailures; s++) {
+        free(p->failures[s].sending_ip);
+        free(p->failures[s].mx);
+        free(p->failures[s].receiving_ip);
+      }
+      free(p->failures);
+    }
+    free(d[i].policies);
+  }
+  free(d);
+}
+
+struct days {
+  char (*d)[11];
+  size_t n, cap;
+  int err;
+};
+
+static int on_day(void *arg, const void *key, size_t klen, uint64_t value,
+                  const void *note, size_t nlen) {
+  (void)value, (void)note, (void)nlen;
+  struct days *ds = arg;
+  if (klen < 12)
+    return 0;
+  const char *day = (const char *)key + 1;
+  if (ds->n > 0 && memcmp(ds->d[ds->n - 1], day, 10) == 0)
+    return 0;
+  if (ds->n == ds->cap) {
+    size_t nc = ds->cap ? 2 * ds->cap : 8;
+    char(*nd)[11] = realloc(ds->d, nc * sizeof *nd);
+    if (nd == NULL)
+      return ds->err = POSTERN_ENOMEM;
+    ds->d = nd;
+    ds->cap = nc;
+  }
+  memcpy(ds->d[ds->n], day, 10);
+  ds->d[ds->n][10] = '\0';
+  if (day_ok(ds->d[ds->n]))
+    ds->n++;
+  return 0;
+}
+
+int tlsrpt_store_days(struct queue *q, char (**days)[11], size_t *n) {
+  struct days ds = {0};
+  int rc = queue_counters_scan(q, "T", 1, on_day, &ds);
+  if (rc == 0)
+    rc = ds.err;
+  if (rc != 0) {
+    free(ds.d);
+    *days = NULL;
+    *n = 0;
+    return rc;
+  }
+  *days = ds.d;
+  *n = ds.n;
+  return 0;
+}
+
+int tlsrpt_store_forget_day(struct queue *q, const char *day) {
+  if (!day_ok(day))
+    return POSTERN_EINVAL;
+  char prefix[16];
+  int plen = snprintf(prefix, sizeof prefix, "T%s\t", day);
+  return queue_counters_delete(q, prefix, (size_t)plen, NULL);
+}

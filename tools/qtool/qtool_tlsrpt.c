@@ -1,0 +1,155 @@
+/*
+ * qtool_tlsrpt.c - `qtool tlsrpt ...`: the TLS report counts (RFC 8460)
+ * the relay keeps in the queue (engine/tlsrpt.c), for operators.
+ *
+ *   tlsrpt list [--json] [--day YYYY-MM-DD]   domains with counts that day
+ *
+ * The day defaults to today (UTC). The queue is opened like every other
+ * qtool command: read transactions only here, so a running relay is not
+ * disturbed.
+ */
+#include "tools/qtool/qtool.h"
+
+#include "base/postern_err.h"
+#include "base/postern_json.h"
+#include "engine/tlsrpt_store.h"
+#include "policy/tlsrpt.h"
+#include "queue/queue.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void today(char out[11]) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+/* One policy's counts as RFC 8460 §4.4 writes them. */
+static json_t *policy_json(const char *domain,
+                           const struct tlsrpt_store_policy *p) {
+  json_t *pol =
+      json_pack("{s:s, s:o}", "policy-type", policy_tlsrpt_policy_name(p->type),
+                "policy-domain", postern_json_cstr(domain));
+  if (pol && p->nstrings) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < p->nstrings; i++)
+      json_array_append_new(a, postern_json_cstr(p->strings[i]));
+    json_object_set_new(pol, "policy-string", a);
+  }
+  if (pol && p->nmx) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < p->nmx; i++)
+      json_array_append_new(a, postern_json_cstr(p->mx[i]));
+    json_object_set_new(pol, "mx-host", a);
+  }
+  json_t *fd = json_array();
+  for (size_t i = 0; fd && i < p->nfailures; i++) {
+    const struct tlsrpt_store_failure *f = &p->failures[i];
+    json_t *o = json_pack("{s:s, s:o}", "result-type",
+                          policy_tlsrpt_result_name(f->result),
+                          "failed-session-count", postern_json_u64(f->count));
+    if (o && f->sending_ip)
+      json_object_set_new(o, "sending-mta-ip",
+                          postern_json_cstr(f->sending_ip));
+    if (o && f->mx)
+      json_object_set_new(o, "receiving-mx-hostname", postern_json_cstr(f->mx));
+    if (o && f->receiving_ip)
+      json_object_set_new(o, "receiving-ip",
+                          postern_json_cstr(f->receiving_ip));
+    json_array_append_new(fd, o);
+  }
+  return json_pack("{s:o, s:{s:o, s:o}, s:o}", "policy", pol, "summary",
+                   "total-successful-session-count",
+                   postern_json_u64(p->successful),
+                   "total-failure-session-count", postern_json_u64(p->failed),
+                   "failure-details", fd);
+}
+
+static int tlsrpt_list(const char *dir, int argc, char **argv) {
+  bool json = false;
+  char day[11];
+  today(day);
+  static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
+                                     {"day", required_argument, NULL, 'd'},
+                                     {NULL, 0, NULL, 0}};
+  int ch;
+  while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    if (ch == 'j')
+      json = true;
+    else if (ch == 'd' && strlen(optarg) == 10)
+      memcpy(day, optarg, 11);
+    else
+      return qtool_usage("tlsrpt list: bad option or --day (YYYY-MM-DD)", NULL);
+  }
+  if (optind != argc)
+    return qtool_usage("unexpected argument '%s'", argv[optind]);
+  struct queue *q = qtool_open_queue(dir);
+  if (q == NULL)
+    return QTOOL_EXIT_FAIL;
+  struct tlsrpt_store_domain *d;
+  size_t n;
+  int rc = tlsrpt_store_load(q, day, NULL, &d, &n);
+  queue_close(q);
+  if (rc != 0) {
+    fprintf(stderr, "qtool: tlsrpt list: %s%s\n", postern_strerror(rc),
+            rc == POSTERN_EINVAL ? " (--day YYYY-MM-DD)" : "");
+    return rc == POSTERN_EINVAL ? QTOOL_EXIT_USAGE : QTOOL_EXIT_FAIL;
+  }
+  int status = QTOOL_EXIT_OK;
+  if (json) {
+    json_t *all = json_array();
+    for (size_t i = 0; all && i < n; i++) {
+      json_t *pols = json_array();
+      for (size_t k = 0; pols && k < d[i].npolicies; k++)
+        json_array_append_new(pols,
+                              policy_json(d[i].domain, &d[i].policies[k]));
+      json_array_append_new(
+          all, json_pack("{s:s, s:o, s:o}", "day", d[i].day, "policy-domain",
+                         postern_json_cstr(d[i].domain), "policies", pols));
+    }
+    if (qtool_put_json(all, true) != 0)
+      status = QTOOL_EXIT_FAIL;
+  } else {
+    printf("%-10s  %-40s  %-15s  %10s  %10s\n", "DAY", "POLICY DOMAIN",
+           "POLICY", "SUCCESSFUL", "FAILED");
+    for (size_t i = 0; i < n; i++)
+      for (size_t k = 0; k < d[i].npolicies; k++) {
+        const struct tlsrpt_store_policy *p = &d[i].policies[k];
+        printf("%-10s  ", d[i].day);
+        qtool_put_text(stdout, d[i].domain);
+        size_t w = strlen(d[i].domain);
+        printf("%*s  %-15s  %10llu  %10llu\n", w < 40 ? (int)(40 - w) : 0, "",
+               policy_tlsrpt_policy_name(p->type),
+               (unsigned long long)p->successful,
+               (unsigned long long)p->failed);
+        for (size_t f = 0; f < p->nfailures; f++) {
+          printf("%-12s  %s", "",
+                 policy_tlsrpt_result_name(p->failures[f].result));
+          if (p->failures[f].mx) {
+            fputs(" mx=", stdout);
+            qtool_put_text(stdout, p->failures[f].mx);
+          }
+          if (p->failures[f].receiving_ip)
+            printf(" ip=%s", p->failures[f].receiving_ip);
+          printf(" sessions=%llu\n", (unsigned long long)p->failures[f].count);
+        }
+      }
+  }
+  tlsrpt_store_free(d, n);
+  return status;
+}
+
+int qtool_tlsrpt(const char *dir, int argc, char **argv) {
+  if (argc < 2)
+    return qtool_usage("tlsrpt needs a subcommand (list)", NULL);
+  const char *sub = argv[1];
+  optind = 0;
+  if (strcmp(sub, "list") == 0)
+    return tlsrpt_list(dir, argc - 1, argv + 1);
+  return qtool_usage("unknown tlsrpt subcommand '%s'", sub);
+}
