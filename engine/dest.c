@@ -53,7 +53,9 @@ static struct dest *dest_get(struct dwork *dw, struct job *j) {
   d->target = (struct mx_dest){.key = d->key,
                                .domain = d->domain,
                                .routed = d->routed,
-                               .route = &d->route};
+                               .route = &d->route,
+                               .no_tlsrpt = j->tls_report,
+                               .tls_report = j->tls_report};
   if (postern_htab_put(dw->dests, d->key, d) != 0) {
     free(d);
     return NULL;

@@ -142,6 +142,7 @@ struct job {
   bool routed;
   struct route_target route;
   char domain[256];
+  bool tls_report; /* the message is a TLS report (queue_env.tls_report) */
   uint64_t start_ms;
   size_t n;                          /* recipients in this job */
   unsigned *idx;                     /* their indexes in m->env->rcpts */

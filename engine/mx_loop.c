@@ -231,6 +231,19 @@ static void count_session(struct mx_attempt *a, struct smtp_client *c,
   engine__tlsrpt_count(a->env->r, &e);
 }
 
+/* A TLS report is delivered despite TLS failures (RFC 8460 §3): for its
+ * destination a policy failure is logged and then passed over. Returns
+ * whether it was. */
+static bool report_overrides(const struct mx_attempt *a,
+                             const struct policy_result *r) {
+  if (!a->dest->tls_report)
+    return false;
+  postern_log(POSTERN_LOG_INFO, "tlsrpt_report_policy_overridden", "dest",
+              a->dest->key, "mx", a->last_mx, "module",
+              r->module ? r->module : "", "reason", r->reason, NULL);
+  return true;
+}
+
 /* ---- connecting to one address, judging the session ---- */
 
 static void on_ready(struct smtp_client *c, int status,
@@ -277,6 +290,8 @@ static void attempt_connect(struct mx_attempt *a) {
 /* Whether the policies would accept a plaintext session with this host:
  * decides the opportunistic plaintext retry after a failed handshake. */
 static bool plaintext_acceptable(struct mx_attempt *a) {
+  if (a->dest->tls_report)
+    return true; /* RFC 8460 §3: despite any TLS failure */
   if (a->req.tls_required)
     return false;
   struct policy_conn pc = {.host = a->mx.host,
@@ -374,7 +389,8 @@ static void on_ready(struct smtp_client *c, int status,
       .dane_usable = a->req.dane_usable,
       .mx_level = a->mxv.level,
   };
-  if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE) {
+  if (a->req.tls_required && f->starttls != SMTP_STARTTLS_DONE &&
+      !a->dest->tls_report) {
     count_session(a, c, a->crun,
                   f->starttls == SMTP_STARTTLS_FAILED
                       ? POLICY_TLSRPT_VALIDATION_FAILURE
@@ -402,6 +418,10 @@ static void on_ready(struct smtp_client *c, int status,
                   ? POLICY_TLSRPT_SUCCESS
                   : POLICY_TLSRPT_STARTTLS_NOT_SUPPORTED;
     count_session(a, c, a->crun, res);
+  }
+  if (v.result.outcome != POLICY_OK && report_overrides(a, &v.result)) {
+    v.result.outcome = POLICY_OK;
+    v.level = tls_of(f->tls_level);
   }
   if (v.result.outcome != POLICY_OK) {
     /* A session the policy rejected is never offered again: resuming it
@@ -456,7 +476,9 @@ static void on_conn_prepared(void *arg, struct policy_conn_run *crun,
   a->req = *req;
   if (a->ops->connection_prepared)
     a->ops->connection_prepared(a->arg, a, req);
-  if (req->result.outcome != POLICY_OK) {
+  if (req->result.outcome != POLICY_OK && report_overrides(a, &req->result))
+    a->req.result.outcome = POLICY_OK;
+  else if (req->result.outcome != POLICY_OK) {
     if (req->result.tlsrpt)
       count_session(a, NULL, crun, req->result.tlsrpt);
     engine__mx_fail(a, req->result.outcome == POLICY_TEMPFAIL,
@@ -565,6 +587,8 @@ static void attempt_next_candidate(struct mx_attempt *a) {
   policy_chain_check_mx(a->drun, &a->mx, &a->mxv);
   if (a->ops->candidate_ranked)
     a->ops->candidate_ranked(a->arg, a, cand, &a->mxv);
+  if (a->mxv.result.outcome != POLICY_OK && report_overrides(a, &a->mxv.result))
+    a->mxv.result.outcome = POLICY_OK;
   if (a->mxv.result.outcome != POLICY_OK) {
     if (a->mxv.result.tlsrpt)
       count_session(a, NULL, NULL, a->mxv.result.tlsrpt);
@@ -690,7 +714,7 @@ static void on_domain_prepared(void *arg, struct policy_domain_run *run,
   a->drun = run;
   if (a->ops->domain_prepared)
     a->ops->domain_prepared(a->arg, a, run);
-  if (r->outcome != POLICY_OK) {
+  if (r->outcome != POLICY_OK && !report_overrides(a, r)) {
     if (r->tlsrpt)
       count_session(a, NULL, NULL, r->tlsrpt);
     engine__mx_fail(a, r->outcome == POLICY_TEMPFAIL, r->status, "%s",

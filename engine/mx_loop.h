@@ -63,6 +63,10 @@ struct mx_dest {
   /* Not counted for TLS reports (a mailed TLS report itself: RFC 8460
    * §3, its sessions SHOULD NOT be in the next report). */
   bool no_tlsrpt;
+  /* Mail for this destination is a TLS report: RFC 8460 §3 says it MUST
+   * be delivered despite TLS failures, so a policy failure of a host is
+   * logged and the session used as it is (plaintext retry included). */
+  bool tls_report;
 };
 
 struct mx_candidate {

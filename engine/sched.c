@@ -225,6 +225,11 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
     struct route_target rt;
     char key[300];
     bool routed = engine__dest_key(s->r, dom, &rt, key, sizeof key);
+    /* A TLS report the relay made goes to a destination of its own: it is
+     * delivered despite TLS failures (RFC 8460 §3), which the domain's
+     * other mail never is. */
+    if (env->tls_report)
+      strncat(key, "\ttls-report", sizeof key - strlen(key) - 1);
     struct job *j = NULL;
     for (size_t x = 0; x < njobs; x++)
       if (strcmp(jobs[x]->dest_key, key) == 0)
@@ -241,6 +246,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
       if (routed)
         j->route = rt;
       snprintf(j->domain, sizeof j->domain, "%s", dom);
+      j->tls_report = env->tls_report;
       j->task.fn = engine__deliver_job;
     }
     j->idx[j->n++] = i;

@@ -221,6 +221,10 @@ struct queue_msg_in {
   uint64_t arrival_ms;      /* Unix ms; 0 means now */
   const struct iovec *body; /* the message, as received after DATA */
   size_t body_iovcnt;
+  /* A TLS report (RFC 8460) the relay made itself: delivered despite TLS
+   * failures and not counted in the next report (§3). Kept with the
+   * message (queue_env.tls_report). */
+  bool tls_report;
 };
 
 /*
@@ -270,6 +274,7 @@ struct queue_env {
   uint64_t next_ms;  /* earliest next attempt of a pending/deferred rcpt */
   uint64_t size;     /* body bytes */
   bool delay_warned; /* a delay DSN was already asked for */
+  bool tls_report;   /* a TLS report the relay made (queue_msg_in) */
   bool removed;      /* result callbacks: the message left the queue */
   size_t n_rcpts;
   struct queue_rcpt *rcpts;

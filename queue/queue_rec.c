@@ -164,6 +164,7 @@ struct rec_rcpt {
 };
 
 #define REC_FLAG_WARNED 1u
+#define REC_FLAG_TLS_REPORT 2u
 
 static size_t slen(const char *s) {
   return s ? strlen(s) : 0;
@@ -203,7 +204,8 @@ void queue__rec_write(const struct queue_env *e, unsigned char *dst) {
   h.magic = REC_MAGIC;
   h.state = (uint8_t)e->state;
   h.ret = (uint8_t)e->ret;
-  h.flags = e->delay_warned ? REC_FLAG_WARNED : 0;
+  h.flags = (uint8_t)((e->delay_warned ? REC_FLAG_WARNED : 0) |
+                      (e->tls_report ? REC_FLAG_TLS_REPORT : 0));
   h.n_rcpts = (uint32_t)e->n_rcpts;
   h.arrival_ms = e->arrival_ms;
   h.next_ms = e->next_ms;
@@ -279,6 +281,7 @@ int queue__rec_decode(const void *data, size_t len, const char *id,
   e->state = (enum queue_msg_state)h.state;
   e->ret = (enum queue_ret)h.ret;
   e->delay_warned = (h.flags & REC_FLAG_WARNED) != 0;
+  e->tls_report = (h.flags & REC_FLAG_TLS_REPORT) != 0;
   e->arrival_ms = h.arrival_ms;
   e->next_ms = h.next_ms;
   e->size = h.size;

@@ -296,7 +296,8 @@ static void test_commit_readback(void **state) {
                            .client_helo = "client.test",
                            .arrival_ms = T0 - 5,
                            .body = iov,
-                           .body_iovcnt = 3};
+                           .body_iovcnt = 3,
+                           .tls_report = true};
   assert_int_equal(submit_sync(fx.q, &m), 0);
   /* The same id again is refused, the first copy stays. */
   assert_int_equal(submit_sync(fx.q, &m), POSTERN_EEXIST);
@@ -310,6 +311,7 @@ static void test_commit_readback(void **state) {
   assert_string_equal(e->envid, "ENV123");
   assert_string_equal(e->client_addr, "127.0.0.1:4444");
   assert_string_equal(e->client_helo, "client.test");
+  assert_true(e->tls_report);
   assert_int_equal(e->ret, QUEUE_RET_HDRS);
   assert_int_equal(e->arrival_ms, T0 - 5);
   assert_int_equal(e->state, QUEUE_MSG_ACTIVE);
@@ -340,6 +342,7 @@ static void test_commit_readback(void **state) {
   assert_int_equal(h->arrival_ms, e->arrival_ms);
   assert_int_equal(h->size, e->size);
   assert_int_equal(h->delay_warned, e->delay_warned);
+  assert_int_equal(h->tls_report, e->tls_report);
   assert_int_equal(h->n_rcpts, e->n_rcpts);
   for (size_t i = 0; i < e->n_rcpts; i++) {
     assert_string_equal(h->rcpts[i].addr, e->rcpts[i].addr);
