@@ -1,6 +1,7 @@
 /*
- * net/https.c - HTTPS GETs with libcurl's multi interface on a libuv loop
- * (see https.h for the contract).
+ * net/https.c - HTTPS GETs and POSTs with libcurl's multi interface on a
+ * libuv loop (see https.h for the contract; the pure checks are in
+ * https_util.c).
  *
  * Driving curl: curl tells us through the socket callback which descriptors
  * to watch for what; each gets a uv_poll_t (struct https_poll), found again
@@ -24,6 +25,12 @@
  * so one fetch's addresses can never answer for another's and a host name
  * is never handed to the system resolver.
  *
+ * A POST differs from a GET only in what is sent (curl's own copy of the
+ * body, with our Content-Type and an empty Expect header, both in the
+ * fetch's `headers` list, which lives as long as the easy handle) and in
+ * which status is success (any 2xx instead of 200): connection, TLS,
+ * verification, redirects, caps and timeout are the same code.
+ *
  * Ownership of the client: https_client_close() cancels what is active; the
  * deferred pass delivers the cancellations, then tears down: multi cleanup
  * (which may report sockets to remove), then uv_close() of every poll and
@@ -35,13 +42,10 @@
 #include "net/defer.h"
 
 #include "net/https_internal.h"
-#include "base/postern_domain.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,11 +63,13 @@ struct https_fetch {
   CURL *easy;
   CURLSH *share;
   struct curl_slist *resolve;
+  struct curl_slist *headers; /* a POST's Content-Type and Expect */
   https_cb cb;
   void *arg;
   bool in_multi;
   bool queued;
   bool require_text_plain;
+  bool post;      /* a POST: any 2xx is success */
   bool checked;   /* the first body bytes have been seen */
   bool toobig;    /* the body went over the cap */
   bool reject_ct; /* 200 but not text/plain, seen while reading */
@@ -127,230 +133,6 @@ void https_global_cleanup(void) {
     curl_global_cleanup();
 }
 
-/* ---- Pure helpers ---- */
-
-/* Checks a lower-cased host name: labels of 1-63 letters, digits, '-' or
- * '_', at most 253 octets, and not an IPv4 address in any of the forms curl
- * accepts (a numeric last label, RFC 3696 §2). */
-static int host_check(const char *h) {
-  return postern_domain_check(h, strlen(h), POSTERN_DOMAIN_URL_HOST, NULL,
-                              NULL);
-}
-
-static int parse_port(const char *s, uint16_t *out) {
-  unsigned long v = 0;
-  if (*s == '\0')
-    return POSTERN_EINVAL;
-  for (; *s; s++) {
-    if (!isdigit((unsigned char)*s))
-      return POSTERN_EINVAL;
-    v = v * 10 + (unsigned long)(*s - '0');
-    if (v > 65535)
-      return POSTERN_EINVAL;
-  }
-  if (v == 0)
-    return POSTERN_EINVAL;
-  *out = (uint16_t)v;
-  return 0;
-}
-
-int https__url_prepare(const char *in, uint16_t port, char *url, char *host,
-                       uint16_t *port_out) {
-  int rc = POSTERN_EINVAL;
-  char *part = NULL;
-  uint16_t uport = 0;
-  CURLUcode uc;
-  if (in == NULL || strlen(in) >= HTTPS_URL_MAX)
-    return POSTERN_EINVAL;
-  /* Only printable ASCII: a space or a control byte has no business in a
-   * URL we build, and curl would otherwise have to guess. */
-  for (const unsigned char *p = (const unsigned char *)in; *p; p++)
-    if (*p <= 0x20 || *p >= 0x7f)
-      return POSTERN_EINVAL;
-  /* curl is lenient ("https:///p" has host "p"); we want the plain form. */
-  if (strncasecmp(in, "https://", 8) != 0 || in[8] == '/' || in[8] == '\\')
-    return POSTERN_EINVAL;
-  CURLU *u = curl_url();
-  if (u == NULL)
-    return POSTERN_ENOMEM;
-  uc = curl_url_set(u, CURLUPART_URL, in, 0);
-  if (uc != CURLUE_OK) {
-    rc = uc == CURLUE_OUT_OF_MEMORY ? POSTERN_ENOMEM : POSTERN_EINVAL;
-    goto out;
-  }
-  if (curl_url_get(u, CURLUPART_SCHEME, &part, 0) != CURLUE_OK ||
-      strcmp(part, "https") != 0)
-    goto out;
-  curl_free(part);
-  part = NULL;
-  /* Credentials in the URL would be sent to whoever answers. */
-  if (curl_url_get(u, CURLUPART_USER, &part, 0) != CURLUE_NO_USER ||
-      curl_url_get(u, CURLUPART_PASSWORD, &part, 0) != CURLUE_NO_PASSWORD ||
-      curl_url_get(u, CURLUPART_OPTIONS, &part, 0) != CURLUE_NO_OPTIONS)
-    goto out;
-  if (curl_url_get(u, CURLUPART_HOST, &part, 0) != CURLUE_OK ||
-      strlen(part) >= HTTPS__HOST_MAX)
-    goto out;
-  for (char *p = part; *p; p++)
-    *p = (char)tolower((unsigned char)*p);
-  if (host_check(part) != 0)
-    goto out;
-  strcpy(host, part);
-  curl_free(part);
-  part = NULL;
-  if (curl_url_set(u, CURLUPART_HOST, host, 0) != CURLUE_OK)
-    goto out;
-  uc = curl_url_get(u, CURLUPART_PORT, &part, 0);
-  if (uc == CURLUE_OK) {
-    if (parse_port(part, &uport) != 0)
-      goto out;
-  } else if (uc != CURLUE_NO_PORT) {
-    goto out;
-  }
-  curl_free(part);
-  part = NULL;
-  if (port != 0 && uport != 0 && port != uport)
-    goto out;
-  if (port != 0 && uport == 0) {
-    char ps[8];
-    snprintf(ps, sizeof ps, "%u", (unsigned)port);
-    if (curl_url_set(u, CURLUPART_PORT, ps, 0) != CURLUE_OK)
-      goto out;
-  }
-  *port_out = port ? port : (uport ? uport : 443);
-  if (curl_url_get(u, CURLUPART_URL, &part, 0) != CURLUE_OK ||
-      strlen(part) >= HTTPS_URL_MAX)
-    goto out;
-  strcpy(url, part);
-  rc = 0;
-out:
-  curl_free(part);
-  curl_url_cleanup(u);
-  return rc;
-}
-
-int https__resolve_entry(const char *host, uint16_t port,
-                         const struct sockaddr_storage *addrs, size_t n,
-                         char *buf, size_t cap) {
-  if (n == 0 || n > HTTPS_ADDRS_MAX || addrs == NULL)
-    return POSTERN_EINVAL;
-  int w = snprintf(buf, cap, "%s:%u:", host, (unsigned)port);
-  if (w < 0 || (size_t)w >= cap)
-    return POSTERN_ETOOBIG;
-  size_t len = (size_t)w;
-  for (size_t i = 0; i < n; i++) {
-    char a[INET6_ADDRSTRLEN];
-    const struct sockaddr_storage *ss = &addrs[i];
-    if (ss->ss_family == AF_INET) {
-      const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-      inet_ntop(AF_INET, &s4->sin_addr, a, sizeof a);
-      w = snprintf(buf + len, cap - len, "%s%s", i ? "," : "", a);
-    } else if (ss->ss_family == AF_INET6) {
-      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-      inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof a);
-      w = snprintf(buf + len, cap - len, "%s[%s]", i ? "," : "", a);
-    } else {
-      return POSTERN_EINVAL;
-    }
-    if (w < 0 || (size_t)w >= cap - len)
-      return POSTERN_ETOOBIG;
-    len += (size_t)w;
-  }
-  return (int)len;
-}
-
-int https__err_from_curl(CURLcode rc, long os_errno) {
-  switch (rc) {
-  case CURLE_OK:
-    return POSTERN_EINTERNAL;
-  case CURLE_OPERATION_TIMEDOUT:
-    return POSTERN_ETIMEOUT;
-  case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_ISSUER_ERROR:
-  case CURLE_SSL_INVALIDCERTSTATUS:
-  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    return POSTERN_ETLS_VERIFY;
-  case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_SSL_CACERT_BADFILE:
-  case CURLE_SSL_CRL_BADFILE:
-  case CURLE_SSL_CIPHER:
-  case CURLE_SSL_SHUTDOWN_FAILED:
-  case CURLE_SSL_ENGINE_INITFAILED:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_USE_SSL_FAILED:
-    return POSTERN_ETLS;
-  case CURLE_COULDNT_CONNECT:
-    /* curl reports the last address's errno; refused is the common case
-     * and the default when it gives none. */
-    if (os_errno != 0 && os_errno != ECONNREFUSED)
-      return postern_err_from_errno((int)os_errno);
-    return POSTERN_ECONNREFUSED;
-  case CURLE_FILESIZE_EXCEEDED:
-    return POSTERN_ETOOBIG;
-  case CURLE_TOO_MANY_REDIRECTS:
-  case CURLE_HTTP_RETURNED_ERROR:
-    return POSTERN_EHTTP;
-  case CURLE_URL_MALFORMAT:
-    return POSTERN_EINVAL;
-  case CURLE_GOT_NOTHING:
-    return POSTERN_ECLOSED;
-  /* URLs are checked before curl sees them, so an unsupported protocol
-   * can only be an HTTP/0.9 (that is, non-HTTP) answer. */
-  case CURLE_UNSUPPORTED_PROTOCOL:
-  case CURLE_WEIRD_SERVER_REPLY:
-  case CURLE_PARTIAL_FILE:
-  case CURLE_HTTP2:
-  case CURLE_HTTP2_STREAM:
-  case CURLE_BAD_CONTENT_ENCODING:
-    return POSTERN_EPROTO;
-  case CURLE_OUT_OF_MEMORY:
-    return POSTERN_ENOMEM;
-  case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
-    /* Every fetch carries its addresses; reaching a resolver is our bug. */
-    return POSTERN_EINTERNAL;
-  case CURLE_SEND_ERROR:
-  case CURLE_RECV_ERROR:
-  default:
-    return POSTERN_EIO;
-  }
-}
-
-bool https_content_type_is(const char *ct, const char *want) {
-  if (ct == NULL || want == NULL)
-    return false;
-  size_t n = strlen(want);
-  if (n == 0 || strncasecmp(ct, want, n) != 0)
-    return false;
-  const char *p = ct + n;
-  while (*p == ' ' || *p == '\t')
-    p++;
-  return *p == '\0' || *p == ';';
-}
-
-int https_mta_sts_url(const char *domain, char *buf, size_t cap) {
-  static const char pre[] = "https://mta-sts.";
-  static const char post[] = "/.well-known/mta-sts.txt";
-  char host[HTTPS__HOST_MAX];
-  if (domain == NULL)
-    return POSTERN_EINVAL;
-  size_t n = strlen(domain);
-  if (n > 0 && domain[n - 1] == '.')
-    n--;
-  /* "mta-sts." + domain must itself be a name of at most 253 octets. */
-  if (n == 0 || n + 8 > 253)
-    return POSTERN_EINVAL;
-  for (size_t i = 0; i < n; i++)
-    host[i] = (char)tolower((unsigned char)domain[i]);
-  host[n] = '\0';
-  if (host_check(host) != 0)
-    return POSTERN_EINVAL;
-  int w = snprintf(buf, cap, "%s%s%s", pre, host, post);
-  if (w < 0 || (size_t)w >= cap)
-    return POSTERN_ETOOBIG;
-  return w;
-}
-
 /* ---- Delivery ---- */
 
 static void deliver_all(struct net_defer *d);
@@ -371,6 +153,7 @@ static void fetch_free(struct https_fetch *f) {
   if (f->share)
     curl_share_cleanup(f->share);
   curl_slist_free_all(f->resolve);
+  curl_slist_free_all(f->headers);
   free(f->body);
   free(f);
 }
@@ -395,6 +178,13 @@ static void fetch_end(struct https_fetch *f) {
   net_defer_arm(&c->soon, deliver_all);
 }
 
+/* Whether the answer's status makes the request a success: 200 for a GET
+ * (RFC 8461 §3.3 wants the policy body), any 2xx for a POST (RFC 8460 §5.4:
+ * "typically a 200 or 201"; a 202 or 204 accepts the report just as well). */
+static bool code_ok(const struct https_fetch *f, long code) {
+  return f->post ? code >= 200 && code <= 299 : code == 200;
+}
+
 /* Judges a transfer curl has finished. The HTTP status comes first: a 404
  * or a redirect is EHTTP whatever happened to its body afterwards. */
 static void fetch_done(struct https_fetch *f, CURLcode rc) {
@@ -406,7 +196,7 @@ static void fetch_done(struct https_fetch *f, CURLcode rc) {
   if (curl_easy_getinfo(f->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK &&
       ip != NULL)
     snprintf(f->ip, sizeof f->ip, "%s", ip);
-  if (code != 0 && code != 200) {
+  if (code != 0 && !code_ok(f, code)) {
     f->status = POSTERN_EHTTP;
     snprintf(f->errbuf, sizeof f->errbuf, "HTTP status %ld%s", code,
              code >= 300 && code < 400 ? " (redirects are not followed)" : "");
@@ -447,6 +237,7 @@ static void deliver(struct https_fetch *f) {
   if (postern_log_enabled(POSTERN_LOG_DEBUG)) {
     struct postern_log_rec r;
     postern_log_begin(&r, POSTERN_LOG_DEBUG, "https_fetch_done");
+    postern_log_str(&r, "method", f->post ? "POST" : "GET");
     postern_log_str(&r, "url", f->url);
     postern_log_str(&r, "ip", f->ip);
     postern_log_str(&r, "status", postern_err_name(f->status));
@@ -630,7 +421,7 @@ static size_t write_fn(char *ptr, size_t size, size_t nmemb, void *ud) {
     char *ct = NULL;
     f->checked = true;
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code != 200)
+    if (!code_ok(f, code))
       return 0;
     curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ct);
     if (f->require_text_plain && !https_content_type_is(ct, "text/plain")) {
@@ -742,7 +533,17 @@ static int fetch_setopts(struct https_fetch *f, const struct https_request *req,
   SET(CURLOPT_PROTOCOLS_STR, "https");
   SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
   SET(CURLOPT_FOLLOWLOCATION, 0L); /* RFC 8461 §3.3 */
-  SET(CURLOPT_HTTPGET, 1L);
+  if (f->post) {
+    /* The size first: the body is bytes (gzip), not a C string. curl
+     * copies them, so the caller's buffer may go once https_fetch()
+     * returns. A known size means Content-Length, never chunked. */
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len);
+    SET(CURLOPT_COPYPOSTFIELDS, req->post_len ? req->post_body : "");
+    SET(CURLOPT_HTTPHEADER, f->headers);
+  } else {
+    SET(CURLOPT_HTTPGET, 1L);
+  }
   SET(CURLOPT_SHARE, f->share);
   SET(CURLOPT_RESOLVE, f->resolve);
   SET(CURLOPT_PROXY, ""); /* no proxy, whatever the environment says */
@@ -767,6 +568,36 @@ static int fetch_setopts(struct https_fetch *f, const struct https_request *req,
   return rc == CURLE_OK ? 0 : POSTERN_EINTERNAL;
 }
 
+/* The POST fields of a request: all or nothing, and sane (https.h). */
+static int post_check(const struct https_request *req) {
+  if (req->post_body == NULL)
+    return req->post_len == 0 && req->post_content_type == NULL
+               ? 0
+               : POSTERN_EINVAL;
+  if (req->post_len > HTTPS_BODY_MAX_LIMIT || req->require_text_plain ||
+      !https__media_type_ok(req->post_content_type))
+    return POSTERN_EINVAL;
+  return 0;
+}
+
+/* A POST's own header lines: its Content-Type, and an empty Expect, which
+ * stops curl from asking for a "100 Continue" and waiting up to a second
+ * for it before sending a larger body (RFC 9110 §10.1.1: a client may
+ * simply send). Returns 0 or POSTERN_ENOMEM. */
+static int post_headers(struct https_fetch *f, const char *ct) {
+  char line[sizeof "Content-Type: " + HTTPS_CONTENT_TYPE_MAX];
+  snprintf(line, sizeof line, "Content-Type: %s", ct);
+  struct curl_slist *h = curl_slist_append(NULL, line);
+  if (h == NULL)
+    return POSTERN_ENOMEM;
+  f->headers = h;
+  h = curl_slist_append(f->headers, "Expect:");
+  if (h == NULL)
+    return POSTERN_ENOMEM;
+  f->headers = h;
+  return 0;
+}
+
 int https_fetch(struct https_client *c, const struct https_request *req,
                 https_cb cb, void *arg, struct https_fetch **fp) {
   char host[HTTPS__HOST_MAX];
@@ -781,6 +612,9 @@ int https_fetch(struct https_client *c, const struct https_request *req,
     return POSTERN_EBUSY;
   if (req == NULL || cb == NULL || req->body_max > HTTPS_BODY_MAX_LIMIT)
     return POSTERN_EINVAL;
+  rc = post_check(req);
+  if (rc != 0)
+    return rc;
   struct https_fetch *f = calloc(1, sizeof *f);
   if (f == NULL)
     return POSTERN_ENOMEM;
@@ -797,12 +631,15 @@ int https_fetch(struct https_client *c, const struct https_request *req,
   f->cb = cb;
   f->arg = arg;
   f->require_text_plain = req->require_text_plain;
+  f->post = req->post_body != NULL;
   f->max = req->body_max ? req->body_max : HTTPS_BODY_MAX_DEFAULT;
   rc = POSTERN_ENOMEM;
   f->resolve = curl_slist_append(NULL, entry);
   f->easy = curl_easy_init();
   f->share = curl_share_init();
   if (f->resolve == NULL || f->easy == NULL || f->share == NULL)
+    goto fail;
+  if (f->post && post_headers(f, req->post_content_type) != 0)
     goto fail;
   /* The share object holds this fetch's private DNS cache. */
   if (curl_share_setopt(f->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) !=

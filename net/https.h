@@ -1,11 +1,13 @@
 /*
- * net/https.h - one-shot HTTPS GET requests on a libuv loop (libcurl multi).
+ * net/https.h - one-shot HTTPS GET and POST requests on a libuv loop
+ * (libcurl multi).
  *
  * Built for MTA-STS (RFC 8461 §3.3): fetch
  * https://mta-sts.<domain>/.well-known/mta-sts.txt without ever blocking a
- * loop. One struct https_client per libuv loop, used only from that loop's
- * thread; it owns one libcurl multi handle whose sockets and timer are
- * driven by the loop (uv_poll_t per socket, one uv_timer_t).
+ * loop; and for TLS reports (RFC 8460 §3 and §5.4): POST a report to a
+ * policy's https: "rua" URI. One struct https_client per libuv loop, used only
+ * from that loop's thread; it owns one libcurl multi handle whose sockets and
+ * timer are driven by the loop (uv_poll_t per socket, one uv_timer_t).
  *
  * What a fetch will and will not do, whatever the server says:
  * - HTTPS only, for the request and for any redirect (none are followed: a
@@ -22,6 +24,13 @@
  *   larger body fails the fetch and reading stops. No content
  *   decoding is asked for, so the cap applies to the bytes on the wire.
  * - A timeout covers the whole fetch: connect, TLS, request and body.
+ * - A POST sends its body only once TLS is up and the certificate
+ *   verified (RFC 8460 §3 lets report submitters ignore certificate
+ *   errors; we do not: a report tells who failed to reach whom), with a
+ *   Content-Length (never chunked) and without waiting for a
+ *   "100 Continue" (no Expect header). Any 2xx answer is success
+ *   (RFC 8460 §5.4: "typically a 200 or 201"); a 3xx is a failure like
+ *   any other code, its Location is never visited.
  *
  * Process setup: call https_global_init() once from main() before any
  * thread starts (libcurl's global initialisation is not thread-safe).
@@ -35,6 +44,14 @@
  *       .timeout_ms = cfg_fetch_timeout_ms, .require_text_plain = true};
  *   https_fetch(client, &rq, policy_fetched, ctx, &ctx->fetch);
  * and in policy_fetched(): status 0 means res->body holds the policy text.
+ *
+ * A TLS report (RFC 8460 §5.4), to the rua URI's host at its addresses:
+ *   struct https_request rq = {.url = rua_uri, .addrs = addrs, .naddrs = n,
+ *       .post_body = gz, .post_len = gz_len,
+ *       .post_content_type = "application/tlsrpt+gzip"};
+ *   https_fetch(client, &rq, report_sent, ctx, &ctx->post);
+ * and in report_sent(): status 0 means a 2xx answer; res->http_code is the
+ * status to log either way.
  */
 #ifndef NET_HTTPS_H
 #define NET_HTTPS_H
@@ -55,6 +72,8 @@
 #define HTTPS_ADDRS_MAX 16
 /* Longest URL accepted, with its NUL. */
 #define HTTPS_URL_MAX 2048
+/* Longest POST Content-Type accepted, without its NUL. */
+#define HTTPS_CONTENT_TYPE_MAX 255
 /* Most fetches one client holds at once (started, callback not yet
  * started; a callback may start a fetch in the slot its own fetch frees):
  * with the body cap this bounds a client's memory. */
@@ -99,8 +118,22 @@ struct https_request {
    * HTTPS_BODY_MAX_LIMIT (EINVAL above). */
   size_t body_max;
   /* Also fail (POSTERN_EHTTP) unless the Content-Type is text/plain,
-   * parameters allowed (RFC 8461 §3.3). */
+   * parameters allowed (RFC 8461 §3.3). GET only: EINVAL with a POST. */
   bool require_text_plain;
+  /* Non-NULL: the request is a POST of the post_len bytes at post_body
+   * (0 bytes allowed), copied during https_fetch() (the caller may free
+   * them once it returns). At most HTTPS_BODY_MAX_LIMIT bytes (EINVAL
+   * above). NULL: a GET, and then post_len must be 0 and
+   * post_content_type NULL (EINVAL otherwise). */
+  const void *post_body;
+  size_t post_len;
+  /* The media type of a POST's body, e.g. "application/tlsrpt+gzip"
+   * (RFC 8460 §5.4); required with post_body. It must read as a media type
+   * (RFC 9110 §8.3.1): token "/" token, then only parameters made of
+   * visible ASCII, spaces and tabs, at most HTTPS_CONTENT_TYPE_MAX bytes;
+   * anything else (CR, LF, other control bytes, non-ASCII) is EINVAL, as
+   * it would end up in a header line. Copied during https_fetch(). */
+  const char *post_content_type;
 };
 
 /*
@@ -108,8 +141,9 @@ struct https_request {
  * copy what you keep.
  */
 struct https_result {
-  /* 0 on success: HTTP 200 and a complete body within the cap (and
-   * text/plain when asked). Otherwise a negative code:
+  /* 0 on success: HTTP 200 (a GET) or any 2xx (a POST) and a complete
+   * answer body within the cap (and text/plain when asked). Otherwise a
+   * negative code:
    *   POSTERN_ETIMEOUT      the timeout expired
    *   POSTERN_ETLS_VERIFY   the certificate did not verify (untrusted,
    *                         expired, wrong name)
@@ -119,20 +153,24 @@ struct https_result {
    *                         the system error when curl reports one, e.g.
    *                         POSTERN_ENETUNREACH)
    *   POSTERN_ETOOBIG       the body exceeded the cap
-   *   POSTERN_EHTTP         status other than 200 (3xx included: redirects
-   *                         are never followed), or not text/plain when
+   *   POSTERN_EHTTP         status other than 200 for a GET, other than
+   *                         2xx for a POST (3xx included: redirects are
+   *                         never followed), or not text/plain when
    *                         require_text_plain was set
    *   POSTERN_EPROTO        the server broke HTTP (garbage, short body)
    *   POSTERN_ECLOSED       the server closed without answering
    *   POSTERN_ECANCELED     https_fetch_cancel() or https_client_close()
    *   POSTERN_ENOMEM, POSTERN_EIO, POSTERN_EINTERNAL otherwise. */
   int status;
-  /* HTTP status code of the answer, 0 when none arrived. */
+  /* HTTP status code of the answer, 0 when none arrived (for logs: a
+   * POST's 201 or 204 is as good as a 200). */
   long http_code;
   /* Content-Type header of the answer as sent (NULL when absent). */
   const char *content_type;
   /* The bytes received, NUL-terminated for convenience (the body may hold
-   * NULs: use body_len). Complete only when status is 0; never NULL. */
+   * NULs: use body_len). Complete only when status is 0; never NULL; empty
+   * for a 204 or any answer without a body. Not read at all for a status
+   * that fails the request. */
   const unsigned char *body;
   size_t body_len;
   /* Human-readable reason for logs (curl's message or ours); "" on
@@ -176,12 +214,16 @@ void https_client_close(struct https_client *c, void (*cb)(void *arg),
                         void *arg);
 
 /*
- * Starts a GET of req->url (see struct https_request for each field). On 0
+ * Starts a GET of req->url, or a POST when req->post_body is set (see
+ * struct https_request for each field). On 0
  * `cb(result, arg)` will run exactly once and *fp (when fp is not NULL) is
  * a handle valid until then. Returns, and then cb never runs:
  *   POSTERN_EINVAL   bad URL (not https, user info, IP literal, too long),
  *                    no or too many addresses, bad address family,
- *                    conflicting port, body_max over the limit
+ *                    conflicting port, body_max over the limit, a POST
+ *                    body over the limit, a missing or bad
+ *                    post_content_type, POST fields on a GET,
+ *                    require_text_plain on a POST
  *   POSTERN_ESTATE   the client is closing
  *   POSTERN_EBUSY    HTTPS_FETCHES_MAX fetches are already pending
  *   POSTERN_ENOMEM   or POSTERN_EINTERNAL (libcurl refused an option).

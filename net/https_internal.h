@@ -42,4 +42,14 @@ int https__resolve_entry(const char *host, uint16_t port,
  */
 int https__err_from_curl(CURLcode rc, long os_errno);
 
+/*
+ * Whether `ct` may be sent as a POST's Content-Type: a media type (RFC 9110
+ * §8.3.1), type "/" subtype made of token characters, optionally followed
+ * by OWS ";" and parameters of visible ASCII, spaces and tabs; at most
+ * HTTPS_CONTENT_TYPE_MAX bytes. False for NULL, "", "text", "text/",
+ * "a/b c", and anything with CR, LF or another control byte (header
+ * injection) or a byte over 0x7e.
+ */
+bool https__media_type_ok(const char *ct);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * tests/https/https_util_test.c - table-driven unit tests for net/https's
- * pure helpers: the Content-Type check, the MTA-STS policy URL for a
+ * pure helpers: the Content-Type check, a POST's media type check, the
+ * MTA-STS policy URL for a
  * domain, the URL checks every fetch goes through (scheme, credentials, IP
  * literals, port), the CURLOPT_RESOLVE entry, and the mapping of curl's
  * codes to Postern's; and the client's refusals, its fetch limit and a
@@ -63,6 +64,60 @@ static void test_content_type(void **state) {
   }
   assert_false(https_content_type_is("text/plain", NULL));
   assert_false(https_content_type_is("text/plain", ""));
+}
+
+/* ---- https__media_type_ok (a POST's Content-Type) ---- */
+
+static const struct {
+  const char *ct;
+  bool want;
+} mt_cases[] = {
+    {"application/tlsrpt+gzip", true},
+    {"application/tlsrpt+json", true},
+    {"text/plain; charset=utf-8", true},
+    {"text/plain;charset=\"utf-8\"", true},
+    {"text/plain\t;\tx=y", true},
+    {"a/b", true},
+    {"x-!#$%&'*+-.^_`|~/y", true},
+    {"application/json; a=b; c=\"d e\"", true},
+    {NULL, false},
+    {"", false},
+    {"text", false},
+    {"text/", false},
+    {"/plain", false},
+    {"text//plain", false},
+    {"text/plain/x", false},
+    {"text /plain", false},
+    {"text/ plain", false},
+    {" text/plain", false},
+    {"text/plain ", false}, /* OWS only before a ';' */
+    {"text/plain x", false},
+    {"te(xt/plain", false},
+    {"text/plain\r\nX-Evil: 1", false},
+    {"text/plain; a=b\r\nX-Evil: 1", false},
+    {"text/plain; a=b\n", false},
+    {"text/plain; a=\x01", false},
+    {"text/plain; a=\x7f", false},
+    {"text/plain; a=\xc3\xa9", false},
+};
+
+static void test_media_type(void **state) {
+  for (size_t i = 0; i < N(mt_cases); i++) {
+    bool got = https__media_type_ok(mt_cases[i].ct);
+    if (got != mt_cases[i].want)
+      fail_msg("media type \"%s\": got %d, want %d",
+               mt_cases[i].ct ? mt_cases[i].ct : "(null)", got,
+               mt_cases[i].want);
+  }
+  /* The length bound: HTTPS_CONTENT_TYPE_MAX bytes pass, one more fails. */
+  char ct[HTTPS_CONTENT_TYPE_MAX + 2];
+  memset(ct, 'a', sizeof ct);
+  ct[1] = '/';
+  ct[HTTPS_CONTENT_TYPE_MAX] = '\0';
+  assert_true(https__media_type_ok(ct));
+  ct[HTTPS_CONTENT_TYPE_MAX] = 'a';
+  ct[HTTPS_CONTENT_TYPE_MAX + 1] = '\0';
+  assert_false(https__media_type_ok(ct));
 }
 
 /* ---- https_mta_sts_url ---- */
@@ -342,6 +397,32 @@ static void test_fetch_refusals(void **state) {
   /* No callback. */
   req.url = "https://mta-sts.example.org/.well-known/mta-sts.txt";
   assert_int_equal(https_fetch(c, &req, NULL, NULL, NULL), POSTERN_EINVAL);
+  /* POST fields that do not go together. */
+  static const char body[] = "report";
+  req.post_len = 3; /* a length without a body */
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.post_len = 0;
+  req.post_content_type = "application/tlsrpt+json"; /* a type, no body */
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.post_body = body;
+  req.post_len = sizeof body - 1;
+  req.post_content_type = NULL; /* a body, no type */
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.post_content_type = "application/tlsrpt+json\r\nX-Evil: 1";
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.post_content_type = "application/tlsrpt+json";
+  req.require_text_plain = true; /* a GET's check on a POST */
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.require_text_plain = false;
+  req.post_len = HTTPS_BODY_MAX_LIMIT + 1; /* checked before any read */
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.post_len = sizeof body - 1;
+  req.url = "http://mta-sts.example.org/.well-known/mta-sts.txt";
+  assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_EINVAL);
+  req.url = "https://mta-sts.example.org/.well-known/mta-sts.txt";
+  req.post_body = NULL;
+  req.post_len = 0;
+  req.post_content_type = NULL;
   int closed = 0;
   https_client_close(c, closed_cb, &closed);
   assert_int_equal(https_fetch(c, &req, never_cb, NULL, NULL), POSTERN_ESTATE);
@@ -448,6 +529,7 @@ static void test_callback_reuses_its_slot(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_content_type),
+      cmocka_unit_test(test_media_type),
       cmocka_unit_test(test_mta_sts_url),
       cmocka_unit_test(test_mta_sts_url_bounds),
       cmocka_unit_test(test_url_prepare),

@@ -11,7 +11,18 @@ connection refused, proxy variables ignored, http:// and other refused URLs
 (no connection made), no address, IPv6 and address fallback, two fetches in
 parallel on one loop, cancelling a fetch and closing the client with
 fetches pending.
+
+POSTs (TLS reports, RFC 8460 §5.4): 200, 201, 202 and 204 succeed and the
+server got the exact bytes with the given Content-Type and a Content-Length
+(no chunking, no Expect: 100-continue, even for a body over curl's 1 MiB
+threshold for it); an empty body; 500 and 3xx fail with HTTP and a
+redirect's target gets nothing; the answer body is capped; an untrusted or
+wrongly named certificate fails before anything is sent; a slow server hits
+the timeout; a server closing early fails cleanly; bad media types, POST
+fields on a GET and a body over the limit are refused before connecting.
 """
+
+import gzip
 
 import json
 import os
@@ -126,6 +137,7 @@ def tests(tmp, trusted, other):
     try:
         run_cases(peer, peer_wrong, peer_untrusted, peer_silent,
                   refused_port, ca, good, tmp)
+        post_cases(peer_wrong, peer_untrusted, ca, good, tmp)
         for what, p in (("expired certificate", peer_expired),
                         ("self-signed certificate", peer_self)):
             rc, r, _ = one(p.port, ca, "/x", extra=["--text-plain"])
@@ -351,6 +363,187 @@ def run_cases(peer, peer_wrong, peer_untrusted, peer_silent, refused_port,
     check("close right after start: CANCELED, exit 0",
           rc == 0 and lines and lines[0].get("status") == "CANCELED",
           (rc, lines))
+
+
+REPORT_TYPE = "application/tlsrpt+gzip"
+
+
+def post(peer_port, ca, path, body_file, content_type=REPORT_TYPE, extra=(),
+         timeout=None, host=HOST):
+    args = ["--post", body_file]
+    if content_type is not None:
+        args += ["--content-type", content_type]
+    return one(peer_port, ca, path, extra=args + list(extra), timeout=timeout,
+               host=host)
+
+
+def post_cases(peer_wrong, peer_untrusted, ca, good, tmp):
+    # A gzip'd report: binary, with bytes a text path would mangle.
+    report = gzip.compress(json.dumps(
+        {"organization-name": "Postern test", "report-id": "r1"}).encode() +
+        b"\x00\r\n\xff", mtime=0)
+    report_file = os.path.join(tmp, "report.json.gz")
+    with open(report_file, "wb") as f:
+        f.write(report)
+    empty_file = os.path.join(tmp, "empty")
+    open(empty_file, "wb").close()
+    # Over curl's threshold (1 MiB) for asking "Expect: 100-continue".
+    big = os.urandom(2 << 20)
+    big_file = os.path.join(tmp, "big")
+    with open(big_file, "wb") as f:
+        f.write(big)
+
+    routes = {
+        "/ok": {"status": 200, "body": "thanks"},
+        "/created": {"status": 201, "body": "created"},
+        "/accepted": {"status": 202, "content_type": None, "body": ""},
+        "/nocontent": {"status": 204, "content_type": None, "body": ""},
+        "/error": {"status": 500, "body": "oops"},
+        "/found": {"status": 302, "location": "/target"},
+        "/temporary": {"status": 307},
+        "/permanent": {"status": 308},
+        "/target": {"status": 200, "body": "should not be reached"},
+        "/bigreply": {"status": 200, "body_size": 70000},
+        "/slow": {"status": 200, "delay": 5, "body": "late"},
+        "/hang": {"hang": True},
+        "/nothing": {"raw": ""},
+        "/close-early": {"close_early": True},
+    }
+    peer = httpspeer.start({"routes": routes}, *good)
+    P = peer.port
+    # Absolute redirects to the same server, so that following one would
+    # show up as a request for /target.
+    for r in ("/temporary", "/permanent"):
+        routes[r]["location"] = "https://%s:%d/target" % (HOST, P)
+    try:
+        post_cases_on(peer, peer_wrong, peer_untrusted, ca, tmp, report,
+                      report_file, empty_file, big, big_file)
+    finally:
+        peer.stop()
+
+
+def post_cases_on(peer, peer_wrong, peer_untrusted, ca, tmp, report,
+                  report_file, empty_file, big, big_file):
+    P = peer.port
+
+    # --- Success: any 2xx, the exact bytes and type arrived.
+    for path, code, body in (("/ok", 200, "thanks"),
+                             ("/created", 201, "created"),
+                             ("/accepted", 202, ""),
+                             ("/nocontent", 204, "")):
+        n = len(peer.posts())
+        rc, r, _ = post(P, ca, path, report_file)
+        check("POST %d: OK" % code, r.get("status") == "OK" and
+              r.get("code") == code and r.get("error") == "", r)
+        check("POST %d: answer body given" % code,
+              r.get("body") == body and r.get("body_len") == len(body), r)
+        got = peer.posts()[n:]
+        g = got[0] if len(got) == 1 else {}
+        check("POST %d: server got one POST to %s" % (code, path),
+              len(got) == 1 and g.get("path") == path and
+              g.get("host") == "%s:%d" % (HOST, P), got)
+        check("POST %d: exact bytes, complete" % code,
+              g.get("body") == report and g.get("complete") is True,
+              (len(g.get("body") or b""), len(report)))
+        check("POST %d: Content-Type as given" % code,
+              g.get("content_type") == REPORT_TYPE, g.get("content_type"))
+        check("POST %d: Content-Length, not chunked" % code,
+              g.get("content_length") == len(report) and
+              g.get("transfer_encoding") is None, g)
+    check("POST result carries the URL and address",
+          r.get("url") == "https://%s:%d/nocontent" % (HOST, P) and
+          r.get("ip") == "127.0.0.1", r)
+
+    n = len(peer.posts())
+    rc, r, _ = post(P, ca, "/ok", empty_file,
+                    content_type="application/tlsrpt+json")
+    g = (peer.posts()[n:] or [{}])[0]
+    check("empty POST body: OK, Content-Length 0",
+          r.get("status") == "OK" and g.get("body") == b"" and
+          g.get("content_length") == 0 and
+          g.get("content_type") == "application/tlsrpt+json", (r, g))
+
+    n = len(peer.posts())
+    rc, r, _ = post(P, ca, "/ok", big_file, timeout=20000)
+    g = (peer.posts()[n:] or [{}])[0]
+    check("2 MiB POST: OK, all bytes", r.get("status") == "OK" and
+          g.get("body") == big and g.get("content_length") == len(big),
+          (r.get("status"), len(g.get("body") or b"")))
+    check("2 MiB POST: no Expect: 100-continue", "expect" in g and
+          g.get("expect") is None, g.get("expect"))
+
+    # --- Failures by status; redirects are never followed.
+    rc, r, _ = post(P, ca, "/error", report_file)
+    check("POST 500: HTTP error with code 500",
+          r.get("status") == "HTTP" and r.get("code") == 500, r)
+    for path, code in (("/found", 302), ("/temporary", 307),
+                       ("/permanent", 308)):
+        n = len(peer.requests())
+        rc, r, _ = post(P, ca, path, report_file)
+        check("POST %d: HTTP error with code %d" % (code, code),
+              r.get("status") == "HTTP" and r.get("code") == code, r)
+        later = peer.requests()[n:]
+        check("POST %d: not followed, the target got nothing" % code,
+              [q["path"] for q in later] == [path], later)
+    rc, r, _ = post(P, ca, "/bigreply", report_file)
+    check("POST answered with 70000 bytes: TOOBIG",
+          r.get("status") == "TOOBIG", r.get("status"))
+
+    # --- Certificates: nothing is sent before the peer is verified.
+    for what, p in (("untrusted CA", peer_untrusted),
+                    ("wrong host name", peer_wrong)):
+        conns, n = p.connections(), len(p.requests())
+        rc, r, _ = post(p.port, ca, "/ok", report_file)
+        check("POST, %s: TLS_VERIFY" % what,
+              r.get("status") == "TLS_VERIFY", r)
+        # curl (GnuTLS) completes the handshake, checks the certificate,
+        # and closes: the server sees a connection and never a request.
+        check("POST, %s: connected, but no request and no body" % what,
+              p.connections() > conns and p.requests()[n:] == [] and
+              p.posts() == [], p.requests()[n:])
+
+    # --- Slow and broken servers.
+    rc, r, _ = post(P, ca, "/slow", report_file, timeout=700)
+    check("POST to a slow server: TIMEOUT", r.get("status") == "TIMEOUT", r)
+    rc, r, _ = post(P, ca, "/hang", report_file, timeout=700)
+    check("POST to a server that never answers: TIMEOUT",
+          r.get("status") == "TIMEOUT", r)
+    rc, r, _ = post(P, ca, "/nothing", report_file)
+    check("POST read, then closed without an answer: CLOSED",
+          r.get("status") == "CLOSED" and r.get("code") == 0, r)
+    n = len(peer.posts())
+    rc, r, _ = post(P, ca, "/close-early", big_file, timeout=20000)
+    check("POST cut off by the server mid-body: fails with IO or CLOSED",
+          r.get("status") in ("IO", "CLOSED") and r.get("code") == 0, r)
+    got = peer.posts()[n:]
+    check("close-early: the server read no body",
+          len(got) == 1 and got[0].get("body") is None, got)
+
+    # --- Refused before any connection.
+    n_conn = peer.connections()
+    for what, args in (
+            ("CR LF in the Content-Type",
+             ["--post", report_file, "--content-type",
+              REPORT_TYPE + "\r\nX-Evil: 1"]),
+            ("Content-Type not a media type",
+             ["--post", report_file, "--content-type", "tlsrpt"]),
+            ("POST without a Content-Type", ["--post", report_file]),
+            ("Content-Type on a GET", ["--content-type", REPORT_TYPE]),
+            ("text/plain check on a POST",
+             ["--post", report_file, "--content-type", REPORT_TYPE,
+              "--text-plain"])):
+        rc, r, _ = one(P, ca, "/ok", extra=args)
+        check("%s: refused at start (INVAL)" % what,
+              r.get("start") == "INVAL", r)
+    over = os.path.join(tmp, "over")
+    with open(over, "wb") as f:
+        f.truncate((16 << 20) + 1)
+    rc, r, _ = post(P, ca, "/ok", over)
+    check("POST body of 16 MiB + 1: refused at start (INVAL)",
+          r.get("start") == "INVAL", r)
+    check("refused POSTs made no connection", peer.connections() == n_conn,
+          "%d new" % (peer.connections() - n_conn))
+    os.unlink(over)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 It listens on 127.0.0.1 or another loopback address, ::1 included (port 0
 by default) and answers each path from a
 config: status, content type, body, delay, redirect, or no answer at all.
-Used for MTA-STS policy fetches (net/https) and their end-to-end tests.
+Used for MTA-STS policy fetches (GET) and TLS report submissions (POST,
+RFC 8460 §5.4) by net/https, and their end-to-end tests.
 
 Use from a test (in-process; threads, stopped on exit):
 
@@ -15,6 +16,13 @@ Use from a test (in-process; threads, stopped on exit):
         # trust ca.ca_file on the client side
         ... fetch https://mta-sts.example.org:<p.port>/... at 127.0.0.1 ...
         p.requests()     # [{"path": ..., "host": ..., "method": "GET"}, ...]
+        p.posts()        # the POSTs only, each also with what was sent:
+                         # {"method": "POST", "path", "host",
+                         #  "content_type", "content_length" (the header,
+                         #  an int or None), "transfer_encoding", "expect"
+                         #  (headers or None), "body" (bytes; None when the
+                         #  route closed before reading it), "complete"
+                         #  (the whole announced body arrived)}
         p.connections()  # TCP connections accepted so far
         p.handshake_errors()  # TLS handshakes that failed (client refused)
 
@@ -44,6 +52,8 @@ Config (JSON, or a dict for start()):
           "delay": 0.0,                  # seconds before answering
           "hang": false,                 # read the request, never answer
           "raw": "garbage\\r\\n",          # send this instead of HTTP, close
+          "close_early": false,          # POST: close after the headers,
+                                         # without reading the body
           "location": "https://...",     # Location header (for 3xx)
           "wait_for": 2,                 # answer once 2 requests for this
                                          # path are in (503 after 10 s)
@@ -53,6 +63,10 @@ Config (JSON, or a dict for start()):
       "default": {"status": 404, "body": "not found\\n"},  # other paths
       "handshake": true                  # false: accept TCP, never TLS
     }
+
+A route answers GET and POST alike; a POST's body (Content-Length or
+chunked, at most POST_MAX bytes) is read and recorded before the route's
+answer (status, delay, hang, raw...) is given.
 """
 
 import argparse
@@ -67,6 +81,9 @@ import sys
 import tempfile
 import threading
 import time
+
+# Largest POST body read (a TLS report is at most a few MiB compressed).
+POST_MAX = 64 << 20
 
 # ---- Server ---------------------------------------------------------------
 
@@ -100,16 +117,74 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (OSError, ssl.SSLError):
             return False
 
+    def _read_body(self):
+        """Reads a POST body: (bytes, complete). Chunked when the client says
+        so, else Content-Length bytes (none without one)."""
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            parts, total = [], 0
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    return b"".join(parts), False
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n",
+                                                            b""):
+                        pass
+                    return b"".join(parts), True
+                total += size
+                if total > POST_MAX:
+                    return b"".join(parts), False
+                part = self.rfile.read(size)
+                parts.append(part)
+                if len(part) < size:
+                    return b"".join(parts), False
+                self.rfile.readline(1024)
+        try:
+            n = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return b"", False
+        if n < 0 or n > POST_MAX:
+            return b"", False
+        body = self.rfile.read(n) if n else b""
+        return body, len(body) == n
+
     def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def _serve(self, method):
         peer = self.server.peer
         path = self.path.split("?", 1)[0]
         route = peer.routes.get(path, peer.default)
+        rec = {"path": self.path, "method": method,
+               "host": self.headers.get("Host")}
+        if method == "POST":
+            cl = self.headers.get("Content-Length")
+            rec.update({
+                "content_type": self.headers.get("Content-Type"),
+                "content_length": int(cl) if cl and cl.isdigit() else None,
+                "transfer_encoding": self.headers.get("Transfer-Encoding"),
+                "expect": self.headers.get("Expect"),
+                "body": None, "complete": False})
+            if not route.get("close_early"):
+                try:
+                    rec["body"], rec["complete"] = self._read_body()
+                except (OSError, ssl.SSLError):
+                    pass
         with peer.lock:
-            peer._requests.append({"path": self.path, "method": "GET",
-                                   "host": self.headers.get("Host")})
+            peer._requests.append(rec)
             peer._per_path[path] = peer._per_path.get(path, 0) + 1
             peer.cond.notify_all()
         self.close_connection = True
+        if route.get("close_early"):
+            # The body is left unread in the socket: closing now resets the
+            # connection under a client still sending.
+            return
         if route.get("hang"):
             peer.stopping.wait()
             return
@@ -216,6 +291,10 @@ class Peer:
     def requests(self):
         with self.lock:
             return list(self._requests)
+
+    def posts(self):
+        with self.lock:
+            return [r for r in self._requests if r["method"] == "POST"]
 
     def connections(self):
         with self.lock:
