@@ -44,64 +44,50 @@ static bool equals(const char *s, size_t n, const char *lit) {
 
 /* ---- TXT record (RFC 8461 §3.1) ---------------------------------------- */
 
-/* The record's grammar is the one RFC 8460 §3 took over for `_smtp._tls`
- * (policy/txt_record.h); only the `id` field is ours. */
-static int txt_record_parse(const char *s, size_t n,
-                            struct policy_mtasts_txt *out) {
-  bool have_id = false;
-  size_t i = 7; /* after "v=STSv1" */
-  for (;;) {
-    const char *name;
-    size_t name_len, value_len;
-    int rc = policy__txt_next_field(s, n, &i, &name, &name_len);
-    if (rc == 0)
-      break;
-    if (rc < 0)
-      return rc;
-    size_t value = i;
-    if (policy__txt_ext_value(s, n, &i, &value_len) != 0)
+struct sts_fields {
+  struct policy_mtasts_txt *out;
+  bool have_id;
+};
+
+/* One field of the record; its grammar is the one RFC 8460 §3 took over
+ * for `_smtp._tls` (policy/txt_record.h), only the `id` field is ours. */
+static int sts_field(void *ctx, const char *name, size_t name_len,
+                     const char *s, size_t n, size_t *i) {
+  struct sts_fields *st = ctx;
+  size_t value = *i, value_len;
+  if (policy__txt_ext_value(s, n, i, &value_len) != 0)
+    return POSTERN_EPROTO;
+  if (equals(name, name_len, "id")) {
+    /* sts-id = %s"id=" 1*32(ALPHA / DIGIT); a second id is ambiguous. */
+    if (st->have_id || value_len > POLICY_MTASTS_ID_MAX)
       return POSTERN_EPROTO;
-    if (equals(name, name_len, "id")) {
-      /* sts-id = %s"id=" 1*32(ALPHA / DIGIT); a second id is ambiguous. */
-      if (have_id || value_len > POLICY_MTASTS_ID_MAX)
+    for (size_t k = 0; k < value_len; k++)
+      if (!is_alnum(s[value + k]))
         return POSTERN_EPROTO;
-      for (size_t k = 0; k < value_len; k++)
-        if (!is_alnum(s[value + k]))
-          return POSTERN_EPROTO;
-      memcpy(out->id, s + value, value_len);
-      out->id[value_len] = '\0';
-      have_id = true;
-    }
-    /* Other fields are extensions: tolerated and ignored. */
+    memcpy(st->out->id, s + value, value_len);
+    st->out->id[value_len] = '\0';
+    st->have_id = true;
   }
-  return have_id ? 0 : POSTERN_EPROTO;
+  /* Other fields are extensions: tolerated and ignored. */
+  return 0;
 }
 
 int policy_mtasts_txt_parse(const struct policy_txt *recs, size_t nrecs,
                             struct policy_mtasts_txt *out) {
-  if (out == NULL || (recs == NULL && nrecs > 0))
+  if (out == NULL)
     return POSTERN_EINVAL;
-  const struct policy_txt *sts = NULL;
-  size_t found = 0;
-  for (size_t r = 0; r < nrecs; r++) {
-    if (recs[r].data == NULL) {
-      if (recs[r].len > 0)
-        return POSTERN_EINVAL;
-      continue;
-    }
-    /* RFC 8461 §3.1 discards records not beginning with "v=STSv1;". */
-    if (policy__txt_is_version(recs[r].data, recs[r].len, "v=STSv1")) {
-      found++;
-      sts = &recs[r];
-    }
-  }
-  if (found == 0)
-    return POSTERN_ENOENT;
-  /* RFC 8461 §3.1: anything but exactly one STS record is no usable one. */
-  if (found > 1)
-    return POSTERN_EPROTO;
+  /* RFC 8461 §3.1: records not beginning with "v=STSv1;" are discarded,
+   * and anything but exactly one STS record is no usable one. */
+  const struct policy_txt *sts;
+  int rc = policy__txt_select(recs, nrecs, "v=STSv1", &sts);
+  if (rc != 0)
+    return rc;
   struct policy_mtasts_txt tmp;
-  int rc = txt_record_parse(sts->data, sts->len, &tmp);
+  struct sts_fields st = {&tmp, false};
+  rc = policy__txt_fields(sts->data, sts->len, 7 /* after "v=STSv1" */,
+                          sts_field, &st);
+  if (rc == 0 && !st.have_id)
+    rc = POSTERN_EPROTO;
   if (rc == 0)
     *out = tmp;
   return rc;

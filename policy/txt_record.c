@@ -25,14 +25,35 @@ bool policy__txt_name_ok(const char *s, size_t n) {
   return true;
 }
 
-bool policy__txt_is_version(const char *s, size_t n, const char *v) {
+static bool is_version(const char *s, size_t n, const char *v) {
   size_t k = strlen(v);
   return n >= k && memcmp(s, v, k) == 0 &&
          (n == k || s[k] == ';' || policy__txt_is_wsp(s[k]));
 }
 
-int policy__txt_next_field(const char *s, size_t n, size_t *i,
-                           const char **name, size_t *name_len) {
+int policy__txt_select(const struct policy_txt *recs, size_t nrecs,
+                       const char *version, const struct policy_txt **rec) {
+  if (recs == NULL && nrecs > 0)
+    return POSTERN_EINVAL;
+  size_t found = 0;
+  for (size_t r = 0; r < nrecs; r++) {
+    if (recs[r].data == NULL) {
+      if (recs[r].len > 0)
+        return POSTERN_EINVAL;
+      continue;
+    }
+    if (is_version(recs[r].data, recs[r].len, version)) {
+      found++;
+      *rec = &recs[r];
+    }
+  }
+  return found == 1 ? 0 : found == 0 ? POSTERN_ENOENT : POSTERN_EPROTO;
+}
+
+/* Steps from *i over the delimiter to the next field's name and its "=":
+ * 1 with *i after the "=", 0 at the end of the record, or EPROTO. */
+static int next_field(const char *s, size_t n, size_t *i, const char **name,
+                      size_t *name_len) {
   size_t k = *i;
   /* field-delim = *WSP ";" *WSP; a trailing delimiter (and, leniently,
    * trailing blanks) may end the record. */
@@ -56,6 +77,23 @@ int policy__txt_next_field(const char *s, size_t n, size_t *i,
   *name_len = k - start;
   *i = k + 1;
   return 1;
+}
+
+int policy__txt_fields(const char *s, size_t n, size_t start,
+                       policy__txt_field_fn *field, void *ctx) {
+  size_t i = start;
+  for (;;) {
+    const char *name;
+    size_t name_len;
+    int rc = next_field(s, n, &i, &name, &name_len);
+    if (rc <= 0)
+      return rc;
+    if (field(ctx, name, name_len, s, n, &i) != 0)
+      return POSTERN_EPROTO;
+    /* The next byte must end the field: a blank, ';' or the end. */
+    if (i < n && s[i] != ';' && !policy__txt_is_wsp(s[i]))
+      return POSTERN_EPROTO;
+  }
 }
 
 /* ext-value = 1*(%x21-3A / %x3C / %x3E-7E): no ';', '=', blanks, CTLs. */

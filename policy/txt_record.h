@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "policy/chain.h"
+
 /* WSP (RFC 5234): a space or a tab. */
 static inline bool policy__txt_is_wsp(char c) {
   return c == ' ' || c == '\t';
@@ -26,23 +28,37 @@ static inline bool policy__txt_is_wsp(char c) {
 bool policy__txt_name_ok(const char *s, size_t n);
 
 /*
- * Whether the record s[0..n) starts with the version `v` (e.g. "v=STSv1")
- * followed by ';', a blank or the end: the records a parser counts as its
- * own. Both RFCs discard records not beginning with the version and ";";
- * the blank and the end are counted too, so that a malformed record of the
- * right version is reported as malformed rather than as absent.
+ * Picks the record of `version` (e.g. "v=STSv1") among the TXT records
+ * found at one name: those not starting with it followed by ';', a blank
+ * or the end are ignored. Both RFCs discard records not beginning with the
+ * version and ";"; the blank and the end are counted too, so that a
+ * malformed record of the right version is reported as malformed rather
+ * than as absent. Returns 0 with *rec pointing into recs; POSTERN_ENOENT
+ * when none is left; POSTERN_EPROTO when two or more are (both RFCs: then
+ * the domain has no usable record); POSTERN_EINVAL when recs is NULL but
+ * nrecs is not 0, or a record has data NULL and len > 0 (NULL and 0 is an
+ * empty record).
  */
-bool policy__txt_is_version(const char *s, size_t n, const char *v);
+int policy__txt_select(const struct policy_txt *recs, size_t nrecs,
+                       const char *version, const struct policy_txt **rec);
 
 /*
- * Steps from *i (just after the version, or just after a field's value)
- * over the delimiter to the next field's name and its "=". Returns 1 with
- * *name, *name_len set and *i just after the "="; 0 when the record ends
- * instead (blanks, an optional trailing ";", blanks); POSTERN_EPROTO when
- * what follows is neither (no ";", an empty field, a bad name, no "=").
+ * What a parser does with one field: the field `name` (name_len bytes) has
+ * its value at s[*i..n); read it, leave *i just after it and return 0, or
+ * return POSTERN_EPROTO.
  */
-int policy__txt_next_field(const char *s, size_t n, size_t *i,
-                           const char **name, size_t *name_len);
+typedef int policy__txt_field_fn(void *ctx, const char *name, size_t name_len,
+                                 const char *s, size_t n, size_t *i);
+
+/*
+ * Walks the fields of the record s[0..n) from `start` (just after the
+ * version), calling `field` for each. Returns 0 at the end of the record
+ * (blanks, an optional trailing ";", blanks), or POSTERN_EPROTO when the
+ * text breaks the grammar (no ";", an empty field, a bad name, no "=", a
+ * value not followed by ';', a blank or the end) or `field` refuses.
+ */
+int policy__txt_fields(const char *s, size_t n, size_t start,
+                       policy__txt_field_fn *field, void *ctx);
 
 /*
  * Reads an extension value at *i. Returns 0 with *len its length and *i
