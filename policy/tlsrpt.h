@@ -72,4 +72,76 @@ const char *policy_tlsrpt_policy_name(enum policy_tlsrpt_policy_type t);
 /* The inverse; -1 when `s` names no policy type. */
 int policy_tlsrpt_policy_parse(const char *s);
 
+/* ---- The `_smtp._tls.<domain>` TXT record (RFC 8460 §3) ---------------- */
+
+/*
+ * Reporting URIs kept from one record. RFC 8460 §3 sets no limit and a
+ * syntactically valid record must be accepted, so a record with more URIs
+ * is not an error: the first POLICY_TLSRPT_RUA_MAX usable ones are kept
+ * and the rest are counted in `nskipped` - as DMARC (RFC 7489 §6.2) lets a
+ * reporter limit the URIs it sends to. Refusing the record would cost the
+ * domain all its reports; sending to every URI would let one hostile record
+ * multiply our outbound mail and requests.
+ */
+#define POLICY_TLSRPT_RUA_MAX 8
+/* Longest URI kept, with its NUL. A longer one is skipped (counted in
+ * `nskipped`), for the same reason. */
+#define POLICY_TLSRPT_URI_MAX 512
+
+enum policy_tlsrpt_uri_kind {
+  POLICY_TLSRPT_URI_MAILTO,
+  POLICY_TLSRPT_URI_HTTPS,
+};
+
+struct policy_tlsrpt_uri {
+  enum policy_tlsrpt_uri_kind kind;
+  /* The URI as published (NUL-terminated). For logs: escape before
+   * printing like any remote text (it holds no control characters). */
+  char uri[POLICY_TLSRPT_URI_MAX];
+  /* Where to send, NUL-terminated and normalised:
+   *  - mailto: the one addr-spec, percent-decoded, the domain lower-cased,
+   *    without the URI's ?hfields: a dot-atom local part (at most 64
+   *    bytes) "@" an ASCII host name with at least one dot;
+   *  - https: "https://" host [":" port] path ["?" query], scheme and host
+   *    lower-cased, "/" for an empty path; never user info, an IP literal,
+   *    a fragment, or a control character (even percent-encoded). */
+  char target[POLICY_TLSRPT_URI_MAX];
+};
+
+struct policy_tlsrpt_record {
+  size_t nrua; /* 1..POLICY_TLSRPT_RUA_MAX after a successful parse */
+  /* URIs published but not kept: another scheme than mailto: or https:
+   * (§3: those two are the ones defined), a target refused above, a
+   * duplicate of a kept target, too long, or past POLICY_TLSRPT_RUA_MAX. */
+  size_t nskipped;
+  struct policy_tlsrpt_uri rua[POLICY_TLSRPT_RUA_MAX]; /* in record order */
+};
+
+/*
+ * Evaluates the TXT records found at `_smtp._tls.<policy domain>` (RFC
+ * 8460 §3), each with its strings concatenated without spaces (§3). Records
+ * that do not start with "v=TLSRPTv1" followed by ';', a blank or the end
+ * are ignored (§3 discards those not beginning with "v=TLSRPTv1;"; the
+ * blank and the end are counted too so that a malformed TLSRPT record is
+ * reported as malformed rather than as absent). Exactly one must remain,
+ * and it must follow the §3 grammar: the version first; fields separated
+ * by `;` with optional blanks around; an optional trailing `;`; exactly one
+ * `rua=` holding one or more URIs separated by `,` with optional blanks
+ * around; extension fields `name=value` with §3's character sets,
+ * tolerated and ignored. Each URI must be an RFC 3986 URI in which `,`,
+ * `!` and `;` are percent-encoded (§3): a scheme, then only URI
+ * characters, every '%' followed by two hex digits.
+ *
+ * Returns 0 and fills *out; POSTERN_ENOENT when no record is a TLSRPT
+ * record; POSTERN_EPROTO when two or more are, when the one record is
+ * malformed, or when none of its URIs is kept (see `nskipped`) - in every
+ * EPROTO case §3 says the domain is to be taken as not implementing
+ * TLSRPT: send no report; POSTERN_EINVAL for NULL arguments (a record with
+ * data NULL and len 0 is an empty record). *out is written only on 0.
+ * out->rua holds copies: nothing points into `recs`, which is borrowed for
+ * the call and need not be NUL-terminated.
+ */
+int policy_tlsrpt_txt_parse(const struct policy_txt *recs, size_t nrecs,
+                            struct policy_tlsrpt_record *out);
+
 #endif
