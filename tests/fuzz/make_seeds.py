@@ -429,6 +429,41 @@ def dsn_seeds():
     put("dsn", "empty-sender", dsn_input(0, [bounce], msg, sender=""))
 
 
+# ---- tlsrpt_txt -------------------------------------------------------------
+
+def tlsrpt_input(records):
+    """fuzz_tlsrpt_txt.c's layout: a count, then two-byte lengths."""
+    out = bytes([len(records) - 1])
+    for r in records:
+        if r is None:
+            out += b"\xff\xff"
+        else:
+            b = r.encode()
+            out += struct.pack(">H", len(b)) + b
+    return out
+
+
+def tlsrpt_seeds():
+    reset("tlsrpt_txt")
+    txts = {
+        "rfc8460-mailto": ["v=TLSRPTv1;rua=mailto:reports@example.com"],
+        "rfc8460-https": ["v=TLSRPTv1; rua=https://reporting.example.com/v1/tlsrpt"],
+        "several": ["v=spf1 -all",
+                    "v=TLSRPTv1; rua=mailto:a@example.com?subject=x , "
+                    "HTTPS://R.Example.com:8443/p?q=%2C,ftp://x.example/;ext=1;"],
+        "encoded": ["v=TLSRPTv1; rua=mailto:tls%2Brpt@example.com,"
+                    "mailto:a@example.com%2Cb@example.com,https://u@h.example/x"],
+        "two": ["v=TLSRPTv1; rua=mailto:a@example.com",
+                "v=TLSRPTv1; rua=mailto:b@example.com", None],
+        "many": ["v=TLSRPTv1; rua=" + ",".join(
+            f"mailto:r{i}@example.com" for i in range(10))],
+        "long": ["v=TLSRPTv1; rua=https://r.example.com/" + "p" * 500 +
+                 ",mailto:x@example.org"],
+    }
+    for name, recs in txts.items():
+        put("tlsrpt_txt", name, tlsrpt_input(recs))
+
+
 def main():
     if not shutil.which("openssl"):
         sys.exit("make_seeds.py: openssl is needed")
@@ -437,6 +472,7 @@ def main():
     smtp_reply_seeds()
     dns_seeds()
     mtasts_seeds()
+    tlsrpt_seeds()
     dane_seeds()
     dsn_seeds()
     for t in sorted(os.listdir(CORPUS)):
