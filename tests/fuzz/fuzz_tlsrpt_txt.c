@@ -69,16 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *copies[MAX_RECS];
   size_t nfound = 0, found = 0;
   for (size_t i = 0; i < nrecs; i++) {
-    uint16_t l = fuzz_u16(&in);
-    size_t got = 0;
-    const uint8_t *p = l == 0xffff ? NULL : fuzz_bytes(&in, l, &got);
-    /* Each record in its own allocation, not NUL-terminated, so reading
-     * past `len` is caught. */
-    copies[i] = p ? malloc(got ? got : 1) : NULL;
-    if (p && got)
-      memcpy(copies[i], p, got);
+    copies[i] = fuzz_txt_record(&in, true, &recs[i].len);
     recs[i].data = copies[i];
-    recs[i].len = p ? got : 0;
     if (is_tlsrpt(&recs[i])) {
       nfound++;
       found = i;

@@ -252,14 +252,17 @@ def dns_seeds():
 
 # ---- MTA-STS --------------------------------------------------------------
 
-def txt_input(records):
+def txt_input(records, wide=False):
+    """TXT records in the layout of fuzz_mtasts_txt.c (one-byte lengths,
+    255: NULL) or, wide, of fuzz_tlsrpt_txt.c (two-byte lengths, 0xffff:
+    NULL)."""
     out = bytes([len(records) - 1])
     for r in records:
         if r is None:
-            out += b"\xff"
+            out += b"\xff\xff" if wide else b"\xff"
         else:
             b = r.encode()
-            out += bytes([len(b)]) + b
+            out += (struct.pack(">H", len(b)) if wide else bytes([len(b)])) + b
     return out
 
 
@@ -431,18 +434,6 @@ def dsn_seeds():
 
 # ---- tlsrpt_txt -------------------------------------------------------------
 
-def tlsrpt_input(records):
-    """fuzz_tlsrpt_txt.c's layout: a count, then two-byte lengths."""
-    out = bytes([len(records) - 1])
-    for r in records:
-        if r is None:
-            out += b"\xff\xff"
-        else:
-            b = r.encode()
-            out += struct.pack(">H", len(b)) + b
-    return out
-
-
 def tlsrpt_seeds():
     reset("tlsrpt_txt")
     txts = {
@@ -461,7 +452,7 @@ def tlsrpt_seeds():
                  ",mailto:x@example.org"],
     }
     for name, recs in txts.items():
-        put("tlsrpt_txt", name, tlsrpt_input(recs))
+        put("tlsrpt_txt", name, txt_input(recs, wide=True))
 
 
 def main():
