@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "policy/internal.h"
+#include "policy/txt_record.h"
 #include "base/postern_domain.h"
 #include "base/postern_err.h"
 
@@ -31,10 +32,6 @@ const char *policy_mtasts_mode_name(enum policy_mtasts_mode mode) {
   return mode_names[mode];
 }
 
-static bool is_wsp(char c) {
-  return c == ' ' || c == '\t';
-}
-
 static bool is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
          (c >= '0' && c <= '9');
@@ -45,112 +42,52 @@ static bool equals(const char *s, size_t n, const char *lit) {
   return strlen(lit) == n && memcmp(s, lit, n) == 0;
 }
 
-/*
- * Field and extension names, the same shape in the TXT record and the body
- * (RFC 8461 §3.1 sts-ext-name, §3.2 sts-policy-ext-name):
- * (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".").
- */
-static bool ext_name_valid(const char *s, size_t n) {
-  if (n == 0 || n > 32 || !is_alnum(s[0]))
-    return false;
-  for (size_t i = 1; i < n; i++)
-    if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '-' && s[i] != '.')
-      return false;
-  return true;
-}
-
 /* ---- TXT record (RFC 8461 §3.1) ---------------------------------------- */
 
-/*
- * RFC 8461 §3.1 discards records not beginning with "v=STSv1;". We also
- * count "v=STSv1" followed by blanks or nothing, so that a malformed STS
- * record is reported as invalid rather than silently read as "no policy".
- */
-static bool is_sts_record(const char *s, size_t n) {
-  return n >= 7 && memcmp(s, "v=STSv1", 7) == 0 &&
-         (n == 7 || s[7] == ';' || is_wsp(s[7]));
-}
+struct sts_fields {
+  struct policy_mtasts_txt *out;
+  bool have_id;
+};
 
-/* sts-ext-value = 1*(%x21-3A / %x3C / %x3E-7E): no ';', '=', blanks, CTLs. */
-static bool txt_value_char(char c) {
-  unsigned char u = (unsigned char)c;
-  return u >= 0x21 && u <= 0x7e && c != ';' && c != '=';
-}
-
-static int txt_record_parse(const char *s, size_t n,
-                            struct policy_mtasts_txt *out) {
-  bool have_id = false;
-  size_t i = 7; /* after "v=STSv1" */
-  for (;;) {
-    /* sts-field-delim = *WSP ";" *WSP; a trailing delimiter (and, leniently,
-     * trailing blanks) may end the record. */
-    while (i < n && is_wsp(s[i]))
-      i++;
-    if (i == n)
-      break;
-    if (s[i] != ';')
+/* One field of the record; its grammar is the one RFC 8460 §3 took over
+ * for `_smtp._tls` (policy/txt_record.h), only the `id` field is ours. */
+static int sts_field(void *ctx, const char *name, size_t name_len,
+                     const char *s, size_t n, size_t *i) {
+  struct sts_fields *st = ctx;
+  size_t value = *i, value_len;
+  if (policy__txt_ext_value(s, n, i, &value_len) != 0)
+    return POSTERN_EPROTO;
+  if (equals(name, name_len, "id")) {
+    /* sts-id = %s"id=" 1*32(ALPHA / DIGIT); a second id is ambiguous. */
+    if (st->have_id || value_len > POLICY_MTASTS_ID_MAX)
       return POSTERN_EPROTO;
-    i++;
-    while (i < n && is_wsp(s[i]))
-      i++;
-    if (i == n)
-      break;
-    size_t name = i;
-    while (i < n && s[i] != '=' && s[i] != ';' && !is_wsp(s[i]))
-      i++;
-    size_t name_len = i - name;
-    if (!ext_name_valid(s + name, name_len) || i == n || s[i] != '=')
-      return POSTERN_EPROTO;
-    i++;
-    size_t value = i;
-    while (i < n && txt_value_char(s[i]))
-      i++;
-    size_t value_len = i - value;
-    if (value_len == 0)
-      return POSTERN_EPROTO;
-    /* The next byte must end the field: a blank, ';' or the end. */
-    if (i < n && s[i] != ';' && !is_wsp(s[i]))
-      return POSTERN_EPROTO;
-    if (equals(s + name, name_len, "id")) {
-      /* sts-id = %s"id=" 1*32(ALPHA / DIGIT); a second id is ambiguous. */
-      if (have_id || value_len > POLICY_MTASTS_ID_MAX)
+    for (size_t k = 0; k < value_len; k++)
+      if (!is_alnum(s[value + k]))
         return POSTERN_EPROTO;
-      for (size_t k = 0; k < value_len; k++)
-        if (!is_alnum(s[value + k]))
-          return POSTERN_EPROTO;
-      memcpy(out->id, s + value, value_len);
-      out->id[value_len] = '\0';
-      have_id = true;
-    }
-    /* Other fields are extensions: tolerated and ignored. */
+    memcpy(st->out->id, s + value, value_len);
+    st->out->id[value_len] = '\0';
+    st->have_id = true;
   }
-  return have_id ? 0 : POSTERN_EPROTO;
+  /* Other fields are extensions: tolerated and ignored. */
+  return 0;
 }
 
 int policy_mtasts_txt_parse(const struct policy_txt *recs, size_t nrecs,
                             struct policy_mtasts_txt *out) {
-  if (out == NULL || (recs == NULL && nrecs > 0))
+  if (out == NULL)
     return POSTERN_EINVAL;
-  const struct policy_txt *sts = NULL;
-  size_t found = 0;
-  for (size_t r = 0; r < nrecs; r++) {
-    if (recs[r].data == NULL) {
-      if (recs[r].len > 0)
-        return POSTERN_EINVAL;
-      continue;
-    }
-    if (is_sts_record(recs[r].data, recs[r].len)) {
-      found++;
-      sts = &recs[r];
-    }
-  }
-  if (found == 0)
-    return POSTERN_ENOENT;
-  /* RFC 8461 §3.1: anything but exactly one STS record is no usable one. */
-  if (found > 1)
-    return POSTERN_EPROTO;
+  /* RFC 8461 §3.1: records not beginning with "v=STSv1;" are discarded,
+   * and anything but exactly one STS record is no usable one. */
+  const struct policy_txt *sts;
+  int rc = policy__txt_select(recs, nrecs, "v=STSv1", &sts);
+  if (rc != 0)
+    return rc;
   struct policy_mtasts_txt tmp;
-  int rc = txt_record_parse(sts->data, sts->len, &tmp);
+  struct sts_fields st = {&tmp, false};
+  rc = policy__txt_fields(sts->data, sts->len, 7 /* after "v=STSv1" */,
+                          sts_field, &st);
+  if (rc == 0 && !st.have_id)
+    rc = POSTERN_EPROTO;
   if (rc == 0)
     *out = tmp;
   return rc;
@@ -208,11 +145,11 @@ static int body_line(struct body_state *st, struct policy_mtasts_policy *p,
                      const char *s, size_t n) {
   if (has_ctl(s, n))
     return POSTERN_EPROTO;
-  while (n > 0 && is_wsp(s[0])) {
+  while (n > 0 && policy__txt_is_wsp(s[0])) {
     s++;
     n--;
   }
-  while (n > 0 && is_wsp(s[n - 1]))
+  while (n > 0 && policy__txt_is_wsp(s[n - 1]))
     n--;
   if (n == 0)
     return 0; /* blank lines are tolerated */
@@ -220,16 +157,16 @@ static int body_line(struct body_state *st, struct policy_mtasts_policy *p,
   if (colon == NULL)
     return POSTERN_EPROTO;
   size_t klen = (size_t)(colon - s);
-  while (klen > 0 && is_wsp(s[klen - 1]))
+  while (klen > 0 && policy__txt_is_wsp(s[klen - 1]))
     klen--;
   const char *v = colon + 1;
   size_t vlen = n - (size_t)(v - s);
-  while (vlen > 0 && is_wsp(v[0])) {
+  while (vlen > 0 && policy__txt_is_wsp(v[0])) {
     v++;
     vlen--;
   }
   /* Every field, known or not, must be `name: non-empty value`. */
-  if (!ext_name_valid(s, klen) || vlen == 0)
+  if (!policy__txt_name_ok(s, klen) || vlen == 0)
     return POSTERN_EPROTO;
 
   /* Fields may come in any order (RFC 8461 §3.2 gives no order, and

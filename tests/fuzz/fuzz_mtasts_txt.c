@@ -38,16 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *copies[MAX_RECS];
   size_t nsts = 0, sts = 0;
   for (size_t i = 0; i < nrecs; i++) {
-    uint8_t l = fuzz_u8(&in);
-    size_t got = 0;
-    const uint8_t *p = l == 255 ? NULL : fuzz_bytes(&in, l, &got);
-    /* Each record in its own allocation, not NUL-terminated, so reading
-     * past `len` is caught. */
-    copies[i] = p ? malloc(got ? got : 1) : NULL;
-    if (p && got)
-      memcpy(copies[i], p, got);
+    copies[i] = fuzz_txt_record(&in, false, &recs[i].len);
     recs[i].data = copies[i];
-    recs[i].len = p ? got : 0;
     if (is_sts(&recs[i])) {
       nsts++;
       sts = i;

@@ -67,6 +67,27 @@ static inline const uint8_t *fuzz_chunk16(struct fuzz_in *in, size_t *got) {
   return fuzz_bytes(in, want, got);
 }
 
+/*
+ * One DNS TXT record for the TXT targets: a length (one byte, or two
+ * big-endian when `wide`), then that many bytes (cut at the input's end),
+ * copied into an allocation of their own and not NUL-terminated, so that
+ * reading past *len is caught. The all-ones length stands for a NULL
+ * record: returns NULL with *len 0. The caller frees the copy.
+ */
+static inline char *fuzz_txt_record(struct fuzz_in *in, bool wide,
+                                    size_t *len) {
+  size_t want = wide ? fuzz_u16(in) : fuzz_u8(in);
+  *len = 0;
+  if (want == (wide ? 0xffffu : 0xffu))
+    return NULL;
+  const uint8_t *p = fuzz_bytes(in, want, len);
+  char *copy = malloc(*len ? *len : 1);
+  if (copy == NULL)
+    abort();
+  memcpy(copy, p, *len);
+  return copy;
+}
+
 /* The bytes up to the next NUL (which is consumed) or the end, as a new
  * NUL-terminated string; the caller frees it. */
 static inline char *fuzz_cstr(struct fuzz_in *in) {

@@ -252,14 +252,17 @@ def dns_seeds():
 
 # ---- MTA-STS --------------------------------------------------------------
 
-def txt_input(records):
+def txt_input(records, wide=False):
+    """TXT records in the layout of fuzz_mtasts_txt.c (one-byte lengths,
+    255: NULL) or, wide, of fuzz_tlsrpt_txt.c (two-byte lengths, 0xffff:
+    NULL)."""
     out = bytes([len(records) - 1])
     for r in records:
         if r is None:
-            out += b"\xff"
+            out += b"\xff\xff" if wide else b"\xff"
         else:
             b = r.encode()
-            out += bytes([len(b)]) + b
+            out += (struct.pack(">H", len(b)) if wide else bytes([len(b)])) + b
     return out
 
 
@@ -429,6 +432,29 @@ def dsn_seeds():
     put("dsn", "empty-sender", dsn_input(0, [bounce], msg, sender=""))
 
 
+# ---- tlsrpt_txt -------------------------------------------------------------
+
+def tlsrpt_seeds():
+    reset("tlsrpt_txt")
+    txts = {
+        "rfc8460-mailto": ["v=TLSRPTv1;rua=mailto:reports@example.com"],
+        "rfc8460-https": ["v=TLSRPTv1; rua=https://reporting.example.com/v1/tlsrpt"],
+        "several": ["v=spf1 -all",
+                    "v=TLSRPTv1; rua=mailto:a@example.com?subject=x , "
+                    "HTTPS://R.Example.com:8443/p?q=%2C,ftp://x.example/;ext=1;"],
+        "encoded": ["v=TLSRPTv1; rua=mailto:tls%2Brpt@example.com,"
+                    "mailto:a@example.com%2Cb@example.com,https://u@h.example/x"],
+        "two": ["v=TLSRPTv1; rua=mailto:a@example.com",
+                "v=TLSRPTv1; rua=mailto:b@example.com", None],
+        "many": ["v=TLSRPTv1; rua=" + ",".join(
+            f"mailto:r{i}@example.com" for i in range(10))],
+        "long": ["v=TLSRPTv1; rua=https://r.example.com/" + "p" * 500 +
+                 ",mailto:x@example.org"],
+    }
+    for name, recs in txts.items():
+        put("tlsrpt_txt", name, txt_input(recs, wide=True))
+
+
 def main():
     if not shutil.which("openssl"):
         sys.exit("make_seeds.py: openssl is needed")
@@ -437,6 +463,7 @@ def main():
     smtp_reply_seeds()
     dns_seeds()
     mtasts_seeds()
+    tlsrpt_seeds()
     dane_seeds()
     dsn_seeds()
     for t in sorted(os.listdir(CORPUS)):
