@@ -143,6 +143,79 @@ static void on_local_committed(void *arg, int status) {
   free(m);
 }
 
+/* A TLS report (tlsrpt_send.c): several recipients, the report flag, the
+ * sender copied. */
+struct report_msg {
+  struct relay *r;
+  struct queue_msg_in in;
+  struct queue_rcpt_in *rcpts;
+  struct iovec iov;
+  char id[QUEUE_ID_LEN + 1];
+  char *body;
+  char *strings; /* sender and recipients, one block */
+};
+
+static void on_report_committed(void *arg, int status) {
+  struct report_msg *m = arg;
+  if (status == 0)
+    engine__sched_notify_new(m->r->sched, m->id);
+  else
+    postern_log(POSTERN_LOG_ERROR, "enqueue_failed", "id", m->id, "error",
+                postern_strerror(status), NULL);
+  free(m->body);
+  free(m->strings);
+  free(m->rcpts);
+  free(m);
+}
+
+int engine__ingress_local_report(struct relay *r, const char *id,
+                                 const char *sender, const char *const *rcpts,
+                                 size_t nrcpts, char *msg, size_t len) {
+  if (nrcpts == 0)
+    return POSTERN_EINVAL;
+  struct report_msg *m = calloc(1, sizeof *m);
+  size_t bytes = strlen(sender) + 1;
+  for (size_t i = 0; i < nrcpts; i++)
+    bytes += strlen(rcpts[i]) + 1;
+  char *s = malloc(bytes);
+  struct queue_rcpt_in *rin = calloc(nrcpts, sizeof *rin);
+  if (m == NULL || s == NULL || rin == NULL) {
+    free(m);
+    free(s);
+    free(rin);
+    return POSTERN_ENOMEM;
+  }
+  m->strings = s;
+  m->rcpts = rin;
+  size_t off = 0;
+  const char *snd = s + off;
+  off += (size_t)sprintf(s + off, "%s", sender) + 1;
+  for (size_t i = 0; i < nrcpts; i++) {
+    rin[i].addr = s + off;
+    off += (size_t)sprintf(s + off, "%s", rcpts[i]) + 1;
+  }
+  m->r = r;
+  snprintf(m->id, sizeof m->id, "%s", id);
+  m->body = msg;
+  m->iov.iov_base = msg;
+  m->iov.iov_len = len;
+  m->in = (struct queue_msg_in){.id = m->id,
+                                .sender = snd,
+                                .rcpts = rin,
+                                .n_rcpts = nrcpts,
+                                .client_addr = "local",
+                                .body = &m->iov,
+                                .body_iovcnt = 1,
+                                .tls_report = true};
+  int rc = queue_msg_submit(r->q, &m->in, on_report_committed, m);
+  if (rc != 0) {
+    free(m->strings);
+    free(m->rcpts);
+    free(m);
+  }
+  return rc;
+}
+
 int engine__ingress_local(struct relay *r, const char *id, const char *sender,
                           const char *rcpt, char *msg, size_t len) {
   struct local_msg *m = calloc(1, sizeof *m);

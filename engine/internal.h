@@ -230,6 +230,14 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
  * takes ownership of `msg` (malloc'd). 0 or a POSTERN_E* code. */
 int engine__ingress_local(struct relay *r, const char *id, const char *sender,
                           const char *rcpt, char *msg, size_t len);
+/* Queues a TLS report the relay made (RFC 8460 §5.3) for nrcpts
+ * recipients, flagged so that it is delivered despite TLS failures and not
+ * counted. sender and rcpts are copied; msg (malloc'd, len bytes) is the
+ * queue's from a 0 return, the caller's otherwise. Returns 0 or
+ * queue_msg_submit's error. */
+int engine__ingress_local_report(struct relay *r, const char *id,
+                                 const char *sender, const char *const *rcpts,
+                                 size_t nrcpts, char *msg, size_t len);
 
 /* ---- delivery on the worker loops (dest.c) ---- */
 

@@ -11,6 +11,7 @@
 #include "engine/internal.h"
 
 #include "engine/metrics.h"
+#include "engine/tlsrpt_send.h"
 #include "net/dns.h"
 #include "net/https.h"
 #include "policy/chain.h"
@@ -56,6 +57,8 @@ void engine__maint_start(struct relay *r, struct worker *w) {
   maint.r = r;
   uv_timer_init(&w->loop, &maint.timer);
   uv_timer_start(&maint.timer, maint_run, MAINT_FIRST_MS, 0);
+  /* TLS reports go out from here too: same loop, resolver and client. */
+  engine__tlsrpt_send_start(r, &w->loop, maint.dns, maint.https);
   maint.on = true;
 }
 
@@ -64,6 +67,7 @@ void engine__maint_stop(void) {
   if (!maint.on)
     return;
   maint.on = false;
+  engine__tlsrpt_send_stop();
   uv_timer_stop(&maint.timer);
   uv_close((uv_handle_t *)&maint.timer, NULL);
   dns_resolver_close(maint.dns, NULL, NULL);

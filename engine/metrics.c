@@ -7,6 +7,7 @@
  * operators on loopback, but input is still bounded and never echoed.
  */
 #include "engine/metrics.h"
+#include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
 #include "base/postern_log.h"
@@ -71,6 +72,25 @@ void metrics_delivery(enum metrics_status st, enum policy_mx_level mx,
 uint64_t metrics_get_delivery(enum metrics_status st, enum policy_mx_level mx,
                               enum policy_tls_level tls) {
   return atomic_load(&deliveries[st][mx][tls]);
+}
+
+static atomic_uint_fast64_t tlsrpt_sessions[POLICY_TLSRPT_RESULT_COUNT];
+static const char *const tlsrpt_report_names[] = {"sent", "failed", "no_record",
+                                                  "invalid_record"};
+#define TLSRPT_REPORT_N                                                        \
+  (sizeof tlsrpt_report_names / sizeof tlsrpt_report_names[0])
+static atomic_uint_fast64_t tlsrpt_reports[TLSRPT_REPORT_N];
+
+void metrics_tlsrpt_session(int result) {
+  if (result >= 0 && result < POLICY_TLSRPT_RESULT_COUNT)
+    atomic_fetch_add_explicit(&tlsrpt_sessions[result], 1,
+                              memory_order_relaxed);
+}
+
+void metrics_tlsrpt_report(const char *outcome) {
+  for (size_t i = 0; i < TLSRPT_REPORT_N; i++)
+    if (strcmp(outcome, tlsrpt_report_names[i]) == 0)
+      atomic_fetch_add_explicit(&tlsrpt_reports[i], 1, memory_order_relaxed);
 }
 
 void metrics_policy(const char *module, const char *outcome) {
@@ -190,6 +210,21 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
            "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
            m, s->outcome, (unsigned long long)atomic_load(&s->n));
   }
+  tb_fmt(&b, "# HELP postern_tlsrpt_sessions_total TLS session attempts "
+             "counted for TLS reports (RFC 8460), by result type.\n"
+             "# TYPE postern_tlsrpt_sessions_total counter\n");
+  for (int i = 0; i < POLICY_TLSRPT_RESULT_COUNT; i++)
+    tb_fmt(&b, "postern_tlsrpt_sessions_total{result=\"%s\"} %llu\n",
+           policy_tlsrpt_result_name(i),
+           (unsigned long long)atomic_load(&tlsrpt_sessions[i]));
+  tb_fmt(&b, "# HELP postern_tlsrpt_reports_total TLS reports by outcome: "
+             "sent (an URI took it), failed (given up), no_record or "
+             "invalid_record (the domain asks for none).\n"
+             "# TYPE postern_tlsrpt_reports_total counter\n");
+  for (size_t i = 0; i < TLSRPT_REPORT_N; i++)
+    tb_fmt(&b, "postern_tlsrpt_reports_total{result=\"%s\"} %llu\n",
+           tlsrpt_report_names[i],
+           (unsigned long long)atomic_load(&tlsrpt_reports[i]));
   tb_fmt(&b, "# HELP postern_policy_state Policy module state (MTA-STS "
              "cache entries and bytes), as of the last maintenance pass.\n"
              "# TYPE postern_policy_state gauge\n");

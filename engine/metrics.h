@@ -52,6 +52,12 @@ void metrics_policy(const char *module, const char *outcome);
  * static. Any thread. Matches policy_env.gauge. Served as
  * postern_policy_state{module="...",name="..."}. */
 void metrics_policy_gauge(const char *module, const char *name, uint64_t value);
+/* TLS reporting: a session counted (enum policy_tlsrpt_result), served as
+ * postern_tlsrpt_sessions_total{result="..."}; a report's end ("sent",
+ * "failed", "no_record", "invalid_record"), served as
+ * postern_tlsrpt_reports_total{result="..."}. Any thread. */
+void metrics_tlsrpt_session(int result);
+void metrics_tlsrpt_report(const char *outcome);
 
 /* Values only the caller can read, filled in at scrape time. */
 struct metrics_gauges {

@@ -590,8 +590,8 @@ static void attempt_next_candidate(struct mx_attempt *a) {
   if (a->mxv.result.outcome != POLICY_OK && report_overrides(a, &a->mxv.result))
     a->mxv.result.outcome = POLICY_OK;
   if (a->mxv.result.outcome != POLICY_OK) {
-    if (a->mxv.result.tlsrpt)
-      count_session(a, NULL, NULL, a->mxv.result.tlsrpt);
+    /* A candidate refused before any connection (an MX the MTA-STS policy
+     * does not list) is no TLS session: not counted for reports. */
     engine__mx_fail(a, a->mxv.result.outcome == POLICY_TEMPFAIL,
                     a->mxv.result.status, "%s", a->mxv.result.reason);
     a->ci++;

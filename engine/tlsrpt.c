@@ -27,6 +27,7 @@
 #include "base/postern_err.h"
 #include "base/postern_json.h"
 #include "base/postern_log.h"
+#include "engine/metrics.h"
 #include "policy/tlsrpt.h"
 #include "queue/queue.h"
 
@@ -165,6 +166,8 @@ void engine__tlsrpt_count(struct relay *r, const struct tlsrpt_event *e) {
       {kc, (size_t)nc, 1, fnote, fnote ? strlen(fnote) : 0},
   };
   int rc = queue_counters_submit(r->q, adds, 2, NULL, NULL);
+  if (rc == 0)
+    metrics_tlsrpt_session(result);
   if (rc != 0)
     postern_log(POSTERN_LOG_DEBUG, "tlsrpt_count_failed", "domain", domain,
                 "error", postern_strerror(rc), NULL);

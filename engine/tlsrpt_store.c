@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct load {
   struct tlsrpt_store_domain *d;
@@ -266,4 +267,93 @@ int tlsrpt_store_forget_day(struct queue *q, const char *day) {
   char prefix[16];
   int plen = snprintf(prefix, sizeof prefix, "T%s\t", day);
   return queue_counters_delete(q, prefix, (size_t)plen, NULL);
+}
+
+long long tlsrpt_store_day_start(const char *day) {
+  if (!day_ok(day))
+    return -1;
+  struct tm tm = {0};
+  tm.tm_year = atoi(day) - 1900;
+  tm.tm_mon = atoi(day + 5) - 1;
+  tm.tm_mday = atoi(day + 8);
+  if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31)
+    return -1;
+  return (long long)timegm(&tm);
+}
+
+void tlsrpt_store_defaults(const char *hostname, const char *organization,
+                           const char *contact, const char *submitter,
+                           const char *from, struct tlsrpt_store_meta *meta,
+                           char contact_buf[300], char from_buf[300]) {
+  meta->submitter = submitter ? submitter : hostname;
+  meta->organization = organization ? organization : hostname;
+  if (contact == NULL) {
+    snprintf(contact_buf, 300, "postmaster@%s", meta->submitter);
+    contact = contact_buf;
+  }
+  meta->contact = contact;
+  if (from_buf != NULL) {
+    if (from == NULL)
+      snprintf(from_buf, 300, "noreply-tlsrpt@%s", meta->submitter);
+    else
+      snprintf(from_buf, 300, "%s", from);
+  }
+}
+
+void tlsrpt_store_report_id(const char *day, const char *domain,
+                            const char *submitter, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s.%s@%s", day, domain, submitter);
+}
+
+int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
+                        const struct tlsrpt_store_meta *meta, char **json,
+                        size_t *len) {
+  long long start = tlsrpt_store_day_start(d->day);
+  if (start < 0 || d->npolicies == 0)
+    return POSTERN_EINVAL;
+  struct policy_tlsrpt_policy *pols = calloc(d->npolicies, sizeof *pols);
+  struct policy_tlsrpt_failure **fs = calloc(d->npolicies, sizeof *fs);
+  int rc = pols && fs ? 0 : POSTERN_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < d->npolicies; i++) {
+    const struct tlsrpt_store_policy *p = &d->policies[i];
+    if (p->nfailures && !(fs[i] = calloc(p->nfailures, sizeof *fs[i]))) {
+      rc = POSTERN_ENOMEM;
+      break;
+    }
+    for (size_t k = 0; k < p->nfailures; k++)
+      fs[i][k] = (struct policy_tlsrpt_failure){
+          .result = p->failures[k].result,
+          .sending_mta_ip = p->failures[k].sending_ip,
+          .receiving_mx_hostname = p->failures[k].mx,
+          .receiving_ip = p->failures[k].receiving_ip,
+          .count = p->failures[k].count};
+    pols[i] = (struct policy_tlsrpt_policy){
+        .type = p->type,
+        .domain = d->domain,
+        .strings = (const char *const *)p->strings,
+        .nstrings = p->nstrings,
+        .mx_hosts = (const char *const *)p->mx,
+        .nmx_hosts = p->nmx,
+        .successful = p->successful,
+        .failed = p->failed,
+        .failures = fs[i],
+        .nfailures = p->nfailures};
+  }
+  char id[600];
+  tlsrpt_store_report_id(d->day, d->domain, meta->submitter, id, sizeof id);
+  if (rc == 0) {
+    struct policy_tlsrpt_report r = {.organization = meta->organization,
+                                     .contact = meta->contact,
+                                     .report_id = id,
+                                     .start = (time_t)start,
+                                     .end = (time_t)start + 86400 - 1,
+                                     .policies = pols,
+                                     .npolicies = d->npolicies};
+    rc = policy_tlsrpt_report_json(&r, json, len);
+  }
+  for (size_t i = 0; fs && i < d->npolicies; i++)
+    free(fs[i]);
+  free(fs);
+  free(pols);
+  return rc;
 }

@@ -53,6 +53,41 @@ void tlsrpt_store_free(struct tlsrpt_store_domain *d, size_t n);
  * strings (free with free()). Returns 0 or an error as above. */
 int tlsrpt_store_days(struct queue *q, char (**days)[11], size_t *n);
 
+/* What a report says about who sends it (tlsrpt { } in the config, with
+ * the hostname for what is unset); strings borrowed for the call. */
+struct tlsrpt_store_meta {
+  const char *organization;
+  const char *contact;
+  const char *submitter;
+};
+
+/* Fills in the defaults of a tlsrpt block for hostname: organization and
+ * submitter the hostname, contact "postmaster@<submitter>", from
+ * "noreply-tlsrpt@<submitter>" (into the caller's buffers). */
+void tlsrpt_store_defaults(const char *hostname, const char *organization,
+                           const char *contact, const char *submitter,
+                           const char *from, struct tlsrpt_store_meta *meta,
+                           char contact_buf[300], char from_buf[300]);
+
+/* The report-id of a day's report for a domain: "<day>.<domain>@<submitter>"
+ * (the same for every try, so a receiver can drop a repeat). */
+void tlsrpt_store_report_id(const char *day, const char *domain,
+                            const char *submitter, char *buf, size_t cap);
+
+/*
+ * The RFC 8460 report (JSON, policy_tlsrpt_report_json) of one domain's
+ * day d: date-range that UTC day, the given sender data. On 0 *json is
+ * malloc'd (caller frees), *len its length. Returns 0 or the builder's
+ * error.
+ */
+int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
+                        const struct tlsrpt_store_meta *meta, char **json,
+                        size_t *len);
+
+/* Start of the UTC day "YYYY-MM-DD" in seconds since the epoch, -1 when
+ * the text is not a day. */
+long long tlsrpt_store_day_start(const char *day);
+
 /* Deletes a day's counts (after its reports are sent and kept long
  * enough). Returns 0 or the queue's error. */
 int tlsrpt_store_forget_day(struct queue *q, const char *day);

@@ -455,6 +455,9 @@ void policy_chain_tlsrpt_policy(const struct policy_domain_run *run,
                    out->type == POLICY_TLSRPT_POLICY_NO_POLICY_FOUND);
     if (better)
       *out = one;
+    else if (out->type == POLICY_TLSRPT_POLICY_NO_POLICY_FOUND &&
+             out->failure == 0)
+      out->failure = one.failure;
   }
 }
 

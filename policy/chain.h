@@ -659,8 +659,10 @@ void policy_chain_check_conn(struct policy_conn_run *crun,
  * The policy that governed a session to the host crun was prepared for
  * (crun may be NULL: none was), for TLS reports: DANE where a module found
  * usable TLSA records (RFC 8461 §2: DANE takes precedence), else the
- * domain's MTA-STS policy in enforce or testing mode, or the MTA-STS
- * policy that could not be fetched (out->failure), else no-policy-found.
+ * domain's MTA-STS policy in enforce or testing mode, else
+ * no-policy-found - with out->failure saying why when an MTA-STS policy
+ * could not be fetched (RFC 8460 §4.4: "no-policy-found" if no policy
+ * could be found).
  */
 void policy_chain_tlsrpt_policy(const struct policy_domain_run *run,
                                 const struct policy_conn_run *crun,

@@ -398,13 +398,14 @@ static int tlsrpt_of_dane(enum policy_dane_status st) {
 }
 
 /* TLS reports: DANE governed the session when usable records were found
- * (policy-string: each record in presentation form, RFC 8460 §4.4), or
- * tried to when the lookup failed. */
+ * (policy-string: each record in presentation form, RFC 8460 §4.4). A
+ * failed lookup found no policy: the session's result says why
+ * (dnssec-invalid). */
 static void dane_tlsrpt_policy(void *state, void *pd, void *pc,
                                struct policy_tlsrpt_applied *out) {
   (void)state, (void)pd;
   const struct dane_conn *dc = pc;
-  if (dc == NULL || !((dc->present && dc->usable) || dc->failed))
+  if (dc == NULL || !dc->present || !dc->usable)
     return;
   out->type = POLICY_TLSRPT_POLICY_TLSA;
   size_t off = 0;

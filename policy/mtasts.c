@@ -467,8 +467,8 @@ static void mts_describe_domain(void *state, void *pd, char *buf, size_t cap) {
 
 /* TLS reports: the policy in enforce or testing mode governed the session
  * (policy-string: its lines as RFC 8461 §3.2 writes them; mx-host: its
- * patterns), or the policy that could not be had (sts_failure). Mode none
- * is the domain saying it has no policy. */
+ * patterns); a policy that could not be had is no policy, with the failure
+ * (sts_failure). Mode none is the domain saying it has no policy. */
 static void mts_tlsrpt_policy(void *state, void *pd, void *pc,
                               struct policy_tlsrpt_applied *out) {
   (void)state, (void)pc;
@@ -476,10 +476,9 @@ static void mts_tlsrpt_policy(void *state, void *pd, void *pc,
   if (d == NULL)
     return;
   if (!d->have_policy) {
-    if (d->sts_failure != 0) {
-      out->type = POLICY_TLSRPT_POLICY_STS;
-      out->failure = d->sts_failure;
-    }
+    /* No policy could be had: RFC 8460 §4.4 reports that as
+     * no-policy-found, the failure saying why. */
+    out->failure = d->sts_failure;
     return;
   }
   if (d->policy.mode == POLICY_MTASTS_MODE_NONE)

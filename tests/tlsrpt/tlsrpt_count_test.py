@@ -19,7 +19,8 @@ policy and result type (RFC 8460 §4.3, §4.4):
     "no-policy-found";
  7. gone.sts.test: a TXT record, the policy server down, nothing cached ->
     delivered without a policy (RFC 8461 §3.3), counted as
-    sts-policy-fetch-error under "sts";
+    sts-policy-fetch-error under "no-policy-found" (§4.4: no policy could
+    be found);
  8. the counts survive kill -9 (they are committed with the results);
  9. without a tlsrpt block nothing is counted.
 
@@ -218,7 +219,7 @@ def main():
             check(len(d6) == 1 and d6[0]["summary"]["total-successful-session-count"] == 1
                   and not d6[0]["failure-details"] and len(c["none.plain.test"]) == 1,
                   f"6: no policy: one success under no-policy-found ({c.get('none.plain.test')})")
-            d7 = pol("gone.sts.test", "sts")
+            d7 = pol("gone.sts.test", "no-policy-found")
             check(len(d7) == 1 and [f[0] for f in fails(d7[0])] == ["sts-policy-fetch-error"],
                   f"7: policy server down: sts-policy-fetch-error ({c.get('gone.sts.test')})")
 

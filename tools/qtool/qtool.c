@@ -52,7 +52,9 @@ static const char usage_text[] =
     "  stats [--json] [--top N]\n"
     "  hold|release|retry|delete ID...|--all|--domain D\n"
     "  bounce ID...|--domain D\n"
-    "  tlsrpt list [--json] [--day YYYY-MM-DD]\n";
+    "  tlsrpt list [--json] [--day YYYY-MM-DD]\n"
+    "  tlsrpt report DOMAIN [--day YYYY-MM-DD]\n"
+    "  tlsrpt send [--day YYYY-MM-DD] [DOMAIN]\n";
 
 /* Set by -c: the relay's configuration (state_dir, hostname, metrics). */
 static struct postern_config *cfg;
@@ -146,6 +148,9 @@ int qtool_put_json(json_t *v, bool nl) {
 }
 void qtool_put_text(FILE *f, const char *s) {
   put_text(f, s);
+}
+const struct postern_config *qtool_config(void) {
+  return cfg;
 }
 
 /* ---- list --------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #define QTOOL_EXIT_USAGE 2
 
 struct queue;
+struct postern_config;
 
 /* Prints "qtool: " fmt (with arg) and the usage; returns QTOOL_EXIT_USAGE. */
 int qtool_usage(const char *fmt, const char *arg);
@@ -23,6 +24,9 @@ struct queue *qtool_open_queue(const char *dir);
 int qtool_put_json(json_t *v, bool nl);
 /* Prints s with non-printable bytes escaped. */
 void qtool_put_text(FILE *f, const char *s);
+
+/* The configuration given with -c, or NULL. */
+const struct postern_config *qtool_config(void);
 
 /* `qtool tlsrpt SUBCOMMAND ...`; argv[0] is "tlsrpt". */
 int qtool_tlsrpt(const char *dir, int argc, char **argv);
