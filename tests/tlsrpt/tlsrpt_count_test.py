@@ -35,6 +35,7 @@ import time
 
 import dnssec_zone
 import httpspeer
+import tlsrpt_check
 import pki
 import smtpd_peer
 from relay import Relay
@@ -222,6 +223,17 @@ def main():
             d7 = pol("gone.sts.test", "no-policy-found")
             check(len(d7) == 1 and [f[0] for f in fails(d7[0])] == ["sts-policy-fetch-error"],
                   f"7: policy server down: sts-policy-fetch-error ({c.get('gone.sts.test')})")
+
+            # Each domain's report, as the relay would send it, passes the
+            # RFC 8460 schema check and carries the same counts.
+            for dom, pols in sorted(c.items()):
+                out = subprocess.run([QTOOL, "-c", r.conf, "tlsrpt", "report", dom],
+                                     capture_output=True, text=True, timeout=30)
+                rep = json.loads(out.stdout) if out.returncode == 0 else {}
+                errs = tlsrpt_check.validate(rep, strict=True) if rep else ["no report"]
+                check(not errs and len(rep.get("policies", [])) == len(pols)
+                      and rep.get("organization-name") == "Postern test",
+                      f"report for {dom} passes the schema check ({errs})")
 
             # 8. kill -9: what was counted stays counted.
             before = counts(r.state)
