@@ -232,6 +232,8 @@ struct config_tlsrpt {
   uint64_t https_timeout_ms;
   uint64_t retry_for_ms; /* how long a report is retried */
   uint64_t keep_ms;      /* counts kept this long */
+  char *dkim_key;        /* PEM private key signing mailed reports */
+  char *dkim_selector;   /* its selector (s=); required with the key */
 };
 
 struct postern_config {

@@ -767,11 +767,35 @@ static const struct config__dir tlsrpt_dirs[] = {
      .off = TR(keep_ms),
      .synopsis = "DURATION",
      .help = "how long daily counts are kept"},
+    {.name = "dkim_key",
+     .type = &config__t_path,
+     ONE,
+     .off = TR(dkim_key),
+     .synopsis = "FILE",
+     .help = "private key that DKIM-signs mailed reports (d= the submitter)",
+     .unset = "mailed reports are not signed"},
+    {.name = "dkim_selector",
+     .type = &config__t_hostname,
+     ONE,
+     .off = TR(dkim_selector),
+     .synopsis = "SELECTOR",
+     .help = "the DKIM selector of dkim_key",
+     .unset = "required with dkim_key"},
 };
 #undef TR
 
-static const struct config__block tlsrpt_block = {"tlsrpt", tlsrpt_dirs,
-                                                  NDIRS(tlsrpt_dirs), NULL};
+static int check_tlsrpt(struct config__walk *w, void *obj,
+                        const struct config__node *st) {
+  const struct config_tlsrpt *t = obj;
+  if ((t->dkim_key == NULL) != (t->dkim_selector == NULL))
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "'dkim_key' and 'dkim_selector' go together in the "
+                        "tlsrpt block");
+  return 0;
+}
+
+static const struct config__block tlsrpt_block = {
+    "tlsrpt", tlsrpt_dirs, NDIRS(tlsrpt_dirs), check_tlsrpt};
 
 #define R(f) offsetof(struct postern_config, f)
 static const struct config__dir root_dirs[] = {

@@ -63,6 +63,7 @@ struct relay {
   struct tls_ctx **server_tls;
   size_t nservers;
   struct tls_ctx *client_tls;
+  struct dkim_key *tlsrpt_dkim; /* signs mailed TLS reports; NULL: none */
   struct policy_chain *_Atomic chain;
   uv_loop_t *main_loop;
   uv_signal_t sig_term, sig_int, sig_hup;

@@ -14,6 +14,7 @@
  * Policy maintenance (maint.c) runs on worker 0's loop.
  */
 #include "engine/internal.h"
+#include "engine/dkim.h"
 
 #include "engine/dest.h"
 #include "engine/metrics.h"
@@ -383,6 +384,19 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
                 cfg->tls.ca_file, "error", err, NULL);
     return 1;
   }
+  if (cfg->tlsrpt.enabled && cfg->tlsrpt.dkim_key != NULL) {
+    /* Read before privileges are dropped: the key may be root's only. */
+    const char *d =
+        cfg->tlsrpt.submitter ? cfg->tlsrpt.submitter : cfg->hostname;
+    rc = dkim_key_load(cfg->tlsrpt.dkim_key, d, cfg->tlsrpt.dkim_selector,
+                       &r->tlsrpt_dkim);
+    if (rc != 0) {
+      postern_log(POSTERN_LOG_ERROR, "tlsrpt_dkim_key_failed", "file",
+                  cfg->tlsrpt.dkim_key, "error", postern_strerror(rc), "hint",
+                  "a PEM RSA (2048 bits) or Ed25519 private key", NULL);
+      return 1;
+    }
+  }
   rc = worker_pool_init(&r->pool, (int)cfg->delivery.workers, worker_started,
                         worker_stopping, worker_exited, r);
   if (rc != 0)
@@ -456,6 +470,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
   free(drain_tasks);
   drain_tasks = NULL;
   tls_ctx_free(r->client_tls);
+  dkim_key_free(r->tlsrpt_dkim);
   policy_chain_free(r->chain);
   config_free(r->cfg);
   while (retired_list) {

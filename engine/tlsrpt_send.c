@@ -30,6 +30,7 @@
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
+#include "engine/dkim.h"
 #include "engine/metrics.h"
 #include "engine/tlsrpt.h"
 #include "engine/tlsrpt_store.h"
@@ -318,6 +319,29 @@ static void mail_send(struct rpt_job *j, const char *const *to, size_t nto,
   char *msg = NULL;
   size_t len = 0;
   int rc = policy_tlsrpt_mail_build(&m, j->gz, j->gzlen, &msg, &len);
+  if (rc == 0 && snd.r->tlsrpt_dkim != NULL) {
+    /* RFC 8460 §3: receivers ignore reports without a DKIM signature of
+     * the reporting domain. */
+    static const char *const signed_fields[] = {"from",
+                                                "to",
+                                                "subject",
+                                                "date",
+                                                "message-id",
+                                                "mime-version",
+                                                "content-type",
+                                                "tls-report-domain",
+                                                "tls-report-submitter",
+                                                "tls-required",
+                                                "auto-submitted"};
+    char *signed_msg = NULL;
+    size_t slen = 0;
+    rc = dkim_sign(snd.r->tlsrpt_dkim, msg, len, signed_fields,
+                   sizeof signed_fields / sizeof signed_fields[0],
+                   (time_t)(now_ms() / 1000), &signed_msg, &slen);
+    free(msg);
+    msg = signed_msg;
+    len = slen;
+  }
   if (rc == 0)
     rc = engine__ingress_local_report(snd.r, id, from, to, nto, msg, len);
   if (rc != 0) {

@@ -11,7 +11,9 @@ seconds after it starts, then every minute) they go out:
  2. mail.plain.test publishes rua=mailto:reports@rcv.sec.test, whose MX fails
     DANE (a TLSA record that does not match): the report is still delivered
     (§3), as a well-formed multipart/report with the §5.3 headers and the
-    gzip part; the sessions of that delivery are not counted (§3);
+    gzip part, DKIM-signed by the submitter's domain (verified by dkimpy
+    against the key's TXT record, §3); the sessions of that delivery are
+    not counted (§3);
  3. `qtool tlsrpt report mail.plain.test` prints the very JSON mailed;
  4. bad.plain.test publishes a record without a usable URI: no report, a
     log line (tlsrpt_record_invalid);
@@ -21,7 +23,9 @@ Usage: tlsrpt_send_test.py POSTERN QTOOL
 """
 
 import base64
+import dkim
 import email
+import os
 import email.policy
 import hashlib
 import json
@@ -106,10 +110,20 @@ def main():
         ]},
     }
     fx = dnssec_zone.Fixture(zones)
+    # The DKIM key that signs mailed reports, and its public half as the
+    # TXT record a verifier would find at sel._domainkey.relay.test.
+    key = os.path.join(p.dir, "dkim.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:2048", "-out", key], check=True,
+                   capture_output=True)
+    spki = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform",
+                           "DER"], check=True, capture_output=True).stdout
+    dkim_txt = b"v=DKIM1; k=rsa; s=tlsrpt; p=" + base64.b64encode(spki)
     cfg = (f"tls {{ ca_file {p.ca_file} }}\n"
            "queue { retry_initial 1h }\n"
            "tlsrpt { organization \"Postern test\"; submitter relay.test; "
-           "from tlsrpt@relay.test; https_timeout 10s }")
+           f"from tlsrpt@relay.test; https_timeout 10s; dkim_key {key}; "
+           "dkim_selector sel }")
     delivery = f"port {smtp_port}; connect_timeout 3s"
     try:
         r = Relay(POSTERN, fx.port, delivery=delivery, extra=cfg)
@@ -161,6 +175,22 @@ def main():
                   "2: the DANE failure was passed over for the report (logged)")
             mailed = None
             if got:
+                raw = got[0]["data"].encode("latin-1")
+                seen = []
+
+                def dnsfunc(name, timeout=5):
+                    seen.append(name)
+                    return dkim_txt if name in (b"sel._domainkey.relay.test.",
+                                                "sel._domainkey.relay.test.") else None
+                # strict: the key record must say s=tlsrpt (RFC 8460 §3)
+                ok = dkim.verify(raw, dnsfunc=dnsfunc, tlsrpt="strict")
+                check(ok and b"d=relay.test" in raw and b"s=sel" in raw,
+                      f"2: the mailed report carries a valid DKIM signature of "
+                      f"relay.test (dkimpy: {ok}, asked {seen})")
+                tampered = raw.replace(b"TLS-Report-Domain: mail.plain.test",
+                                       b"TLS-Report-Domain: evil.plain.test")
+                check(not dkim.verify(tampered, dnsfunc=dnsfunc, tlsrpt="strict"),
+                      "2: a changed signed field fails the DKIM check")
                 m = email.message_from_string(got[0]["data"], policy=email.policy.default)
                 check(m.get_content_type() == "multipart/report"
                       and m.get_param("report-type") == "tlsrpt"
