@@ -47,7 +47,10 @@
 
 #define TICK_MS 60000u
 #define FIRST_TICK_MS 2000u
-#define RETRY_FIRST_MS (5u * 60 * 1000)
+/* Retries: the first after retry_for/8 (at most 5 minutes), doubling, at
+ * most an hour apart, so that a report is tried several times within any
+ * retry_for. */
+#define RETRY_FIRST_MAX_MS (5u * 60 * 1000)
 #define RETRY_MAX_MS (60u * 60 * 1000)
 
 struct rpt_job {
@@ -148,6 +151,7 @@ static void job_free(struct rpt_job *j) {
 }
 
 static void job_finish(struct rpt_job *j);
+static void tick(uv_timer_t *t);
 
 /* The send attempt is over when nothing is pending any more. */
 static void job_settle(struct rpt_job *j) {
@@ -192,10 +196,19 @@ static void job_finish(struct rpt_job *j) {
     job_free(j);
     return;
   }
-  j->retry_ms = j->retry_ms ? j->retry_ms * 2 : RETRY_FIRST_MS;
+  uint64_t first = tc->retry_for_ms / 8;
+  if (first > RETRY_FIRST_MAX_MS)
+    first = RETRY_FIRST_MAX_MS;
+  j->retry_ms = j->retry_ms ? j->retry_ms * 2 : first;
   if (j->retry_ms > RETRY_MAX_MS)
     j->retry_ms = RETRY_MAX_MS;
-  j->next_try_ms = now + j->retry_ms;
+  /* Never past the end of the retry period, so the last try is on time. */
+  uint64_t end = j->first_try_ms + tc->retry_for_ms;
+  j->next_try_ms = now + j->retry_ms < end ? now + j->retry_ms : end;
+  /* The check after this retry's time, if the next one is later. */
+  uint64_t wait = j->next_try_ms - now;
+  if (snd.on && uv_timer_get_due_in(&snd.tick) > wait)
+    uv_timer_start(&snd.tick, tick, wait < 1000 ? 1000 : wait, 0);
   char in[32];
   snprintf(in, sizeof in, "%llus", (unsigned long long)(j->retry_ms / 1000));
   postern_log(POSTERN_LOG_INFO, "tlsrpt_report_deferred", "domain", j->domain,
@@ -544,7 +557,15 @@ static void tick(uv_timer_t *t) {
       free(days);
     }
   }
-  uv_timer_start(&snd.tick, tick, TICK_MS, 0);
+  /* The next check: in a minute, or sooner when a retry is due. */
+  uint64_t next = TICK_MS, now = now_ms();
+  for (struct rpt_job *j = snd.jobs; j; j = j->next)
+    if (!j->running) {
+      uint64_t in = j->next_try_ms > now ? j->next_try_ms - now : 0;
+      if (in < next)
+        next = in;
+    }
+  uv_timer_start(&snd.tick, tick, next < 1000 ? 1000 : next, 0);
 }
 
 void engine__tlsrpt_send_start(struct relay *r, uv_loop_t *loop,
