@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "base/postern_buf.h"
 #include "base/postern_err.h"
 #include "base/postern_json.h"
 #include "base/postern_log.h"
@@ -271,9 +272,35 @@ static void test_levels(void **state) {
   postern_log_set_level(POSTERN_LOG_INFO);
 }
 
+/* The text buffer grows past its first 256 bytes, keeps NULs it is
+ * given, stays NUL-terminated, and printf output of any length fits. */
+static void test_buf(void **state) {
+  (void)state;
+  struct postern_buf b = {0};
+  postern_buf_puts(&b, "");
+  assert_non_null(b.p);
+  assert_int_equal(b.len, 0);
+  assert_string_equal(b.p, "");
+  char big[1000];
+  memset(big, 'x', sizeof big);
+  postern_buf_put(&b, big, sizeof big);
+  postern_buf_put(&b, "a\0b", 3);
+  postern_buf_printf(&b, "%s-%d-%0700d", "n", 42, 7);
+  assert_false(b.oom);
+  assert_int_equal(b.len, 1000 + 3 + 5 + 700);
+  assert_memory_equal(b.p + 1000, "a\0bn-42-", 9);
+  assert_int_equal(b.p[b.len - 1], '7');
+  assert_int_equal(b.p[b.len], '\0');
+  assert_true(b.cap > b.len);
+  postern_buf_free(&b);
+  assert_null(b.p);
+  assert_int_equal(b.len, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_err_table),
+      cmocka_unit_test(test_buf),
       cmocka_unit_test(test_escape_table),
       cmocka_unit_test(test_logfmt_line),
       cmocka_unit_test(test_json_line),

@@ -14,6 +14,7 @@
  */
 #include "engine/dkim.h"
 
+#include "base/postern_buf.h"
 #include "base/postern_err.h"
 
 #include <errno.h>
@@ -35,38 +36,6 @@ struct dkim_key {
   char selector[64];
 };
 
-/* ---- Growing buffer ---- */
-
-struct buf {
-  char *p;
-  size_t len, cap;
-  bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n) {
-  if (b->oom)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->len + n + 1)
-      nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (np == NULL) {
-      b->oom = true;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void puts_(struct buf *b, const char *s) {
-  put(b, s, strlen(s));
-}
-
 static bool wsp(char c) {
   return c == ' ' || c == '\t';
 }
@@ -74,8 +43,8 @@ static bool wsp(char c) {
 /* ---- Canonicalization (RFC 6376 §3.4) ---- */
 
 int dkim__canon_body(const char *body, size_t len, char **out, size_t *outlen) {
-  struct buf b = {0};
-  put(&b, "", 0);
+  struct postern_buf b = {0};
+  postern_buf_put(&b, "", 0);
   size_t pending_empty = 0; /* empty lines held back: trailing ones go */
   size_t i = 0;
   while (i < len) {
@@ -83,16 +52,16 @@ int dkim__canon_body(const char *body, size_t len, char **out, size_t *outlen) {
     while (e < len && !(body[e] == '\r' && e + 1 < len && body[e + 1] == '\n'))
       e++;
     /* One line [i, e): runs of WSP become one SP, WSP at its end goes. */
-    struct buf line = {0};
-    put(&line, "", 0);
+    struct postern_buf line = {0};
+    postern_buf_put(&line, "", 0);
     for (size_t k = i; k < e; k++) {
       if (wsp(body[k])) {
         while (k + 1 < e && wsp(body[k + 1]))
           k++;
         if (k + 1 < e)
-          put(&line, " ", 1);
+          postern_buf_put(&line, " ", 1);
       } else {
-        put(&line, &body[k], 1);
+        postern_buf_put(&line, &body[k], 1);
       }
     }
     if (line.oom)
@@ -101,9 +70,9 @@ int dkim__canon_body(const char *body, size_t len, char **out, size_t *outlen) {
       pending_empty++;
     } else {
       for (; pending_empty > 0; pending_empty--)
-        put(&b, "\r\n", 2);
-      put(&b, line.p, line.len);
-      put(&b, "\r\n", 2);
+        postern_buf_put(&b, "\r\n", 2);
+      postern_buf_put(&b, line.p, line.len);
+      postern_buf_put(&b, "\r\n", 2);
     }
     free(line.p);
     i = e < len ? e + 2 : len;
@@ -122,8 +91,8 @@ int dkim__canon_header(const char *field, size_t len, char **out,
   const char *colon = memchr(field, ':', len);
   if (colon == NULL)
     return POSTERN_EINVAL;
-  struct buf b = {0};
-  put(&b, "", 0);
+  struct postern_buf b = {0};
+  postern_buf_put(&b, "", 0);
   /* The name in lower case, without WSP before the colon. */
   size_t nl = (size_t)(colon - field);
   while (nl > 0 && wsp(field[nl - 1]))
@@ -132,9 +101,9 @@ int dkim__canon_header(const char *field, size_t len, char **out,
     char c = field[k];
     if (c >= 'A' && c <= 'Z')
       c = (char)(c - 'A' + 'a');
-    put(&b, &c, 1);
+    postern_buf_put(&b, &c, 1);
   }
-  put(&b, ":", 1);
+  postern_buf_put(&b, ":", 1);
   /* The value unfolded, WSP runs as one SP, none at either end. */
   size_t k = (size_t)(colon - field) + 1;
   bool space = false, started = false;
@@ -147,10 +116,10 @@ int dkim__canon_header(const char *field, size_t len, char **out,
       continue;
     }
     if (space)
-      put(&b, " ", 1);
+      postern_buf_put(&b, " ", 1);
     space = false;
     started = true;
-    put(&b, &c, 1);
+    postern_buf_put(&b, &c, 1);
   }
   if (b.oom) {
     free(b.p);
@@ -277,9 +246,9 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
   /* The data signed: each named field (bottom-most unused instance), then
    * the DKIM-Signature field itself with an empty b=, canonicalized, without
    * its final CRLF (§3.7). */
-  struct buf data = {0}, hlist = {0};
-  put(&data, "", 0);
-  put(&hlist, "", 0);
+  struct postern_buf data = {0}, hlist = {0};
+  postern_buf_put(&data, "", 0);
+  postern_buf_put(&hlist, "", 0);
   for (size_t n = 0; n < nnames; n++) {
     size_t want = strlen(names[n]);
     for (size_t x = nf; x-- > 0;) {
@@ -291,31 +260,31 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
       size_t cl;
       if ((rc = dkim__canon_header(f[x].p, f[x].len, &c, &cl)) != 0)
         break;
-      put(&data, c, cl);
-      put(&data, "\r\n", 2);
+      postern_buf_put(&data, c, cl);
+      postern_buf_put(&data, "\r\n", 2);
       free(c);
       if (hlist.len)
-        put(&hlist, ":", 1);
-      put(&hlist, names[n], want);
+        postern_buf_put(&hlist, ":", 1);
+      postern_buf_put(&hlist, names[n], want);
       break;
     }
   }
-  struct buf sig = {0};
+  struct postern_buf sig = {0};
   char t[32];
   snprintf(t, sizeof t, "%lld", (long long)now);
-  puts_(&sig, "DKIM-Signature: v=1; a=");
-  puts_(&sig, k->ed25519 ? "ed25519-sha256" : "rsa-sha256");
-  puts_(&sig, "; c=relaxed/relaxed; d=");
-  puts_(&sig, k->domain);
-  puts_(&sig, "; s=");
-  puts_(&sig, k->selector);
-  puts_(&sig, ";\r\n\tt=");
-  puts_(&sig, t);
-  puts_(&sig, "; h=");
-  put(&sig, hlist.p ? hlist.p : "", hlist.len);
-  puts_(&sig, ";\r\n\tbh=");
-  puts_(&sig, bh64 ? bh64 : "");
-  puts_(&sig, ";\r\n\tb=");
+  postern_buf_puts(&sig, "DKIM-Signature: v=1; a=");
+  postern_buf_puts(&sig, k->ed25519 ? "ed25519-sha256" : "rsa-sha256");
+  postern_buf_puts(&sig, "; c=relaxed/relaxed; d=");
+  postern_buf_puts(&sig, k->domain);
+  postern_buf_puts(&sig, "; s=");
+  postern_buf_puts(&sig, k->selector);
+  postern_buf_puts(&sig, ";\r\n\tt=");
+  postern_buf_puts(&sig, t);
+  postern_buf_puts(&sig, "; h=");
+  postern_buf_put(&sig, hlist.p ? hlist.p : "", hlist.len);
+  postern_buf_puts(&sig, ";\r\n\tbh=");
+  postern_buf_puts(&sig, bh64 ? bh64 : "");
+  postern_buf_puts(&sig, ";\r\n\tb=");
   free(hlist.p);
   free(bh64);
   if (rc == 0 && (data.oom || sig.oom || bh64 == NULL))
@@ -325,7 +294,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
   if (rc == 0)
     rc = dkim__canon_header(sig.p, sig.len, &csig, &csl);
   if (rc == 0)
-    put(&data, csig, csl);
+    postern_buf_put(&data, csig, csl);
   free(csig);
 
   uint8_t *s = NULL;
@@ -356,9 +325,9 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
   if (rc == 0 && s64 == NULL)
     rc = POSTERN_ENOMEM;
   if (rc == 0) {
-    puts_(&sig, s64);
-    puts_(&sig, "\r\n");
-    put(&sig, msg, len);
+    postern_buf_puts(&sig, s64);
+    postern_buf_puts(&sig, "\r\n");
+    postern_buf_put(&sig, msg, len);
     if (sig.oom)
       rc = POSTERN_ENOMEM;
   }

@@ -8,6 +8,7 @@
  */
 #include "engine/dsn.h"
 
+#include "base/postern_buf.h"
 #include "base/postern_err.h"
 #include "net/rfc5322.h"
 
@@ -29,30 +30,12 @@
 #define DSN_FOLD_COL 960
 
 struct dbuf {
-  char *p;
-  size_t len, cap;
+  struct postern_buf b;
   size_t col; /* bytes since the last LF: the current line's length */
-  bool oom;
 };
 
 static void db_put(struct dbuf *b, const void *s, size_t n) {
-  if (b->oom)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 4096;
-    while (nc < b->len + n + 1)
-      nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (np == NULL) {
-      b->oom = true;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
+  postern_buf_put(&b->b, s, n);
   size_t i = n;
   while (i > 0 && ((const char *)s)[i - 1] != '\n')
     i--;
@@ -95,7 +78,7 @@ static void db_safe(struct dbuf *b, const char *s) {
     tmp[n++] = (char)c;
   }
   size_t done = 0;
-  while (done < n && !b->oom) {
+  while (done < n && !b->b.oom) {
     if (b->col >= DSN_FOLD_COL)
       db_put(b, "\r\n ", 3);
     size_t room = DSN_FOLD_COL - b->col;
@@ -314,11 +297,11 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   db_lines(&b, orig, rlen);
   db_fmt(&b, "\r\n--%s--\r\n", boundary);
 
-  if (b.oom) {
-    free(b.p);
+  if (b.b.oom) {
+    free(b.b.p);
     return POSTERN_ENOMEM;
   }
-  *out = b.p;
-  *outlen = b.len;
+  *out = b.b.p;
+  *outlen = b.b.len;
   return 0;
 }

@@ -9,6 +9,7 @@
 #include "engine/metrics.h"
 #include "policy/tlsrpt.h"
 
+#include "base/postern_buf.h"
 #include "base/postern_err.h"
 #include "base/postern_log.h"
 
@@ -143,98 +144,69 @@ void metrics_policy_gauge(const char *module, const char *name,
   pthread_mutex_unlock(&policy_mu);
 }
 
-struct tbuf {
-  char *p;
-  size_t len, cap;
-  bool oom;
-};
-
-static void tb_fmt(struct tbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void tb_fmt(struct tbuf *b, const char *fmt, ...) {
-  if (b->oom)
-    return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->oom = true;
-      return;
-    }
-    if ((size_t)n < b->cap - b->len) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t nc = b->cap * 2 + (size_t)n;
-    char *np = realloc(b->p, nc);
-    if (np == NULL) {
-      b->oom = true;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-}
-
 int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
-  struct tbuf b = {.cap = 8192};
-  b.p = malloc(b.cap);
-  if (b.p == NULL)
-    return POSTERN_ENOMEM;
+  struct postern_buf b = {0};
   for (int c = 0; c < METRICS__COUNTER_COUNT; c++)
-    tb_fmt(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_names[c],
-           counter_help[c], counter_names[c], counter_names[c],
-           (unsigned long long)atomic_load(&counters[c]));
-  tb_fmt(&b, "# HELP postern_deliveries_total Delivery attempt outcomes per "
-             "recipient, by MX level and TLS level.\n"
-             "# TYPE postern_deliveries_total counter\n");
+    postern_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n",
+                       counter_names[c], counter_help[c], counter_names[c],
+                       counter_names[c],
+                       (unsigned long long)atomic_load(&counters[c]));
+  postern_buf_printf(
+      &b, "# HELP postern_deliveries_total Delivery attempt outcomes per "
+          "recipient, by MX level and TLS level.\n"
+          "# TYPE postern_deliveries_total counter\n");
   for (int st = 0; st < 3; st++)
     for (int mx = 0; mx < POLICY_MX_LEVEL_COUNT; mx++)
       for (int tls = 0; tls < POLICY_TLS_LEVEL_COUNT; tls++)
-        tb_fmt(&b,
-               "postern_deliveries_total{status=\"%s\",mx_level=\"%s\","
-               "tls_level=\"%s\"} %llu\n",
-               status_names[st], policy_mx_level_name(mx),
-               policy_tls_level_name(tls),
-               (unsigned long long)atomic_load(&deliveries[st][mx][tls]));
-  tb_fmt(&b, "# HELP postern_policy_results_total Policy outcomes by "
-             "module.\n# TYPE postern_policy_results_total counter\n");
+        postern_buf_printf(
+            &b,
+            "postern_deliveries_total{status=\"%s\",mx_level=\"%s\","
+            "tls_level=\"%s\"} %llu\n",
+            status_names[st], policy_mx_level_name(mx),
+            policy_tls_level_name(tls),
+            (unsigned long long)atomic_load(&deliveries[st][mx][tls]));
+  postern_buf_printf(&b,
+                     "# HELP postern_policy_results_total Policy outcomes by "
+                     "module.\n# TYPE postern_policy_results_total counter\n");
   for (size_t i = 0; i < POLICY_SLOTS; i++) {
     struct policy_slot *s = &policy_slots[i];
     const char *m = __atomic_load_n(&s->module, __ATOMIC_ACQUIRE);
     if (m == NULL)
       break;
-    tb_fmt(&b,
-           "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
-           m, s->outcome, (unsigned long long)atomic_load(&s->n));
+    postern_buf_printf(
+        &b, "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
+        m, s->outcome, (unsigned long long)atomic_load(&s->n));
   }
-  tb_fmt(&b, "# HELP postern_tlsrpt_sessions_total TLS session attempts "
-             "counted for TLS reports (RFC 8460), by result type.\n"
-             "# TYPE postern_tlsrpt_sessions_total counter\n");
+  postern_buf_printf(
+      &b, "# HELP postern_tlsrpt_sessions_total TLS session attempts "
+          "counted for TLS reports (RFC 8460), by result type.\n"
+          "# TYPE postern_tlsrpt_sessions_total counter\n");
   for (int i = 0; i < POLICY_TLSRPT_RESULT_COUNT; i++)
-    tb_fmt(&b, "postern_tlsrpt_sessions_total{result=\"%s\"} %llu\n",
-           policy_tlsrpt_result_name(i),
-           (unsigned long long)atomic_load(&tlsrpt_sessions[i]));
-  tb_fmt(&b, "# HELP postern_tlsrpt_reports_total TLS reports by outcome: "
-             "sent (an URI took it), failed (given up), no_record or "
-             "invalid_record (the domain asks for none).\n"
-             "# TYPE postern_tlsrpt_reports_total counter\n");
+    postern_buf_printf(&b,
+                       "postern_tlsrpt_sessions_total{result=\"%s\"} %llu\n",
+                       policy_tlsrpt_result_name(i),
+                       (unsigned long long)atomic_load(&tlsrpt_sessions[i]));
+  postern_buf_printf(
+      &b, "# HELP postern_tlsrpt_reports_total TLS reports by outcome: "
+          "sent (an URI took it), failed (given up), no_record or "
+          "invalid_record (the domain asks for none).\n"
+          "# TYPE postern_tlsrpt_reports_total counter\n");
   for (size_t i = 0; i < TLSRPT_REPORT_N; i++)
-    tb_fmt(&b, "postern_tlsrpt_reports_total{result=\"%s\"} %llu\n",
-           tlsrpt_report_names[i],
-           (unsigned long long)atomic_load(&tlsrpt_reports[i]));
-  tb_fmt(&b, "# HELP postern_policy_state Policy module state (MTA-STS "
-             "cache entries and bytes), as of the last maintenance pass.\n"
-             "# TYPE postern_policy_state gauge\n");
+    postern_buf_printf(&b, "postern_tlsrpt_reports_total{result=\"%s\"} %llu\n",
+                       tlsrpt_report_names[i],
+                       (unsigned long long)atomic_load(&tlsrpt_reports[i]));
+  postern_buf_printf(
+      &b, "# HELP postern_policy_state Policy module state (MTA-STS "
+          "cache entries and bytes), as of the last maintenance pass.\n"
+          "# TYPE postern_policy_state gauge\n");
   for (size_t i = 0; i < GAUGE_SLOTS; i++) {
     struct gauge_slot *gs = &gauge_slots[i];
     const char *m = __atomic_load_n(&gs->module, __ATOMIC_ACQUIRE);
     if (m == NULL)
       break;
-    tb_fmt(&b, "postern_policy_state{module=\"%s\",name=\"%s\"} %llu\n", m,
-           gs->name, (unsigned long long)atomic_load(&gs->v));
+    postern_buf_printf(&b,
+                       "postern_policy_state{module=\"%s\",name=\"%s\"} %llu\n",
+                       m, gs->name, (unsigned long long)atomic_load(&gs->v));
   }
   struct {
     const char *name, *help;
@@ -254,36 +226,39 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
        g->outbound_connections},
   };
   for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
-    tb_fmt(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", gs[i].name,
-           gs[i].help, gs[i].name, gs[i].name, (unsigned long long)gs[i].v);
-  tb_fmt(&b,
-         "# HELP postern_dns_cache_lookups_total DNS lookups answered from "
-         "the relay's answer cache (hit) or sent to a resolver (miss).\n"
-         "# TYPE postern_dns_cache_lookups_total counter\n"
-         "postern_dns_cache_lookups_total{result=\"hit\"} %llu\n"
-         "postern_dns_cache_lookups_total{result=\"miss\"} %llu\n"
-         "# HELP postern_dns_cache_entries Answers held in the DNS caches.\n"
-         "# TYPE postern_dns_cache_entries gauge\n"
-         "postern_dns_cache_entries %llu\n"
-         "# HELP postern_dns_queries_waited_total DNS queries that waited "
-         "because a worker already had dns max_inflight at the resolvers.\n"
-         "# TYPE postern_dns_queries_waited_total counter\n"
-         "postern_dns_queries_waited_total %llu\n",
-         (unsigned long long)g->dns_cache_hits,
-         (unsigned long long)g->dns_cache_misses,
-         (unsigned long long)g->dns_cache_entries,
-         (unsigned long long)g->dns_queries_waited);
-  tb_fmt(&b,
-         "# HELP postern_tls_certificate_checks_total MX certificate chains "
-         "run through PKIX verification, answered from the verdict cache, or "
-         "not checked because DANE governs the host.\n"
-         "# TYPE postern_tls_certificate_checks_total counter\n"
-         "postern_tls_certificate_checks_total{result=\"verified\"} %llu\n"
-         "postern_tls_certificate_checks_total{result=\"cached\"} %llu\n"
-         "postern_tls_certificate_checks_total{result=\"skipped\"} %llu\n",
-         (unsigned long long)g->tls_pkix_verified,
-         (unsigned long long)g->tls_pkix_cached,
-         (unsigned long long)g->tls_pkix_skipped);
+    postern_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n",
+                       gs[i].name, gs[i].help, gs[i].name, gs[i].name,
+                       (unsigned long long)gs[i].v);
+  postern_buf_printf(
+      &b,
+      "# HELP postern_dns_cache_lookups_total DNS lookups answered from "
+      "the relay's answer cache (hit) or sent to a resolver (miss).\n"
+      "# TYPE postern_dns_cache_lookups_total counter\n"
+      "postern_dns_cache_lookups_total{result=\"hit\"} %llu\n"
+      "postern_dns_cache_lookups_total{result=\"miss\"} %llu\n"
+      "# HELP postern_dns_cache_entries Answers held in the DNS caches.\n"
+      "# TYPE postern_dns_cache_entries gauge\n"
+      "postern_dns_cache_entries %llu\n"
+      "# HELP postern_dns_queries_waited_total DNS queries that waited "
+      "because a worker already had dns max_inflight at the resolvers.\n"
+      "# TYPE postern_dns_queries_waited_total counter\n"
+      "postern_dns_queries_waited_total %llu\n",
+      (unsigned long long)g->dns_cache_hits,
+      (unsigned long long)g->dns_cache_misses,
+      (unsigned long long)g->dns_cache_entries,
+      (unsigned long long)g->dns_queries_waited);
+  postern_buf_printf(
+      &b,
+      "# HELP postern_tls_certificate_checks_total MX certificate chains "
+      "run through PKIX verification, answered from the verdict cache, or "
+      "not checked because DANE governs the host.\n"
+      "# TYPE postern_tls_certificate_checks_total counter\n"
+      "postern_tls_certificate_checks_total{result=\"verified\"} %llu\n"
+      "postern_tls_certificate_checks_total{result=\"cached\"} %llu\n"
+      "postern_tls_certificate_checks_total{result=\"skipped\"} %llu\n",
+      (unsigned long long)g->tls_pkix_verified,
+      (unsigned long long)g->tls_pkix_cached,
+      (unsigned long long)g->tls_pkix_skipped);
   if (b.oom) {
     free(b.p);
     return POSTERN_ENOMEM;
