@@ -288,7 +288,7 @@ static void test_buf(void **state) {
   postern_buf_printf(&b, "%s-%d-%0700d", "n", 42, 7);
   assert_false(b.oom);
   assert_int_equal(b.len, 1000 + 3 + 5 + 700);
-  assert_memory_equal(b.p + 1000, "a\0bn-42-", 9);
+  assert_memory_equal(b.p + 1000, "a\0bn-42-0", 9);
   assert_int_equal(b.p[b.len - 1], '7');
   assert_int_equal(b.p[b.len], '\0');
   assert_true(b.cap > b.len);
