@@ -121,31 +121,9 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
 
 /* ---- messages Postern makes (DSNs) ---- */
 
+/* A message the relay made (a DSN, a TLS report): its recipients, the
+ * sender and the envelope copied, the body taken over. */
 struct local_msg {
-  struct relay *r;
-  struct queue_msg_in in;
-  struct queue_rcpt_in rcpt;
-  struct iovec iov;
-  char id[QUEUE_ID_LEN + 1];
-  char *body;
-  char *rcpt_addr;
-};
-
-static void on_local_committed(void *arg, int status) {
-  struct local_msg *m = arg;
-  if (status == 0)
-    engine__sched_notify_new(m->r->sched, m->id);
-  else
-    postern_log(POSTERN_LOG_ERROR, "enqueue_failed", "id", m->id, "error",
-                postern_strerror(status), NULL);
-  free(m->body);
-  free(m->rcpt_addr);
-  free(m);
-}
-
-/* A TLS report (tlsrpt_send.c): several recipients, the report flag, the
- * sender copied. */
-struct report_msg {
   struct relay *r;
   struct queue_msg_in in;
   struct queue_rcpt_in *rcpts;
@@ -155,8 +133,8 @@ struct report_msg {
   char *strings; /* sender and recipients, one block */
 };
 
-static void on_report_committed(void *arg, int status) {
-  struct report_msg *m = arg;
+static void on_local_committed(void *arg, int status) {
+  struct local_msg *m = arg;
   if (status == 0)
     engine__sched_notify_new(m->r->sched, m->id);
   else
@@ -168,12 +146,12 @@ static void on_report_committed(void *arg, int status) {
   free(m);
 }
 
-int engine__ingress_local_report(struct relay *r, const char *id,
-                                 const char *sender, const char *const *rcpts,
-                                 size_t nrcpts, char *msg, size_t len) {
+static int local_submit(struct relay *r, const char *id, const char *sender,
+                        const char *const *rcpts, size_t nrcpts, char *msg,
+                        size_t len, bool tls_report) {
   if (nrcpts == 0)
     return POSTERN_EINVAL;
-  struct report_msg *m = calloc(1, sizeof *m);
+  struct local_msg *m = calloc(1, sizeof *m);
   size_t bytes = strlen(sender) + 1;
   for (size_t i = 0; i < nrcpts; i++)
     bytes += strlen(rcpts[i]) + 1;
@@ -206,8 +184,8 @@ int engine__ingress_local_report(struct relay *r, const char *id,
                                 .client_addr = "local",
                                 .body = &m->iov,
                                 .body_iovcnt = 1,
-                                .tls_report = true};
-  int rc = queue_msg_submit(r->q, &m->in, on_report_committed, m);
+                                .tls_report = tls_report};
+  int rc = queue_msg_submit(r->q, &m->in, on_local_committed, m);
   if (rc != 0) {
     free(m->strings);
     free(m->rcpts);
@@ -218,31 +196,11 @@ int engine__ingress_local_report(struct relay *r, const char *id,
 
 int engine__ingress_local(struct relay *r, const char *id, const char *sender,
                           const char *rcpt, char *msg, size_t len) {
-  struct local_msg *m = calloc(1, sizeof *m);
-  if (m == NULL)
-    return POSTERN_ENOMEM;
-  m->rcpt_addr = strdup(rcpt);
-  if (m->rcpt_addr == NULL) {
-    free(m);
-    return POSTERN_ENOMEM;
-  }
-  m->r = r;
-  snprintf(m->id, sizeof m->id, "%s", id);
-  m->body = msg;
-  m->rcpt.addr = m->rcpt_addr;
-  m->iov.iov_base = msg;
-  m->iov.iov_len = len;
-  m->in = (struct queue_msg_in){.id = m->id,
-                                .sender = sender,
-                                .rcpts = &m->rcpt,
-                                .n_rcpts = 1,
-                                .client_addr = "local",
-                                .body = &m->iov,
-                                .body_iovcnt = 1};
-  int rc = queue_msg_submit(r->q, &m->in, on_local_committed, m);
-  if (rc != 0) {
-    free(m->rcpt_addr);
-    free(m);
-  }
-  return rc;
+  return local_submit(r, id, sender, &rcpt, 1, msg, len, false);
+}
+
+int engine__ingress_local_report(struct relay *r, const char *id,
+                                 const char *sender, const char *const *rcpts,
+                                 size_t nrcpts, char *msg, size_t len) {
+  return local_submit(r, id, sender, rcpts, nrcpts, msg, len, true);
 }

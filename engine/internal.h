@@ -228,7 +228,8 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
                              const struct smtp_server_envelope *env,
                              const char *body, size_t len);
 /* Queues a message Postern made itself (a DSN) for delivery to `rcpt`;
- * takes ownership of `msg` (malloc'd). 0 or a POSTERN_E* code. */
+ * sender and rcpt are copied; msg (malloc'd, len bytes) is the queue's
+ * from a 0 return, the caller's otherwise. 0 or queue_msg_submit's error. */
 int engine__ingress_local(struct relay *r, const char *id, const char *sender,
                           const char *rcpt, char *msg, size_t len);
 /* Queues a TLS report the relay made (RFC 8460 §5.3) for nrcpts
