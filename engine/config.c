@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int config__fail(struct config__walk *w, unsigned line, unsigned col, int code,
                  const char *fmt, ...) {
@@ -113,6 +114,85 @@ static void print_optional(FILE *f, const struct config__dir *d,
 
 const struct config__type config__t_optional = {"block", parse_optional,
                                                 print_optional, free_section};
+
+/* destination PATTERN { ... }, repeatable; first match wins. */
+
+static void free_destinations(const struct config__dir *d, void *obj) {
+  void *field = CONFIG__FIELD(obj, d);
+  struct config_destination *x = config__arr_items(field);
+  for (size_t i = 0; i < config__arr_count(field); i++)
+    free(x[i].pattern);
+  config__arr_reset(field);
+}
+
+/* A domain name, ".domain" (its subdomains) or "*". */
+static int dest_pattern_ok(const char *s, size_t n, const char **why) {
+  if (n == 1 && s[0] == '*')
+    return 0;
+  if (n > 1 && s[0] == '.') {
+    s++;
+    n--;
+  }
+  return config__hostname_check(s, n, why);
+}
+
+static int parse_destination(struct config__walk *w,
+                             const struct config__dir *d, void *obj,
+                             const struct config__node *st) {
+  void *field = CONFIG__FIELD(obj, d);
+  if (config__arr_count(field) >= CONFIG_DEST_MAX)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ETOOBIG,
+                        "more than %u destination blocks", CONFIG_DEST_MAX);
+  const struct config__word *a = &st->args[0];
+  const char *why;
+  char q[256];
+  if (dest_pattern_ok(a->s, a->len, &why))
+    return config__fail(w, a->line, a->col, POSTERN_ECONFIG,
+                        "'destination' wants a domain, .domain or *; '%s': %s",
+                        CONFIG__QUOTE(a, q), why);
+  const struct config_destination *all = config__arr_items(field);
+  for (size_t i = 0; i < config__arr_count(field); i++)
+    if (strcasecmp(all[i].pattern, a->s) == 0)
+      return config__fail(w, a->line, a->col, POSTERN_ECONFIG,
+                          "duplicate destination %s (first at line %u)",
+                          all[i].pattern, all[i].line);
+  struct config_destination *x = config__arr_push(field, sizeof *x);
+  if (x == NULL || (x->pattern = strndup(a->s, a->len)) == NULL)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ENOMEM,
+                        "out of memory");
+  for (char *c = x->pattern; *c; c++)
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c - 'A' + 'a');
+  size_t pl = strlen(x->pattern);
+  if (pl > 1 && x->pattern[pl - 1] == '.')
+    x->pattern[pl - 1] = '\0';
+  x->line = st->name.line;
+  x->col = st->name.col;
+  int rc = config__apply_defaults(w, d->sub, x);
+  if (rc == 0 && st->has_block)
+    rc = config__walk_block(w, d->sub, x, st);
+  return rc;
+}
+
+static void print_destinations(FILE *f, const struct config__dir *d,
+                               const void *obj, int indent) {
+  const void *field = CONFIG__CFIELD(obj, d);
+  const struct config_destination *x = config__arr_items(field);
+  if (config__arr_count(field) == 0) {
+    config__put_unset(f, indent, d);
+    return;
+  }
+  for (size_t i = 0; i < config__arr_count(field); i++) {
+    config__put_indent(f, indent);
+    fprintf(f, "%s %s {\n", d->name, x[i].pattern);
+    config__print_block(f, d->sub, &x[i], indent + 1);
+    config__put_indent(f, indent);
+    fputs("}\n", f);
+  }
+}
+
+const struct config__type config__t_destination = {
+    "block", parse_destination, print_destinations, free_destinations};
 
 /* listen ADDR:PORT [{ ... }], repeatable. */
 

@@ -46,6 +46,9 @@
 #define CONFIG_WORDS_MAX 262144u /* words (names and arguments) in a file */
 #define CONFIG_LISTEN_MAX 256u   /* listen directives */
 #define CONFIG_ROUTE_MAX 1000u   /* route directives */
+#define CONFIG_DEST_MAX 10000u   /* destination blocks */
+#define CONFIG_DEST_PINS 8u      /* tls_fingerprint digests per block */
+#define CONFIG_DEST_NAMES 8u     /* tls_names per block */
 
 /*
  * The config's earlier names for values it now shares with their owners
@@ -220,6 +223,47 @@ struct config_metrics {
   struct config_addr listen;
 };
 
+/*
+ * destination PATTERN { ... }: what the operator demands (or, explicitly,
+ * forgives) for one destination. PATTERN is a domain, ".example.com" for
+ * every subdomain of it, or "*"; the first block that matches wins. Every
+ * setting left out inherits: the enums' value 0 is "inherit", the limits'
+ * 0 likewise.
+ */
+enum config_dest_tls {
+  CONFIG_DEST_TLS_INHERIT,
+  CONFIG_DEST_TLS_NONE,
+  CONFIG_DEST_TLS_ENCRYPTED,
+  CONFIG_DEST_TLS_AUTHENTICATED
+};
+enum config_dest_mx {
+  CONFIG_DEST_MX_INHERIT,
+  CONFIG_DEST_MX_NONE,
+  CONFIG_DEST_MX_MTASTS,
+  CONFIG_DEST_MX_DNSSEC
+};
+enum config_dest_switch {
+  CONFIG_DEST_INHERIT,
+  CONFIG_DEST_ON,
+  CONFIG_DEST_OFF,
+  CONFIG_DEST_REQUIRED /* dane only */
+};
+struct config_destination {
+  char *pattern;
+  unsigned line, col;
+  int min_tls_level;                  /* enum config_dest_tls */
+  int min_mx_level;                   /* enum config_dest_mx */
+  int dane;                           /* enum config_dest_switch */
+  int mtasts;                         /* ON, OFF or INHERIT */
+  uint8_t pins[CONFIG_DEST_PINS][32]; /* SHA-256 of a certificate or SPKI */
+  size_t npins;
+  char names[CONFIG_DEST_NAMES][254]; /* accepted besides the MX name */
+  size_t nnames;
+  uint32_t connections; /* per_domain_connections; 0: inherit */
+  uint32_t rate;        /* per_domain_rate; 0: inherit */
+  uint32_t reuse_limit; /* 0: inherit */
+};
+
 /* tlsrpt { }: TLS reporting (RFC 8460); off without the block. Strings
  * NULL: derived from the hostname when used. */
 struct config_tlsrpt {
@@ -252,6 +296,8 @@ struct postern_config {
   struct config_log log;
   struct config_metrics metrics;
   struct config_tlsrpt tlsrpt;
+  struct config_destination *destinations; /* in file order */
+  size_t destination_count;
 };
 
 /* Where and why loading failed. line and col are 1-based (col counts

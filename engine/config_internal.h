@@ -255,6 +255,7 @@ extern const struct config__type config__t_hostname, config__t_user,
  * that is off when absent), repeated `listen` blocks, the `policy` chain
  * and one module of it (its kind is the directive's `min`). */
 extern const struct config__type config__t_section, config__t_metrics,
-    config__t_optional, config__t_listen, config__t_policy, config__t_module;
+    config__t_optional, config__t_destination, config__t_pins,
+    config__t_dest_names, config__t_listen, config__t_policy, config__t_module;
 
 #endif

@@ -701,6 +701,98 @@ static const struct config__dir metrics_dirs[] = {
 static const struct config__block metrics_block = {"metrics", metrics_dirs,
                                                    NDIRS(metrics_dirs), NULL};
 
+static const char *const dest_tls_names[] = {"inherit", "none", "encrypted",
+                                             "authenticated", NULL};
+static const char *const dest_mx_names[] = {"inherit", "none", "mtasts",
+                                            "dnssec", NULL};
+static const char *const dest_dane_names[] = {"inherit", "on", "off",
+                                              "required", NULL};
+static const char *const dest_mtasts_names[] = {"inherit", "on", "off", NULL};
+
+#define DS(f) offsetof(struct config_destination, f)
+static const struct config__dir destination_dirs[] = {
+    {.name = "min_tls_level",
+     .type = &config__t_enum,
+     ONE,
+     .def = "inherit",
+     .off = DS(min_tls_level),
+     .names = dest_tls_names,
+     .synopsis = "inherit|none|encrypted|authenticated",
+     .help = "lowest TLS level for this destination, instead of local's"},
+    {.name = "min_mx_level",
+     .type = &config__t_enum,
+     ONE,
+     .def = "inherit",
+     .off = DS(min_mx_level),
+     .names = dest_mx_names,
+     .synopsis = "inherit|none|mtasts|dnssec",
+     .help = "lowest MX level for this destination, instead of local's"},
+    {.name = "dane",
+     .type = &config__t_enum,
+     ONE,
+     .def = "inherit",
+     .off = DS(dane),
+     .names = dest_dane_names,
+     .synopsis = "inherit|on|off|required",
+     .help = "DANE for this destination; required: no usable TLSA, no mail"},
+    {.name = "mtasts",
+     .type = &config__t_enum,
+     ONE,
+     .def = "inherit",
+     .off = DS(mtasts),
+     .names = dest_mtasts_names,
+     .synopsis = "inherit|on|off",
+     .help = "MTA-STS for this destination; off ignores its policy"},
+    {.name = "tls_fingerprint",
+     .type = &config__t_pins,
+     .min_args = 1,
+     .max_args = CONFIG_DEST_PINS,
+     .synopsis = "sha256:HEX...",
+     .help = "pinned certificate or public-key digests: a match is "
+             "authenticated",
+     .unset = "no pins"},
+    {.name = "tls_names",
+     .type = &config__t_dest_names,
+     .min_args = 1,
+     .max_args = CONFIG_DEST_NAMES,
+     .synopsis = "NAME...",
+     .help = "names accepted in the certificate besides the MX host name",
+     .unset = "the MX host name only"},
+    {.name = "connections",
+     .type = &config__t_u32,
+     ONE,
+     .min = 0,
+     .max = 100000,
+     .def = "0",
+     .off = DS(connections),
+     .synopsis = "NUMBER",
+     .help = "connections to this destination; 0 inherits "
+             "per_domain_connections"},
+    {.name = "rate",
+     .type = &config__t_u32,
+     ONE,
+     .min = 0,
+     .max = 1000000,
+     .def = "0",
+     .off = DS(rate),
+     .synopsis = "NUMBER",
+     .help = "deliveries per second to this destination; 0 inherits "
+             "per_domain_rate"},
+    {.name = "reuse_limit",
+     .type = &config__t_u32,
+     ONE,
+     .min = 0,
+     .max = 1000000,
+     .def = "0",
+     .off = DS(reuse_limit),
+     .synopsis = "NUMBER",
+     .help = "messages per connection to this destination; 0 inherits"},
+};
+#undef DS
+
+static const struct config__block destination_block = {
+    "destination", destination_dirs, NDIRS(destination_dirs), NULL};
+
 #define TR(f) offsetof(struct config_tlsrpt, f)
 static const struct config__dir tlsrpt_dirs[] = {
     {.name = "organization",
@@ -878,6 +970,15 @@ static const struct config__dir root_dirs[] = {
      .synopsis = "{ listen ADDR:PORT }",
      .help = "metrics endpoint",
      .unset = "no metrics endpoint"},
+    {.name = "destination",
+     .type = &config__t_destination,
+     ONE,
+     .off = R(destinations),
+     .sub = &destination_block,
+     .flags = CONFIG__REPEAT | CONFIG__BLOCK_OPT,
+     .synopsis = "PATTERN",
+     .help = "what this destination must meet (or, explicitly, need not)",
+     .unset = "every destination gets the policy chain as it is"},
     {.name = "tlsrpt",
      .type = &config__t_optional,
      .off = R(tlsrpt),
@@ -896,10 +997,10 @@ const struct config__block config__root_block = {"", root_dirs,
                                                  NDIRS(root_dirs), check_root};
 
 const struct config__block *const config__blocks[] = {
-    &config__root_block, &listen_block, &queue_block,  &delivery_block,
-    &dns_block,          &tls_block,    &policy_block, &local_block,
-    &mtasts_block,       &dnssec_block, &dane_block,   &log_block,
-    &metrics_block,      &tlsrpt_block, NULL};
+    &config__root_block, &listen_block, &queue_block,       &delivery_block,
+    &dns_block,          &tls_block,    &policy_block,      &local_block,
+    &mtasts_block,       &dnssec_block, &dane_block,        &log_block,
+    &metrics_block,      &tlsrpt_block, &destination_block, NULL};
 
 _Static_assert(NDIRS(delivery_dirs) <= CONFIG__MAX_DIRS,
                "raise CONFIG__MAX_DIRS");

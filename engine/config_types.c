@@ -20,6 +20,8 @@
 #include "base/postern_err.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -273,6 +275,88 @@ static int parse_mailbox(struct config__walk *w, const struct config__dir *d,
   return str_set(w, d, obj, st, check_mailbox, "mailbox", false);
 }
 
+/* tls_fingerprint sha256:HEX...: up to CONFIG_DEST_PINS digests, into the
+ * struct config_destination the block fills. */
+static int parse_pins(struct config__walk *w, const struct config__dir *d,
+                      void *obj, const struct config__node *st) {
+  struct config_destination *x = obj;
+  (void)d;
+  for (size_t i = 0; i < st->nargs; i++) {
+    const struct config__word *a = &st->args[i];
+    char q[256];
+    if (x->npins == CONFIG_DEST_PINS)
+      return config__fail(w, a->line, a->col, POSTERN_ETOOBIG,
+                          "at most %u tls_fingerprint digests",
+                          CONFIG_DEST_PINS);
+    bool ok = a->len == 7 + 64 && strncasecmp(a->s, "sha256:", 7) == 0;
+    uint8_t *out = x->pins[x->npins];
+    for (size_t k = 0; ok && k < 32; k++) {
+      unsigned v = 0;
+      char hx[3] = {a->s[7 + 2 * k], a->s[8 + 2 * k], 0};
+      ok = isxdigit((unsigned char)hx[0]) && isxdigit((unsigned char)hx[1]) &&
+           sscanf(hx, "%2x", &v) == 1;
+      out[k] = (uint8_t)v;
+    }
+    if (!ok)
+      return config__fail(w, a->line, a->col, POSTERN_ECONFIG,
+                          "'tls_fingerprint' wants sha256: and 64 hex digits "
+                          "(of a certificate or its public key); got '%s'",
+                          CONFIG__QUOTE(a, q));
+    x->npins++;
+  }
+  return 0;
+}
+
+static void print_pins(FILE *f, const struct config__dir *d, const void *obj,
+                       int indent) {
+  const struct config_destination *x = obj;
+  if (x->npins == 0) {
+    config__put_unset(f, indent, d);
+    return;
+  }
+  config__put_indent(f, indent);
+  fputs(d->name, f);
+  for (size_t i = 0; i < x->npins; i++) {
+    fputs(" sha256:", f);
+    for (size_t k = 0; k < 32; k++)
+      fprintf(f, "%02x", x->pins[i][k]);
+  }
+  fputc('\n', f);
+}
+
+/* tls_names NAME...: up to CONFIG_DEST_NAMES host names. */
+static int parse_dest_names(struct config__walk *w, const struct config__dir *d,
+                            void *obj, const struct config__node *st) {
+  struct config_destination *x = obj;
+  for (size_t i = 0; i < st->nargs; i++) {
+    const struct config__word *a = &st->args[i];
+    const char *why;
+    if (x->nnames == CONFIG_DEST_NAMES)
+      return config__fail(w, a->line, a->col, POSTERN_ETOOBIG,
+                          "at most %u tls_names", CONFIG_DEST_NAMES);
+    if (config__hostname_check(a->s, a->len, &why) || a->len >= 254)
+      return bad_value(w, d, a, "host name", why);
+    memcpy(x->names[x->nnames], a->s, a->len);
+    x->names[x->nnames][a->len] = '\0';
+    x->nnames++;
+  }
+  return 0;
+}
+
+static void print_dest_names(FILE *f, const struct config__dir *d,
+                             const void *obj, int indent) {
+  const struct config_destination *x = obj;
+  if (x->nnames == 0) {
+    config__put_unset(f, indent, d);
+    return;
+  }
+  config__put_indent(f, indent);
+  fputs(d->name, f);
+  for (size_t i = 0; i < x->nnames; i++)
+    fprintf(f, " %s", x->names[i]);
+  fputc('\n', f);
+}
+
 static void print_str(FILE *f, const struct config__dir *d, const void *obj,
                       int indent) {
   char *const *field = CONFIG__CFIELD(obj, d);
@@ -300,6 +384,11 @@ const struct config__type config__t_mailbox = {"mailbox", parse_mailbox,
                                                print_str, free_str};
 
 static void free_nothing(const struct config__dir *d, void *obj) {}
+
+const struct config__type config__t_pins = {"digest", parse_pins, print_pins,
+                                            free_nothing};
+const struct config__type config__t_dest_names = {
+    "host name", parse_dest_names, print_dest_names, free_nothing};
 
 /*
  * Numbers. Every numeric type is a value in its unit (ms, bytes, millionths
