@@ -212,7 +212,7 @@ static const struct err_case err_cases[] = {
       "every message would be deferred"),
     E("policy { min_tls_level encrypted }\n", 1, CONFIG, 2, 10,
       "'min_tls_level' is not allowed in the policy block; it belongs in the "
-      "local block"),
+      "local block or in the destination block"),
     /* the whole file */
     E("", 0, CONFIG, 1, 1,
       "no 'listen' directive: at least one listener is required"),
@@ -499,6 +499,9 @@ static void test_example(void **state) {
    * printer's output for a default configuration. */
   const char *t = "listen 127.0.0.1:25\nmetrics { listen 127.0.0.1:26 }\n"
                   "tlsrpt { }\n"
+                  "destination example.com { tls_fingerprint sha256:"
+                  "0000000000000000000000000000000000000000000000000000000000"
+                  "000000; tls_names mx.example.com }\n"
                   "policy { local; mtasts; dnssec; dane }\n";
   assert_int_equal(config_parse("d.conf", t, strlen(t), &cfg, &err), 0);
   char *printed = print_to_string(cfg);

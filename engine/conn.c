@@ -337,8 +337,8 @@ static void on_sent(struct smtp_client *c, int status,
   cn->sent++;
   cn->last_txn_ms = now - cn->cur_start_ms;
   struct relay *r = d->dw->env.r;
-  if (status != 0 || cn->sent >= r->cfg->delivery.reuse_limit ||
-      atomic_load(&r->stopping)) {
+  engine__dest_limits(d);
+  if (status != 0 || cn->sent >= d->lim_reuse || atomic_load(&r->stopping)) {
     if (cn->next_tx) {
       /* The chained message never reached DATA: closing the client
        * abandons it, and another connection carries it. */
@@ -397,8 +397,7 @@ static void conn_chain(struct conn *cn) {
   if (d->head == NULL || cn->cur == NULL || cn->next_tx || cn->closing ||
       cn->sent == 0 || r->cfg->delivery.chain_threshold_ms == 0 ||
       cn->last_txn_ms > r->cfg->delivery.chain_threshold_ms ||
-      cn->cur->msg.body_len > CHAIN_BODY_MAX ||
-      cn->sent + 2 > r->cfg->delivery.reuse_limit ||
+      cn->cur->msg.body_len > CHAIN_BODY_MAX || cn->sent + 2 > d->lim_reuse ||
       atomic_load(&r->stopping) || !engine__dest_rate_allows(d))
     return;
   struct job *j = engine__dest_pop(d);

@@ -130,7 +130,8 @@ void engine__dest_kick(struct dest *d) {
   /* Slow start: until a connection is up, only initial_connections
    * attempts; a burst of jobs to a new destination would otherwise open
    * per_domain_connections handshakes where one reused session does. */
-  size_t cap = dc->per_domain_connections;
+  engine__dest_limits(d);
+  size_t cap = d->lim_conns;
   if (d->nconns == 0 && cap > dc->initial_connections)
     cap = dc->initial_connections;
   while (d->njobs > d->nattempts &&

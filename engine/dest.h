@@ -62,6 +62,10 @@ struct dest {
    * exhausts too, the jobs are deferred, not bounced. Cleared when the
    * jobs are settled or gone, or a connection succeeds. */
   bool temp_seen;
+  /* The limits in force for this destination (delivery { } or its
+   * destination block), recomputed when the configuration changes. */
+  const struct postern_config *lim_cfg;
+  uint32_t lim_conns, lim_rate, lim_reuse;
   char temp_status[16];
   char temp_reason[512];
 };
@@ -96,9 +100,26 @@ bool engine__dest_rate_take(struct dest *d, uint32_t rate);
 
 /* May one more message start now (per_domain_rate)? If not, the
  * destination is kicked again when it may. */
+/* Refreshes d->lim_* from the configuration in force (a reload swaps it):
+ * a destination block's connections, rate and reuse_limit, else the
+ * delivery block's. */
+static inline void engine__dest_limits(struct dest *d) {
+  const struct postern_config *cfg = d->dw->env.r->cfg;
+  if (d->lim_cfg == cfg)
+    return;
+  const struct config_destination *b =
+      engine__destination_block(cfg, d->domain);
+  d->lim_cfg = cfg;
+  d->lim_conns = b && b->connections ? b->connections
+                                     : cfg->delivery.per_domain_connections;
+  d->lim_rate = b && b->rate ? b->rate : cfg->delivery.per_domain_rate;
+  d->lim_reuse =
+      b && b->reuse_limit ? b->reuse_limit : cfg->delivery.reuse_limit;
+}
+
 static inline bool engine__dest_rate_allows(struct dest *d) {
-  uint32_t rate = d->dw->env.r->cfg->delivery.per_domain_rate;
-  return rate == 0 || engine__dest_rate_take(d, rate);
+  engine__dest_limits(d);
+  return d->lim_rate == 0 || engine__dest_rate_take(d, d->lim_rate);
 }
 
 static inline struct job *engine__dest_pop(struct dest *d) {

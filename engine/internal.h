@@ -156,6 +156,22 @@ struct job {
 
 /* ---- routes (route.c) ---- */
 
+/* The destination block for `domain` (first match in file order: the
+ * domain itself, ".parent" for a name below it, or "*"), or NULL. */
+const struct config_destination *
+engine__destination_block(const struct postern_config *cfg, const char *domain);
+/* The same as the policy chain reads it; false (and *out zeroed) when no
+ * block matches. */
+struct policy_dest;
+bool engine__destination_policy(const struct postern_config *cfg,
+                                const char *domain, struct policy_dest *out);
+
+/* For postern-probe: the pattern of the block that applies to `domain`
+ * ("" when none) and what it sets, as one line. */
+void engine__destination_describe(const struct postern_config *cfg,
+                                  const char *domain, char *pattern,
+                                  size_t pcap, char *set, size_t scap);
+
 /* The static route for `domain`, if any: the route naming the domain
  * itself, else the "*" route. */
 bool engine__route_lookup(const struct relay *r, const char *domain,

@@ -142,6 +142,7 @@ static struct policy_env penv(const struct mx_attempt *a) {
                          .now_ms = relay_now_ms(a->env->r),
                          .count = metrics_policy};
   e.routed = a->dest->routed;
+  e.dest = a->has_pdest ? &a->pdest : NULL;
   return e;
 }
 
@@ -740,6 +741,8 @@ static void on_domain_prepared(void *arg, struct policy_domain_run *run,
 
 int engine__mx_run(struct mx_attempt *a) {
   const struct mx_dest *d = a->dest;
+  a->has_pdest =
+      engine__destination_policy(a->env->r->cfg, d->domain, &a->pdest);
   struct policy_env e = penv(a);
   const char *pdomain = d->routed ? d->route->host : d->domain;
   return policy_chain_prepare_domain(a->env->r->chain, &e, pdomain,

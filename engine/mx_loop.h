@@ -172,6 +172,10 @@ struct mx_attempt {
   char temp_status[16], perm_status[16];
   char temp_reason[512], perm_reason[512];
   char last_mx[256];
+  /* The destination block that applies (engine__destination_policy),
+   * looked up when the attempt starts. */
+  struct policy_dest pdest;
+  bool has_pdest;
 };
 
 /* A new attempt (zeroed, not started), or NULL without memory. `env` and

@@ -186,6 +186,9 @@ int probe_start(const struct probe_setup *s, const char *domain, probe_cb cb,
   p->routed =
       engine__dest_key(&p->relay, domain, &p->route, p->key, sizeof p->key);
   p->res.routed = p->routed;
+  engine__destination_describe(
+      p->relay.cfg, domain, p->res.destination, sizeof p->res.destination,
+      p->res.destination_set, sizeof p->res.destination_set);
   if (p->routed)
     snprintf(p->res.route, sizeof p->res.route, "%s", p->key);
   p->target = (struct mx_dest){.key = p->key,

@@ -52,6 +52,10 @@ struct probe_result {
   bool routed;
   char route[300];
   char policy[1024]; /* what the policy modules found for the domain */
+  /* The destination block that applies ("" when none) and what it sets,
+   * as one line ("min_tls_level authenticated, dane required"). */
+  char destination[256];
+  char destination_set[512];
   size_t nmx;
   struct probe_mx mx[PROBE_MAX_MX];
   /* The verdict the relay would reach: deliver to the first acceptable

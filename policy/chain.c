@@ -89,6 +89,7 @@ const char *policy_chain_module_name(const struct policy_chain *c, size_t i) {
 struct policy_domain_run {
   struct policy_chain *chain;
   struct policy_env env;
+  struct policy_dest dest; /* env.dest points here when set */
   char domain[256];
   void **pd; /* per module */
   size_t next;
@@ -185,6 +186,10 @@ int policy_chain_prepare_domain(struct policy_chain *c,
   }
   run->chain = c;
   run->env = *env;
+  if (env->dest != NULL) {
+    run->dest = *env->dest;
+    run->env.dest = &run->dest;
+  }
   snprintf(run->domain, sizeof run->domain, "%s", domain);
   run->cb = cb;
   run->arg = arg;
@@ -250,6 +255,11 @@ void policy_chain_check_mx(struct policy_domain_run *run,
     if (v->result.outcome != POLICY_OK)
       return;
   }
+  /* A destination block's minimum is at least a floor (local, when in the
+   * chain, has already used it in place of its own). */
+  const struct policy_dest *dd = run->env.dest;
+  if (dd != NULL && dd->has_min_mx && v->required < dd->min_mx)
+    v->required = dd->min_mx;
   if (v->level < v->required) {
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
                       "MX %s reached MX level %s, policy requires %s", mx->host,
@@ -282,6 +292,18 @@ static void conn_step(struct policy_conn_run *cr);
 
 static void conn_fire(struct net_defer *d) {
   struct policy_conn_run *cr = d->data;
+  const struct policy_dest *dd = cr->env.dest;
+  /* `dane required` (Postfix's dane-only): without usable TLSA records
+   * this host is not good enough; wait for them (RFC 8460 §4.3.2.1 has a
+   * result type for it). */
+  if (dd != NULL && dd->dane == POLICY_DEST_REQUIRED &&
+      cr->req.result.outcome == POLICY_OK && !cr->req.dane_usable) {
+    policy_result_set(&cr->req.result, POLICY_TEMPFAIL, "destination", "4.7.5",
+                      "destination %s requires DANE; %s has no usable TLSA "
+                      "records",
+                      dd->pattern, cr->host_name);
+    cr->req.result.tlsrpt = POLICY_TLSRPT_DANE_REQUIRED;
+  }
   cr->cb(cr->arg, cr, &cr->req);
 }
 
@@ -349,6 +371,7 @@ int policy_chain_prepare_conn(struct policy_domain_run *run,
   }
   cr->drun = run;
   cr->env = *env;
+  cr->env.dest = run->env.dest; /* the run's copy */
   /* Copy the host description: the caller's may not outlive the lookup. */
   cr->mx = *h->mx;
   snprintf(cr->host_name, sizeof cr->host_name, "%s", h->mx->host);
@@ -406,6 +429,14 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
     m->ops->check_conn(m->state, cr->drun->pd[i], cr->pc[i], conn, v);
     if (v->result.outcome != POLICY_OK)
       return;
+  }
+  const struct policy_dest *dd = cr->env.dest;
+  if (dd != NULL) {
+    if (dd->has_min_tls && v->required < dd->min_tls)
+      v->required = dd->min_tls;
+    if (v->level < POLICY_TLS_LEVEL_AUTHENTICATED && !conn->dane_usable &&
+        policy__dest_vouches(dd, conn))
+      v->level = POLICY_TLS_LEVEL_AUTHENTICATED;
   }
   if (v->level < v->required) {
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",

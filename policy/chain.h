@@ -352,6 +352,36 @@ struct policy_result {
   int tlsrpt;
 };
 
+/*
+ * What the operator set for one destination (a `destination` block), as
+ * the chain applies it. Plain data: the chain keeps a copy per domain run.
+ * Stricter settings combine with the chain (the strictest wins); the
+ * looser ones - dane off, mtasts off, a minimum below local's - are the
+ * operator's explicit say and are logged on each delivery they affect.
+ */
+#define POLICY_DEST_PINS 8
+#define POLICY_DEST_NAMES 8
+enum policy_dest_switch {
+  POLICY_DEST_INHERIT,
+  POLICY_DEST_ON,
+  POLICY_DEST_OFF,
+  POLICY_DEST_REQUIRED /* dane: no usable TLSA records, no delivery */
+};
+struct policy_dest {
+  char pattern[256]; /* the block's pattern, for logs; "" when none */
+  bool has_min_tls, has_min_mx;
+  enum policy_tls_level min_tls; /* replaces local's minimum */
+  enum policy_mx_level min_mx;   /* likewise */
+  enum policy_dest_switch dane, mtasts;
+  /* SHA-256 digests of a certificate (DER) or its SubjectPublicKeyInfo:
+   * a leaf matching one is `authenticated` (pinning). */
+  uint8_t pins[POLICY_DEST_PINS][32];
+  size_t npins;
+  /* Names accepted in a PKIX-valid certificate besides the MX name. */
+  char names[POLICY_DEST_NAMES][254];
+  size_t nnames;
+};
+
 /* What a module can use on the loop it runs on. Borrowed for the call:
  * a module that keeps working asynchronously copies what it needs (the
  * loop and resolver outlive every run). */
@@ -376,6 +406,10 @@ struct policy_env {
    * (RFC 8461 §3.4), and has no policy for an IP-address route; per-host
    * policies (DANE, local) apply as usual. */
   bool routed;
+  /* The destination's overrides, NULL when no block matched. Given to
+   * policy_chain_prepare_domain it is copied into the run; modules see
+   * the run's copy, valid for the run's lifetime. */
+  const struct policy_dest *dest;
 };
 
 /* An MX candidate as the engine found it. */

@@ -330,6 +330,17 @@ static int dane_prepare_conn(void *state, const struct policy_env *env,
                              struct policy_conn_req *req, policy_done_cb done,
                              void *arg) {
   const struct policy_mx *mx = h->mx;
+  if (env->dest != NULL && env->dest->dane == POLICY_DEST_OFF) {
+    /* The operator turned DANE off for this destination: no TLSA lookup,
+     * whatever the zone publishes. Logged on every connection it skips. */
+    postern_log(POSTERN_LOG_INFO, "destination_override", "destination",
+                env->dest->pattern, "mx", mx->host, "override", "dane off",
+                NULL);
+    *pc = NULL;
+    static const struct policy_result ok = {.outcome = POLICY_OK};
+    done(arg, &ok);
+    return 0;
+  }
   const char *canonical =
       h->canonical && h->canonical[0] ? h->canonical : mx->host;
   struct policy_dane_host dh = {.host = mx->host,

@@ -126,6 +126,12 @@ bool policy__mts_wait_over(struct policy__mts_waiter *w, bool timed_out,
 /* The maintain op (mtasts_refresh.c). */
 uint64_t policy__mts_maintain(void *state, const struct policy_env *env);
 
+/* Whether a destination block's pins or extra names authenticate the
+ * session (destination.c): the leaf's certificate or SPKI digest is
+ * pinned, or a PKIX-valid chain names one of the extra names. Logs which. */
+bool policy__dest_vouches(const struct policy_dest *d,
+                          const struct policy_conn *c);
+
 /* The RFC 8460 result type of a session that fell short of the TLS level
  * a policy requires (chain.c). */
 int policy__tlsrpt_of_conn(const struct policy_conn *c);

@@ -406,6 +406,17 @@ static int mts_prepare_domain(void *state, const struct policy_env *env,
   /* RFC 8461 §3.4: for a route to a named host the policy domain is that
    * host's name (the engine passes it as `domain`); an IP address names
    * no domain, so there is no policy to look for. */
+  if (env->dest != NULL && env->dest->mtasts == POLICY_DEST_OFF) {
+    /* The operator turned MTA-STS off for this destination (a broken
+     * policy host): no lookup, no policy, logged on every delivery. */
+    postern_log(POSTERN_LOG_INFO, "destination_override", "destination",
+                env->dest->pattern, "domain", domain, "override", "mtasts off",
+                NULL);
+    *pd = NULL;
+    static const struct policy_result ok = {.outcome = POLICY_OK};
+    done(arg, &ok);
+    return 0;
+  }
   if (env->routed && is_ip_literal(domain)) {
     *pd = NULL;
     static const struct policy_result ok = {.outcome = POLICY_OK};

@@ -180,6 +180,8 @@ check(rc == 2, "stray argument: exit 2", err)
 # --- documentation covers every directive ------------------------------------
 full = write("full.conf", "listen 127.0.0.1:1\nmetrics { listen 127.0.0.1:2 }\n"
              "tlsrpt { }\n"
+             "destination example.com { tls_fingerprint sha256:" + "00" * 32 +
+             "; tls_names mx.example.com }\n"
              "policy { local; mtasts; dnssec; dane }\n")
 rc, out, err = run("-c", full, "--check")
 check(rc == 0, "config with every module passes", err)
@@ -234,7 +236,7 @@ section_of = {"": "TOP-LEVEL DIRECTIVES", "listen": "LISTEN BLOCK",
               "queue": "QUEUE BLOCK", "delivery": "DELIVERY BLOCK",
               "dns": "DNS BLOCK", "tls": "TLS BLOCK", "policy": "POLICY BLOCK",
               "log": "LOG BLOCK", "metrics": "METRICS BLOCK",
-              "tlsrpt": "TLSRPT BLOCK"}
+              "tlsrpt": "TLSRPT BLOCK", "destination": "DESTINATION BLOCK"}
 
 
 def man_entry(full):

@@ -71,10 +71,16 @@ static int print_json(const struct probe_result *res) {
   json_t *top = NULL;
   if (!bad)
     top = json_pack(
-        "{s:o, s:o, s:o, s:o, s:s, s:o, s:o}", "domain",
+        "{s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o}", "domain",
         postern_json_cstr(res->domain), "route",
-        res->routed ? postern_json_cstr(res->route) : json_null(), "policy",
-        postern_json_cstr(res->policy), "mx", mx, "verdict",
+        res->routed ? postern_json_cstr(res->route) : json_null(),
+        "destination",
+        res->destination[0]
+            ? json_pack("{s:o, s:o}", "pattern",
+                        postern_json_cstr(res->destination), "sets",
+                        postern_json_cstr(res->destination_set))
+            : json_null(),
+        "policy", postern_json_cstr(res->policy), "mx", mx, "verdict",
         res->deliverable ? "deliver" : (res->temporary ? "defer" : "bounce"),
         "status", postern_json_cstr(res->status), "reason",
         postern_json_cstr(res->reason));
@@ -98,6 +104,13 @@ static void print_text(const struct probe_result *res) {
     putchar(')');
   }
   putchar('\n');
+  if (res->destination[0]) {
+    printf("destination block ");
+    put_text(res->destination);
+    printf(" applies: ");
+    put_text(res->destination_set);
+    putchar('\n');
+  }
   if (res->policy[0]) {
     printf("policy: ");
     put_text(res->policy);
