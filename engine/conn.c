@@ -64,6 +64,9 @@ struct conn {
   char addr[64];
   enum policy_mx_level mx_level;
   enum policy_tls_level tls_level;
+  /* The configuration the session was judged under: after a reload it
+   * carries no new message (its policy may have changed). */
+  const struct postern_config *cfg;
 };
 
 static void conn_send_next(struct conn *cn);
@@ -184,6 +187,7 @@ struct conn *engine__conn_open(struct dest *d, const struct mx_session *s) {
   /* Logged and counted: the levels the connection really had. */
   cn->mx_level = s->mx_level;
   cn->tls_level = s->tls_level;
+  cn->cfg = cn->r->cfg;
   metrics_inc(METRICS_CONNECTIONS_OPENED);
   uv_timer_init(d->dw->env.loop, &cn->idle);
   cn->idle.data = cn;
@@ -365,6 +369,16 @@ static void on_sent(struct smtp_client *c, int status,
 
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
+  if (cn->cfg != cn->r->cfg) {
+    /* A reload since the session was judged: the policy that accepted it
+     * may no longer (a new destination block, new minimums). New mail gets
+     * a session judged under the configuration in force. */
+    postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
+                "reason", "configuration reloaded", NULL);
+    conn_drop(cn);
+    engine__dest_kick(d);
+    return;
+  }
   struct job *j = engine__dest_pop(d);
   if (j == NULL)
     return;
@@ -395,7 +409,8 @@ static void conn_chain(struct conn *cn) {
   struct dest *d = cn->d;
   struct relay *r = d->dw->env.r;
   if (d->head == NULL || cn->cur == NULL || cn->next_tx || cn->closing ||
-      cn->sent == 0 || r->cfg->delivery.chain_threshold_ms == 0 ||
+      cn->cfg != r->cfg || cn->sent == 0 ||
+      r->cfg->delivery.chain_threshold_ms == 0 ||
       cn->last_txn_ms > r->cfg->delivery.chain_threshold_ms ||
       cn->cur->msg.body_len > CHAIN_BODY_MAX || cn->sent + 2 > d->lim_reuse ||
       atomic_load(&r->stopping) || !engine__dest_rate_allows(d))
@@ -427,6 +442,12 @@ bool engine__conns_feed(struct dest *d) {
       conn_chain(cn);
   }
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
+    if (cn->cur == NULL && !cn->closing && cn->ready && cn->cfg != cn->r->cfg) {
+      /* Judged under a configuration since reloaded: closed (it stays
+       * readable after unlinking), the caller opens a new one. */
+      conn_drop(cn);
+      continue;
+    }
     if (cn->cur == NULL && !cn->closing && cn->ready) {
       if (!engine__dest_rate_allows(d))
         return false;
