@@ -298,6 +298,13 @@ static void print_policy(FILE *f, const struct config__dir *d, const void *obj,
     config__put_indent(f, indent + 1);
     fputs("}\n", f);
   }
+  /* The settings that are not modules: after the chain (none in an empty
+   * block, which says "no policy" and nothing else). */
+  for (size_t k = CONFIG_POLICY_KIND_COUNT;
+       config__arr_count(field) > 0 && k < d->sub->ndirs; k++) {
+    const struct config__dir *sd = &d->sub->dirs[k];
+    sd->type->print(f, sd, field, indent + 1);
+  }
   config__put_indent(f, indent);
   fputs("}\n", f);
 }

@@ -293,6 +293,10 @@ struct postern_config {
   struct config_tls tls;
   struct config_policy_module *policy; /* the chain, in order */
   size_t policy_count;
+  /* policy { honour_tls_required_no yes|no }: 0 = yes (the default), 1 =
+   * no. Right after the chain: the policy block's walk reaches it at its
+   * offset from `policy` (config_schema.c). */
+  int tls_required_no;
   struct config_log log;
   struct config_metrics metrics;
   struct config_tlsrpt tlsrpt;

@@ -210,6 +210,10 @@ static const struct err_case err_cases[] = {
       "min_mx_level mtasts needs the mtasts or the dnssec module in the "
       "policy chain: no other module can raise an MX host to that level, so "
       "every message would be deferred"),
+    E("policy { honour_tls_required_no no }\n", 1, CONFIG, 2, 1,
+      "the policy block names no module: list the chain (local, mtasts, "
+      "dnssec, dane) with its settings, or write an empty policy { } to turn "
+      "policy off"),
     E("policy { min_tls_level encrypted }\n", 1, CONFIG, 2, 10,
       "'min_tls_level' is not allowed in the policy block; it belongs in the "
       "local block or in the destination block"),

@@ -593,6 +593,8 @@ static const struct config__block dane_block = {"dane", NULL, 0, NULL};
             .flags = CONFIG__BLOCK_OPT,                                        \
             .synopsis = "",                                                    \
             .help = text}
+static const char *const yes_no_names[] = {"yes", "no", NULL};
+
 static const struct config__dir policy_dirs[] = {
     MODULE(CONFIG_POLICY_LOCAL, "local", local_block,
            "the operator's minimum levels"),
@@ -600,11 +602,24 @@ static const struct config__dir policy_dirs[] = {
     MODULE(CONFIG_POLICY_DNSSEC, "dnssec", dnssec_block,
            "MX level dnssec for authenticated MX answers"),
     MODULE(CONFIG_POLICY_DANE, "dane", dane_block, "DANE for SMTP, RFC 7672"),
+    /* Not a module: a setting of the chain, stored next to it. The block
+     * is walked with the chain's array as its object, hence the offset
+     * from `policy`. */
+    {.name = "honour_tls_required_no",
+     .type = &config__t_enum,
+     ONE,
+     .def = "yes",
+     .off = offsetof(struct postern_config, tls_required_no) -
+            offsetof(struct postern_config, policy),
+     .names = yes_no_names,
+     .synopsis = "yes|no",
+     .help = "let TLS-Required: No (RFC 8689) waive MTA-STS and DANE"},
 };
 #undef MODULE
 
-_Static_assert(NDIRS(policy_dirs) == CONFIG_POLICY_KIND_COUNT,
-               "one directive in the policy block per module kind");
+_Static_assert(NDIRS(policy_dirs) == CONFIG_POLICY_KIND_COUNT + 1,
+               "one directive in the policy block per module kind, and "
+               "honour_tls_required_no");
 
 const char *config_policy_kind_name(enum config_policy_kind k) {
   return (unsigned)k < NDIRS(policy_dirs) ? policy_dirs[k].name : "?";
@@ -618,6 +633,13 @@ static int check_policy(struct config__walk *w, void *obj,
                         const struct config__node *st) {
   const struct config_policy_module *m = config__arr_items(obj);
   size_t n = config__arr_count(obj);
+  /* Settings without a module would leave an empty chain: security off,
+   * which only an empty block may say. */
+  if (n == 0 && st != NULL && st->nchildren > 0)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "the policy block names no module: list the chain "
+                        "(local, mtasts, dnssec, dane) with its settings, or "
+                        "write an empty policy { } to turn policy off");
   bool have[CONFIG_POLICY_KIND_COUNT] = {false};
   for (size_t i = 0; i < n; i++)
     have[m[i].kind] = true;

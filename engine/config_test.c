@@ -368,8 +368,11 @@ static void test_good_configs(void **state) {
         "    https_port 8443\n    max_policy_size 64K\n"
         "    cache_size 64M\n    refresh_interval 1d\n  }\n"
         "  local {\n    min_tls_level encrypted\n    min_mx_level dnssec\n"
-        "  }\n  dnssec\n}\n"}},
-      {"policy { dnssec {} ; dane { } }", {"policy {\n  dnssec\n  dane\n}\n"}},
+        "  }\n  dnssec\n  honour_tls_required_no yes\n}\n"}},
+      {"policy { dnssec {} ; dane { } }",
+       {"policy {\n  dnssec\n  dane\n  honour_tls_required_no yes\n}\n"}},
+      {"policy { dane; honour_tls_required_no no }",
+       {"policy {\n  dane\n  honour_tls_required_no no\n}\n"}},
       {"policy { }", {"policy {\n}\n"}},
       {"policy { dnssec; local { min_mx_level mtasts } }",
        {"policy {\n  dnssec\n  local {\n"}},

@@ -743,6 +743,20 @@ int engine__mx_run(struct mx_attempt *a) {
   const struct mx_dest *d = a->dest;
   a->has_pdest =
       engine__destination_policy(a->env->r->cfg, d->domain, &a->pdest);
+  if (d->tls_required_no) {
+    /* RFC 8689 §5: deliver even where MTA-STS or DANE would refuse; the
+     * modules then log each policy they skip. An operator's "dane
+     * required" is stricter than any sender's wish and stays. */
+    if (!a->has_pdest)
+      snprintf(a->pdest.pattern, sizeof a->pdest.pattern,
+               "(TLS-Required: No)");
+    a->has_pdest = true;
+    a->pdest.mtasts = POLICY_DEST_OFF;
+    if (a->pdest.dane != POLICY_DEST_REQUIRED)
+      a->pdest.dane = POLICY_DEST_OFF;
+    postern_log(POSTERN_LOG_INFO, "tls_required_no_honoured", "dest", d->key,
+                NULL);
+  }
   struct policy_env e = penv(a);
   const char *pdomain = d->routed ? d->route->host : d->domain;
   return policy_chain_prepare_domain(a->env->r->chain, &e, pdomain,

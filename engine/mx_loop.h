@@ -67,6 +67,10 @@ struct mx_dest {
    * be delivered despite TLS failures, so a policy failure of a host is
    * logged and the session used as it is (plaintext retry included). */
   bool tls_report;
+  /* The mail carries "TLS-Required: No" (RFC 8689 §5) and the operator
+   * honours it: the destination's MTA-STS and DANE policies are waived
+   * (STARTTLS still tried; the operator's minimums still apply). */
+  bool tls_required_no;
 };
 
 struct mx_candidate {

@@ -22,6 +22,7 @@
 
 #include "engine/dsn.h"
 #include "engine/metrics.h"
+#include "net/rfc5322.h"
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
@@ -204,8 +205,20 @@ static const char *rcpt_domain(const char *addr) {
 
 /* Splits the message's open recipients into jobs, one per destination, and
  * posts each to the worker owning that destination. */
+/* Whether the message asks, by a "TLS-Required: No" header field (RFC 8689
+ * §5), to be delivered even where TLS policies fail, and the configuration
+ * lets it. */
+static bool tls_required_no(struct sched *s, const struct msgref *m) {
+  char v[16];
+  return s->r->cfg->tls_required_no == 0 && m->body != NULL &&
+         rfc5322_header_value(m->body, m->body_len, "TLS-Required", v,
+                              sizeof v) == 0 &&
+         strcasecmp(v, "No") == 0;
+}
+
 static void dispatch_msg(struct sched *s, struct msgref *m) {
   struct queue_env *env = m->env;
+  bool trn = !env->tls_report && tls_required_no(s, m);
   size_t n = env->n_rcpts;
   unsigned *todo = malloc(n * sizeof *todo);
   struct job **jobs = calloc(n, sizeof *jobs);
@@ -230,6 +243,9 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
      * other mail never is. */
     if (env->tls_report)
       strncat(key, "\ttls-report", sizeof key - strlen(key) - 1);
+    /* Likewise a message that waives MTA-STS and DANE (TLS-Required: No). */
+    else if (trn)
+      strncat(key, "\ttls-required-no", sizeof key - strlen(key) - 1);
     struct job *j = NULL;
     for (size_t x = 0; x < njobs; x++)
       if (strcmp(jobs[x]->dest_key, key) == 0)
@@ -247,6 +263,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
         j->route = rt;
       snprintf(j->domain, sizeof j->domain, "%s", dom);
       j->tls_report = env->tls_report;
+      j->tls_required_no = trn;
       j->task.fn = engine__deliver_job;
     }
     j->idx[j->n++] = i;

@@ -10,7 +10,10 @@
 
 #include "base/postern_err.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
+#include <strings.h>
 
 int rfc5322_date_format(time_t t, char *out, size_t cap) {
   static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
@@ -29,4 +32,64 @@ int rfc5322_date_format(time_t t, char *out, size_t cap) {
                    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
                    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return n < 0 || (size_t)n >= cap ? POSTERN_ERANGE : 0;
+}
+
+static bool blank(char c) {
+  return c == ' ' || c == '\t';
+}
+
+int rfc5322_header_value(const char *msg, size_t len, const char *name,
+                         char *out, size_t cap) {
+  if (msg == NULL || name == NULL || out == NULL || cap == 0)
+    return POSTERN_EINVAL;
+  size_t nl = strlen(name);
+  size_t i = 0;
+  while (i < len) {
+    /* An empty line ends the header section. */
+    if (msg[i] == '\n' || (msg[i] == '\r' && i + 1 < len && msg[i + 1] == '\n'))
+      break;
+    size_t start = i;
+    while (i < len && msg[i] != '\n')
+      i++;
+    /* The field [start, i); its continuation lines start with a blank. */
+    bool match = i - start > nl && msg[start + nl] == ':' &&
+                 strncasecmp(msg + start, name, nl) == 0;
+    if (!match) {
+      i++;
+      while (i < len && blank(msg[i])) { /* skip continuations */
+        while (i < len && msg[i] != '\n')
+          i++;
+        i++;
+      }
+      continue;
+    }
+    size_t o = 0;
+    bool space = false;
+    size_t k = start + nl + 1;
+    for (;;) {
+      for (; k < len && msg[k] != '\n'; k++) {
+        char c = msg[k];
+        if (c == '\r')
+          continue;
+        if (blank(c)) {
+          space = o > 0;
+          continue;
+        }
+        if (space && o + 1 < cap)
+          out[o++] = ' ';
+        space = false;
+        if (o + 1 < cap)
+          out[o++] = c;
+      }
+      if (k + 1 < len && blank(msg[k + 1])) {
+        k++;
+        space = o > 0;
+        continue;
+      }
+      break;
+    }
+    out[o] = '\0';
+    return 0;
+  }
+  return POSTERN_ENOENT;
 }

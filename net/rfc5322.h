@@ -24,4 +24,15 @@
  */
 int rfc5322_date_format(time_t t, char *out, size_t cap);
 
+/*
+ * Finds the first header field named `name` (case-insensitive, RFC 5322
+ * §2.2) in the header section of msg (`len` bytes, up to the first empty
+ * line, CRLF or LF line ends), and writes its unstructured value into out:
+ * unfolded (§2.2.3), runs of blanks as one space, without blanks at either
+ * end, cut to cap - 1 bytes. Returns 0, POSTERN_ENOENT (no such field) or
+ * POSTERN_EINVAL (NULL arguments, cap 0).
+ */
+int rfc5322_header_value(const char *msg, size_t len, const char *name,
+                         char *out, size_t cap);
+
 #endif

@@ -29,7 +29,12 @@ MX, so every outcome is the block's doing:
  8. postern-probe names the block and what it sets;
  9. reload while mail flows: `min_tls_level authenticated` added to the
     sub.plain.test... block via SIGHUP -> the next message to sub.plain.test
-    is deferred.
+    is deferred;
+10. TLS-Required: No (RFC 8689 §5): a message with the header to
+    stson.plain.test (MTA-STS enforce, self-signed MX) and to
+    danemis.sec.test (TLSA mismatch) is delivered over TLS, logged
+    (tls_required_no_honoured); a relay with
+    `policy { ...; honour_tls_required_no no }` defers the same message.
 
 Usage: destination_test.py POSTERN_BINARY POSTERN_PROBE_BINARY
 """
@@ -223,6 +228,19 @@ def main():
             check((pr.get("destination") or {}).get("pattern") == ".sub.plain.test"
                   and "min_tls_level authenticated" in pr["destination"].get("sets", ""),
                   f"8: probe names the block ({pr.get('destination')})")
+            # 10. TLS-Required: No waives MTA-STS and DANE
+            trn = ("From: s@snd.test\r\nTo: r@x.test\r\nSubject: trn\r\n"
+                   "TLS-Required: No\r\n\r\nplease deliver anyway\r\n")
+            for rc in ("t@stson.plain.test", "t@danemis.sec.test"):
+                r.send("s@snd.test", [rc], trn)
+                e = r.wait_log(lambda e: e.get("event") == "delivery"
+                               and e.get("rcpt") == rc, timeout=40)[0]
+                check(e.get("status") == "sent" and e.get("tls_level") == "encrypted",
+                      f"10: TLS-Required: No to {rc}: sent over TLS "
+                      f"({e.get('status')} {e.get('tls_level')}: {e.get('reply')})")
+            check(sum(1 for x in r.events()
+                      if x.get("event") == "tls_required_no_honoured") >= 2,
+                  "10: each such delivery logs tls_required_no_honoured")
             # 9. reload: sub.plain.test gets its own stricter block
             with open(r.conf) as f:
                 conf = f.read()
@@ -235,6 +253,15 @@ def main():
                            and e.get("rcpt") == "b@sub.plain.test", timeout=40)[0]
             check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
                   f"9: after the reload sub.plain.test needs authenticated TLS "
+                  f"({e.get('status')} {e.get('reply')})")
+        cfg_no = cfg.replace("dnssec; dane }", "dnssec; dane; honour_tls_required_no no }")
+        with Relay(POSTERN, fx.port, delivery=f"port {smtp_port}; connect_timeout 3s",
+                   extra=cfg_no, top=top()) as r2:
+            r2.send("s@snd.test", ["u@stson.plain.test"], trn)
+            e = r2.wait_log(lambda e: e.get("event") == "delivery"
+                            and e.get("rcpt") == "u@stson.plain.test", timeout=40)[0]
+            check(e.get("status") == "deferred" and e.get("dsn") == "4.7.5",
+                  f"10: honour_tls_required_no no: the header changes nothing "
                   f"({e.get('status')} {e.get('reply')})")
     finally:
         fx.close()
