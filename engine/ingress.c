@@ -104,6 +104,8 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
       .client_helo = env->helo,
       .body = &t->iov,
       .body_iovcnt = 1,
+      /* RFC 8689 §4.1: MAIL ... REQUIRETLS tags the message. */
+      .requiretls = env->requiretls,
       /* Stamped here, so the message the scheduler is handed and the one
        * stored agree (queue_env_of_submission). */
       .arrival_ms = queue_now_ms(r->q),

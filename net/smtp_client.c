@@ -427,6 +427,9 @@ static void setup_reply(struct smtp_client *c, const struct smtp_reply *r,
     }
     c->facts.esmtp = true;
     smtp_client__parse_ehlo(&c->facts, raw, rawlen);
+    /* RFC 8689 §4.2.1: only the EHLO reply after TLS counts for
+     * REQUIRETLS; offered in plaintext it means nothing. */
+    c->facts.caps &= ~SMTP_CAP_REQUIRETLS;
     if (!(c->facts.caps & SMTP_CAP_STARTTLS)) {
       c->facts.starttls = SMTP_STARTTLS_NOT_OFFERED;
       report_ready(c, 0);

@@ -37,6 +37,8 @@
  * still say what happened to every recipient: what the server had not yet
  * accepted is a temporary failure (4.4.1 no answer / 4.4.2 bad connection,
  * or the server's 421 reply).
+ *
+ * RFC 8689 REQUIRETLS: see struct smtp_message.requiretls.
  */
 #ifndef POSTERN_NET_SMTP_CLIENT_H
 #define POSTERN_NET_SMTP_CLIENT_H
@@ -105,6 +107,9 @@ const char *smtp_tls_level_name(enum smtp_tls_level l);
 #define SMTP_CAP_SMTPUTF8 (1u << 5)
 #define SMTP_CAP_ENHANCEDSTATUSCODES (1u << 6)
 #define SMTP_CAP_CHUNKING (1u << 7)
+/* RFC 8689: counted only from the EHLO reply after STARTTLS (§4.2.1); a
+ * plaintext session never has it. */
+#define SMTP_CAP_REQUIRETLS (1u << 8)
 
 struct smtp_client_opts {
   /* Timeouts in milliseconds; 0 means the default. connect: the TCP
@@ -220,6 +225,12 @@ struct smtp_message {
    * server's SIZE gets 552 5.3.4 (RFC 1870 §6). Such local results have
    * remote == false. */
   bool smtputf8;
+  /* The message was tagged REQUIRETLS (RFC 8689): MAIL carries the
+   * REQUIRETLS parameter. When the server did not offer REQUIRETLS after
+   * STARTTLS (SMTP_CAP_REQUIRETLS), no command is sent and every recipient
+   * fails locally with 550 5.7.30 (§4.2.1, §5; code registered in §7).
+   * Whether that bounces or defers is the caller's decision. */
+  bool requiretls;
   const struct smtp_rcpt *rcpts;
   size_t nrcpts;
   /* The stored body: CRLF lines, not dot-stuffed. Borrowed until sent_cb;

@@ -1,9 +1,10 @@
 /*
  * net/smtp_client_cmd.c - what the SMTP client says and hears, apart from
  * when: command formatting with the parameters the server offers (RFC
- * 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN), the
- * checks of the caller's values (net/smtp_syntax.h: the server's rules),
- * the EHLO keywords, the mapping of replies to results, and names.
+ * 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN, RFC 8689
+ * REQUIRETLS), the checks of the caller's values (net/smtp_syntax.h: the
+ * server's rules), the messages a server cannot take, the EHLO keywords,
+ * the mapping of replies to results, and names.
  *
  * Invariants: nothing here does I/O or changes state; a value that could
  * break a command line (CR, LF, space where none belongs) never reaches
@@ -162,6 +163,11 @@ int smtp_client__append_mail(struct smtp_client *c,
   if (rc == 0 && m->smtputf8 && (caps & SMTP_CAP_SMTPUTF8)) {
     rc = smtp_client__cmd_append(c, " SMTPUTF8");
   }
+  if (rc == 0 && m->requiretls) {
+    /* RFC 8689 §2: no value. Only reached when the server offers it
+     * (smtp_client__refused_locally). */
+    rc = smtp_client__cmd_append(c, " REQUIRETLS");
+  }
   if (rc == 0 && (caps & SMTP_CAP_DSN) && m->ret) {
     rc = smtp_client__cmd_append(c, " RET=%s", m->ret);
   }
@@ -193,6 +199,37 @@ int smtp_client__append_envelope(struct smtp_client *c,
     rc = smtp_client__append_rcpt(c, m, i);
   }
   return rc == 0 ? smtp_client__cmd_append(c, "DATA\r\n") : rc;
+}
+
+bool smtp_client__refused_locally(const struct smtp_client *c,
+                                  const struct smtp_message *msg,
+                                  struct smtp_reply *why) {
+  unsigned caps = c->facts.caps;
+  if (msg->requiretls && !(caps & SMTP_CAP_REQUIRETLS)) {
+    /* RFC 8689 §4.2.1: a REQUIRETLS message goes only to a server that
+     * offers REQUIRETLS in its EHLO reply after TLS; §5 and §7: the
+     * failure is 5.7.30, basic code 550. */
+    smtp_client__make_reply(
+        why, 550, "5.7.30",
+        "REQUIRETLS support required, which the server does not offer");
+    return true;
+  }
+  if (msg->smtputf8 && !(caps & SMTP_CAP_SMTPUTF8)) {
+    smtp_client__make_reply(
+        why, 553, "5.6.7",
+        "message needs SMTPUTF8, which the server does not offer");
+    return true;
+  }
+  if ((caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
+      msg->body_len > c->facts.size_limit) {
+    char text[128];
+    snprintf(text, sizeof text,
+             "message size %zu exceeds the server's limit of %llu bytes",
+             msg->body_len, (unsigned long long)c->facts.size_limit);
+    smtp_client__make_reply(why, 552, "5.3.4", text);
+    return true;
+  }
+  return false;
 }
 
 /* The checks both send calls make on the caller's message. */
@@ -253,6 +290,7 @@ void smtp_client__parse_ehlo(struct smtp_client_facts *f, const char *raw,
         {"SMTPUTF8", SMTP_CAP_SMTPUTF8},
         {"ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES},
         {"CHUNKING", SMTP_CAP_CHUNKING},
+        {"REQUIRETLS", SMTP_CAP_REQUIRETLS},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
       if (strlen(known[i].name) == kl &&

@@ -210,6 +210,14 @@ int smtp_client__append_rcpt(struct smtp_client *c,
 int smtp_client__append_envelope(struct smtp_client *c,
                                  const struct smtp_message *m);
 
+/* Whether the server, as its EHLO described it (c->facts), cannot take
+ * msg as it is: REQUIRETLS not offered (RFC 8689 §4.2.1), SMTPUTF8 not
+ * offered (RFC 6531 §3.2), larger than its SIZE (RFC 1870 §6). Then *why
+ * is the reply every recipient gets, made up locally. */
+bool smtp_client__refused_locally(const struct smtp_client *c,
+                                  const struct smtp_message *msg,
+                                  struct smtp_reply *why);
+
 /* The checks both send calls make on the caller's message: 0 or
  * POSTERN_EINVAL. */
 int smtp_client__msg_valid(const struct smtp_message *msg);

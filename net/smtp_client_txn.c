@@ -179,25 +179,11 @@ static int start_txn(struct smtp_client *c, const struct smtp_message *msg,
   free(c->cur_env);
   c->cur_env = NULL;
   /* Messages this server cannot take fail here, without a command: RFC
-   * 6531 §3.2 (SMTPUTF8 not offered) and RFC 1870 §6 (over the SIZE the
-   * server declared). The results are reported from the timer. */
+   * 8689 §4.2.1 (REQUIRETLS not offered), RFC 6531 §3.2 (SMTPUTF8 not
+   * offered) and RFC 1870 §6 (over the SIZE the server declared). The
+   * results are reported from the timer. */
   struct smtp_reply local;
-  bool refuse = false;
-  if (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) {
-    smtp_client__make_reply(
-        &local, 553, "5.6.7",
-        "message needs SMTPUTF8, which the server does not offer");
-    refuse = true;
-  } else if ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
-             msg->body_len > c->facts.size_limit) {
-    char text[128];
-    snprintf(text, sizeof text,
-             "message size %zu exceeds the server's limit of %llu bytes",
-             msg->body_len, (unsigned long long)c->facts.size_limit);
-    smtp_client__make_reply(&local, 552, "5.3.4", text);
-    refuse = true;
-  }
-  if (refuse) {
+  if (smtp_client__refused_locally(c, msg, &local)) {
     for (size_t i = 0; i < msg->nrcpts; i++) {
       set_result(c, i, &local, false, "MAIL");
       c->rstate[i] = RCPT_FINAL;
@@ -275,11 +261,10 @@ int smtp_client_send_next(struct smtp_client *c, const struct smtp_message *msg,
   /* Only behind a transaction that is on the wire, on a pipelining
    * server, and only a message the server can take as it is (the local
    * refusals of smtp_client_send need no chaining). */
+  struct smtp_reply why;
   if (!smtp_client__in_txn(c->state) || c->next_msg || c->local_finish ||
       !c->msg || !(c->facts.caps & SMTP_CAP_PIPELINING) ||
-      (msg->smtputf8 && !(c->facts.caps & SMTP_CAP_SMTPUTF8)) ||
-      ((c->facts.caps & SMTP_CAP_SIZE) && c->facts.size_limit > 0 &&
-       msg->body_len > c->facts.size_limit)) {
+      smtp_client__refused_locally(c, msg, &why)) {
     return POSTERN_ESTATE;
   }
   c->cmdlen = 0;

@@ -19,8 +19,9 @@
  *    be called from any thread.
  *
  * Extensions offered: PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
- * SMTPUTF8, DSN, CHUNKING (BDAT), and STARTTLS when a TLS context is
- * configured. Not offered: BINARYMIME, AUTH, ETRN, EXPN (502).
+ * SMTPUTF8, DSN, CHUNKING (BDAT), STARTTLS when a TLS context is
+ * configured, and REQUIRETLS (RFC 8689) on a session protected by TLS
+ * only. Not offered: BINARYMIME, AUTH, ETRN, EXPN (502).
  *
  * Input rules (RFC 5321 §2.3.8, §4.5.3.1): command lines end in CRLF and
  * are at most 512 octets; message lines at most 1000 octets with CRLF. A
@@ -116,6 +117,7 @@ struct smtp_server_envelope {
   const char *client_ip;    /* "192.0.2.1" / "2001:db8::1" */
   const struct sockaddr *client_addr;
   bool tls;            /* the message came over STARTTLS */
+  bool requiretls;     /* MAIL ... REQUIRETLS (RFC 8689 §4.1); only with tls */
   const char *id;      /* id from assign_id() */
   unsigned loop_index; /* which of the loops (0..nloops-1) */
 };

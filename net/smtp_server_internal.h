@@ -79,6 +79,9 @@ struct smtp_server__cmd {
   bool smtputf8;
   int ret; /* enum smtp_server_ret */
   struct smtp_server__str envid;
+  /* REQUIRETLS (RFC 8689 §2: no value). Only syntax here: whether the
+   * session may use it (TLS) is the session's to decide. */
+  bool requiretls;
   /* BDAT (RFC 3030): chunk size in `size` (saturating), LAST flag. */
   bool last;
   /* RCPT parameters. */

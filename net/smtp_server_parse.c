@@ -1,7 +1,8 @@
 /*
  * smtp_server_parse.c - pure parsers of the SMTP server: command lines
  * (RFC 5321 §4.1, with the parameters of RFC 1870 SIZE, RFC 6152 8BITMIME,
- * RFC 6531 SMTPUTF8 and RFC 3461 DSN) and DATA content lines.
+ * RFC 6531 SMTPUTF8, RFC 3461 DSN and RFC 8689 REQUIRETLS) and DATA
+ * content lines.
  *
  * Invariants: no allocation, no global state, no reads outside buf[0..len).
  * Every answer is one of NEED_MORE, OK, PROTO_ERROR. Results point into the
@@ -389,6 +390,12 @@ static enum smtp_server__parse parse_params(const char *p, size_t n,
         return fail(c, "501 5.5.4 Bad ENVID parameter");
       c->envid.p = v;
       c->envid.n = vn;
+    } else if (is_mail && ieq(kw, kn, "REQUIRETLS")) {
+      /* RFC 8689 §2: the parameter has no value. */
+      bit = 128;
+      if (v)
+        return fail(c, "501 5.5.4 REQUIRETLS takes no value");
+      c->requiretls = true;
     } else if (!is_mail && ieq(kw, kn, "NOTIFY")) {
       bit = 32;
       if (!v || !parse_notify(v, vn, &c->notify))

@@ -1,8 +1,8 @@
 /*
  * smtp_server_parse_test.c - table-driven tests of the SMTP server's pure
  * parsers: every verb, every MAIL/RCPT parameter form, bad syntax, overlong
- * lines, SIZE= overflow, bad addresses, SMTPUTF8, and the DATA line scanner
- * (dot-unstuffing, end of data, bare CR/LF, NUL, long lines).
+ * lines, SIZE= overflow, bad addresses, SMTPUTF8, REQUIRETLS, and the DATA
+ * line scanner (dot-unstuffing, end of data, bare CR/LF, NUL, long lines).
  */
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
@@ -214,6 +214,15 @@ static const struct cmd_case cmd_cases[] = {
     {"RCPT TO:<b@example.org> ORCPT=rfc822;\r\n", ERR, V(RCPT),
      "501 5.5.4 Bad ORCPT"},
     {"RCPT TO:<b@example.org> SIZE=10\r\n", ERR, V(RCPT), "555 5.5.4"},
+    /* REQUIRETLS (RFC 8689 §2): MAIL only, no value, once. */
+    {"MAIL FROM:<a@b.example> REQUIRETLS\r\n", OK, V(MAIL), "a@b.example"},
+    {"MAIL FROM:<> requiretls\r\n", OK, V(MAIL), ""},
+    {"MAIL FROM:<a@b.example> REQUIRETLS=x\r\n", ERR, V(MAIL),
+     "501 5.5.4 REQUIRETLS takes no value"},
+    {"MAIL FROM:<a@b.example> REQUIRETLS=\r\n", ERR, V(MAIL), "501 5.5.4"},
+    {"MAIL FROM:<a@b.example> REQUIRETLS SIZE=1 REQUIRETLS\r\n", ERR, V(MAIL),
+     "501 5.5.4 Duplicate"},
+    {"RCPT TO:<b@example.org> REQUIRETLS\r\n", ERR, V(RCPT), "555 5.5.4"},
     {"RCPT TO:<b@example.org> NOTIFY=DELAY NOTIFY=DELAY\r\n", ERR, V(RCPT),
      "501 5.5.4 Duplicate"},
 };
@@ -259,6 +268,13 @@ static void test_mail_params(void **state) {
   assert_int_equal(c.envid.n, 6);
   assert_memory_equal(c.envid.p, "QQ+2B1", 6);
   assert_false(c.addr_utf8);
+  assert_false(c.requiretls);
+
+  l = "MAIL FROM:<a@b.example> SMTPUTF8 ReQuIrEtLs BODY=7BIT\r\n";
+  assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);
+  assert_true(c.requiretls);
+  assert_true(c.smtputf8);
+  assert_int_equal(c.body, SMTP_SERVER_BODY_7BIT);
 
   l = "MAIL FROM:<a@b.example>\r\n";
   assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);

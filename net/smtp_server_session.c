@@ -1,7 +1,8 @@
 /*
  * smtp_server_session.c - the session protocol: the ESMTP state machine of
  * one server session (RFC 5321, RFC 2920 PIPELINING, RFC 3030 CHUNKING,
- * RFC 3207 STARTTLS, RFC 1870 SIZE, RFC 3461 DSN, RFC 6531 SMTPUTF8).
+ * RFC 3207 STARTTLS, RFC 1870 SIZE, RFC 3461 DSN, RFC 6531 SMTPUTF8,
+ * RFC 8689 REQUIRETLS).
  *
  * Invariants:
  *  - input is processed in order, one command at a time (PIPELINING, RFC
@@ -59,6 +60,7 @@ void smtp_server__txn_reset(struct session *s) {
   s->body_type = SMTP_SERVER_BODY_NONE;
   s->ret = SMTP_SERVER_RET_NONE;
   s->smtputf8 = false;
+  s->requiretls = false;
   s->size_hint = 0;
   s->qid[0] = '\0';
   free(s->body);
@@ -95,6 +97,11 @@ static void send_ehlo(struct session *s) {
   smtp_server__reply(s, "250-CHUNKING");
   if (srv->tls != NULL && stream_tls(&s->io) == NULL)
     smtp_server__reply(s, "250-STARTTLS");
+  /* RFC 8689 §2: REQUIRETLS is used only on a session that employs TLS,
+   * so it is offered only once TLS is up (§4.2.1 looks for it in the EHLO
+   * reply after the handshake). */
+  if (stream_tls(&s->io) != NULL)
+    smtp_server__reply(s, "250-REQUIRETLS");
   smtp_server__reply(s, "250 DSN");
 }
 
@@ -150,6 +157,15 @@ static void cmd_mail(struct session *s, const struct smtp_server__cmd *c) {
     smtp_server__reply(s, "503 5.5.1 Error: nested MAIL command");
     return;
   }
+  if (c->requiretls && stream_tls(&s->io) == NULL) {
+    /* RFC 8689 §2: the option MUST only be given on a session that
+     * employs TLS, and the extension is not offered without it. RFC 8689
+     * defines no reply for this; RFC 3207 §4's 530 is what a server says
+     * to a command that needs TLS first, with X.7.0 (RFC 3463 §3.8). */
+    smtp_server__reply(
+        s, "530 5.7.0 REQUIRETLS needs a TLS session, issue STARTTLS first");
+    return;
+  }
   if (c->has_size && c->size > srv->max_size) {
     smtp_server__reply(s, "552 5.3.4 Message size exceeds fixed limit");
     return;
@@ -178,6 +194,7 @@ static void cmd_mail(struct session *s, const struct smtp_server__cmd *c) {
   s->body_type = c->body;
   s->ret = c->ret;
   s->smtputf8 = c->smtputf8;
+  s->requiretls = c->requiretls;
   s->size_hint = c->has_size ? c->size : 0;
   smtp_server__set_state(s, SMTP_SERVER__S_MAIL);
   smtp_server__reply(s, "250 2.1.0 Ok");
@@ -451,6 +468,7 @@ static void finish_data(struct session *s) {
   e->client_ip = s->ip;
   e->client_addr = (const struct sockaddr *)&s->peer;
   e->tls = stream_tls(&s->io) != NULL;
+  e->requiretls = s->requiretls && e->tls;
   e->id = s->qid;
   e->loop_index = s->lc->index;
   s->txn.s = s;

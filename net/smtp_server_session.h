@@ -152,6 +152,7 @@ struct session {
   size_t envid_off; /* SIZE_MAX: absent */
   int body_type, ret;
   bool smtputf8;
+  bool requiretls; /* MAIL ... REQUIRETLS (RFC 8689), TLS sessions only */
   uint64_t size_hint;
   char qid[SMTP_SERVER_ID_MAX + 1];
 

@@ -225,6 +225,10 @@ struct queue_msg_in {
    * failures and not counted in the next report (§3). Kept with the
    * message (queue_env.tls_report). */
   bool tls_report;
+  /* Sent with MAIL ... REQUIRETLS (RFC 8689 §4.1: the server tags the
+   * message; its delivery then requires TLS on every hop). Kept with the
+   * message (queue_env.requiretls). */
+  bool requiretls;
 };
 
 /*
@@ -275,6 +279,7 @@ struct queue_env {
   uint64_t size;     /* body bytes */
   bool delay_warned; /* a delay DSN was already asked for */
   bool tls_report;   /* a TLS report the relay made (queue_msg_in) */
+  bool requiretls;   /* MAIL ... REQUIRETLS, RFC 8689 (queue_msg_in) */
   bool removed;      /* result callbacks: the message left the queue */
   size_t n_rcpts;
   struct queue_rcpt *rcpts;

@@ -165,6 +165,9 @@ struct rec_rcpt {
 
 #define REC_FLAG_WARNED 1u
 #define REC_FLAG_TLS_REPORT 2u
+/* RFC 8689 REQUIRETLS. Records written before it have the bit clear, so
+ * they read as false. */
+#define REC_FLAG_REQUIRETLS 4u
 
 static size_t slen(const char *s) {
   return s ? strlen(s) : 0;
@@ -205,7 +208,8 @@ void queue__rec_write(const struct queue_env *e, unsigned char *dst) {
   h.state = (uint8_t)e->state;
   h.ret = (uint8_t)e->ret;
   h.flags = (uint8_t)((e->delay_warned ? REC_FLAG_WARNED : 0) |
-                      (e->tls_report ? REC_FLAG_TLS_REPORT : 0));
+                      (e->tls_report ? REC_FLAG_TLS_REPORT : 0) |
+                      (e->requiretls ? REC_FLAG_REQUIRETLS : 0));
   h.n_rcpts = (uint32_t)e->n_rcpts;
   h.arrival_ms = e->arrival_ms;
   h.next_ms = e->next_ms;
@@ -282,6 +286,7 @@ int queue__rec_decode(const void *data, size_t len, const char *id,
   e->ret = (enum queue_ret)h.ret;
   e->delay_warned = (h.flags & REC_FLAG_WARNED) != 0;
   e->tls_report = (h.flags & REC_FLAG_TLS_REPORT) != 0;
+  e->requiretls = (h.flags & REC_FLAG_REQUIRETLS) != 0;
   e->arrival_ms = h.arrival_ms;
   e->next_ms = h.next_ms;
   e->size = h.size;

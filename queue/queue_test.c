@@ -297,7 +297,8 @@ static void test_commit_readback(void **state) {
                            .arrival_ms = T0 - 5,
                            .body = iov,
                            .body_iovcnt = 3,
-                           .tls_report = true};
+                           .tls_report = true,
+                           .requiretls = true};
   assert_int_equal(submit_sync(fx.q, &m), 0);
   /* The same id again is refused, the first copy stays. */
   assert_int_equal(submit_sync(fx.q, &m), POSTERN_EEXIST);
@@ -312,6 +313,7 @@ static void test_commit_readback(void **state) {
   assert_string_equal(e->client_addr, "127.0.0.1:4444");
   assert_string_equal(e->client_helo, "client.test");
   assert_true(e->tls_report);
+  assert_true(e->requiretls);
   assert_int_equal(e->ret, QUEUE_RET_HDRS);
   assert_int_equal(e->arrival_ms, T0 - 5);
   assert_int_equal(e->state, QUEUE_MSG_ACTIVE);
@@ -343,6 +345,7 @@ static void test_commit_readback(void **state) {
   assert_int_equal(h->size, e->size);
   assert_int_equal(h->delay_warned, e->delay_warned);
   assert_int_equal(h->tls_report, e->tls_report);
+  assert_int_equal(h->requiretls, e->requiretls);
   assert_int_equal(h->n_rcpts, e->n_rcpts);
   for (size_t i = 0; i < e->n_rcpts; i++) {
     assert_string_equal(h->rcpts[i].addr, e->rcpts[i].addr);
@@ -383,6 +386,79 @@ static void test_commit_readback(void **state) {
   assert_int_equal(queue_msg_load(fx.q, id, &e, NULL, NULL), 0);
   assert_int_equal(e->n_rcpts, 2);
   queue_env_free(e);
+  fx_done(&fx);
+}
+
+/* Submits a one-recipient message with the given flags. */
+static int put_flagged(struct queue *q, char id[QUEUE_ID_LEN + 1],
+                       bool requiretls, bool tls_report) {
+  struct queue_rcpt_in r = {"a@x.test", NULL, 0};
+  queue_id_new(id);
+  static const char body[] = "Subject: t\r\n\r\nhello\r\n";
+  struct iovec iov = {(void *)body, sizeof body - 1};
+  struct queue_msg_in m = {.id = id,
+                           .sender = "s@example.org",
+                           .rcpts = &r,
+                           .n_rcpts = 1,
+                           .body = &iov,
+                           .body_iovcnt = 1,
+                           .arrival_ms = T0,
+                           .tls_report = tls_report,
+                           .requiretls = requiretls};
+  struct queue_env *h;
+  assert_int_equal(queue_env_of_submission(&m, &h), 0);
+  assert_int_equal(h->requiretls, requiretls);
+  assert_int_equal(h->tls_report, tls_report);
+  queue_env_free(h);
+  return submit_sync(q, &m);
+}
+
+static void assert_flags(struct queue *q, const char *id, bool requiretls,
+                         bool tls_report) {
+  struct queue_env *e;
+  assert_int_equal(queue_msg_load(q, id, &e, NULL, NULL), 0);
+  assert_int_equal(e->requiretls, requiretls);
+  assert_int_equal(e->tls_report, tls_report);
+  queue_env_free(e);
+}
+
+/* RFC 8689 REQUIRETLS is kept with the message in the record's flags,
+ * apart from the other flags, through result updates (which rewrite the
+ * record) and a reopen; a message without it (every record written before
+ * the flag existed) reads as false. */
+static void test_requiretls_flag(void **state) {
+  struct fixture fx;
+  fx_prepare(&fx, 0);
+  fx.o.delay_warning = QUEUE_MS_HOUR;
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+  char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1], c[QUEUE_ID_LEN + 1];
+  assert_int_equal(put_flagged(fx.q, a, true, false), 0);
+  assert_int_equal(put_flagged(fx.q, b, false, false), 0);
+  assert_int_equal(put_flagged(fx.q, c, false, true), 0);
+  assert_flags(fx.q, a, true, false);
+  assert_flags(fx.q, b, false, false);
+  assert_flags(fx.q, c, false, true);
+
+  /* A deferral rewrites the record (and, past delay_warning, sets the
+   * warned flag next to it): the flag stays. */
+  fx.now = T0 + 2 * QUEUE_MS_HOUR;
+  struct queue_rcpt_result def = {0, QUEUE_OUTCOME_DEFERRED, "4.2.0", "451"};
+  struct queue_env *e = NULL;
+  assert_int_equal(result_sync(fx.q, a, &def, 1, &e), 0);
+  assert_true(e->requiretls);
+  assert_true(e->delay_warned);
+  free_copy(e);
+  assert_int_equal(result_sync(fx.q, b, &def, 1, &e), 0);
+  assert_false(e->requiretls);
+  free_copy(e);
+  assert_flags(fx.q, a, true, false);
+  assert_flags(fx.q, b, false, false);
+
+  queue_close(fx.q);
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+  assert_flags(fx.q, a, true, false);
+  assert_flags(fx.q, b, false, false);
+  assert_flags(fx.q, c, false, true);
   fx_done(&fx);
 }
 
@@ -968,6 +1044,7 @@ int main(void) {
       cmocka_unit_test(test_id_format),
       cmocka_unit_test(test_id_unique_threads),
       cmocka_unit_test(test_commit_readback),
+      cmocka_unit_test(test_requiretls_flag),
       cmocka_unit_test(test_rcpt_transitions),
       cmocka_unit_test(test_due_order),
       cmocka_unit_test(test_retry_arith),

@@ -8,7 +8,8 @@
  *   smtp_client_driver --connect 127.0.0.1:PORT --mx mx.test
  *       [--ca FILE] [--no-starttls] [--local-ip IP] [--helo NAME]
  *       [--from ADDR] [--rcpt ADDR [--notify N] [--orcpt O]]...
- *       [--ret FULL|HDRS] [--envid ID] [--smtputf8] [--body-file F]...
+ *       [--ret FULL|HDRS] [--envid ID] [--smtputf8] [--requiretls]
+ *       [--body-file F]...
  *       [--sessions N] [--chain]
  *       [--connect-timeout MS] [--command-timeout MS] [--data-timeout MS]
  *       [--debug]
@@ -48,7 +49,7 @@ static struct {
   struct sockaddr_storage addr, local;
   bool has_local;
   const char *mx, *helo, *ca, *from, *ret, *envid;
-  bool starttls, smtputf8, chain;
+  bool starttls, smtputf8, requiretls, chain;
   struct smtp_rcpt rcpts[MAX_RCPTS];
   size_t nrcpts;
   struct body bodies[MAX_BODIES];
@@ -141,6 +142,7 @@ static void send_next(struct smtp_client *c) {
       .ret = g.ret,
       .envid = g.envid,
       .smtputf8 = g.smtputf8,
+      .requiretls = g.requiretls,
       .rcpts = g.rcpts,
       .nrcpts = g.nrcpts,
       .body = b->data,
@@ -326,6 +328,8 @@ int main(int argc, char **argv) {
       g.chain = true;
     } else if (strcmp(a, "--smtputf8") == 0) {
       g.smtputf8 = true;
+    } else if (strcmp(a, "--requiretls") == 0) {
+      g.requiretls = true;
     } else if (strcmp(a, "--debug") == 0) {
       debug = true;
     } else {

@@ -559,6 +559,72 @@ def test_local_refusals(p):
               "SMTPUTF8 offered: MAIL carries SMTPUTF8")
 
 
+CAP_REQUIRETLS = 1 << 8  # SMTP_CAP_REQUIRETLS
+
+
+def test_requiretls(p):
+    """RFC 8689: MAIL carries REQUIRETLS when the message has it and the
+    server offered it after STARTTLS; otherwise nothing is sent and every
+    recipient fails locally with 550 5.7.30 (§4.2.1, §5)."""
+    crt, key = p.server_cert("mx.test")
+    args = ["--ca", p.ca_file, "--rcpt", "a@x.test", "--rcpt", "b@x.test",
+            "--body-file", BODY_FILE]
+    with smtpd_peer.Peer(tls_cert=crt, tls_key=key, requiretls=True) as peer:
+        events, _ = run(peer, "--requiretls", *args)
+        r, s = ev(events, "ready"), ev(events, "sent")
+        check(r and r["tls"] == "authenticated" and
+              r["caps"] & CAP_REQUIRETLS,
+              "REQUIRETLS offered after STARTTLS: capability set")
+        m = peer.messages[0] if peer.messages else {}
+        check(s and s["accepted"] == 2 and m.get("tls") and
+              "REQUIRETLS" in m.get("mail_options", []),
+              "REQUIRETLS message: MAIL carries REQUIRETLS (%r)" % (
+                  m.get("mail_options"),))
+    with smtpd_peer.Peer(tls_cert=crt, tls_key=key, requiretls=True) as peer:
+        events, _ = run(peer, *args)
+        m = peer.messages[0] if peer.messages else {}
+        check(m and "REQUIRETLS" not in m.get("mail_options", []),
+              "message without REQUIRETLS: MAIL without it")
+    with smtpd_peer.Peer(tls_cert=crt, tls_key=key) as peer:
+        events, _ = run(peer, "--requiretls", *args, "--body-file", BODY_FILE)
+        r = ev(events, "ready")
+        s0, s1 = ev(events, "sent", 0), ev(events, "sent", 1)
+        check(r and r["tls"] == "authenticated" and
+              not r["caps"] & CAP_REQUIRETLS,
+              "TLS without REQUIRETLS offered: capability clear")
+        res = [rcpt(s0, a) for a in ("a@x.test", "b@x.test")] if s0 else []
+        check(s0 and s0["status"] == "OK" and s0["accepted"] == 0 and
+              all(x and x["outcome"] == "perm" and not x["remote"] and
+                  x["reply"]["code"] == 550 and
+                  x["reply"]["enh"] == "5.7.30" and x["stage"] == "MAIL"
+                  for x in res),
+              "REQUIRETLS not offered: every recipient 550 5.7.30, locally "
+              "(%r)" % (res,))
+        check("MAIL" not in peer.commands and not peer.messages,
+              "REQUIRETLS not offered: no MAIL sent")
+        check(s1 and s1["status"] == "OK" and ev(events, "closed") and
+              "QUIT" in peer.commands,
+              "REQUIRETLS not offered: the session stays usable, then QUIT")
+    # A server offering it in plaintext does not count (§4.2.1: the EHLO
+    # reply after TLS).
+    with smtpd_peer.Peer(requiretls=True, requiretls_plaintext=True) as peer:
+        events, _ = run(peer, "--requiretls", *args)
+        r, s = ev(events, "ready"), ev(events, "sent")
+        x = s and rcpt(s, "a@x.test")
+        check(r and r["tls"] == "none" and not r["caps"] & CAP_REQUIRETLS,
+              "REQUIRETLS offered in plaintext: capability clear")
+        check(x and x["reply"]["enh"] == "5.7.30" and not x["remote"] and
+              "MAIL" not in peer.commands,
+              "REQUIRETLS offered in plaintext only: 5.7.30, no MAIL sent")
+    with smtpd_peer.Peer(tls_cert=crt, tls_key=key, requiretls=True) as peer:
+        events, _ = run(peer, "--requiretls", "--no-starttls", *args)
+        s = ev(events, "sent")
+        x = s and rcpt(s, "a@x.test")
+        check(x and x["reply"]["enh"] == "5.7.30" and
+              "MAIL" not in peer.commands,
+              "STARTTLS not used: REQUIRETLS message fails with 5.7.30")
+
+
 def test_dsn(p):
     args = ["--rcpt", "a@x.test", "--notify", "SUCCESS,FAILURE", "--orcpt",
             "rfc822;a@x.test", "--ret", "HDRS", "--envid", "Q123",

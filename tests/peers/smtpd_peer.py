@@ -42,6 +42,13 @@ Behaviours (keyword arguments; all optional):
     dsn               advertise DSN and accept RET/ENVID/NOTIFY/ORCPT
     size_limit        the SIZE announced and enforced (default 32 MiB)
     smtputf8          advertise SMTPUTF8
+    requiretls        advertise REQUIRETLS (RFC 8689) in the EHLO reply of a
+                      TLS session and accept MAIL ... REQUIRETLS there (it
+                      shows in mail_options); without it, or on a plaintext
+                      session, MAIL ... REQUIRETLS gets 555 as any unknown
+                      parameter
+    requiretls_plaintext  with requiretls: also offer and accept it on a
+                      plaintext session (a broken server)
     ehlo_refuse       answer EHLO with "502 5.5.1 ..." (forces HELO)
     ehlo_reply        a whole reply to EHLO (and HELO) instead of the usual,
                       e.g. "554 5.7.1 not you"
@@ -103,6 +110,8 @@ class _Handler:
             extra.append("250-PIPELINING")
         if self.peer.opts.get("dsn"):
             extra.append("250-DSN")
+        if server._requiretls_offered():
+            extra.append("250-REQUIRETLS")
         extra.append("250-ENHANCEDSTATUSCODES")
         return responses[:-1] + extra + responses[-1:]
 
@@ -144,6 +153,7 @@ class _PeerSMTP(SMTP):
         self._peer_counts = {}
         self._peer_drop = False
         self._peer_greeted = False
+        self._peer_in_mail = False
 
     # -- helpers -------------------------------------------------------------
     def _hang_up(self):
@@ -181,11 +191,22 @@ class _PeerSMTP(SMTP):
             status = _multiline(status)
         await super().push(status)
 
+    def _requiretls_offered(self):
+        opts = self._peer.opts
+        return bool(opts.get("requiretls")) and (
+            self._tls_protocol is not None
+            or bool(opts.get("requiretls_plaintext")))
+
     def _getparams(self, params):
         result = super()._getparams(params)
         if result is not None and self._peer.opts.get("dsn"):
             for k in _DSN_PARAMS:
                 result.pop(k, None)
+        # RFC 8689 §2: MAIL only, no value; a value stays and gets 555.
+        if (result is not None and self._peer_in_mail
+                and self._requiretls_offered()
+                and result.get("REQUIRETLS") is True):
+            result.pop("REQUIRETLS")
         return result
 
     # -- commands ------------------------------------------------------------
@@ -239,7 +260,11 @@ class _PeerSMTP(SMTP):
     async def smtp_MAIL(self, arg):
         if await self._script("MAIL"):
             return
-        await super().smtp_MAIL(arg)
+        self._peer_in_mail = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._peer_in_mail = False
 
     async def smtp_RCPT(self, arg):
         if await self._script("RCPT"):

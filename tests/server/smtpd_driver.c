@@ -114,6 +114,7 @@ static int store(const struct job *j) {
       (int)e->smtputf8, (int)e->ret, e->envid ? e->envid : "-");
   PUT("helo %s\nclient %s\ntls %d\nloop %u\nsize %zu\n", e->helo, e->client_ip,
       (int)e->tls, e->loop_index, j->len);
+  PUT("requiretls %d\n", (int)e->requiretls);
 #undef PUT
   snprintf(name, sizeof name, "%s.eml", e->id);
   int r = write_file(name, j->body, j->len);

@@ -354,8 +354,8 @@ static int cmd_show(const char *dir, int argc, char **argv) {
   if (json) {
     int bad = 0;
     json_t *o = json_pack(
-        "{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "id",
-        e->id, "state", queue_msg_state_name(e->state), "arrival_ms",
+        "{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:b}",
+        "id", e->id, "state", queue_msg_state_name(e->state), "arrival_ms",
         postern_json_u64(e->arrival_ms), "age_s",
         postern_json_u64(now > e->arrival_ms ? (now - e->arrival_ms) / 1000
                                              : 0),
@@ -364,7 +364,8 @@ static int cmd_show(const char *dir, int argc, char **argv) {
         "ret", postern_json_cstr(ret_name(e->ret)), "envid",
         postern_json_cstr(e->envid), "client_addr",
         postern_json_cstr(e->client_addr), "client_helo",
-        postern_json_cstr(e->client_helo), "delay_warned", e->delay_warned);
+        postern_json_cstr(e->client_helo), "delay_warned", e->delay_warned,
+        "requiretls", e->requiretls);
     json_t *rcpts = json_array();
     for (size_t i = 0; o && rcpts && i < e->n_rcpts; i++) {
       const struct queue_rcpt *r = &e->rcpts[i];
@@ -409,6 +410,8 @@ static int cmd_show(const char *dir, int argc, char **argv) {
     put_text(stdout, e->client_helo[0] ? e->client_helo : "-");
     printf("\nret: %s\nenvid: ", e->ret ? ret_name(e->ret) : "-");
     put_text(stdout, e->envid[0] ? e->envid : "-");
+    /* RFC 8689: sent with MAIL ... REQUIRETLS. */
+    printf("\nrequiretls: %s", e->requiretls ? "yes" : "no");
     printf("\nrecipients: %zu\n", e->n_rcpts);
     for (size_t i = 0; i < e->n_rcpts; i++) {
       const struct queue_rcpt *r = &e->rcpts[i];
