@@ -278,6 +278,8 @@ static struct ctxn *ctxn_new(struct job *j) {
       .envid = env->envid[0] ? env->envid : NULL,
       .body_8bit = eight,
       .smtputf8 = utf8,
+      /* RFC 8689 §4.2.1: the next hop gets REQUIRETLS on MAIL FROM. */
+      .requiretls = env->requiretls,
       .rcpts = tx->rcpts,
       .nrcpts = j->n,
       .body = j->m->body,

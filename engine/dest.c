@@ -56,7 +56,8 @@ static struct dest *dest_get(struct dwork *dw, struct job *j) {
                                .route = &d->route,
                                .no_tlsrpt = j->tls_report,
                                .tls_report = j->tls_report,
-                               .tls_required_no = j->tls_required_no};
+                               .tls_required_no = j->tls_required_no,
+                               .requiretls = j->requiretls};
   if (postern_htab_put(dw->dests, d->key, d) != 0) {
     free(d);
     return NULL;

@@ -71,8 +71,10 @@ int dsn_build_for(const struct queue_env *env, const void *body,
       .arrival = (time_t)(env->arrival_ms / 1000),
       .now = (time_t)(now_ms / 1000),
       .boundary_seed = dsn_id,
-      .original = body,
-      .original_len = body_len,
+      /* RFC 8689 §5: a report on a REQUIRETLS message may travel where TLS
+       * is not assured, so it carries none of the message's content. */
+      .original = env->requiretls ? NULL : body,
+      .original_len = env->requiretls ? 0 : body_len,
       .full_limit = 10u << 20,
       .rcpts = dr,
       .nrcpts = k,

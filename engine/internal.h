@@ -145,6 +145,7 @@ struct job {
   char domain[256];
   bool tls_report; /* the message is a TLS report (queue_env.tls_report) */
   bool tls_required_no; /* TLS-Required: No, honoured (RFC 8689 §5) */
+  bool requiretls;      /* sent with REQUIRETLS (RFC 8689 §4.2) */
   uint64_t start_ms;
   size_t n;                          /* recipients in this job */
   unsigned *idx;                     /* their indexes in m->env->rcpts */

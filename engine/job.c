@@ -55,10 +55,12 @@ void engine__job_log(struct job *j, unsigned k, const char *mx,
   struct postern_log_rec r;
   enum postern_log_level lvl =
       strcmp(status, "sent") == 0 ? POSTERN_LOG_INFO : POSTERN_LOG_WARN;
-  metrics_delivery(status[0] == 's'   ? METRICS_SENT
-                   : status[0] == 'd' ? METRICS_DEFERRED
-                                      : METRICS_BOUNCED,
-                   mxl, tlsl);
+  enum metrics_status ms = status[0] == 's'   ? METRICS_SENT
+                           : status[0] == 'd' ? METRICS_DEFERRED
+                                              : METRICS_BOUNCED;
+  metrics_delivery(ms, mxl, tlsl);
+  if (env->requiretls)
+    metrics_requiretls(ms);
   if (!postern_log_enabled(lvl))
     return;
   postern_log_begin(&r, lvl, "delivery");
@@ -72,6 +74,10 @@ void engine__job_log(struct job *j, unsigned k, const char *mx,
   postern_log_str(&r, "status", status);
   postern_log_str(&r, "dsn", dsn);
   postern_log_str(&r, "reply", reply);
+  if (env->requiretls)
+    postern_log_str(&r, "requiretls", "yes");
+  if (j->tls_required_no)
+    postern_log_str(&r, "tls_required", "no");
   postern_log_uint(&r, "attempt", rc->attempts + 1);
   postern_log_fmt(&r, "delay", "%.3f",
                   (double)(now - env->arrival_ms) / 1000.0);

@@ -82,6 +82,14 @@ static const char *const tlsrpt_report_names[] = {"sent", "failed", "no_record",
   (sizeof tlsrpt_report_names / sizeof tlsrpt_report_names[0])
 static atomic_uint_fast64_t tlsrpt_reports[TLSRPT_REPORT_N];
 
+static atomic_uint_fast64_t requiretls_deliveries[3];
+
+void metrics_requiretls(enum metrics_status st) {
+  if ((unsigned)st < 3)
+    atomic_fetch_add_explicit(&requiretls_deliveries[st], 1,
+                              memory_order_relaxed);
+}
+
 void metrics_tlsrpt_session(int result) {
   if (result >= 0 && result < POLICY_TLSRPT_RESULT_COUNT)
     atomic_fetch_add_explicit(&tlsrpt_sessions[result], 1,
@@ -177,6 +185,18 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
         &b, "postern_policy_results_total{module=\"%s\",result=\"%s\"} %llu\n",
         m, s->outcome, (unsigned long long)atomic_load(&s->n));
   }
+  postern_buf_printf(&b,
+                     "# HELP postern_requiretls_deliveries_total Delivery "
+                     "attempt outcomes of REQUIRETLS messages (RFC 8689) "
+                     "per recipient.\n"
+                     "# TYPE postern_requiretls_deliveries_total counter\n");
+  for (int st = 0; st < 3; st++)
+    postern_buf_printf(
+        &b,
+        "postern_requiretls_deliveries_total{status=\"%s\"} "
+        "%llu\n",
+        status_names[st],
+        (unsigned long long)atomic_load(&requiretls_deliveries[st]));
   postern_buf_printf(
       &b, "# HELP postern_tlsrpt_sessions_total TLS session attempts "
           "counted for TLS reports (RFC 8460), by result type.\n"

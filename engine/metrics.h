@@ -57,6 +57,9 @@ void metrics_policy_gauge(const char *module, const char *name, uint64_t value);
  * "failed", "no_record", "invalid_record"), served as
  * postern_tlsrpt_reports_total{result="..."}. Any thread. */
 void metrics_tlsrpt_session(int result);
+/* A delivery outcome of a REQUIRETLS message (RFC 8689), served as
+ * postern_requiretls_deliveries_total{status="..."}. Any thread. */
+void metrics_requiretls(enum metrics_status st);
 void metrics_tlsrpt_report(const char *outcome);
 
 /* Values only the caller can read, filled in at scrape time. */

@@ -245,6 +245,21 @@ static bool report_overrides(const struct mx_attempt *a,
   return true;
 }
 
+/* REQUIRETLS (RFC 8689 §4.2.1): a host that falls short of the levels the
+ * message demands, or does not offer the extension, is not usable for it -
+ * a permanent failure of that host (5.7.30), so that with no host left the
+ * message is returned rather than retried for days; temporary failures
+ * along the way still defer it. Returns whether the failure was
+ * recorded here. */
+static bool requiretls_fail(struct mx_attempt *a,
+                            const struct policy_result *r) {
+  if (!a->dest->requiretls || r->module == NULL ||
+      strcmp(r->module, "chain") != 0)
+    return false;
+  engine__mx_fail(a, false, "5.7.30", "REQUIRETLS: %s", r->reason);
+  return true;
+}
+
 /* ---- connecting to one address, judging the session ---- */
 
 static void on_ready(struct smtp_client *c, int status,
@@ -429,8 +444,19 @@ static void on_ready(struct smtp_client *c, int status,
      * would bring back the chain that just failed. */
     smtp_client_forget_tls_session(c);
     smtp_client_close(c, client_closed, (void *)a->env->slots);
-    engine__mx_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status,
-                    "%s", v.result.reason);
+    if (!requiretls_fail(a, &v.result))
+      engine__mx_fail(a, v.result.outcome == POLICY_TEMPFAIL, v.result.status,
+                      "%s", v.result.reason);
+    a->ci++;
+    attempt_next_candidate(a);
+    return;
+  }
+  if (a->dest->requiretls && !(f->caps & SMTP_CAP_REQUIRETLS)) {
+    /* §4.2.1: a next hop that does not offer REQUIRETLS (after STARTTLS)
+     * cannot carry the message on; try the next. */
+    smtp_client_close(c, client_closed, (void *)a->env->slots);
+    engine__mx_fail(a, false, "5.7.30",
+                    "REQUIRETLS: %s does not offer REQUIRETLS", a->mx.host);
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -593,8 +619,9 @@ static void attempt_next_candidate(struct mx_attempt *a) {
   if (a->mxv.result.outcome != POLICY_OK) {
     /* A candidate refused before any connection (an MX the MTA-STS policy
      * does not list) is no TLS session: not counted for reports. */
-    engine__mx_fail(a, a->mxv.result.outcome == POLICY_TEMPFAIL,
-                    a->mxv.result.status, "%s", a->mxv.result.reason);
+    if (!requiretls_fail(a, &a->mxv.result))
+      engine__mx_fail(a, a->mxv.result.outcome == POLICY_TEMPFAIL,
+                      a->mxv.result.status, "%s", a->mxv.result.reason);
     a->ci++;
     attempt_next_candidate(a);
     return;
@@ -743,13 +770,21 @@ int engine__mx_run(struct mx_attempt *a) {
   const struct mx_dest *d = a->dest;
   a->has_pdest =
       engine__destination_policy(a->env->r->cfg, d->domain, &a->pdest);
+  if (d->requiretls) {
+    /* RFC 8689 §4.2.1: the MX name authenticated (MTA-STS or DNSSEC) and
+     * the session authenticated; floors no setting may lower. */
+    if (!a->has_pdest)
+      snprintf(a->pdest.pattern, sizeof a->pdest.pattern, "(REQUIRETLS)");
+    a->has_pdest = true;
+    a->pdest.floor_mx = POLICY_MX_LEVEL_MTASTS;
+    a->pdest.floor_tls = POLICY_TLS_LEVEL_AUTHENTICATED;
+  }
   if (d->tls_required_no) {
     /* RFC 8689 §5: deliver even where MTA-STS or DANE would refuse; the
      * modules then log each policy they skip. An operator's "dane
      * required" is stricter than any sender's wish and stays. */
     if (!a->has_pdest)
-      snprintf(a->pdest.pattern, sizeof a->pdest.pattern,
-               "(TLS-Required: No)");
+      snprintf(a->pdest.pattern, sizeof a->pdest.pattern, "(TLS-Required: No)");
     a->has_pdest = true;
     a->pdest.mtasts = POLICY_DEST_OFF;
     if (a->pdest.dane != POLICY_DEST_REQUIRED)

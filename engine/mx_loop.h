@@ -71,6 +71,10 @@ struct mx_dest {
    * honours it: the destination's MTA-STS and DANE policies are waived
    * (STARTTLS still tried; the operator's minimums still apply). */
   bool tls_required_no;
+  /* The mail was sent with REQUIRETLS (RFC 8689 §4.2): MX level mtasts or
+   * dnssec, TLS authenticated, and a next hop offering REQUIRETLS, or the
+   * host fails with 5.7.30. */
+  bool requiretls;
 };
 
 struct mx_candidate {

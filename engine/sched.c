@@ -218,7 +218,8 @@ static bool tls_required_no(struct sched *s, const struct msgref *m) {
 
 static void dispatch_msg(struct sched *s, struct msgref *m) {
   struct queue_env *env = m->env;
-  bool trn = !env->tls_report && tls_required_no(s, m);
+  /* RFC 8689 §4.3: with REQUIRETLS the TLS-Required field is ignored. */
+  bool trn = !env->tls_report && !env->requiretls && tls_required_no(s, m);
   size_t n = env->n_rcpts;
   unsigned *todo = malloc(n * sizeof *todo);
   struct job **jobs = calloc(n, sizeof *jobs);
@@ -241,7 +242,9 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
     /* A TLS report the relay made goes to a destination of its own: it is
      * delivered despite TLS failures (RFC 8460 §3), which the domain's
      * other mail never is. */
-    if (env->tls_report)
+    if (env->requiretls)
+      strncat(key, "\trequiretls", sizeof key - strlen(key) - 1);
+    else if (env->tls_report)
       strncat(key, "\ttls-report", sizeof key - strlen(key) - 1);
     /* Likewise a message that waives MTA-STS and DANE (TLS-Required: No). */
     else if (trn)
@@ -264,6 +267,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
       snprintf(j->domain, sizeof j->domain, "%s", dom);
       j->tls_report = env->tls_report;
       j->tls_required_no = trn;
+      j->requiretls = env->requiretls;
       j->task.fn = engine__deliver_job;
     }
     j->idx[j->n++] = i;

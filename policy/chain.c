@@ -260,6 +260,8 @@ void policy_chain_check_mx(struct policy_domain_run *run,
   const struct policy_dest *dd = run->env.dest;
   if (dd != NULL && dd->has_min_mx && v->required < dd->min_mx)
     v->required = dd->min_mx;
+  if (dd != NULL && v->required < dd->floor_mx)
+    v->required = dd->floor_mx;
   if (v->level < v->required) {
     policy_result_set(&v->result, POLICY_TEMPFAIL, "chain", "4.7.5",
                       "MX %s reached MX level %s, policy requires %s", mx->host,
@@ -434,6 +436,8 @@ void policy_chain_check_conn(struct policy_conn_run *cr,
   if (dd != NULL) {
     if (dd->has_min_tls && v->required < dd->min_tls)
       v->required = dd->min_tls;
+    if (v->required < dd->floor_tls)
+      v->required = dd->floor_tls;
     if (v->level < POLICY_TLS_LEVEL_AUTHENTICATED && !conn->dane_usable &&
         policy__dest_vouches(dd, conn))
       v->level = POLICY_TLS_LEVEL_AUTHENTICATED;

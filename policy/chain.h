@@ -380,6 +380,10 @@ struct policy_dest {
   /* Names accepted in a PKIX-valid certificate besides the MX name. */
   char names[POLICY_DEST_NAMES][254];
   size_t nnames;
+  /* Floors nothing may lower (a REQUIRETLS message, RFC 8689 §4.2:
+   * authenticated MX and TLS): applied after every module; 0 none. */
+  enum policy_mx_level floor_mx;
+  enum policy_tls_level floor_tls;
 };
 
 /* What a module can use on the loop it runs on. Borrowed for the call:
