@@ -284,11 +284,9 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   db_str(&b, "\r\n");
 
   /* Part 3: what the sender gets back (RFC 3461 §4.3 RET, RFC 6522 §3);
-   * none when there is nothing to return (RFC 6522 §3: the part is
-   * optional). */
-  if (olen == 0)
-    ;
-  else if (full)
+   * empty when there is nothing to return (a REQUIRETLS message, whose
+   * content must not travel where TLS is not assured: RFC 8689 §5). */
+  if (full)
     db_fmt(&b,
            "--%s\r\nContent-Description: Undelivered Message\r\n"
            "Content-Type: message/rfc822\r\n\r\n",
@@ -298,9 +296,8 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
            "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
            "Content-Type: text/rfc822-headers\r\n\r\n",
            boundary);
-  if (olen > 0)
-    db_lines(&b, orig, rlen);
-  db_fmt(&b, "%s--%s--\r\n", olen > 0 ? "\r\n" : "", boundary);
+  db_lines(&b, orig, rlen);
+  db_fmt(&b, "\r\n--%s--\r\n", boundary);
 
   if (b.b.oom) {
     free(b.b.p);
