@@ -253,9 +253,51 @@ static void test_eight_bit_original(void **state) {
   free(out);
 }
 
+/* RFC 8689 §5: the report on a REQUIRETLS message returns none of it (not
+ * even its header), since the report may travel without TLS; the same
+ * message without the flag gets its header back. */
+static void test_requiretls_returns_nothing(void **state) {
+  (void)state;
+  struct queue_rcpt rc = {.addr = "a@dst.test", .orcpt = "", .notify = 0};
+  struct queue_env env = {.sender = "s@snd.test",
+                          .envid = "",
+                          .ret = QUEUE_RET_FULL,
+                          .arrival_ms = 1700000000000ull,
+                          .n_rcpts = 1,
+                          .rcpts = &rc};
+  memcpy(env.id, "01HZX3K4Q9ABCDEFGHJKMNPQRS", sizeof env.id - 1);
+  const char *body = "Subject: secret plans\r\n\r\nthe secret itself\r\n";
+  struct dsn_note note = {.index = 0,
+                          .event = QUEUE_DSN_BOUNCED,
+                          .status = "5.7.30",
+                          .reply = "REQUIRETLS: no host offers it",
+                          .mx = "",
+                          .when_ms = 1700000001000ull};
+  for (int req = 0; req < 2; req++) {
+    env.requiretls = req;
+    char *out;
+    size_t len, nw;
+    assert_int_equal(dsn_build_for(&env, body, strlen(body), &note, 1,
+                                   QUEUE_DSN_BOUNCED, "relay.test",
+                                   1700000002000ull, "01HZX3K5AB", &out, &len,
+                                   &nw),
+                     0);
+    assert_int_equal(nw, 1);
+    assert_non_null(strstr(out, "5.7.30"));
+    if (req) {
+      assert_null(strstr(out, "secret"));
+    } else {
+      assert_non_null(strstr(out, "Subject: secret plans"));
+      assert_non_null(strstr(out, "the secret itself")); /* RET=FULL */
+    }
+    free(out);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failure_report),
+      cmocka_unit_test(test_requiretls_returns_nothing),
       cmocka_unit_test(test_ret_full_and_limit),
       cmocka_unit_test(test_hostile_text),
       cmocka_unit_test(test_long_diagnostic),
