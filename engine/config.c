@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -564,6 +565,12 @@ int config_parse(const char *name, const char *text, size_t len,
     return rc;
   }
   struct postern_config *cfg = calloc(1, sizeof *cfg);
+  /* Every configuration gets its own number: a reload's new one may sit at
+   * the address its freed predecessor had, so pointers cannot tell them
+   * apart. */
+  static _Atomic uint64_t generations;
+  if (cfg != NULL)
+    cfg->generation = atomic_fetch_add(&generations, 1) + 1;
   if (cfg == NULL || (cfg->path = strdup(name)) == NULL) {
     free(cfg);
     config__node_free(&root);

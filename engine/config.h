@@ -281,8 +281,9 @@ struct config_tlsrpt {
 };
 
 struct postern_config {
-  char *path;     /* the file this was loaded from */
-  char *hostname; /* default: gethostname() */
+  uint64_t generation; /* unique per configuration loaded (never 0) */
+  char *path;          /* the file this was loaded from */
+  char *hostname;      /* default: gethostname() */
   char *state_dir;
   char *user;                    /* NULL: do not change user */
   struct config_listen *listens; /* at least one */

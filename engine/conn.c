@@ -66,7 +66,7 @@ struct conn {
   enum policy_tls_level tls_level;
   /* The configuration the session was judged under: after a reload it
    * carries no new message (its policy may have changed). */
-  const struct postern_config *cfg;
+  uint64_t cfg_gen;
 };
 
 static void conn_send_next(struct conn *cn);
@@ -187,7 +187,7 @@ struct conn *engine__conn_open(struct dest *d, const struct mx_session *s) {
   /* Logged and counted: the levels the connection really had. */
   cn->mx_level = s->mx_level;
   cn->tls_level = s->tls_level;
-  cn->cfg = cn->r->cfg;
+  cn->cfg_gen = cn->r->cfg->generation;
   metrics_inc(METRICS_CONNECTIONS_OPENED);
   uv_timer_init(d->dw->env.loop, &cn->idle);
   cn->idle.data = cn;
@@ -371,7 +371,7 @@ static void on_sent(struct smtp_client *c, int status,
 
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
-  if (cn->cfg != cn->r->cfg) {
+  if (cn->cfg_gen != cn->r->cfg->generation) {
     /* A reload since the session was judged: the policy that accepted it
      * may no longer (a new destination block, new minimums). New mail gets
      * a session judged under the configuration in force. */
@@ -411,7 +411,7 @@ static void conn_chain(struct conn *cn) {
   struct dest *d = cn->d;
   struct relay *r = d->dw->env.r;
   if (d->head == NULL || cn->cur == NULL || cn->next_tx || cn->closing ||
-      cn->cfg != r->cfg || cn->sent == 0 ||
+      cn->cfg_gen != r->cfg->generation || cn->sent == 0 ||
       r->cfg->delivery.chain_threshold_ms == 0 ||
       cn->last_txn_ms > r->cfg->delivery.chain_threshold_ms ||
       cn->cur->msg.body_len > CHAIN_BODY_MAX || cn->sent + 2 > d->lim_reuse ||
@@ -444,7 +444,8 @@ bool engine__conns_feed(struct dest *d) {
       conn_chain(cn);
   }
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
-    if (cn->cur == NULL && !cn->closing && cn->ready && cn->cfg != cn->r->cfg) {
+    if (cn->cur == NULL && !cn->closing && cn->ready &&
+        cn->cfg_gen != cn->r->cfg->generation) {
       /* Judged under a configuration since reloaded: closed (it stays
        * readable after unlinking), the caller opens a new one. */
       conn_drop(cn);

@@ -64,7 +64,7 @@ struct dest {
   bool temp_seen;
   /* The limits in force for this destination (delivery { } or its
    * destination block), recomputed when the configuration changes. */
-  const struct postern_config *lim_cfg;
+  uint64_t lim_gen; /* the configuration's generation they come from */
   uint32_t lim_conns, lim_rate, lim_reuse;
   char temp_status[16];
   char temp_reason[512];
@@ -105,11 +105,11 @@ bool engine__dest_rate_take(struct dest *d, uint32_t rate);
  * delivery block's. */
 static inline void engine__dest_limits(struct dest *d) {
   const struct postern_config *cfg = d->dw->env.r->cfg;
-  if (d->lim_cfg == cfg)
+  if (d->lim_gen == cfg->generation)
     return;
   const struct config_destination *b =
       engine__destination_block(cfg, d->domain);
-  d->lim_cfg = cfg;
+  d->lim_gen = cfg->generation;
   d->lim_conns = b && b->connections ? b->connections
                                      : cfg->delivery.per_domain_connections;
   d->lim_rate = b && b->rate ? b->rate : cfg->delivery.per_domain_rate;
