@@ -491,20 +491,57 @@ static uint64_t due_ms(const char *day, const char *domain) {
 
 /* ---- The tick ---- */
 
-/* only_asked: the day is today, whose reports go only when qtool asks. */
-static void consider_day(const char *day, uint64_t now, bool only_asked) {
+/* Days whose every report is done (sent, given up, or not wanted): not
+ * loaded again each minute, unless qtool asks for a day (a Q record). */
+#define DONE_DAYS_MAX 64
+static char done_days[DONE_DAYS_MAX][11];
+static size_t ndone_days;
+
+static bool day_in(char (*set)[11], size_t n, const char *day) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(set[i], day) == 0)
+      return true;
+  return false;
+}
+
+struct asked_days {
+  char d[DONE_DAYS_MAX][11];
+  size_t n;
+};
+
+static int on_asked(void *arg, const void *key, size_t klen, uint64_t value,
+                    const void *note, size_t nlen) {
+  (void)value, (void)note, (void)nlen;
+  struct asked_days *a = arg;
+  if (klen < 11 || a->n == DONE_DAYS_MAX)
+    return 0;
+  char day[11];
+  memcpy(day, (const char *)key + 1, 10);
+  day[10] = '\0';
+  if (!day_in(a->d, a->n, day))
+    memcpy(a->d[a->n++], day, 11);
+  return 0;
+}
+
+/* only_asked: the day is today, whose reports go only when qtool asks.
+ * Returns whether every domain's report for the day is done. */
+static bool consider_day(const char *day, uint64_t now, bool only_asked) {
   struct tlsrpt_store_domain *d = NULL;
   size_t n = 0;
+  bool all_done = !only_asked;
   if (tlsrpt_store_load(snd.r->q, day, NULL, &d, &n) != 0)
-    return;
+    return false;
   for (size_t i = 0; i < n; i++) {
     const char *dom = d[i].domain;
     struct rpt_job *j = job_find(day, dom);
     if (j != NULL) {
+      all_done = false;
       if (!j->running && now >= j->next_try_ms)
         job_start(j);
       continue;
     }
+    if (all_done && !has_record('R', day, dom))
+      all_done = false;
     bool asked = has_record('Q', day, dom);
     if (only_asked && !asked)
       continue;
@@ -519,9 +556,11 @@ static void consider_day(const char *day, uint64_t now, bool only_asked) {
     snprintf(j->domain, sizeof j->domain, "%s", dom);
     j->next = snd.jobs;
     snd.jobs = j;
+    all_done = false;
     job_start(j);
   }
   tlsrpt_store_free(d, n);
+  return all_done;
 }
 
 static void tick(uv_timer_t *t) {
@@ -533,6 +572,8 @@ static void tick(uv_timer_t *t) {
     engine__tlsrpt_day(now, today);
     char(*days)[11] = NULL;
     size_t n = 0;
+    struct asked_days asked = {.n = 0};
+    queue_counters_scan(snd.r->q, "Q", 1, on_asked, &asked);
     if (tlsrpt_store_days(snd.r->q, &days, &n) == 0) {
       for (size_t i = 0; i < n; i++) {
         long long start = tlsrpt_store_day_start(days[i]);
@@ -551,8 +592,21 @@ static void tick(uv_timer_t *t) {
           continue;
         }
         int cmp = strcmp(days[i], today);
-        if (cmp <= 0)
-          consider_day(days[i], now, cmp == 0);
+        if (cmp > 0)
+          continue;
+        if (day_in(done_days, ndone_days, days[i]) &&
+            !day_in(asked.d, asked.n, days[i]))
+          continue;
+        bool done = consider_day(days[i], now, cmp == 0);
+        if (done && !day_in(done_days, ndone_days, days[i])) {
+          /* Oldest first: a full set forgets its oldest day. */
+          if (ndone_days == DONE_DAYS_MAX) {
+            memmove(done_days[0], done_days[1],
+                    (DONE_DAYS_MAX - 1) * sizeof done_days[0]);
+            ndone_days--;
+          }
+          memcpy(done_days[ndone_days++], days[i], 11);
+        }
       }
       free(days);
     }
