@@ -218,7 +218,7 @@ typedef void (*redis_gcra_cb)(struct redis_client *c,
 /*
  * GCRA throttle (the generic cell rate algorithm), KEYS[1] = prefix+`key`
  * holding the theoretical arrival time (µs, Redis clock). Allows `burst`
- * messages at once and `rate_per_sec` on average (0 < rate <= 1e6,
+ * messages at once and `rate_per_sec` on average (0.001 <= rate <= 1e6,
  * 1 <= burst <= 1e6); a denied call changes nothing. The key expires when
  * the bucket would be full again.
  */
