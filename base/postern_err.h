@@ -47,7 +47,8 @@
   X(AGAIN, "try again")                                                        \
   X(STATE, "operation not allowed in this state")                              \
   X(UNSUPPORTED, "not supported")                                              \
-  X(INTERNAL, "internal error")
+  X(INTERNAL, "internal error")                                                \
+  X(REDIS, "Redis answered an error")
 
 /* Positions in the table; used only to number the codes below. */
 enum postern__err_index {

@@ -1,0 +1,56 @@
+/*
+ * net/redis_internal.h - what net/redis.c and net/redis_script.c share: the
+ * client's fields and the script table. Not for other modules.
+ */
+#ifndef NET_REDIS_INTERNAL_H
+#define NET_REDIS_INTERNAL_H
+
+#include "net/defer.h"
+#include "net/redis.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct redisAsyncContext;
+struct redis_cmd;
+
+/* The Lua scripts of the fleet primitives (redis_script.c). */
+enum redis__script {
+  REDIS__LEASE_ACQUIRE,
+  REDIS__LEASE_RENEW,
+  REDIS__LEASE_RELEASE,
+  REDIS__GCRA,
+  REDIS__NSCRIPTS
+};
+
+struct redis_client {
+  uv_loop_t *loop;
+  struct redis_opts opts;
+  size_t prefix_len;
+  struct redisAsyncContext *ac; /* the live context, or NULL */
+  bool up;
+  bool closing;
+  bool handles_closing;
+  int hs_left;         /* handshake replies still expected */
+  unsigned backoff_ms; /* the next reconnect delay */
+  unsigned attempt;    /* connect attempt number (stale lookups) */
+  int gai_busy;        /* address lookups not called back yet */
+  uv_getaddrinfo_t *gai_last;
+  uv_timer_t ctimer; /* handshake deadline, or the backoff */
+  uv_timer_t tmo;    /* the earliest command deadline */
+  struct net_defer soon;
+  int open_handles;
+  struct redis_cmd *pending_head, *pending_tail;
+  struct redis_cmd *dq_head, *dq_tail;
+  char sha[REDIS__NSCRIPTS][41]; /* SHA-1 of each script, hex */
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
+
+/* Computes the scripts' SHA-1 names into c->sha. 0 or POSTERN_EINTERNAL. */
+int redis__scripts_init(struct redis_client *c);
+
+#endif

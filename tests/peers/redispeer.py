@@ -1,0 +1,120 @@
+"""A throwaway redis-server on loopback for tests (never the machine's).
+
+RedisPeer(password=None) writes its own config in a temporary directory
+(port 0 is not allowed by Redis, so a free port is picked by binding one
+first), starts redis-server in the foreground, waits for it to answer PING,
+and stops it by pid. restart() starts it again on the same port; pause() and
+resume() send SIGSTOP/SIGCONT. No persistence, no protected mode surprises.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class RedisPeer:
+    def __init__(self, password=None):
+        self.dir = tempfile.mkdtemp(prefix="redispeer-")
+        self.password = password
+        self.port = free_port()
+        self.proc = None
+        conf = [
+            "bind 127.0.0.1",
+            "port %d" % self.port,
+            "daemonize no",
+            "save \"\"",
+            "appendonly no",
+            "dir %s" % self.dir,
+            "logfile %s" % os.path.join(self.dir, "redis.log"),
+            "databases 16",
+        ]
+        if password:
+            conf.append("requirepass %s" % password)
+        self.conf = os.path.join(self.dir, "redis.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.start()
+
+    def url(self, password=None, db=None):
+        auth = ":%s@" % password if password else ""
+        path = "/%d" % db if db is not None else ""
+        return "redis://%s127.0.0.1:%d%s" % (auth, self.port, path)
+
+    def start(self):
+        self.proc = subprocess.Popen([REDIS_SERVER, self.conf],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if self.command("PING").startswith(("+PONG", "-NOAUTH")):
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start; see %s" % self.dir)
+
+    def command(self, *args):
+        """One command over a fresh connection (AUTH first if needed); the
+        raw first reply line."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            def send(words):
+                out = "*%d\r\n" % len(words)
+                for w in words:
+                    w = str(w)
+                    out += "$%d\r\n%s\r\n" % (len(w.encode()), w)
+                s.sendall(out.encode())
+            buf = b""
+            if self.password:
+                send(["AUTH", self.password])
+                while b"\r\n" not in buf:
+                    buf += s.recv(4096)
+                buf = buf.split(b"\r\n", 1)[1]
+            send(list(args))
+            while b"\r\n" not in buf:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            return buf.decode(errors="replace")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
