@@ -453,26 +453,23 @@ int redis_client_key(const struct redis_client *c, const char *name, char *buf,
   return (int)(c->prefix_len + n);
 }
 
+/* One of the client's handles is gone; the last one frees it. */
+static void handle_gone(struct redis_client *c) {
+  if (--c->open_handles > 0)
+    return;
+  void (*cb)(void *) = c->close_cb;
+  void *arg = c->close_arg;
+  free(c);
+  if (cb)
+    cb(arg);
+}
+
 static void handle_closed(uv_handle_t *h) {
-  struct redis_client *c = h->data;
-  if (--c->open_handles == 0) {
-    void (*cb)(void *) = c->close_cb;
-    void *arg = c->close_arg;
-    free(c);
-    if (cb)
-      cb(arg);
-  }
+  handle_gone(h->data);
 }
 
 static void soon_closed(struct net_defer *d) {
-  struct redis_client *c = d->data;
-  if (--c->open_handles == 0) {
-    void (*cb)(void *) = c->close_cb;
-    void *arg = c->close_arg;
-    free(c);
-    if (cb)
-      cb(arg);
-  }
+  handle_gone(d->data);
 }
 
 static void deliver_all(struct net_defer *d) {
