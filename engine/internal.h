@@ -143,9 +143,12 @@ struct job {
   bool routed;
   struct route_target route;
   char domain[256];
-  bool tls_report; /* the message is a TLS report (queue_env.tls_report) */
+  bool tls_report;      /* the message is a TLS report (queue_env.tls_report) */
   bool tls_required_no; /* TLS-Required: No, honoured (RFC 8689 §5) */
   bool requiretls;      /* sent with REQUIRETLS (RFC 8689 §4.2) */
+  /* The domain is not valid IDNA2008: why (static), and the job bounces
+   * without being posted to a worker. NULL otherwise. */
+  const char *idna_why;
   uint64_t start_ms;
   size_t n;                          /* recipients in this job */
   unsigned *idx;                     /* their indexes in m->env->rcpts */

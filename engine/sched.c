@@ -23,6 +23,7 @@
 #include "engine/dsn.h"
 #include "engine/metrics.h"
 #include "net/rfc5322.h"
+#include "base/postern_idna.h"
 #include "base/postern_err.h"
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
@@ -236,9 +237,25 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
   for (size_t k = 0; k < ntodo; k++) {
     unsigned i = todo[k];
     const char *dom = rcpt_domain(env->rcpts[i].addr);
+    /* Routes, lookups, policies and certificate names use the A-label form
+     * of an internationalized domain (IDNA2008); the queue keeps what the
+     * client sent. A name that is not valid IDNA2008 can never be
+     * delivered: its recipients get a job of their own that bounces. */
+    char adom[256];
+    const char *idna_why = NULL;
+    for (const char *c = dom; *c; c++)
+      if ((unsigned char)*c >= 0x80) {
+        if (postern_idna_to_ascii(dom, adom, sizeof adom, &idna_why) == 0) {
+          dom = adom;
+          idna_why = NULL;
+        }
+        break;
+      }
     struct route_target rt;
     char key[300];
     bool routed = engine__dest_key(s->r, dom, &rt, key, sizeof key);
+    if (idna_why != NULL)
+      snprintf(key, sizeof key, "\tinvalid-idna\t%s", dom);
     /* A TLS report the relay made goes to a destination of its own: it is
      * delivered despite TLS failures (RFC 8460 §3), which the domain's
      * other mail never is. */
@@ -268,6 +285,7 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
       j->tls_report = env->tls_report;
       j->tls_required_no = trn;
       j->requiretls = env->requiretls;
+      j->idna_why = idna_why;
       j->task.fn = engine__deliver_job;
     }
     j->idx[j->n++] = i;
@@ -285,6 +303,16 @@ static void dispatch_msg(struct sched *s, struct msgref *m) {
   for (size_t x = 0; x < njobs; x++) {
     struct job *j = jobs[x];
     j->start_ms = relay_now_ms(s->r);
+    if (j->idna_why != NULL) {
+      /* RFC 5891 §5: not a name DNS can carry; permanent (RFC 3463
+       * X.1.2: bad destination system address). */
+      char reason[300];
+      snprintf(reason, sizeof reason,
+               "invalid internationalized domain name %s: %s", j->domain,
+               j->idna_why);
+      engine__job_fail_all(j, false, "5.1.2", reason, NULL); /* finishes j */
+      continue;
+    }
     struct worker *w = engine__dest_worker(s->r, j->dest_key);
     if (worker_post(w, &j->task) != 0) {
       /* Shutting down: leave the recipients queued and due. */
