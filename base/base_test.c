@@ -54,7 +54,20 @@ static void test_escape_table(void **state) {
        "\"line\\r\\nlevel=error event=forged\""},
       {"nul\0byte", 8, "\"nul\\x00byte\""},
       {"\x1b[31m", 5, "\"\\x1b[31m\""},
-      {"caf\xc3\xa9", 5, "\"caf\\xc3\\xa9\""},
+      /* well-formed UTF-8 stays as it is (quoted); a C1 control, a lone
+       * continuation byte and a cut sequence are escaped */
+      {"caf\xc3\xa9", 5, "\"caf\xc3\xa9\""},
+      {"a\xc2\x85"
+       "b",
+       4,
+       "\"a\\xc2\\x85"
+       "b\""},
+      {"a\xa9"
+       "b",
+       3,
+       "\"a\\xa9"
+       "b\""},
+      {"b\xc3\xbc\xe2\x98", 5, "\"b\xc3\xbc\\xe2\\x98\""},
       {"back\\slash", 10, "\"back\\\\slash\""},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -162,8 +175,12 @@ static void test_json_strings(void **state) {
       {"\xf4\x90\x80\x80", 4, "\"\\\\xf4\\\\x90\\\\x80\\\\x80\""},
       {"\xff\xc3\xa9", 3, "\"\\\\xff\xc3\xa9\""},
       /* valid, but controls a terminal may obey: DEL and C1 (CSI) */
-      {"a\x7f" "b", 3, "\"a\\\\x7fb\""},
-      {"\xc2\x9b" "2J", 4, "\"\\\\xc2\\\\x9b2J\""},
+      {"a\x7f"
+       "b",
+       3, "\"a\\\\x7fb\""},
+      {"\xc2\x9b"
+       "2J",
+       4, "\"\\\\xc2\\\\x9b2J\""},
       {"\xc2\xa0", 2, "\"\xc2\xa0\""},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

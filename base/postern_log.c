@@ -6,6 +6,7 @@
  * reload on one thread never tears a line being written on another.
  */
 #include "base/postern_log.h"
+#include "base/postern_utf8.h"
 
 #include "base/postern_err.h"
 #include "base/postern_json.h"
@@ -119,6 +120,18 @@ static size_t escape_logfmt(char *dst, size_t cap, const unsigned char *s,
     unsigned char c = s[i];
     char tmp[4];
     size_t k = 0;
+    /* Well-formed UTF-8 (an SMTPUTF8 address, a U-label) is written as it
+     * is, so that logs show it intact; C1 controls (U+0080-U+009F) and
+     * bytes that are not UTF-8 are escaped like any control byte. */
+    size_t ul = c >= 0x80 ? postern_utf8_len(s + i, n - i) : 0;
+    if (ul > 0 && !(c == 0xc2 && s[i + 1] < 0xa0)) {
+      if (o + ul + (q ? 1 : 0) > cap - 1)
+        break;
+      memcpy(dst + o, s + i, ul);
+      o += ul;
+      i += ul - 1;
+      continue;
+    }
     if (c == '"' || c == '\\') {
       tmp[k++] = '\\';
       tmp[k++] = (char)c;
