@@ -280,6 +280,19 @@ struct config_tlsrpt {
   char *dkim_selector;   /* its selector (s=); required with the key */
 };
 
+/* cluster { }: fleet mode (docs/fleet.md); off without the block. Nodes
+ * that name the same Redis (and key_prefix) share connection leases. */
+struct config_cluster {
+  bool enabled;          /* first: see config__t_optional */
+  char *redis;           /* the URL, checked with redis_url_parse */
+  char *node;            /* this node's name in the fleet: unique per node */
+  char *key_prefix;      /* prepended to every Redis key */
+  uint64_t lease_ttl_ms; /* a connection lease's life, renewed every third */
+  /* The share of a fleet-wide limit (per_domain_connections) this node
+   * uses while Redis is unreachable, 0..1; at least one connection. */
+  double local_share;
+};
+
 struct postern_config {
   uint64_t generation; /* unique per configuration loaded (never 0) */
   char *path;          /* the file this was loaded from */
@@ -301,6 +314,7 @@ struct postern_config {
   struct config_log log;
   struct config_metrics metrics;
   struct config_tlsrpt tlsrpt;
+  struct config_cluster cluster;
   struct config_destination *destinations; /* in file order */
   size_t destination_count;
 };

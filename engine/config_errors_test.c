@@ -58,6 +58,22 @@ static const struct err_case err_cases[] = {
     E("delivery { route a.test }\n", 1, CONFIG, 2, 12,
       "missing argument (usage: route DOMAIN TARGET)"),
     /* values */
+    E("cluster { node n1 }\n", 1, CONFIG, 2, 1,
+      "the cluster block needs 'redis' and 'node'"),
+    E("cluster { redis http://x; node n1 }\n", 1, CONFIG, 2, 17,
+      "'redis': invalid Redis URL 'http://x': expected "
+      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+    E("cluster { redis redis://h:0; node n1 }\n", 1, CONFIG, 2, 17,
+      "'redis': invalid Redis URL 'redis://h:0': expected "
+      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+    E("cluster { redis redis://h; node \"a b\" }\n", 1, CONFIG, 2, 33,
+      "'node': invalid name 'a b': 1 to 64 letters, digits, '.', '_', '-' or "
+      "':'"),
+    E("cluster { redis redis://h; node a; local_share 150% }\n", 1, CONFIG, 2,
+      48, "'local_share' must be between 0 and 1, got 1.5"),
+    E("cluster { redis redis://h; node a; local_share x% }\n", 1, CONFIG, 2, 48,
+      "'local_share': invalid share 'x%': expected a decimal number like 2 or "
+      "1.5"),
     E("queue { retry_max 5x }\n", 1, CONFIG, 2, 19,
       "'retry_max': invalid duration '5x': unknown unit (use ms, s, m, h or "
       "d)"),
@@ -503,6 +519,7 @@ static void test_example(void **state) {
    * printer's output for a default configuration. */
   const char *t = "listen 127.0.0.1:25\nmetrics { listen 127.0.0.1:26 }\n"
                   "tlsrpt { }\n"
+                  "cluster { redis redis://127.0.0.1; node n1 }\n"
                   "destination example.com { tls_fingerprint sha256:"
                   "0000000000000000000000000000000000000000000000000000000000"
                   "000000; tls_names mx.example.com }\n"

@@ -911,6 +911,62 @@ static int check_tlsrpt(struct config__walk *w, void *obj,
 static const struct config__block tlsrpt_block = {
     "tlsrpt", tlsrpt_dirs, NDIRS(tlsrpt_dirs), check_tlsrpt};
 
+#define CL(f) offsetof(struct config_cluster, f)
+static const struct config__dir cluster_dirs[] = {
+    {.name = "redis",
+     .type = &config__t_redis_url,
+     ONE,
+     .off = CL(redis),
+     .synopsis = "URL",
+     .help = "the Redis the fleet shares (redis://... or unix:///...)",
+     .unset = "required"},
+    {.name = "node",
+     .type = &config__t_token,
+     ONE,
+     .off = CL(node),
+     .synopsis = "NAME",
+     .help = "this node's name, unique in the fleet",
+     .unset = "required"},
+    {.name = "key_prefix",
+     .type = &config__t_token,
+     ONE,
+     .def = "postern:",
+     .off = CL(key_prefix),
+     .synopsis = "TEXT",
+     .help = "prepended to every Redis key (fleets sharing one Redis)"},
+    {.name = "lease_ttl",
+     .type = &config__t_duration,
+     ONE,
+     .min = SEC(3),
+     .max = SEC(3600),
+     .def = "30s",
+     .off = CL(lease_ttl_ms),
+     .synopsis = "DURATION",
+     .help = "life of a connection lease; renewed every third of it"},
+    {.name = "local_share",
+     .type = &config__t_share,
+     ONE,
+     .min = 0,
+     .max = 1000000,
+     .def = "0.5",
+     .off = CL(local_share),
+     .synopsis = "DECIMAL|PERCENT",
+     .help = "share of fleet-wide limits used while Redis is unreachable"},
+};
+#undef CL
+
+static int check_cluster(struct config__walk *w, void *obj,
+                         const struct config__node *st) {
+  const struct config_cluster *c = obj;
+  if (c->redis == NULL || c->node == NULL)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "the cluster block needs 'redis' and 'node'");
+  return 0;
+}
+
+static const struct config__block cluster_block = {
+    "cluster", cluster_dirs, NDIRS(cluster_dirs), check_cluster};
+
 #define R(f) offsetof(struct postern_config, f)
 static const struct config__dir root_dirs[] = {
     {.name = "hostname",
@@ -1009,6 +1065,14 @@ static const struct config__dir root_dirs[] = {
      .synopsis = "{ ... }",
      .help = "TLS reporting (RFC 8460)",
      .unset = "no TLS reporting"},
+    {.name = "cluster",
+     .type = &config__t_optional,
+     .off = R(cluster),
+     .sub = &cluster_block,
+     .flags = CONFIG__BLOCK,
+     .synopsis = "{ ... }",
+     .help = "fleet mode: limits shared through Redis (docs/fleet.md)",
+     .unset = "a single node"},
 };
 #undef R
 
@@ -1019,10 +1083,12 @@ const struct config__block config__root_block = {"", root_dirs,
                                                  NDIRS(root_dirs), check_root};
 
 const struct config__block *const config__blocks[] = {
-    &config__root_block, &listen_block, &queue_block,       &delivery_block,
-    &dns_block,          &tls_block,    &policy_block,      &local_block,
-    &mtasts_block,       &dnssec_block, &dane_block,        &log_block,
-    &metrics_block,      &tlsrpt_block, &destination_block, NULL};
+    &config__root_block, &listen_block, &queue_block,
+    &delivery_block,     &dns_block,    &tls_block,
+    &policy_block,       &local_block,  &mtasts_block,
+    &dnssec_block,       &dane_block,   &log_block,
+    &metrics_block,      &tlsrpt_block, &cluster_block,
+    &destination_block,  NULL};
 
 _Static_assert(NDIRS(delivery_dirs) <= CONFIG__MAX_DIRS,
                "raise CONFIG__MAX_DIRS");

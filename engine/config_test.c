@@ -539,9 +539,30 @@ static void test_struct_fields(void **state) {
   assert_int_equal(cfg->policy[2].kind, CONFIG_POLICY_DNSSEC);
   assert_int_equal(cfg->policy[3].kind, CONFIG_POLICY_DANE);
   assert_false(cfg->metrics.enabled);
+  assert_false(cfg->cluster.enabled);
   char host[256] = "";
   gethostname(host, sizeof host - 1);
   assert_string_equal(cfg->hostname, host);
+  config_free(cfg);
+
+  /* cluster { }: defaults, a percentage share. */
+  t = "listen 127.0.0.1:25\n"
+      "cluster { redis redis://:pw@10.0.0.5:6380/2; node n-1 }\n";
+  assert_int_equal(config_parse("c.conf", t, strlen(t), &cfg, &err), 0);
+  assert_true(cfg->cluster.enabled);
+  assert_string_equal(cfg->cluster.redis, "redis://:pw@10.0.0.5:6380/2");
+  assert_string_equal(cfg->cluster.node, "n-1");
+  assert_string_equal(cfg->cluster.key_prefix, "postern:");
+  assert_int_equal(cfg->cluster.lease_ttl_ms, 30000);
+  assert_true(cfg->cluster.local_share == 0.5);
+  config_free(cfg);
+  t = "listen 127.0.0.1:25\n"
+      "cluster { redis unix:///run/r.sock; node a; local_share 25%; "
+      "lease_ttl 9s; key_prefix eu1: }\n";
+  assert_int_equal(config_parse("c.conf", t, strlen(t), &cfg, &err), 0);
+  assert_true(cfg->cluster.local_share == 0.25);
+  assert_int_equal(cfg->cluster.lease_ttl_ms, 9000);
+  assert_string_equal(cfg->cluster.key_prefix, "eu1:");
   config_free(cfg);
 
   assert_string_equal(config_policy_kind_name(CONFIG_POLICY_DANE), "dane");

@@ -18,6 +18,7 @@
 #include "engine/config_internal.h"
 
 #include "base/postern_err.h"
+#include "net/redis.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -275,6 +276,48 @@ static int parse_mailbox(struct config__walk *w, const struct config__dir *d,
   return str_set(w, d, obj, st, check_mailbox, "mailbox", false);
 }
 
+/* A Redis URL (cluster { redis }): what net/redis will connect to, so a
+ * typo fails at load time with its position, not at the first lease. */
+static int check_redis_url(const char *s, size_t n, const char **why) {
+  char buf[REDIS_URL_MAX + 1];
+  struct redis_url u;
+  *why = "expected redis://[[user]:password@]host[:port][/db] or "
+         "unix:///path[?db=N]";
+  if (n == 0 || n > REDIS_URL_MAX || memchr(s, 0, n) != NULL)
+    return POSTERN_ECONFIG;
+  memcpy(buf, s, n);
+  buf[n] = 0;
+  int rc = redis_url_parse(buf, &u);
+  explicit_bzero(&u, sizeof u); /* it may hold a password */
+  explicit_bzero(buf, sizeof buf);
+  return rc == 0 ? 0 : POSTERN_ECONFIG;
+}
+
+/* A name that goes into Redis keys and lease holders (node, key_prefix):
+ * 1..64 letters, digits and "._-:", no spaces or control characters. */
+static int check_token(const char *s, size_t n, const char **why) {
+  *why = "1 to 64 letters, digits, '.', '_', '-' or ':'";
+  if (n == 0 || n > 64)
+    return POSTERN_ECONFIG;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+          c == ':'))
+      return POSTERN_ECONFIG;
+  }
+  return 0;
+}
+
+static int parse_redis_url(struct config__walk *w, const struct config__dir *d,
+                           void *obj, const struct config__node *st) {
+  return str_set(w, d, obj, st, check_redis_url, "Redis URL", false);
+}
+static int parse_token(struct config__walk *w, const struct config__dir *d,
+                       void *obj, const struct config__node *st) {
+  return str_set(w, d, obj, st, check_token, "name", false);
+}
+
 /* tls_fingerprint sha256:HEX...: up to CONFIG_DEST_PINS digests, into the
  * struct config_destination the block fills. */
 static int parse_pins(struct config__walk *w, const struct config__dir *d,
@@ -382,6 +425,10 @@ const struct config__type config__t_text = {"text", parse_text, print_str,
                                             free_str};
 const struct config__type config__t_mailbox = {"mailbox", parse_mailbox,
                                                print_str, free_str};
+const struct config__type config__t_redis_url = {"Redis URL", parse_redis_url,
+                                                 print_str, free_str};
+const struct config__type config__t_token = {"name", parse_token, print_str,
+                                             free_str};
 
 static void free_nothing(const struct config__dir *d, void *obj) {}
 
@@ -409,7 +456,14 @@ static int parse_num(struct config__walk *w, const struct config__dir *d,
   const struct config__word *a = &st->args[0];
   const char *why;
   uint64_t v;
-  if (parse(a->s, a->len, &v, &why))
+  if (t == &config__t_share) {
+    /* "0.5" or "50%": a percentage is the decimal divided by 100. */
+    bool pct = a->len > 1 && a->s[a->len - 1] == '%';
+    if (config__decimal_parse(a->s, a->len - pct, &v, &why))
+      return bad_value(w, d, a, t->name, why);
+    if (pct)
+      v /= 100;
+  } else if (parse(a->s, a->len, &v, &why))
     return bad_value(w, d, a, t->name, why);
   int rc = range_check(w, d, a, v);
   if (rc)
@@ -419,7 +473,7 @@ static int parse_num(struct config__walk *w, const struct config__dir *d,
     *(uint32_t *)field = (uint32_t)v;
   else if (t == &config__t_u16)
     *(uint16_t *)field = (uint16_t)v;
-  else if (t == &config__t_decimal)
+  else if (t == &config__t_decimal || t == &config__t_share)
     *(double *)field = (double)v / 1e6;
   else
     memcpy(field, &v, sizeof v);
@@ -435,7 +489,7 @@ static void print_num(FILE *f, const struct config__dir *d, const void *obj,
     v = *(const uint32_t *)field;
   else if (t == &config__t_u16)
     v = *(const uint16_t *)field;
-  else if (t == &config__t_decimal)
+  else if (t == &config__t_decimal || t == &config__t_share)
     v = (uint64_t)(*(const double *)field * 1e6 + 0.5);
   else
     memcpy(&v, field, sizeof v);
@@ -454,6 +508,9 @@ const struct config__type config__t_u16 = {"number", parse_num, print_num,
                                            free_nothing};
 const struct config__type config__t_decimal = {"decimal number", parse_num,
                                                print_num, free_nothing};
+/* A share: a decimal or a percentage ("0.5", "50%"), stored as a double. */
+const struct config__type config__t_share = {"share", parse_num, print_num,
+                                             free_nothing};
 
 void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
                         size_t cap) {
@@ -461,7 +518,7 @@ void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
     config__duration_format(v, buf, cap);
   else if (d->type == &config__t_size)
     config__size_format(v, buf, cap);
-  else if (d->type == &config__t_decimal)
+  else if (d->type == &config__t_decimal || d->type == &config__t_share)
     config__decimal_format(v, buf, cap);
   else
     snprintf(buf, cap, "%llu", (unsigned long long)v);
@@ -469,7 +526,8 @@ void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
 
 bool config__type_ranged(const struct config__type *t) {
   return t == &config__t_duration || t == &config__t_size ||
-         t == &config__t_u32 || t == &config__t_u16 || t == &config__t_decimal;
+         t == &config__t_u32 || t == &config__t_u16 ||
+         t == &config__t_decimal || t == &config__t_share;
 }
 
 /* Enumerations and booleans. */

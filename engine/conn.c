@@ -49,6 +49,7 @@ struct conn {
   struct relay *r;
   struct conn *next;
   struct smtp_client *c;
+  struct lease *lease;  /* fleet mode: the slot it holds, or NULL */
   struct ctxn *cur;     /* being sent, or NULL when idle */
   struct ctxn *next_tx; /* chained behind cur, or NULL */
   uint64_t cur_start_ms, last_txn_ms;
@@ -94,8 +95,12 @@ static void conn_defer_closed(struct net_defer *d) {
 static void conn_closed(struct smtp_client *c, void *arg) {
   (void)c;
   struct conn *cn = arg;
-  /* The destination may be gone by now: use only the relay. */
+  /* The destination may be gone by now: use only the relay. The fleet's
+   * slot is given back only now that the socket is closed, so that the
+   * destination never sees more connections than the fleet's limit. */
   engine__slot_release(&cn->r->slots);
+  engine__lease_release(cn->lease);
+  cn->lease = NULL;
   uv_close((uv_handle_t *)&cn->idle, conn_timer_closed);
   net_defer_close(&cn->soon, conn_defer_closed);
 }
@@ -130,6 +135,13 @@ static void conn_next_soon(struct net_defer *nd) {
   struct dest *d = cn->d;
   struct relay *r = d->dw->env.r;
   cn->ready = true;
+  if (engine__lease_lost(cn->lease)) {
+    postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
+                "reason", "fleet lease lost", NULL);
+    conn_drop(cn);
+    engine__dest_kick(d);
+    return;
+  }
   if (d->head && engine__dest_rate_allows(d)) {
     conn_send_next(cn);
     return;
@@ -175,10 +187,12 @@ void engine__conns_trim_idle(struct dwork *dw) {
   free(ds);
 }
 
-struct conn *engine__conn_open(struct dest *d, const struct mx_session *s) {
+struct conn *engine__conn_open(struct dest *d, const struct mx_session *s,
+                               struct lease *lease) {
   struct conn *cn = calloc(1, sizeof *cn);
   if (cn == NULL)
     return NULL;
+  cn->lease = lease;
   cn->d = d;
   cn->r = d->dw->env.r;
   cn->c = s->c;
@@ -344,7 +358,8 @@ static void on_sent(struct smtp_client *c, int status,
   cn->last_txn_ms = now - cn->cur_start_ms;
   struct relay *r = d->dw->env.r;
   engine__dest_limits(d);
-  if (status != 0 || cn->sent >= d->lim_reuse || atomic_load(&r->stopping)) {
+  if (status != 0 || cn->sent >= d->lim_reuse || atomic_load(&r->stopping) ||
+      engine__lease_lost(cn->lease)) {
     if (cn->next_tx) {
       /* The chained message never reached DATA: closing the client
        * abandons it, and another connection carries it. */

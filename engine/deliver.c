@@ -24,6 +24,7 @@ static void attempt_free(struct dest *d, struct mx_attempt *a) {
       break;
     }
   d->nattempts--;
+  engine__lease_release(a->lease);
   engine__mx_free(a);
 }
 
@@ -31,9 +32,10 @@ static void attempt_free(struct dest *d, struct mx_attempt *a) {
 static int on_acceptable(void *arg, struct mx_attempt *a,
                          const struct mx_session *s) {
   struct dest *d = arg;
-  struct conn *cn = engine__conn_open(d, s);
+  struct conn *cn = engine__conn_open(d, s, a->lease);
   if (cn == NULL)
     return POSTERN_ENOMEM;
+  a->lease = NULL; /* the connection's now */
   d->saturated = false;
   d->temp_seen = false;
   attempt_free(d, a);
@@ -84,11 +86,14 @@ static const struct mx_ops deliver_ops = {
     .exhausted = on_exhausted,
 };
 
-void engine__deliver_attempt_start(struct dest *d) {
+void engine__deliver_attempt_start(struct dest *d, struct lease *lease) {
   struct mx_attempt *a =
       engine__mx_new(&d->dw->env, &d->target, &deliver_ops, d);
-  if (a == NULL)
+  if (a == NULL) {
+    engine__lease_release(lease);
     return;
+  }
+  a->lease = lease;
   a->next = d->attempts;
   d->attempts = a;
   d->nattempts++;

@@ -32,7 +32,7 @@ static struct dwork *dw_of(struct worker *w) {
   return w->ud2;
 }
 
-static void rate_fire(uv_timer_t *t) {
+void engine__dest_timer_fire(uv_timer_t *t) {
   struct dest *d = t->data;
   d->rate_timer_on = false;
   engine__dest_kick(d);
@@ -72,7 +72,8 @@ static void dest_closed(uv_handle_t *h) {
 }
 
 void engine__dest_maybe_free(struct dest *d) {
-  if (d->njobs || d->nconns || d->nattempts || d->freeing)
+  if (d->njobs || d->nconns || d->nattempts || d->lease_acq || d->lease_ready ||
+      d->freeing)
     return;
   postern_htab_del(d->dw->dests, d->key);
   d->freeing = true;
@@ -117,7 +118,8 @@ bool engine__dest_rate_take(struct dest *d, uint32_t rate) {
   }
   if (!d->rate_timer_on) {
     d->rate_timer_on = true;
-    uv_timer_start(&d->rate_timer, rate_fire, d->rate_next_ms - now, 0);
+    uv_timer_start(&d->rate_timer, engine__dest_timer_fire,
+                   d->rate_next_ms - now, 0);
   }
   return false;
 }
@@ -133,16 +135,25 @@ void engine__dest_kick(struct dest *d) {
    * attempts; a burst of jobs to a new destination would otherwise open
    * per_domain_connections handshakes where one reused session does. */
   engine__dest_limits(d);
-  size_t cap = d->lim_conns;
+  /* Fleet mode: while Redis is down, the local share of the limit. */
+  size_t cap = engine__lease_cap(d, d->lim_conns);
   if (d->nconns == 0 && cap > dc->initial_connections)
     cap = dc->initial_connections;
+  d->lease_wait = false;
   while (d->njobs > d->nattempts &&
          !(d->saturated && d->nconns + d->nattempts) &&
          d->nconns + d->nattempts < cap &&
          atomic_load(&r->out_conns) < dc->max_connections) {
     if (engine__conns_idle(d))
       break;
-    engine__deliver_attempt_start(d);
+    /* Fleet mode: each connection holds a lease on the fleet-wide limit;
+     * without one the job waits here, queued (lease.c kicks again). */
+    struct lease *lease;
+    if (!engine__lease_take(d, d->lim_conns, &lease)) {
+      d->lease_wait = true;
+      break;
+    }
+    engine__deliver_attempt_start(d, lease);
   }
   /* Waiting jobs that nothing carries (max_connections reached) would wait
    * for the next job to this destination, which may never come: the slot
@@ -150,11 +161,12 @@ void engine__dest_kick(struct dest *d) {
    * Be woken when one frees (slots.c). */
   if (d->njobs == 0)
     d->temp_seen = false; /* it spoke for waiting jobs only */
-  if (d->njobs && d->nconns == 0 && d->nattempts == 0) {
+  if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->lease_wait) {
     engine__slot_wait(d);
     if (!d->rate_timer_on) {
       d->rate_timer_on = true;
-      uv_timer_start(&d->rate_timer, rate_fire, DEST_SLOT_FALLBACK_MS, 0);
+      uv_timer_start(&d->rate_timer, engine__dest_timer_fire,
+                     DEST_SLOT_FALLBACK_MS, 0);
     }
   }
   engine__dest_maybe_free(d);
@@ -188,6 +200,16 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
    * refuses an mtasts module in that case. */
   if (https_client_new(&w->loop, &dw->env.https) != 0)
     dw->env.https = NULL;
+  /* Fleet mode: this loop's Redis client (lease.c). */
+  rc = engine__cluster_worker_init(dw);
+  if (rc != 0) {
+    if (dw->env.https)
+      https_client_close(dw->env.https, NULL, NULL);
+    dns_resolver_close(dw->env.dns, NULL, NULL);
+    postern_htab_free(dw->dests);
+    free(dw);
+    return rc;
+  }
   w->ud2 = dw;
   return 0;
 }
@@ -221,6 +243,8 @@ void engine__deliver_worker_stop(struct worker *w) {
     while (d->conns)
       engine__conn_abandon(d->conns);
     engine__deliver_attempts_stop(d);
+    engine__lease_release(d->lease_ready);
+    d->lease_ready = NULL;
     if (!d->freeing) {
       d->freeing = true;
       uv_close((uv_handle_t *)&d->rate_timer, NULL);
@@ -229,6 +253,9 @@ void engine__deliver_worker_stop(struct worker *w) {
   dns_resolver_close(dw->env.dns, NULL, NULL);
   if (dw->env.https)
     https_client_close(dw->env.https, NULL, NULL);
+  /* Leases still held expire after lease_ttl: the client closes now, and
+   * the connections' releases come after it. */
+  engine__cluster_worker_stop(dw);
 }
 
 void engine__deliver_worker_exit(struct worker *w) {

@@ -23,13 +23,22 @@
 #include "engine/mx_loop.h"
 
 struct conn;
+struct lease;
 struct postern_htab;
+struct redis_client;
 
 /* A worker's delivery state (worker->ud2). */
 struct dwork {
   struct mx_env env; /* relay, loop, resolver, HTTPS client */
   struct worker *w;
   struct postern_htab *dests; /* dest->key -> struct dest */
+  /* Fleet mode (lease.c): this loop's Redis client, NULL without a
+   * cluster block or once the worker stops. */
+  struct redis_client *redis;
+  bool redis_up, redis_ever_up;
+  uint64_t cluster_start_ms;
+  uint64_t boot_id, lease_seq; /* lease holder names */
+  char node[65];
 };
 
 /* A destination: a recipient domain, or a static route's target. */
@@ -68,6 +77,10 @@ struct dest {
   uint32_t lim_conns, lim_rate, lim_reuse;
   char temp_status[16];
   char temp_reason[512];
+  /* Fleet mode (lease.c): an acquire in flight; a granted lease waiting
+   * for the next attempt; no attempt started for want of a lease. */
+  bool lease_acq, lease_wait;
+  struct lease *lease_ready;
 };
 
 /* ---- connection slots (slots.c) ---- */
@@ -81,7 +94,32 @@ void engine__slots_freed(void *relay);
 void engine__slots_init(struct relay *r);
 void engine__slots_free(struct relay *r);
 
+/* ---- fleet-wide connection leases (lease.c) ---- */
+
+/* At start, attempts wait this long for Redis before local limits apply. */
+#define CLUSTER_WAIT_MS 2000
+
+/* Makes the worker's Redis client when the configuration has a cluster
+ * block (0 without one); closes it. */
+int engine__cluster_worker_init(struct dwork *dw);
+void engine__cluster_worker_stop(struct dwork *dw);
+/* The connection cap in force: `cap`, or its local share while Redis is
+ * down (at least 1). */
+size_t engine__lease_cap(const struct dest *d, size_t cap);
+/* May d start one more attempt? true with *out the lease it must hold
+ * (NULL: none needed); false when one is being acquired or was denied (d
+ * is kicked again). `cap` is the fleet-wide limit. */
+bool engine__lease_take(struct dest *d, size_t cap, struct lease **out);
+/* Gives a lease back (NULL is fine); the pointer is dead afterwards. */
+void engine__lease_release(struct lease *l);
+/* Whether Redis said the lease had expired: stop using the slot. */
+bool engine__lease_lost(const struct lease *l);
+
 /* ---- destinations (dest.c) ---- */
+
+/* The destination's timer callback: kicks it (rate, slot fallback, lease
+ * retry). */
+void engine__dest_timer_fire(uv_timer_t *t);
 
 /* Puts waiting jobs on connections and starts attempts while the
  * destination has more work than connections, within the limits. */
@@ -145,8 +183,10 @@ static inline void engine__dest_push_front(struct dest *d, struct job *j) {
 /* ---- connections (conn.c) ---- */
 
 /* A connection of d over the accepted session (the client is the conn's
- * from now on), or NULL without memory (the session is untouched). */
-struct conn *engine__conn_open(struct dest *d, const struct mx_session *s);
+ * from now on; so is `lease`, may be NULL, released when it closes), or
+ * NULL without memory (the session and lease are untouched). */
+struct conn *engine__conn_open(struct dest *d, const struct mx_session *s,
+                               struct lease *lease);
 
 /* Starts carrying messages, from the loop. */
 void engine__conn_start(struct conn *cn);
@@ -163,8 +203,9 @@ void engine__conn_abandon(struct conn *cn);
 
 /* ---- attempts (deliver.c) ---- */
 
-/* Starts an MX loop for d; its session becomes a connection of d. */
-void engine__deliver_attempt_start(struct dest *d);
+/* Starts an MX loop for d holding `lease` (may be NULL; taken over); its
+ * session becomes a connection of d. */
+void engine__deliver_attempt_start(struct dest *d, struct lease *lease);
 
 /* Shutdown: closes the attempts' clients and cancels their lookups. */
 void engine__deliver_attempts_stop(struct dest *d);

@@ -84,6 +84,13 @@ static atomic_uint_fast64_t tlsrpt_reports[TLSRPT_REPORT_N];
 
 static atomic_uint_fast64_t requiretls_deliveries[3];
 
+static atomic_int cluster_redis_up;
+
+void metrics_cluster_redis(bool up) {
+  atomic_fetch_add_explicit(&cluster_redis_up, up ? 1 : -1,
+                            memory_order_relaxed);
+}
+
 void metrics_requiretls(enum metrics_status st) {
   if ((unsigned)st < 3)
     atomic_fetch_add_explicit(&requiretls_deliveries[st], 1,
@@ -244,6 +251,9 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
        g->inbound_sessions},
       {"postern_outbound_connections", "Open connections to MX servers.",
        g->outbound_connections},
+      {"postern_cluster_redis_up",
+       "Worker loops whose Redis connection (cluster { }) is up.",
+       (uint64_t)atomic_load(&cluster_redis_up)},
   };
   for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
     postern_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n",

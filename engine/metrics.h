@@ -10,6 +10,7 @@
 #ifndef POSTERN_ENGINE_METRICS_H
 #define POSTERN_ENGINE_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,10 @@ void metrics_tlsrpt_session(int result);
  * postern_requiretls_deliveries_total{status="..."}. Any thread. */
 void metrics_requiretls(enum metrics_status st);
 void metrics_tlsrpt_report(const char *outcome);
+/* A worker's Redis connection (cluster { }) came up (true) or went down;
+ * served as the gauge postern_cluster_redis_up: worker loops whose Redis
+ * connection is up (0 without a cluster block). Any thread. */
+void metrics_cluster_redis(bool up);
 
 /* Values only the caller can read, filled in at scrape time. */
 struct metrics_gauges {

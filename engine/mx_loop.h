@@ -156,6 +156,7 @@ struct mx_ops {
  * owner (its list of attempts). */
 struct mx_attempt {
   struct mx_attempt *next;
+  struct lease *lease; /* deliver.c: the fleet connection lease it holds */
   const struct mx_env *env;
   const struct mx_dest *dest;
   const struct mx_ops *ops;

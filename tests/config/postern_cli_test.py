@@ -180,6 +180,7 @@ check(rc == 2, "stray argument: exit 2", err)
 # --- documentation covers every directive ------------------------------------
 full = write("full.conf", "listen 127.0.0.1:1\nmetrics { listen 127.0.0.1:2 }\n"
              "tlsrpt { }\n"
+             "cluster { redis redis://127.0.0.1; node n1 }\n"
              "destination example.com { tls_fingerprint sha256:" + "00" * 32 +
              "; tls_names mx.example.com }\n"
              "policy { local; mtasts; dnssec; dane }\n")
@@ -236,7 +237,8 @@ section_of = {"": "TOP-LEVEL DIRECTIVES", "listen": "LISTEN BLOCK",
               "queue": "QUEUE BLOCK", "delivery": "DELIVERY BLOCK",
               "dns": "DNS BLOCK", "tls": "TLS BLOCK", "policy": "POLICY BLOCK",
               "log": "LOG BLOCK", "metrics": "METRICS BLOCK",
-              "tlsrpt": "TLSRPT BLOCK", "destination": "DESTINATION BLOCK"}
+              "tlsrpt": "TLSRPT BLOCK", "cluster": "CLUSTER BLOCK",
+              "destination": "DESTINATION BLOCK"}
 
 
 def man_entry(full):
