@@ -555,6 +555,11 @@ static void test_struct_fields(void **state) {
   assert_string_equal(cfg->cluster.key_prefix, "postern:");
   assert_int_equal(cfg->cluster.lease_ttl_ms, 30000);
   assert_true(cfg->cluster.local_share == 0.5);
+  /* --check output never shows the password. */
+  char *printed = print_to_string(cfg);
+  assert_non_null(strstr(printed, "redis redis://:***@10.0.0.5:6380/2\n"));
+  assert_null(strstr(printed, "pw@"));
+  free(printed);
   config_free(cfg);
   t = "listen 127.0.0.1:25\n"
       "cluster { redis unix:///run/r.sock; node a; local_share 25%; "

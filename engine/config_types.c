@@ -425,8 +425,31 @@ const struct config__type config__t_text = {"text", parse_text, print_str,
                                             free_str};
 const struct config__type config__t_mailbox = {"mailbox", parse_mailbox,
                                                print_str, free_str};
+/* The URL without its password: --check output lands in terminals, tickets
+ * and logs. "redis://user:secret@host" prints as "redis://user:***@host". */
+static void print_redis_url(FILE *f, const struct config__dir *d,
+                            const void *obj, int indent) {
+  char *const *field = CONFIG__CFIELD(obj, d);
+  const char *u = *field;
+  if (u == NULL) {
+    config__put_unset(f, indent, d);
+    return;
+  }
+  const char *scheme = strstr(u, "://");
+  const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+  const char *colon =
+      at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+  if (colon == NULL) {
+    config__put_line(f, indent, d->name, u);
+    return;
+  }
+  char buf[1100];
+  snprintf(buf, sizeof buf, "%.*s***%s", (int)(colon + 1 - u), u, at);
+  config__put_line(f, indent, d->name, buf);
+}
+
 const struct config__type config__t_redis_url = {"Redis URL", parse_redis_url,
-                                                 print_str, free_str};
+                                                 print_redis_url, free_str};
 const struct config__type config__t_token = {"name", parse_token, print_str,
                                              free_str};
 
