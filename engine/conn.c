@@ -16,6 +16,7 @@
  * worker's.
  */
 #include "engine/dest.h"
+#include "base/postern_idna.h"
 
 #include "engine/metrics.h"
 #include "net/defer.h"
@@ -259,12 +260,52 @@ static bool has_8bit(const void *data, size_t len) {
   return false;
 }
 
+/* Room for an address whose domain became an A-label. */
+#define ADDR_ALABEL_MAX 330
+
+/* addr with its domain in A-label form (IDNA2008) into out; false when the
+ * local part is not ASCII (only SMTPUTF8 can carry it) or the domain does
+ * not convert. */
+static bool addr_alabel(const char *addr, char *out, size_t cap) {
+  const char *at = strrchr(addr, '@');
+  if (at == NULL || has_8bit(addr, (size_t)(at - addr)) ||
+      (size_t)(at - addr) > 64)
+    return false;
+  char dom[256];
+  if (postern_idna_to_ascii(at + 1, dom, sizeof dom, NULL) != 0)
+    return false;
+  return (size_t)snprintf(out, cap, "%.*s@%s", (int)(at - addr), addr, dom) <
+         cap;
+}
+
+/* The length of the header section of a message (up to its first empty
+ * line, or all of it). */
+static size_t header_len(const char *m, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++)
+    if (m[i] == '\n' && (m[i + 1] == '\n' ||
+                         (m[i + 1] == '\r' && i + 2 < n && m[i + 2] == '\n')))
+      return i + 1;
+  return n;
+}
+
 /* The message to send for j (rcpts and notify texts in the same block),
  * or NULL when out of memory. */
 static struct ctxn *ctxn_new(struct job *j) {
   const struct queue_env *env = j->m->env;
-  struct ctxn *tx =
-      calloc(1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify));
+  /* A message that needs SMTPUTF8 only for the domains of its addresses
+   * (ASCII local parts, an ASCII header) goes with their A-label forms and
+   * without it, so that a next hop without SMTPUTF8 can take it too (RFC
+   * 6531 §3.5: 5.6.7 only when the message really needs the extension). */
+  bool utf8 = has_8bit(env->sender, strlen(env->sender));
+  for (unsigned k = 0; k < j->n && !utf8; k++) {
+    const char *a = env->rcpts[j->idx[k]].addr;
+    utf8 = has_8bit(a, strlen(a));
+  }
+  bool alabels =
+      utf8 && !has_8bit(j->m->body, header_len(j->m->body, j->m->body_len));
+  size_t extra = alabels ? (j->n + 1) * ADDR_ALABEL_MAX : 0;
+  struct ctxn *tx = calloc(
+      1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify) + extra);
   if (tx == NULL)
     return NULL;
   tx->job = j;
@@ -281,11 +322,27 @@ static struct ctxn *ctxn_new(struct job *j) {
    * the matching parameters (RFC 6152, RFC 6531 §3.4): 8-bit content asks
    * for BODY=8BITMIME, a non-ASCII address for SMTPUTF8. */
   bool eight = has_8bit(j->m->body, j->m->body_len);
-  bool utf8 = has_8bit(env->sender, strlen(env->sender));
-  for (unsigned k = 0; k < j->n && !utf8; k++)
-    utf8 = has_8bit(tx->rcpts[k].addr, strlen(tx->rcpts[k].addr));
+  const char *sender = env->sender;
+  if (alabels) {
+    char(*abuf)[ADDR_ALABEL_MAX] =
+        (char(*)[ADDR_ALABEL_MAX])(tx->notify + j->n);
+    bool ok = !has_8bit(sender, strlen(sender)) ||
+              addr_alabel(sender, abuf[j->n], ADDR_ALABEL_MAX);
+    for (unsigned k = 0; k < j->n && ok; k++) {
+      const char *a = tx->rcpts[k].addr;
+      ok = !has_8bit(a, strlen(a)) || addr_alabel(a, abuf[k], ADDR_ALABEL_MAX);
+    }
+    if (ok) {
+      if (has_8bit(sender, strlen(sender)))
+        sender = abuf[j->n];
+      for (unsigned k = 0; k < j->n; k++)
+        if (has_8bit(tx->rcpts[k].addr, strlen(tx->rcpts[k].addr)))
+          tx->rcpts[k].addr = abuf[k];
+      utf8 = false;
+    }
+  }
   tx->msg = (struct smtp_message){
-      .sender = env->sender,
+      .sender = sender,
       .ret = env->ret == QUEUE_RET_FULL
                  ? "FULL"
                  : (env->ret == QUEUE_RET_HDRS ? "HDRS" : NULL),

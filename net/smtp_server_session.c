@@ -112,7 +112,10 @@ static bool helo_done(struct session *s) {
 /* RFC 5321 §4.4 trace field, written as the first bytes of the body so
  * that the client's content is appended right behind it (one buffer, no
  * copy later). "for" names the recipient only when there is exactly one,
- * so that a message to many does not disclose the others (§7.2). */
+ * so that a message to many does not disclose the others (§7.2), and only
+ * when it is ASCII: the clause is optional, and a UTF-8 address in it
+ * would make the whole message need SMTPUTF8 downstream (RFC 6531 §3.7.3)
+ * where only its domain does, which an A-label can carry. */
 static bool start_body(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
   char date[RFC5322_DATE_MAX];
@@ -123,8 +126,14 @@ static bool start_body(struct session *s) {
                                   : "SMTP";
   bool v6 = strchr(s->ip, ':') != NULL;
   char fr[SMTP_SERVER__PATH_MAX + 16] = "";
-  if (s->nrcpt == 1)
-    snprintf(fr, sizeof fr, "\r\n\tfor <%s>", s->arena + s->rcpt[0].addr_off);
+  const char *for_addr = s->nrcpt == 1 ? s->arena + s->rcpt[0].addr_off : NULL;
+  for (const char *c = for_addr; c != NULL && *c; c++)
+    if ((unsigned char)*c >= 0x80) {
+      for_addr = NULL;
+      break;
+    }
+  if (for_addr != NULL)
+    snprintf(fr, sizeof fr, "\r\n\tfor <%s>", for_addr);
   char hdr[1400];
   int n = snprintf(hdr, sizeof hdr,
                    "Received: from %s ([%s%s])\r\n\tby %s (Postern) with %s "
