@@ -67,34 +67,9 @@ static void free_section(const struct config__dir *d, void *obj) {
 const struct config__type config__t_section = {"block", parse_section,
                                                print_section, free_section};
 
-/* metrics { listen ADDR:PORT }: a section that is off when absent. */
-static int parse_metrics(struct config__walk *w, const struct config__dir *d,
-                         void *obj, const struct config__node *st) {
-  struct config_metrics *m = CONFIG__FIELD(obj, d);
-  int rc = config__walk_block(w, d->sub, m, st);
-  if (rc)
-    return rc;
-  if (m->listen.text == NULL)
-    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
-                        "'metrics' needs 'listen ADDR:PORT' in its block");
-  m->enabled = true;
-  return 0;
-}
-
-static void print_metrics(FILE *f, const struct config__dir *d, const void *obj,
-                          int indent) {
-  const struct config_metrics *m = CONFIG__CFIELD(obj, d);
-  if (!m->enabled)
-    config__put_unset(f, indent, d);
-  else
-    print_section(f, d, obj, indent);
-}
-
-const struct config__type config__t_metrics = {"block", parse_metrics,
-                                               print_metrics, free_section};
-
-/* A section that is off when absent (tlsrpt { }): its struct starts with
- * `bool enabled`, set when the block is present, even empty. */
+/* A section that is off when absent (metrics { }, tlsrpt { }, cluster { }):
+ * its struct starts with `bool enabled`, set when the block is present, even
+ * empty; what the block itself requires is its schema's check. */
 static int parse_optional(struct config__walk *w, const struct config__dir *d,
                           void *obj, const struct config__node *st) {
   bool *enabled = CONFIG__FIELD(obj, d);
@@ -444,8 +419,7 @@ int config__apply_defaults(struct config__walk *w,
                            const struct config__block *blk, void *obj) {
   for (size_t i = 0; i < blk->ndirs; i++) {
     const struct config__dir *d = &blk->dirs[i];
-    if (d->type == &config__t_section || d->type == &config__t_metrics ||
-        d->type == &config__t_optional) {
+    if (d->type == &config__t_section || d->type == &config__t_optional) {
       int rc = config__apply_defaults(w, d->sub, CONFIG__FIELD(obj, d));
       if (rc)
         return rc;

@@ -252,11 +252,12 @@ extern const struct config__type config__t_hostname, config__t_user,
     config__t_route, config__t_text, config__t_mailbox, config__t_share,
     config__t_redis_url, config__t_token;
 
-/* The block-valued types (config.c): a plain section, `metrics` (a section
- * that is off when absent), repeated `listen` blocks, the `policy` chain
- * and one module of it (its kind is the directive's `min`). */
-extern const struct config__type config__t_section, config__t_metrics,
-    config__t_optional, config__t_destination, config__t_pins,
-    config__t_dest_names, config__t_listen, config__t_policy, config__t_module;
+/* The block-valued types (config.c): a plain section, an optional one (off
+ * when absent: metrics, tlsrpt, cluster), repeated `listen` and
+ * `destination` blocks, the `policy` chain and one module of it (its kind
+ * is the directive's `min`). */
+extern const struct config__type config__t_section, config__t_optional,
+    config__t_destination, config__t_pins, config__t_dest_names,
+    config__t_listen, config__t_policy, config__t_module;
 
 #endif

@@ -720,8 +720,17 @@ static const struct config__dir metrics_dirs[] = {
      .unset = "required"},
 };
 
-static const struct config__block metrics_block = {"metrics", metrics_dirs,
-                                                   NDIRS(metrics_dirs), NULL};
+static int check_metrics(struct config__walk *w, void *obj,
+                         const struct config__node *st) {
+  const struct config_metrics *m = obj;
+  if (m->listen.text == NULL)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "'metrics' needs 'listen ADDR:PORT' in its block");
+  return 0;
+}
+
+static const struct config__block metrics_block = {
+    "metrics", metrics_dirs, NDIRS(metrics_dirs), check_metrics};
 
 static const char *const dest_tls_names[] = {"inherit", "none", "encrypted",
                                              "authenticated", NULL};
@@ -1041,7 +1050,7 @@ static const struct config__dir root_dirs[] = {
      .synopsis = "",
      .help = "logging"},
     {.name = "metrics",
-     .type = &config__t_metrics,
+     .type = &config__t_optional,
      .off = R(metrics),
      .sub = &metrics_block,
      .flags = CONFIG__BLOCK,

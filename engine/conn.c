@@ -20,6 +20,7 @@
 
 #include "engine/metrics.h"
 #include "net/defer.h"
+#include "net/rfc5322.h"
 #include "net/smtp_client.h"
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
@@ -278,16 +279,6 @@ static bool addr_alabel(const char *addr, char *out, size_t cap) {
          cap;
 }
 
-/* The length of the header section of a message (up to its first empty
- * line, or all of it). */
-static size_t header_len(const char *m, size_t n) {
-  for (size_t i = 0; i + 1 < n; i++)
-    if (m[i] == '\n' && (m[i + 1] == '\n' ||
-                         (m[i + 1] == '\r' && i + 2 < n && m[i + 2] == '\n')))
-      return i + 1;
-  return n;
-}
-
 /* The message to send for j (rcpts and notify texts in the same block),
  * or NULL when out of memory. */
 static struct ctxn *ctxn_new(struct job *j) {
@@ -302,7 +293,7 @@ static struct ctxn *ctxn_new(struct job *j) {
     utf8 = has_8bit(a, strlen(a));
   }
   bool alabels =
-      utf8 && !has_8bit(j->m->body, header_len(j->m->body, j->m->body_len));
+      utf8 && !has_8bit(j->m->body, rfc5322_header_len(j->m->body, j->m->body_len));
   size_t extra = alabels ? (j->n + 1) * ADDR_ALABEL_MAX : 0;
   struct ctxn *tx = calloc(
       1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify) + extra);

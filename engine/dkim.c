@@ -51,30 +51,27 @@ int dkim__canon_body(const char *body, size_t len, char **out, size_t *outlen) {
     size_t e = i;
     while (e < len && !(body[e] == '\r' && e + 1 < len && body[e + 1] == '\n'))
       e++;
-    /* One line [i, e): runs of WSP become one SP, WSP at its end goes. */
-    struct postern_buf line = {0};
-    postern_buf_put(&line, "", 0);
-    for (size_t k = i; k < e; k++) {
-      if (wsp(body[k])) {
-        while (k + 1 < e && wsp(body[k + 1]))
-          k++;
-        if (k + 1 < e)
-          postern_buf_put(&line, " ", 1);
-      } else {
-        postern_buf_put(&line, &body[k], 1);
-      }
-    }
-    if (line.oom)
-      b.oom = true;
-    if (line.len == 0) {
+    /* One line [i, e): WSP at its end goes, runs of WSP inside become one
+     * SP; an empty line is held back (trailing empty lines go). */
+    size_t end = e;
+    while (end > i && wsp(body[end - 1]))
+      end--;
+    if (end == i) {
       pending_empty++;
     } else {
       for (; pending_empty > 0; pending_empty--)
         postern_buf_put(&b, "\r\n", 2);
-      postern_buf_put(&b, line.p, line.len);
+      for (size_t k = i; k < end; k++) {
+        if (!wsp(body[k])) {
+          postern_buf_put(&b, &body[k], 1);
+          continue;
+        }
+        while (wsp(body[k + 1])) /* stops before `end`: not WSP */
+          k++;
+        postern_buf_put(&b, " ", 1);
+      }
       postern_buf_put(&b, "\r\n", 2);
     }
-    free(line.p);
     i = e < len ? e + 2 : len;
   }
   if (b.oom) {

@@ -88,27 +88,6 @@ static void db_safe(struct dbuf *b, const char *s) {
   }
 }
 
-/* Length of the original's header section, up to and including the empty
- * line that ends it (RFC 5322 §2.1); the whole message when there is none.
- * Lines end at LF with or without CR (db_lines makes them CRLF), so an empty
- * line is "\n" or "\r\n" at the start of a line: "\n\r\n" and a leading
- * "\n" end the header too, and the body never leaks into a headers-only
- * return. */
-static size_t header_len(const uint8_t *m, size_t n) {
-  size_t start = 0;
-  while (start < n) {
-    if (m[start] == '\n')
-      return start + 1;
-    if (m[start] == '\r' && start + 1 < n && m[start + 1] == '\n')
-      return start + 2;
-    const uint8_t *lf = memchr(m + start, '\n', n - start);
-    if (lf == NULL)
-      break;
-    start = (size_t)(lf - m) + 1;
-  }
-  return n;
-}
-
 static bool contains(const uint8_t *hay, size_t n, const char *needle) {
   size_t k = strlen(needle);
   if (k == 0 || k > n)
@@ -154,7 +133,7 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   const char *qid = in->queue_id ? in->queue_id : "unknown";
   const uint8_t *orig = in->original;
   size_t olen = orig ? in->original_len : 0;
-  size_t hlen = header_len(orig, olen);
+  size_t hlen = rfc5322_header_len(orig, olen);
   bool full = in->ret == DSN_RET_FULL && olen <= in->full_limit;
   size_t rlen = full ? olen : hlen;
 

@@ -199,7 +199,9 @@ static enum policy_tls_level tls_of(enum smtp_tls_level l) {
 static void count_session(struct mx_attempt *a, struct smtp_client *c,
                           const struct policy_conn_run *crun, int result) {
   const struct mx_dest *d = a->dest;
-  if (!a->env->tlsrpt || d->no_tlsrpt)
+  /* Checked before the policy description is gathered: without a tlsrpt
+   * block nothing would be counted, on every connection. */
+  if (!a->env->tlsrpt || d->no_tlsrpt || !a->env->r->cfg->tlsrpt.enabled)
     return;
   /* A route to an address has no policy domain to report to (§3.4 of
    * RFC 8461 names the smart host's domain). */

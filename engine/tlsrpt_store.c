@@ -305,29 +305,30 @@ void tlsrpt_store_report_id(const char *day, const char *domain,
   snprintf(buf, cap, "%s.%s@%s", day, domain, submitter);
 }
 
-int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
-                        const struct tlsrpt_store_meta *meta, char **json,
-                        size_t *len) {
-  long long start = tlsrpt_store_day_start(d->day);
-  if (start < 0 || d->npolicies == 0)
-    return POSTERN_EINVAL;
-  struct policy_tlsrpt_policy *pols = calloc(d->npolicies, sizeof *pols);
-  struct policy_tlsrpt_failure **fs = calloc(d->npolicies, sizeof *fs);
-  int rc = pols && fs ? 0 : POSTERN_ENOMEM;
-  for (size_t i = 0; rc == 0 && i < d->npolicies; i++) {
+int tlsrpt_store_view(const struct tlsrpt_store_domain *d,
+                      struct tlsrpt_store_view *v) {
+  memset(v, 0, sizeof *v);
+  v->pols = calloc(d->npolicies ? d->npolicies : 1, sizeof *v->pols);
+  v->fs = calloc(d->npolicies ? d->npolicies : 1, sizeof *v->fs);
+  v->n = d->npolicies;
+  if (v->pols == NULL || v->fs == NULL) {
+    tlsrpt_store_view_free(v);
+    return POSTERN_ENOMEM;
+  }
+  for (size_t i = 0; i < d->npolicies; i++) {
     const struct tlsrpt_store_policy *p = &d->policies[i];
-    if (p->nfailures && !(fs[i] = calloc(p->nfailures, sizeof *fs[i]))) {
-      rc = POSTERN_ENOMEM;
-      break;
+    if (p->nfailures && !(v->fs[i] = calloc(p->nfailures, sizeof *v->fs[i]))) {
+      tlsrpt_store_view_free(v);
+      return POSTERN_ENOMEM;
     }
     for (size_t k = 0; k < p->nfailures; k++)
-      fs[i][k] = (struct policy_tlsrpt_failure){
+      v->fs[i][k] = (struct policy_tlsrpt_failure){
           .result = p->failures[k].result,
           .sending_mta_ip = p->failures[k].sending_ip,
           .receiving_mx_hostname = p->failures[k].mx,
           .receiving_ip = p->failures[k].receiving_ip,
           .count = p->failures[k].count};
-    pols[i] = (struct policy_tlsrpt_policy){
+    v->pols[i] = (struct policy_tlsrpt_policy){
         .type = p->type,
         .domain = d->domain,
         .strings = (const char *const *)p->strings,
@@ -336,24 +337,40 @@ int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
         .nmx_hosts = p->nmx,
         .successful = p->successful,
         .failed = p->failed,
-        .failures = fs[i],
+        .failures = v->fs[i],
         .nfailures = p->nfailures};
   }
+  return 0;
+}
+
+void tlsrpt_store_view_free(struct tlsrpt_store_view *v) {
+  for (size_t i = 0; v->fs != NULL && i < v->n; i++)
+    free(v->fs[i]);
+  free(v->fs);
+  free(v->pols);
+  memset(v, 0, sizeof *v);
+}
+
+int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
+                        const struct tlsrpt_store_meta *meta, char **json,
+                        size_t *len) {
+  long long start = tlsrpt_store_day_start(d->day);
+  if (start < 0 || d->npolicies == 0)
+    return POSTERN_EINVAL;
+  struct tlsrpt_store_view v;
+  int rc = tlsrpt_store_view(d, &v);
+  if (rc != 0)
+    return rc;
   char id[600];
   tlsrpt_store_report_id(d->day, d->domain, meta->submitter, id, sizeof id);
-  if (rc == 0) {
-    struct policy_tlsrpt_report r = {.organization = meta->organization,
-                                     .contact = meta->contact,
-                                     .report_id = id,
-                                     .start = (time_t)start,
-                                     .end = (time_t)start + 86400 - 1,
-                                     .policies = pols,
-                                     .npolicies = d->npolicies};
-    rc = policy_tlsrpt_report_json(&r, json, len);
-  }
-  for (size_t i = 0; fs && i < d->npolicies; i++)
-    free(fs[i]);
-  free(fs);
-  free(pols);
+  struct policy_tlsrpt_report r = {.organization = meta->organization,
+                                   .contact = meta->contact,
+                                   .report_id = id,
+                                   .start = (time_t)start,
+                                   .end = (time_t)start + 86400 - 1,
+                                   .policies = v.pols,
+                                   .npolicies = v.n};
+  rc = policy_tlsrpt_report_json(&r, json, len);
+  tlsrpt_store_view_free(&v);
   return rc;
 }

@@ -74,6 +74,22 @@ void tlsrpt_store_defaults(const char *hostname, const char *organization,
 void tlsrpt_store_report_id(const char *day, const char *domain,
                             const char *submitter, char *buf, size_t cap);
 
+/* A domain's counts as the report builder takes them (policy/tlsrpt.h):
+ * the policies and their failures point into the domain's entry, which
+ * must outlive the view. */
+struct policy_tlsrpt_policy;
+struct policy_tlsrpt_failure;
+struct tlsrpt_store_view {
+  struct policy_tlsrpt_policy *pols;
+  struct policy_tlsrpt_failure **fs;
+  size_t n;
+};
+/* Fills *v (free with tlsrpt_store_view_free). Returns 0 or
+ * POSTERN_ENOMEM (*v then empty). */
+int tlsrpt_store_view(const struct tlsrpt_store_domain *d,
+                      struct tlsrpt_store_view *v);
+void tlsrpt_store_view_free(struct tlsrpt_store_view *v);
+
 /*
  * The RFC 8460 report (JSON, policy_tlsrpt_report_json) of one domain's
  * day d: date-range that UTC day, the given sender data. On 0 *json is

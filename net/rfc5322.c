@@ -93,3 +93,19 @@ int rfc5322_header_value(const char *msg, size_t len, const char *name,
   }
   return POSTERN_ENOENT;
 }
+
+size_t rfc5322_header_len(const void *msg, size_t n) {
+  const unsigned char *m = msg;
+  size_t start = 0;
+  while (start < n) {
+    if (m[start] == '\n')
+      return start + 1;
+    if (m[start] == '\r' && start + 1 < n && m[start + 1] == '\n')
+      return start + 2;
+    const unsigned char *lf = memchr(m + start, '\n', n - start);
+    if (lf == NULL)
+      break;
+    start = (size_t)(lf - m) + 1;
+  }
+  return n;
+}

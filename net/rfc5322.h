@@ -25,6 +25,15 @@
 int rfc5322_date_format(time_t t, char *out, size_t cap);
 
 /*
+ * Length of msg's header section (`n` bytes): up to and including the empty
+ * line that ends it (§2.1), or all n bytes when there is none. Lines end at
+ * LF with or without CR, so an empty line is "\n" or "\r\n" at the start
+ * of a line: "\n\r\n" and a leading "\n" end the header too (a DSN's
+ * headers-only return never leaks the body).
+ */
+size_t rfc5322_header_len(const void *msg, size_t n);
+
+/*
  * Finds the first header field named `name` (case-insensitive, RFC 5322
  * §2.2) in the header section of msg (`len` bytes, up to the first empty
  * line, CRLF or LF line ends), and writes its unstructured value into out:

@@ -205,6 +205,13 @@ struct policy_tlsrpt_report {
 int policy_tlsrpt_report_json(const struct policy_tlsrpt_report *r, char **out,
                               size_t *len);
 
+/* One "policies" entry of a report ({"policy", "summary",
+ * "failure-details"} as policy_tlsrpt_report_json writes it), unchecked,
+ * as a new jansson value (caller's reference), or NULL without memory. For
+ * tools that show the entries outside a report (qtool tlsrpt list). */
+typedef struct json_t json_t;
+json_t *policy_tlsrpt_policy_json(const struct policy_tlsrpt_policy *p);
+
 /*
  * Compresses `len` bytes at `in` into a gzip file (RFC 1952: zlib's
  * deflate with the gzip wrapper, no file name, mtime 0, so equal inputs

@@ -160,7 +160,7 @@ static json_t *failure_json(const struct policy_tlsrpt_failure *f) {
   return o;
 }
 
-static json_t *policy_json(const struct policy_tlsrpt_policy *p) {
+json_t *policy_tlsrpt_policy_json(const struct policy_tlsrpt_policy *p) {
   json_t *o = json_object(), *pol = json_object(), *sum = json_object();
   int err = o == NULL || pol == NULL || sum == NULL ? -1 : 0;
   if (err == 0) {
@@ -213,7 +213,8 @@ static json_t *report_json(const struct policy_tlsrpt_report *r) {
     err |= postern_json_set(range, "start-datetime", json_string(start));
     err |= postern_json_set(range, "end-datetime", json_string(end));
     for (size_t i = 0; err == 0 && i < r->npolicies; i++)
-      err |= json_array_append_new(pols, policy_json(&r->policies[i]));
+      err |= json_array_append_new(pols,
+                                   policy_tlsrpt_policy_json(&r->policies[i]));
   }
   if (err != 0) {
     json_decref(o);

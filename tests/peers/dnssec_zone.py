@@ -84,6 +84,23 @@ def _free_port():
     raise RuntimeError("no free port")
 
 
+
+def on_common_port(starters):
+    """Starts each (name, fn(port)) on one shared free port; retries.
+    Returns (port, {name: started}); what was started is stopped when a
+    later one cannot bind."""
+    for _ in range(20):
+        port = _free_port()
+        started = {}
+        try:
+            for name, fn in starters:
+                started[name] = fn(port)
+            return port, started
+        except OSError:
+            for s in started.values():
+                s.stop()
+    raise RuntimeError("no common free port")
+
 def _run(args, cwd):
     r = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)

@@ -25,6 +25,7 @@ the name and variant: <name>[-expired|-selfsigned|-chain|-cnonly].{crt,key}.
 """
 
 import json
+import hashlib
 import os
 import shutil
 import subprocess
@@ -62,6 +63,15 @@ def _run(args, cwd):
         raise RuntimeError("openssl %s failed: %s" % (" ".join(args), r.stderr))
     return r.stdout
 
+
+
+def spki_sha256(cert_pem):
+    """SHA-256 (hex) of a PEM certificate's SubjectPublicKeyInfo, as in a
+    TLSA 3 1 1 or x 1 1 record."""
+    der = subprocess.run(["sh", "-c", "openssl x509 -in '%s' -pubkey -noout | "
+                          "openssl pkey -pubin -outform DER" % cert_pem],
+                         check=True, stdout=subprocess.PIPE).stdout
+    return hashlib.sha256(der).hexdigest()
 
 class PKI:
     """A throw-away certificate authority in a directory."""

@@ -73,18 +73,6 @@ def msg(subject):
             f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n")
 
 
-def on_common_port(starters):
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 def main():
@@ -114,7 +102,7 @@ def main():
         return lambda port: smtpd_peer.Peer(host=f"127.0.0.{last}", port=port,
                                             hostname=name, **kw)
 
-    smtp_port, peers = on_common_port([(n, mx_starter(n)) for n in mx])
+    smtp_port, peers = dnssec_zone.on_common_port([(n, mx_starter(n)) for n in mx])
 
     def sts_starter(dom, last):
         c, k = p.server_cert(f"mta-sts.{dom}")
@@ -123,7 +111,7 @@ def main():
                                                        "content_type": "text/plain"}}}
         return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{last}", port=port)
 
-    https_port, web = on_common_port([("stsoff", sts_starter("stsoff.plain.test", 96)),
+    https_port, web = dnssec_zone.on_common_port([("stsoff", sts_starter("stsoff.plain.test", 96)),
                                       ("stson", sts_starter("stson.plain.test", 97))])
     t = f"_{smtp_port}._tcp"
     req_spki = hashlib.sha256(der(mx["mx.req.sec.test"][1][0], spki=True)).hexdigest()

@@ -78,19 +78,6 @@ def metric(port, family, **labels):
     return None
 
 
-def on_common_port(starters):
-    """Starts each (name, fn(port)) on one shared free port; retries."""
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 # Domain -> (zone, MX address, policy server address, policy or None).
@@ -175,7 +162,7 @@ def main():
     starters += [(f"evil.{d}", mx_starter(f"evil.{d}", ip,
                                           f"evil.{d}.{DOMAINS[d][0]}"))
                  for d, ip in EVIL.items()]
-    smtp_port, mx = on_common_port(starters)
+    smtp_port, mx = dnssec_zone.on_common_port(starters)
 
     def https_starter(d):
         zone, _, sts_ip, (mode, mxs) = DOMAINS[d]
@@ -189,7 +176,7 @@ def main():
         return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{sts_ip}",
                                             port=port)
 
-    https_port, web = on_common_port([(d, https_starter(d)) for d, v in DOMAINS.items()
+    https_port, web = dnssec_zone.on_common_port([(d, https_starter(d)) for d, v in DOMAINS.items()
                                       if v[2]])
     fx = dnssec_zone.Fixture(zones(False))
 

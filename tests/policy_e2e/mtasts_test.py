@@ -56,11 +56,6 @@ def check(cond, what):
         failures.append(what)
 
 
-def spki_sha256(cert_pem):
-    der = subprocess.run(["sh", "-c", "openssl x509 -in '%s' -pubkey -noout | "
-                          "openssl pkey -pubin -outform DER" % cert_pem],
-                         check=True, stdout=subprocess.PIPE).stdout
-    return hashlib.sha256(der).hexdigest()
 
 
 def msg(subject):
@@ -96,19 +91,6 @@ def metric(port, family, **labels):
     return 0
 
 
-def on_common_port(starters):
-    """Starts each (name, fn(port)) on one shared free port; retries."""
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 def zones(ids, tlsa):
@@ -165,7 +147,7 @@ def main():
                 "nopolicy": selfsigned["nopolicy"], "cache": cert["cache"],
                 "both": both, "smarta": cert["smarta"], "smartb": cert["smartb"],
                 "ip": cert["ip"], "plain": None}
-    smtp_port, mx = on_common_port([(d, mx_starter(d, c)) for d, c in mx_certs.items()])
+    smtp_port, mx = dnssec_zone.on_common_port([(d, mx_starter(d, c)) for d, c in mx_certs.items()])
 
     policies = {
         "enf": ("enforce", ["mx.enf.sts.test"], 21),
@@ -188,8 +170,8 @@ def main():
             "content_type": "text/plain; charset=utf-8"}}}
         return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{last}", port=port)
 
-    https_port, web = on_common_port([(d, https_starter(d)) for d in policies])
-    tlsa = (f"_{smtp_port}._tcp", spki_sha256(both[0]))
+    https_port, web = dnssec_zone.on_common_port([(d, https_starter(d)) for d in policies])
+    tlsa = (f"_{smtp_port}._tcp", pki.spki_sha256(both[0]))
     fx = dnssec_zone.Fixture(zones({}, tlsa))
     relay_cfg = (f"tls {{ ca_file {p.ca_file} }}\n"
                  f"policy {{ local; mtasts {{ https_port {https_port}; fetch_timeout 5s }};"

@@ -47,18 +47,6 @@ def check(cond, what):
         failures.append(what)
 
 
-def on_common_port(starters):
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 def metric(port, family, **labels):
@@ -88,7 +76,7 @@ def main():
                                             hostname=name, tls_cert=c, tls_key=k,
                                             requiretls=req)
 
-    port, peers = on_common_port([(n, starter(n)) for n in mx])
+    port, peers = dnssec_zone.on_common_port([(n, starter(n)) for n in mx])
     sec = ["ok MX 10 mx.ok", "mx.ok A 127.0.0.101",
            "noext MX 10 mx.noext", "mx.noext A 127.0.0.102",
            "two MX 10 mxa.two", "two MX 20 mxb.two",

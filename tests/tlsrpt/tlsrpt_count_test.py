@@ -50,11 +50,6 @@ def check(cond, what):
         failures.append(what)
 
 
-def spki_sha256(cert_pem):
-    der = subprocess.run(["sh", "-c", "openssl x509 -in '%s' -pubkey -noout | "
-                          "openssl pkey -pubin -outform DER" % cert_pem],
-                         check=True, stdout=subprocess.PIPE).stdout
-    return hashlib.sha256(der).hexdigest()
 
 
 def msg(subject):
@@ -62,18 +57,6 @@ def msg(subject):
             f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n")
 
 
-def on_common_port(starters):
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 def counts(state_dir):
@@ -112,7 +95,7 @@ def main():
         return lambda port: smtpd_peer.Peer(host=f"127.0.0.{mx_ip[name]}", port=port,
                                             hostname=name, **kw)
 
-    smtp_port, mx = on_common_port([(n, mx_starter(n)) for n in mx_ip])
+    smtp_port, mx = dnssec_zone.on_common_port([(n, mx_starter(n)) for n in mx_ip])
 
     def https_starter(dom, mode, last):
         c, k = p.server_cert(f"mta-sts.{dom}")
@@ -123,12 +106,12 @@ def main():
         return lambda port: httpspeer.start(cfg, c, k, address=f"127.0.0.{last}",
                                             port=port)
 
-    https_port, web = on_common_port([
+    https_port, web = dnssec_zone.on_common_port([
         ("enf", https_starter("enf.sts.test", "enforce", 55)),
         ("tst", https_starter("tst.sts.test", "testing", 56))])
     t = f"_{smtp_port}._tcp"
-    dane_spki = spki_sha256(certs["mx1.dane.sec.test"][0])
-    good_spki = spki_sha256(certs["mxgood.fb.sec.test"][0])
+    dane_spki = pki.spki_sha256(certs["mx1.dane.sec.test"][0])
+    good_spki = pki.spki_sha256(certs["mxgood.fb.sec.test"][0])
     wrong = hashlib.sha256(b"not a key").hexdigest()
     zones = {
         "sec.test": {"signed": True, "records": [

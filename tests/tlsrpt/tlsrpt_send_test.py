@@ -54,18 +54,6 @@ def msg(subject):
             f"Message-ID: <{subject}@client.test>\r\n\r\nbody of {subject}\r\n")
 
 
-def on_common_port(starters):
-    for _ in range(20):
-        port = dnssec_zone._free_port()
-        started = {}
-        try:
-            for name, fn in starters:
-                started[name] = fn(port)
-            return port, started
-        except OSError:
-            for s in started.values():
-                s.stop()
-    raise RuntimeError("no common free port")
 
 
 def qtool(state, *args):
@@ -86,10 +74,10 @@ def main():
         return lambda port: smtpd_peer.Peer(host=f"127.0.0.{ips[name]}", port=port,
                                             hostname=name, **kw)
 
-    smtp_port, mx = on_common_port([(n, mx_starter(n)) for n in certs])
+    smtp_port, mx = dnssec_zone.on_common_port([(n, mx_starter(n)) for n in certs])
     c, k = p.server_cert("rpt.plain.test")
     rpt_cfg = {"routes": {"/v1/tlsrpt": {"status": 201, "body": ""}}}
-    https_port, web = on_common_port(
+    https_port, web = dnssec_zone.on_common_port(
         [("rpt", lambda port: httpspeer.start(rpt_cfg, c, k, address="127.0.0.61",
                                               port=port))])
     t = f"_{smtp_port}._tcp"

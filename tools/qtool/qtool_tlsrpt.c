@@ -33,45 +33,24 @@ static void today(char out[11]) {
   strftime(out, 11, "%Y-%m-%d", &tm);
 }
 
-/* One policy's counts as RFC 8460 §4.4 writes them. */
-static json_t *policy_json(const char *domain,
-                           const struct tlsrpt_store_policy *p) {
-  json_t *pol =
-      json_pack("{s:s, s:o}", "policy-type", policy_tlsrpt_policy_name(p->type),
-                "policy-domain", postern_json_cstr(domain));
-  if (pol && p->nstrings) {
-    json_t *a = json_array();
-    for (size_t i = 0; i < p->nstrings; i++)
-      json_array_append_new(a, postern_json_cstr(p->strings[i]));
-    json_object_set_new(pol, "policy-string", a);
+/* A domain's policies as a report's "policies" entries (the report's own
+ * builder); "failure-details" always present, empty when none failed. */
+static json_t *policies_json(const struct tlsrpt_store_domain *d) {
+  struct tlsrpt_store_view v;
+  if (tlsrpt_store_view(d, &v) != 0)
+    return NULL;
+  json_t *pols = json_array();
+  for (size_t k = 0; pols != NULL && k < v.n; k++) {
+    json_t *o = policy_tlsrpt_policy_json(&v.pols[k]);
+    if (o != NULL && json_object_get(o, "failure-details") == NULL)
+      json_object_set_new(o, "failure-details", json_array());
+    if (o == NULL || json_array_append_new(pols, o) != 0) {
+      json_decref(pols);
+      pols = NULL;
+    }
   }
-  if (pol && p->nmx) {
-    json_t *a = json_array();
-    for (size_t i = 0; i < p->nmx; i++)
-      json_array_append_new(a, postern_json_cstr(p->mx[i]));
-    json_object_set_new(pol, "mx-host", a);
-  }
-  json_t *fd = json_array();
-  for (size_t i = 0; fd && i < p->nfailures; i++) {
-    const struct tlsrpt_store_failure *f = &p->failures[i];
-    json_t *o = json_pack("{s:s, s:o}", "result-type",
-                          policy_tlsrpt_result_name(f->result),
-                          "failed-session-count", postern_json_u64(f->count));
-    if (o && f->sending_ip)
-      json_object_set_new(o, "sending-mta-ip",
-                          postern_json_cstr(f->sending_ip));
-    if (o && f->mx)
-      json_object_set_new(o, "receiving-mx-hostname", postern_json_cstr(f->mx));
-    if (o && f->receiving_ip)
-      json_object_set_new(o, "receiving-ip",
-                          postern_json_cstr(f->receiving_ip));
-    json_array_append_new(fd, o);
-  }
-  return json_pack("{s:o, s:{s:o, s:o}, s:o}", "policy", pol, "summary",
-                   "total-successful-session-count",
-                   postern_json_u64(p->successful),
-                   "total-failure-session-count", postern_json_u64(p->failed),
-                   "failure-details", fd);
+  tlsrpt_store_view_free(&v);
+  return pols;
 }
 
 static int tlsrpt_list(const char *dir, int argc, char **argv) {
@@ -108,10 +87,7 @@ static int tlsrpt_list(const char *dir, int argc, char **argv) {
   if (json) {
     json_t *all = json_array();
     for (size_t i = 0; all && i < n; i++) {
-      json_t *pols = json_array();
-      for (size_t k = 0; pols && k < d[i].npolicies; k++)
-        json_array_append_new(pols,
-                              policy_json(d[i].domain, &d[i].policies[k]));
+      json_t *pols = policies_json(&d[i]);
       json_array_append_new(
           all, json_pack("{s:s, s:o, s:o}", "day", d[i].day, "policy-domain",
                          postern_json_cstr(d[i].domain), "policies", pols));
