@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A denied or failed acquire is tried again after this, or sooner when a
@@ -42,7 +43,9 @@
 
 struct lease {
   struct dwork *dw;
-  struct dest *d; /* while acquiring; NULL after */
+  struct lease *prev, *next; /* dw->live while held */
+  unsigned limit;            /* the cap it was granted under */
+  struct dest *d;            /* while acquiring; NULL after */
   uv_timer_t renew;
   int refs; /* the timer handle + Redis commands in flight */
   bool held, lost, released;
@@ -60,6 +63,26 @@ static void lease_timer_closed(uv_handle_t *h) {
   lease_unref(h->data);
 }
 
+static void live_add(struct lease *l) {
+  struct dwork *dw = l->dw;
+  l->prev = NULL;
+  l->next = dw->live;
+  if (dw->live)
+    dw->live->prev = l;
+  dw->live = l;
+}
+
+static void live_del(struct lease *l) {
+  struct dwork *dw = l->dw;
+  if (l->prev)
+    l->prev->next = l->next;
+  else if (dw->live == l)
+    dw->live = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+  l->prev = l->next = NULL;
+}
+
 static void lease_done_cb(struct redis_client *c,
                           const struct redis_lease_result *r, void *arg) {
   (void)c;
@@ -67,17 +90,38 @@ static void lease_done_cb(struct redis_client *c,
   lease_unref(arg);
 }
 
+static void lease_reacquired(struct redis_client *c,
+                             const struct redis_lease_result *r, void *arg) {
+  (void)c;
+  struct lease *l = arg;
+  if (r->status == 0 && !l->released && !l->lost) {
+    if (r->granted)
+      postern_log(POSTERN_LOG_INFO, "cluster_lease_regained", "key", l->key,
+                  "holder", l->holder, NULL);
+    else {
+      l->lost = true;
+      postern_log(POSTERN_LOG_WARN, "cluster_lease_lost", "key", l->key,
+                  "holder", l->holder, NULL);
+    }
+  }
+  lease_unref(l);
+}
+
 static void lease_renewed(struct redis_client *c,
                           const struct redis_lease_result *r, void *arg) {
-  (void)c;
   struct lease *l = arg;
   /* A renewal that failed for want of Redis changes nothing: the
    * connection goes on (Redis down means local limits). One that Redis
-   * refused means the lease expired and another node may hold the slot. */
-  if (r->status == 0 && !r->granted && !l->released && !l->lost) {
-    l->lost = true;
-    postern_log(POSTERN_LOG_WARN, "cluster_lease_lost", "key", l->key, "holder",
-                l->holder, NULL);
+   * refused means the lease expired (a pause longer than lease_ttl, or
+   * Redis lost its data): take the slot again if the fleet has room;
+   * only if it has none, another node holds it and this connection must
+   * end after its message. */
+  if (r->status == 0 && !r->granted && !l->released && !l->lost &&
+      l->dw->redis != NULL) {
+    l->refs++;
+    if (redis_lease_acquire(c, l->key, l->holder, l->limit, l->ttl_ms,
+                            lease_reacquired, l) != 0)
+      l->refs--;
   }
   lease_unref(l);
 }
@@ -118,6 +162,7 @@ void engine__lease_release(struct lease *l) {
   if (l == NULL || l->released)
     return;
   l->released = true;
+  live_del(l);
   struct redis_client *rc = l->dw->redis;
   if (l->held && rc != NULL && redis_client_up(rc)) {
     l->refs++;
@@ -147,6 +192,7 @@ static void lease_acquired(struct redis_client *c,
   d->lease_acq = false;
   if (r->status == 0 && r->granted && !atomic_load(&d->dw->env.r->stopping)) {
     l->held = true;
+    live_add(l);
     uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
     d->lease_ready = l;
     engine__dest_kick(d);
@@ -161,6 +207,8 @@ static void lease_acquired(struct redis_client *c,
     if (r->status != 0 && r->status != POSTERN_ECLOSED)
       postern_log(POSTERN_LOG_DEBUG, "cluster_lease_error", "key", l->key,
                   "error", postern_strerror(r->status), NULL);
+    /* Granted while stopping: give it back rather than let it expire. */
+    l->held = r->status == 0 && r->granted;
     engine__lease_release(l);
     if (!atomic_load(&d->dw->env.r->stopping))
       lease_retry_later(d);
@@ -171,7 +219,7 @@ static void lease_acquired(struct redis_client *c,
 
 size_t engine__lease_cap(const struct dest *d, size_t cap) {
   const struct dwork *dw = d->dw;
-  if (dw->redis == NULL || dw->redis_up)
+  if (dw->redis == NULL || dw->redis_up || d->lim_conns_local)
     return cap;
   double share = dw->env.r->cfg->cluster.local_share;
   size_t local = (size_t)((double)cap * share);
@@ -181,7 +229,7 @@ size_t engine__lease_cap(const struct dest *d, size_t cap) {
 bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
   struct dwork *dw = d->dw;
   *out = NULL;
-  if (dw->redis == NULL)
+  if (dw->redis == NULL || d->lim_conns_local)
     return true;
   if (d->lease_ready != NULL) {
     *out = d->lease_ready;
@@ -207,6 +255,7 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
     return false;
   }
   l->d = d;
+  l->limit = (unsigned)cap;
   l->refs++; /* the acquire's */
   if (redis_lease_acquire(dw->redis, l->key, l->holder, (unsigned)cap,
                           l->ttl_ms, lease_acquired, l) != 0) {
@@ -221,6 +270,31 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
 
 /* ---- the worker's Redis client ---- */
 
+/* Waits this long at shutdown for the releases to be answered. */
+#define CLUSTER_STOP_MS 1000
+
+static void beat_done(struct redis_client *c,
+                      const struct redis_lease_result *r, void *arg) {
+  (void)c;
+  (void)arg;
+  if (r->status != 0 && r->status != POSTERN_ECLOSED)
+    postern_log(POSTERN_LOG_DEBUG, "cluster_beat_error", "error",
+                postern_strerror(r->status), NULL);
+}
+
+static void beat_fire(uv_timer_t *t) {
+  struct dwork *dw = t->data;
+  if (dw->redis == NULL || !dw->redis_up)
+    return;
+  const struct relay *r = dw->env.r;
+  char info[512];
+  snprintf(info, sizeof info, "pid=%d started=%llu hostname=%s workers=%u",
+           (int)getpid(), (unsigned long long)(dw->boot_ms / 1000),
+           r->cfg->hostname, (unsigned)r->cfg->delivery.workers);
+  unsigned ttl = (unsigned)r->cfg->cluster.lease_ttl_ms;
+  redis_node_beat(dw->redis, dw->node, ttl ? ttl : 30000, info, beat_done, dw);
+}
+
 static void cluster_state(struct redis_client *c, bool up, void *arg) {
   (void)c;
   struct dwork *dw = arg;
@@ -229,6 +303,13 @@ static void cluster_state(struct redis_client *c, bool up, void *arg) {
   if (up) {
     dw->redis_ever_up = true;
     postern_log(POSTERN_LOG_INFO, "cluster_redis_up", "node", dw->node, NULL);
+    if (dw->beats)
+      beat_fire(&dw->beat);
+    /* Renew every lease now: an outage longer than lease_ttl (or a Redis
+     * that restarted empty) lost them, and each is taken again where the
+     * fleet has room (lease_renewed). */
+    for (struct lease *l = dw->live; l != NULL; l = l->next)
+      lease_renew_fire(&l->renew);
   } else {
     char share[32];
     snprintf(share, sizeof share, "%g", dw->env.r->cfg->cluster.local_share);
@@ -264,17 +345,90 @@ int engine__cluster_worker_init(struct dwork *dw) {
   snprintf(dw->node, sizeof dw->node, "%s", cc->node);
   dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
   dw->cluster_start_ms = relay_now_ms(dw->env.r);
+  dw->boot_ms = (uint64_t)time(NULL) * 1000;
   rc = redis_client_new(dw->env.loop, &o, &dw->redis);
   explicit_bzero(&o, sizeof o);
-  return rc;
+  if (rc != 0)
+    return rc;
+  uv_timer_init(dw->env.loop, &dw->stop_timer);
+  dw->stop_timer.data = dw;
+  uv_timer_init(dw->env.loop, &dw->beat);
+  dw->beat.data = dw;
+  dw->beats = dw->w == NULL || dw->w->index == 0;
+  if (dw->beats) {
+    uint64_t every = (cc->lease_ttl_ms ? cc->lease_ttl_ms : 30000) / 3;
+    uv_timer_start(&dw->beat, beat_fire, every, every);
+  }
+  return 0;
 }
 
-void engine__cluster_worker_stop(struct dwork *dw) {
-  if (dw->redis == NULL)
+static void cluster_close(struct dwork *dw) {
+  if (dw->cluster_closed)
     return;
+  dw->cluster_closed = true;
   if (dw->redis_up)
     metrics_cluster_redis(false);
   redis_client_close(dw->redis, NULL, NULL);
   dw->redis = NULL;
   dw->redis_up = false;
+  uv_close((uv_handle_t *)&dw->stop_timer, NULL);
+  uv_close((uv_handle_t *)&dw->beat, NULL);
+}
+
+static void stop_timer_fire(uv_timer_t *t) {
+  struct dwork *dw = t->data;
+  postern_log(POSTERN_LOG_WARN, "cluster_stop_timeout", "node", dw->node,
+              "releases_unanswered", NULL);
+  cluster_close(dw);
+}
+
+static void stop_done(struct redis_client *c,
+                      const struct redis_lease_result *r, void *arg) {
+  (void)c;
+  (void)r;
+  struct dwork *dw = arg;
+  if (--dw->stop_pending == 0)
+    cluster_close(dw);
+}
+
+static void stop_lease_done(struct redis_client *c,
+                            const struct redis_lease_result *r, void *arg) {
+  struct lease *l = arg;
+  struct dwork *dw = l->dw;
+  lease_unref(l);
+  stop_done(c, r, dw);
+}
+
+/* Shutdown: the connections are being closed, but their own releases
+ * would come after the client has gone. Give every lease back now, and
+ * leave the node set, so that the rest of the fleet may use the slots at
+ * once instead of after lease_ttl; then close the client (at most
+ * CLUSTER_STOP_MS later: a slow Redis does not hold the shutdown). */
+void engine__cluster_worker_stop(struct dwork *dw) {
+  if (dw->redis == NULL || dw->cluster_closed)
+    return;
+  uv_timer_stop(&dw->beat);
+  if (dw->redis_up) {
+    for (struct lease *l = dw->live; l != NULL; l = l->next) {
+      if (!l->held)
+        continue;
+      l->held = false; /* its owner's release sends nothing */
+      l->refs++;
+      dw->stop_pending++;
+      if (redis_lease_release(dw->redis, l->key, l->holder, stop_lease_done,
+                              l) != 0) {
+        l->refs--;
+        dw->stop_pending--;
+      }
+    }
+    if (dw->beats) {
+      dw->stop_pending++;
+      if (redis_node_leave(dw->redis, dw->node, stop_done, dw) != 0)
+        dw->stop_pending--;
+    }
+  }
+  if (dw->stop_pending == 0)
+    cluster_close(dw);
+  else
+    uv_timer_start(&dw->stop_timer, stop_timer_fire, CLUSTER_STOP_MS, 0);
 }

@@ -225,4 +225,18 @@ typedef void (*redis_gcra_cb)(struct redis_client *c,
 int redis_gcra(struct redis_client *c, const char *key, double rate_per_sec,
                unsigned burst, redis_gcra_cb cb, void *arg);
 
+/*
+ * The fleet's nodes alive: the sorted set prefix+REDIS_NODES_KEY (member: a
+ * node name, score: when it expires, ms on the Redis clock) and the hash
+ * prefix+REDIS_NODES_KEY+":info" (node -> a one-line description). A beat
+ * drops expired nodes and adds or extends `node` for `ttl_ms` with `info`
+ * (at most 1024 bytes); granted is true and count the nodes alive. Leave
+ * removes the node (granted: it was there).
+ */
+#define REDIS_NODES_KEY "nodes"
+int redis_node_beat(struct redis_client *c, const char *node, unsigned ttl_ms,
+                    const char *info, redis_lease_cb cb, void *arg);
+int redis_node_leave(struct redis_client *c, const char *node,
+                     redis_lease_cb cb, void *arg);
+
 #endif
