@@ -18,9 +18,12 @@ sink that notes when each message arrives.
 Only counts and orderings are asserted; the windows have room for a slow
 machine (a slower node only sends more slowly, which the checks allow).
 
-Usage: throttle_test.py POSTERN_BINARY
+`qtool cluster` is checked along the way (nodes, leases by node, rates).
+
+Usage: throttle_test.py POSTERN_BINARY QTOOL_BINARY
 """
 
+import json
 import subprocess
 import sys
 import threading
@@ -32,6 +35,7 @@ import redispeer
 from relay import Relay
 
 POSTERN = sys.argv[1]
+QTOOL = sys.argv[2]
 RATE = 10
 failures = []
 
@@ -120,6 +124,11 @@ def lease_holders(redis):
     return out
 
 
+def qtool_cluster(r, *args):
+    return subprocess.run([QTOOL, "-c", r.conf, "cluster", *args],
+                          capture_output=True, text=True, timeout=20)
+
+
 def start_nodes(redis, dns, sink, delivery, names):
     return [Relay(POSTERN, dns.port, delivery=delivery,
                   extra=f"cluster {{ redis {redis.url()}; node {name}; "
@@ -158,6 +167,15 @@ def main():
               f"fleet rate: 30 messages took about 3 s or more ({span:.2f} s)")
         gcra = cli(redis, "KEYS", "postern:rate:*")
         check(len(gcra) == 1, f"fleet rate: one GCRA key in Redis ({gcra})")
+        out = qtool_cluster(nodes[0], "--json")
+        view = json.loads(out.stdout) if out.returncode == 0 else {}
+        check(sorted(n["node"] for n in view.get("nodes", [])) == ["a0", "a1", "a2"],
+              f"qtool cluster: the three nodes alive ({out.stdout[:300]} {out.stderr})")
+        check(all("pid=" in n["info"] for n in view.get("nodes", [])),
+              "qtool cluster: each node's description")
+        check([t["destination"] for t in view.get("throttles", [])] ==
+              [gcra[0][len("postern:rate:"):]] if gcra else False,
+              "qtool cluster: the destination's rate throttle")
         for r in nodes:
             r.close()
 
@@ -227,6 +245,14 @@ def main():
         held = lease_holders(redis)
         check(len(held) == 2 and all(h.startswith("d1:") for h in held),
               f"after d0's death d1 holds both leases ({held}, after {took:.1f} s)")
+        out = qtool_cluster(d1, "--json")
+        view = json.loads(out.stdout) if out.returncode == 0 else {}
+        ls = view.get("leases", [])
+        check(len(ls) == 1 and [h["node"] for h in ls[0]["holders"]] == ["d1", "d1"],
+              f"qtool cluster: d1's two leases on one destination ({out.stdout[:400]})")
+        text = qtool_cluster(d1).stdout
+        check("d1=2" in text and "nodes alive:" in text,
+              f"qtool cluster: the text view ({text!r})")
         sink.hold.set()
         sink.hold = None
         sink.wait_for(lambda: sum(1 for s in subjects(sink) if s.startswith("after-")) == 4,
