@@ -14,7 +14,11 @@
  * the lease; it is renewed every lease_ttl/3 and released when the
  * connection closes (conn.c conn_closed) or the attempt ends without one.
  * A job waiting for a lease stays queued on its destination: nothing here
- * fails or blocks mail.
+ * fails or blocks mail. A renewal Redis refuses (the lease expired) is
+ * followed by an acquire under the same holder name, so the slot is kept
+ * where the fleet has room. Held leases are on dw->live: renewed at once
+ * when Redis comes back, and given back at shutdown (with the node's
+ * entry in the node set, which worker 0 renews) before the client closes.
  *
  * Ownership: a struct lease belongs to the destination while acquiring or
  * parked, then to the attempt, then to the connection. Its memory is
