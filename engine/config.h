@@ -293,6 +293,9 @@ struct config_tlsrpt {
 struct config_cluster {
   bool enabled;          /* first: see config__t_optional */
   char *redis;           /* the URL, checked with redis_url_parse */
+  /* rediss://: the roots (NULL: tls { ca_file }) and an optional client
+   * certificate and key. */
+  char *redis_ca_file, *redis_cert_file, *redis_key_file;
   char *node;            /* this node's name in the fleet: unique per node */
   char *key_prefix;      /* prepended to every Redis key */
   uint64_t lease_ttl_ms; /* a connection lease's life, renewed every third */

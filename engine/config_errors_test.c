@@ -62,10 +62,16 @@ static const struct err_case err_cases[] = {
       "the cluster block needs 'redis' and 'node'"),
     E("cluster { redis http://x; node n1 }\n", 1, CONFIG, 2, 17,
       "'redis': invalid Redis URL 'http://x': expected "
-      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+      "redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+    E("cluster { redis redis://h; node n1; redis_ca_file /x }\n", 1, CONFIG, 2,
+      1,
+      "'redis_ca_file', 'redis_cert_file' and 'redis_key_file' need a "
+      "rediss:// URL"),
+    E("cluster { redis rediss://h; node n1; redis_cert_file /x }\n", 1, CONFIG,
+      2, 1, "'redis_cert_file' and 'redis_key_file' go together"),
     E("cluster { redis redis://h:0; node n1 }\n", 1, CONFIG, 2, 17,
       "'redis': invalid Redis URL 'redis://h:0': expected "
-      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+      "redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
     E("cluster { redis redis://h; node \"a b\" }\n", 1, CONFIG, 2, 33,
       "'node': invalid name 'a b': 1 to 64 letters, digits, '.', '_', '-' or "
       "':'"),

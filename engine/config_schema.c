@@ -927,8 +927,30 @@ static const struct config__dir cluster_dirs[] = {
      ONE,
      .off = CL(redis),
      .synopsis = "URL",
-     .help = "the Redis the fleet shares (redis://... or unix:///...)",
+     .help = "the Redis the fleet shares (redis://, rediss:// for TLS, or "
+             "unix:///...)",
      .unset = "required"},
+    {.name = "redis_ca_file",
+     .type = &config__t_path,
+     ONE,
+     .off = CL(redis_ca_file),
+     .synopsis = "FILE",
+     .help = "roots that verify a rediss:// Redis' certificate",
+     .unset = "the tls block's ca_file"},
+    {.name = "redis_cert_file",
+     .type = &config__t_path,
+     ONE,
+     .off = CL(redis_cert_file),
+     .synopsis = "FILE",
+     .help = "client certificate chain for a rediss:// Redis that asks for one",
+     .unset = "none"},
+    {.name = "redis_key_file",
+     .type = &config__t_path,
+     ONE,
+     .off = CL(redis_key_file),
+     .synopsis = "FILE",
+     .help = "the client certificate's private key",
+     .unset = "none"},
     {.name = "node",
      .type = &config__t_token,
      ONE,
@@ -970,6 +992,14 @@ static int check_cluster(struct config__walk *w, void *obj,
   if (c->redis == NULL || c->node == NULL)
     return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
                         "the cluster block needs 'redis' and 'node'");
+  if ((c->redis_cert_file == NULL) != (c->redis_key_file == NULL))
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "'redis_cert_file' and 'redis_key_file' go together");
+  if ((c->redis_ca_file || c->redis_cert_file) &&
+      strncmp(c->redis, "rediss://", 9) != 0)
+    return config__fail(w, st->name.line, st->name.col, POSTERN_ECONFIG,
+                        "'redis_ca_file', 'redis_cert_file' and "
+                        "'redis_key_file' need a rediss:// URL");
   return 0;
 }
 

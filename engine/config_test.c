@@ -566,6 +566,18 @@ static void test_struct_fields(void **state) {
   assert_null(strstr(printed, "pw@"));
   free(printed);
   config_free(cfg);
+  /* A password with a raw '@' is hidden whole (the parser takes the last
+   * '@'); rediss:// with its files. */
+  t = "listen 127.0.0.1:25\n"
+      "cluster { redis rediss://u:se@cr@t@r.example:6380; node n; "
+      "redis_ca_file /ca.pem; redis_cert_file /c.pem; redis_key_file /k.pem }\n";
+  assert_int_equal(config_parse("c.conf", t, strlen(t), &cfg, &err), 0);
+  assert_string_equal(cfg->cluster.redis_ca_file, "/ca.pem");
+  printed = print_to_string(cfg);
+  assert_non_null(strstr(printed, "redis rediss://u:***@r.example:6380\n"));
+  assert_null(strstr(printed, "cr@"));
+  free(printed);
+  config_free(cfg);
   t = "listen 127.0.0.1:25\n"
       "cluster { redis unix:///run/r.sock; node a; local_share 25%; "
       "lease_ttl 9s; key_prefix eu1: }\n";

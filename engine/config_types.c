@@ -281,7 +281,7 @@ static int parse_mailbox(struct config__walk *w, const struct config__dir *d,
 static int check_redis_url(const char *s, size_t n, const char **why) {
   char buf[REDIS_URL_MAX + 1];
   struct redis_url u;
-  *why = "expected redis://[[user]:password@]host[:port][/db] or "
+  *why = "expected redis[s]://[[user]:password@]host[:port][/db] or "
          "unix:///path[?db=N]";
   if (n == 0 || n > REDIS_URL_MAX || memchr(s, 0, n) != NULL)
     return POSTERN_ECONFIG;
@@ -436,7 +436,8 @@ static void print_redis_url(FILE *f, const struct config__dir *d,
     return;
   }
   const char *scheme = strstr(u, "://");
-  const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+  /* The last '@': the parser's, a password may hold more. */
+  const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
   const char *colon =
       at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
   if (colon == NULL) {

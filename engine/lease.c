@@ -346,6 +346,13 @@ int engine__cluster_worker_init(struct dwork *dw) {
            cc->key_prefix ? cc->key_prefix : "");
   o.state_cb = cluster_state;
   o.state_arg = dw;
+  const char *ca = cc->redis_ca_file ? cc->redis_ca_file
+                                     : dw->env.r->cfg->tls.ca_file;
+  snprintf(o.tls_ca_file, sizeof o.tls_ca_file, "%s", ca ? ca : "");
+  snprintf(o.tls_cert_file, sizeof o.tls_cert_file, "%s",
+           cc->redis_cert_file ? cc->redis_cert_file : "");
+  snprintf(o.tls_key_file, sizeof o.tls_key_file, "%s",
+           cc->redis_key_file ? cc->redis_key_file : "");
   snprintf(dw->node, sizeof dw->node, "%s", cc->node);
   dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
   dw->cluster_start_ms = relay_now_ms(dw->env.r);

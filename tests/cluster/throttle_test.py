@@ -249,7 +249,7 @@ def main():
         view = json.loads(out.stdout) if out.returncode == 0 else {}
         ls = view.get("leases", [])
         check(len(ls) == 1 and [h["node"] for h in ls[0]["holders"]] == ["d1", "d1"],
-              f"qtool cluster: d1's two leases on one destination ({out.stdout[:400]})")
+              f"qtool cluster: d1's two leases on one destination ({out.stdout[:400]}{out.stderr[-2000:]})")
         text = qtool_cluster(d1).stdout
         check("d1=2" in text and "nodes alive:" in text,
               f"qtool cluster: the text view ({text!r})")

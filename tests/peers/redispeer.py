@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,14 +28,32 @@ def free_port():
 
 
 class RedisPeer:
-    def __init__(self, password=None):
+    def __init__(self, password=None, tls=None):
+        """tls: None, or {"cert", "key", "ca", "auth_clients" (bool),
+        "client_cert", "client_key", "check_hostname"}: Redis listens with TLS only (on
+        127.0.0.1 and, if there is one, ::1, for rediss://localhost); the
+        client_* files are what command() presents."""
         self.dir = tempfile.mkdtemp(prefix="redispeer-")
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.proc = None
-        conf = [
-            "bind 127.0.0.1",
-            "port %d" % self.port,
+        if tls:
+            conf = [
+                "bind 127.0.0.1 -::1",
+                "port 0",
+                "tls-port %d" % self.port,
+                "tls-cert-file %s" % tls["cert"],
+                "tls-key-file %s" % tls["key"],
+                "tls-ca-cert-file %s" % tls["ca"],
+                "tls-auth-clients %s" % ("yes" if tls.get("auth_clients") else "no"),
+            ]
+        else:
+            conf = [
+                "bind 127.0.0.1",
+                "port %d" % self.port,
+            ]
+        conf += [
             "daemonize no",
             "save \"\"",
             "appendonly no",
@@ -52,7 +71,20 @@ class RedisPeer:
     def url(self, password=None, db=None):
         auth = ":%s@" % password if password else ""
         path = "/%d" % db if db is not None else ""
+        if self.tls:
+            return "rediss://%slocalhost:%d%s" % (auth, self.port, path)
         return "redis://%s127.0.0.1:%d%s" % (auth, self.port, path)
+
+    def _connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        if not self.tls:
+            return s
+        ctx = ssl.create_default_context(cafile=self.tls["ca"])
+        # A peer whose certificate names another host on purpose.
+        ctx.check_hostname = self.tls.get("check_hostname", True)
+        if self.tls.get("client_cert"):
+            ctx.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        return ctx.wrap_socket(s, server_hostname="localhost")
 
     def start(self):
         self.proc = subprocess.Popen([REDIS_SERVER, self.conf],
@@ -68,12 +100,17 @@ class RedisPeer:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError("redis-server did not start; see %s" % self.dir)
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                tail = f.read()[-2000:]
+        except OSError:
+            tail = "(no log)"
+        raise RuntimeError("redis-server did not start; its log:\n" + tail)
 
     def command(self, *args):
         """One command over a fresh connection (AUTH first if needed); the
         raw first reply line."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self._connect() as s:
             def send(words):
                 out = "*%d\r\n" % len(words)
                 for w in words:

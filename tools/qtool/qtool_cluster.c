@@ -172,7 +172,8 @@ static json_t *leases_json(redisContext *c, const char *prefix, long long now) {
   size_t n;
   if (scan_keys(c, match, &keys, &n) != 0)
     return NULL;
-  qsort(keys, n, sizeof *keys, cmp_str);
+  if (n > 1)
+    qsort(keys, n, sizeof *keys, cmp_str);
   json_t *arr = json_array();
   for (size_t k = 0; k < n; k++) {
     redisReply *r =
@@ -213,7 +214,8 @@ static json_t *throttles_json(redisContext *c, const char *prefix,
   size_t n;
   if (scan_keys(c, match, &keys, &n) != 0)
     return NULL;
-  qsort(keys, n, sizeof *keys, cmp_str);
+  if (n > 1)
+    qsort(keys, n, sizeof *keys, cmp_str);
   json_t *arr = json_array();
   for (size_t k = 0; k < n; k++) {
     redisReply *r = cmd(c, "GET %s", keys[k]);
