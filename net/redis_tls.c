@@ -50,6 +50,7 @@ struct redis__tunnel {
   bool tcp_open, listener_open, local_open, accepted, closing;
   bool ready_sent, fail_sent; /* what `cb` was told */
   bool tcp_paused; /* reading from Redis stopped: `local` is behind */
+  bool answered;   /* Redis has sent plaintext */
   int handles;     /* open handles; freed at 0 */
   size_t queued;   /* bytes written to `local`, not yet done */
   redis__tunnel_cb cb;
@@ -187,7 +188,24 @@ static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0 || t->closing)
     return;
   if (n < 0) {
-    fail(t, POSTERN_ECLOSED, "connection to Redis closed");
+    /* An alert that came with the end (Redis refusing our certificate)
+     * says more than the end itself. */
+    char scratch[512];
+    /* The end may also come as a reset that took the alert with it. A
+     * Redis that ends the session before its first answer most often
+     * wants a client certificate (tls-auth-clients). */
+    const char *why = t->answered
+                          ? "connection to Redis closed"
+                          : "Redis closed the TLS connection before answering "
+                            "(does it require a client certificate?)";
+    if (t->ready_sent) {
+      ssize_t got;
+      while ((got = tls_conn_read(t->tls, scratch, sizeof scratch)) > 0)
+        ;
+      if (got < 0 && got != POSTERN_ECLOSED && tls_conn_error(t->tls)[0])
+        why = tls_conn_error(t->tls);
+    }
+    fail(t, POSTERN_ECLOSED, why);
     return;
   }
   if (tls_conn_feed(t->tls, buf->base, (size_t)n) != 0) {
@@ -202,6 +220,8 @@ static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     ssize_t got = tls_conn_read(t->tls, plain, sizeof plain);
     if (got == 0)
       break;
+    if (got > 0)
+      t->answered = true;
     if (got < 0 || to_local(t, plain, (size_t)got) != 0) {
       fail(t, got < 0 ? (int)got : POSTERN_ECLOSED,
            got == POSTERN_ECLOSED ? "Redis closed the TLS session"

@@ -14,10 +14,14 @@ naming "localhost":
     the certificate; mail still delivered.
  4. A certificate for another name: never up; mail still delivered.
 
-Usage: tls_test.py POSTERN_BINARY
+`qtool cluster` reads the same Redis over TLS.
+
+Usage: tls_test.py POSTERN_BINARY QTOOL_BINARY
 """
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +33,7 @@ import redispeer
 from relay import Relay
 
 POSTERN = sys.argv[1]
+QTOOL = sys.argv[2]
 failures = []
 
 
@@ -86,6 +91,12 @@ def main():
         check(keys.startswith("*1"), f"tls: a lease key in Redis ({keys!r})")
         members = redis.command("ZCARD", "postern:nodes")
         check(members.startswith(":1"), f"tls: the node is in the node set ({members!r})")
+        out = subprocess.run([QTOOL, "-c", good.conf, "cluster", "--json"],
+                             capture_output=True, text=True, timeout=20)
+        view = json.loads(out.stdout) if out.returncode == 0 else {}
+        check([n["node"] for n in view.get("nodes", [])] == ["t1"] and
+              len(view.get("leases", [{}])[0].get("holders", [])) == 2,
+              f"tls: qtool cluster over TLS ({out.stdout[:300]} {out.stderr[-500:]})")
         sink.hold.set()
         sink.hold = None
         sink.wait(3, timeout=30)

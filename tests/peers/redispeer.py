@@ -90,7 +90,7 @@ class RedisPeer:
         self.proc = subprocess.Popen([REDIS_SERVER, self.conf],
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             try:
                 if self.command("PING").startswith(("+PONG", "-NOAUTH")):

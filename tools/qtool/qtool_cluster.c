@@ -8,8 +8,9 @@
  *   - the connection leases per destination, by node (unexpired only);
  *   - the rate throttles (GCRA): when each destination may send next.
  *
- * A command-line tool may block: this uses hiredis' synchronous API with a
- * 2 s timeout, and SCAN (never KEYS) so that a large Redis is not stalled.
+ * A command-line tool may block: one blocking connection with 2 s
+ * timeouts (TLS for rediss://, with BoringSSL), hiredis' reply parser, and
+ * SCAN (never KEYS) so that a large Redis is not stalled.
  * Everything is read, nothing written. Times are Redis' own (TIME), as the
  * nodes use them.
  */
@@ -19,13 +20,20 @@
 #include "engine/config.h"
 #include "net/redis.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 /* A lease holder is "node:bootid:worker:seq" (engine/lease.c): the node is
  * everything before the last three fields (node names may hold ':'). */
@@ -37,56 +45,178 @@ static size_t holder_node_len(const char *h) {
   return strlen(h);
 }
 
-static redisReply *cmd(redisContext *c, const char *fmt, ...) {
+/* One blocking connection to Redis: plain TCP, a Unix socket, or TLS for
+ * rediss:// (BoringSSL, verifying the certificate against the cluster
+ * block's roots and the URL's host, as the relay's tunnel does). Replies
+ * are parsed by hiredis' reader. */
+struct rconn {
+  int fd;
+  SSL_CTX *ctx;
+  SSL *ssl;
+  redisReader *rd;
+};
+
+static void rconn_close(struct rconn *c) {
+  if (c->ssl) {
+    SSL_shutdown(c->ssl);
+    SSL_free(c->ssl);
+  }
+  SSL_CTX_free(c->ctx);
+  if (c->fd >= 0)
+    close(c->fd);
+  if (c->rd)
+    redisReaderFree(c->rd);
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+}
+
+static int connect_fd(const struct redis_url *u) {
+  struct timeval tv = {2, 0};
+  int fd = -1;
+  if (u->transport == REDIS_UNIX) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", u->path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  } else {
+    char port[8];
+    snprintf(port, sizeof port, "%u", u->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
+    if (getaddrinfo(u->host, port, &hints, &res) != 0)
+      return -1;
+    for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+      fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+      if (fd < 0)
+        continue;
+      /* Bounds connect(2) too on Linux. */
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        close(fd);
+        fd = -1;
+      }
+    }
+    freeaddrinfo(res);
+  }
+  if (fd >= 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  return fd;
+}
+
+static int tls_start(struct rconn *c, const struct redis_url *u, const char *ca,
+                     const char *cert, const char *key) {
+  c->ctx = SSL_CTX_new(TLS_client_method());
+  if (c->ctx == NULL || SSL_CTX_load_verify_locations(c->ctx, ca, NULL) != 1 ||
+      (cert &&
+       (SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1))) {
+    fprintf(stderr, "qtool: cluster: cannot load the TLS files for Redis\n");
+    return -1;
+  }
+  SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+  c->ssl = SSL_new(c->ctx);
+  if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+      SSL_set_tlsext_host_name(c->ssl, u->host) != 1 ||
+      X509_VERIFY_PARAM_set1_host(SSL_get0_param(c->ssl), u->host,
+                                  strlen(u->host)) != 1) {
+    fprintf(stderr, "qtool: cluster: cannot set up TLS for Redis\n");
+    return -1;
+  }
+  if (SSL_connect(c->ssl) != 1) {
+    long v = SSL_get_verify_result(c->ssl);
+    fprintf(stderr, "qtool: cluster: TLS with Redis failed: %s\n",
+            v != X509_V_OK ? X509_verify_cert_error_string(v)
+                           : "handshake refused");
+    return -1;
+  }
+  return 0;
+}
+
+static bool send_all(struct rconn *c, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = c->ssl ? SSL_write(c->ssl, p, (int)n) : write(c->fd, p, n);
+    if (w <= 0)
+      return false;
+    p += w;
+    n -= (size_t)w;
+  }
+  return true;
+}
+
+static redisReply *cmd(struct rconn *c, const char *fmt, ...) {
   va_list ap;
+  char *out;
   va_start(ap, fmt);
-  redisReply *r = redisvCommand(c, fmt, ap);
+  int len = redisvFormatCommand(&out, fmt, ap);
   va_end(ap);
-  if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+  if (len < 0)
+    return NULL;
+  bool sent = send_all(c, out, (size_t)len);
+  redisFreeCommand(out);
+  void *reply = NULL;
+  while (sent && reply == NULL) {
+    if (redisReaderGetReply(c->rd, &reply) != REDIS_OK)
+      break;
+    if (reply != NULL)
+      break;
+    char buf[16384];
+    ssize_t n = c->ssl ? SSL_read(c->ssl, buf, sizeof buf)
+                       : read(c->fd, buf, sizeof buf);
+    if (n <= 0 || redisReaderFeed(c->rd, buf, (size_t)n) != REDIS_OK)
+      break;
+  }
+  redisReply *r = reply;
+  if (r == NULL)
+    fprintf(stderr, "qtool: cluster: Redis did not answer\n");
+  else if (r->type == REDIS_REPLY_ERROR) {
     fprintf(stderr, "qtool: cluster: Redis: %s\n", r->str);
     freeReplyObject(r);
-    return NULL;
+    r = NULL;
   }
-  if (r == NULL)
-    fprintf(stderr, "qtool: cluster: Redis: %s\n",
-            c->errstr[0] ? c->errstr : "no answer");
   return r;
 }
 
-static redisContext *connect_redis(const struct redis_url *u) {
-  struct timeval tv = {2, 0};
-  redisContext *c = u->transport == REDIS_UNIX
-                        ? redisConnectUnixWithTimeout(u->path, tv)
-                        : redisConnectWithTimeout(u->host, u->port, tv);
-  if (c == NULL || c->err) {
+static int connect_redis(struct rconn *c, const struct redis_url *u,
+                         const struct postern_config *cfg) {
+  const struct config_cluster *cc = &cfg->cluster;
+  memset(c, 0, sizeof *c);
+  c->fd = connect_fd(u);
+  if (c->fd < 0) {
     fprintf(stderr, "qtool: cluster: cannot connect to Redis: %s\n",
-            c ? c->errstr : "out of memory");
-    if (c)
-      redisFree(c);
-    return NULL;
+            strerror(errno));
+    return -1;
   }
-  redisSetTimeout(c, tv);
-  redisReply *r = NULL;
+  c->rd = redisReaderCreate();
+  if (c->rd == NULL) {
+    fprintf(stderr, "qtool: cluster: out of memory\n");
+    return -1;
+  }
+  if (u->tls &&
+      tls_start(c, u, cc->redis_ca_file ? cc->redis_ca_file : cfg->tls.ca_file,
+                cc->redis_cert_file, cc->redis_key_file) != 0)
+    return -1;
+  redisReply *r;
   if (u->password[0]) {
     r = u->user[0] ? cmd(c, "AUTH %s %s", u->user, u->password)
                    : cmd(c, "AUTH %s", u->password);
     if (r == NULL)
-      goto fail;
+      return -1;
     freeReplyObject(r);
   }
   if (u->db) {
     if ((r = cmd(c, "SELECT %u", u->db)) == NULL)
-      goto fail;
+      return -1;
     freeReplyObject(r);
   }
-  return c;
-fail:
-  redisFree(c);
-  return NULL;
+  return 0;
 }
 
 /* Every key matching prefix+pattern, through SCAN. */
-static int scan_keys(redisContext *c, const char *match, char ***out,
+static int scan_keys(struct rconn *c, const char *match, char ***out,
                      size_t *n) {
   char cursor[32] = "0";
   *out = NULL;
@@ -126,7 +256,7 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static long long redis_now_us(redisContext *c) {
+static long long redis_now_us(struct rconn *c) {
   redisReply *r = cmd(c, "TIME");
   long long t = -1;
   if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
@@ -137,7 +267,7 @@ static long long redis_now_us(redisContext *c) {
 }
 
 /* The nodes alive: {"node", "expires_in_ms", "info"}. */
-static json_t *nodes_json(redisContext *c, const char *prefix, long long now) {
+static json_t *nodes_json(struct rconn *c, const char *prefix, long long now) {
   json_t *arr = json_array();
   redisReply *r = cmd(c, "ZRANGEBYSCORE %s%s %lld +inf WITHSCORES", prefix,
                       REDIS_NODES_KEY, now / 1000);
@@ -165,7 +295,7 @@ static json_t *nodes_json(redisContext *c, const char *prefix, long long now) {
 }
 
 /* Leases: {"destination", "holders": [{"node", "holder", "expires_in_ms"}]}. */
-static json_t *leases_json(redisContext *c, const char *prefix, long long now) {
+static json_t *leases_json(struct rconn *c, const char *prefix, long long now) {
   char match[REDIS_PREFIX_MAX + 16];
   snprintf(match, sizeof match, "%sconn:*", prefix);
   char **keys;
@@ -206,7 +336,7 @@ static json_t *leases_json(redisContext *c, const char *prefix, long long now) {
 }
 
 /* Throttles: {"destination", "next_free_in_ms"} (0: may send now). */
-static json_t *throttles_json(redisContext *c, const char *prefix,
+static json_t *throttles_json(struct rconn *c, const char *prefix,
                               long long now) {
   char match[REDIS_PREFIX_MAX + 16];
   snprintf(match, sizeof match, "%srate:*", prefix);
@@ -313,16 +443,19 @@ int qtool_cluster(int argc, char **argv) {
     return QTOOL_EXIT_FAIL;
   }
   const char *prefix = cfg->cluster.key_prefix ? cfg->cluster.key_prefix : "";
-  redisContext *c = connect_redis(&u);
+  struct rconn conn, *c = &conn;
+  int crc = connect_redis(c, &u, cfg);
   explicit_bzero(&u.password, sizeof u.password);
-  if (c == NULL)
+  if (crc != 0) {
+    rconn_close(c);
     return QTOOL_EXIT_FAIL;
+  }
   int status = QTOOL_EXIT_FAIL;
   long long now = redis_now_us(c);
   json_t *nodes = now >= 0 ? nodes_json(c, prefix, now) : NULL;
   json_t *leases = nodes ? leases_json(c, prefix, now) : NULL;
   json_t *thr = leases ? throttles_json(c, prefix, now) : NULL;
-  redisFree(c);
+  rconn_close(c);
   if (thr == NULL) {
     json_decref(nodes);
     json_decref(leases);
