@@ -199,6 +199,13 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
   return 0;
 }
 
+void engine__deliver_worker_reload(struct worker *w, struct worker_task *t) {
+  struct dwork *dw = dw_of(w);
+  (void)t; /* owned by relay.c */
+  if (dw != NULL && !atomic_load(&dw->env.r->stopping))
+    engine__cluster_worker_reload(dw);
+}
+
 /* Draining for shutdown: give up every job not yet on a connection. */
 void engine__deliver_worker_drain(struct worker *w, struct worker_task *t) {
   struct dwork *dw = dw_of(w);

@@ -44,11 +44,8 @@ struct dwork {
   /* Worker 0 keeps the node in the fleet's node set (qtool cluster). */
   bool beats;
   uv_timer_t beat;
-  /* Shutdown: releases in flight before the client closes, bounded by
-   * stop_timer. */
-  int stop_pending;
-  bool cluster_closed;
-  uv_timer_t stop_timer;
+  bool cluster_closed;   /* the worker stopped: no client any more */
+  char cluster_id[1600]; /* what the client was made from (reloads) */
 };
 
 /* A destination: a recipient domain, or a static route's target. */
@@ -120,6 +117,10 @@ void engine__slots_free(struct relay *r);
  * block (0 without one); closes it. */
 int engine__cluster_worker_init(struct dwork *dw);
 void engine__cluster_worker_stop(struct dwork *dw);
+/* After a reload: a changed cluster block (fleet mode on or off, another
+ * Redis, node, prefix or TLS files) replaces the client, giving the old
+ * Redis its leases back; the connections go on. */
+void engine__cluster_worker_reload(struct dwork *dw);
 /* The connection cap in force: `cap`, or its local share while Redis is
  * down (at least 1). */
 size_t engine__lease_cap(const struct dest *d, size_t cap);

@@ -100,6 +100,8 @@ static void lease_reacquired(struct redis_client *c,
   struct lease *l = arg;
   if (r->status == 0 && !l->released && !l->lost) {
     if (r->granted)
+      l->held = true; /* after a reload to another Redis it was not */
+    if (r->granted)
       postern_log(POSTERN_LOG_INFO, "cluster_lease_regained", "key", l->key,
                   "holder", l->holder, NULL);
     else {
@@ -299,9 +301,24 @@ static void beat_fire(uv_timer_t *t) {
   redis_node_beat(dw->redis, dw->node, ttl ? ttl : 30000, info, beat_done, dw);
 }
 
+/* Destinations waiting for a lease, or for Redis, go on under the new
+ * rules. Collected first: a kick may free its destination. */
+static void kick_waiting(struct dwork *dw) {
+  size_t pos = 0, n = 0, cap = postern_htab_count(dw->dests);
+  struct dest **ds = cap ? calloc(cap, sizeof *ds) : NULL;
+  struct dest *d;
+  while (ds && (d = postern_htab_next(dw->dests, &pos, NULL)) != NULL)
+    if (!d->freeing && d->njobs)
+      ds[n++] = d;
+  for (size_t i = 0; i < n; i++)
+    engine__dest_kick(ds[i]);
+  free(ds);
+}
+
 static void cluster_state(struct redis_client *c, bool up, void *arg) {
-  (void)c;
   struct dwork *dw = arg;
+  if (c != dw->redis)
+    return; /* a retired client's last word */
   dw->redis_up = up;
   metrics_cluster_redis(up);
   if (up) {
@@ -320,21 +337,29 @@ static void cluster_state(struct redis_client *c, bool up, void *arg) {
     postern_log(POSTERN_LOG_WARN, "cluster_redis_down", "node", dw->node,
                 "limits", "local share", "local_share", share, NULL);
   }
-  /* Destinations waiting for a lease, or for Redis, go on under the new
-   * rules. Collected first: a kick may free its destination. */
-  size_t pos = 0, n = 0, cap = postern_htab_count(dw->dests);
-  struct dest **ds = cap ? calloc(cap, sizeof *ds) : NULL;
-  struct dest *d;
-  while (ds && (d = postern_htab_next(dw->dests, &pos, NULL)) != NULL)
-    if (!d->freeing && d->njobs)
-      ds[n++] = d;
-  for (size_t i = 0; i < n; i++)
-    engine__dest_kick(ds[i]);
-  free(ds);
+  kick_waiting(dw);
 }
 
-int engine__cluster_worker_init(struct dwork *dw) {
-  const struct config_cluster *cc = &dw->env.r->cfg->cluster;
+/* What makes a worker's Redis client: a reload that changes any of it
+ * replaces the client (engine__cluster_worker_reload). */
+static void cluster_identity(const struct postern_config *cfg, char *out,
+                             size_t cap) {
+  const struct config_cluster *cc = &cfg->cluster;
+  if (!cc->enabled) {
+    snprintf(out, cap, "off");
+    return;
+  }
+#define S(x) ((x) ? (x) : "")
+  snprintf(out, cap, "%s\n%s\n%s\n%s\n%s\n%s\n%s", S(cc->redis), S(cc->node),
+           S(cc->key_prefix), S(cc->redis_ca_file), S(cfg->tls.ca_file),
+           S(cc->redis_cert_file), S(cc->redis_key_file));
+#undef S
+}
+
+static int client_open(struct dwork *dw) {
+  const struct postern_config *cfg = dw->env.r->cfg;
+  const struct config_cluster *cc = &cfg->cluster;
+  cluster_identity(cfg, dw->cluster_id, sizeof dw->cluster_id);
   if (!cc->enabled)
     return 0;
   struct redis_opts o;
@@ -346,26 +371,19 @@ int engine__cluster_worker_init(struct dwork *dw) {
            cc->key_prefix ? cc->key_prefix : "");
   o.state_cb = cluster_state;
   o.state_arg = dw;
-  const char *ca = cc->redis_ca_file ? cc->redis_ca_file
-                                     : dw->env.r->cfg->tls.ca_file;
+  const char *ca = cc->redis_ca_file ? cc->redis_ca_file : cfg->tls.ca_file;
   snprintf(o.tls_ca_file, sizeof o.tls_ca_file, "%s", ca ? ca : "");
   snprintf(o.tls_cert_file, sizeof o.tls_cert_file, "%s",
            cc->redis_cert_file ? cc->redis_cert_file : "");
   snprintf(o.tls_key_file, sizeof o.tls_key_file, "%s",
            cc->redis_key_file ? cc->redis_key_file : "");
   snprintf(dw->node, sizeof dw->node, "%s", cc->node);
-  dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
   dw->cluster_start_ms = relay_now_ms(dw->env.r);
-  dw->boot_ms = (uint64_t)time(NULL) * 1000;
+  dw->redis_ever_up = false;
   rc = redis_client_new(dw->env.loop, &o, &dw->redis);
   explicit_bzero(&o, sizeof o);
   if (rc != 0)
     return rc;
-  uv_timer_init(dw->env.loop, &dw->stop_timer);
-  dw->stop_timer.data = dw;
-  uv_timer_init(dw->env.loop, &dw->beat);
-  dw->beat.data = dw;
-  dw->beats = dw->w == NULL || dw->w->index == 0;
   if (dw->beats) {
     uint64_t every = (cc->lease_ttl_ms ? cc->lease_ttl_ms : 30000) / 3;
     uv_timer_start(&dw->beat, beat_fire, every, every);
@@ -373,73 +391,160 @@ int engine__cluster_worker_init(struct dwork *dw) {
   return 0;
 }
 
-static void cluster_close(struct dwork *dw) {
-  if (dw->cluster_closed)
+int engine__cluster_worker_init(struct dwork *dw) {
+  dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
+  dw->boot_ms = (uint64_t)time(NULL) * 1000;
+  uv_timer_init(dw->env.loop, &dw->beat);
+  dw->beat.data = dw;
+  dw->beats = dw->w == NULL || dw->w->index == 0;
+  int rc = client_open(dw);
+  if (rc != 0)
+    uv_close((uv_handle_t *)&dw->beat, NULL);
+  return rc;
+}
+
+/* A client being given up (shutdown, or a reload that changed the
+ * cluster block): its leases are given back and the node leaves the node
+ * set before it closes, at most CLUSTER_STOP_MS later. */
+struct retiring {
+  struct redis_client *rc;
+  int pending;
+  bool closed;
+  uv_timer_t timer;
+  char node[65];
+};
+
+static void retiring_freed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void retiring_close(struct retiring *rt) {
+  if (rt->closed)
     return;
-  dw->cluster_closed = true;
-  if (dw->redis_up)
-    metrics_cluster_redis(false);
-  redis_client_close(dw->redis, NULL, NULL);
-  dw->redis = NULL;
-  dw->redis_up = false;
-  uv_close((uv_handle_t *)&dw->stop_timer, NULL);
-  uv_close((uv_handle_t *)&dw->beat, NULL);
+  rt->closed = true;
+  redis_client_close(rt->rc, NULL, NULL);
+  uv_close((uv_handle_t *)&rt->timer, retiring_freed);
 }
 
-static void stop_timer_fire(uv_timer_t *t) {
-  struct dwork *dw = t->data;
-  postern_log(POSTERN_LOG_WARN, "cluster_stop_timeout", "node", dw->node,
-              "releases_unanswered", NULL);
-  cluster_close(dw);
+static void retiring_timeout(uv_timer_t *t) {
+  struct retiring *rt = t->data;
+  postern_log(POSTERN_LOG_WARN, "cluster_stop_timeout", "node", rt->node,
+              "note", "Redis did not answer the releases in time", NULL);
+  retiring_close(rt);
 }
 
-static void stop_done(struct redis_client *c,
-                      const struct redis_lease_result *r, void *arg) {
+static void retiring_done(struct redis_client *c,
+                          const struct redis_lease_result *r, void *arg) {
   (void)c;
   (void)r;
-  struct dwork *dw = arg;
-  if (--dw->stop_pending == 0)
-    cluster_close(dw);
+  struct retiring *rt = arg;
+  if (--rt->pending == 0)
+    retiring_close(rt);
 }
 
-static void stop_lease_done(struct redis_client *c,
-                            const struct redis_lease_result *r, void *arg) {
-  struct lease *l = arg;
-  struct dwork *dw = l->dw;
-  lease_unref(l);
-  stop_done(c, r, dw);
+struct retire_lease {
+  struct retiring *rt;
+  struct lease *l;
+};
+
+static void retiring_lease_done(struct redis_client *c,
+                                const struct redis_lease_result *r, void *arg) {
+  struct retire_lease *rl = arg;
+  struct retiring *rt = rl->rt;
+  lease_unref(rl->l);
+  free(rl);
+  retiring_done(c, r, rt);
+}
+
+/* Gives the worker's client up: every held lease goes back to that Redis
+ * (the connections carry on without one; a later renewal takes one from
+ * the new Redis, if any), the node leaves the node set, then it closes. */
+static void client_retire(struct dwork *dw) {
+  struct redis_client *rc = dw->redis;
+  bool was_up = dw->redis_up;
+  dw->redis = NULL;
+  dw->redis_up = false;
+  uv_timer_stop(&dw->beat);
+  if (rc == NULL)
+    return;
+  if (was_up)
+    metrics_cluster_redis(false);
+  struct retiring *rt = calloc(1, sizeof *rt);
+  if (rt == NULL) {
+    redis_client_close(rc, NULL, NULL);
+    return;
+  }
+  rt->rc = rc;
+  snprintf(rt->node, sizeof rt->node, "%s", dw->node);
+  uv_timer_init(dw->env.loop, &rt->timer);
+  rt->timer.data = rt;
+  for (struct lease *l = dw->live; l != NULL; l = l->next) {
+    if (!l->held)
+      continue;
+    l->held = false; /* its owner's release sends nothing to that Redis */
+    struct retire_lease *rl = was_up ? malloc(sizeof *rl) : NULL;
+    if (rl == NULL)
+      continue;
+    rl->rt = rt;
+    rl->l = l;
+    l->refs++;
+    rt->pending++;
+    if (redis_lease_release(rc, l->key, l->holder, retiring_lease_done, rl) !=
+        0) {
+      l->refs--;
+      rt->pending--;
+      free(rl);
+    }
+  }
+  if (was_up && dw->beats) {
+    rt->pending++;
+    if (redis_node_leave(rc, rt->node, retiring_done, rt) != 0)
+      rt->pending--;
+  }
+  if (rt->pending == 0)
+    retiring_close(rt);
+  else
+    uv_timer_start(&rt->timer, retiring_timeout, CLUSTER_STOP_MS, 0);
 }
 
 /* Shutdown: the connections are being closed, but their own releases
  * would come after the client has gone. Give every lease back now, and
  * leave the node set, so that the rest of the fleet may use the slots at
- * once instead of after lease_ttl; then close the client (at most
- * CLUSTER_STOP_MS later: a slow Redis does not hold the shutdown). */
+ * once instead of after lease_ttl (a slow Redis does not hold the
+ * shutdown: CLUSTER_STOP_MS at most). */
 void engine__cluster_worker_stop(struct dwork *dw) {
-  if (dw->redis == NULL || dw->cluster_closed)
+  if (dw->cluster_closed)
     return;
-  uv_timer_stop(&dw->beat);
-  if (dw->redis_up) {
-    for (struct lease *l = dw->live; l != NULL; l = l->next) {
-      if (!l->held)
-        continue;
-      l->held = false; /* its owner's release sends nothing */
-      l->refs++;
-      dw->stop_pending++;
-      if (redis_lease_release(dw->redis, l->key, l->holder, stop_lease_done,
-                              l) != 0) {
-        l->refs--;
-        dw->stop_pending--;
-      }
+  dw->cluster_closed = true;
+  client_retire(dw);
+  uv_close((uv_handle_t *)&dw->beat, NULL);
+}
+
+void engine__cluster_worker_reload(struct dwork *dw) {
+  if (dw->cluster_closed)
+    return;
+  char id[sizeof dw->cluster_id];
+  const struct postern_config *cfg = dw->env.r->cfg;
+  cluster_identity(cfg, id, sizeof id);
+  if (strcmp(id, dw->cluster_id) == 0) {
+    /* Same Redis: lease_ttl and local_share are read where used; the
+     * node's beat follows a new lease_ttl. */
+    if (dw->redis != NULL && dw->beats) {
+      uint64_t every = cfg->cluster.lease_ttl_ms / 3;
+      if (every && uv_timer_get_repeat(&dw->beat) != every)
+        uv_timer_start(&dw->beat, beat_fire, every, every);
     }
-    if (dw->beats) {
-      dw->stop_pending++;
-      if (redis_node_leave(dw->redis, dw->node, stop_done, dw) != 0)
-        dw->stop_pending--;
-    }
+    return;
   }
-  if (dw->stop_pending == 0)
-    cluster_close(dw);
-  else
-    uv_timer_start(&dw->stop_timer, stop_timer_fire, CLUSTER_STOP_MS, 0);
+  bool had = dw->redis != NULL;
+  client_retire(dw);
+  int rc = client_open(dw);
+  if (dw->w == NULL || dw->w->index == 0)
+    postern_log(rc == 0 ? POSTERN_LOG_INFO : POSTERN_LOG_ERROR,
+                "cluster_reloaded", "from", had ? "fleet" : "alone", "to",
+                cfg->cluster.enabled ? "fleet" : "alone", "node",
+                cfg->cluster.enabled ? cfg->cluster.node : "",
+                rc == 0 ? NULL : "error", rc == 0 ? NULL : postern_strerror(rc),
+                NULL);
+  kick_waiting(dw);
 }
