@@ -36,20 +36,22 @@ static void rate_timer_arm(struct dest *d, uint64_t ms) {
   uv_timer_start(&d->rate_timer, engine__dest_timer_fire, ms ? ms : 1, 0);
 }
 
-/* The local clock at `rate` messages per second (may be fractional). */
+/* The local clock at `rate` messages per second (may be fractional). The
+ * loop's clock counts milliseconds: every message whose turn falls within
+ * the current millisecond may go now, or a rate above 1,000 a second
+ * would be held to one message per tick (and per timer wake-up). */
 static bool rate_take_local(struct dest *d, double rate) {
   uint64_t now = relay_now_ms(d->dw->env.r) * 1000;
-  if (now >= d->rate_next_us) {
-    uint64_t step = (uint64_t)(1e6 / rate);
-    if (step == 0)
-      step = 1;
+  uint64_t step = (uint64_t)(1e6 / rate);
+  if (step == 0)
+    step = 1;
+  if (d->rate_next_us < now + 1000) {
     /* A destination idle for a while starts afresh: no burst of saved-up
      * intervals. */
-    d->rate_next_us =
-        d->rate_next_us + step > now ? d->rate_next_us + step : now + step;
+    d->rate_next_us = (d->rate_next_us > now ? d->rate_next_us : now) + step;
     return true;
   }
-  rate_timer_arm(d, (d->rate_next_us - now + 999) / 1000);
+  rate_timer_arm(d, (d->rate_next_us - now) / 1000);
   return false;
 }
 
