@@ -392,5 +392,7 @@ const char *config_mx_level_name(enum policy_mx_level level);
 const char *config_log_level_name(enum postern_log_level level);
 const char *config_log_format_name(enum postern_log_format format);
 const char *config_tls_version_name(enum config_tls_version version);
+/* "off", "optional", "required" (config_listen.auth). */
+const char *config_auth_mode_name(int mode);
 
 #endif

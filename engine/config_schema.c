@@ -69,6 +69,9 @@ const char *config_log_format_name(enum postern_log_format f) {
 const char *config_tls_version_name(enum config_tls_version v) {
   return NAME_OF(tls_version_names, v);
 }
+const char *config_auth_mode_name(int mode) {
+  return NAME_OF(auth_mode_names, mode);
+}
 
 /* ------------------------------------------------------------ the schema */
 

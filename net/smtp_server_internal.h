@@ -47,7 +47,8 @@ enum smtp_server__parse {
   X(EXPN, "EXPN")                                                              \
   X(HELP, "HELP")                                                              \
   X(STARTTLS, "STARTTLS")                                                      \
-  X(BDAT, "BDAT")
+  X(BDAT, "BDAT")                                                              \
+  X(AUTH, "AUTH")
 
 enum smtp_server__verb {
 #define SMTP_SERVER__VERB_ENUM(name, str) SMTP_SERVER__V_##name,
@@ -82,6 +83,13 @@ struct smtp_server__cmd {
   /* REQUIRETLS (RFC 8689 §2: no value). Only syntax here: whether the
    * session may use it (TLS) is the session's to decide. */
   bool requiretls;
+  /* MAIL ... AUTH=xtext or AUTH=<> (RFC 4954 §5): syntax checked, the
+   * value is the client's claim about the submitter; n == 0: absent. */
+  struct smtp_server__str auth_param;
+  /* AUTH mechanism [initial-response] (RFC 4954 §4): the mechanism in
+   * `arg`, the initial response here (p == NULL: none; "=" is the empty
+   * one). Whether the mechanism is known is the session's to decide. */
+  struct smtp_server__str auth_ir;
   /* BDAT (RFC 3030): chunk size in `size` (saturating), LAST flag. */
   bool last;
   /* RCPT parameters. */
@@ -156,6 +164,8 @@ smtp_server__data_scan(const char *buf, size_t len, bool midline,
   X(CHUNKING, "chunking")                                                      \
   X(QUEUEING, "queueing")                                                      \
   X(TLS_HANDSHAKE, "tls_handshake")                                            \
+  X(AUTH, "auth")                                                              \
+  X(AUTH_CHECK, "auth_check")                                                  \
   X(CLOSING, "closing")                                                        \
   X(CLOSED, "closed")
 

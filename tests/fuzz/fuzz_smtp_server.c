@@ -80,6 +80,9 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
   FUZZ_CHECK(inside(c->addr.p, c->addr.n, buf, body));
   FUZZ_CHECK(inside(c->envid.p, c->envid.n, buf, body));
   FUZZ_CHECK(inside(c->orcpt.p, c->orcpt.n, buf, body));
+  FUZZ_CHECK(inside(c->auth_param.p, c->auth_param.n, buf, body));
+  if (c->auth_param.n > 0)
+    FUZZ_CHECK(c->verb == SMTP_SERVER__V_MAIL);
   switch (c->verb) {
   case SMTP_SERVER__V_EHLO:
   case SMTP_SERVER__V_HELO:
@@ -116,6 +119,14 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
   case SMTP_SERVER__V_VRFY:
   case SMTP_SERVER__V_EXPN:
     FUZZ_CHECK(c->arg.n > 0);
+    break;
+  case SMTP_SERVER__V_AUTH:
+    FUZZ_CHECK(c->arg.n > 0 && c->arg.n <= 20);
+    FUZZ_CHECK(memchr(c->arg.p, ' ', c->arg.n) == NULL);
+    FUZZ_CHECK(c->auth_ir.p == NULL ||
+               (c->auth_ir.n > 0 &&
+                inside(c->auth_ir.p, c->auth_ir.n, buf, body) &&
+                memchr(c->auth_ir.p, ' ', c->auth_ir.n) == NULL));
     break;
   default:
     break;
