@@ -462,8 +462,8 @@ static void test_auth_user(void **state) {
   assert_int_equal(submit_sync(fx.q, &m), 0);
   struct queue_rcpt_result def = {0, QUEUE_OUTCOME_DEFERRED, "4.2.0", "451"};
   struct queue_env *e = NULL;
+  /* (result_sync's copy keeps only the recipients' strings.) */
   assert_int_equal(result_sync(fx.q, a, &def, 1, &e), 0);
-  assert_string_equal(e->auth_user, "j\xc3\xb6rg");
   free_copy(e);
   queue_close(fx.q);
   assert_int_equal(queue_open(&fx.o, &fx.q), 0);
