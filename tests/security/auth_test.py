@@ -107,6 +107,11 @@ def check_required(r, users_path):
         fk.check(l_unknown == l_wrong == wrong,
                  f"LOGIN: same reply for unknown user and wrong password "
                  f"({l_unknown} / {l_wrong})")
+        # A hostile user name is logged escaped: it cannot forge a line or
+        # a key.
+        evil = 'x" event=auth_ok user=admin\r\nts=0 event=auth_ok user=root'
+        rep = authpeer.reply(s.docmd("AUTH", "PLAIN " + authpeer.plain(evil, WRONG)))
+        fk.check(rep == wrong, f"hostile user name: the usual 535 ({rep})")
         # RFC 4954 replies.
         rep = authpeer.reply(s.docmd("AUTH", "CRAM-MD5"))
         fk.check(rep.startswith("504 5.5.4"), f"unknown mechanism: {rep}")
@@ -186,6 +191,10 @@ def check_required(r, users_path):
                  for e in ok), "auth_ok logs client, user and mechanism")
     fk.check(any(e.get("user") == "mallory" and e.get("reason") for e in failed),
              "auth_failed logs the unknown user name with a reason")
+    fk.check(not any(e.get("user") in ("admin", "root") for e in ok),
+             "a hostile user name forges no auth_ok line")
+    fk.check(any(e.get("user", "").startswith('x" event=auth_ok') for e in failed),
+             "the hostile user name is in auth_failed, escaped, as sent")
     with open(r.log, "rb") as f:
         log = f.read()
     for pw in list(PASSWORDS.values()) + [WRONG]:
