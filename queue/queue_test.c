@@ -390,22 +390,28 @@ static void test_commit_readback(void **state) {
   fx_done(&fx);
 }
 
+/* A one-recipient message with a new id (the caller's buffer). */
+static const struct queue_rcpt_in one_rcpt = {"a@x.test", NULL, 0};
+static const char one_body[] = "Subject: t\r\n\r\nhello\r\n";
+static const struct iovec one_iov = {(void *)one_body, sizeof one_body - 1};
+
+static struct queue_msg_in one_msg(char id[QUEUE_ID_LEN + 1]) {
+  queue_id_new(id);
+  return (struct queue_msg_in){.id = id,
+                               .sender = "s@example.org",
+                               .rcpts = &one_rcpt,
+                               .n_rcpts = 1,
+                               .body = &one_iov,
+                               .body_iovcnt = 1,
+                               .arrival_ms = T0};
+}
+
 /* Submits a one-recipient message with the given flags. */
 static int put_flagged(struct queue *q, char id[QUEUE_ID_LEN + 1],
                        bool requiretls, bool tls_report) {
-  struct queue_rcpt_in r = {"a@x.test", NULL, 0};
-  queue_id_new(id);
-  static const char body[] = "Subject: t\r\n\r\nhello\r\n";
-  struct iovec iov = {(void *)body, sizeof body - 1};
-  struct queue_msg_in m = {.id = id,
-                           .sender = "s@example.org",
-                           .rcpts = &r,
-                           .n_rcpts = 1,
-                           .body = &iov,
-                           .body_iovcnt = 1,
-                           .arrival_ms = T0,
-                           .tls_report = tls_report,
-                           .requiretls = requiretls};
+  struct queue_msg_in m = one_msg(id);
+  m.tls_report = tls_report;
+  m.requiretls = requiretls;
   struct queue_env *h;
   assert_int_equal(queue_env_of_submission(&m, &h), 0);
   assert_int_equal(h->requiretls, requiretls);
@@ -432,20 +438,9 @@ static void test_auth_user(void **state) {
   struct fixture fx;
   fx_prepare(&fx, 0);
   assert_int_equal(queue_open(&fx.o, &fx.q), 0);
-  struct queue_rcpt_in r = {"a@x.test", NULL, 0};
-  static const char body[] = "Subject: t\r\n\r\nhello\r\n";
-  struct iovec iov = {(void *)body, sizeof body - 1};
   char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1];
-  queue_id_new(a);
-  queue_id_new(b);
-  struct queue_msg_in m = {.id = a,
-                           .sender = "s@example.org",
-                           .rcpts = &r,
-                           .n_rcpts = 1,
-                           .body = &iov,
-                           .body_iovcnt = 1,
-                           .arrival_ms = T0,
-                           .auth_user = "j\xc3\xb6rg"};
+  struct queue_msg_in m = one_msg(a);
+  m.auth_user = "j\xc3\xb6rg";
   struct queue_env *h;
   assert_int_equal(queue_env_of_submission(&m, &h), 0);
   assert_string_equal(h->auth_user, "j\xc3\xb6rg");
@@ -457,8 +452,7 @@ static void test_auth_user(void **state) {
   assert_int_equal(with, old + 4 + 5);
   queue_env_free(h);
   assert_int_equal(submit_sync(fx.q, &m), 0);
-  m.id = b;
-  m.auth_user = NULL;
+  m = one_msg(b);
   assert_int_equal(submit_sync(fx.q, &m), 0);
   struct queue_rcpt_result def = {0, QUEUE_OUTCOME_DEFERRED, "4.2.0", "451"};
   struct queue_env *e = NULL;
