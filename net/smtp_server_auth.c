@@ -343,8 +343,7 @@ bool smtp_server__auth_step(struct session *s) {
       return false;
     /* RFC 4954 §4: 500 5.5.6 for a line over our limit; the rest of it
      * is skipped like an overlong command. */
-    s->discard_line = true;
-    s->in_off = s->in_len;
+    s->discard_line = true; /* pump_once skips up to the LF */
     step(s, SMTP_AUTH_STEP_TOO_LONG, NULL);
     return true;
   }

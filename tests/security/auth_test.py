@@ -121,6 +121,13 @@ def check_required(r, users_path):
         fk.check(rep == "334 VXNlcm5hbWU6", f"LOGIN asks for the user name: {rep}")
         rep = authpeer.reply(s.docmd("*"))
         fk.check(rep.startswith("501 5.7.0"), f"'*' cancels: {rep}")
+        # A response line over the limit (hostile input): 500 5.5.6, the
+        # rest of the line is dropped and the session goes on.
+        s.docmd("AUTH", "PLAIN")
+        rep = authpeer.reply(s.docmd("QUFB" * 1000))
+        fk.check(rep.startswith("500 5.5.6"), f"overlong response line: {rep[:60]}")
+        rep = authpeer.reply(s.docmd("NOOP"))
+        fk.check(rep.startswith("250"), f"the session goes on after it: {rep}")
         rep = authpeer.reply(s.docmd("AUTH", "PLAIN"))
         fk.check(rep.startswith("334"), f"PLAIN without initial response: {rep}")
         rep = authpeer.reply(s.docmd(authpeer.plain("alice", PASSWORDS["alice"],
