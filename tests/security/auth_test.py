@@ -149,6 +149,21 @@ def check_required(r, users_path):
         code, _ = s.data(BODY)
         fk.check(code == 250, f"alice's message queued ({code})")
 
+    # Clients that leave while their password is being checked (on the
+    # thread pool): the sessions end cleanly and the relay goes on.
+    before = len([e for e in r.events() if e.get("event") == "smtpd_disconnect"])
+    for k in range(5):
+        with authpeer.tls_session(r.port) as s:
+            s.send(("AUTH PLAIN " + authpeer.plain("alice", PASSWORDS["alice"]) +
+                    "\r\nMAIL FROM:<gone@snd.test>\r\n").encode())
+            s.sock.close()
+    r.wait_log(lambda e: e.get("event") == "smtpd_disconnect", count=before + 5,
+               timeout=30)
+    fk.check(True, "5 sessions that left during verification were closed")
+    with authpeer.tls_session(r.port) as s:
+        s.login("bob", PASSWORDS["bob"])
+    fk.check(r.proc.poll() is None, "the relay still serves logins after that")
+
     # swaks: PLAIN and LOGIN over STARTTLS.
     rc, out = swaks(r.port, "PLAIN", "alice", PASSWORDS["alice"], "swaks-plain@snd.test")
     fk.check(rc == 0 and "235 2.7.0" in out, f"swaks AUTH PLAIN alice (exit {rc})")
