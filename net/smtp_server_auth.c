@@ -313,13 +313,13 @@ void smtp_server__cmd_auth(struct session *s,
     smtp_server__reply(s, "504 5.5.4 Unrecognized authentication type");
     return;
   }
+  s->auth_mech = m;
   uint64_t delay;
   if (smtp_auth_limit_check(srv->limit, s->ip, NULL, uv_now(s->lc->loop),
                             &delay) == SMTP_AUTH_REFUSE) {
     refuse(s, NULL);
     return;
   }
-  s->auth_mech = m;
   s->auth_x = malloc(sizeof *s->auth_x);
   if (s->auth_x == NULL) {
     smtp_server__reply(s, R_TEMP);
