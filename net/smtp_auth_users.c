@@ -241,7 +241,9 @@ out:
 int smtp_auth_users_load(const char *path, struct smtp_auth_users **out,
                          struct smtp_auth_error *err) {
   memset(err, 0, sizeof *err);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO in its place must not hang a reload; only a
+   * regular file is read. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
     int e = errno;

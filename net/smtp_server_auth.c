@@ -39,6 +39,9 @@
   "421 4.7.0 Too many failed authentications, try again later, closing "       \
   "connection"
 
+_Static_assert(SMTP_SERVER__AUTH_LINE_MAX == SMTP_AUTH_LINE_MAX,
+               "the AUTH command and its responses share one line limit");
+
 struct auth_job {
   uv_work_t req;
   struct session *s;

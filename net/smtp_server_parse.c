@@ -450,14 +450,19 @@ static enum smtp_server__parse parse_mail_rcpt(const char *a, size_t n,
   return parse_params(a, n, is_mail, c);
 }
 
+size_t smtp_server__cmd_line_max(const char *buf, size_t len) {
+  return len >= 5 && ieq(buf, 5, "AUTH ") ? SMTP_SERVER__AUTH_LINE_MAX
+                                          : SMTP_SERVER__CMD_LINE_MAX;
+}
+
 enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
                                                struct smtp_server__cmd *c) {
   memset(c, 0, sizeof *c);
-  size_t scan =
-      len < SMTP_SERVER__CMD_LINE_MAX ? len : SMTP_SERVER__CMD_LINE_MAX;
+  size_t max = smtp_server__cmd_line_max(buf, len);
+  size_t scan = len < max ? len : max;
   const char *lf = memchr(buf, '\n', scan);
   if (lf == NULL) {
-    if (len >= SMTP_SERVER__CMD_LINE_MAX) {
+    if (len >= max) {
       c->consumed = 0;
       return fail(c, R_TOO_LONG);
     }

@@ -403,6 +403,30 @@ static void test_line_length(void **state) {
   buf[512] = '\n'; /* 513 octets */
   assert_int_equal(smtp_server__cmd_parse(buf, 513, &c), ERR);
   assert_int_equal(c.consumed, 0);
+
+  /* RFC 4954 §4: AUTH with an initial response may be longer, up to
+   * SMTP_SERVER__AUTH_LINE_MAX; one octet more is too long. */
+  memset(buf, 'A', sizeof buf);
+  memcpy(buf, "auth PLAIN ", 11);
+  assert_int_equal(smtp_server__cmd_line_max(buf, 5),
+                   SMTP_SERVER__AUTH_LINE_MAX);
+  assert_int_equal(smtp_server__cmd_line_max("AUTHX", 5),
+                   SMTP_SERVER__CMD_LINE_MAX);
+  assert_int_equal(smtp_server__cmd_line_max("AUTH", 4),
+                   SMTP_SERVER__CMD_LINE_MAX);
+  memcpy(buf + 1098, "\r\n", 2);
+  assert_int_equal(smtp_server__cmd_parse(buf, 1100, &c), OK);
+  assert_int_equal(c.verb, V(AUTH));
+  assert_int_equal(c.auth_ir.n, 1098 - 11);
+  assert_int_equal(smtp_server__cmd_parse(buf, 900, &c), MORE);
+  buf[1098] = 'A';
+  memcpy(buf + 1099, "\r\n", 2);
+  assert_int_equal(smtp_server__cmd_parse(buf, 1101, &c), ERR);
+  assert_int_equal(c.consumed, 0);
+  /* Only the AUTH verb: the same length with another verb is too long. */
+  memcpy(buf, "NOOP ", 5);
+  assert_int_equal(smtp_server__cmd_parse(buf, 900, &c), ERR);
+  assert_int_equal(c.consumed, 0);
 }
 
 /* NUL inside a line refuses the line but consumes it. */
@@ -579,12 +603,12 @@ static void test_random_input(void **state) {
     enum smtp_server__parse r = smtp_server__cmd_parse(buf, len, &c);
     switch (r) {
     case MORE:
-      assert_true(len < SMTP_SERVER__CMD_LINE_MAX);
+      assert_true(len < smtp_server__cmd_line_max(buf, len));
       assert_null(memchr(buf, '\n', len));
       break;
     case OK:
       assert_true(c.consumed >= 2 && c.consumed <= len &&
-                  c.consumed <= SMTP_SERVER__CMD_LINE_MAX);
+                  c.consumed <= smtp_server__cmd_line_max(buf, len));
       assert_true(buf[c.consumed - 1] == '\n' && buf[c.consumed - 2] == '\r');
       assert_true(c.verb != V(NONE));
       if (c.addr.p)
@@ -597,7 +621,7 @@ static void test_random_input(void **state) {
       assert_true(c.reply[0] == '5' && c.reply[3] == ' ' && c.reply[5] == '.');
       assert_true(c.consumed <= len);
       if (c.consumed == 0)
-        assert_true(len >= SMTP_SERVER__CMD_LINE_MAX);
+        assert_true(len >= smtp_server__cmd_line_max(buf, len));
       break;
     default:
       fail_msg("unexpected answer %d", r);
