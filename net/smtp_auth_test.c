@@ -19,7 +19,10 @@
 
 #include <openssl/base64.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define ST(x) SMTP_AUTH_STEP_##x
 
@@ -341,6 +344,17 @@ static void test_users_lookup(void **state) {
   assert_int_equal(smtp_auth_users_load("/nonexistent/users", &e, &err),
                    POSTERN_ENOENT);
   assert_non_null(strstr(err.msg, "cannot read"));
+  /* Not a regular file: refused, and a FIFO does not block the load. */
+  char fifo[] = "/tmp/postern-auth-fifo-XXXXXX";
+  assert_non_null(mkdtemp(fifo));
+  char path[64];
+  snprintf(path, sizeof path, "%s/users", fifo);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  assert_int_equal(smtp_auth_users_load(path, &e, &err), POSTERN_EIO);
+  assert_non_null(strstr(err.msg, "regular file"));
+  assert_int_equal(smtp_auth_users_load(fifo, &e, &err), POSTERN_EIO);
+  unlink(path);
+  rmdir(fifo);
 }
 
 /* ---- the limiter ---- */
