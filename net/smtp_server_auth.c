@@ -42,6 +42,13 @@
 _Static_assert(SMTP_SERVER__AUTH_LINE_MAX == SMTP_AUTH_LINE_MAX,
                "the AUTH command and its responses share one line limit");
 
+/* Verifications on libuv's thread pool at once, across the server's loops.
+ * Each may take tens of milliseconds and megabytes (yescrypt); the pool
+ * has four threads and is shared (getaddrinfo). Beyond this a login gets
+ * RFC 4954's 454 4.7.0 and may be retried: a crowd of clients cannot queue
+ * unbounded work or memory. */
+#define AUTH_INFLIGHT_MAX 64
+
 struct auth_job {
   uv_work_t req;
   struct session *s;
@@ -159,6 +166,7 @@ static void after_work_cb(uv_work_t *req, int status) {
   struct auth_job *j = req->data;
   struct session *s = j->s;
   bool ok = status == 0 && j->known && j->match;
+  atomic_fetch_sub(&s->lc->srv->auth_inflight, 1);
   smtp_auth_wipe(j, sizeof *j);
   free(j);
   s->auth_pending = false;
@@ -190,8 +198,15 @@ static void after_work_cb(uv_work_t *req, int status) {
 /* Hands the credentials in s->auth_x to the thread pool. */
 static void start_verify(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
+  if (atomic_fetch_add(&srv->auth_inflight, 1) >= AUTH_INFLIGHT_MAX) {
+    atomic_fetch_sub(&srv->auth_inflight, 1);
+    auth_log(s, POSTERN_LOG_WARN, "auth_failed", s->auth_try, "busy", 0);
+    end_exchange(s, R_TEMP);
+    return;
+  }
   struct auth_job *j = calloc(1, sizeof *j);
   if (j == NULL) {
+    atomic_fetch_sub(&srv->auth_inflight, 1);
     end_exchange(s, R_TEMP);
     return;
   }
@@ -207,6 +222,7 @@ static void start_verify(struct session *s) {
   smtp_server__auth_reset(s); /* the password now lives in the job only */
   uv_timer_stop(&s->timer);   /* the thread pool, not the client, is slow */
   if (uv_queue_work(s->lc->loop, &j->req, work_cb, after_work_cb) != 0) {
+    atomic_fetch_sub(&srv->auth_inflight, 1);
     smtp_auth_wipe(j, sizeof *j);
     free(j);
     auth_log(s, POSTERN_LOG_ERROR, "auth_failed", s->auth_try,

@@ -99,6 +99,7 @@ struct smtp_server {
   int auth_mode; /* enum smtp_auth_mode */
   _Atomic(const struct smtp_auth_users *) users;
   struct smtp_auth_limit *limit; /* shared by the loops, locked inside */
+  atomic_uint auth_inflight;     /* verifications on the thread pool */
   struct smtp_server_handlers h;
   void *ud;
   atomic_uint nsessions;
