@@ -24,6 +24,7 @@
 #include "engine/config_internal.h"
 
 #include "base/postern_err.h"
+#include "net/smtp_auth.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -174,6 +175,8 @@ static void free_listens(const struct config__dir *d, void *obj) {
   struct config_listen *l = config__arr_items(field);
   for (size_t i = 0; i < config__arr_count(field); i++) {
     free(l[i].addr.text);
+    smtp_auth_users_free(l[i].users);
+    l[i].users = NULL;
     config__free_block(d->sub, &l[i]);
   }
   config__arr_reset(field);

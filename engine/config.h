@@ -115,12 +115,22 @@ struct config_cidr {
   unsigned prefix;  /* 0..32 or 0..128 */
 };
 
+struct smtp_auth_users; /* net/smtp_auth.h */
+
 /* listen ADDR:PORT { ... } - one SMTP listener (relay ingress). */
 struct config_listen {
   struct config_addr addr;
-  struct config_cidr *accept_from; /* clients allowed to relay */
+  /* Clients allowed to relay; with `auth required` and no accept_from
+   * given, everyone (0.0.0.0/0 ::/0): the login is the check. */
+  struct config_cidr *accept_from;
   size_t accept_from_count;
-  uint64_t max_message_size; /* bytes */
+  /* SMTP AUTH (RFC 4954): enum smtp_auth_mode of net/smtp_auth.h; off,
+   * optional (login OR accept_from), required (login AND accept_from). */
+  int auth;
+  char *users_file;              /* NULL: none; needs tls_cert */
+  struct smtp_auth_users *users; /* users_file parsed, owned */
+  uint32_t auth_max_failures;    /* per client address, before 421 */
+  uint64_t max_message_size;     /* bytes */
   uint32_t max_recipients;
   uint32_t max_sessions;
   char *tls_cert; /* both NULL or both set: STARTTLS offered when set */
@@ -393,5 +403,7 @@ const char *config_mx_level_name(enum policy_mx_level level);
 const char *config_log_level_name(enum postern_log_level level);
 const char *config_log_format_name(enum postern_log_format format);
 const char *config_tls_version_name(enum config_tls_version version);
+/* "off", "optional", "required" (config_listen.auth). */
+const char *config_auth_mode_name(int mode);
 
 #endif

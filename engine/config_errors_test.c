@@ -6,6 +6,8 @@
  */
 #include "engine/config_test_util.h"
 
+#include "net/smtp_auth.h"
+
 #include <unistd.h>
 
 /* ------------------------------------------------------------- errors */
@@ -197,6 +199,20 @@ static const struct err_case err_cases[] = {
       "'tls_cert' needs 'tls_key' in the same listen block"),
     E("listen 127.0.0.1:25 {\n tls_key /k\n}\n", 0, CONFIG, 2, 2,
       "'tls_key' needs 'tls_cert' in the same listen block"),
+    E("listen 127.0.0.1:25 {\n auth required\n}\n", 0, CONFIG, 2, 2,
+      "'auth required' needs 'users FILE' in the same listen block"),
+    E("listen 127.0.0.1:25 {\n auth optional\n}\n", 0, CONFIG, 2, 2,
+      "'auth optional' needs 'users FILE' in the same listen block"),
+    E("listen 127.0.0.1:25 {\n auth maybe\n}\n", 0, CONFIG, 2, 7,
+      "'auth' must be one of off, optional, required; got 'maybe'"),
+    E("listen 127.0.0.1:25 {\n users /u\n auth required\n}\n", 0, CONFIG, 2, 2,
+      "'users' needs 'tls_cert' and 'tls_key' in the same listen block: AUTH "
+      "is offered only over TLS"),
+    E("listen 127.0.0.1:25 {\n tls_cert /c\n tls_key /k\n users "
+      "/nonexistent/users\n}\n",
+      0, CONFIG, 4, 8,
+      "'users': /nonexistent/users: cannot read users file: No such file or "
+      "directory"),
     E("metrics { }\n", 1, CONFIG, 2, 1,
       "'metrics' needs 'listen ADDR:PORT' in its block"),
     E("metrics { listen 127.0.0.1 }\n", 1, CONFIG, 2, 18,
@@ -589,6 +605,64 @@ static void test_example(void **state) {
   free(ex);
 }
 
+/* ------------------------------------------------------------ auth users */
+
+/* A users file is read with the configuration: its errors name it with
+ * line and column; `auth required` without accept_from lets everyone
+ * connect, with accept_from (and with `optional`) the list stays. */
+static void test_auth_users(void **state) {
+  (void)state;
+  char dir[] = "/tmp/postern-cfg-auth-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char users[256], hash[400];
+  snprintf(users, sizeof users, "%s/users", dir);
+  assert_int_equal(smtp_auth_hash_password("pw", "$6$", hash, sizeof hash), 0);
+  FILE *f = fopen(users, "w");
+  fprintf(f, "# ok\nalice:%s\nbob:$1$abcdefgh$abcdefghijklmnopqrstuv\n", hash);
+  fclose(f);
+  char text[1024];
+  snprintf(text, sizeof text,
+           "listen 127.0.0.1:25 {\n tls_cert /c\n tls_key /k\n"
+           " auth required\n users %s\n}\n",
+           users);
+  struct postern_config *cfg = NULL;
+  struct config_error err;
+  assert_int_equal(config_parse("a.conf", text, strlen(text), &cfg, &err),
+                   POSTERN_ECONFIG);
+  assert_string_equal(err.file, users);
+  assert_int_equal(err.line, 3);
+  assert_int_equal(err.col, 5);
+  assert_non_null(strstr(err.message, "unknown or weak hash method"));
+  /* A good file. */
+  f = fopen(users, "w");
+  fprintf(f, "alice:%s\n", hash);
+  fclose(f);
+  assert_int_equal(config_parse("a.conf", text, strlen(text), &cfg, &err), 0);
+  const struct config_listen *l = &cfg->listens[0];
+  assert_int_equal(l->auth, SMTP_AUTH_REQUIRED);
+  assert_string_equal(smtp_auth_users_hash(l->users, "alice"), hash);
+  assert_int_equal(l->accept_from_count, 2);
+  assert_string_equal(l->accept_from[0].text, "0.0.0.0/0");
+  assert_string_equal(l->accept_from[1].text, "::/0");
+  assert_round_trip(cfg);
+  config_free(cfg);
+  /* required with accept_from: the list stays; optional: the default. */
+  static const char *const extra[] = {" accept_from 192.0.2.0/24\n", ""};
+  static const char *const mode[] = {"required", "optional"};
+  static const char *const first[] = {"192.0.2.0/24", "127.0.0.1/32"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(text, sizeof text,
+             "listen 127.0.0.1:25 {\n tls_cert /c\n tls_key /k\n"
+             " auth %s\n users %s\n%s}\n",
+             mode[i], users, extra[i]);
+    assert_int_equal(config_parse("a.conf", text, strlen(text), &cfg, &err), 0);
+    assert_string_equal(cfg->listens[0].accept_from[0].text, first[i]);
+    config_free(cfg);
+  }
+  unlink(users);
+  rmdir(dir);
+}
+
 /* ---------------------------------------------------------- env, load */
 
 static void test_env(void **state) {
@@ -641,7 +715,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_errors),  cmocka_unit_test(test_hostile),
       cmocka_unit_test(test_garbage), cmocka_unit_test(test_example),
-      cmocka_unit_test(test_env),
+      cmocka_unit_test(test_env),     cmocka_unit_test(test_auth_users),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #include "engine/config_internal.h"
 
 #include "base/postern_err.h"
+#include "net/smtp_auth.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ static const char *const tls_level_names[] = {POLICY_TLS_LEVEL_MAP(NAME) NULL};
 static const char *const mx_level_names[] = {POLICY_MX_LEVEL_MAP(NAME) NULL};
 static const char *const tls_version_names[] = {CONFIG_TLS_VERSION_MAP(NAME)
                                                     NULL};
+static const char *const auth_mode_names[] = {SMTP_AUTH_MODE_MAP(NAME) NULL};
 #undef NAME
 
 /* config__t_enum reads and writes an enum field as an int. */
@@ -42,7 +44,8 @@ _Static_assert(sizeof(enum postern_log_level) == sizeof(int) &&
                    sizeof(enum postern_log_format) == sizeof(int) &&
                    sizeof(enum policy_tls_level) == sizeof(int) &&
                    sizeof(enum policy_mx_level) == sizeof(int) &&
-                   sizeof(enum config_tls_version) == sizeof(int),
+                   sizeof(enum config_tls_version) == sizeof(int) &&
+                   sizeof(enum smtp_auth_mode) == sizeof(int),
                "enum fields are int-sized");
 
 static const char *name_of(const char *const *names, size_t n, unsigned v) {
@@ -65,6 +68,9 @@ const char *config_log_format_name(enum postern_log_format f) {
 }
 const char *config_tls_version_name(enum config_tls_version v) {
   return NAME_OF(tls_version_names, v);
+}
+const char *config_auth_mode_name(int mode) {
+  return NAME_OF(auth_mode_names, mode);
 }
 
 /* ------------------------------------------------------------ the schema */
@@ -140,8 +146,87 @@ static const struct config__dir listen_dirs[] = {
      .off = L(timeout_ms),
      .synopsis = "DURATION",
      .help = "idle time allowed for each command or data"},
+    {.name = "auth",
+     .type = &config__t_enum,
+     ONE,
+     .names = auth_mode_names,
+     .def = "off",
+     .off = L(auth),
+     .synopsis = "off|optional|required",
+     .help = "SMTP AUTH over TLS: optional relays for a login or accept_from, "
+             "required for both"},
+    {.name = "users",
+     .type = &config__t_path,
+     ONE,
+     .off = L(users_file),
+     .synopsis = "FILE",
+     .help = "SMTP AUTH users, name:crypt-hash lines",
+     .unset = "no users"},
+    {.name = "auth_max_failures",
+     .type = &config__t_u32,
+     ONE,
+     .min = 1,
+     .max = 1000,
+     .def = "10",
+     .off = L(auth_max_failures),
+     .synopsis = "NUMBER",
+     .help = "failed logins of one client address in 15 minutes before 421"},
 };
 #undef L
+
+/* The last statement named `name` in the block, or NULL. */
+static const struct config__node *child(const struct config__node *st,
+                                        const char *name) {
+  for (size_t i = st->nchildren; i-- > 0;)
+    if (strcmp(st->children[i].name.s, name) == 0)
+      return &st->children[i];
+  return NULL;
+}
+
+/* The SMTP AUTH rules of a listen block: a mode other than off needs a
+ * users file, the users file needs TLS (RFC 4954 §4: we offer AUTH only
+ * under TLS, so plaintext passwords are never invited), and the users
+ * file is read here so that --check and a reload judge it, with its own
+ * file:line:col. With `auth required` and no accept_from, everyone may
+ * connect: the login is what is checked. */
+static int check_listen_auth(struct config__walk *w, struct config_listen *l,
+                             const struct config__node *st) {
+  const struct config__node *a = child(st, "auth"), *u = child(st, "users");
+  if (l->auth != SMTP_AUTH_OFF && l->users_file == NULL)
+    return config__fail(w, a->name.line, a->name.col, POSTERN_ECONFIG,
+                        "'auth %s' needs 'users FILE' in the same listen block",
+                        auth_mode_names[l->auth]);
+  if (l->users_file == NULL)
+    return 0;
+  if (l->tls_cert == NULL)
+    return config__fail(w, u->name.line, u->name.col, POSTERN_ECONFIG,
+                        "'users' needs 'tls_cert' and 'tls_key' in the same "
+                        "listen block: AUTH is offered only over TLS");
+  struct smtp_auth_error e;
+  int rc = smtp_auth_users_load(l->users_file, &l->users, &e);
+  if (rc == POSTERN_ECONFIG) {
+    config__error_set(w->err, l->users_file, e.line, e.col, "%s", e.msg);
+    return rc;
+  }
+  if (rc != 0)
+    return config__fail(w, u->args[0].line, u->args[0].col, POSTERN_ECONFIG,
+                        "'users': %s: %s", l->users_file,
+                        e.msg[0] ? e.msg : postern_strerror(rc));
+  if (l->auth == SMTP_AUTH_REQUIRED && child(st, "accept_from") == NULL) {
+    static const char *const any[] = {"0.0.0.0/0", "::/0"};
+    struct config__word words[2];
+    for (int i = 0; i < 2; i++)
+      words[i] = (struct config__word){.s = (char *)any[i],
+                                       .len = strlen(any[i]),
+                                       .line = st->name.line,
+                                       .col = st->name.col};
+    struct config__node fake = {.name = st->name, .args = words, .nargs = 2};
+    for (size_t i = 0; i < NDIRS(listen_dirs); i++)
+      if (strcmp(listen_dirs[i].name, "accept_from") == 0)
+        return config__t_cidrs.parse(w, &listen_dirs[i], l, &fake);
+  }
+  return 0;
+}
 
 static int check_listen(struct config__walk *w, void *obj,
                         const struct config__node *st) {
@@ -156,7 +241,7 @@ static int check_listen(struct config__walk *w, void *obj,
                             "'%s' needs '%s' in the same listen block", have,
                             miss);
   }
-  return 0;
+  return check_listen_auth(w, l, st);
 }
 
 static const struct config__block listen_block = {

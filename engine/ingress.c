@@ -33,6 +33,13 @@ struct in_txn {
   struct queue_rcpt_in rcpts[];
 };
 
+void engine__ingress_auth_event(void *ud, int result) {
+  (void)ud;
+  metrics_auth(result == SMTP_SERVER_AUTH_OK       ? METRICS_AUTH_OK
+               : result == SMTP_SERVER_AUTH_FAILED ? METRICS_AUTH_FAILED
+                                                   : METRICS_AUTH_THROTTLED);
+}
+
 int engine__ingress_assign_id(void *ud, char *id) {
   (void)ud;
   queue_id_new(id);
@@ -106,6 +113,8 @@ void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
       .body_iovcnt = 1,
       /* RFC 8689 §4.1: MAIL ... REQUIRETLS tags the message. */
       .requiretls = env->requiretls,
+      /* RFC 4954: who logged in, kept with the message (qtool show). */
+      .auth_user = env->auth_user,
       /* Stamped here, so the message the scheduler is handed and the one
        * stored agree (queue_env_of_submission). */
       .arrival_ms = queue_now_ms(r->q),

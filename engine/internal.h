@@ -245,6 +245,8 @@ void engine__job_abandon(struct job *j);
 struct smtp_server_txn;
 struct smtp_server_envelope;
 int engine__ingress_assign_id(void *ud, char *id);
+/* The SMTP server's AUTH outcomes, counted (metrics_auth). */
+void engine__ingress_auth_event(void *ud, int result);
 void engine__ingress_message(void *ud, struct smtp_server_txn *txn,
                              const struct smtp_server_envelope *env,
                              const char *body, size_t len);

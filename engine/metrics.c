@@ -83,6 +83,17 @@ static const char *const tlsrpt_report_names[] = {"sent", "failed", "no_record",
 static atomic_uint_fast64_t tlsrpt_reports[TLSRPT_REPORT_N];
 
 static atomic_uint_fast64_t requiretls_deliveries[3];
+static atomic_uint_fast64_t auth_attempts[3];
+static const char *const auth_names[] = {"ok", "failed", "throttled"};
+
+void metrics_auth(enum metrics_auth result) {
+  if ((unsigned)result < 3)
+    atomic_fetch_add_explicit(&auth_attempts[result], 1, memory_order_relaxed);
+}
+
+uint64_t metrics_get_auth(enum metrics_auth result) {
+  return (unsigned)result < 3 ? atomic_load(&auth_attempts[result]) : 0;
+}
 
 static atomic_int cluster_redis_up;
 
@@ -204,6 +215,14 @@ int metrics_render(const struct metrics_gauges *g, char **out, size_t *len) {
         "%llu\n",
         status_names[st],
         (unsigned long long)atomic_load(&requiretls_deliveries[st]));
+  postern_buf_printf(&b, "# HELP postern_auth_total SMTP AUTH attempts: ok, "
+                         "failed (bad credentials or a malformed exchange), "
+                         "throttled (refused after too many failures).\n"
+                         "# TYPE postern_auth_total counter\n");
+  for (int i = 0; i < 3; i++)
+    postern_buf_printf(&b, "postern_auth_total{result=\"%s\"} %llu\n",
+                       auth_names[i],
+                       (unsigned long long)atomic_load(&auth_attempts[i]));
   postern_buf_printf(
       &b, "# HELP postern_tlsrpt_sessions_total TLS session attempts "
           "counted for TLS reports (RFC 8460), by result type.\n"

@@ -43,6 +43,16 @@ enum metrics_counter {
 /* Delivery outcomes, one per recipient per attempt. */
 enum metrics_status { METRICS_SENT, METRICS_DEFERRED, METRICS_BOUNCED };
 
+/* SMTP AUTH attempts, served as postern_auth_total{result="..."}. */
+enum metrics_auth {
+  METRICS_AUTH_OK,
+  METRICS_AUTH_FAILED,
+  METRICS_AUTH_THROTTLED
+};
+/* Any thread. */
+void metrics_auth(enum metrics_auth result);
+uint64_t metrics_get_auth(enum metrics_auth result);
+
 void metrics_inc(enum metrics_counter c);
 void metrics_delivery(enum metrics_status st, enum policy_mx_level mx,
                       enum policy_tls_level tls);

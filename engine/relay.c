@@ -20,6 +20,7 @@
 #include "engine/metrics.h"
 #include "net/dns.h"
 #include "net/https.h"
+#include "net/smtp_auth.h"
 #include "net/smtp_server.h"
 #include "net/tls.h"
 #include "policy/chain.h"
@@ -45,6 +46,9 @@ struct retired {
   struct worker_task *tasks;
 };
 static struct retired *retired_list;
+/* The listen block each server was started from (in the first
+ * configuration, which a reload retires but never frees). */
+static const struct config_listen **server_listen;
 
 static uv_async_t main_wake;
 static struct metrics_server *metrics_srv;
@@ -178,6 +182,23 @@ static void on_signal(uv_signal_t *s, int signum) {
       policy_chain_free(nchain);
       return;
     }
+    /* The AUTH users of each listener go to its running server (the one
+     * thing of a listen block a reload changes): the listen blocks are
+     * matched by address; the old tables stay with the retired config. */
+    for (size_t i = 0; i < r->nservers; i++) {
+      const struct config_listen *ol = server_listen[i];
+      for (size_t k = 0; k < ncfg->listen_count; k++) {
+        const struct config_listen *nl = &ncfg->listens[k];
+        if (strcmp(ol->addr.text, nl->addr.text) == 0 && ol->users != NULL &&
+            nl->users != NULL) {
+          smtp_server_set_users(r->servers[i], nl->users);
+          char n[32];
+          snprintf(n, sizeof n, "%zu", smtp_auth_users_count(nl->users));
+          postern_log(POSTERN_LOG_INFO, "auth_users_reloaded", "listen",
+                      nl->addr.text, "file", nl->users_file, "users", n, NULL);
+        }
+      }
+    }
     old->cfg = r->cfg;
     old->chain = r->chain;
     old->next = retired_list;
@@ -293,8 +314,9 @@ static int start_servers(struct relay *r) {
   const struct postern_config *cfg = r->cfg;
   r->servers = calloc(cfg->listen_count, sizeof *r->servers);
   r->server_tls = calloc(cfg->listen_count, sizeof *r->server_tls);
+  server_listen = calloc(cfg->listen_count, sizeof *server_listen);
   uv_loop_t **loops = calloc((size_t)r->pool.n, sizeof *loops);
-  if (!r->servers || !r->server_tls || !loops) {
+  if (!r->servers || !r->server_tls || !server_listen || !loops) {
     free(loops);
     return POSTERN_ENOMEM;
   }
@@ -303,6 +325,7 @@ static int start_servers(struct relay *r) {
   static const struct smtp_server_handlers handlers = {
       .assign_id = engine__ingress_assign_id,
       .message = engine__ingress_message,
+      .auth_event = engine__ingress_auth_event,
   };
   int rc = 0;
   for (size_t i = 0; i < cfg->listen_count; i++) {
@@ -338,6 +361,9 @@ static int start_servers(struct relay *r) {
         .max_sessions = l->max_sessions,
         .timeout_ms = l->timeout_ms,
         .tls = r->server_tls[i],
+        .auth_mode = l->auth,
+        .users = l->users,
+        .auth_max_failures = l->auth_max_failures,
     };
     if (nacl == 0) {
       /* accept_from with nothing usable must not mean "everyone". */
@@ -351,11 +377,13 @@ static int start_servers(struct relay *r) {
                   "error", postern_strerror(rc), NULL);
       break;
     }
+    server_listen[r->nservers] = l;
     r->nservers++;
     char port[16];
     snprintf(port, sizeof port, "%u", smtp_server_port(r->servers[i]));
     postern_log(POSTERN_LOG_INFO, "listening", "listen", l->addr.text, "port",
-                port, "tls", l->tls_cert ? "starttls" : "none", NULL);
+                port, "tls", l->tls_cert ? "starttls" : "none", "auth",
+                config_auth_mode_name(l->auth), NULL);
   }
   free(loops);
   return rc;
@@ -475,6 +503,8 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
     tls_ctx_free(r->server_tls[i]);
   free(r->server_tls);
   free(r->servers);
+  free(server_listen);
+  server_listen = NULL;
   free(drain_tasks);
   drain_tasks = NULL;
   tls_ctx_free(r->client_tls);

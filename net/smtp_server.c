@@ -49,9 +49,27 @@ int smtp_server_start(uv_loop_t **loops, unsigned nloops,
   srv->max_junk = o->max_junk_commands ? o->max_junk_commands : 100;
   srv->max_errors = o->max_errors ? o->max_errors : 20;
   srv->greet_delay_ms = o->greet_delay_ms;
+  srv->auth_mode = o->auth_mode;
+  atomic_store(&srv->users, o->users);
+  if (o->auth_mode != SMTP_AUTH_OFF) {
+    /* AUTH only under TLS, and against a users table. */
+    if (o->tls == NULL || o->users == NULL) {
+      free(srv);
+      return POSTERN_EINVAL;
+    }
+    struct smtp_auth_limit_opts lo;
+    smtp_auth_limit_defaults(&lo);
+    if (o->auth_max_failures)
+      lo.addr_refuse = o->auth_max_failures;
+    if (smtp_auth_limit_new(&lo, &srv->limit) != 0) {
+      free(srv);
+      return POSTERN_ENOMEM;
+    }
+  }
   if (o->hostname) {
     if (strlen(o->hostname) >= sizeof srv->hostname ||
         !smtp_server__helo_ok(o->hostname, strlen(o->hostname))) {
+      smtp_auth_limit_free(srv->limit);
       free(srv);
       return POSTERN_EINVAL;
     }
@@ -65,6 +83,7 @@ int smtp_server_start(uv_loop_t **loops, unsigned nloops,
   srv->lcs = calloc(nloops, sizeof *srv->lcs);
   int *fds = calloc(nloops, sizeof *fds);
   if (srv->accept == NULL || srv->lcs == NULL || fds == NULL) {
+    smtp_auth_limit_free(srv->limit);
     free(fds);
     free(srv->accept);
     free(srv->lcs);
@@ -84,6 +103,7 @@ int smtp_server_start(uv_loop_t **loops, unsigned nloops,
   struct sockaddr_storage a = srv->addr;
   r = smtp_server__open_listeners(&a, fds, nloops, &srv->port);
   if (r < 0) {
+    smtp_auth_limit_free(srv->limit);
     free(fds);
     free(srv->accept);
     free(srv->lcs);
@@ -105,6 +125,11 @@ int smtp_server_start(uv_loop_t **loops, unsigned nloops,
   }
   *out = srv;
   return 0;
+}
+
+void smtp_server_set_users(struct smtp_server *srv,
+                           const struct smtp_auth_users *users) {
+  atomic_store(&srv->users, users);
 }
 
 unsigned smtp_server_sessions(const struct smtp_server *srv) {

@@ -20,8 +20,17 @@
  *
  * Extensions offered: PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
  * SMTPUTF8, DSN, CHUNKING (BDAT), STARTTLS when a TLS context is
- * configured, and REQUIRETLS (RFC 8689) on a session protected by TLS
- * only. Not offered: BINARYMIME, AUTH, ETRN, EXPN (502).
+ * configured, and REQUIRETLS (RFC 8689) and AUTH PLAIN LOGIN (RFC 4954,
+ * when auth_mode is not off) on a session protected by TLS only. Not
+ * offered: BINARYMIME, ETRN, EXPN (502).
+ *
+ * AUTH (smtp_server_auth.c): before TLS an AUTH gets 538 5.7.11; the
+ * password is checked with crypt_rn on libuv's thread pool (never on the
+ * loop), an unknown user against a dummy hash of the same cost, with the
+ * same reply (no user name oracle); failures per client address and user
+ * name are delayed, then refused (net/smtp_auth.h, the limiter). Who may
+ * relay: auth_mode off: accept_from (at connect); optional: a login OR
+ * accept_from (at MAIL); required: accept_from (at connect) AND a login.
  *
  * Input rules (RFC 5321 §2.3.8, §4.5.3.1): command lines end in CRLF and
  * are at most 512 octets; message lines at most 1000 octets with CRLF. A
@@ -44,6 +53,7 @@
 struct smtp_server;
 struct smtp_server_txn;
 struct tls_ctx;
+struct smtp_auth_users;
 
 /* Longest queue id the engine may assign (without the terminating NUL). */
 #define SMTP_SERVER_ID_MAX 63
@@ -76,6 +86,20 @@ struct smtp_server_opts {
   /* Server TLS context (net/tls.h) enabling STARTTLS; NULL: none. Borrowed:
    * must outlive the server. */
   struct tls_ctx *tls;
+  /* SMTP AUTH: enum smtp_auth_mode (net/smtp_auth.h); anything but off
+   * needs `tls` and `users`. Borrowed: a table stays valid until the
+   * server has closed, also after smtp_server_set_users replaced it. */
+  int auth_mode;
+  const struct smtp_auth_users *users;
+  /* Failed logins per client address in 15 minutes before 421 [10]. */
+  uint32_t auth_max_failures;
+};
+
+/* Outcomes of AUTH attempts, for the engine's counters. */
+enum smtp_server_auth_result {
+  SMTP_SERVER_AUTH_OK,
+  SMTP_SERVER_AUTH_FAILED,    /* bad credentials, malformed message */
+  SMTP_SERVER_AUTH_THROTTLED, /* refused by the limiter */
 };
 
 /* DSN NOTIFY= flags (RFC 3461 §4.1). 0 means the parameter was absent. */
@@ -116,10 +140,11 @@ struct smtp_server_envelope {
   const char *helo;         /* EHLO/HELO argument as sent */
   const char *client_ip;    /* "192.0.2.1" / "2001:db8::1" */
   const struct sockaddr *client_addr;
-  bool tls;            /* the message came over STARTTLS */
-  bool requiretls;     /* MAIL ... REQUIRETLS (RFC 8689 §4.1); only with tls */
-  const char *id;      /* id from assign_id() */
-  unsigned loop_index; /* which of the loops (0..nloops-1) */
+  bool tls;        /* the message came over STARTTLS */
+  bool requiretls; /* MAIL ... REQUIRETLS (RFC 8689 §4.1); only with tls */
+  const char *auth_user; /* who logged in (AUTH), NULL: nobody */
+  const char *id;        /* id from assign_id() */
+  unsigned loop_index;   /* which of the loops (0..nloops-1) */
 };
 
 struct smtp_server_handlers {
@@ -145,6 +170,9 @@ struct smtp_server_handlers {
   void (*message)(void *ud, struct smtp_server_txn *txn,
                   const struct smtp_server_envelope *env, const char *body,
                   size_t len);
+  /* Optional: an AUTH attempt ended (enum smtp_server_auth_result). On the
+   * session's loop. */
+  void (*auth_event)(void *ud, int result);
 };
 
 /*
@@ -202,6 +230,14 @@ void smtp_server_stop(struct smtp_server *srv);
  */
 void smtp_server_close(struct smtp_server *srv, void (*closed_cb)(void *ud),
                        void *ud);
+
+/*
+ * Replaces the AUTH users table (a reload). Any thread; sessions take the
+ * new table for their next login. The old table must stay valid until the
+ * server has closed (a verification may be reading it).
+ */
+void smtp_server_set_users(struct smtp_server *srv,
+                           const struct smtp_auth_users *users);
 
 /* Sessions currently open across all loops (for metrics and tests). */
 unsigned smtp_server_sessions(const struct smtp_server *srv);

@@ -165,6 +165,7 @@ void smtp_server__session_free(struct session *s) {
     postern_log_end(&r);
   }
   smtp_server__txn_reset(s);
+  smtp_server__auth_reset(s);
   stream_free(&s->io);
   tls_conn_free(s->tls_pending);
   free(s->tls_rbuf);
@@ -180,7 +181,7 @@ static void on_handle_close(uv_handle_t *h) {
   if (--s->open_handles > 0)
     return;
   smtp_server__set_state(s, SMTP_SERVER__S_CLOSED);
-  if (!s->txn_pending)
+  if (smtp_server__session_idle(s))
     smtp_server__session_free(s);
 }
 
@@ -369,8 +370,7 @@ void smtp_server__session_accept(struct loop_ctx *lc, uv_stream_t *server) {
   uv_tcp_nodelay(&s->io.tcp, 1);
   smtp_server__log(s, POSTERN_LOG_INFO, "smtpd_connect", NULL);
 
-  if (!cidr_list_match(srv->accept, srv->naccept,
-                       (const struct sockaddr *)&s->peer)) {
+  if (!smtp_server__auth_connect_ok(srv, (const struct sockaddr *)&s->peer)) {
     /* Never an open relay: refuse before any command can be given. */
     smtp_server__log(s, POSTERN_LOG_WARN, "smtpd_reject", "accept_from");
     smtp_server__reply(s, "554 5.7.1 Access denied: client not in accept_from");

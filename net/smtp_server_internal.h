@@ -17,6 +17,10 @@
 /* RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF;
  * §4.5.3.1.6: a text line is at most 1000 octets including CRLF. */
 #define SMTP_SERVER__CMD_LINE_MAX 512
+/* RFC 4954 §4: the AUTH command carries an initial response, and its line
+ * may be longer (12288 octets there); we take as long a line as for the
+ * exchange's responses (SMTP_AUTH_LINE_MAX of net/smtp_auth.h). */
+#define SMTP_SERVER__AUTH_LINE_MAX 1100
 #define SMTP_SERVER__TEXT_LINE_MAX 1000
 /* RFC 5321 §4.5.3.1.1-3. */
 #define SMTP_SERVER__LOCAL_MAX 64
@@ -47,7 +51,8 @@ enum smtp_server__parse {
   X(EXPN, "EXPN")                                                              \
   X(HELP, "HELP")                                                              \
   X(STARTTLS, "STARTTLS")                                                      \
-  X(BDAT, "BDAT")
+  X(BDAT, "BDAT")                                                              \
+  X(AUTH, "AUTH")
 
 enum smtp_server__verb {
 #define SMTP_SERVER__VERB_ENUM(name, str) SMTP_SERVER__V_##name,
@@ -82,6 +87,13 @@ struct smtp_server__cmd {
   /* REQUIRETLS (RFC 8689 §2: no value). Only syntax here: whether the
    * session may use it (TLS) is the session's to decide. */
   bool requiretls;
+  /* MAIL ... AUTH=xtext or AUTH=<> (RFC 4954 §5): syntax checked, the
+   * value is the client's claim about the submitter; n == 0: absent. */
+  struct smtp_server__str auth_param;
+  /* AUTH mechanism [initial-response] (RFC 4954 §4): the mechanism in
+   * `arg`, the initial response here (p == NULL: none; "=" is the empty
+   * one). Whether the mechanism is known is the session's to decide. */
+  struct smtp_server__str auth_ir;
   /* BDAT (RFC 3030): chunk size in `size` (saturating), LAST flag. */
   bool last;
   /* RCPT parameters. */
@@ -97,7 +109,7 @@ struct smtp_server__cmd {
 
 /*
  * Parses the first command line of buf[0..len).
- *  NEED_MORE   no LF yet and fewer than SMTP_SERVER__CMD_LINE_MAX bytes.
+ *  NEED_MORE   no LF yet and fewer bytes than smtp_server__cmd_line_max().
  *  OK          *cmd filled; cmd->consumed bytes used.
  *  PROTO_ERROR cmd->reply says why (500 5.5.2 line too long, bare LF, NUL;
  *              500 5.5.1 unknown command; 501 syntax; 555 unknown
@@ -107,6 +119,11 @@ struct smtp_server__cmd {
  */
 enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
                                                struct smtp_server__cmd *cmd);
+
+/* The longest line (CRLF included) the command at buf[0..len) may have:
+ * SMTP_SERVER__AUTH_LINE_MAX when it starts with "AUTH " (any case),
+ * SMTP_SERVER__CMD_LINE_MAX otherwise. Pure. */
+size_t smtp_server__cmd_line_max(const char *buf, size_t len);
 
 /* Validates a mailbox (RFC 5321 §4.1.2 Mailbox, RFC 6531 UTF-8 forms).
  * *utf8 tells whether non-ASCII occurred. */
@@ -156,6 +173,8 @@ smtp_server__data_scan(const char *buf, size_t len, bool midline,
   X(CHUNKING, "chunking")                                                      \
   X(QUEUEING, "queueing")                                                      \
   X(TLS_HANDSHAKE, "tls_handshake")                                            \
+  X(AUTH, "auth")                                                              \
+  X(AUTH_CHECK, "auth_check")                                                  \
   X(CLOSING, "closing")                                                        \
   X(CLOSED, "closed")
 

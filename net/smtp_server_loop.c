@@ -41,6 +41,7 @@ static void srv_free(struct smtp_server *srv) {
     pthread_mutex_destroy(&srv->lcs[i].mu);
   free(srv->lcs);
   free(srv->accept);
+  smtp_auth_limit_free(srv->limit);
   free(srv);
 }
 

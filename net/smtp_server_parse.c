@@ -396,6 +396,15 @@ static enum smtp_server__parse parse_params(const char *p, size_t n,
       if (v)
         return fail(c, "501 5.5.4 REQUIRETLS takes no value");
       c->requiretls = true;
+    } else if (is_mail && ieq(kw, kn, "AUTH")) {
+      /* RFC 4954 §5: AUTH=<> or AUTH=xtext-encoded mailbox. Accepted from
+       * any client and not trusted: it only says who submitted. */
+      bit = 256;
+      if (!v || vn > SMTP_SERVER__PATH_MAX * 3 ||
+          !(ieq(v, vn, "<>") || smtp_syntax_xtext_ok(v, vn)))
+        return fail(c, "501 5.5.4 Bad AUTH parameter");
+      c->auth_param.p = v;
+      c->auth_param.n = vn;
     } else if (!is_mail && ieq(kw, kn, "NOTIFY")) {
       bit = 32;
       if (!v || !parse_notify(v, vn, &c->notify))
@@ -441,14 +450,19 @@ static enum smtp_server__parse parse_mail_rcpt(const char *a, size_t n,
   return parse_params(a, n, is_mail, c);
 }
 
+size_t smtp_server__cmd_line_max(const char *buf, size_t len) {
+  return len >= 5 && ieq(buf, 5, "AUTH ") ? SMTP_SERVER__AUTH_LINE_MAX
+                                          : SMTP_SERVER__CMD_LINE_MAX;
+}
+
 enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
                                                struct smtp_server__cmd *c) {
   memset(c, 0, sizeof *c);
-  size_t scan =
-      len < SMTP_SERVER__CMD_LINE_MAX ? len : SMTP_SERVER__CMD_LINE_MAX;
+  size_t max = smtp_server__cmd_line_max(buf, len);
+  size_t scan = len < max ? len : max;
   const char *lf = memchr(buf, '\n', scan);
   if (lf == NULL) {
-    if (len >= SMTP_SERVER__CMD_LINE_MAX) {
+    if (len >= max) {
       c->consumed = 0;
       return fail(c, R_TOO_LONG);
     }
@@ -516,6 +530,22 @@ enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
       c->last = true;
     }
     c->has_size = true;
+    return SMTP_SERVER__OK;
+  }
+  case SMTP_SERVER__V_AUTH: {
+    /* RFC 4954 §4: "AUTH" SP sasl-mech [SP initial-response] */
+    size_t k = 0;
+    while (k < an && a[k] != ' ')
+      k++;
+    if (k == 0 || k > 20)
+      return fail(c, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    c->arg.n = k;
+    if (k < an) {
+      c->auth_ir.p = a + k + 1;
+      c->auth_ir.n = an - k - 1;
+      if (c->auth_ir.n == 0 || memchr(c->auth_ir.p, ' ', c->auth_ir.n))
+        return fail(c, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    }
     return SMTP_SERVER__OK;
   }
   case SMTP_SERVER__V_DATA:

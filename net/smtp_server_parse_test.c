@@ -69,7 +69,21 @@ static const struct cmd_case cmd_cases[] = {
     {"BDAT -1\r\n", ERR, V(BDAT), "501 5.5.4"},
     {"BDAT 10 NOTLAST\r\n", ERR, V(BDAT), "501 5.5.4"},
     {"BDAT 10 LAST x\r\n", ERR, V(BDAT), "501 5.5.4"},
-    {"AUTH PLAIN\r\n", ERR, V(NONE), "500 5.5.1"},
+    /* AUTH (RFC 4954 §4): the mechanism in arg, any initial response
+     * apart; which mechanisms exist is the session's business. */
+    {"AUTH PLAIN\r\n", OK, V(AUTH), "PLAIN"},
+    {"auth login dXNlcg==\r\n", OK, V(AUTH), "login"},
+    {"AUTH PLAIN =\r\n", OK, V(AUTH), "PLAIN"},
+    {"AUTH CRAM-MD5\r\n", OK, V(AUTH), "CRAM-MD5"},
+    {"AUTH\r\n", ERR, V(AUTH), "501 5.5.4"},
+    {"AUTH PLAIN a b\r\n", ERR, V(AUTH), "501 5.5.4"},
+    {"AUTH ABCDEFGHIJKLMNOPQRSTU\r\n", ERR, V(AUTH), "501 5.5.4"},
+    {"MAIL FROM:<a@b> AUTH=<>\r\n", OK, V(MAIL), "a@b"},
+    {"MAIL FROM:<a@b> AUTH=u+2Bx@b\r\n", OK, V(MAIL), "a@b"},
+    {"MAIL FROM:<a@b> AUTH=\r\n", ERR, V(MAIL), "501 5.5.4"},
+    {"MAIL FROM:<a@b> AUTH=a+zz\r\n", ERR, V(MAIL), "501 5.5.4 Bad AUTH"},
+    {"MAIL FROM:<a@b> AUTH=<> AUTH=<>\r\n", ERR, V(MAIL), "501 5.5.4"},
+    {"RCPT TO:<a@b> AUTH=<>\r\n", ERR, V(RCPT), "555 5.5.4"},
     {"MAILFROM:<a@b>\r\n", ERR, V(NONE), "500 5.5.1"},
     {"\r\n", ERR, V(NONE), "500 5.5.1"},
     {"GET / HTTP/1.1\r\n", ERR, V(NONE), "500 5.5.1"},
@@ -163,7 +177,7 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b.example> ENVID=0123456789012345678901234567890123456789"
      "0123456789012345678901234567890123456789012345678901234567890\r\n",
      ERR, V(MAIL), "501 5.5.4 Bad ENVID"},
-    {"MAIL FROM:<a@b.example> AUTH=<>\r\n", ERR, V(MAIL), "555 5.5.4"},
+    {"MAIL FROM:<a@b.example> AUTH=<>\r\n", OK, V(MAIL), "a@b.example"},
     {"MAIL FROM:<a@b.example> NOTIFY=NEVER\r\n", ERR, V(MAIL), "555 5.5.4"},
     {"MAIL FROM:<a@b.example> X-FOO\r\n", ERR, V(MAIL), "555 5.5.4"},
     {"MAIL FROM:<a@b.example> =x\r\n", ERR, V(MAIL), "501 5.5.4"},
@@ -270,6 +284,19 @@ static void test_mail_params(void **state) {
   assert_false(c.addr_utf8);
   assert_false(c.requiretls);
 
+  l = "MAIL FROM:<a@b.example> AUTH=e+3Dmc2@b.example\r\n";
+  assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);
+  assert_int_equal(c.auth_param.n, 17);
+  assert_memory_equal(c.auth_param.p, "e+3Dmc2@b.example", 17);
+  l = "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n";
+  assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);
+  assert_int_equal(c.arg.n, 5);
+  assert_int_equal(c.auth_ir.n, 20);
+  assert_memory_equal(c.auth_ir.p, "AGFsaWNlAHNlY3JldA==", 20);
+  l = "AUTH LOGIN\r\n";
+  assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);
+  assert_null(c.auth_ir.p);
+
   l = "MAIL FROM:<a@b.example> SMTPUTF8 ReQuIrEtLs BODY=7BIT\r\n";
   assert_int_equal(smtp_server__cmd_parse(l, strlen(l), &c), OK);
   assert_true(c.requiretls);
@@ -375,6 +402,30 @@ static void test_line_length(void **state) {
   buf[511] = '\r';
   buf[512] = '\n'; /* 513 octets */
   assert_int_equal(smtp_server__cmd_parse(buf, 513, &c), ERR);
+  assert_int_equal(c.consumed, 0);
+
+  /* RFC 4954 §4: AUTH with an initial response may be longer, up to
+   * SMTP_SERVER__AUTH_LINE_MAX; one octet more is too long. */
+  memset(buf, 'A', sizeof buf);
+  memcpy(buf, "auth PLAIN ", 11);
+  assert_int_equal(smtp_server__cmd_line_max(buf, 5),
+                   SMTP_SERVER__AUTH_LINE_MAX);
+  assert_int_equal(smtp_server__cmd_line_max("AUTHX", 5),
+                   SMTP_SERVER__CMD_LINE_MAX);
+  assert_int_equal(smtp_server__cmd_line_max("AUTH", 4),
+                   SMTP_SERVER__CMD_LINE_MAX);
+  memcpy(buf + 1098, "\r\n", 2);
+  assert_int_equal(smtp_server__cmd_parse(buf, 1100, &c), OK);
+  assert_int_equal(c.verb, V(AUTH));
+  assert_int_equal(c.auth_ir.n, 1098 - 11);
+  assert_int_equal(smtp_server__cmd_parse(buf, 900, &c), MORE);
+  buf[1098] = 'A';
+  memcpy(buf + 1099, "\r\n", 2);
+  assert_int_equal(smtp_server__cmd_parse(buf, 1101, &c), ERR);
+  assert_int_equal(c.consumed, 0);
+  /* Only the AUTH verb: the same length with another verb is too long. */
+  memcpy(buf, "NOOP ", 5);
+  assert_int_equal(smtp_server__cmd_parse(buf, 900, &c), ERR);
   assert_int_equal(c.consumed, 0);
 }
 
@@ -552,12 +603,12 @@ static void test_random_input(void **state) {
     enum smtp_server__parse r = smtp_server__cmd_parse(buf, len, &c);
     switch (r) {
     case MORE:
-      assert_true(len < SMTP_SERVER__CMD_LINE_MAX);
+      assert_true(len < smtp_server__cmd_line_max(buf, len));
       assert_null(memchr(buf, '\n', len));
       break;
     case OK:
       assert_true(c.consumed >= 2 && c.consumed <= len &&
-                  c.consumed <= SMTP_SERVER__CMD_LINE_MAX);
+                  c.consumed <= smtp_server__cmd_line_max(buf, len));
       assert_true(buf[c.consumed - 1] == '\n' && buf[c.consumed - 2] == '\r');
       assert_true(c.verb != V(NONE));
       if (c.addr.p)
@@ -570,7 +621,7 @@ static void test_random_input(void **state) {
       assert_true(c.reply[0] == '5' && c.reply[3] == ' ' && c.reply[5] == '.');
       assert_true(c.consumed <= len);
       if (c.consumed == 0)
-        assert_true(len >= SMTP_SERVER__CMD_LINE_MAX);
+        assert_true(len >= smtp_server__cmd_line_max(buf, len));
       break;
     default:
       fail_msg("unexpected answer %d", r);

@@ -32,8 +32,6 @@
 #include <string.h>
 #include <time.h>
 
-static void arm_timer(struct session *s);
-
 /* ---- state ------------------------------------------------------------ */
 
 void smtp_server__set_state(struct session *s, enum smtp_server__state to) {
@@ -102,6 +100,9 @@ static void send_ehlo(struct session *s) {
    * reply after the handshake). */
   if (stream_tls(&s->io) != NULL)
     smtp_server__reply(s, "250-REQUIRETLS");
+  const char *auth = smtp_server__auth_ehlo(s);
+  if (auth != NULL)
+    smtp_server__reply(s, auth);
   smtp_server__reply(s, "250 DSN");
 }
 
@@ -121,8 +122,15 @@ static bool start_body(struct session *s) {
   char date[RFC5322_DATE_MAX];
   rfc5322_date_format(time(NULL), date, sizeof date);
   bool tls = stream_tls(&s->io) != NULL;
-  const char *proto = s->smtputf8 ? (tls ? "UTF8SMTPS" : "UTF8SMTP")
-                      : s->esmtp  ? (tls ? "ESMTPS" : "ESMTP")
+  /* RFC 3848 §1 (RFC 6531 §3.7.4 for UTF8): "A" for an authenticated
+   * client; only ever with "S", AUTH needs TLS here. */
+  bool sa = tls && s->auth_user[0] != '\0';
+  const char *proto = s->smtputf8 ? (sa    ? "UTF8SMTPSA"
+                                     : tls ? "UTF8SMTPS"
+                                           : "UTF8SMTP")
+                      : s->esmtp  ? (sa    ? "ESMTPSA"
+                                     : tls ? "ESMTPS"
+                                           : "ESMTP")
                                   : "SMTP";
   bool v6 = strchr(s->ip, ':') != NULL;
   char fr[SMTP_SERVER__PATH_MAX + 16] = "";
@@ -164,6 +172,11 @@ static void cmd_mail(struct session *s, const struct smtp_server__cmd *c) {
   }
   if (s->st != SMTP_SERVER__S_READY) {
     smtp_server__reply(s, "503 5.5.1 Error: nested MAIL command");
+    return;
+  }
+  const char *refusal = smtp_server__auth_mail_refusal(s);
+  if (refusal != NULL) {
+    smtp_server__reply(s, refusal);
     return;
   }
   if (c->requiretls && stream_tls(&s->io) == NULL) {
@@ -421,6 +434,9 @@ static void handle_cmd(struct session *s, const struct smtp_server__cmd *c) {
   case SMTP_SERVER__V_BDAT:
     cmd_bdat(s, c);
     break;
+  case SMTP_SERVER__V_AUTH:
+    smtp_server__cmd_auth(s, c);
+    break;
   case SMTP_SERVER__V_NONE:
     smtp_server__reply(s, "500 5.5.1 Command unrecognized");
     break;
@@ -478,6 +494,7 @@ static void finish_data(struct session *s) {
   e->client_addr = (const struct sockaddr *)&s->peer;
   e->tls = stream_tls(&s->io) != NULL;
   e->requiretls = s->requiretls && e->tls;
+  e->auth_user = s->auth_user[0] ? s->auth_user : NULL;
   e->id = s->qid;
   e->loop_index = s->lc->index;
   s->txn.s = s;
@@ -509,7 +526,7 @@ static bool data_step(struct session *s) {
   s->data_bad |= l.bad;
   s->data_too_long |= l.too_long;
   if (!was_mid && !l.partial)
-    arm_timer(s); /* a complete line is progress */
+    smtp_server__arm_timer(s); /* a complete line is progress */
   if (s->data_bad || s->data_too_long || s->data_oversize)
     return true; /* rejected at the end; keep reading to the dot */
   size_t content = s->body_len - s->hdr_len;
@@ -602,7 +619,7 @@ static void bdat_step(struct session *s) {
   s->bdat_progress += n;
   if (s->bdat_progress >= SMTP_SERVER__TEXT_LINE_MAX) {
     s->bdat_progress = 0;
-    arm_timer(s); /* a kilobyte is progress */
+    smtp_server__arm_timer(s); /* a kilobyte is progress */
   }
   if (s->bdat_left == 0)
     chunk_done(s);
@@ -635,7 +652,7 @@ static void pump_once(struct session *s) {
     enum smtp_server__state st = s->st;
     if (st == SMTP_SERVER__S_QUEUEING || st == SMTP_SERVER__S_CLOSING ||
         st == SMTP_SERVER__S_TLS_HANDSHAKE || st == SMTP_SERVER__S_GREETING ||
-        st == SMTP_SERVER__S_CLOSED)
+        st == SMTP_SERVER__S_CLOSED || st == SMTP_SERVER__S_AUTH_CHECK)
       break;
     if (smtp_server__busy_writing(s) && s->out_len > OUT_SOFT)
       break;
@@ -648,6 +665,13 @@ static void pump_once(struct session *s) {
     }
     if (st == SMTP_SERVER__S_BDAT) {
       bdat_step(s);
+      continue;
+    }
+    if (st == SMTP_SERVER__S_AUTH) {
+      if (!smtp_server__auth_step(s))
+        break;
+      if (s->st != SMTP_SERVER__S_CLOSING && limits_hit(s))
+        break;
       continue;
     }
     const char *b = s->in + s->in_off;
@@ -674,7 +698,7 @@ static void pump_once(struct session *s) {
       break;
     s->ncmd++;
     s->ncmd_idle++;
-    arm_timer(s);
+    smtp_server__arm_timer(s);
     if (r == SMTP_SERVER__PROTO_ERROR) {
       if (c.consumed == 0)
         s->discard_line = true;
@@ -728,7 +752,7 @@ static void on_handshake(struct tls_conn *t, int status, void *arg) {
   s->helo[0] = '\0';
   s->esmtp = false;
   smtp_server__set_state(s, SMTP_SERVER__S_CONNECTED);
-  arm_timer(s);
+  smtp_server__arm_timer(s);
   /* Decrypted input is pulled by on_read right after this returns. */
 }
 
@@ -772,7 +796,7 @@ void smtp_server__pump(struct session *s) {
   /* After a half-close, once all complete input is answered (nothing waits
    * for the engine or for replies to drain), the session ends. */
   if (s->eof && s->st != SMTP_SERVER__S_QUEUEING &&
-      s->st != SMTP_SERVER__S_CLOSING &&
+      s->st != SMTP_SERVER__S_AUTH_CHECK && s->st != SMTP_SERVER__S_CLOSING &&
       !(smtp_server__busy_writing(s) && s->out_len > OUT_SOFT)) {
     smtp_server__session_close(s);
     return;
@@ -783,13 +807,17 @@ void smtp_server__pump(struct session *s) {
 
 /* ---- timers ----------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t) {
+void smtp_server__on_timer(uv_timer_t *t) {
   struct session *s = t->data;
   struct smtp_server *srv = s->lc->srv;
+  if (s->st == SMTP_SERVER__S_AUTH_CHECK) {
+    smtp_server__auth_timer(s);
+    return;
+  }
   if (s->st == SMTP_SERVER__S_GREETING) {
     smtp_server__set_state(s, SMTP_SERVER__S_CONNECTED);
     smtp_server__replyf(s, "220 %s ESMTP Postern", srv->hostname);
-    arm_timer(s);
+    smtp_server__arm_timer(s);
     smtp_server__pump(s);
     return;
   }
@@ -802,7 +830,7 @@ static void on_timer(uv_timer_t *t) {
   smtp_server__session_close(s);
 }
 
-static void arm_timer(struct session *s) {
+void smtp_server__arm_timer(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
   if (s->st == SMTP_SERVER__S_CLOSING || s->handles_closing)
     return;
@@ -811,7 +839,7 @@ static void arm_timer(struct session *s) {
   uint64_t left = end > now ? end - now : 0;
   uint64_t t = srv->timeout_ms < left ? srv->timeout_ms : left;
   s->timer.data = s;
-  uv_timer_start(&s->timer, on_timer, t, 0);
+  uv_timer_start(&s->timer, smtp_server__on_timer, t, 0);
 }
 
 /* ---- the beginning and the engine's answers --------------------------- */
@@ -820,13 +848,13 @@ void smtp_server__session_begin(struct session *s) {
   struct smtp_server *srv = s->lc->srv;
   smtp_server__update_reading(s);
   if (srv->greet_delay_ms > 0) {
-    uv_timer_start(&s->timer, on_timer, srv->greet_delay_ms, 0);
+    uv_timer_start(&s->timer, smtp_server__on_timer, srv->greet_delay_ms, 0);
     return;
   }
   smtp_server__set_state(s, SMTP_SERVER__S_CONNECTED);
   smtp_server__replyf(s, "220 %s ESMTP Postern", srv->hostname);
   smtp_server__flush(s);
-  arm_timer(s);
+  smtp_server__arm_timer(s);
 }
 
 static void txn_reply(struct session *s, struct smtp_server_txn *t) {
@@ -845,6 +873,8 @@ static void txn_reply(struct session *s, struct smtp_server_txn *t) {
       postern_log_str(&r, "id", id);
       postern_log_str(&r, "client", s->ip);
       postern_log_str(&r, "from", s->env.mail_from);
+      if (s->auth_user[0])
+        postern_log_str(&r, "user", s->auth_user);
       postern_log_uint(&r, "nrcpt", s->nrcpt);
       postern_log_uint(&r, "size", s->body_len - s->hdr_len);
       postern_log_end(&r);
@@ -878,8 +908,9 @@ void smtp_server__txn_finished(struct session *s, struct smtp_server_txn *t) {
   struct loop_ctx *lc = s->lc;
   s->txn_pending = false;
   if (s->st == SMTP_SERVER__S_CLOSED) {
-    smtp_server__session_free(
-        s); /* the client left before the commit finished */
+    /* the client left before the commit finished */
+    if (smtp_server__session_idle(s))
+      smtp_server__session_free(s);
   } else if (!s->handles_closing && s->st == SMTP_SERVER__S_QUEUEING) {
     txn_reply(s, t);
     smtp_server__txn_reset(s);
@@ -889,7 +920,7 @@ void smtp_server__txn_finished(struct session *s, struct smtp_server_txn *t) {
                          "421 4.3.2 Service shutting down, closing connection");
       smtp_server__session_close(s);
     } else {
-      arm_timer(s);
+      smtp_server__arm_timer(s);
       smtp_server__pump(s);
       smtp_server__update_reading(s);
     }

@@ -11,6 +11,8 @@
  *   smtp_server_conn.c    a session's connection: replies out, input in,
  *                         flow control, the close sequence, its memory
  *   smtp_server_session.c the session protocol: the ESMTP state machine
+ *   smtp_server_auth.c    AUTH (RFC 4954): the exchange, off-loop
+ *                         verification, the limiter, who may relay
  *   smtp_server_state.c   state names and the legal transitions (pure)
  *   smtp_server_parse.c   command and DATA line parsers (pure)
  *
@@ -36,6 +38,7 @@
 
 #include "base/postern_log.h"
 #include "net/cidr.h"
+#include "net/smtp_auth.h"
 #include "net/smtp_server.h"
 #include "net/smtp_server_internal.h"
 #include "net/stream.h"
@@ -93,6 +96,10 @@ struct smtp_server {
   uint64_t max_size, timeout_ms, session_timeout_ms, greet_delay_ms;
   uint32_t max_rcpt, max_sessions, max_commands, max_junk, max_errors;
   struct tls_ctx *tls;
+  int auth_mode; /* enum smtp_auth_mode */
+  _Atomic(const struct smtp_auth_users *) users;
+  struct smtp_auth_limit *limit; /* shared by the loops, locked inside */
+  atomic_uint auth_inflight;     /* verifications on the thread pool */
   struct smtp_server_handlers h;
   void *ud;
   atomic_uint nsessions;
@@ -173,6 +180,14 @@ struct session {
   struct smtp_server_rcpt *env_rcpt;
   struct smtp_server_envelope env;
   struct smtp_server_txn txn;
+
+  /* AUTH (smtp_server_auth.c). */
+  struct smtp_auth_exchange *auth_x; /* in progress; wiped and freed */
+  enum smtp_auth_mech auth_mech;     /* of the last AUTH, for the log */
+  bool auth_pending; /* a verification is on the thread pool: the session's
+                        memory stays until its after-work callback */
+  char auth_try[SMTP_AUTH_NAME_MAX + 1];  /* the name being checked */
+  char auth_user[SMTP_AUTH_NAME_MAX + 1]; /* "" until a login succeeded */
 
   struct tls_conn *tls_pending; /* made by STARTTLS, not yet in use */
   char *tls_rbuf;               /* ciphertext read buffer (TLS only) */
@@ -270,5 +285,44 @@ void smtp_server__txn_reset(struct session *s);
 
 /* The engine's smtp_server_txn_done() reached the session's loop. */
 void smtp_server__txn_finished(struct session *s, struct smtp_server_txn *t);
+
+/* Restarts the idle timer (after a command, a line, a login). */
+void smtp_server__arm_timer(struct session *s);
+
+/* The session's timer: the greeting delay, the idle and session limits,
+ * and in AUTH_CHECK the limiter's delay. */
+void smtp_server__on_timer(uv_timer_t *t);
+
+/* ---- smtp_server_auth.c ---------------------------------------------- */
+
+/* The AUTH command (READY, after EHLO). */
+void smtp_server__cmd_auth(struct session *s, const struct smtp_server__cmd *c);
+
+/* In AUTH: takes the client's next response line from the input. Returns
+ * false when more input is needed. */
+bool smtp_server__auth_step(struct session *s);
+
+/* The limiter's delay of an attempt ran out (the session's timer in
+ * AUTH_CHECK): the verification starts. */
+void smtp_server__auth_timer(struct session *s);
+
+/* The EHLO line for AUTH, or NULL when not offered on this session. */
+const char *smtp_server__auth_ehlo(const struct session *s);
+
+/* Whether the session may start a transaction (MAIL); NULL, or the reply
+ * that refuses it. */
+const char *smtp_server__auth_mail_refusal(const struct session *s);
+
+/* Whether the server accepts the client at connect (accept_from applies
+ * there unless auth is optional: then at MAIL). */
+bool smtp_server__auth_connect_ok(const struct smtp_server *srv,
+                                  const struct sockaddr *peer);
+
+/* Forgets the exchange in progress (wiped). */
+void smtp_server__auth_reset(struct session *s);
+
+/* Whether the session's memory may go (no transaction, no verification
+ * pending). */
+bool smtp_server__session_idle(const struct session *s);
 
 #endif

@@ -33,8 +33,10 @@ static const unsigned legal[] = {
   /* EHLO/HELO accepted */
   [SMTP_SERVER__S_CONNECTED] = S(READY) | END,
   /* MAIL accepted; STARTTLS answered 220 (only after EHLO, outside a
-   * transaction) */
-  [SMTP_SERVER__S_READY] = S(MAIL) | S(TLS_HANDSHAKE) | END,
+   * transaction); AUTH answered 334 (RFC 4954 §4), or its initial
+   * response complete: being checked */
+  [SMTP_SERVER__S_READY] = S(MAIL) | S(TLS_HANDSHAKE) | S(AUTH) |
+                           S(AUTH_CHECK) | END,
   /* first RCPT accepted; RSET, EHLO/HELO */
   [SMTP_SERVER__S_MAIL] = S(RCPT) | S(READY) | END,
   /* DATA answered 354; BDAT accepted: reading its chunk (RFC 3030); RSET,
@@ -50,6 +52,11 @@ static const unsigned legal[] = {
   [SMTP_SERVER__S_CHUNKING] = S(BDAT) | S(READY) | END,
   /* txn_done's reply sent */
   [SMTP_SERVER__S_QUEUEING] = S(READY) | END,
+  /* AUTH: the last response came: being checked; "*", bad base64, a
+   * malformed message: READY with a 501 */
+  [SMTP_SERVER__S_AUTH] = S(AUTH_CHECK) | S(READY) | END,
+  /* the limiter's delay and crypt_rn are over: 235 or 535 */
+  [SMTP_SERVER__S_AUTH_CHECK] = S(READY) | END,
   /* handshake done: RFC 3207 §4.2, all is forgotten, EHLO again */
   [SMTP_SERVER__S_TLS_HANDSHAKE] = S(CONNECTED) | END,
   /* both handles closed */

@@ -46,6 +46,17 @@ static const struct {
     {S(CHUNKING), S(DATA), false},
     {S(QUEUEING), S(READY), true},
     {S(QUEUEING), S(MAIL), false},
+    {S(READY), S(AUTH), true},       /* 334 (RFC 4954 §4) */
+    {S(READY), S(AUTH_CHECK), true}, /* initial response complete */
+    {S(CONNECTED), S(AUTH), false},  /* AUTH needs EHLO */
+    {S(MAIL), S(AUTH), false},       /* no AUTH in a transaction (§4) */
+    {S(RCPT), S(AUTH_CHECK), false},
+    {S(AUTH), S(AUTH_CHECK), true},
+    {S(AUTH), S(READY), true}, /* "*", bad base64 */
+    {S(AUTH), S(MAIL), false},
+    {S(AUTH_CHECK), S(READY), true}, /* 235 or 535 */
+    {S(AUTH_CHECK), S(MAIL), false},
+    {S(AUTH_CHECK), S(AUTH), false},
     {S(TLS_HANDSHAKE), S(CONNECTED), true}, /* RFC 3207 §4.2 */
     {S(TLS_HANDSHAKE), S(READY), false},
     {S(CLOSING), S(CLOSED), true},

@@ -229,6 +229,9 @@ struct queue_msg_in {
    * message; its delivery then requires TLS on every hop). Kept with the
    * message (queue_env.requiretls). */
   bool requiretls;
+  /* The SMTP AUTH user who submitted it (RFC 4954), or NULL. Kept with
+   * the message (queue_env.auth_user). */
+  const char *auth_user;
 };
 
 /*
@@ -281,6 +284,8 @@ struct queue_env {
   bool tls_report;   /* a TLS report the relay made (queue_msg_in) */
   bool requiretls;   /* MAIL ... REQUIRETLS, RFC 8689 (queue_msg_in) */
   bool removed;      /* result callbacks: the message left the queue */
+  /* The SMTP AUTH login, "" when none (queue_msg_in). */
+  const char *auth_user;
   size_t n_rcpts;
   struct queue_rcpt *rcpts;
 };

@@ -49,6 +49,7 @@ int queue__env_of_in(const struct queue_msg_in *m, uint64_t now,
   e->ret = m->ret;
   e->tls_report = m->tls_report;
   e->requiretls = m->requiretls;
+  e->auth_user = m->auth_user ? m->auth_user : "";
   e->arrival_ms = m->arrival_ms ? m->arrival_ms : now;
   e->size = queue__in_size(m);
   e->n_rcpts = m->n_rcpts;

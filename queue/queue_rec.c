@@ -168,6 +168,10 @@ struct rec_rcpt {
 /* RFC 8689 REQUIRETLS. Records written before it have the bit clear, so
  * they read as false. */
 #define REC_FLAG_REQUIRETLS 4u
+/* An SMTP AUTH user follows the recipients (one more string). Records
+ * written before it, and those of messages submitted without a login,
+ * have the bit clear and end after the recipients: they read as "". */
+#define REC_FLAG_AUTH_USER 8u
 
 static size_t slen(const char *s) {
   return s ? strlen(s) : 0;
@@ -191,6 +195,8 @@ size_t queue__rec_size(const struct queue_env *e) {
     n += sizeof(struct rec_rcpt) + 4 * 4 + slen(r->addr) + slen(r->orcpt) +
          status_len(r->status) + reply_len(r->reply);
   }
+  if (slen(e->auth_user) > 0)
+    n += 4 + slen(e->auth_user);
   return n;
 }
 
@@ -209,7 +215,8 @@ void queue__rec_write(const struct queue_env *e, unsigned char *dst) {
   h.ret = (uint8_t)e->ret;
   h.flags = (uint8_t)((e->delay_warned ? REC_FLAG_WARNED : 0) |
                       (e->tls_report ? REC_FLAG_TLS_REPORT : 0) |
-                      (e->requiretls ? REC_FLAG_REQUIRETLS : 0));
+                      (e->requiretls ? REC_FLAG_REQUIRETLS : 0) |
+                      (slen(e->auth_user) > 0 ? REC_FLAG_AUTH_USER : 0));
   h.n_rcpts = (uint32_t)e->n_rcpts;
   h.arrival_ms = e->arrival_ms;
   h.next_ms = e->next_ms;
@@ -235,6 +242,8 @@ void queue__rec_write(const struct queue_env *e, unsigned char *dst) {
     p = put_str(p, r->status, status_len(r->status));
     p = put_str(p, r->reply, reply_len(r->reply));
   }
+  if (slen(e->auth_user) > 0)
+    put_str(p, e->auth_user, slen(e->auth_user));
 }
 
 struct reader {
@@ -270,8 +279,9 @@ int queue__rec_decode(const void *data, size_t len, const char *id,
   /* Each recipient takes at least its fixed part and four lengths. */
   if (h.n_rcpts > (len - sizeof h) / (sizeof(struct rec_rcpt) + 16))
     return POSTERN_EQCORRUPT;
+  /* The strings take at most the record's bytes plus one NUL each. */
   size_t total = sizeof(struct queue_env) +
-                 h.n_rcpts * sizeof(struct queue_rcpt) + len + 4 +
+                 h.n_rcpts * sizeof(struct queue_rcpt) + len + 5 +
                  4 * (size_t)h.n_rcpts;
   struct queue_env *e = calloc(1, total);
   if (!e)
@@ -318,6 +328,9 @@ int queue__rec_decode(const void *data, size_t len, const char *id,
         (rc = get_str(&rd, &r->status)) || (rc = get_str(&rd, &r->reply)))
       goto fail;
   }
+  e->auth_user = "";
+  if ((h.flags & REC_FLAG_AUTH_USER) && (rc = get_str(&rd, &e->auth_user)))
+    goto fail;
   if (rd.p != rd.end) {
     rc = POSTERN_EQCORRUPT;
     goto fail;

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "base/postern_err.h"
+#include "queue/internal.h"
 #include "queue/queue.h"
 
 #include <pthread.h>
@@ -389,22 +390,28 @@ static void test_commit_readback(void **state) {
   fx_done(&fx);
 }
 
+/* A one-recipient message with a new id (the caller's buffer). */
+static const struct queue_rcpt_in one_rcpt = {"a@x.test", NULL, 0};
+static const char one_body[] = "Subject: t\r\n\r\nhello\r\n";
+static const struct iovec one_iov = {(void *)one_body, sizeof one_body - 1};
+
+static struct queue_msg_in one_msg(char id[QUEUE_ID_LEN + 1]) {
+  queue_id_new(id);
+  return (struct queue_msg_in){.id = id,
+                               .sender = "s@example.org",
+                               .rcpts = &one_rcpt,
+                               .n_rcpts = 1,
+                               .body = &one_iov,
+                               .body_iovcnt = 1,
+                               .arrival_ms = T0};
+}
+
 /* Submits a one-recipient message with the given flags. */
 static int put_flagged(struct queue *q, char id[QUEUE_ID_LEN + 1],
                        bool requiretls, bool tls_report) {
-  struct queue_rcpt_in r = {"a@x.test", NULL, 0};
-  queue_id_new(id);
-  static const char body[] = "Subject: t\r\n\r\nhello\r\n";
-  struct iovec iov = {(void *)body, sizeof body - 1};
-  struct queue_msg_in m = {.id = id,
-                           .sender = "s@example.org",
-                           .rcpts = &r,
-                           .n_rcpts = 1,
-                           .body = &iov,
-                           .body_iovcnt = 1,
-                           .arrival_ms = T0,
-                           .tls_report = tls_report,
-                           .requiretls = requiretls};
+  struct queue_msg_in m = one_msg(id);
+  m.tls_report = tls_report;
+  m.requiretls = requiretls;
   struct queue_env *h;
   assert_int_equal(queue_env_of_submission(&m, &h), 0);
   assert_int_equal(h->requiretls, requiretls);
@@ -420,6 +427,48 @@ static void assert_flags(struct queue *q, const char *id, bool requiretls,
   assert_int_equal(e->requiretls, requiretls);
   assert_int_equal(e->tls_report, tls_report);
   queue_env_free(e);
+}
+
+/* The SMTP AUTH user is kept with the message, through a result update
+ * (which rewrites the record) and a reopen; a message without one is
+ * written exactly as records were before the field existed, and reads as
+ * "". */
+static void test_auth_user(void **state) {
+  (void)state;
+  struct fixture fx;
+  fx_prepare(&fx, 0);
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+  char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1];
+  struct queue_msg_in m = one_msg(a);
+  m.auth_user = "j\xc3\xb6rg";
+  struct queue_env *h;
+  assert_int_equal(queue_env_of_submission(&m, &h), 0);
+  assert_string_equal(h->auth_user, "j\xc3\xb6rg");
+  size_t with = queue__rec_size(h);
+  h->auth_user = NULL;
+  size_t old = queue__rec_size(h);
+  h->auth_user = "";
+  assert_int_equal(queue__rec_size(h), old);
+  assert_int_equal(with, old + 4 + 5);
+  queue_env_free(h);
+  assert_int_equal(submit_sync(fx.q, &m), 0);
+  m = one_msg(b);
+  assert_int_equal(submit_sync(fx.q, &m), 0);
+  struct queue_rcpt_result def = {0, QUEUE_OUTCOME_DEFERRED, "4.2.0", "451"};
+  struct queue_env *e = NULL;
+  /* (result_sync's copy keeps only the recipients' strings.) */
+  assert_int_equal(result_sync(fx.q, a, &def, 1, &e), 0);
+  free_copy(e);
+  queue_close(fx.q);
+  assert_int_equal(queue_open(&fx.o, &fx.q), 0);
+  assert_int_equal(queue_msg_load(fx.q, a, &e, NULL, NULL), 0);
+  assert_string_equal(e->auth_user, "j\xc3\xb6rg");
+  assert_int_equal(e->rcpts[0].state, QUEUE_RCPT_DEFERRED);
+  queue_env_free(e);
+  assert_int_equal(queue_msg_load(fx.q, b, &e, NULL, NULL), 0);
+  assert_string_equal(e->auth_user, "");
+  queue_env_free(e);
+  fx_done(&fx);
 }
 
 /* RFC 8689 REQUIRETLS is kept with the message in the record's flags,
@@ -1045,6 +1094,7 @@ int main(void) {
       cmocka_unit_test(test_id_unique_threads),
       cmocka_unit_test(test_commit_readback),
       cmocka_unit_test(test_requiretls_flag),
+      cmocka_unit_test(test_auth_user),
       cmocka_unit_test(test_rcpt_transitions),
       cmocka_unit_test(test_due_order),
       cmocka_unit_test(test_retry_arith),

@@ -10,7 +10,8 @@
  * next LF, as the caller is told to. Beyond "no crash" it checks:
  *  - the three answers mean what the header says: NEED_MORE only without a
  *    LF and under the line limit; OK and PROTO_ERROR consume exactly one
- *    line ending in LF and at most SMTP_SERVER__CMD_LINE_MAX bytes;
+ *    line ending in LF and at most SMTP_SERVER__CMD_LINE_MAX bytes
+ *    (SMTP_SERVER__AUTH_LINE_MAX for an AUTH command, RFC 4954 §4);
  *    PROTO_ERROR with nothing consumed only for a line over the limit;
  *  - every PROTO_ERROR carries a reply "4yz"/"5yz ..." without CR, LF;
  *  - an OK command ended in CRLF, has no NUL or bare CR, a known verb, and
@@ -48,19 +49,26 @@ static void check_reply(const char *r) {
 static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
                       const struct smtp_server__cmd *c) {
   const char *lf = memchr(buf, '\n', len);
+  /* AUTH lines may be longer; the verb decides, whatever else the line
+   * holds. */
+  bool is_auth = len >= 5 && (buf[0] | 0x20) == 'a' && (buf[1] | 0x20) == 'u' &&
+                 (buf[2] | 0x20) == 't' && (buf[3] | 0x20) == 'h' &&
+                 buf[4] == ' ';
+  size_t max = is_auth ? SMTP_SERVER__AUTH_LINE_MAX : SMTP_SERVER__CMD_LINE_MAX;
+  FUZZ_CHECK(smtp_server__cmd_line_max(buf, len) == max);
   switch (st) {
   case SMTP_SERVER__NEED_MORE:
-    FUZZ_CHECK(lf == NULL && len < SMTP_SERVER__CMD_LINE_MAX);
+    FUZZ_CHECK(lf == NULL && len < max);
     return;
   case SMTP_SERVER__PROTO_ERROR:
     check_reply(c->reply);
     if (c->consumed == 0) {
-      FUZZ_CHECK(len >= SMTP_SERVER__CMD_LINE_MAX);
-      FUZZ_CHECK(memchr(buf, '\n', SMTP_SERVER__CMD_LINE_MAX) == NULL);
+      FUZZ_CHECK(len >= max);
+      FUZZ_CHECK(memchr(buf, '\n', max) == NULL);
       return;
     }
     FUZZ_CHECK(lf != NULL && c->consumed == (size_t)(lf - buf) + 1);
-    FUZZ_CHECK(c->consumed <= SMTP_SERVER__CMD_LINE_MAX);
+    FUZZ_CHECK(c->consumed <= max);
     return;
   case SMTP_SERVER__OK:
     break;
@@ -68,7 +76,9 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
     FUZZ_CHECK(!"unknown parse answer");
   }
   FUZZ_CHECK(lf != NULL && c->consumed == (size_t)(lf - buf) + 1);
-  FUZZ_CHECK(c->consumed <= SMTP_SERVER__CMD_LINE_MAX);
+  FUZZ_CHECK(c->consumed <= max);
+  FUZZ_CHECK(c->consumed <= SMTP_SERVER__CMD_LINE_MAX ||
+             c->verb == SMTP_SERVER__V_AUTH);
   size_t n = c->consumed;
   FUZZ_CHECK(n >= 2 && buf[n - 2] == '\r');
   size_t body = n - 2; /* the line without CRLF */
@@ -80,6 +90,9 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
   FUZZ_CHECK(inside(c->addr.p, c->addr.n, buf, body));
   FUZZ_CHECK(inside(c->envid.p, c->envid.n, buf, body));
   FUZZ_CHECK(inside(c->orcpt.p, c->orcpt.n, buf, body));
+  FUZZ_CHECK(inside(c->auth_param.p, c->auth_param.n, buf, body));
+  if (c->auth_param.n > 0)
+    FUZZ_CHECK(c->verb == SMTP_SERVER__V_MAIL);
   switch (c->verb) {
   case SMTP_SERVER__V_EHLO:
   case SMTP_SERVER__V_HELO:
@@ -116,6 +129,14 @@ static void check_cmd(const char *buf, size_t len, enum smtp_server__parse st,
   case SMTP_SERVER__V_VRFY:
   case SMTP_SERVER__V_EXPN:
     FUZZ_CHECK(c->arg.n > 0);
+    break;
+  case SMTP_SERVER__V_AUTH:
+    FUZZ_CHECK(c->arg.n > 0 && c->arg.n <= 20);
+    FUZZ_CHECK(memchr(c->arg.p, ' ', c->arg.n) == NULL);
+    FUZZ_CHECK(c->auth_ir.p == NULL ||
+               (c->auth_ir.n > 0 &&
+                inside(c->auth_ir.p, c->auth_ir.n, buf, body) &&
+                memchr(c->auth_ir.p, ' ', c->auth_ir.n) == NULL));
     break;
   default:
     break;

@@ -55,7 +55,7 @@ class Relay:
                 f"state_dir {self.state}\n"
                 f"{top}\n"
                 f"listen {listen} {{\n"
-                f"  accept_from {accept_from}\n"
+                + (f"  accept_from {accept_from}\n" if accept_from else "") +
                 f"  {listen_extra}\n"
                 "}\n"
                 f"dns {{ servers 127.0.0.1:{dns_port}; timeout 1s; attempts 1; "

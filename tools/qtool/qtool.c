@@ -403,6 +403,11 @@ static int cmd_show(const char *dir, int argc, char **argv) {
     } else {
       bad |= postern_json_set(o, "recipients", rcpts) != 0;
     }
+    /* RFC 4954: the SMTP AUTH user who submitted it, null when none. */
+    if (o && !bad)
+      bad |= postern_json_set(o, "auth_user",
+                              e->auth_user[0] ? postern_json_cstr(e->auth_user)
+                                              : json_null()) != 0;
     if (o && body && !bad)
       bad |= postern_json_set(o, "body", postern_json_str(b, blen)) != 0;
     if (bad) {
@@ -429,6 +434,9 @@ static int cmd_show(const char *dir, int argc, char **argv) {
     put_text(stdout, e->envid[0] ? e->envid : "-");
     /* RFC 8689: sent with MAIL ... REQUIRETLS. */
     printf("\nrequiretls: %s", e->requiretls ? "yes" : "no");
+    /* RFC 4954: who logged in to submit it. */
+    printf("\nauth_user: ");
+    put_text(stdout, e->auth_user[0] ? e->auth_user : "-");
     printf("\nrecipients: %zu\n", e->n_rcpts);
     for (size_t i = 0; i < e->n_rcpts; i++) {
       const struct queue_rcpt *r = &e->rcpts[i];
