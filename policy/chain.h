@@ -386,6 +386,8 @@ struct policy_dest {
   enum policy_tls_level floor_tls;
 };
 
+struct policy_store; /* policy/mtasts_shared.h */
+
 /* What a module can use on the loop it runs on. Borrowed for the call:
  * a module that keeps working asynchronously copies what it needs (the
  * loop and resolver outlive every run). */
@@ -414,6 +416,10 @@ struct policy_env {
    * policy_chain_prepare_domain it is copied into the run; modules see
    * the run's copy, valid for the run's lifetime. */
   const struct policy_dest *dest;
+  /* Fleet mode: a store shared with the other nodes (MTA-STS policies,
+   * policy/mtasts_shared.h), NULL without one. It must outlive every
+   * run; modules keep the pointer. */
+  const struct policy_store *store;
 };
 
 /* An MX candidate as the engine found it. */

@@ -112,6 +112,11 @@ policy__mts_fetch_refresh(struct policy__mts *s,
  */
 void policy__mts_fetch_begin(struct policy__mts_fetch *f);
 
+/* Whether a fetch for `domain` (in the scope of `cache`, or of s) runs. */
+bool policy__mts_fetch_running(struct policy__mts *s,
+                               struct policy_mtasts_cache *cache,
+                               const char *domain);
+
 /* Takes w off its fetch's waiters, if it still waits. */
 void policy__mts_wait_leave(struct policy__mts_waiter *w);
 

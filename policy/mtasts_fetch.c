@@ -22,12 +22,18 @@
  * frees, or gives up after fetch_timeout as "no slot" - which, nothing
  * having been tried, is never "no policy".
  *
+ * Fleet mode: with a store (policy/mtasts_shared.h) a fetched policy is
+ * also shared, in the background (share_policy): the nodes waiting for it
+ * read it from there. Refreshes share theirs too, so the entry's life
+ * follows the freshest fetch in the fleet.
+ *
  * Ownership: a `struct policy__mts_fetch` is owned by the loop it runs on
  * and frees itself (timer close callback) after handing out its outcome;
  * it holds a reference on the cache. Waiters are owned by their deliveries:
  * a fetch only writes to them under flight_mu while they are joined.
  */
 #include "policy/internal.h"
+#include "policy/mtasts_shared.h"
 #include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
@@ -58,6 +64,7 @@ struct policy__mts_fetch {
   struct dns_resolver *dns;
   struct https_client *https;
   void (*count)(const char *module, const char *outcome);
+  const struct policy_store *store;  /* fleet mode, or NULL */
   struct policy_mtasts_cache *cache; /* a reference, or NULL */
   char *ca_file;
   uint16_t port;
@@ -147,6 +154,7 @@ static struct policy__mts_fetch *fetch_new(struct policy__mts *s,
   f->dns = env->dns;
   f->https = env->https;
   f->count = env->count;
+  f->store = env->store;
   if (cache) {
     policy_mtasts_cache_retain(cache);
     f->cache = cache;
@@ -202,6 +210,16 @@ policy__mts_fetch_refresh(struct policy__mts *s,
   return f;
 }
 
+bool policy__mts_fetch_running(struct policy__mts *s,
+                               struct policy_mtasts_cache *cache,
+                               const char *domain) {
+  pthread_mutex_lock(&flight_mu);
+  bool on = flight_find(cache ? (const void *)cache : (const void *)s,
+                        domain) != NULL;
+  pthread_mutex_unlock(&flight_mu);
+  return on;
+}
+
 void policy__mts_wait_leave(struct policy__mts_waiter *w) {
   pthread_mutex_lock(&flight_mu);
   waiter_unlink(w);
@@ -225,6 +243,24 @@ bool policy__mts_wait_over(struct policy__mts_waiter *w, bool timed_out,
 }
 
 /* ---- A fetch's end ---- */
+
+/* Fleet mode: shares a fetched policy for the rest of its life (RFC 8461
+ * §3.3: max_age from the fetch), in the background. */
+static void share_policy(struct policy__mts_fetch *f,
+                         const struct policy_mtasts_rec *rec) {
+  if (f->store == NULL || rec->policy.max_age == 0)
+    return;
+  char *buf = malloc(POLICY_MTASTS_SHARED_MAX);
+  size_t len =
+      buf ? policy_mtasts_shared_encode(rec, buf, POLICY_MTASTS_SHARED_MAX) : 0;
+  if (len > 0) {
+    char key[300];
+    snprintf(key, sizeof key, "mtasts:%s", f->key.domain);
+    f->store->put(f->store->impl, f->loop, key, buf, len,
+                  (uint64_t)rec->policy.max_age * 1000);
+  }
+  free(buf);
+}
 
 static void fetch_closed(uv_handle_t *h) {
   struct policy__mts_fetch *f = h->data;
@@ -329,6 +365,7 @@ static void fetch_judge(struct policy__mts_fetch *f,
     postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain", domain,
                 "error", postern_strerror(rc), NULL);
   }
+  share_policy(f, rec);
   fetch_count(f, "fetched");
   char ma[16];
   snprintf(ma, sizeof ma, "%u", (unsigned)rec->policy.max_age);
