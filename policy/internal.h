@@ -97,13 +97,15 @@ policy__mts_fetch_join(struct policy__mts *s, struct policy_mtasts_cache *cache,
 /*
  * Registers a refresh fetch for `domain` (maintenance: not for a delivery)
  * unless a fetch for it is in flight; NULL then, or when out of memory.
- * A success stores the policy with `last_used` kept as it was.
+ * A success stores the policy with `last_used` kept as it was. `fetched`
+ * is the refreshed record's: in fleet mode a shared policy fetched later
+ * under the same id is taken instead of fetching.
  */
 struct policy__mts_fetch *
 policy__mts_fetch_refresh(struct policy__mts *s,
                           struct policy_mtasts_cache *cache,
                           const struct policy_env *env, const char *domain,
-                          const char *id, uint64_t last_used);
+                          const char *id, uint64_t last_used, uint64_t fetched);
 
 /*
  * Starts a registered fetch on its loop: the address of mta-sts.<domain>,

@@ -13,6 +13,10 @@ and an aiosmtpd MX with a certificate from the test CA.
     the entry is replaced by a valid one.
  3. Redis stopped: mail to down.sts.test on every node -> each node fetches
     for itself (three fetches) and delivers per the policy.
+ 4. Refreshes (two more nodes, refresh_interval 2s, Redis back): after
+    both used ref.sts.test's policy, a node's refresh takes the policy the
+    other node fetched meanwhile (mtasts_refresh_shared) instead of
+    fetching it again.
 
 Usage: mtasts_shared_test.py POSTERN_BINARY
 """
@@ -31,7 +35,8 @@ from relay import Relay
 
 POSTERN = sys.argv[1]
 NODES = 3
-DOMAINS = {"one": (41, 51), "bad": (42, 52), "down": (43, 53)}  # mx, mta-sts
+DOMAINS = {"one": (41, 51), "bad": (42, 52), "down": (43, 53),
+           "ref": (46, 56)}  # mx, mta-sts
 failures = []
 
 
@@ -165,9 +170,43 @@ def main():
                   f"({e.get('status')} {e.get('mx_level')} {e.get('tls_level')})")
         check(fetches(web["down"]) == NODES,
               f"3: Redis down: each node fetched for itself ({fetches(web['down'])})")
+
+        # 4. Refreshes: one node fetches, the other takes its result.
+        redis.start()
+        for r in nodes:
+            r.stop()
+        for n in range(2):
+            extra = (f"tls {{ ca_file {p.ca_file} }}\n"
+                     f"policy {{ local; mtasts {{ https_port {https_port}; "
+                     "fetch_timeout 5s; refresh_interval 2s }; dnssec; dane }\n"
+                     "queue { retry_initial 1h }\n"
+                     f"cluster {{ redis {redis.url()}; node r{n} }}")
+            nodes.append(Relay(POSTERN, dns.port, extra=extra,
+                               delivery=f"port {smtp_port}; connect_timeout 5s"))
+        refs = nodes[NODES:]
+        for r in refs:
+            r.wait_log(lambda e: e.get("event") == "cluster_redis_up", count=2,
+                       timeout=30)
+        for n, r in enumerate(refs):
+            r.send("s@snd.test", [f"u{n}@ref.sts.test"], msg(f"ref-{n}"))
+            e = delivered(r, f"u{n}@ref.sts.test")
+            check(per_policy(e), f"4: node r{n} delivered per the policy")
+        got = None
+        try:
+            got = refs[0].wait_log(lambda e: e.get("event") == "mtasts_refresh_shared"
+                                   and e.get("domain") == "ref.sts.test", timeout=40)
+        except AssertionError:
+            try:
+                got = refs[1].wait_log(lambda e: e.get("event") == "mtasts_refresh_shared"
+                                       and e.get("domain") == "ref.sts.test", timeout=5)
+            except AssertionError:
+                pass
+        check(got is not None and fetches(web["ref"]) >= 2,
+              "4: a refresh took the policy another node had fetched "
+              f"(mtasts_refresh_shared; {fetches(web['ref'])} fetches)")
         for n, r in enumerate(nodes):
             check(not any(e.get("level") == "error" for e in r.events()),
-                  f"node n{n}: no error logged")
+                  f"node {n}: no error logged")
     finally:
         for r in nodes:
             r.close()
