@@ -91,6 +91,7 @@ struct rpt_job {
    * unavailable past the wait, so this node's counts go alone. */
   uint64_t fleet_since_ms;
   bool fleet_held, fleet_alone, fleet_wait_logged, fleet_sent_once;
+  bool asked; /* qtool asked for it (a Q record) */
   struct tlsrpt_store_domain *sum;
   size_t nsum;
   char nodes[512];
@@ -534,12 +535,14 @@ static void job_later(struct rpt_job *j, uint64_t ms) {
 }
 
 /* Redis could not say who sends: wait for it until send_window after the
- * day's end (or after the report was first looked at, if later), then
- * send this node's counts alone. */
+ * day's end (or after the report was first looked at, if later; for a
+ * report qtool asked for, after that), then send this node's counts
+ * alone. */
 static void fleet_unavailable(struct rpt_job *j) {
   uint64_t now = now_ms();
   uint64_t end = (uint64_t)(tlsrpt_store_day_start(j->day) + 86400) * 1000;
-  uint64_t from = end > j->fleet_since_ms ? end : j->fleet_since_ms;
+  uint64_t from =
+      !j->asked && end > j->fleet_since_ms ? end : j->fleet_since_ms;
   uint64_t until = from + snd.r->cfg->tlsrpt.send_window_ms;
   if (now < until) {
     if (!j->fleet_wait_logged) {
@@ -551,7 +554,8 @@ static void fleet_unavailable(struct rpt_job *j) {
                   NULL);
       j->fleet_wait_logged = true;
     }
-    job_later(j, FLEET_RECHECK_MS);
+    job_later(j,
+              until - now < FLEET_RECHECK_MS ? until - now : FLEET_RECHECK_MS);
     return;
   }
   postern_log(POSTERN_LOG_WARN, "tlsrpt_fleet_alone", "domain", j->domain,
@@ -704,6 +708,7 @@ static bool consider_day(const char *day, uint64_t now, bool only_asked) {
       break;
     snprintf(j->day, sizeof j->day, "%s", day);
     snprintf(j->domain, sizeof j->domain, "%s", dom);
+    j->asked = asked;
     j->next = snd.jobs;
     snd.jobs = j;
     all_done = false;
@@ -771,7 +776,12 @@ static void tick(uv_timer_t *t) {
         int cmp = strcmp(days[i], today);
         if (cmp > 0)
           continue;
-        if (fleet_on())
+        /* Fleet mode: today, and the days whose reports may still go
+         * (asked for, or within send_window and retry_for and a day). */
+        if (fleet_on() && (cmp == 0 || day_in(asked.d, asked.n, days[i]) ||
+                           (uint64_t)(start + 2 * 86400) * 1000 +
+                                   tc->send_window_ms + tc->retry_for_ms >
+                               now))
           fleet_share(days[i], cmp < 0);
         if (day_in(done_days, ndone_days, days[i]) &&
             !day_in(asked.d, asked.n, days[i]))

@@ -15,6 +15,9 @@ whose `_smtp._tls` record names an HTTPS report receiver.
  4. An operator resend (the done record deleted, `qtool tlsrpt send` on
     n2): n2 sends the report again, with the same sum - n1's second share
     replaced its counts, it did not add to them.
+ 5. Redis stopped, a report asked for on n1 (send_window 2s): n1 keeps it
+    while Redis is unavailable (tlsrpt_fleet_waiting), then sends its own
+    counts alone (tlsrpt_fleet_alone) - never silently dropped.
 
 Usage: tlsrpt_fleet_test.py POSTERN QTOOL
 """
@@ -96,7 +99,7 @@ def main():
             extra = (f"tls {{ ca_file {p.ca_file} }}\n"
                      "queue { retry_initial 1h }\n"
                      "tlsrpt { organization \"Postern fleet\"; submitter relay.test; "
-                     "https_timeout 10s }\n"
+                     "https_timeout 10s; send_window 2s }\n"
                      f"cluster {{ redis {redis.url()}; node n{n} }}")
             nodes.append(Relay(POSTERN, dns.port, extra=extra,
                                delivery=f"port {smtp_port}; connect_timeout 5s; "
@@ -169,6 +172,21 @@ def main():
         check(len(posts) == 2 and summary(rep2) == total,
               f"4: the resent report has the same sum, nothing counted twice "
               f"({summary(rep2)} == {total})")
+
+        # 5. Redis down: n1 waits, then sends its own counts alone.
+        redis.stop()
+        nodes[1].stop()
+        qtool(nodes[1], "send")
+        nodes[1].start()
+        event(nodes[1], "tlsrpt_fleet_waiting", domain=DOMAIN)
+        event(nodes[1], "tlsrpt_fleet_alone", domain=DOMAIN)
+        event(nodes[1], "tlsrpt_report_sent", domain=DOMAIN)
+        posts = web.posts()
+        rep3 = tlsrpt_check.load_gzip(posts[-1]["body"]) if len(posts) == 3 else {}
+        check(len(posts) == 3 and summary(rep3) == local[1]
+              and not tlsrpt_check.validate(rep3, strict=True),
+              f"5: Redis down: n1 sent its own counts alone ({summary(rep3)} == "
+              f"{local[1]})")
         for n, r in enumerate(nodes):
             check(not any(x.get("level") == "error" for x in r.events()),
                   f"node n{n}: no error logged")
