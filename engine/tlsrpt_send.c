@@ -30,8 +30,8 @@
  * FLEET_GRACE_MS after the day, so that every node running then has
  * shared. Redis unavailable when a report is due: the report waits (a
  * minute at a time) until Redis is back or, at the latest, send_window
- * after the day's end (or after it was asked for, if later), then goes
- * with this node's counts alone (logged tlsrpt_fleet_alone).
+ * after the day's end (see fleet_unavailable), then goes with this node's
+ * counts alone (logged tlsrpt_fleet_alone).
  *
  * Runs on worker 0's loop with the maintenance resolver and HTTPS client
  * (maint.c). Ownership: the jobs list and its jobs are this file's; a job
@@ -88,9 +88,10 @@ struct rpt_job {
   struct https_post *posts;
   /* Fleet mode: first looked at (the Redis wait's start); the send lease
    * is ours, with the summed counts and whose they are; Redis was
-   * unavailable past the wait, so this node's counts go alone. */
+   * unavailable past the wait, so this node's counts go alone; the first
+   * real try was made (retry_for counts from it). */
   uint64_t fleet_since_ms;
-  bool fleet_held, fleet_alone, fleet_wait_logged, fleet_sent_once;
+  bool fleet_held, fleet_alone, fleet_wait_logged, tried;
   bool asked; /* qtool asked for it (a Q record) */
   struct tlsrpt_store_domain *sum;
   size_t nsum;
@@ -508,9 +509,10 @@ static void on_txt(const struct dns_answer *a, void *arg) {
 
 /* The report's TXT record, then the report itself. */
 static void job_lookup(struct rpt_job *j) {
-  if (!j->fleet_sent_once) {
-    /* Time spent waiting for the fleet is no try: retry_for starts now. */
-    j->fleet_sent_once = true;
+  if (!j->tried) {
+    /* Time spent waiting for the fleet is no try: retry_for starts at the
+     * first real one. */
+    j->tried = true;
     j->first_try_ms = now_ms();
   }
   char name[300];
