@@ -44,17 +44,17 @@ struct op {
   void *arg;
 };
 
-static struct op *op_new(void *arg) {
-  struct op *o = calloc(1, sizeof *o);
-  if (o != NULL)
-    o->arg = arg;
-  return o;
-}
-
-/* The prefixed key, or a negative error. */
-static int full_key(struct redis_client *c, const char *key, char *buf,
-                    size_t cap) {
-  return redis_client_key(c, key, buf, cap);
+/* What every op needs: the loop's client, the prefixed key and the op's
+ * context. Returns 0, or the error the op returns (nothing to free). */
+static int op_begin(void *impl, uv_loop_t *loop, const char *key,
+                    struct redis_client **c, char k[400], struct op **o) {
+  *c = engine__fleet_redis(impl, loop);
+  if (*c == NULL)
+    return POSTERN_ECLOSED;
+  if (redis_client_key(*c, key, k, 400) < 0)
+    return POSTERN_ETOOBIG;
+  *o = calloc(1, sizeof **o);
+  return *o ? 0 : POSTERN_ENOMEM;
 }
 
 static void on_get(struct redis_client *c, const struct redis_result *r,
@@ -75,17 +75,14 @@ static void on_get(struct redis_client *c, const struct redis_result *r,
 
 static int store_get(void *impl, uv_loop_t *loop, const char *key,
                      policy_store_get_cb cb, void *arg) {
-  struct redis_client *c = engine__fleet_redis(impl, loop);
+  struct redis_client *c;
+  struct op *o;
   char k[400];
-  if (c == NULL)
-    return POSTERN_ECLOSED;
-  if (full_key(c, key, k, sizeof k) < 0)
-    return POSTERN_ETOOBIG;
-  struct op *o = op_new(arg);
-  if (o == NULL)
-    return POSTERN_ENOMEM;
-  o->get = cb;
-  int rc = redis_command(c, on_get, o, "GET %s", k);
+  int rc = op_begin(impl, loop, key, &c, k, &o);
+  if (rc != 0)
+    return rc;
+  *o = (struct op){.get = cb, .arg = arg};
+  rc = redis_command(c, on_get, o, "GET %s", k);
   if (rc != 0)
     free(o);
   return rc;
@@ -104,19 +101,16 @@ static void on_claim(struct redis_client *c, const struct redis_result *r,
 static int store_claim(void *impl, uv_loop_t *loop, const char *key,
                        unsigned ttl_ms, policy_store_claim_cb cb, void *arg) {
   struct relay *rl = impl;
-  struct redis_client *c = engine__fleet_redis(rl, loop);
+  struct redis_client *c;
+  struct op *o;
   char k[400];
-  if (c == NULL)
-    return POSTERN_ECLOSED;
-  if (full_key(c, key, k, sizeof k) < 0)
-    return POSTERN_ETOOBIG;
-  struct op *o = op_new(arg);
-  if (o == NULL)
-    return POSTERN_ENOMEM;
-  o->claim = cb;
+  int rc = op_begin(impl, loop, key, &c, k, &o);
+  if (rc != 0)
+    return rc;
+  *o = (struct op){.claim = cb, .arg = arg};
   /* The holder's name, for an operator reading the key. */
-  int rc = redis_command(c, on_claim, o, "SET %s %s NX PX %u", k,
-                         rl->cfg->cluster.node, ttl_ms ? ttl_ms : 1);
+  rc = redis_command(c, on_claim, o, "SET %s %s NX PX %u", k,
+                     rl->cfg->cluster.node, ttl_ms ? ttl_ms : 1);
   if (rc != 0)
     free(o);
   return rc;
@@ -134,7 +128,7 @@ static void store_put(void *impl, uv_loop_t *loop, const char *key,
                       const char *data, size_t len, uint64_t ttl_ms) {
   struct redis_client *c = engine__fleet_redis(impl, loop);
   char k[400];
-  if (c == NULL || ttl_ms == 0 || full_key(c, key, k, sizeof k) < 0)
+  if (c == NULL || ttl_ms == 0 || redis_client_key(c, key, k, sizeof k) < 0)
     return;
   redis_command(c, on_put, NULL, "SET %s %b PX %llu", k, data, len,
                 (unsigned long long)ttl_ms);

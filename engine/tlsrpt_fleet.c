@@ -47,6 +47,15 @@ static void key_of(char *buf, size_t cap, const char *kind, const char *day,
   snprintf(buf, cap, "%s:%s:%s", kind, day, domain);
 }
 
+/* The same with the key prefix, for raw commands (the lease primitives
+ * add it themselves). False when it does not fit. */
+static bool full_key(struct redis_client *rc, char full[KEY_MAX + 80],
+                     const char *kind, const char *day, const char *domain) {
+  char k[KEY_MAX];
+  key_of(k, sizeof k, kind, day, domain);
+  return redis_client_key(rc, k, full, KEY_MAX + 80) >= 0;
+}
+
 /* The Redis expiry of a day's keys: `keep` after its end (unix ms). */
 static unsigned long long day_expiry_ms(struct relay *r, const char *day) {
   long long start = tlsrpt_store_day_start(day);
@@ -142,9 +151,8 @@ static void on_lease(struct redis_client *rc,
     claim_end(c, &a);
     return;
   }
-  char k[KEY_MAX], full[KEY_MAX + 80];
-  key_of(k, sizeof k, "tlsrpt", c->day, c->domain);
-  if (redis_client_key(rc, k, full, sizeof full) < 0 ||
+  char full[KEY_MAX + 80];
+  if (!full_key(rc, full, "tlsrpt", c->day, c->domain) ||
       redis_command(rc, on_counts, c, "HGETALL %s", full) != 0)
     claim_unavailable(c, POSTERN_ENOMEM, "reading the counts");
 }
@@ -186,9 +194,8 @@ int engine__tlsrpt_fleet_claim(struct relay *r, uv_loop_t *loop,
   c->arg = arg;
   snprintf(c->day, sizeof c->day, "%s", day);
   snprintf(c->domain, sizeof c->domain, "%s", domain);
-  char k[KEY_MAX], full[KEY_MAX + 80];
-  key_of(k, sizeof k, "tlsrpt-done", day, domain);
-  int rc2 = redis_client_key(rc, k, full, sizeof full) < 0
+  char full[KEY_MAX + 80];
+  int rc2 = !full_key(rc, full, "tlsrpt-done", day, domain)
                 ? POSTERN_ETOOBIG
                 : redis_command(rc, on_done_read, c, "GET %s", full);
   if (rc2 != 0)
@@ -220,12 +227,11 @@ void engine__tlsrpt_fleet_done(struct relay *r, uv_loop_t *loop,
                 domain, "day", day, "outcome", outcome, NULL);
     return;
   }
-  key_of(k, sizeof k, "tlsrpt-done", day, domain);
   snprintf(val, sizeof val, "%s %s %llu %s", outcome, r->cfg->cluster.node,
            (unsigned long long)relay_now_ms(r), nodes && *nodes ? nodes : "-");
   unsigned long long exp = day_expiry_ms(r, day), now = relay_now_ms(r);
   unsigned long long ttl = exp > now + 86400000ull ? exp - now : 86400000ull;
-  if (redis_client_key(rc, k, full, sizeof full) >= 0)
+  if (full_key(rc, full, "tlsrpt-done", day, domain))
     redis_command(rc, on_ignore, NULL, "SET %s %s PX %llu", full, val, ttl);
   key_of(k, sizeof k, "tlsrpt-send", day, domain);
   redis_lease_release(rc, k, r->cfg->cluster.node, on_lease_ignore, NULL);
@@ -336,11 +342,10 @@ int engine__tlsrpt_fleet_publish(struct relay *r, uv_loop_t *loop,
   for (size_t i = 0; i < n; i++) {
     char *text = NULL;
     size_t len = 0;
-    char k[KEY_MAX], full[KEY_MAX + 80];
+    char full[KEY_MAX + 80];
     if (tlsrpt_store_export(r->q, day, d[i].domain, &text, &len) != 0)
       continue;
-    key_of(k, sizeof k, "tlsrpt", day, d[i].domain);
-    if (redis_client_key(rc, k, full, sizeof full) >= 0) {
+    if (full_key(rc, full, "tlsrpt", day, d[i].domain)) {
       p->domains++;
       p->pending++;
       if (redis_command(rc, on_published, p, "HSET %s %s %b", full, node, text,
@@ -351,8 +356,7 @@ int engine__tlsrpt_fleet_publish(struct relay *r, uv_loop_t *loop,
     }
     free(text);
     struct late_check *lc = finished ? calloc(1, sizeof *lc) : NULL;
-    key_of(k, sizeof k, "tlsrpt-done", day, d[i].domain);
-    if (lc != NULL && redis_client_key(rc, k, full, sizeof full) >= 0) {
+    if (lc != NULL && full_key(rc, full, "tlsrpt-done", day, d[i].domain)) {
       lc->p = p;
       snprintf(lc->domain, sizeof lc->domain, "%s", d[i].domain);
       p->pending++;

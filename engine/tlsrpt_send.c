@@ -193,6 +193,15 @@ static void fleet_done(struct rpt_job *j, const char *outcome) {
                             j->nodes);
 }
 
+/* The report is done: qtool's request for it (a Q record) goes. */
+static void forget_ask(struct rpt_job *j) {
+  if (has_record('Q', j->day, j->domain)) {
+    char key[300];
+    int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
+    queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
+  }
+}
+
 static void job_finish(struct rpt_job *j);
 static void tick(uv_timer_t *t);
 
@@ -223,11 +232,7 @@ static void job_finish(struct rpt_job *j) {
     metrics_tlsrpt_report("sent");
     record_done(j->day, j->domain, "sent", "");
     fleet_done(j, "sent");
-    if (has_record('Q', j->day, j->domain)) {
-      char key[300];
-      int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
-      queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
-    }
+    forget_ask(j);
     job_free(j);
     return;
   }
@@ -590,11 +595,7 @@ static void on_fleet(void *arg, struct tlsrpt_fleet_answer *a) {
     postern_log(POSTERN_LOG_INFO, "tlsrpt_fleet_already_done", "domain",
                 j->domain, "day", j->day, "by", a->by, NULL);
     record_done(j->day, j->domain, "fleet", a->by);
-    if (has_record('Q', j->day, j->domain)) {
-      char key[300];
-      int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
-      queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
-    }
+    forget_ask(j);
     job_free(j);
     return;
   case TLSRPT_FLEET_BUSY:

@@ -21,7 +21,6 @@ and an aiosmtpd MX with a certificate from the test CA.
 Usage: mtasts_shared_test.py POSTERN_BINARY
 """
 
-import subprocess
 import sys
 import time
 
@@ -69,13 +68,6 @@ def per_policy(e):
             and e.get("tls_level") == "authenticated")
 
 
-def redis_get(redis, key):
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port),
-                          "--raw", "GET", key], capture_output=True, text=True,
-                         timeout=10)
-    return out.stdout
-
-
 def main():
     p = pki.PKI()
     records = {}
@@ -105,15 +97,19 @@ def main():
     https_port, web = dnssec_zone.on_common_port([(d, web_starter(d)) for d in DOMAINS])
     redis = redispeer.RedisPeer()
     nodes = []
+
+    def node(name, mtasts_extra=""):
+        extra = (f"tls {{ ca_file {p.ca_file} }}\n"
+                 f"policy {{ local; mtasts {{ https_port {https_port}; "
+                 f"fetch_timeout 5s; {mtasts_extra} }}; dnssec; dane }}\n"
+                 "queue { retry_initial 1h }\n"
+                 f"cluster {{ redis {redis.url()}; node {name} }}")
+        nodes.append(Relay(POSTERN, dns.port, extra=extra,
+                           delivery=f"port {smtp_port}; connect_timeout 5s"))
+
     try:
         for n in range(NODES):
-            extra = (f"tls {{ ca_file {p.ca_file} }}\n"
-                     f"policy {{ local; mtasts {{ https_port {https_port}; "
-                     "fetch_timeout 5s }; dnssec; dane }\n"
-                     "queue { retry_initial 1h }\n"
-                     f"cluster {{ redis {redis.url()}; node n{n} }}")
-            nodes.append(Relay(POSTERN, dns.port, extra=extra,
-                               delivery=f"port {smtp_port}; connect_timeout 5s"))
+            node(f"n{n}")
         for r in nodes:
             r.wait_log(lambda e: e.get("event") == "cluster_redis_up", count=2,
                        timeout=30)
@@ -136,7 +132,7 @@ def main():
                          and e.get("domain") == "one.sts.test" for e in r.events())]
         check(len(fetched) == 1 and sorted(fetched + shared) == list(range(NODES)),
               f"1: one node fetched ({fetched}), the others used its policy ({shared})")
-        entry = redis_get(redis, "postern:mtasts:one.sts.test")
+        entry = redis.cli("GET", "postern:mtasts:one.sts.test")
         check(entry.startswith("postern-mtasts 1\nid: 20261206\n")
               and "mode: enforce" in entry,
               f"1: the shared entry is in Redis ({entry[:60]!r})")
@@ -154,7 +150,7 @@ def main():
                   and x.get("domain") == "bad.sts.test" for x in nodes[0].events()),
               "2: the corrupt entry was logged (mtasts_shared_invalid)")
         check(fetches(web["bad"]) == 1, f"2: the policy was fetched ({fetches(web['bad'])})")
-        entry = redis_get(redis, "postern:mtasts:bad.sts.test")
+        entry = redis.cli("GET", "postern:mtasts:bad.sts.test")
         check(entry.startswith("postern-mtasts 1\n") and "mode: enforce" in entry,
               f"2: the entry was replaced by the fetched policy ({entry[:40]!r})")
 
@@ -176,13 +172,7 @@ def main():
         for r in nodes:
             r.stop()
         for n in range(2):
-            extra = (f"tls {{ ca_file {p.ca_file} }}\n"
-                     f"policy {{ local; mtasts {{ https_port {https_port}; "
-                     "fetch_timeout 5s; refresh_interval 2s }; dnssec; dane }\n"
-                     "queue { retry_initial 1h }\n"
-                     f"cluster {{ redis {redis.url()}; node r{n} }}")
-            nodes.append(Relay(POSTERN, dns.port, extra=extra,
-                               delivery=f"port {smtp_port}; connect_timeout 5s"))
+            node(f"r{n}", "refresh_interval 2s")
         refs = nodes[NODES:]
         for r in refs:
             r.wait_log(lambda e: e.get("event") == "cluster_redis_up", count=2,

@@ -64,12 +64,6 @@ def summary(rep):
             sum(x["total-failure-session-count"] for x in s))
 
 
-def redis_cli(redis, *args):
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port),
-                           "--raw"] + list(args), capture_output=True, text=True,
-                          timeout=10).stdout
-
-
 def event(r, name, **kv):
     return r.wait_log(lambda e: e.get("event") == name
                       and all(e.get(k) == v for k, v in kv.items()),
@@ -145,9 +139,9 @@ def main():
               ["n0", "n1", "n2"], f"1: n0 summed n0, n1 and n2 ({sending})")
 
         # 2. What Redis holds.
-        fields = redis_cli(redis, "HKEYS", f"postern:tlsrpt:{day}:{DOMAIN}").split()
+        fields = redis.cli("HKEYS", f"postern:tlsrpt:{day}:{DOMAIN}").split()
         check(sorted(fields) == ["n0", "n1", "n2"], f"2: one field per node ({fields})")
-        done = redis_cli(redis, "GET", f"postern:tlsrpt-done:{day}:{DOMAIN}")
+        done = redis.cli("GET", f"postern:tlsrpt-done:{day}:{DOMAIN}")
         check(done.startswith("sent n0 "), f"2: the done record says n0 sent it ({done!r})")
 
         # 3. A restarted node shares again and does not resend.
@@ -162,7 +156,7 @@ def main():
               "3: n1 logged no report of its own")
 
         # 4. An operator resend from n2: the same sum.
-        redis_cli(redis, "DEL", f"postern:tlsrpt-done:{day}:{DOMAIN}")
+        redis.cli("DEL", f"postern:tlsrpt-done:{day}:{DOMAIN}")
         nodes[2].stop()
         qtool(nodes[2], "send")
         nodes[2].start()
