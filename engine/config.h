@@ -151,14 +151,22 @@ struct config_route {
   unsigned line, col;
 };
 
+/* A per-destination limit (connections, rate): fleet-wide in fleet mode
+ * unless `local` (written "local:N" in the file), then per node. n 0:
+ * none / inherit, as the directive says. */
+struct config_limit {
+  uint32_t n;
+  bool local;
+};
+
 struct config_delivery {
   uint32_t workers; /* never 0 after loading: 0 in the file = cores */
   uint32_t max_connections;
-  uint32_t per_domain_connections;
+  struct config_limit per_domain_connections;
   uint32_t initial_connections; /* slow start: attempts before one is up */
   uint32_t max_inflight;        /* messages in delivery at once */
   uint64_t max_inflight_bytes;  /* their bodies, in total */
-  uint32_t per_domain_rate;    /* deliveries per second per domain; 0: no cap */
+  struct config_limit per_domain_rate; /* deliveries per second; 0: no cap */
   uint32_t reuse_limit;        /* messages per connection */
   uint64_t chain_threshold_ms; /* 0: never chain (see deliver.c) */
   uint64_t idle_timeout_ms;
@@ -259,8 +267,8 @@ struct config_destination {
   size_t npins;
   char names[CONFIG_DEST_NAMES][254]; /* accepted besides the MX name */
   size_t nnames;
-  uint32_t connections; /* per_domain_connections; 0: inherit */
-  uint32_t rate;        /* per_domain_rate; 0: inherit */
+  struct config_limit connections; /* per_domain_connections; 0: inherit */
+  struct config_limit rate;        /* per_domain_rate; 0: inherit */
   uint32_t reuse_limit; /* 0: inherit */
 };
 
@@ -285,6 +293,9 @@ struct config_tlsrpt {
 struct config_cluster {
   bool enabled;          /* first: see config__t_optional */
   char *redis;           /* the URL, checked with redis_url_parse */
+  /* rediss://: the roots (NULL: tls { ca_file }) and an optional client
+   * certificate and key. */
+  char *redis_ca_file, *redis_cert_file, *redis_key_file;
   char *node;            /* this node's name in the fleet: unique per node */
   char *key_prefix;      /* prepended to every Redis key */
   uint64_t lease_ttl_ms; /* a connection lease's life, renewed every third */

@@ -62,10 +62,16 @@ static const struct err_case err_cases[] = {
       "the cluster block needs 'redis' and 'node'"),
     E("cluster { redis http://x; node n1 }\n", 1, CONFIG, 2, 17,
       "'redis': invalid Redis URL 'http://x': expected "
-      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+      "redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+    E("cluster { redis redis://h; node n1; redis_ca_file /x }\n", 1, CONFIG, 2,
+      1,
+      "'redis_ca_file', 'redis_cert_file' and 'redis_key_file' need a "
+      "rediss:// URL"),
+    E("cluster { redis rediss://h; node n1; redis_cert_file /x }\n", 1, CONFIG,
+      2, 1, "'redis_cert_file' and 'redis_key_file' go together"),
     E("cluster { redis redis://h:0; node n1 }\n", 1, CONFIG, 2, 17,
       "'redis': invalid Redis URL 'redis://h:0': expected "
-      "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
+      "redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"),
     E("cluster { redis redis://h; node \"a b\" }\n", 1, CONFIG, 2, 33,
       "'node': invalid name 'a b': 1 to 64 letters, digits, '.', '_', '-' or "
       "':'"),
@@ -74,6 +80,14 @@ static const struct err_case err_cases[] = {
     E("cluster { redis redis://h; node a; local_share x% }\n", 1, CONFIG, 2, 48,
       "'local_share': invalid share 'x%': expected a decimal number like 2 or "
       "1.5"),
+    E("delivery { per_domain_connections local:x }\n", 1, CONFIG, 2, 35,
+      "'per_domain_connections': invalid limit 'local:x': expected a whole "
+      "number, or local: and one"),
+    E("delivery { per_domain_connections local:0 }\n", 1, CONFIG, 2, 35,
+      "'per_domain_connections' must be between 1 and 100000, got 0"),
+    E("destination a.test { rate loc:5 }\n", 0, CONFIG, 1, 27,
+      "'rate': invalid limit 'loc:5': expected a whole number, or local: and "
+      "one"),
     E("queue { retry_max 5x }\n", 1, CONFIG, 2, 19,
       "'retry_max': invalid duration '5x': unknown unit (use ms, s, m, h or "
       "d)"),

@@ -246,7 +246,7 @@ int config__addr_set(struct config__walk *w, const struct config__dir *d,
 
 /* The value types (config_types.c). */
 extern const struct config__type config__t_hostname, config__t_user,
-    config__t_path, config__t_duration, config__t_size, config__t_u32,
+    config__t_path, config__t_duration, config__t_size, config__t_u32, config__t_limit,
     config__t_u16, config__t_decimal, config__t_enum, config__t_bool,
     config__t_addr, config__t_ip, config__t_cidrs, config__t_servers,
     config__t_route, config__t_text, config__t_mailbox, config__t_share,

@@ -353,6 +353,10 @@ static void test_good_configs(void **state) {
         "  route b.test 192.0.2.1:25\n"}},
       {"delivery { workers 3; local_ip 2001:DB8::1; per_domain_rate 50 }",
        {"  workers 3\n", "  local_ip 2001:db8::1\n", "  per_domain_rate 50\n"}},
+      {"delivery { per_domain_connections local:4; per_domain_rate local:7 }",
+       {"  per_domain_connections local:4\n", "  per_domain_rate local:7\n"}},
+      {"destination a.test { connections local:3; rate 9 }",
+       {"  connections local:3\n", "  rate 9\n"}},
       {"delivery { idle_timeout 0; shutdown_timeout 0; port 2525 }",
        {"  idle_timeout 0\n", "  shutdown_timeout 0\n", "  port 2525\n"}},
       {"dns { servers 127.0.0.1 [::1]:5353 192.0.2.1:53; trust_ad on }",
@@ -475,8 +479,9 @@ static void test_struct_fields(void **state) {
   const struct config_delivery *d = &cfg->delivery;
   assert_int_equal(d->workers, (uint32_t)sysconf(_SC_NPROCESSORS_ONLN));
   assert_int_equal(d->max_connections, 2000);
-  assert_int_equal(d->per_domain_connections, 20);
-  assert_int_equal(d->per_domain_rate, 0);
+  assert_int_equal(d->per_domain_connections.n, 20);
+  assert_false(d->per_domain_connections.local);
+  assert_int_equal(d->per_domain_rate.n, 0);
   assert_int_equal(d->reuse_limit, 100);
   assert_int_equal(d->idle_timeout_ms, 30000);
   assert_int_equal(d->connect_timeout_ms, 30000);
@@ -559,6 +564,18 @@ static void test_struct_fields(void **state) {
   char *printed = print_to_string(cfg);
   assert_non_null(strstr(printed, "redis redis://:***@10.0.0.5:6380/2\n"));
   assert_null(strstr(printed, "pw@"));
+  free(printed);
+  config_free(cfg);
+  /* A password with a raw '@' is hidden whole (the parser takes the last
+   * '@'); rediss:// with its files. */
+  t = "listen 127.0.0.1:25\n"
+      "cluster { redis rediss://u:se@cr@t@r.example:6380; node n; "
+      "redis_ca_file /ca.pem; redis_cert_file /c.pem; redis_key_file /k.pem }\n";
+  assert_int_equal(config_parse("c.conf", t, strlen(t), &cfg, &err), 0);
+  assert_string_equal(cfg->cluster.redis_ca_file, "/ca.pem");
+  printed = print_to_string(cfg);
+  assert_non_null(strstr(printed, "redis rediss://u:***@r.example:6380\n"));
+  assert_null(strstr(printed, "cr@"));
   free(printed);
   config_free(cfg);
   t = "listen 127.0.0.1:25\n"

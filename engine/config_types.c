@@ -281,7 +281,7 @@ static int parse_mailbox(struct config__walk *w, const struct config__dir *d,
 static int check_redis_url(const char *s, size_t n, const char **why) {
   char buf[REDIS_URL_MAX + 1];
   struct redis_url u;
-  *why = "expected redis://[[user]:password@]host[:port][/db] or "
+  *why = "expected redis[s]://[[user]:password@]host[:port][/db] or "
          "unix:///path[?db=N]";
   if (n == 0 || n > REDIS_URL_MAX || memchr(s, 0, n) != NULL)
     return POSTERN_ECONFIG;
@@ -436,7 +436,8 @@ static void print_redis_url(FILE *f, const struct config__dir *d,
     return;
   }
   const char *scheme = strstr(u, "://");
-  const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+  /* The last '@': the parser's, a password may hold more. */
+  const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
   const char *colon =
       at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
   if (colon == NULL) {
@@ -479,6 +480,11 @@ static int parse_num(struct config__walk *w, const struct config__dir *d,
   const struct config__word *a = &st->args[0];
   const char *why;
   uint64_t v;
+  /* A limit may say "local:N": per node, not fleet-wide (cluster { }). */
+  static const char local[] = "local:";
+  bool is_local = t == &config__t_limit && a->len > sizeof local - 1 &&
+                  memcmp(a->s, local, sizeof local - 1) == 0;
+  size_t skip = is_local ? sizeof local - 1 : 0;
   if (t == &config__t_share) {
     /* "0.5" or "50%": a percentage is the decimal divided by 100. */
     bool pct = a->len > 1 && a->s[a->len - 1] == '%';
@@ -486,14 +492,20 @@ static int parse_num(struct config__walk *w, const struct config__dir *d,
       return bad_value(w, d, a, t->name, why);
     if (pct)
       v /= 100;
-  } else if (parse(a->s, a->len, &v, &why))
-    return bad_value(w, d, a, t->name, why);
+  } else if (parse(a->s + skip, a->len - skip, &v, &why))
+    return bad_value(w, d, a, t->name,
+                     t == &config__t_limit
+                         ? "expected a whole number, or local: and one"
+                         : why);
   int rc = range_check(w, d, a, v);
   if (rc)
     return rc;
   void *field = CONFIG__FIELD(obj, d);
   if (t == &config__t_u32)
     *(uint32_t *)field = (uint32_t)v;
+  else if (t == &config__t_limit)
+    *(struct config_limit *)field =
+        (struct config_limit){.n = (uint32_t)v, .local = is_local};
   else if (t == &config__t_u16)
     *(uint16_t *)field = (uint16_t)v;
   else if (t == &config__t_decimal || t == &config__t_share)
@@ -508,17 +520,23 @@ static void print_num(FILE *f, const struct config__dir *d, const void *obj,
   const struct config__type *t = d->type;
   const void *field = CONFIG__CFIELD(obj, d);
   uint64_t v;
+  const char *prefix = "";
   if (t == &config__t_u32)
     v = *(const uint32_t *)field;
-  else if (t == &config__t_u16)
+  else if (t == &config__t_limit) {
+    const struct config_limit *l = field;
+    v = l->n;
+    prefix = l->local ? "local:" : "";
+  } else if (t == &config__t_u16)
     v = *(const uint16_t *)field;
   else if (t == &config__t_decimal || t == &config__t_share)
     v = (uint64_t)(*(const double *)field * 1e6 + 0.5);
   else
     memcpy(&v, field, sizeof v);
-  char buf[64];
+  char buf[64], out[80];
   config__range_text(d, v, buf, sizeof buf);
-  config__put_line(f, indent, d->name, buf);
+  snprintf(out, sizeof out, "%s%s", prefix, buf);
+  config__put_line(f, indent, d->name, out);
 }
 
 const struct config__type config__t_duration = {"duration", parse_num,
@@ -527,6 +545,9 @@ const struct config__type config__t_size = {"size", parse_num, print_num,
                                             free_nothing};
 const struct config__type config__t_u32 = {"number", parse_num, print_num,
                                            free_nothing};
+/* A destination limit: a count, "local:" in front for a per-node one. */
+const struct config__type config__t_limit = {"limit", parse_num, print_num,
+                                             free_nothing};
 const struct config__type config__t_u16 = {"number", parse_num, print_num,
                                            free_nothing};
 const struct config__type config__t_decimal = {"decimal number", parse_num,
@@ -549,7 +570,7 @@ void config__range_text(const struct config__dir *d, uint64_t v, char *buf,
 
 bool config__type_ranged(const struct config__type *t) {
   return t == &config__t_duration || t == &config__t_size ||
-         t == &config__t_u32 || t == &config__t_u16 ||
+         t == &config__t_u32 || t == &config__t_limit || t == &config__t_u16 ||
          t == &config__t_decimal || t == &config__t_share;
 }
 

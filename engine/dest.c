@@ -48,6 +48,7 @@ static struct dest *dest_get(struct dwork *dw, struct job *j) {
   d->dw = dw;
   snprintf(d->key, sizeof d->key, "%s", j->dest_key);
   snprintf(d->domain, sizeof d->domain, "%s", j->domain);
+  snprintf(d->gcra_key, sizeof d->gcra_key, "rate:%s", d->key);
   d->routed = j->routed;
   d->route = j->route;
   d->target = (struct mx_dest){.key = d->key,
@@ -73,7 +74,7 @@ static void dest_closed(uv_handle_t *h) {
 
 void engine__dest_maybe_free(struct dest *d) {
   if (d->njobs || d->nconns || d->nattempts || d->lease_acq || d->lease_ready ||
-      d->freeing)
+      d->rate_acq || d->freeing)
     return;
   postern_htab_del(d->dw->dests, d->key);
   d->freeing = true;
@@ -106,22 +107,6 @@ void engine__dest_abandon(struct dest *d) {
   struct job *j;
   while ((j = engine__dest_pop(d)) != NULL)
     engine__job_abandon(j);
-}
-
-bool engine__dest_rate_take(struct dest *d, uint32_t rate) {
-  uint64_t now = relay_now_ms(d->dw->env.r);
-  if (now >= d->rate_next_ms) {
-    uint64_t step = 1000 / rate ? 1000 / rate : 1;
-    d->rate_next_ms =
-        (d->rate_next_ms + step > now) ? d->rate_next_ms + step : now + step;
-    return true;
-  }
-  if (!d->rate_timer_on) {
-    d->rate_timer_on = true;
-    uv_timer_start(&d->rate_timer, engine__dest_timer_fire,
-                   d->rate_next_ms - now, 0);
-  }
-  return false;
 }
 
 void engine__dest_kick(struct dest *d) {
@@ -212,6 +197,13 @@ int engine__deliver_worker_init(struct relay *r, struct worker *w) {
   }
   w->ud2 = dw;
   return 0;
+}
+
+void engine__deliver_worker_reload(struct worker *w, struct worker_task *t) {
+  struct dwork *dw = dw_of(w);
+  (void)t; /* owned by relay.c */
+  if (dw != NULL && !atomic_load(&dw->env.r->stopping))
+    engine__cluster_worker_reload(dw);
 }
 
 /* Draining for shutdown: give up every job not yet on a connection. */

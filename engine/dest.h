@@ -38,7 +38,14 @@ struct dwork {
   bool redis_up, redis_ever_up;
   uint64_t cluster_start_ms;
   uint64_t boot_id, lease_seq; /* lease holder names */
+  uint64_t boot_ms;            /* wall clock at start (node description) */
   char node[65];
+  struct lease *live; /* leases held, for renewal and shutdown */
+  /* Worker 0 keeps the node in the fleet's node set (qtool cluster). */
+  bool beats;
+  uv_timer_t beat;
+  bool cluster_closed;   /* the worker stopped: no client any more */
+  char cluster_id[1600]; /* what the client was made from (reloads) */
 };
 
 /* A destination: a recipient domain, or a static route's target. */
@@ -55,7 +62,13 @@ struct dest {
   size_t nconns;
   struct mx_attempt *attempts;
   size_t nattempts;
-  uint64_t rate_next_ms;
+  /* per_domain_rate (throttle.c): the local clock (µs); fleet mode: a
+   * GCRA request in flight, a granted cell not yet used, the local clock
+   * ruling until then after a failed request; the Redis key. */
+  uint64_t rate_next_us;
+  bool rate_acq, rate_permit;
+  uint64_t rate_fallback_until;
+  char gcra_key[sizeof "rate:" + 300];
   uv_timer_t rate_timer;
   bool rate_timer_on;
   /* Registered with engine__slot_wait (max_connections reached). */
@@ -75,6 +88,7 @@ struct dest {
    * destination block), recomputed when the configuration changes. */
   uint64_t lim_gen; /* the configuration's generation they come from */
   uint32_t lim_conns, lim_rate, lim_reuse;
+  bool lim_conns_local, lim_rate_local; /* "local:": per node in a fleet */
   char temp_status[16];
   char temp_reason[512];
   /* Fleet mode (lease.c): an acquire in flight; a granted lease waiting
@@ -103,6 +117,10 @@ void engine__slots_free(struct relay *r);
  * block (0 without one); closes it. */
 int engine__cluster_worker_init(struct dwork *dw);
 void engine__cluster_worker_stop(struct dwork *dw);
+/* After a reload: a changed cluster block (fleet mode on or off, another
+ * Redis, node, prefix or TLS files) replaces the client, giving the old
+ * Redis its leases back; the connections go on. */
+void engine__cluster_worker_reload(struct dwork *dw);
 /* The connection cap in force: `cap`, or its local share while Redis is
  * down (at least 1). */
 size_t engine__lease_cap(const struct dest *d, size_t cap);
@@ -132,8 +150,9 @@ void engine__dest_abandon(struct dest *d);
 /* Frees a destination with nothing left: no job, connection or attempt. */
 void engine__dest_maybe_free(struct dest *d);
 
-/* per_domain_rate with a limit: takes a slot now, or arms the timer that
- * kicks the destination when the next one is due. */
+/* per_domain_rate with a limit (throttle.c): takes a slot now, or arms the
+ * timer (or asks Redis) so that the destination is kicked when the next
+ * one may be due. */
 bool engine__dest_rate_take(struct dest *d, uint32_t rate);
 
 /* May one more message start now (per_domain_rate)? If not, the
@@ -148,9 +167,15 @@ static inline void engine__dest_limits(struct dest *d) {
   const struct config_destination *b =
       engine__destination_block(cfg, d->domain);
   d->lim_gen = cfg->generation;
-  d->lim_conns = b && b->connections ? b->connections
-                                     : cfg->delivery.per_domain_connections;
-  d->lim_rate = b && b->rate ? b->rate : cfg->delivery.per_domain_rate;
+  const struct config_limit *c = b && b->connections.n
+                                     ? &b->connections
+                                     : &cfg->delivery.per_domain_connections;
+  const struct config_limit *rt =
+      b && b->rate.n ? &b->rate : &cfg->delivery.per_domain_rate;
+  d->lim_conns = c->n;
+  d->lim_conns_local = c->local;
+  d->lim_rate = rt->n;
+  d->lim_rate_local = rt->local;
   d->lim_reuse =
       b && b->reuse_limit ? b->reuse_limit : cfg->delivery.reuse_limit;
 }

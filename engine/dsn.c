@@ -10,6 +10,7 @@
 
 #include "base/postern_buf.h"
 #include "base/postern_err.h"
+#include "base/postern_utf8.h"
 #include "net/rfc5322.h"
 
 #include <stdarg.h>
@@ -32,6 +33,8 @@
 struct dbuf {
   struct postern_buf b;
   size_t col; /* bytes since the last LF: the current line's length */
+  /* A global report (RFC 6533): well-formed UTF-8 in values is kept. */
+  bool utf8;
 };
 
 static void db_put(struct dbuf *b, const void *s, size_t n) {
@@ -62,20 +65,36 @@ static void db_fmt(struct dbuf *b, const char *fmt, ...) {
 }
 
 /* Copies hostile text as one safe header-field value: control bytes and
- * line breaks become spaces, 8-bit bytes become '?', and the value is cut
- * at DSN_FIELD_MAX bytes. A value that would pass DSN_FOLD_COL is folded
- * (CRLF and a space, RFC 5322 §2.2.3), so a line holding several long
- * values still stays under RFC 5322's 998 bytes. */
+ * line breaks become spaces, 8-bit bytes become '?' (in a global report,
+ * RFC 6533, well-formed UTF-8 stays; C1 controls become spaces), and the value
+ * is cut at DSN_FIELD_MAX bytes. A value that would pass DSN_FOLD_COL is
+ * folded (CRLF and a space, RFC 5322 §2.2.3), never inside a UTF-8
+ * sequence, so a line holding several long values still stays under RFC
+ * 5322's 998 bytes. */
 static void db_safe(struct dbuf *b, const char *s) {
-  char tmp[DSN_FIELD_MAX + 1];
-  size_t n = 0;
-  for (; s != NULL && *s != '\0' && n < DSN_FIELD_MAX; s++) {
+  char tmp[DSN_FIELD_MAX + 4];
+  size_t n = 0, left = s ? strlen(s) : 0;
+  while (left > 0 && n < DSN_FIELD_MAX) {
     unsigned char c = (unsigned char)*s;
-    if (c < 0x20 || c == 0x7f)
-      c = ' ';
-    else if (c >= 0x80)
-      c = '?';
-    tmp[n++] = (char)c;
+    size_t k = c >= 0x80 && b->utf8
+                   ? postern_utf8_len((const unsigned char *)s, left)
+                   : 0;
+    if (k > 0) {
+      /* A C1 control (U+0080..U+009F) is a control like the others. */
+      bool c1 = c == 0xc2 && (unsigned char)s[1] < 0xa0;
+      if (c1)
+        tmp[n++] = ' ';
+      else {
+        memcpy(tmp + n, s, k);
+        n += k;
+      }
+      s += k;
+      left -= k;
+      continue;
+    }
+    tmp[n++] = c < 0x20 || c == 0x7f ? ' ' : c >= 0x80 ? '?' : (char)c;
+    s++;
+    left--;
   }
   size_t done = 0;
   while (done < n && !b->b.oom) {
@@ -83,9 +102,22 @@ static void db_safe(struct dbuf *b, const char *s) {
       db_put(b, "\r\n ", 3);
     size_t room = DSN_FOLD_COL - b->col;
     size_t k = n - done < room ? n - done : room;
+    /* Not in the middle of a UTF-8 sequence: back to its first byte. */
+    while (k > 0 && done + k < n &&
+           ((unsigned char)tmp[done + k] & 0xc0) == 0x80)
+      k--;
+    if (k == 0) /* a sequence longer than the room left: a new line */
+      k = n - done < 4 ? n - done : 4;
     db_put(b, tmp + done, k);
     done += k;
   }
+}
+
+static bool has_8bit(const char *s) {
+  for (; s && *s; s++)
+    if ((unsigned char)*s >= 0x80)
+      return true;
+  return false;
 }
 
 static bool contains(const uint8_t *hay, size_t n, const char *needle) {
@@ -154,7 +186,17 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   rfc5322_date_format(in->arrival, arrival, sizeof arrival);
   bool failure = in->kind == DSN_FAILURE;
 
-  struct dbuf b = {0};
+  /* An internationalized message (RFC 6530: UTF-8 in an address of the
+   * report or in the returned header section) gets a global report (RFC
+   * 6533): its addresses as they are, the utf-8 address type, and the
+   * message/global* types, which a non-SMTPUTF8 path would mangle anyway. */
+  bool global = has_8bit(in->sender);
+  for (size_t i = 0; i < in->nrcpts && !global; i++)
+    global = has_8bit(in->rcpts[i].addr) || has_8bit(in->rcpts[i].orcpt);
+  for (size_t i = 0; i < hlen && !global; i++)
+    global = orig[i] >= 0x80;
+
+  struct dbuf b = {.utf8 = global};
   db_str(&b, "From: Mail Delivery System <MAILER-DAEMON@");
   db_safe(&b, host);
   db_str(&b, ">\r\nTo: <");
@@ -167,13 +209,14 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   db_str(&b, ".dsn@");
   db_safe(&b, host);
   db_str(&b, ">\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
-             "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-             "\tboundary=\"");
+             "Content-Type: multipart/report; report-type=");
+  db_str(&b, global ? "global-delivery-status" : "delivery-status");
+  db_str(&b, ";\r\n\tboundary=\"");
   db_str(&b, boundary);
   /* What we write is 7-bit; the returned original may not be (it came as
    * 8BITMIME). Say so, so that the report is relayed with BODY=8BITMIME
    * (RFC 6152) instead of pretending to be 7-bit. */
-  bool eight = false;
+  bool eight = global;
   for (size_t i = 0; i < rlen && !eight; i++)
     eight = orig[i] >= 0x80;
   db_str(&b, eight ? "\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
@@ -183,8 +226,8 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   /* Part 1: the human-readable explanation (RFC 6522 §3). */
   db_fmt(&b,
          "--%s\r\nContent-Description: Notification\r\n"
-         "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
-         boundary);
+         "Content-Type: text/plain; charset=%s\r\n\r\n",
+         boundary, global ? "utf-8" : "us-ascii");
   db_str(&b, "This is the mail system at host ");
   db_safe(&b, host);
   db_str(&b, ".\r\n\r\n");
@@ -217,8 +260,8 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   /* Part 2: the machine-readable report (RFC 3464 §2). */
   db_fmt(&b,
          "--%s\r\nContent-Description: Delivery report\r\n"
-         "Content-Type: message/delivery-status\r\n\r\n",
-         boundary);
+         "Content-Type: message/%sdelivery-status\r\n\r\n",
+         boundary, global ? "global-" : "");
   db_str(&b, "Reporting-MTA: dns; ");
   db_safe(&b, host);
   db_str(&b, "\r\nX-Postern-Queue-ID: ");
@@ -232,7 +275,9 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   db_fmt(&b, "Arrival-Date: %s\r\n", arrival);
   for (size_t i = 0; i < in->nrcpts; i++) {
     const struct dsn_rcpt *r = &in->rcpts[i];
-    db_str(&b, "\r\nFinal-Recipient: rfc822; ");
+    /* RFC 6533 §3: a UTF-8 address is of the utf-8 type. */
+    db_str(&b, has_8bit(r->addr) ? "\r\nFinal-Recipient: utf-8; "
+                                 : "\r\nFinal-Recipient: rfc822; ");
     db_safe(&b, r->addr);
     db_str(&b, "\r\n");
     if (r->orcpt) {
@@ -268,13 +313,13 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   if (full)
     db_fmt(&b,
            "--%s\r\nContent-Description: Undelivered Message\r\n"
-           "Content-Type: message/rfc822\r\n\r\n",
-           boundary);
+           "Content-Type: %s\r\n\r\n",
+           boundary, global ? "message/global" : "message/rfc822");
   else
     db_fmt(&b,
            "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
-           "Content-Type: text/rfc822-headers\r\n\r\n",
-           boundary);
+           "Content-Type: %s\r\n\r\n",
+           boundary, global ? "message/global-headers" : "text/rfc822-headers");
   db_lines(&b, orig, rlen);
   db_fmt(&b, "\r\n--%s--\r\n", boundary);
 

@@ -1,5 +1,10 @@
 /*
- * dsn.h - delivery status notifications (RFC 3464, RFC 3461, RFC 6522).
+ * dsn.h - delivery status notifications (RFC 3464, RFC 3461, RFC 6522), and
+ * their internationalized form (RFC 6533): a report on a message with
+ * UTF-8 in an address it reports or in its header section is a global one
+ * (multipart/report; report-type=global-delivery-status, the utf-8
+ * address type for UTF-8 addresses, message/global or
+ * message/global-headers for what is returned), with its UTF-8 intact.
  *
  * dsn_build() turns a message's failed (or delayed) recipients into one
  * multipart/report message for the envelope sender. It is a pure function:
@@ -9,8 +14,9 @@
  *
  * Every string that came from a remote server or a client (diagnostics,
  * addresses, ENVID) is hostile: the builder folds CR, LF and other control
- * bytes to spaces and bounds its lines, so input can never add a header or a
- * MIME part.
+ * bytes to spaces, writes bytes that are not well-formed UTF-8 (any 8-bit
+ * byte outside a global report) as '?', and bounds its lines, so input can
+ * never add a header or a MIME part.
  */
 #ifndef POSTERN_ENGINE_DSN_H
 #define POSTERN_ENGINE_DSN_H

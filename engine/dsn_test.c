@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "base/postern_utf8.h"
 #include "engine/dsn.h"
 #include "base/postern_err.h"
 
@@ -66,6 +67,111 @@ static void test_failure_report(void **state) {
   assert_non_null(strstr(out, "Subject: hello\r\n"));
   /* headers only by default: the body stays private */
   assert_null(strstr(out, "secret"));
+  free(out);
+}
+
+/* RFC 6533: a report on internationalized mail is a global one. */
+static void test_global_report(void **state) {
+  (void)state;
+  struct dsn_rcpt r[2] = {
+      {.addr = "\xc3\xbcnsal@ex\xc3\xa4mple.com", /* ünsal@exämple.com */
+       .status = "5.1.1",
+       .remote_mta = "mx.xn--exmple-cua.com",
+       /* invalid UTF-8 (a lone continuation byte): '?'; a C1 control: ' ' */
+       .diagnostic = "550 5.1.1 \xc3\xbcnsal \x80 unknown \xc2\x85 x"},
+      {.addr = "plain@example.net", .status = "5.4.4"},
+  };
+  struct dsn_input in = base_input(r, 2);
+  in.sender = "j\xc3\xb6ran@example.org";
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "To: <j\xc3\xb6ran@example.org>\r\n"));
+  assert_non_null(strstr(out, "report-type=global-delivery-status"));
+  assert_non_null(strstr(out, "Content-Type: text/plain; charset=utf-8"));
+  assert_non_null(strstr(out, "Content-Type: message/global-delivery-status"));
+  assert_non_null(strstr(
+      out, "Final-Recipient: utf-8; \xc3\xbcnsal@ex\xc3\xa4mple.com\r\n"));
+  /* An ASCII address keeps its type in a global report. */
+  assert_non_null(
+      strstr(out, "Final-Recipient: rfc822; plain@example.net\r\n"));
+  assert_non_null(strstr(
+      out, "Diagnostic-Code: smtp; 550 5.1.1 \xc3\xbcnsal ? unknown   x\r\n"));
+  assert_non_null(strstr(out, "Content-Type: message/global-headers"));
+  assert_null(strstr(out, "text/rfc822-headers"));
+  assert_non_null(strstr(out, "Content-Transfer-Encoding: 8bit"));
+  free(out);
+
+  /* Full content: message/global. */
+  in.ret = DSN_RET_FULL;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "Content-Type: message/global\r\n"));
+  free(out);
+
+  /* ASCII addresses, a UTF-8 header in the original (RFC 6532): global. */
+  static const char u8orig[] =
+      "From: a@example.org\r\nSubject: gr\xc3\xbc\xc3\x9f"
+      "e\r\n\r\nbody\r\n";
+  struct dsn_rcpt a = {.addr = "b@example.net", .status = "5.1.1"};
+  in = base_input(&a, 1);
+  in.original = (const uint8_t *)u8orig;
+  in.original_len = sizeof u8orig - 1;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "report-type=global-delivery-status"));
+  assert_non_null(strstr(out, "Final-Recipient: rfc822; b@example.net\r\n"));
+  assert_non_null(strstr(out, "Subject: gr\xc3\xbc\xc3\x9f"
+                              "e\r\n"));
+  free(out);
+
+  /* Without UTF-8 anywhere: the classic report, 8-bit bytes as '?'. */
+  struct dsn_rcpt c = {
+      .addr = "b@example.net", .status = "5.1.1", .diagnostic = "550 \xc3\xbc"};
+  in = base_input(&c, 1);
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  assert_non_null(strstr(out, "report-type=delivery-status"));
+  assert_non_null(strstr(out, "Diagnostic-Code: smtp; 550 ??\r\n"));
+  free(out);
+}
+
+/* A long UTF-8 value is folded between characters, never inside one. */
+static void test_global_fold(void **state) {
+  (void)state;
+  char diag[1200];
+  size_t n = 0;
+  memcpy(diag, "550 ", 4);
+  n = 4;
+  while (n + 2 < 1100) {
+    diag[n++] = '\xc3';
+    diag[n++] = '\xa4';
+  }
+  diag[n] = '\0';
+  struct dsn_rcpt r = {.addr = "\xc3\xbc@example.net",
+                       .status = "5.1.1",
+                       .remote_mta = "mx.example.net",
+                       .diagnostic = diag};
+  struct dsn_input in = base_input(&r, 1);
+  char *out;
+  size_t len;
+  assert_int_equal(dsn_build(&in, &out, &len), 0);
+  /* Every line under 998 bytes, and every line is well-formed UTF-8 on its
+   * own: no fold split a character. */
+  const char *line = out;
+  while (*line) {
+    const char *e = strstr(line, "\r\n");
+    size_t l = e ? (size_t)(e - line) : strlen(line);
+    assert_true(l < 998);
+    for (size_t i = 0; i < l;) {
+      unsigned char ch = (unsigned char)line[i];
+      if (ch < 0x80) {
+        i++;
+        continue;
+      }
+      size_t k = postern_utf8_len((const unsigned char *)line + i, l - i);
+      assert_true(k > 0);
+      i += k;
+    }
+    line = e ? e + 2 : line + l;
+  }
   free(out);
 }
 
@@ -297,6 +403,8 @@ static void test_requiretls_returns_nothing(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failure_report),
+      cmocka_unit_test(test_global_report),
+      cmocka_unit_test(test_global_fold),
       cmocka_unit_test(test_requiretls_returns_nothing),
       cmocka_unit_test(test_ret_full_and_limit),
       cmocka_unit_test(test_hostile_text),

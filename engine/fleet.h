@@ -21,13 +21,12 @@ struct redis_client;
  * not a worker's (postern-probe). Call from that loop's thread. */
 struct redis_client *engine__fleet_redis(struct relay *r, uv_loop_t *loop);
 
-/* Makes the MTA-STS store when the configuration has a cluster block:
- * once, before the workers start (relay.c). */
+/* Makes the MTA-STS store: once, before the workers start (relay.c). */
 void engine__fleet_init(struct relay *r);
 
 /* The MTA-STS store (policy_env.store) backed by the loop's Redis client;
- * NULL without a cluster block or engine__fleet_init (postern-probe).
- * Lives as long as the process. */
+ * NULL while the configuration in force has no cluster block, and without
+ * engine__fleet_init (postern-probe). Lives as long as the process. */
 const struct policy_store *engine__fleet_store(struct relay *r);
 
 /* ---- TLS reports over the fleet (tlsrpt_fleet.c) ----

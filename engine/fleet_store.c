@@ -138,12 +138,13 @@ static void store_put(void *impl, uv_loop_t *loop, const char *key,
 static struct policy_store store;
 
 void engine__fleet_init(struct relay *r) {
-  if (!r->cfg->cluster.enabled)
-    return;
   store = (struct policy_store){
       .impl = r, .get = store_get, .claim = store_claim, .put = store_put};
 }
 
 const struct policy_store *engine__fleet_store(struct relay *r) {
-  return r != NULL && store.impl == r ? &store : NULL;
+  /* The configuration in force decides: a reload may turn fleet mode on
+   * or off (lease.c replaces the workers' clients then). */
+  return r != NULL && store.impl == r && r->cfg->cluster.enabled ? &store
+                                                                 : NULL;
 }

@@ -273,6 +273,9 @@ void engine__deliver_worker_exit(struct worker *w);
 /* A task (owned by relay.c, never freed by it) that abandons every waiting
  * job. */
 void engine__deliver_worker_drain(struct worker *w, struct worker_task *t);
+/* A reload happened: the worker's fleet-mode client follows the new
+ * cluster block (lease.c). */
+void engine__deliver_worker_reload(struct worker *w, struct worker_task *t);
 
 /* ---- policy maintenance (maint.c, worker 0's loop) ---- */
 

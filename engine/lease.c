@@ -14,7 +14,11 @@
  * the lease; it is renewed every lease_ttl/3 and released when the
  * connection closes (conn.c conn_closed) or the attempt ends without one.
  * A job waiting for a lease stays queued on its destination: nothing here
- * fails or blocks mail.
+ * fails or blocks mail. A renewal Redis refuses (the lease expired) is
+ * followed by an acquire under the same holder name, so the slot is kept
+ * where the fleet has room. Held leases are on dw->live: renewed at once
+ * when Redis comes back, and given back at shutdown (with the node's
+ * entry in the node set, which worker 0 renews) before the client closes.
  *
  * Ownership: a struct lease belongs to the destination while acquiring or
  * parked, then to the attempt, then to the connection. Its memory is
@@ -34,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A denied or failed acquire is tried again after this, or sooner when a
@@ -42,7 +47,9 @@
 
 struct lease {
   struct dwork *dw;
-  struct dest *d; /* while acquiring; NULL after */
+  struct lease *prev, *next; /* dw->live while held */
+  unsigned limit;            /* the cap it was granted under */
+  struct dest *d;            /* while acquiring; NULL after */
   uv_timer_t renew;
   int refs; /* the timer handle + Redis commands in flight */
   bool held, lost, released;
@@ -60,6 +67,26 @@ static void lease_timer_closed(uv_handle_t *h) {
   lease_unref(h->data);
 }
 
+static void live_add(struct lease *l) {
+  struct dwork *dw = l->dw;
+  l->prev = NULL;
+  l->next = dw->live;
+  if (dw->live)
+    dw->live->prev = l;
+  dw->live = l;
+}
+
+static void live_del(struct lease *l) {
+  struct dwork *dw = l->dw;
+  if (l->prev)
+    l->prev->next = l->next;
+  else if (dw->live == l)
+    dw->live = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+  l->prev = l->next = NULL;
+}
+
 static void lease_done_cb(struct redis_client *c,
                           const struct redis_lease_result *r, void *arg) {
   (void)c;
@@ -67,17 +94,40 @@ static void lease_done_cb(struct redis_client *c,
   lease_unref(arg);
 }
 
+static void lease_reacquired(struct redis_client *c,
+                             const struct redis_lease_result *r, void *arg) {
+  (void)c;
+  struct lease *l = arg;
+  if (r->status == 0 && !l->released && !l->lost) {
+    if (r->granted)
+      l->held = true; /* after a reload to another Redis it was not */
+    if (r->granted)
+      postern_log(POSTERN_LOG_INFO, "cluster_lease_regained", "key", l->key,
+                  "holder", l->holder, NULL);
+    else {
+      l->lost = true;
+      postern_log(POSTERN_LOG_WARN, "cluster_lease_lost", "key", l->key,
+                  "holder", l->holder, NULL);
+    }
+  }
+  lease_unref(l);
+}
+
 static void lease_renewed(struct redis_client *c,
                           const struct redis_lease_result *r, void *arg) {
-  (void)c;
   struct lease *l = arg;
   /* A renewal that failed for want of Redis changes nothing: the
    * connection goes on (Redis down means local limits). One that Redis
-   * refused means the lease expired and another node may hold the slot. */
-  if (r->status == 0 && !r->granted && !l->released && !l->lost) {
-    l->lost = true;
-    postern_log(POSTERN_LOG_WARN, "cluster_lease_lost", "key", l->key, "holder",
-                l->holder, NULL);
+   * refused means the lease expired (a pause longer than lease_ttl, or
+   * Redis lost its data): take the slot again if the fleet has room;
+   * only if it has none, another node holds it and this connection must
+   * end after its message. */
+  if (r->status == 0 && !r->granted && !l->released && !l->lost &&
+      l->dw->redis != NULL) {
+    l->refs++;
+    if (redis_lease_acquire(c, l->key, l->holder, l->limit, l->ttl_ms,
+                            lease_reacquired, l) != 0)
+      l->refs--;
   }
   lease_unref(l);
 }
@@ -118,6 +168,7 @@ void engine__lease_release(struct lease *l) {
   if (l == NULL || l->released)
     return;
   l->released = true;
+  live_del(l);
   struct redis_client *rc = l->dw->redis;
   if (l->held && rc != NULL && redis_client_up(rc)) {
     l->refs++;
@@ -147,6 +198,7 @@ static void lease_acquired(struct redis_client *c,
   d->lease_acq = false;
   if (r->status == 0 && r->granted && !atomic_load(&d->dw->env.r->stopping)) {
     l->held = true;
+    live_add(l);
     uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
     d->lease_ready = l;
     engine__dest_kick(d);
@@ -161,6 +213,8 @@ static void lease_acquired(struct redis_client *c,
     if (r->status != 0 && r->status != POSTERN_ECLOSED)
       postern_log(POSTERN_LOG_DEBUG, "cluster_lease_error", "key", l->key,
                   "error", postern_strerror(r->status), NULL);
+    /* Granted while stopping: give it back rather than let it expire. */
+    l->held = r->status == 0 && r->granted;
     engine__lease_release(l);
     if (!atomic_load(&d->dw->env.r->stopping))
       lease_retry_later(d);
@@ -171,7 +225,7 @@ static void lease_acquired(struct redis_client *c,
 
 size_t engine__lease_cap(const struct dest *d, size_t cap) {
   const struct dwork *dw = d->dw;
-  if (dw->redis == NULL || dw->redis_up)
+  if (dw->redis == NULL || dw->redis_up || d->lim_conns_local)
     return cap;
   double share = dw->env.r->cfg->cluster.local_share;
   size_t local = (size_t)((double)cap * share);
@@ -181,7 +235,7 @@ size_t engine__lease_cap(const struct dest *d, size_t cap) {
 bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
   struct dwork *dw = d->dw;
   *out = NULL;
-  if (dw->redis == NULL)
+  if (dw->redis == NULL || d->lim_conns_local)
     return true;
   if (d->lease_ready != NULL) {
     *out = d->lease_ready;
@@ -207,6 +261,7 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
     return false;
   }
   l->d = d;
+  l->limit = (unsigned)cap;
   l->refs++; /* the acquire's */
   if (redis_lease_acquire(dw->redis, l->key, l->holder, (unsigned)cap,
                           l->ttl_ms, lease_acquired, l) != 0) {
@@ -221,22 +276,34 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
 
 /* ---- the worker's Redis client ---- */
 
-static void cluster_state(struct redis_client *c, bool up, void *arg) {
+/* Waits this long at shutdown for the releases to be answered. */
+#define CLUSTER_STOP_MS 1000
+
+static void beat_done(struct redis_client *c,
+                      const struct redis_lease_result *r, void *arg) {
   (void)c;
-  struct dwork *dw = arg;
-  dw->redis_up = up;
-  metrics_cluster_redis(up);
-  if (up) {
-    dw->redis_ever_up = true;
-    postern_log(POSTERN_LOG_INFO, "cluster_redis_up", "node", dw->node, NULL);
-  } else {
-    char share[32];
-    snprintf(share, sizeof share, "%g", dw->env.r->cfg->cluster.local_share);
-    postern_log(POSTERN_LOG_WARN, "cluster_redis_down", "node", dw->node,
-                "limits", "local share", "local_share", share, NULL);
-  }
-  /* Destinations waiting for a lease, or for Redis, go on under the new
-   * rules. Collected first: a kick may free its destination. */
+  (void)arg;
+  if (r->status != 0 && r->status != POSTERN_ECLOSED)
+    postern_log(POSTERN_LOG_DEBUG, "cluster_beat_error", "error",
+                postern_strerror(r->status), NULL);
+}
+
+static void beat_fire(uv_timer_t *t) {
+  struct dwork *dw = t->data;
+  if (dw->redis == NULL || !dw->redis_up)
+    return;
+  const struct relay *r = dw->env.r;
+  char info[512];
+  snprintf(info, sizeof info, "pid=%d started=%llu hostname=%s workers=%u",
+           (int)getpid(), (unsigned long long)(dw->boot_ms / 1000),
+           r->cfg->hostname, (unsigned)r->cfg->delivery.workers);
+  unsigned ttl = (unsigned)r->cfg->cluster.lease_ttl_ms;
+  redis_node_beat(dw->redis, dw->node, ttl ? ttl : 30000, info, beat_done, dw);
+}
+
+/* Destinations waiting for a lease, or for Redis, go on under the new
+ * rules. Collected first: a kick may free its destination. */
+static void kick_waiting(struct dwork *dw) {
   size_t pos = 0, n = 0, cap = postern_htab_count(dw->dests);
   struct dest **ds = cap ? calloc(cap, sizeof *ds) : NULL;
   struct dest *d;
@@ -248,8 +315,51 @@ static void cluster_state(struct redis_client *c, bool up, void *arg) {
   free(ds);
 }
 
-int engine__cluster_worker_init(struct dwork *dw) {
-  const struct config_cluster *cc = &dw->env.r->cfg->cluster;
+static void cluster_state(struct redis_client *c, bool up, void *arg) {
+  struct dwork *dw = arg;
+  if (c != dw->redis)
+    return; /* a retired client's last word */
+  dw->redis_up = up;
+  metrics_cluster_redis(up);
+  if (up) {
+    dw->redis_ever_up = true;
+    postern_log(POSTERN_LOG_INFO, "cluster_redis_up", "node", dw->node, NULL);
+    if (dw->beats)
+      beat_fire(&dw->beat);
+    /* Renew every lease now: an outage longer than lease_ttl (or a Redis
+     * that restarted empty) lost them, and each is taken again where the
+     * fleet has room (lease_renewed). */
+    for (struct lease *l = dw->live; l != NULL; l = l->next)
+      lease_renew_fire(&l->renew);
+  } else {
+    char share[32];
+    snprintf(share, sizeof share, "%g", dw->env.r->cfg->cluster.local_share);
+    postern_log(POSTERN_LOG_WARN, "cluster_redis_down", "node", dw->node,
+                "limits", "local share", "local_share", share, NULL);
+  }
+  kick_waiting(dw);
+}
+
+/* What makes a worker's Redis client: a reload that changes any of it
+ * replaces the client (engine__cluster_worker_reload). */
+static void cluster_identity(const struct postern_config *cfg, char *out,
+                             size_t cap) {
+  const struct config_cluster *cc = &cfg->cluster;
+  if (!cc->enabled) {
+    snprintf(out, cap, "off");
+    return;
+  }
+#define S(x) ((x) ? (x) : "")
+  snprintf(out, cap, "%s\n%s\n%s\n%s\n%s\n%s\n%s", S(cc->redis), S(cc->node),
+           S(cc->key_prefix), S(cc->redis_ca_file), S(cfg->tls.ca_file),
+           S(cc->redis_cert_file), S(cc->redis_key_file));
+#undef S
+}
+
+static int client_open(struct dwork *dw) {
+  const struct postern_config *cfg = dw->env.r->cfg;
+  const struct config_cluster *cc = &cfg->cluster;
+  cluster_identity(cfg, dw->cluster_id, sizeof dw->cluster_id);
   if (!cc->enabled)
     return 0;
   struct redis_opts o;
@@ -261,20 +371,180 @@ int engine__cluster_worker_init(struct dwork *dw) {
            cc->key_prefix ? cc->key_prefix : "");
   o.state_cb = cluster_state;
   o.state_arg = dw;
+  const char *ca = cc->redis_ca_file ? cc->redis_ca_file : cfg->tls.ca_file;
+  snprintf(o.tls_ca_file, sizeof o.tls_ca_file, "%s", ca ? ca : "");
+  snprintf(o.tls_cert_file, sizeof o.tls_cert_file, "%s",
+           cc->redis_cert_file ? cc->redis_cert_file : "");
+  snprintf(o.tls_key_file, sizeof o.tls_key_file, "%s",
+           cc->redis_key_file ? cc->redis_key_file : "");
   snprintf(dw->node, sizeof dw->node, "%s", cc->node);
-  dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
   dw->cluster_start_ms = relay_now_ms(dw->env.r);
+  dw->redis_ever_up = false;
   rc = redis_client_new(dw->env.loop, &o, &dw->redis);
   explicit_bzero(&o, sizeof o);
+  if (rc != 0)
+    return rc;
+  if (dw->beats) {
+    uint64_t every = (cc->lease_ttl_ms ? cc->lease_ttl_ms : 30000) / 3;
+    uv_timer_start(&dw->beat, beat_fire, every, every);
+  }
+  return 0;
+}
+
+int engine__cluster_worker_init(struct dwork *dw) {
+  dw->boot_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
+  dw->boot_ms = (uint64_t)time(NULL) * 1000;
+  uv_timer_init(dw->env.loop, &dw->beat);
+  dw->beat.data = dw;
+  dw->beats = dw->w == NULL || dw->w->index == 0;
+  int rc = client_open(dw);
+  if (rc != 0)
+    uv_close((uv_handle_t *)&dw->beat, NULL);
   return rc;
 }
 
-void engine__cluster_worker_stop(struct dwork *dw) {
-  if (dw->redis == NULL)
+/* A client being given up (shutdown, or a reload that changed the
+ * cluster block): its leases are given back and the node leaves the node
+ * set before it closes, at most CLUSTER_STOP_MS later. */
+struct retiring {
+  struct redis_client *rc;
+  int pending;
+  bool closed;
+  uv_timer_t timer;
+  char node[65];
+};
+
+static void retiring_freed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void retiring_close(struct retiring *rt) {
+  if (rt->closed)
     return;
-  if (dw->redis_up)
-    metrics_cluster_redis(false);
-  redis_client_close(dw->redis, NULL, NULL);
+  rt->closed = true;
+  redis_client_close(rt->rc, NULL, NULL);
+  uv_close((uv_handle_t *)&rt->timer, retiring_freed);
+}
+
+static void retiring_timeout(uv_timer_t *t) {
+  struct retiring *rt = t->data;
+  postern_log(POSTERN_LOG_WARN, "cluster_stop_timeout", "node", rt->node,
+              "note", "Redis did not answer the releases in time", NULL);
+  retiring_close(rt);
+}
+
+static void retiring_done(struct redis_client *c,
+                          const struct redis_lease_result *r, void *arg) {
+  (void)c;
+  (void)r;
+  struct retiring *rt = arg;
+  if (--rt->pending == 0)
+    retiring_close(rt);
+}
+
+struct retire_lease {
+  struct retiring *rt;
+  struct lease *l;
+};
+
+static void retiring_lease_done(struct redis_client *c,
+                                const struct redis_lease_result *r, void *arg) {
+  struct retire_lease *rl = arg;
+  struct retiring *rt = rl->rt;
+  lease_unref(rl->l);
+  free(rl);
+  retiring_done(c, r, rt);
+}
+
+/* Gives the worker's client up: every held lease goes back to that Redis
+ * (the connections carry on without one; a later renewal takes one from
+ * the new Redis, if any), the node leaves the node set, then it closes. */
+static void client_retire(struct dwork *dw) {
+  struct redis_client *rc = dw->redis;
+  bool was_up = dw->redis_up;
   dw->redis = NULL;
   dw->redis_up = false;
+  uv_timer_stop(&dw->beat);
+  if (rc == NULL)
+    return;
+  if (was_up)
+    metrics_cluster_redis(false);
+  struct retiring *rt = calloc(1, sizeof *rt);
+  if (rt == NULL) {
+    redis_client_close(rc, NULL, NULL);
+    return;
+  }
+  rt->rc = rc;
+  snprintf(rt->node, sizeof rt->node, "%s", dw->node);
+  uv_timer_init(dw->env.loop, &rt->timer);
+  rt->timer.data = rt;
+  for (struct lease *l = dw->live; l != NULL; l = l->next) {
+    if (!l->held)
+      continue;
+    l->held = false; /* its owner's release sends nothing to that Redis */
+    struct retire_lease *rl = was_up ? malloc(sizeof *rl) : NULL;
+    if (rl == NULL)
+      continue;
+    rl->rt = rt;
+    rl->l = l;
+    l->refs++;
+    rt->pending++;
+    if (redis_lease_release(rc, l->key, l->holder, retiring_lease_done, rl) !=
+        0) {
+      l->refs--;
+      rt->pending--;
+      free(rl);
+    }
+  }
+  if (was_up && dw->beats) {
+    rt->pending++;
+    if (redis_node_leave(rc, rt->node, retiring_done, rt) != 0)
+      rt->pending--;
+  }
+  if (rt->pending == 0)
+    retiring_close(rt);
+  else
+    uv_timer_start(&rt->timer, retiring_timeout, CLUSTER_STOP_MS, 0);
+}
+
+/* Shutdown: the connections are being closed, but their own releases
+ * would come after the client has gone. Give every lease back now, and
+ * leave the node set, so that the rest of the fleet may use the slots at
+ * once instead of after lease_ttl (a slow Redis does not hold the
+ * shutdown: CLUSTER_STOP_MS at most). */
+void engine__cluster_worker_stop(struct dwork *dw) {
+  if (dw->cluster_closed)
+    return;
+  dw->cluster_closed = true;
+  client_retire(dw);
+  uv_close((uv_handle_t *)&dw->beat, NULL);
+}
+
+void engine__cluster_worker_reload(struct dwork *dw) {
+  if (dw->cluster_closed)
+    return;
+  char id[sizeof dw->cluster_id];
+  const struct postern_config *cfg = dw->env.r->cfg;
+  cluster_identity(cfg, id, sizeof id);
+  if (strcmp(id, dw->cluster_id) == 0) {
+    /* Same Redis: lease_ttl and local_share are read where used; the
+     * node's beat follows a new lease_ttl. */
+    if (dw->redis != NULL && dw->beats) {
+      uint64_t every = cfg->cluster.lease_ttl_ms / 3;
+      if (every && uv_timer_get_repeat(&dw->beat) != every)
+        uv_timer_start(&dw->beat, beat_fire, every, every);
+    }
+    return;
+  }
+  bool had = dw->redis != NULL;
+  client_retire(dw);
+  int rc = client_open(dw);
+  if (dw->w == NULL || dw->w->index == 0)
+    postern_log(rc == 0 ? POSTERN_LOG_INFO : POSTERN_LOG_ERROR,
+                "cluster_reloaded", "from", had ? "fleet" : "alone", "to",
+                cfg->cluster.enabled ? "fleet" : "alone", "node",
+                cfg->cluster.enabled ? cfg->cluster.node : "",
+                rc == 0 ? NULL : "error", rc == 0 ? NULL : postern_strerror(rc),
+                NULL);
+  kick_waiting(dw);
 }

@@ -42,6 +42,8 @@ struct retired {
   struct retired *next;
   struct postern_config *cfg;
   struct policy_chain *chain;
+  /* The reload's tasks to the workers (fleet mode), one per worker. */
+  struct worker_task *tasks;
 };
 static struct retired *retired_list;
 
@@ -184,6 +186,12 @@ static void on_signal(uv_signal_t *s, int signum) {
     r->cfg = ncfg;
     r->chain = nchain;
     apply_log(ncfg);
+    /* Each worker looks at the new cluster block on its own loop. */
+    old->tasks = calloc((size_t)r->pool.n, sizeof *old->tasks);
+    for (int i = 0; old->tasks && i < r->pool.n; i++) {
+      old->tasks[i].fn = engine__deliver_worker_reload;
+      worker_post(&r->pool.w[i], &old->tasks[i]);
+    }
     postern_log(POSTERN_LOG_INFO, "reloaded", "config", r->config_path, "note",
                 "listen, queue, dns and tls settings apply after a restart",
                 NULL);
@@ -480,6 +488,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
     retired_list = x->next;
     policy_chain_free(x->chain);
     config_free(x->cfg);
+    free(x->tasks);
     free(x);
   }
   engine__slots_free(r);

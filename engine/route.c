@@ -116,10 +116,11 @@ void engine__destination_describe(const struct postern_config *cfg,
     ADD("%zu pinned digest%s", b->npins, b->npins == 1 ? "" : "s");
   if (b->nnames)
     ADD("tls_names %s%s", b->names[0], b->nnames > 1 ? " ..." : "");
-  if (b->connections)
-    ADD("connections %u", b->connections);
-  if (b->rate)
-    ADD("rate %u", b->rate);
+  if (b->connections.n)
+    ADD("connections %s%u", b->connections.local ? "local:" : "",
+        b->connections.n);
+  if (b->rate.n)
+    ADD("rate %s%u", b->rate.local ? "local:" : "", b->rate.n);
   if (b->reuse_limit)
     ADD("reuse_limit %u", b->reuse_limit);
 #undef ADD

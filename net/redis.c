@@ -30,6 +30,7 @@
 #include "base/postern_log.h"
 #include "net/defer.h"
 #include "net/redis_internal.h"
+#include "net/tls.h"
 
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
@@ -123,6 +124,8 @@ static void set_up(struct redis_client *c, bool up) {
   if (c->up == up)
     return;
   c->up = up;
+  if (up)
+    c->tls_error[0] = '\0';
   postern_log(up ? POSTERN_LOG_INFO : POSTERN_LOG_WARN,
               up ? "redis_up" : "redis_down", NULL);
   if (c->opts.state_cb != NULL && !c->closing)
@@ -206,6 +209,9 @@ static void conn_drop(struct redis_client *c) {
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   c->hs_left = 0;
+  struct redis__tunnel *t = c->tunnel;
+  c->tunnel = NULL;
+  redis__tunnel_close(t);
   if (ac != NULL)
     redisAsyncFree(ac);
   /* Commands hiredis still holds (a free deferred to the end of a hiredis
@@ -253,6 +259,8 @@ static void tmo_cb(uv_timer_t *t) {
 
 /* ---- Connecting --------------------------------------------------------- */
 
+static void handle_gone(struct redis_client *c);
+
 static void on_connect(const redisAsyncContext *ac, int status) {
   struct redis_client *c = ac->data;
   if (status != REDIS_OK && ac == c->ac) {
@@ -293,11 +301,13 @@ static void ctimeout_cb(uv_timer_t *t) {
   conn_lost(c, "connect timeout");
 }
 
-static void connect_addr(struct redis_client *c, const char *ip) {
+/* hiredis connects to `ip` (TCP), or to the Unix socket `path` (a unix://
+ * URL, or the TLS tunnel's). */
+static void connect_hiredis(struct redis_client *c, const char *ip,
+                            const char *path) {
   const struct redis_url *u = &c->opts.url;
-  redisAsyncContext *ac = u->transport == REDIS_UNIX
-                              ? redisAsyncConnectUnix(u->path)
-                              : redisAsyncConnect(ip, u->port);
+  redisAsyncContext *ac = path != NULL ? redisAsyncConnectUnix(path)
+                                       : redisAsyncConnect(ip, u->port);
   if (ac == NULL || ac->err) {
     if (ac != NULL)
       redisAsyncFree(ac);
@@ -331,7 +341,56 @@ static void connect_addr(struct redis_client *c, const char *ip) {
   }
   redisAsyncCommand(ac, hs_reply, c, "PING");
   c->hs_left++;
-  uv_timer_start(&c->ctimer, ctimeout_cb, c->opts.connect_timeout_ms, 0);
+  if (!u->tls) /* the tunnel's connect started the deadline */
+    uv_timer_start(&c->ctimer, ctimeout_cb, c->opts.connect_timeout_ms, 0);
+}
+
+static void tunnel_ready(struct redis__tunnel *t, int status, const char *what,
+                         void *arg) {
+  struct redis_client *c = arg;
+  if (t != c->tunnel || c->closing)
+    return;
+  if (status != 0) {
+    c->tunnel = NULL; /* it closes itself */
+    postern_log(POSTERN_LOG_WARN, "redis_tls_failed", "host", c->opts.url.host,
+                "reason", what, NULL);
+    conn_lost(c, "TLS connection failed");
+    return;
+  }
+  connect_hiredis(c, NULL, what);
+}
+
+static void tunnel_gone(struct redis__tunnel *t, void *arg) {
+  struct redis_client *c = arg;
+  if (c->tunnel == t)
+    c->tunnel = NULL;
+  handle_gone(c);
+}
+
+static void connect_addr(struct redis_client *c, const char *ip) {
+  const struct redis_url *u = &c->opts.url;
+  if (u->transport == REDIS_UNIX) {
+    connect_hiredis(c, NULL, u->path);
+    return;
+  }
+  if (!u->tls) {
+    connect_hiredis(c, ip, NULL);
+    return;
+  }
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(ip, u->port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(ip, u->port, (struct sockaddr_in6 *)&ss) != 0) {
+    conn_lost(c, "bad address");
+    return;
+  }
+  struct redis__tunnel *t;
+  if (redis__tunnel_open(c->loop, c->tls, (const struct sockaddr *)&ss, u->host,
+                         tunnel_ready, tunnel_gone, c, &t) != 0) {
+    conn_lost(c, "TLS connection failed");
+    return;
+  }
+  c->tunnel = t;
+  c->open_handles++; /* until tunnel_gone */
 }
 
 struct redis_gai {
@@ -424,7 +483,20 @@ int redis_client_new(uv_loop_t *loop, const struct redis_opts *o,
   c->prefix_len = strlen(c->opts.key_prefix);
   c->backoff_ms = o->reconnect_min_ms;
   rc = redis__scripts_init(c);
+  if (rc == 0 && o->url.tls) {
+    const struct redis_opts *so = &c->opts;
+    char err[256] = "";
+    rc =
+        tls_ctx_new_client(&c->tls, so->tls_ca_file[0] ? so->tls_ca_file : NULL,
+                           NULL, err, sizeof err);
+    if (rc == 0 && so->tls_cert_file[0])
+      rc = tls_ctx_use_client_cert(c->tls, so->tls_cert_file, so->tls_key_file,
+                                   err, sizeof err);
+    if (rc != 0)
+      postern_log(POSTERN_LOG_ERROR, "redis_tls_config", "reason", err, NULL);
+  }
   if (rc != 0) {
+    tls_ctx_free(c->tls);
     free(c);
     return rc;
   }
@@ -459,6 +531,7 @@ static void handle_gone(struct redis_client *c) {
     return;
   void (*cb)(void *) = c->close_cb;
   void *arg = c->close_arg;
+  tls_ctx_free(c->tls); /* every tunnel (and its tls_conn) is gone */
   free(c);
   if (cb)
     cb(arg);

@@ -4,9 +4,11 @@
  * hiredis' libuv adapter, plus the atomic fleet primitives (connection
  * leases, a GCRA rate throttle) as Lua scripts.
  *
- * Transport: hiredis 0.14.1 (Debian 12) has no TLS. Connections are plain
- * TCP or a Unix socket; a Redis reached over a network the operator does not
- * trust must be wrapped (stunnel, a VPN) until hiredis >= 1.0 is available.
+ * Transport: TCP, a Unix socket, or TLS for a rediss:// URL. hiredis 0.14.1
+ * (Debian 12) has no TLS of its own: for rediss:// each connection goes
+ * through an in-process tunnel (redis_tls.c) that does the TLS with
+ * BoringSSL (net/tls.h) and hands hiredis a private Unix socket. Redis'
+ * certificate must chain to tls_ca_file and name the URL's host.
  *
  * Threading: a struct redis_client belongs to one libuv loop and is used
  * from that loop's thread only. Each worker loop makes its own client.
@@ -51,6 +53,7 @@
 #define REDIS_DB_MAX 65535   /* SELECT's index, bounded */
 #define REDIS_PREFIX_MAX 64  /* key prefix */
 #define REDIS_URL_MAX 1024
+#define REDIS_FILE_MAX 511 /* a TLS file's path */
 
 enum redis_transport { REDIS_TCP, REDIS_UNIX };
 
@@ -62,10 +65,12 @@ struct redis_url {
   char user[REDIS_SECRET_MAX + 1];     /* "" : AUTH with the password only */
   char password[REDIS_SECRET_MAX + 1]; /* "" : no AUTH */
   unsigned db;                         /* 0: no SELECT */
+  bool tls;                            /* rediss://: TCP over TLS */
 };
 
 /*
- * Parses `redis://[[user]:password@]host[:port][/db]` (host a name, an IPv4
+ * Parses `redis://[[user]:password@]host[:port][/db]` (`rediss://`: the
+ * same over TLS) (host a name, an IPv4
  * literal or a bracketed IPv6 literal; user and password %XX-decoded) or
  * `unix:///absolute/path[?db=N]`. Returns 0, or POSTERN_EINVAL for anything
  * else: unknown scheme, empty or overlong parts (see the *_MAX bounds), a
@@ -92,6 +97,11 @@ struct redis_opts {
   unsigned reconnect_max_ms;   /* backoff cap, default 5000 */
   redis_state_cb state_cb;     /* may be NULL */
   void *state_arg;
+  /* rediss:// only: the roots that verify Redis' certificate ("": the
+   * system's), and a client certificate and key ("": none). */
+  char tls_ca_file[REDIS_FILE_MAX + 1];
+  char tls_cert_file[REDIS_FILE_MAX + 1];
+  char tls_key_file[REDIS_FILE_MAX + 1];
 };
 
 /* Fills the defaults above; the URL is empty (the caller must parse one). */
@@ -99,7 +109,9 @@ void redis_opts_init(struct redis_opts *o);
 
 /*
  * Makes a client on `loop` and starts connecting. Returns 0 and `*out`, or
- * POSTERN_EINVAL (bad options) / POSTERN_ENOMEM. The options are copied.
+ * POSTERN_EINVAL (bad options), POSTERN_ECONFIG (rediss://: a TLS file that
+ * cannot be loaded; logged with the reason as redis_tls_config) or
+ * POSTERN_ENOMEM. The options are copied.
  */
 int redis_client_new(uv_loop_t *loop, const struct redis_opts *o,
                      struct redis_client **out);
@@ -224,5 +236,19 @@ typedef void (*redis_gcra_cb)(struct redis_client *c,
  */
 int redis_gcra(struct redis_client *c, const char *key, double rate_per_sec,
                unsigned burst, redis_gcra_cb cb, void *arg);
+
+/*
+ * The fleet's nodes alive: the sorted set prefix+REDIS_NODES_KEY (member: a
+ * node name, score: when it expires, ms on the Redis clock) and the hash
+ * prefix+REDIS_NODES_KEY+":info" (node -> a one-line description). A beat
+ * drops expired nodes and adds or extends `node` for `ttl_ms` with `info`
+ * (at most 1024 bytes); granted is true and count the nodes alive. Leave
+ * removes the node (granted: it was there).
+ */
+#define REDIS_NODES_KEY "nodes"
+int redis_node_beat(struct redis_client *c, const char *node, unsigned ttl_ms,
+                    const char *info, redis_lease_cb cb, void *arg);
+int redis_node_leave(struct redis_client *c, const char *node,
+                     redis_lease_cb cb, void *arg);
 
 #endif

@@ -16,6 +16,28 @@
 
 struct redisAsyncContext;
 struct redis_cmd;
+struct tls_ctx;
+struct sockaddr;
+
+/*
+ * The TLS tunnel for rediss:// (redis_tls.c). `cb` runs later: once with
+ * status 0 and the Unix socket path hiredis must connect to (valid during
+ * the call), and at most once with a negative code and the reason when it
+ * fails (before or after it was ready; after, it has closed the socket). `gone` runs just before the
+ * tunnel's memory is freed (after a failure, an end of either side, or
+ * redis__tunnel_close), also later. Returns 0, or an error (POSTERN_EINVAL,
+ * POSTERN_ENOMEM, POSTERN_ECLOSED) and then neither callback runs.
+ */
+struct redis__tunnel;
+typedef void (*redis__tunnel_cb)(struct redis__tunnel *t, int status,
+                                 const char *what, void *arg);
+int redis__tunnel_open(uv_loop_t *loop, struct tls_ctx *ctx,
+                       const struct sockaddr *addr, const char *server_name,
+                       redis__tunnel_cb cb,
+                       void (*gone)(struct redis__tunnel *t, void *arg),
+                       void *arg, struct redis__tunnel **out);
+/* Stops the tunnel: no `cb` after this; `gone` still runs. NULL is fine. */
+void redis__tunnel_close(struct redis__tunnel *t);
 
 /* The Lua scripts of the fleet primitives (redis_script.c). */
 enum redis__script {
@@ -23,6 +45,8 @@ enum redis__script {
   REDIS__LEASE_RENEW,
   REDIS__LEASE_RELEASE,
   REDIS__GCRA,
+  REDIS__NODE_BEAT,
+  REDIS__NODE_LEAVE,
   REDIS__NSCRIPTS
 };
 
@@ -31,6 +55,9 @@ struct redis_client {
   struct redis_opts opts;
   size_t prefix_len;
   struct redisAsyncContext *ac; /* the live context, or NULL */
+  struct tls_ctx *tls;          /* rediss://: made once, freed last */
+  struct redis__tunnel *tunnel; /* rediss://: the current one, or NULL */
+  char tls_error[160];          /* the last TLS failure logged */
   bool up;
   bool closing;
   bool handles_closing;

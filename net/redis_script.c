@@ -98,11 +98,37 @@ static const char gcra_lua[] =
     "string.format('%.0f', math.ceil((new_tat - now) / 1000) + 1))\n"
     "return {1, 0}\n";
 
+/*
+ * KEYS[1] node set (member: node name, score: expiry in ms); its hash of
+ * descriptions is KEYS[1]..':info'. ARGV[1] node, ARGV[2] ttl_ms, ARGV[3]
+ * description. Drops expired nodes. {1, nodes alive}
+ */
+static const char node_beat_lua[] =
+    NOW_MS "local info = KEYS[1] .. ':info'\n"
+           "for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', "
+           "string.format('%.0f', now))) do\n"
+           "  redis.call('HDEL', info, n)\n"
+           "end\n"
+           "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', "
+           "string.format('%.0f', now))\n"
+           "redis.call('ZADD', KEYS[1], string.format('%.0f', now + "
+           "tonumber(ARGV[2])), ARGV[1])\n"
+           "redis.call('HSET', info, ARGV[1], ARGV[3])\n"
+           "return {1, redis.call('ZCARD', KEYS[1])}\n";
+
+/* KEYS[1] node set; ARGV[1] node. {was there, nodes left} */
+static const char node_leave_lua[] =
+    "redis.call('HDEL', KEYS[1] .. ':info', ARGV[1])\n"
+    "local r = redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "return {r, redis.call('ZCARD', KEYS[1])}\n";
+
 static const char *const scripts[REDIS__NSCRIPTS] = {
     [REDIS__LEASE_ACQUIRE] = lease_acquire_lua,
     [REDIS__LEASE_RENEW] = lease_renew_lua,
     [REDIS__LEASE_RELEASE] = lease_release_lua,
     [REDIS__GCRA] = gcra_lua,
+    [REDIS__NODE_BEAT] = node_beat_lua,
+    [REDIS__NODE_LEAVE] = node_leave_lua,
 };
 
 int redis__scripts_init(struct redis_client *c) {
@@ -276,4 +302,24 @@ int redis_gcra(struct redis_client *c, const char *key, double rate_per_sec,
   snprintf(b, sizeof b, "%u", burst);
   const char *args[2] = {t, b};
   return call_start(c, REDIS__GCRA, CALL_GCRA, (void *)cb, arg, key, 2, args);
+}
+
+int redis_node_beat(struct redis_client *c, const char *node, unsigned ttl_ms,
+                    const char *info, redis_lease_cb cb, void *arg) {
+  char t[16];
+  if (node == NULL || node[0] == '\0' || ttl_ms < 1 || info == NULL)
+    return POSTERN_EINVAL;
+  snprintf(t, sizeof t, "%u", ttl_ms);
+  const char *args[3] = {node, t, info};
+  return call_start(c, REDIS__NODE_BEAT, CALL_LEASE, (void *)cb, arg,
+                    REDIS_NODES_KEY, 3, args);
+}
+
+int redis_node_leave(struct redis_client *c, const char *node,
+                     redis_lease_cb cb, void *arg) {
+  if (node == NULL || node[0] == '\0')
+    return POSTERN_EINVAL;
+  const char *args[1] = {node};
+  return call_start(c, REDIS__NODE_LEAVE, CALL_LEASE, (void *)cb, arg,
+                    REDIS_NODES_KEY, 1, args);
 }

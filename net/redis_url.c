@@ -160,6 +160,10 @@ int redis_url_parse(const char *s, struct redis_url *out) {
     return POSTERN_EINVAL;
   if (strncmp(s, "redis://", 8) == 0)
     rc = parse_tcp(s + 8, out);
+  else if (strncmp(s, "rediss://", 9) == 0) {
+    rc = parse_tcp(s + 9, out);
+    out->tls = true;
+  }
   else if (strncmp(s, "unix://", 7) == 0)
     rc = parse_unix(s + 7, out);
   else

@@ -122,6 +122,29 @@ static int ctx_alloc(struct tls_ctx **out, bool server,
   return 0;
 }
 
+/* Loads a certificate chain and its key into the context: the server's
+ * own, or a client certificate. 0 or POSTERN_ECONFIG with the reason. */
+static int ctx_use_cert(struct tls_ctx *ctx, const char *cert_file,
+                        const char *key_file, char *errbuf, size_t errlen) {
+  int rc = POSTERN_ECONFIG;
+  ERR_clear_error();
+  if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1)
+    set_err(errbuf, errlen, "cannot load certificate chain from %s", cert_file);
+  else if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file,
+                                       SSL_FILETYPE_PEM) != 1)
+    set_err(errbuf, errlen,
+            "cannot load private key from %s, or it does not match the "
+            "certificate",
+            key_file);
+  else if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1)
+    set_err(errbuf, errlen, "private key %s does not match the certificate",
+            key_file);
+  else
+    rc = 0;
+  ERR_clear_error();
+  return rc;
+}
+
 int tls_ctx_new_server(struct tls_ctx **out, const char *cert_file,
                        const char *key_file, const struct tls_ctx_opts *opts,
                        char *errbuf, size_t errlen) {
@@ -133,31 +156,20 @@ int tls_ctx_new_server(struct tls_ctx **out, const char *cert_file,
   if (rc < 0) {
     return rc;
   }
-  ERR_clear_error();
-  if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1) {
-    set_err(errbuf, errlen, "cannot load certificate chain from %s", cert_file);
-    goto fail;
+  rc = ctx_use_cert(ctx, cert_file, key_file, errbuf, errlen);
+  if (rc != 0) {
+    tls_ctx_free(ctx);
+    return rc;
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) !=
-      1) {
-    set_err(errbuf, errlen,
-            "cannot load private key from %s, or it does not match the "
-            "certificate",
-            key_file);
-    goto fail;
-  }
-  if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
-    set_err(errbuf, errlen, "private key %s does not match the certificate",
-            key_file);
-    goto fail;
-  }
-  ERR_clear_error();
   *out = ctx;
   return 0;
-fail:
-  ERR_clear_error();
-  tls_ctx_free(ctx);
-  return POSTERN_ECONFIG;
+}
+
+int tls_ctx_use_client_cert(struct tls_ctx *ctx, const char *cert_file,
+                            const char *key_file, char *errbuf, size_t errlen) {
+  if (!ctx || ctx->server || !cert_file || !key_file)
+    return POSTERN_EINVAL;
+  return ctx_use_cert(ctx, cert_file, key_file, errbuf, errlen);
 }
 
 int tls_ctx_new_client(struct tls_ctx **out, const char *ca_file,

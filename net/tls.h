@@ -89,6 +89,16 @@ int tls_ctx_new_client(struct tls_ctx **out, const char *ca_file,
                        const struct tls_ctx_opts *opts, char *errbuf,
                        size_t errlen);
 
+/*
+ * Client contexts: presents this certificate chain (PEM, leaf first) and
+ * key when the server asks for one (a Redis with tls-auth-clients). Call
+ * before any connection is made. Errors: POSTERN_EINVAL (a server context,
+ * NULL files), POSTERN_ECONFIG (unreadable, or the key does not match;
+ * `errbuf` says which).
+ */
+int tls_ctx_use_client_cert(struct tls_ctx *ctx, const char *cert_file,
+                            const char *key_file, char *errbuf, size_t errlen);
+
 /* Frees the context (NULL is fine). Every tls_conn made from it must be
  * freed first. */
 void tls_ctx_free(struct tls_ctx *ctx);

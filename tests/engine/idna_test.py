@@ -8,6 +8,8 @@ and the logs keep the address as the client wrote it.
 To a next hop without SMTPUTF8 (mü.plain.test's MX): a message whose only
 non-ASCII text is the recipient's domain goes with the A-label form and no
 SMTPUTF8 (RFC 6531 §3.5); one with a non-ASCII local part bounces 5.6.7.
+The bounce of such a message from a UTF-8 sender is a global DSN (RFC
+6533), delivered with SMTPUTF8 to the sender's SMTPUTF8 host.
 
 Usage: idna_test.py POSTERN_BINARY
 """
@@ -109,6 +111,32 @@ def main():
             st = sorted((x.get("status"), x.get("dsn")) for x in evs)
             check(st == [("bounced", "5.6.7"), ("sent", "2.0.0")],
                   f"a non-ASCII local part to that hop bounces 5.6.7 ({st})")
+            # RFC 6533: the report for a UTF-8 sender is a global one.
+            sender = "j\u00f6@b\u00fccher.plain.test"
+            with smtplib.SMTP("127.0.0.1", r.port, timeout=20) as s:
+                s.ehlo("client.test")
+                s.sendmail(sender, ["\u00e4@m\u00fc.plain.test"],
+                           "Subject: gr\u00fc\u00dfe\r\n\r\nhello\r\n".encode(),
+                           ["SMTPUTF8"])
+            r.wait_log(lambda e: e.get("event") == "delivery"
+                       and e.get("domain") == "xn--bcher-kva.plain.test"
+                       and e.get("status") == "sent", count=3, timeout=60)
+            got = peer.messages
+            dsn = got[2] if len(got) > 2 else {}
+            body = dsn.get("data", b"")
+            # The peer hands the content over as latin-1 text: back to UTF-8.
+            body = (body if isinstance(body, bytes) else body.encode("latin-1")
+                    ).decode("utf-8", "replace")
+            check(dsn.get("rcpt_tos") == [sender]
+                  and any(o.upper() == "SMTPUTF8" for o in dsn.get("mail_options", [])),
+                  f"the DSN goes to the UTF-8 sender with SMTPUTF8 ({dsn.get('rcpt_tos')})")
+            check("report-type=global-delivery-status" in body
+                  and "message/global-delivery-status" in body
+                  and "Final-Recipient: utf-8; \u00e4@m\u00fc.plain.test" in body
+                  and "message/global-headers" in body
+                  and "Subject: gr\u00fc\u00dfe" in body
+                  and f"To: <{sender}>" in body,
+                  f"a global DSN (RFC 6533) with the addresses intact ({body[:1500]!r})")
             e = r.wait_log(lambda e: e.get("event") == "delivery"
                            and e.get("dsn") == "5.1.2"
                            and "internationalized" in e.get("reply", ""),

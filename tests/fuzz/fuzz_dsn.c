@@ -18,8 +18,12 @@
  *  - EINVAL exactly for an empty sender, else 0;
  *  - every LF in the output is part of a CRLF;
  *  - outside the returned original: every CR is part of a CRLF, only
- *    printable 7-bit ASCII and TAB, no line over 998 bytes (RFC 5322
- *    §2.1.1), so hostile text can never exceed a line or break one;
+ *    printable 7-bit ASCII and TAB (in a global report, RFC 6533, also
+ *    well-formed UTF-8 other than C1 controls), no line over 998 bytes
+ *    (RFC 5322 §2.1.1), so hostile text can never exceed a line or break
+ *    one;
+ *  - the report is global exactly when the sender, a recipient's address
+ *    or ORCPT, or the original's header section has a byte >= 0x80;
  *  - the MIME structure cannot be forged: the boundary never occurs in
  *    the returned original, there are exactly three "--B" delimiter lines
  *    and one closing "--B--" line, the last one;
@@ -33,6 +37,7 @@
  */
 #include "engine/dsn.h"
 #include "base/postern_err.h"
+#include "base/postern_utf8.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #define MAX_RCPTS 4
@@ -71,10 +76,20 @@ static char *crlf_lines(const uint8_t *m, size_t n, size_t *outlen) {
 }
 
 /* Checks [from, to) of the output: text we wrote ourselves. */
-static void check_own_text(const char *o, size_t from, size_t to) {
+static void check_own_text(const char *o, size_t from, size_t to,
+                           bool global) {
   size_t col = 0;
   for (size_t i = from; i < to; i++) {
     unsigned char c = (unsigned char)o[i];
+    if (c >= 0x80) {
+      size_t k = postern_utf8_len((const unsigned char *)o + i, to - i);
+      FUZZ_CHECK(global && k > 0 &&
+                 !(c == 0xc2 && (unsigned char)o[i + 1] < 0xa0));
+      col += k;
+      i += k - 1;
+      FUZZ_CHECK(col <= LINE_MAX_RFC5322);
+      continue;
+    }
     if (c == '\r') {
       FUZZ_CHECK(i + 1 < to && o[i + 1] == '\n');
       continue;
@@ -98,7 +113,8 @@ static bool starts(const char *line, size_t n, const char *lit) {
 }
 
 static void check_report(const char *o, size_t olen, size_t nrcpts,
-                         const uint8_t *orig, size_t origlen, bool want_full) {
+                         const uint8_t *orig, size_t origlen, bool want_full,
+                         bool want_global) {
   /* Every LF is part of a CRLF, everywhere. */
   for (size_t i = 0; i < olen; i++)
     if (o[i] == '\n')
@@ -113,6 +129,11 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
   FUZZ_CHECK(be != NULL && be > bp);
   size_t bl = (size_t)(be - bp);
   char *b = fuzz_strndup(bp, bl);
+  /* At a line start: hostile text never holds a CRLF. */
+  static const char gct[] =
+      "\r\nContent-Type: multipart/report; report-type=global-delivery-status;";
+  bool global = memmem(o, (size_t)(bp - o), gct, sizeof gct - 1) != NULL;
+  FUZZ_CHECK(global == want_global);
 
   /* The returned original: after part 3's header, before the closing
    * delimiter. */
@@ -123,7 +144,8 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
   const char *sec = memmem(h3 + 2, olen - (size_t)(h3 + 2 - o), "\r\n\r\n", 4);
   FUZZ_CHECK(sec != NULL);
   bool full = starts(h3 + strlen(p3), olen - (size_t)(h3 + strlen(p3) - o),
-                     "Message\r\nContent-Type: message/rfc822\r\n\r\n");
+                     global ? "Message\r\nContent-Type: message/global\r\n\r\n"
+                            : "Message\r\nContent-Type: message/rfc822\r\n\r\n");
   FUZZ_CHECK(full == want_full);
   sec += 4;
   size_t from = (size_t)(sec - o);
@@ -133,8 +155,8 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
   FUZZ_CHECK(olen >= from + cl && memcmp(o + olen - cl, close, cl) == 0);
   size_t to = olen - cl;
 
-  check_own_text(o, 0, from);
-  check_own_text(o, to, olen);
+  check_own_text(o, 0, from, global);
+  check_own_text(o, to, olen, global);
 
   /* The returned original versus the original. */
   size_t nlen;
@@ -168,6 +190,7 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
                                           "Original-Envelope-Id: ",
                                           "Arrival-Date: ",
                                           "Final-Recipient: rfc822; ",
+                                          "Final-Recipient: utf-8; ",
                                           "Original-Recipient: ",
                                           "Action: ",
                                           "Status: ",
@@ -221,7 +244,9 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
       } else if (ds == 1 && n == 0) {
         ds = 2;
       } else if (ds == 0 &&
-                 starts(line, n, "Content-Type: message/delivery-")) {
+                 starts(line, n,
+                        global ? "Content-Type: message/global-delivery-"
+                               : "Content-Type: message/delivery-")) {
         ds = 1;
       }
     }
@@ -237,6 +262,13 @@ static void check_report(const char *o, size_t olen, size_t nrcpts,
   free(close);
   free(p3);
   free(b);
+}
+
+static bool eight(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] >= 0x80)
+      return true;
+  return false;
 }
 
 static const char *opt(const char *s) {
@@ -298,7 +330,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     FUZZ_CHECK(rc == 0 && out != NULL && outlen > 0);
     bool want_full = d.ret == DSN_RET_FULL && olen <= d.full_limit;
-    check_report(out, outlen, nrcpts, orig, olen, want_full);
+    bool want_global = eight(d.sender, strlen(d.sender));
+    for (size_t i = 0; i < nrcpts; i++)
+      want_global = want_global ||
+                    eight(rcpts[i].addr, strlen(rcpts[i].addr)) ||
+                    (rcpts[i].orcpt &&
+                     eight(rcpts[i].orcpt, strlen(rcpts[i].orcpt)));
+    /* The header section: up to the first empty line. */
+    size_t hl = 0;
+    while (hl < olen) {
+      const uint8_t *nl = memchr(orig + hl, '\n', olen - hl);
+      size_t next = nl ? (size_t)(nl - orig) + 1 : olen;
+      bool empty = next - hl == 1 || (next - hl == 2 && orig[hl] == '\r');
+      if (empty && nl)
+        break;
+      hl = next;
+    }
+    want_global = want_global || eight((const char *)orig, hl);
+    check_report(out, outlen, nrcpts, orig, olen, want_full, want_global);
   }
   free(out);
   for (size_t i = 0; i < ns; i++)

@@ -105,7 +105,7 @@ class PKI:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def server_cert(self, name, names=None, expired=False, self_signed=False,
-                    chain=False, san=True):
+                    chain=False, san=True, client=False):
         """Makes a server certificate; returns (cert_path, key_path).
 
         names: DNS names for subjectAltName (default [name]).
@@ -115,9 +115,11 @@ class PKI:
         san: False makes a certificate without subjectAltName, naming its
             host only in the subject CN (RFC 6125 §6.4.4: a client that sees
             no DNS-ID may not fall back to the CN for SMTP, RFC 8461 §4.2).
+        client: a client certificate (extendedKeyUsage clientAuth).
         """
         names = names or [name]
-        variant = ("-expired" if expired else "") + \
+        variant = ("-client" if client else "") + \
+            ("-expired" if expired else "") + \
             ("-selfsigned" if self_signed else "") + ("-chain" if chain else "") + \
             ("" if san else "-cnonly")
         base = os.path.join(self.dir, name.replace("*", "_") + variant)
@@ -139,7 +141,8 @@ class PKI:
         with open(ext, "w") as f:
             f.write("[ leaf ]\nbasicConstraints = CA:FALSE\n"
                     "keyUsage = critical, digitalSignature, keyEncipherment\n"
-                    "extendedKeyUsage = serverAuth\n")
+                    "extendedKeyUsage = %s\n"
+                    % ("clientAuth" if client else "serverAuth"))
             if san:
                 f.write("subjectAltName = %s\n" % san_text)
         dates = (["-startdate", "20200101000000Z", "-enddate", "20200201000000Z"]

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -30,14 +31,32 @@ def free_port():
 
 
 class RedisPeer:
-    def __init__(self, password=None):
+    def __init__(self, password=None, tls=None):
+        """tls: None, or {"cert", "key", "ca", "auth_clients" (bool),
+        "client_cert", "client_key", "check_hostname"}: Redis listens with TLS only (on
+        127.0.0.1 and, if there is one, ::1, for rediss://localhost); the
+        client_* files are what command() presents."""
         self.dir = tempfile.mkdtemp(prefix="redispeer-")
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.proc = None
-        conf = [
-            "bind 127.0.0.1",
-            "port %d" % self.port,
+        if tls:
+            conf = [
+                "bind 127.0.0.1 -::1",
+                "port 0",
+                "tls-port %d" % self.port,
+                "tls-cert-file %s" % tls["cert"],
+                "tls-key-file %s" % tls["key"],
+                "tls-ca-cert-file %s" % tls["ca"],
+                "tls-auth-clients %s" % ("yes" if tls.get("auth_clients") else "no"),
+            ]
+        else:
+            conf = [
+                "bind 127.0.0.1",
+                "port %d" % self.port,
+            ]
+        conf += [
             "daemonize no",
             "save \"\"",
             "appendonly no",
@@ -55,13 +74,26 @@ class RedisPeer:
     def url(self, password=None, db=None):
         auth = ":%s@" % password if password else ""
         path = "/%d" % db if db is not None else ""
+        if self.tls:
+            return "rediss://%slocalhost:%d%s" % (auth, self.port, path)
         return "redis://%s127.0.0.1:%d%s" % (auth, self.port, path)
+
+    def _connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        if not self.tls:
+            return s
+        ctx = ssl.create_default_context(cafile=self.tls["ca"])
+        # A peer whose certificate names another host on purpose.
+        ctx.check_hostname = self.tls.get("check_hostname", True)
+        if self.tls.get("client_cert"):
+            ctx.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        return ctx.wrap_socket(s, server_hostname="localhost")
 
     def start(self):
         self.proc = subprocess.Popen([REDIS_SERVER, self.conf],
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             try:
                 if self.command("PING").startswith(("+PONG", "-NOAUTH")):
@@ -71,12 +103,17 @@ class RedisPeer:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError("redis-server did not start; see %s" % self.dir)
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                tail = f.read()[-2000:]
+        except OSError:
+            tail = "(no log)"
+        raise RuntimeError("redis-server did not start; its log:\n" + tail)
 
     def command(self, *args):
         """One command over a fresh connection (AUTH first if needed); the
         raw first reply line."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self._connect() as s:
             def send(words):
                 out = "*%d\r\n" % len(words)
                 for w in words:
@@ -98,8 +135,13 @@ class RedisPeer:
             return buf.decode(errors="replace")
 
     def cli(self, *args):
-        """redis-cli --raw output of one command."""
+        """redis-cli --raw output of one command (whole replies)."""
         auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        if self.tls:
+            auth += ["--tls", "--cacert", self.tls["ca"]]
+            if self.tls.get("client_cert"):
+                auth += ["--cert", self.tls["client_cert"], "--key",
+                         self.tls["client_key"]]
         return subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)]
                               + auth + ["--raw"] + [str(a) for a in args],
                               capture_output=True, text=True, timeout=10).stdout

@@ -54,7 +54,8 @@ static const char usage_text[] =
     "  bounce ID...|--domain D\n"
     "  tlsrpt list [--json] [--day YYYY-MM-DD]\n"
     "  tlsrpt report DOMAIN [--day YYYY-MM-DD]\n"
-    "  tlsrpt send [--day YYYY-MM-DD] [DOMAIN]\n";
+    "  tlsrpt send [--day YYYY-MM-DD] [DOMAIN]\n"
+    "  cluster [--json]          (with -c: the fleet's nodes, leases, rates)\n";
 
 /* Set by -c: the relay's configuration (state_dir, hostname, metrics). */
 static struct postern_config *cfg;
@@ -989,7 +990,7 @@ int main(int argc, char **argv) {
   char **sub_argv = argv + optind;
 
   enum queue_admin_op op;
-  enum { LIST, SHOW, STATS, ADMIN, BOUNCE, TLSRPT } kind;
+  enum { LIST, SHOW, STATS, ADMIN, BOUNCE, TLSRPT, CLUSTER } kind;
   if (strcmp(cmd, "list") == 0)
     kind = LIST;
   else if (strcmp(cmd, "show") == 0)
@@ -1008,6 +1009,8 @@ int main(int argc, char **argv) {
     kind = BOUNCE;
   else if (strcmp(cmd, "tlsrpt") == 0)
     kind = TLSRPT;
+  else if (strcmp(cmd, "cluster") == 0)
+    kind = CLUSTER;
   else
     return usage("unknown command '%s'", cmd);
 
@@ -1026,6 +1029,9 @@ int main(int argc, char **argv) {
     break;
   case TLSRPT:
     rc = qtool_tlsrpt(dir, sub_argc, sub_argv);
+    break;
+  case CLUSTER:
+    rc = qtool_cluster(sub_argc, sub_argv);
     break;
   case BOUNCE:
     rc = cmd_bounce(dir, sub_argc, sub_argv);

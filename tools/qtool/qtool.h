@@ -31,4 +31,7 @@ const struct postern_config *qtool_config(void);
 /* `qtool tlsrpt SUBCOMMAND ...`; argv[0] is "tlsrpt". */
 int qtool_tlsrpt(const char *dir, int argc, char **argv);
 
+/* `qtool -c CONFIG cluster [--json]`; argv[0] is "cluster". */
+int qtool_cluster(int argc, char **argv);
+
 #endif
