@@ -62,6 +62,14 @@ static unsigned long long day_expiry_ms(struct relay *r, const char *day) {
   return (unsigned long long)(start + 86400) * 1000 + r->cfg->tlsrpt.keep_ms;
 }
 
+/* This node's counts could not be written out (over TLSRPT_SHARE_MAX, a
+ * queue read error): the fleet's report goes without them. */
+static void export_failed(const char *domain, const char *day, int rc) {
+  postern_log(POSTERN_LOG_WARN, "tlsrpt_fleet_export_failed", "domain", domain,
+              "day", day, "error", postern_strerror(rc), "lost",
+              "this node's counts are not in the fleet's report", NULL);
+}
+
 /* ---- The send claim ---- */
 
 struct claim {
@@ -110,6 +118,8 @@ static void on_counts(struct redis_client *client,
   int rc = tlsrpt_store_export(c->r->q, c->day, c->domain, &own, &ownlen);
   if (rc == 0)
     t[nt++] = (struct tlsrpt_share_text){own, ownlen};
+  else if (rc != POSTERN_ENOENT)
+    export_failed(c->domain, c->day, rc);
   for (size_t i = 0; i < n; i++) {
     size_t fl = 0, vl = 0;
     const char *f = redis_value_str(redis_value_at(res->value, 2 * i), &fl);
@@ -343,8 +353,12 @@ int engine__tlsrpt_fleet_publish(struct relay *r, uv_loop_t *loop,
     char *text = NULL;
     size_t len = 0;
     char full[KEY_MAX + 80];
-    if (tlsrpt_store_export(r->q, day, d[i].domain, &text, &len) != 0)
+    int erc = tlsrpt_store_export(r->q, day, d[i].domain, &text, &len);
+    if (erc != 0) {
+      if (erc != POSTERN_ENOENT)
+        export_failed(d[i].domain, day, erc);
       continue;
+    }
     if (full_key(rc, full, "tlsrpt", day, d[i].domain)) {
       p->domains++;
       p->pending++;
