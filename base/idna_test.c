@@ -1,8 +1,9 @@
 /*
  * idna_test.c - postern_idna_to_ascii against cases that matter for mail
  * (from libidn2's and UTS #46's test data): U-labels, upper case, ß kept
- * (non-transitional), disallowed symbols, bidi, hyphen rules, bad
- * punycode, broken UTF-8, empty labels, lengths.
+ * (non-transitional), other scripts, mixed scripts, disallowed symbols,
+ * contextual rules, bidi, hyphen rules, bad punycode, broken UTF-8, empty
+ * labels, lengths.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +35,22 @@ static const struct {
     {"\xd7\x90"
      "a.com",
      POSTERN_EINVAL, NULL}, /* bidi rule */
+    /* Other scripts; upper-case Cyrillic folds (UTS #46 mapping). */
+    {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e.jp", 0, "xn--wgv71a119e.jp"},
+    {"\xd0\x9f\xd0\xa0\xd0\x98\xd0\x9c\xd0\x95\xd0\xa0.\xd0\xa0\xd0\xa4", 0,
+     "xn--e1afmkfd.xn--p1ai"},
+    {"\xe1\xbd\x80\xce\xb4\xcf\x85\xcf\x83\xcf\x83\xce\xb5\xcf\x8d\xcf\x82.gr",
+     0, "xn--pxac3bcak3d8526a.gr"},
+    {"l\xc2\xb7l.cat", 0, "xn--ll-0ea.cat"}, /* Catalan middle dot */
+    /* Mixed scripts in one label (Latin with a Cyrillic a): IDNA2008 has
+     * no rule against it; look-alikes are the registries' business. */
+    {"p\xd0\xb0ypal.com", 0, "xn--pypal-4ve.com"},
+    {"a\xe2\x80\x8d"
+     "b.com",
+     POSTERN_EINVAL, NULL}, /* ZWJ: CONTEXTJ */
+    {"\xcc\x81"
+     "abc.com",
+     POSTERN_EINVAL, NULL}, /* leading combining mark */
     {"-abc.com", POSTERN_EINVAL, NULL},
     {"ab--c.com", POSTERN_EINVAL, NULL},
     {"xn--zz.com", POSTERN_EINVAL, NULL}, /* bad punycode */

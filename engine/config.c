@@ -101,15 +101,18 @@ static void free_destinations(const struct config__dir *d, void *obj) {
   config__arr_reset(field);
 }
 
-/* A domain name, ".domain" (its subdomains) or "*". */
-static int dest_pattern_ok(const char *s, size_t n, const char **why) {
-  if (n == 1 && s[0] == '*')
+/* A domain name, ".domain" (its subdomains) or "*", into its A-label form
+ * (U-labels are converted, IDNA2008), lower case, no trailing dot. */
+static int dest_pattern_norm(const char *s, size_t n, char *out, size_t cap,
+                             const char **why) {
+  if (n == 1 && s[0] == '*') {
+    snprintf(out, cap, "*");
     return 0;
-  if (n > 1 && s[0] == '.') {
-    s++;
-    n--;
   }
-  return config__hostname_check(s, n, why);
+  bool sub = n > 1 && s[0] == '.';
+  if (sub)
+    out[0] = '.';
+  return config__domain_alabel(s + sub, n - sub, out + sub, cap - sub, why);
 }
 
 static int parse_destination(struct config__walk *w,
@@ -121,27 +124,21 @@ static int parse_destination(struct config__walk *w,
                         "more than %u destination blocks", CONFIG_DEST_MAX);
   const struct config__word *a = &st->args[0];
   const char *why;
-  char q[256];
-  if (dest_pattern_ok(a->s, a->len, &why))
+  char q[256], pat[260];
+  if (dest_pattern_norm(a->s, a->len, pat, sizeof pat, &why))
     return config__fail(w, a->line, a->col, POSTERN_ECONFIG,
                         "'destination' wants a domain, .domain or *; '%s': %s",
                         CONFIG__QUOTE(a, q), why);
   const struct config_destination *all = config__arr_items(field);
   for (size_t i = 0; i < config__arr_count(field); i++)
-    if (strcasecmp(all[i].pattern, a->s) == 0)
+    if (strcmp(all[i].pattern, pat) == 0)
       return config__fail(w, a->line, a->col, POSTERN_ECONFIG,
                           "duplicate destination %s (first at line %u)",
                           all[i].pattern, all[i].line);
   struct config_destination *x = config__arr_push(field, sizeof *x);
-  if (x == NULL || (x->pattern = strndup(a->s, a->len)) == NULL)
+  if (x == NULL || (x->pattern = strdup(pat)) == NULL)
     return config__fail(w, st->name.line, st->name.col, POSTERN_ENOMEM,
                         "out of memory");
-  for (char *c = x->pattern; *c; c++)
-    if (*c >= 'A' && *c <= 'Z')
-      *c = (char)(*c - 'A' + 'a');
-  size_t pl = strlen(x->pattern);
-  if (pl > 1 && x->pattern[pl - 1] == '.')
-    x->pattern[pl - 1] = '\0';
   x->line = st->name.line;
   x->col = st->name.col;
   int rc = config__apply_defaults(w, d->sub, x);

@@ -80,6 +80,13 @@ static const struct err_case err_cases[] = {
     E("cluster { redis redis://h; node a; local_share x% }\n", 1, CONFIG, 2, 48,
       "'local_share': invalid share 'x%': expected a decimal number like 2 or "
       "1.5"),
+    E("destination \"\xe2\x98\x83.example\" { }\n", 0, CONFIG, 1, 13,
+      "'destination' wants a domain, .domain or *; '\\xe2\\x98\\x83.example': "
+      "string contains a disallowed character"),
+    E("delivery { route a.test \"[b\xe2\x98\x83.test]:25\" }\n", 1, CONFIG, 2,
+      25,
+      "'route': invalid target '[b\\xe2\\x98\\x83.test]:25': string contains "
+      "a disallowed character"),
     E("delivery { per_domain_connections local:x }\n", 1, CONFIG, 2, 35,
       "'per_domain_connections': invalid limit 'local:x': expected a whole "
       "number, or local: and one"),
@@ -307,7 +314,8 @@ static const struct err_case err_cases[] = {
     E("state_dir \"/a\x7f\"\n", 1, SYNTAX, 2, 14,
       "control character 0x7f in a string (write it as \\x7f)"),
     E("state_dir /caf\xc3\xa9\n", 1, SYNTAX, 2, 15,
-      "non-ASCII byte 0xc3 outside a quoted string"),
+      "non-ASCII byte 0xc3 outside a quoted string (quote a word with UTF-8 "
+      "in it)"),
     E("state_dir /a\rqueue { }\n", 1, SYNTAX, 2, 13,
       "control character 0x0d outside a quoted string"),
     E("\x7f"
@@ -315,7 +323,8 @@ static const struct err_case err_cases[] = {
       0, SYNTAX, 1, 1, "control character 0x7f outside a quoted string"),
     E("\xff\xfe\x00\x00", 0, SYNTAX, 1, 3, "NUL byte in the file"),
     E("\xef\xbb\xbflisten 127.0.0.1:25\n", 0, SYNTAX, 1, 1,
-      "non-ASCII byte 0xef outside a quoted string"),
+      "non-ASCII byte 0xef outside a quoted string (quote a word with UTF-8 "
+      "in it)"),
 };
 
 static void test_errors(void **state) {

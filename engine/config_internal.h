@@ -114,6 +114,13 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
 /* A DNS host name: letters, digits, hyphens, labels of 1..63, at most 253
  * bytes; one trailing dot allowed (the caller strips it). */
 int config__hostname_check(const char *s, size_t n, const char **why);
+/* A domain or host name as the operator wrote it, ASCII or with U-labels
+ * (IDNA2008): its A-label form, lower case, no trailing dot, into out (cap
+ * bytes). 0, or POSTERN_ECONFIG with *why. Routes, destination patterns and
+ * tls_names are compared with what DNS and certificates carry, which is
+ * always the A-label form. */
+int config__domain_alabel(const char *s, size_t n, char *out, size_t cap,
+                          const char **why);
 
 /* Levenshtein distance, capped: returns cap+1 as soon as it is exceeded.
  * For "did you mean" hints (config.c). */
@@ -246,11 +253,11 @@ int config__addr_set(struct config__walk *w, const struct config__dir *d,
 
 /* The value types (config_types.c). */
 extern const struct config__type config__t_hostname, config__t_user,
-    config__t_path, config__t_duration, config__t_size, config__t_u32, config__t_limit,
-    config__t_u16, config__t_decimal, config__t_enum, config__t_bool,
-    config__t_addr, config__t_ip, config__t_cidrs, config__t_servers,
-    config__t_route, config__t_text, config__t_mailbox, config__t_share,
-    config__t_redis_url, config__t_token;
+    config__t_path, config__t_duration, config__t_size, config__t_u32,
+    config__t_limit, config__t_u16, config__t_decimal, config__t_enum,
+    config__t_bool, config__t_addr, config__t_ip, config__t_cidrs,
+    config__t_servers, config__t_route, config__t_text, config__t_mailbox,
+    config__t_share, config__t_redis_url, config__t_token;
 
 /* The block-valued types (config.c): a plain section, an optional one (off
  * when absent: metrics, tlsrpt, cluster), repeated `listen` and

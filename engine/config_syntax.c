@@ -203,7 +203,9 @@ static int lx_word(struct lexer *lx, struct tok *t) {
                      "control character 0x%02x outside a quoted string", c);
     if (c >= 0x80)
       return lx_fail(lx, lx->pos, POSTERN_ESYNTAX,
-                     "non-ASCII byte 0x%02x outside a quoted string", c);
+                     "non-ASCII byte 0x%02x outside a quoted string (quote "
+                     "a word with UTF-8 in it)",
+                     c);
     int rc = tb_put(lx, start, (const char *)&lx->buf[lx->pos], 1);
     if (rc)
       return rc;

@@ -357,6 +357,17 @@ static void test_good_configs(void **state) {
        {"  per_domain_connections local:4\n", "  per_domain_rate local:7\n"}},
       {"destination a.test { connections local:3; rate 9 }",
        {"  connections local:3\n", "  rate 9\n"}},
+      /* U-labels become A-labels (IDNA2008): lookups, MX names and
+       * certificates carry that form. */
+      {"destination \".B\xc3\xbc"
+       "cher.Example.\" { tls_names \"mx.b\xc3\xbc"
+       "cher.example\" }",
+       {"destination .xn--bcher-kva.example {\n",
+        "  tls_names mx.xn--bcher-kva.example\n"}},
+      {"delivery { route \"b\xc3\xbc"
+       "cher.example\" \"[relay.m\xc3\xbc"
+       ".example]:25\" }",
+       {"  route xn--bcher-kva.example [relay.xn--m-eha.example]:25\n"}},
       {"delivery { idle_timeout 0; shutdown_timeout 0; port 2525 }",
        {"  idle_timeout 0\n", "  shutdown_timeout 0\n", "  port 2525\n"}},
       {"dns { servers 127.0.0.1 [::1]:5353 192.0.2.1:53; trust_ad on }",
@@ -570,7 +581,8 @@ static void test_struct_fields(void **state) {
    * '@'); rediss:// with its files. */
   t = "listen 127.0.0.1:25\n"
       "cluster { redis rediss://u:se@cr@t@r.example:6380; node n; "
-      "redis_ca_file /ca.pem; redis_cert_file /c.pem; redis_key_file /k.pem }\n";
+      "redis_ca_file /ca.pem; redis_cert_file /c.pem; redis_key_file /k.pem "
+      "}\n";
   assert_int_equal(config_parse("c.conf", t, strlen(t), &cfg, &err), 0);
   assert_string_equal(cfg->cluster.redis_ca_file, "/ca.pem");
   printed = print_to_string(cfg);

@@ -377,10 +377,9 @@ static int parse_dest_names(struct config__walk *w, const struct config__dir *d,
     if (x->nnames == CONFIG_DEST_NAMES)
       return config__fail(w, a->line, a->col, POSTERN_ETOOBIG,
                           "at most %u tls_names", CONFIG_DEST_NAMES);
-    if (config__hostname_check(a->s, a->len, &why) || a->len >= 254)
+    if (config__domain_alabel(a->s, a->len, x->names[x->nnames],
+                              sizeof x->names[x->nnames], &why))
       return bad_value(w, d, a, "host name", why);
-    memcpy(x->names[x->nnames], a->s, a->len);
-    x->names[x->nnames][a->len] = '\0';
     x->nnames++;
   }
   return 0;
@@ -828,13 +827,12 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
                        void *obj, const struct config__node *st) {
   const struct config__word *dom = &st->args[0], *tgt = &st->args[1];
   const char *why;
-  size_t dn = dom->len;
-  if (!(dn == 1 && dom->s[0] == '*')) {
-    if (config__hostname_check(dom->s, dn, &why))
-      return bad_value(w, d, dom, "domain", why);
-    if (dom->s[dn - 1] == '.')
-      dn--;
-  }
+  /* Domains and hosts in their A-label form: what lookups and
+   * certificates carry (U-labels are converted, IDNA2008). */
+  char domain[256] = "*", hostbuf[256];
+  if (!(dom->len == 1 && dom->s[0] == '*') &&
+      config__domain_alabel(dom->s, dom->len, domain, sizeof domain, &why))
+    return bad_value(w, d, dom, "domain", why);
   /* TARGET: [HOST]:PORT, [IPv6]:PORT, HOST:PORT or IPv4:PORT. */
   const char *host = tgt->s, *port;
   size_t hn;
@@ -873,10 +871,16 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
       ((struct sockaddr_in *)&r.sa)->sin_port = htons(r.port);
     else
       ((struct sockaddr_in6 *)&r.sa)->sin6_port = htons(r.port);
-  } else if (config__hostname_check(host, hn, &why)) {
-    return bad_value(w, d, tgt, "target", "not a host name or IP address");
-  } else if (host[hn - 1] == '.') {
-    hn--;
+  } else if (config__domain_alabel(host, hn, hostbuf, sizeof hostbuf, &why)) {
+    bool ascii = true;
+    for (size_t i = 0; i < hn; i++)
+      ascii = ascii && (unsigned char)host[i] < 0x80;
+    /* A U-label host says what IDNA2008 found wrong with it. */
+    return bad_value(w, d, tgt, "target",
+                     ascii ? "not a host name or IP address" : why);
+  } else {
+    host = hostbuf;
+    hn = strlen(hostbuf);
   }
   void *field = CONFIG__FIELD(obj, d);
   if (config__arr_count(field) >= CONFIG_ROUTE_MAX)
@@ -884,15 +888,14 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
                         "more than %u routes", CONFIG_ROUTE_MAX);
   struct config_route *old = config__arr_items(field);
   for (size_t i = 0; i < config__arr_count(field); i++) {
-    if (strlen(old[i].domain) == dn &&
-        strncasecmp(old[i].domain, dom->s, dn) == 0) {
+    if (strcmp(old[i].domain, domain) == 0) {
       char q[256];
       return config__fail(w, dom->line, dom->col, POSTERN_ECONFIG,
                           "duplicate route for '%s' (first at line %u)",
                           CONFIG__QUOTE(dom, q), old[i].line);
     }
   }
-  r.domain = lower_dup(dom->s, dn);
+  r.domain = strdup(domain);
   r.host = lower_dup(host, hn);
   struct config_route *slot =
       r.domain && r.host ? config__arr_push(field, sizeof r) : NULL;

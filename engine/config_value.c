@@ -16,6 +16,7 @@
 
 #include "base/postern_domain.h"
 #include "base/postern_err.h"
+#include "base/postern_idna.h"
 #include "base/postern_units.h"
 
 #include <arpa/inet.h>
@@ -275,4 +276,41 @@ int config__cidr_parse(const char *s, size_t n, struct config_cidr *out,
 int config__hostname_check(const char *s, size_t n, const char **why) {
   return config_code(
       postern_domain_check(s, n, POSTERN_DOMAIN_TRAILING_DOT, NULL, why));
+}
+
+int config__domain_alabel(const char *s, size_t n, char *out, size_t cap,
+                          const char **why) {
+  char tmp[1024];
+  if (n == 0 || n >= sizeof tmp || memchr(s, 0, n) != NULL) {
+    *why = n == 0 ? "empty" : "too long";
+    return POSTERN_ECONFIG;
+  }
+  bool ascii = true;
+  for (size_t i = 0; i < n; i++)
+    ascii = ascii && (unsigned char)s[i] < 0x80;
+  if (ascii) {
+    if (config__hostname_check(s, n, why) != 0)
+      return POSTERN_ECONFIG;
+    if (s[n - 1] == '.')
+      n--;
+    if (n + 1 > cap) {
+      *why = "too long";
+      return POSTERN_ECONFIG;
+    }
+    for (size_t i = 0; i < n; i++)
+      out[i] = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] - 'A' + 'a') : s[i];
+    out[n] = '\0';
+    return 0;
+  }
+  memcpy(tmp, s, n);
+  tmp[n] = '\0';
+  if (tmp[n - 1] == '.')
+    tmp[n - 1] = '\0';
+  const char *iw = NULL;
+  if (postern_idna_to_ascii(tmp, out, cap, &iw) != 0) {
+    *why = iw ? iw : "not a valid internationalized domain name";
+    return POSTERN_ECONFIG;
+  }
+  return config__hostname_check(out, strlen(out), why) != 0 ? POSTERN_ECONFIG
+                                                            : 0;
 }

@@ -19,6 +19,7 @@
 #include "policy/txt_record.h"
 #include "base/postern_domain.h"
 #include "base/postern_err.h"
+#include "base/postern_idna.h"
 
 static const char *const mode_names[] = {
 #define POLICY__NAME(name, str) str,
@@ -123,8 +124,32 @@ static int parse_max_age(const char *s, size_t n, uint32_t *out) {
   return 0;
 }
 
-/* mx = ["*."] Domain (RFC 8461 §3.2, RFC 5321 Domain); stored normalised. */
+/* mx = ["*."] Domain (RFC 8461 §3.2, RFC 5321 Domain); stored normalised.
+ * A policy written with U-labels (RFC 6531 extends Domain with them) is
+ * stored in the A-label form (IDNA2008), which is what MX records and
+ * certificates carry; a name that is not valid IDNA2008 makes the policy
+ * malformed, like any other bad mx value. */
 static int add_mx(struct policy_mtasts_policy *p, const char *s, size_t n) {
+  char alabel[POLICY_MTASTS_MX_LEN + 4];
+  bool ascii = true;
+  for (size_t i = 0; i < n; i++)
+    ascii = ascii && (unsigned char)s[i] < 0x80;
+  if (!ascii) {
+    char in[POLICY_MTASTS_MX_LEN * 4 + 8];
+    bool wild = n > 2 && s[0] == '*' && s[1] == '.';
+    size_t k = n - (wild ? 2 : 0);
+    if (k >= sizeof in)
+      return POSTERN_EPROTO;
+    memcpy(in, s + (wild ? 2 : 0), k);
+    in[k] = '\0';
+    if (wild)
+      memcpy(alabel, "*.", 2);
+    if (postern_idna_to_ascii(in, alabel + (wild ? 2 : 0),
+                              sizeof alabel - (wild ? 2 : 0), NULL) != 0)
+      return POSTERN_EPROTO;
+    s = alabel;
+    n = strlen(alabel);
+  }
   if (postern_domain_check(
           s, n, POSTERN_DOMAIN_WILDCARD | POSTERN_DOMAIN_TRAILING_DOT, NULL,
           NULL) != 0)

@@ -211,6 +211,28 @@ static const struct body_case body_cases[] = {
      POLICY_MTASTS_MODE_ENFORCE,
      10,
      {"mx.example.com", "*.example.net"}},
+    /* U-labels (RFC 6531 Domain): stored as A-labels (IDNA2008). */
+    {"mx U-labels become A-labels",
+     "version: STSv1\nmode: enforce\nmx: mx.B\xc3\xbc"
+     "cher.example\n"
+     "mx: *.m\xc3\xbc.example.\nmax_age: 10\n",
+     0,
+     POLICY_MTASTS_MODE_ENFORCE,
+     10,
+     {"mx.xn--bcher-kva.example", "*.xn--m-eha.example"}},
+    {"mx invalid IDNA2008: malformed",
+     "version: STSv1\nmode: enforce\nmx: mx.\xe2\x98\x83.example\n"
+     "max_age: 10\n",
+     POSTERN_EPROTO,
+     0,
+     0,
+     {NULL}},
+    {"mx not UTF-8: malformed",
+     "version: STSv1\nmode: enforce\nmx: mx.\xff.example\nmax_age: 10\n",
+     POSTERN_EPROTO,
+     0,
+     0,
+     {NULL}},
     {"first occurrence wins",
      "version: STSv1\nmode: testing\nmax_age: 10\nmode: enforce\n"
      "max_age: 99\nversion: STSv2\nmx: a.example\n",

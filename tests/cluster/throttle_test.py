@@ -46,28 +46,6 @@ def check(cond, what):
         failures.append(what)
 
 
-class TimedSession(rawmx._Session):
-    """rawmx's session, noting when each message was accepted and how many
-    sessions are open at once."""
-
-    def send(self, line):
-        if line.startswith("250 2.0.0 queued"):
-            with self.server.mx.lock:
-                self.server.mx.times.append(time.monotonic())
-        super().send(line)
-
-    def handle(self):
-        mx = self.server.mx
-        with mx.lock:
-            mx.active += 1
-            mx.max_active = max(mx.max_active, mx.active)
-        try:
-            super().handle()
-        finally:
-            with mx.lock:
-                mx.active -= 1
-
-
 def msg(subject):
     return f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n\r\nbody\r\n"
 
@@ -146,8 +124,6 @@ def main():
     dns = dnspeer.start({"ad": False, "records": {}})
     redis = redispeer.RedisPeer()
     sink = rawmx.RawMX("127.0.0.1", 0)
-    sink.srv.RequestHandlerClass = TimedSession
-    sink.times, sink.active, sink.max_active = [], 0, 0
     nodes = []
     try:
         # 1. The fleet-wide rate.

@@ -10,6 +10,9 @@ or one that holds its reply to the final "." until the test releases it.
     mx.hold = threading.Event()   # set before a message: the "." reply waits
     mx.greet_gate = threading.Event()  # greetings wait until it is set
     mx.dot_reply = "451 4.3.0 later"  # the reply to "." (250: recorded)
+    mx.active, mx.max_active      # sessions open now, and at most so far
+    mx.times                      # when each message was accepted (monotonic)
+    mx.dot_delay = 0.05           # wait this long before a 250 to "."
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.wait_for(lambda: mx.held >= 1)
     mx.stop()
@@ -25,8 +28,29 @@ import time
 
 class _Session(socketserver.StreamRequestHandler):
     def send(self, line):
+        mx = self.server.mx
+        if line == mx.dot_reply and line.startswith("250"):
+            if mx.dot_delay:
+                time.sleep(mx.dot_delay)  # connections overlap
+            with mx.lock:
+                mx.times.append(time.monotonic())
         self.wfile.write(line.encode() + b"\r\n")
         self.wfile.flush()
+
+    def setup(self):
+        super().setup()
+        mx = self.server.mx
+        with mx.lock:
+            mx.active += 1
+            mx.max_active = max(mx.max_active, mx.active)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            mx = self.server.mx
+            with mx.lock:
+                mx.active -= 1
 
     def handle(self):
         mx = self.server.mx
@@ -115,6 +139,10 @@ class RawMX:
         self.held = 0  # messages whose "." reply is (or was) being held
         self.hold = None
         self.greet_gate = None
+        self.active = 0  # sessions open now
+        self.max_active = 0
+        self.times = []  # monotonic times of the accepted messages
+        self.dot_delay = 0.0
         self.dot_reply = "250 2.0.0 queued"  # e.g. "451 4.3.0 later"
         self.starttls_drop = starttls_drop
         # [(delay_s, "421 4.3.2 busy"), ...]: the greetings of the first

@@ -21,6 +21,7 @@
 #include "engine/dsn.h"
 #include "policy/mtasts_cache.h"
 #include "base/postern_err.h"
+#include "base/postern_utf8.h"
 #include "base/postern_json.h"
 #include "base/postern_units.h"
 #include "queue/queue.h"
@@ -72,14 +73,29 @@ static int usage(const char *fmt, const char *arg) {
 
 /* ---- Output helpers ----------------------------------------------------- */
 
+/* Prints s for a terminal: well-formed UTF-8 (SMTPUTF8 addresses, U-labels)
+ * as it is; control bytes (C0, DEL, C1), bytes that are not UTF-8 and the
+ * backslash escaped, so that nothing from a client can move the cursor or
+ * look like something else. */
 static void put_text(FILE *f, const char *s) {
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t left = strlen(s);
+  while (left > 0) {
+    size_t k = *p >= 0x80 ? postern_utf8_len(p, left) : 0;
+    if (k > 0 && !(p[0] == 0xc2 && p[1] < 0xa0)) {
+      fwrite(p, 1, k, f);
+      p += k;
+      left -= k;
+      continue;
+    }
     if (*p >= 0x20 && *p < 0x7f && *p != '\\')
       fputc(*p, f);
     else if (*p == '\\')
       fputs("\\\\", f);
     else
       fprintf(f, "\\x%02X", *p);
+    p++;
+    left--;
   }
 }
 

@@ -215,9 +215,17 @@ static int connect_redis(struct rconn *c, const struct redis_url *u,
   return 0;
 }
 
-/* Every key matching prefix+pattern, through SCAN. */
-static int scan_keys(struct rconn *c, const char *match, char ***out,
-                     size_t *n) {
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every key prefix+`kind`+"*" through SCAN, sorted; *skip is the length of
+ * prefix+kind (what is left of a key is its destination). */
+static int scan_keys(struct rconn *c, const char *prefix, const char *kind,
+                     char ***out, size_t *n, size_t *skip) {
+  char match[REDIS_PREFIX_MAX + 16];
+  *skip = (size_t)snprintf(match, sizeof match, "%s%s", prefix, kind);
+  snprintf(match + *skip, sizeof match - *skip, "*");
   char cursor[32] = "0";
   *out = NULL;
   *n = 0;
@@ -243,6 +251,8 @@ static int scan_keys(struct rconn *c, const char *match, char ***out,
     }
     freeReplyObject(r);
   } while (strcmp(cursor, "0") != 0);
+  if (*n > 1)
+    qsort(*out, *n, sizeof **out, cmp_str);
   return 0;
 }
 
@@ -250,10 +260,6 @@ static void free_keys(char **k, size_t n) {
   for (size_t i = 0; i < n; i++)
     free(k[i]);
   free(k);
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static long long redis_now_us(struct rconn *c) {
@@ -296,14 +302,10 @@ static json_t *nodes_json(struct rconn *c, const char *prefix, long long now) {
 
 /* Leases: {"destination", "holders": [{"node", "holder", "expires_in_ms"}]}. */
 static json_t *leases_json(struct rconn *c, const char *prefix, long long now) {
-  char match[REDIS_PREFIX_MAX + 16];
-  snprintf(match, sizeof match, "%sconn:*", prefix);
   char **keys;
-  size_t n;
-  if (scan_keys(c, match, &keys, &n) != 0)
+  size_t n, skip;
+  if (scan_keys(c, prefix, "conn:", &keys, &n, &skip) != 0)
     return NULL;
-  if (n > 1)
-    qsort(keys, n, sizeof *keys, cmp_str);
   json_t *arr = json_array();
   for (size_t k = 0; k < n; k++) {
     redisReply *r =
@@ -328,8 +330,7 @@ static json_t *leases_json(struct rconn *c, const char *prefix, long long now) {
       continue;
     }
     json_array_append_new(arr, json_pack("{s:s, s:o}", "destination",
-                                         keys[k] + strlen(match) - 1, "holders",
-                                         holders));
+                                         keys[k] + skip, "holders", holders));
   }
   free_keys(keys, n);
   return arr;
@@ -338,14 +339,10 @@ static json_t *leases_json(struct rconn *c, const char *prefix, long long now) {
 /* Throttles: {"destination", "next_free_in_ms"} (0: may send now). */
 static json_t *throttles_json(struct rconn *c, const char *prefix,
                               long long now) {
-  char match[REDIS_PREFIX_MAX + 16];
-  snprintf(match, sizeof match, "%srate:*", prefix);
   char **keys;
-  size_t n;
-  if (scan_keys(c, match, &keys, &n) != 0)
+  size_t n, skip;
+  if (scan_keys(c, prefix, "rate:", &keys, &n, &skip) != 0)
     return NULL;
-  if (n > 1)
-    qsort(keys, n, sizeof *keys, cmp_str);
   json_t *arr = json_array();
   for (size_t k = 0; k < n; k++) {
     redisReply *r = cmd(c, "GET %s", keys[k]);
@@ -357,9 +354,9 @@ static json_t *throttles_json(struct rconn *c, const char *prefix,
     long long tat = atoll(r->str);
     freeReplyObject(r);
     long long wait_ms = tat > now ? (tat - now + 999) / 1000 : 0;
-    json_array_append_new(
-        arr, json_pack("{s:s, s:I}", "destination", keys[k] + strlen(match) - 1,
-                       "next_free_in_ms", (json_int_t)wait_ms));
+    json_array_append_new(arr,
+                          json_pack("{s:s, s:I}", "destination", keys[k] + skip,
+                                    "next_free_in_ms", (json_int_t)wait_ms));
   }
   free_keys(keys, n);
   return arr;

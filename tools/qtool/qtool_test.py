@@ -255,6 +255,22 @@ try:
           and st["domains"] == [], "delete --all: empty, counters zero")
     check(qjson(state, "list", "--json") == [], "list of an empty queue")
     check(relay_due() == 0, "relay sees nothing due")
+
+    # UTF-8 addresses (SMTPUTF8) are shown intact, in text and JSON.
+    u8state = os.path.join(tmp, "u8state")
+    os.mkdir(u8state)
+    u8 = subprocess.run([QFILL, u8state, "1", "b\u00fccher.test", "0"],
+                        capture_output=True)
+    uid = u8.stdout.decode().split()[0] if u8.returncode == 0 else ""
+    p = qtool(u8state, "show", uid)
+    check("user0@b\u00fccher.test" in p.stdout.decode("utf-8", "replace"),
+          "show: a UTF-8 address intact (%r)" % p.stdout[:300])
+    p = qtool(u8state, "stats")
+    check("b\u00fccher.test" in p.stdout.decode("utf-8", "replace"),
+          "stats: a UTF-8 domain intact (%r)" % p.stdout[-300:])
+    sh = qjson(u8state, "show", uid, "--json")
+    check(sh and sh["recipients"][0]["addr"] == "user0@b\u00fccher.test",
+          "show --json: a UTF-8 address intact")
 finally:
     try:
         fill.stdin.write(b"quit\n")
