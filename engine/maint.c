@@ -10,6 +10,7 @@
  */
 #include "engine/internal.h"
 
+#include "engine/fleet.h"
 #include "engine/metrics.h"
 #include "engine/tlsrpt_send.h"
 #include "net/dns.h"
@@ -38,7 +39,9 @@ static void maint_run(uv_timer_t *t) {
                            .https = maint.https,
                            .now_ms = relay_now_ms(r),
                            .count = metrics_policy,
-                           .gauge = metrics_policy_gauge};
+                           .gauge = metrics_policy_gauge,
+                           /* refreshes share what they fetch */
+                           .store = engine__fleet_store(r)};
   uint64_t next = policy_chain_maintain(r->chain, &env);
   uv_timer_start(&maint.timer, maint_run, next, 0);
 }

@@ -23,6 +23,7 @@
  */
 #include "engine/mx_loop.h"
 
+#include "engine/fleet.h"
 #include "engine/metrics.h"
 #include "engine/tlsrpt.h"
 #include "policy/tlsrpt.h"
@@ -143,6 +144,7 @@ static struct policy_env penv(const struct mx_attempt *a) {
                          .count = metrics_policy};
   e.routed = a->dest->routed;
   e.dest = a->has_pdest ? &a->pdest : NULL;
+  e.store = engine__fleet_store(a->env->r);
   return e;
 }
 

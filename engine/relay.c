@@ -17,6 +17,7 @@
 #include "engine/dkim.h"
 
 #include "engine/dest.h"
+#include "engine/fleet.h"
 #include "engine/metrics.h"
 #include "net/dns.h"
 #include "net/https.h"
@@ -433,6 +434,7 @@ int relay_run(struct postern_config *cfg, const char *config_path) {
       return 1;
     }
   }
+  engine__fleet_init(r);
   rc = worker_pool_init(&r->pool, (int)cfg->delivery.workers, worker_started,
                         worker_stopping, worker_exited, r);
   if (rc != 0)

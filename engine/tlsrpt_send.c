@@ -21,6 +21,18 @@
  * send` asks for a (re)send by writing "Q<day>\t<domain>" (and removing the
  * R record): the next tick sends at once, whatever the window.
  *
+ * Fleet mode (cluster { }, tlsrpt_fleet.c, docs/fleet.md): every node
+ * shares its counts of a finished day at the first tick after the day
+ * (and of every day it has, at its first tick after starting), and a
+ * day's report for a domain is sent by the one node that takes its send
+ * lease, with the sum of every node's counts; the others record the
+ * fleet's outcome as their own. Reports are due no earlier than
+ * FLEET_GRACE_MS after the day, so that every node running then has
+ * shared. Redis unavailable when a report is due: the report waits (a
+ * minute at a time) until Redis is back or, at the latest, send_window
+ * after the day's end (see fleet_unavailable), then goes with this node's
+ * counts alone (logged tlsrpt_fleet_alone).
+ *
  * Runs on worker 0's loop with the maintenance resolver and HTTPS client
  * (maint.c). Ownership: the jobs list and its jobs are this file's; a job
  * owns its DNS query and HTTPS fetches, and is freed once none is pending.
@@ -31,6 +43,7 @@
 #include "base/postern_htab.h"
 #include "base/postern_log.h"
 #include "engine/dkim.h"
+#include "engine/fleet.h"
 #include "engine/metrics.h"
 #include "engine/tlsrpt.h"
 #include "engine/tlsrpt_store.h"
@@ -52,6 +65,11 @@
  * retry_for. */
 #define RETRY_FIRST_MAX_MS (5u * 60 * 1000)
 #define RETRY_MAX_MS (60u * 60 * 1000)
+/* Fleet mode: reports are due this long after the day at the earliest
+ * (nodes share their counts within a minute of it); a report waiting for
+ * another node or for Redis is looked at again after FLEET_RECHECK_MS. */
+#define FLEET_GRACE_MS (5u * 60 * 1000)
+#define FLEET_RECHECK_MS 60000u
 
 struct rpt_job {
   struct rpt_job *next;
@@ -68,6 +86,16 @@ struct rpt_job {
   size_t gzlen;
   struct policy_tlsrpt_record rec;
   struct https_post *posts;
+  /* Fleet mode: first looked at (the Redis wait's start); the send lease
+   * is ours, with the summed counts and whose they are; Redis was
+   * unavailable past the wait, so this node's counts go alone; the first
+   * real try was made (retry_for counts from it). */
+  uint64_t fleet_since_ms;
+  bool fleet_held, fleet_alone, fleet_wait_logged, tried;
+  bool asked; /* qtool asked for it (a Q record) */
+  struct tlsrpt_store_domain *sum;
+  size_t nsum;
+  char nodes[512];
 };
 
 /* One https: URI being sent to: its address lookup, then its POST. */
@@ -146,8 +174,32 @@ static void job_free(struct rpt_job *j) {
       *p = j->next;
       break;
     }
+  tlsrpt_store_free(j->sum, j->nsum);
   free(j->gz);
   free(j);
+}
+
+static bool fleet_on(void) {
+  return snd.r->cfg->cluster.enabled;
+}
+
+/* Fleet mode: the report is done (outcome as record_done says): the fleet
+ * learns it and the send lease goes back. */
+static void fleet_done(struct rpt_job *j, const char *outcome) {
+  if (!j->fleet_held)
+    return;
+  j->fleet_held = false;
+  engine__tlsrpt_fleet_done(snd.r, snd.loop, j->day, j->domain, outcome,
+                            j->nodes);
+}
+
+/* The report is done: qtool's request for it (a Q record) goes. */
+static void forget_ask(struct rpt_job *j) {
+  if (has_record('Q', j->day, j->domain)) {
+    char key[300];
+    int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
+    queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
+  }
 }
 
 static void job_finish(struct rpt_job *j);
@@ -179,11 +231,8 @@ static void job_finish(struct rpt_job *j) {
   if (j->delivered) {
     metrics_tlsrpt_report("sent");
     record_done(j->day, j->domain, "sent", "");
-    if (has_record('Q', j->day, j->domain)) {
-      char key[300];
-      int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
-      queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
-    }
+    fleet_done(j, "sent");
+    forget_ask(j);
     job_free(j);
     return;
   }
@@ -193,6 +242,7 @@ static void job_finish(struct rpt_job *j) {
     postern_log(POSTERN_LOG_WARN, "tlsrpt_report_given_up", "domain", j->domain,
                 "day", j->day, "error", j->last_error, NULL);
     record_done(j->day, j->domain, "failed", j->last_error);
+    fleet_done(j, "failed");
     job_free(j);
     return;
   }
@@ -381,11 +431,16 @@ static void job_send(struct rpt_job *j) {
   size_t nd = 0;
   char *json = NULL;
   size_t jlen = 0;
-  int rc = tlsrpt_store_load(snd.r->q, j->day, j->domain, &d, &nd);
-  if (rc == 0 && nd != 1)
+  /* Fleet mode: the fleet's sum; alone (or without a cluster), ours. */
+  int rc = j->sum != NULL
+               ? 0
+               : tlsrpt_store_load(snd.r->q, j->day, j->domain, &d, &nd);
+  const struct tlsrpt_store_domain *use = j->sum != NULL ? j->sum : d;
+  size_t nuse = j->sum != NULL ? j->nsum : nd;
+  if (rc == 0 && nuse != 1)
     rc = POSTERN_ENOENT;
   if (rc == 0)
-    rc = tlsrpt_store_report(&d[0], &meta, &json, &jlen);
+    rc = tlsrpt_store_report(&use[0], &meta, &json, &jlen);
   tlsrpt_store_free(d, nd);
   if (rc == 0)
     rc = policy_tlsrpt_gzip(json, jlen, &j->gz, &j->gzlen);
@@ -420,6 +475,7 @@ static void on_txt(const struct dns_answer *a, void *arg) {
     postern_log(POSTERN_LOG_INFO, "tlsrpt_no_record", "domain", j->domain,
                 "day", j->day, NULL);
     record_done(j->day, j->domain, "no-record", "");
+    fleet_done(j, "no-record");
     j->running = false;
     job_free(j);
     return;
@@ -448,6 +504,7 @@ static void on_txt(const struct dns_answer *a, void *arg) {
                 n == 1 ? "1" : (n == 0 ? "0" : "several"), NULL);
     record_done(j->day, j->domain,
                 rc == POSTERN_ENOENT ? "no-record" : "invalid-record", "");
+    fleet_done(j, rc == POSTERN_ENOENT ? "no-record" : "invalid-record");
     j->running = false;
     job_free(j);
     return;
@@ -455,12 +512,14 @@ static void on_txt(const struct dns_answer *a, void *arg) {
   job_send(j);
 }
 
-static void job_start(struct rpt_job *j) {
-  j->running = true;
-  j->delivered = false;
-  j->last_error[0] = '\0';
-  if (j->first_try_ms == 0)
+/* The report's TXT record, then the report itself. */
+static void job_lookup(struct rpt_job *j) {
+  if (!j->tried) {
+    /* Time spent waiting for the fleet is no try: retry_for starts at the
+     * first real one. */
+    j->tried = true;
     j->first_try_ms = now_ms();
+  }
   char name[300];
   snprintf(name, sizeof name, "_smtp._tls.%s", j->domain);
   int rc = dns_query(snd.dns, name, DNS_T_TXT, on_txt, j, &j->q);
@@ -469,6 +528,102 @@ static void job_start(struct rpt_job *j) {
     fail_note(j, "TXT %s: %s", name, postern_strerror(rc));
     job_finish(j);
   }
+}
+
+/* ---- Fleet mode ---- */
+
+/* Not now: the job is looked at again in `ms` (not a try). */
+static void job_later(struct rpt_job *j, uint64_t ms) {
+  j->running = false;
+  uint64_t now = now_ms();
+  j->next_try_ms = now + ms;
+  if (snd.on && uv_timer_get_due_in(&snd.tick) > ms)
+    uv_timer_start(&snd.tick, tick, ms < 1000 ? 1000 : ms, 0);
+}
+
+/* Redis could not say who sends: wait for it until send_window after the
+ * day's end (or after the report was first looked at, if later; for a
+ * report qtool asked for, after that), then send this node's counts
+ * alone. */
+static void fleet_unavailable(struct rpt_job *j) {
+  uint64_t now = now_ms();
+  uint64_t end = (uint64_t)(tlsrpt_store_day_start(j->day) + 86400) * 1000;
+  uint64_t from =
+      !j->asked && end > j->fleet_since_ms ? end : j->fleet_since_ms;
+  uint64_t until = from + snd.r->cfg->tlsrpt.send_window_ms;
+  if (now < until) {
+    if (!j->fleet_wait_logged) {
+      char in[32];
+      snprintf(in, sizeof in, "%llus",
+               (unsigned long long)((until - now) / 1000));
+      postern_log(POSTERN_LOG_WARN, "tlsrpt_fleet_waiting", "domain", j->domain,
+                  "day", j->day, "reason", "Redis unavailable", "alone_in", in,
+                  NULL);
+      j->fleet_wait_logged = true;
+    }
+    job_later(j,
+              until - now < FLEET_RECHECK_MS ? until - now : FLEET_RECHECK_MS);
+    return;
+  }
+  postern_log(POSTERN_LOG_WARN, "tlsrpt_fleet_alone", "domain", j->domain,
+              "day", j->day, "reason", "Redis unavailable", "report",
+              "this node's counts only", NULL);
+  j->fleet_alone = true;
+  j->running = true;
+  job_lookup(j);
+}
+
+static void on_fleet(void *arg, struct tlsrpt_fleet_answer *a) {
+  struct rpt_job *j = arg;
+  if (snd.stopping) {
+    tlsrpt_store_free(a->sum, a->nsum);
+    job_free(j);
+    return;
+  }
+  switch (a->verdict) {
+  case TLSRPT_FLEET_SEND:
+    tlsrpt_store_free(j->sum, j->nsum);
+    j->sum = a->sum;
+    j->nsum = a->nsum;
+    j->fleet_held = true;
+    snprintf(j->nodes, sizeof j->nodes, "%s", a->nodes);
+    postern_log(POSTERN_LOG_INFO, "tlsrpt_fleet_sending", "domain", j->domain,
+                "day", j->day, "nodes", a->nodes, NULL);
+    job_lookup(j);
+    return;
+  case TLSRPT_FLEET_DONE:
+    postern_log(POSTERN_LOG_INFO, "tlsrpt_fleet_already_done", "domain",
+                j->domain, "day", j->day, "by", a->by, NULL);
+    record_done(j->day, j->domain, "fleet", a->by);
+    forget_ask(j);
+    job_free(j);
+    return;
+  case TLSRPT_FLEET_BUSY:
+    postern_log(POSTERN_LOG_DEBUG, "tlsrpt_fleet_busy", "domain", j->domain,
+                "day", j->day, NULL);
+    job_later(j, FLEET_RECHECK_MS);
+    return;
+  default:
+    fleet_unavailable(j);
+    return;
+  }
+}
+
+static void job_start(struct rpt_job *j) {
+  j->running = true;
+  j->delivered = false;
+  j->last_error[0] = '\0';
+  if (j->first_try_ms == 0)
+    j->first_try_ms = now_ms();
+  if (j->fleet_since_ms == 0)
+    j->fleet_since_ms = now_ms();
+  if (!fleet_on() || j->fleet_alone) {
+    job_lookup(j);
+    return;
+  }
+  if (engine__tlsrpt_fleet_claim(snd.r, snd.loop, j->day, j->domain, on_fleet,
+                                 j) != 0)
+    fleet_unavailable(j);
 }
 
 static struct rpt_job *job_find(const char *day, const char *domain) {
@@ -486,6 +641,8 @@ static uint64_t due_ms(const char *day, const char *domain) {
   int kl = snprintf(k, sizeof k, "%s\t%s", day, domain);
   uint64_t w = snd.r->cfg->tlsrpt.send_window_ms;
   uint64_t off = w ? postern_hash(k, (size_t)kl) % w : 0;
+  if (fleet_on() && off < FLEET_GRACE_MS)
+    off = FLEET_GRACE_MS; /* every node has shared its counts by then */
   return (uint64_t)(start + 86400) * 1000 + off;
 }
 
@@ -554,6 +711,7 @@ static bool consider_day(const char *day, uint64_t now, bool only_asked) {
       break;
     snprintf(j->day, sizeof j->day, "%s", day);
     snprintf(j->domain, sizeof j->domain, "%s", dom);
+    j->asked = asked;
     j->next = snd.jobs;
     snd.jobs = j;
     all_done = false;
@@ -561,6 +719,29 @@ static bool consider_day(const char *day, uint64_t now, bool only_asked) {
   }
   tlsrpt_store_free(d, n);
   return all_done;
+}
+
+/* Fleet mode: the days whose counts this process has shared, and whether
+ * the day was over then (a day is shared at the first tick, and again
+ * once it is over). */
+static struct {
+  char day[11];
+  bool finished;
+} shared[DONE_DAYS_MAX];
+static size_t nshared;
+
+static void fleet_share(const char *day, bool finished) {
+  for (size_t i = 0; i < nshared; i++)
+    if (strcmp(shared[i].day, day) == 0 && shared[i].finished == finished)
+      return;
+  if (engine__tlsrpt_fleet_publish(snd.r, snd.loop, day, finished) != 0)
+    return; /* Redis down: at a later tick */
+  if (nshared == DONE_DAYS_MAX) {
+    memmove(&shared[0], &shared[1], (DONE_DAYS_MAX - 1) * sizeof shared[0]);
+    nshared--;
+  }
+  snprintf(shared[nshared].day, sizeof shared[nshared].day, "%s", day);
+  shared[nshared++].finished = finished;
 }
 
 static void tick(uv_timer_t *t) {
@@ -574,6 +755,10 @@ static void tick(uv_timer_t *t) {
     size_t n = 0;
     struct asked_days asked = {.n = 0};
     queue_counters_scan(snd.r->q, "Q", 1, on_asked, &asked);
+    /* Fleet mode: the send leases of reports being retried stay ours. */
+    for (struct rpt_job *j = snd.jobs; fleet_on() && j; j = j->next)
+      if (j->fleet_held)
+        engine__tlsrpt_fleet_renew(snd.r, snd.loop, j->day, j->domain);
     if (tlsrpt_store_days(snd.r->q, &days, &n) == 0) {
       for (size_t i = 0; i < n; i++) {
         long long start = tlsrpt_store_day_start(days[i]);
@@ -594,6 +779,13 @@ static void tick(uv_timer_t *t) {
         int cmp = strcmp(days[i], today);
         if (cmp > 0)
           continue;
+        /* Fleet mode: today, and the days whose reports may still go
+         * (asked for, or within send_window and retry_for and a day). */
+        if (fleet_on() && (cmp == 0 || day_in(asked.d, asked.n, days[i]) ||
+                           (uint64_t)(start + 2 * 86400) * 1000 +
+                                   tc->send_window_ms + tc->retry_for_ms >
+                               now))
+          fleet_share(days[i], cmp < 0);
         if (day_in(done_days, ndone_days, days[i]) &&
             !day_in(asked.d, asked.n, days[i]))
           continue;

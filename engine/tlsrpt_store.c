@@ -193,6 +193,23 @@ int tlsrpt_store_load(struct queue *q, const char *day, const char *domain,
   return 0;
 }
 
+int tlsrpt_store_from_records(const struct tlsrpt_store_rec *recs, size_t n,
+                              struct tlsrpt_store_domain **out, size_t *nout) {
+  struct load l = {0};
+  for (size_t i = 0; i < n && l.err == 0; i++)
+    on_counter(&l, recs[i].key, recs[i].klen, recs[i].value, recs[i].note,
+               recs[i].nlen);
+  if (l.err != 0) {
+    tlsrpt_store_free(l.d, l.n);
+    *out = NULL;
+    *nout = 0;
+    return l.err;
+  }
+  *out = l.d;
+  *nout = l.n;
+  return 0;
+}
+
 void tlsrpt_store_free(struct tlsrpt_store_domain *d, size_t n) {
   for (size_t i = 0; i < n; i++) {
     for (size_t k = 0; k < d[i].npolicies; k++) {

@@ -49,6 +49,60 @@ int tlsrpt_store_load(struct queue *q, const char *day, const char *domain,
                       struct tlsrpt_store_domain **out, size_t *n);
 void tlsrpt_store_free(struct tlsrpt_store_domain *d, size_t n);
 
+/* One counter record as the queue keeps it (the layout is in tlsrpt.c);
+ * borrowed views. */
+struct tlsrpt_store_rec {
+  const char *key;
+  size_t klen;
+  uint64_t value;
+  const char *note;
+  size_t nlen;
+};
+
+/* tlsrpt_store_load on records given in key order instead of the queue's
+ * (fleet mode: the sum of every node's, tlsrpt_share.c). Same results. */
+int tlsrpt_store_from_records(const struct tlsrpt_store_rec *recs, size_t n,
+                              struct tlsrpt_store_domain **out, size_t *nout);
+
+/* ---- Fleet mode: the counts a node shares (tlsrpt_share.c) ------------
+ *
+ * A node shares its records of one day and policy domain as text, so that
+ * the node sending the report can sum every node's:
+ *
+ *   postern-tlsrpt 1\n
+ *   <policy id>\t<kind>[\t<failure id>]\t<count>\t<note>\n   (per record)
+ *
+ * the key's tail, the value and the note of each record as tlsrpt.c writes
+ * them (ids: 16 lower-case hex digits; kind P, S or F, F with a failure
+ * id; the note JSON without control characters). Records with equal tails
+ * are the same thing counted by different nodes: their counts add up.
+ */
+
+#define TLSRPT_SHARE_MAX (4u * 1024 * 1024) /* bytes of one node's text */
+
+/* The text of one day's records for `domain` (malloc'd, *len bytes, not
+ * NUL-terminated). Returns 0, POSTERN_ENOENT (no records), POSTERN_TOOBIG,
+ * POSTERN_EINVAL, POSTERN_ENOMEM or the queue's read error. */
+int tlsrpt_store_export(struct queue *q, const char *day, const char *domain,
+                        char **text, size_t *len);
+
+struct tlsrpt_share_text {
+  const char *data;
+  size_t len;
+};
+
+/*
+ * Sums the texts of several nodes for (day, domain) into *out: one entry
+ * (*nout 1), or none when the texts hold no record. A text that does not
+ * parse as a whole (bad magic, a malformed line, over TLSRPT_SHARE_MAX) is
+ * left out and counted in *bad: a node's counts are added entirely or not
+ * at all. Returns 0, POSTERN_EINVAL or POSTERN_ENOMEM.
+ */
+int tlsrpt_store_sum(const char *day, const char *domain,
+                     const struct tlsrpt_share_text *texts, size_t n,
+                     struct tlsrpt_store_domain **out, size_t *nout,
+                     size_t *bad);
+
 /* The days that have counts, oldest first, into a new array of "YYYY-MM-DD"
  * strings (free with free()). Returns 0 or an error as above. */
 int tlsrpt_store_days(struct queue *q, char (**days)[11], size_t *n);

@@ -386,6 +386,8 @@ struct policy_dest {
   enum policy_tls_level floor_tls;
 };
 
+struct policy_store; /* policy/mtasts_shared.h */
+
 /* What a module can use on the loop it runs on. Borrowed for the call:
  * a module that keeps working asynchronously copies what it needs (the
  * loop and resolver outlive every run). */
@@ -414,6 +416,10 @@ struct policy_env {
    * policy_chain_prepare_domain it is copied into the run; modules see
    * the run's copy, valid for the run's lifetime. */
   const struct policy_dest *dest;
+  /* Fleet mode: a store shared with the other nodes (MTA-STS policies,
+   * policy/mtasts_shared.h), NULL without one. It must outlive every
+   * run; modules keep the pointer. */
+  const struct policy_store *store;
 };
 
 /* An MX candidate as the engine found it. */
@@ -622,11 +628,14 @@ struct policy_mtasts_opts {
  * IP-address route has none. Counts "mtasts" + "fetched", "fetch_failed",
  * "fetch_no_slot", "txt_failed", "txt_failed_no_policy", "txt_invalid",
  * "cache_full", "mx_mismatch", "testing_mx_mismatch",
- * "testing_tls_failure"; gauges (maintain) "cache_entries",
- * "cache_used_bytes", "cache_map_bytes".
- * The cache is opened on first use (after privileges are dropped); while
- * it cannot be, policies are fetched every time and not kept (logged).
- * Errors: POSTERN_EINVAL, POSTERN_ENOMEM.
+ * "testing_tls_failure", and in fleet mode (env->store) "shared_used",
+ * "shared_invalid", "shared_refresh", "refresh_left"; gauges (maintain)
+ * "cache_entries", "cache_used_bytes", "cache_map_bytes". The cache is opened
+ * on first use (after privileges are dropped); while it cannot be, policies are
+ * fetched every time and not kept (logged). With env->store (fleet mode,
+ * policy/mtasts_shared.h) a policy is read from the fleet before it is fetched,
+ * one node fetches for the fleet, and what is fetched is shared; the store
+ * failing means fetching alone. Errors: POSTERN_EINVAL, POSTERN_ENOMEM.
  */
 int policy_mtasts_new(const struct policy_mtasts_opts *o,
                       struct policy_module *out);

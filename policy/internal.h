@@ -97,13 +97,15 @@ policy__mts_fetch_join(struct policy__mts *s, struct policy_mtasts_cache *cache,
 /*
  * Registers a refresh fetch for `domain` (maintenance: not for a delivery)
  * unless a fetch for it is in flight; NULL then, or when out of memory.
- * A success stores the policy with `last_used` kept as it was.
+ * A success stores the policy with `last_used` kept as it was. `fetched`
+ * is the refreshed record's: in fleet mode a shared policy fetched later
+ * under the same id is taken instead of fetching.
  */
 struct policy__mts_fetch *
 policy__mts_fetch_refresh(struct policy__mts *s,
                           struct policy_mtasts_cache *cache,
                           const struct policy_env *env, const char *domain,
-                          const char *id, uint64_t last_used);
+                          const char *id, uint64_t last_used, uint64_t fetched);
 
 /*
  * Starts a registered fetch on its loop: the address of mta-sts.<domain>,
@@ -111,6 +113,11 @@ policy__mts_fetch_refresh(struct policy__mts *s,
  * waiters later, on their loops; the fetch then frees itself.
  */
 void policy__mts_fetch_begin(struct policy__mts_fetch *f);
+
+/* Whether a fetch for `domain` (in the scope of `cache`, or of s) runs. */
+bool policy__mts_fetch_running(struct policy__mts *s,
+                               struct policy_mtasts_cache *cache,
+                               const char *domain);
 
 /* Takes w off its fetch's waiters, if it still waits. */
 void policy__mts_wait_leave(struct policy__mts_waiter *w);

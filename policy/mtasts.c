@@ -45,6 +45,18 @@
  * (its policy__mts_waiter's uv_async_t, woken by the fetch), at most
  * wait_bound() ms; it then acts on the outcome once (settle).
  *
+ * Fleet mode (env->store, policy/mtasts_shared.h): before fetching, a
+ * delivery reads the policy another node shared. An entry under the TXT
+ * id just seen, unexpired, is used and written to the local cache as if
+ * fetched. Otherwise the delivery claims the domain's fetch lease (a short
+ * SET NX PX): granted, it fetches as above and the fetch shares what it
+ * got (mtasts_fetch.c); denied, another node is fetching, so it reads the
+ * entry again every MTS_SHARED_POLL_MS until it appears or the claim's
+ * life (the fetch timeout and a little) has passed, then fetches itself.
+ * The store unavailable at any step: it fetches at once, as without a
+ * fleet. An entry that does not decode is ignored (logged, counted
+ * "shared_invalid"): it never means "no policy".
+ *
  * Maintenance, the maintain op (evicting expired policies, refreshing
  * those in use before they age), is mtasts_refresh.c.
  *
@@ -52,11 +64,13 @@
  * While its TXT lookup is in flight the resolver references it too
  * (free_domain then cancels and the CANCELED callback frees); once it
  * waits for a fetch it owns two handles and is freed in their close
- * callbacks. The module state (struct policy__mts, policy/internal.h) is
- * immutable after creation (the cache pointer is set once under its mutex)
- * and shared by every worker loop.
+ * callbacks; while a store op is in flight the store references it too
+ * (free_domain then leaves it to that op's callback). The module state (struct
+ * policy__mts, policy/internal.h) is immutable after creation (the cache
+ * pointer is set once under its mutex) and shared by every worker loop.
  */
 #include "policy/internal.h"
+#include "policy/mtasts_shared.h"
 #include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
@@ -73,6 +87,13 @@
 
 #define MTS_TXT_MAX 16 /* TXT records looked at */
 #define MTS_REFRESH_DEFAULT_MS (24u * 3600 * 1000)
+/* Fleet mode: how often a delivery waiting for another node's fetch reads
+ * the shared entry again; the slack added to the fetch timeout for the
+ * life of a fetch lease (and so for that wait); the clock skew between
+ * nodes tolerated in an entry's fetch time. */
+#define MTS_SHARED_POLL_MS 200
+#define MTS_SHARED_SLACK_MS 2000
+#define MTS_SHARED_SKEW_S 300
 
 /* ---- module state ---- */
 
@@ -114,7 +135,15 @@ struct mts_domain {
   struct policy_mtasts_rec cached;
   bool have_policy;
   struct policy_mtasts_policy policy;
-  char source[16]; /* "fetched", "cache" */
+  char source[16]; /* "fetched", "cache", "shared" */
+  /* Fleet mode: the store (NULL without one); a store op in flight (it
+   * references d); the fetch lease asked for; the poll timer initialised
+   * (counted in open_handles, closed by free_domain) and when to stop
+   * waiting for another node's fetch (loop time). */
+  const struct policy_store *store;
+  bool shared_busy, claimed, poll_init, shared_bad_logged;
+  uint64_t poll_deadline;
+  uv_timer_t poll_timer;
   /* Waiting for a fetch: the handles (w.wake, wait_timer) are initialised
    * (and closed by free_domain), `settled` once the outcome was acted on.
    * A fetched policy goes into `policy`. */
@@ -141,10 +170,17 @@ static uint64_t wait_bound(const struct policy__mts *s) {
   return 2 * (uint64_t)s->timeout_ms + 30000;
 }
 
+/* After free_domain: the memory goes once no handle is open and no store
+ * op references it. */
+static void maybe_free(struct mts_domain *d) {
+  if (d->open_handles == 0 && !d->shared_busy)
+    free(d);
+}
+
 static void domain_closed(uv_handle_t *h) {
   struct mts_domain *d = h->data;
-  if (--d->open_handles == 0)
-    free(d);
+  d->open_handles--;
+  maybe_free(d);
 }
 
 static void mts_free_domain(void *state, void *pd) {
@@ -156,13 +192,15 @@ static void mts_free_domain(void *state, void *pd) {
     dns_query_cancel(d->q);
     return;
   }
+  d->orphaned = true;
   if (d->waiting) {
     policy__mts_wait_leave(&d->w);
     uv_close((uv_handle_t *)&d->w.wake, domain_closed);
     uv_close((uv_handle_t *)&d->wait_timer, domain_closed);
-    return;
   }
-  free(d);
+  if (d->poll_init)
+    uv_close((uv_handle_t *)&d->poll_timer, domain_closed);
+  maybe_free(d);
 }
 
 /* The end of prepare_domain: reports to the chain (the last use of the
@@ -283,13 +321,14 @@ static void wait_for_fetch(struct mts_domain *d) {
   d->w.wake.data = d->wait_timer.data = d;
   d->w.policy = &d->policy;
   d->waiting = true;
-  d->open_handles = 2;
+  d->open_handles += 2;
   struct policy_mtasts_cache *cache = policy__mts_cache(d->s);
   struct policy_env env = {.loop = d->loop,
                            .dns = d->dns,
                            .https = d->https,
                            .now_ms = d->now * 1000,
-                           .count = d->count};
+                           .count = d->count,
+                           .store = d->store};
   bool started;
   struct policy__mts_fetch *f = policy__mts_fetch_join(
       d->s, cache, &env, d->domain, d->txt_id, &d->w, &started);
@@ -304,6 +343,147 @@ static void wait_for_fetch(struct mts_domain *d) {
   else
     postern_log(POSTERN_LOG_DEBUG, "mtasts_fetch_joined", "domain", d->domain,
                 NULL);
+}
+
+/* ---- fleet mode: a policy another node fetched ---- */
+
+static void shared_get(struct mts_domain *d);
+
+/* The life of a fetch lease, and so the longest wait for another node's
+ * fetch: the fetch's own timeout and a little for its address lookup. */
+static unsigned claim_ttl(const struct policy__mts *s) {
+  return s->timeout_ms + MTS_SHARED_SLACK_MS;
+}
+
+/* Uses another node's policy as if this node had fetched it: into the
+ * local cache (so the next delivery, a restart, the refresh all see it),
+ * then for this delivery. */
+static void adopt_shared(struct mts_domain *d, struct policy_mtasts_rec *rec) {
+  rec->last_used = d->now;
+  rec->tried = 0;
+  struct policy_mtasts_cache *c = policy__mts_cache(d->s);
+  int rc = c ? policy_mtasts_cache_put(c, d->domain, rec, d->now) : 0;
+  if (rc != 0)
+    postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain",
+                d->domain, "error", postern_strerror(rc), NULL);
+  d->have_policy = true;
+  d->policy = rec->policy;
+  snprintf(d->source, sizeof d->source, "shared");
+  count(d, "shared_used");
+  char ma[16], at[24];
+  snprintf(ma, sizeof ma, "%u", (unsigned)rec->policy.max_age);
+  snprintf(at, sizeof at, "%llu", (unsigned long long)rec->fetched);
+  postern_log(POSTERN_LOG_INFO, "mtasts_policy_shared", "domain", d->domain,
+              "id", rec->id, "mode", policy_mtasts_mode_name(rec->policy.mode),
+              "max_age", ma, "fetched", at, NULL);
+  finish_ok(d);
+}
+
+static void on_poll(uv_timer_t *t) {
+  shared_get(t->data);
+}
+
+static void on_shared_claim(void *arg, int status, bool granted) {
+  struct mts_domain *d = arg;
+  d->shared_busy = false;
+  if (d->orphaned) {
+    maybe_free(d);
+    return;
+  }
+  if (status != 0 || granted) {
+    /* Ours (or the store failed): fetch; the fetch shares its policy. */
+    wait_for_fetch(d);
+    return;
+  }
+  postern_log(POSTERN_LOG_DEBUG, "mtasts_shared_waiting", "domain", d->domain,
+              "why", "another node is fetching", NULL);
+  if (!d->poll_init) {
+    uv_timer_init(d->loop, &d->poll_timer);
+    d->poll_timer.data = d;
+    d->poll_init = true;
+    d->open_handles++;
+  }
+  d->poll_deadline = uv_now(d->loop) + claim_ttl(d->s);
+  uv_timer_start(&d->poll_timer, on_poll, MTS_SHARED_POLL_MS, 0);
+}
+
+static void shared_claim(struct mts_domain *d) {
+  char key[300];
+  snprintf(key, sizeof key, "mtasts-fetch:%s", d->domain);
+  d->claimed = true;
+  d->shared_busy = true;
+  if (d->store->claim(d->store->impl, d->loop, key, claim_ttl(d->s),
+                      on_shared_claim, d) != 0) {
+    d->shared_busy = false;
+    wait_for_fetch(d);
+  }
+}
+
+static void on_shared_get(void *arg, int status, const char *data, size_t len) {
+  struct mts_domain *d = arg;
+  d->shared_busy = false;
+  if (d->orphaned) {
+    maybe_free(d);
+    return;
+  }
+  if (status != 0 && status != POSTERN_ENOENT) {
+    postern_log(POSTERN_LOG_DEBUG, "mtasts_shared_unavailable", "domain",
+                d->domain, "error", postern_strerror(status), NULL);
+    wait_for_fetch(d);
+    return;
+  }
+  if (status == 0) {
+    struct policy_mtasts_rec *rec = malloc(sizeof *rec);
+    int rc = rec ? policy_mtasts_shared_decode(data, len, rec) : POSTERN_ENOMEM;
+    if (rc != 0 && rc != POSTERN_ENOMEM && !d->shared_bad_logged) {
+      /* Fails closed: ignored, the policy is fetched (never "no policy"). */
+      d->shared_bad_logged = true;
+      count(d, "shared_invalid");
+      postern_log(POSTERN_LOG_WARN, "mtasts_shared_invalid", "domain",
+                  d->domain, "error", postern_strerror(rc), "using",
+                  "a fetch of our own", NULL);
+    } else if (rc == 0 && strcmp(rec->id, d->txt_id) == 0 &&
+               rec->expires > d->now &&
+               rec->fetched <= d->now + MTS_SHARED_SKEW_S) {
+      adopt_shared(d, rec);
+      free(rec);
+      return;
+    }
+    free(rec);
+  }
+  if (!d->claimed) {
+    shared_claim(d);
+    return;
+  }
+  if (uv_now(d->loop) >= d->poll_deadline) {
+    postern_log(POSTERN_LOG_INFO, "mtasts_shared_wait_over", "domain",
+                d->domain, "using", "a fetch of our own", NULL);
+    wait_for_fetch(d);
+    return;
+  }
+  uv_timer_start(&d->poll_timer, on_poll, MTS_SHARED_POLL_MS, 0);
+}
+
+static void shared_get(struct mts_domain *d) {
+  char key[300];
+  snprintf(key, sizeof key, "mtasts:%s", d->domain);
+  d->shared_busy = true;
+  if (d->store->get(d->store->impl, d->loop, key, on_shared_get, d) != 0) {
+    d->shared_busy = false;
+    wait_for_fetch(d);
+  }
+}
+
+/* The policy must be had under a new id, or for the first time: from the
+ * fleet if it shares one, else fetched. A fetch already running in this
+ * process is joined directly. */
+static void discover(struct mts_domain *d) {
+  if (d->store == NULL ||
+      policy__mts_fetch_running(d->s, policy__mts_cache(d->s), d->domain)) {
+    wait_for_fetch(d);
+    return;
+  }
+  shared_get(d);
 }
 
 static void on_txt(const struct dns_answer *a, void *arg) {
@@ -379,7 +559,7 @@ static void on_txt(const struct dns_answer *a, void *arg) {
     use_cache(d, "same id");
     return;
   }
-  wait_for_fetch(d);
+  discover(d);
 }
 
 /* Whether a route's host is an IP address (no policy domain, §3.4). */
@@ -433,6 +613,7 @@ static int mts_prepare_domain(void *state, const struct policy_env *env,
   d->dns = env->dns;
   d->https = env->https;
   d->count = env->count;
+  d->store = env->store;
   d->now = env->now_ms / 1000;
   d->done = done;
   d->arg = arg;

@@ -22,12 +22,21 @@
  * frees, or gives up after fetch_timeout as "no slot" - which, nothing
  * having been tried, is never "no policy".
  *
+ * Fleet mode: with a store (policy/mtasts_shared.h) a fetched policy is
+ * also shared, in the background (share_policy): the nodes waiting for it
+ * read it from there. A refresh first reads the shared entry: one fetched
+ * under the same id after the policy it refreshes is taken as the refresh
+ * (another node did it); otherwise it claims the fetch, and when another
+ * node holds the claim it leaves the refresh to that node (unless a
+ * delivery waits for it), to take its result at a later pass.
+ *
  * Ownership: a `struct policy__mts_fetch` is owned by the loop it runs on
  * and frees itself (timer close callback) after handing out its outcome;
  * it holds a reference on the cache. Waiters are owned by their deliveries:
  * a fetch only writes to them under flight_mu while they are joined.
  */
 #include "policy/internal.h"
+#include "policy/mtasts_shared.h"
 #include "policy/tlsrpt.h"
 
 #include "base/postern_err.h"
@@ -58,6 +67,7 @@ struct policy__mts_fetch {
   struct dns_resolver *dns;
   struct https_client *https;
   void (*count)(const char *module, const char *outcome);
+  const struct policy_store *store;  /* fleet mode, or NULL */
   struct policy_mtasts_cache *cache; /* a reference, or NULL */
   char *ca_file;
   uint16_t port;
@@ -66,6 +76,7 @@ struct policy__mts_fetch {
   uint64_t now;                    /* unix seconds at start */
   bool refresh;                    /* started by the maintenance */
   uint64_t last_used;              /* of the refreshed record */
+  uint64_t fetched;                /* of the refreshed record */
   uint64_t slot_deadline;          /* loop time: give up waiting for a slot */
   struct policy__mts_fetch *snext; /* slot_waiters, guarded by flight_mu */
   struct dns_query *q;
@@ -147,6 +158,7 @@ static struct policy__mts_fetch *fetch_new(struct policy__mts *s,
   f->dns = env->dns;
   f->https = env->https;
   f->count = env->count;
+  f->store = env->store;
   if (cache) {
     policy_mtasts_cache_retain(cache);
     f->cache = cache;
@@ -186,20 +198,30 @@ policy__mts_fetch_join(struct policy__mts *s, struct policy_mtasts_cache *cache,
   return f;
 }
 
-struct policy__mts_fetch *
-policy__mts_fetch_refresh(struct policy__mts *s,
-                          struct policy_mtasts_cache *cache,
-                          const struct policy_env *env, const char *domain,
-                          const char *id, uint64_t last_used) {
+struct policy__mts_fetch *policy__mts_fetch_refresh(
+    struct policy__mts *s, struct policy_mtasts_cache *cache,
+    const struct policy_env *env, const char *domain, const char *id,
+    uint64_t last_used, uint64_t fetched) {
   pthread_mutex_lock(&flight_mu);
   struct policy__mts_fetch *f = NULL;
   if (flight_find(cache, domain) == NULL &&
       (f = fetch_new(s, cache, env, domain, id, false)) != NULL) {
     f->refresh = true;
     f->last_used = last_used;
+    f->fetched = fetched;
   }
   pthread_mutex_unlock(&flight_mu);
   return f;
+}
+
+bool policy__mts_fetch_running(struct policy__mts *s,
+                               struct policy_mtasts_cache *cache,
+                               const char *domain) {
+  pthread_mutex_lock(&flight_mu);
+  bool on = flight_find(cache ? (const void *)cache : (const void *)s,
+                        domain) != NULL;
+  pthread_mutex_unlock(&flight_mu);
+  return on;
 }
 
 void policy__mts_wait_leave(struct policy__mts_waiter *w) {
@@ -225,6 +247,24 @@ bool policy__mts_wait_over(struct policy__mts_waiter *w, bool timed_out,
 }
 
 /* ---- A fetch's end ---- */
+
+/* Fleet mode: shares a fetched policy for the rest of its life (RFC 8461
+ * §3.3: max_age from the fetch), in the background. */
+static void share_policy(struct policy__mts_fetch *f,
+                         const struct policy_mtasts_rec *rec) {
+  if (f->store == NULL || rec->policy.max_age == 0)
+    return;
+  char *buf = malloc(POLICY_MTASTS_SHARED_MAX);
+  size_t len =
+      buf ? policy_mtasts_shared_encode(rec, buf, POLICY_MTASTS_SHARED_MAX) : 0;
+  if (len > 0) {
+    char key[300];
+    snprintf(key, sizeof key, "mtasts:%s", f->key.domain);
+    f->store->put(f->store->impl, f->loop, key, buf, len,
+                  (uint64_t)rec->policy.max_age * 1000);
+  }
+  free(buf);
+}
 
 static void fetch_closed(uv_handle_t *h) {
   struct policy__mts_fetch *f = h->data;
@@ -329,6 +369,7 @@ static void fetch_judge(struct policy__mts_fetch *f,
     postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain", domain,
                 "error", postern_strerror(rc), NULL);
   }
+  share_policy(f, rec);
   fetch_count(f, "fetched");
   char ma[16];
   snprintf(ma, sizeof ma, "%u", (unsigned)rec->policy.max_age);
@@ -489,7 +530,90 @@ static void on_addrs(const struct dns_answer *a, void *arg) {
   fetch_request(f);
 }
 
+static void fetch_lookup(struct policy__mts_fetch *f);
+
+/* ---- Fleet mode: a refresh another node may have done ---- */
+
+/* An entry's fetch time may be ahead of our clock by this much. */
+#define SHARED_SKEW_S 300
+/* A fetch claim lives the fetch timeout and this. */
+#define SHARED_SLACK_MS 2000
+
+static void refresh_on_claim(void *arg, int status, bool granted) {
+  struct policy__mts_fetch *f = arg;
+  if (status != 0 || granted) {
+    fetch_lookup(f);
+    return;
+  }
+  pthread_mutex_lock(&flight_mu);
+  bool waited = f->waiters != NULL;
+  pthread_mutex_unlock(&flight_mu);
+  if (waited) { /* a delivery needs it now: fetch anyway */
+    fetch_lookup(f);
+    return;
+  }
+  fetch_count(f, "refresh_left");
+  postern_log(POSTERN_LOG_DEBUG, "mtasts_refresh_left", "domain", f->key.domain,
+              "why", "another node is fetching it", NULL);
+  fetch_complete(f, POLICY__MTS_FETCH_FAILED, "another node is fetching it",
+                 NULL, POLICY_TLSRPT_STS_POLICY_FETCH_ERROR);
+}
+
+static void refresh_on_get(void *arg, int status, const char *data,
+                           size_t len) {
+  struct policy__mts_fetch *f = arg;
+  struct policy_mtasts_rec *rec = status == 0 ? malloc(sizeof *rec) : NULL;
+  if (rec != NULL && policy_mtasts_shared_decode(data, len, rec) == 0) {
+    pthread_mutex_lock(&flight_mu);
+    bool same_id = strcmp(rec->id, f->id) == 0;
+    pthread_mutex_unlock(&flight_mu);
+    if (same_id && rec->fetched > f->fetched && rec->expires > f->now &&
+        rec->fetched <= f->now + SHARED_SKEW_S) {
+      rec->last_used = f->last_used;
+      rec->tried = f->now;
+      int rc = f->cache ? policy_mtasts_cache_put(f->cache, f->key.domain, rec,
+                                                  f->now)
+                        : 0;
+      if (rc != 0)
+        postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain",
+                    f->key.domain, "error", postern_strerror(rc), NULL);
+      char at[24];
+      snprintf(at, sizeof at, "%llu", (unsigned long long)rec->fetched);
+      fetch_count(f, "shared_refresh");
+      postern_log(POSTERN_LOG_INFO, "mtasts_refresh_shared", "domain",
+                  f->key.domain, "id", rec->id, "fetched", at, NULL);
+      fetch_complete(f, POLICY__MTS_GOT_POLICY, NULL, &rec->policy, 0);
+      free(rec);
+      return;
+    }
+  }
+  /* An entry that does not decode is ignored here: the refresh fetches
+   * (and its share replaces the entry). */
+  free(rec);
+  if (status != 0 && status != POSTERN_ENOENT) {
+    fetch_lookup(f);
+    return;
+  }
+  char key[300];
+  snprintf(key, sizeof key, "mtasts-fetch:%s", f->key.domain);
+  if (f->store->claim(f->store->impl, f->loop, key,
+                      f->timeout_ms + SHARED_SLACK_MS, refresh_on_claim,
+                      f) != 0)
+    fetch_lookup(f);
+}
+
 void policy__mts_fetch_begin(struct policy__mts_fetch *f) {
+  if (f->refresh && f->store != NULL) {
+    char key[300];
+    snprintf(key, sizeof key, "mtasts:%s", f->key.domain);
+    if (f->store->get(f->store->impl, f->loop, key, refresh_on_get, f) == 0)
+      return;
+  }
+  fetch_lookup(f);
+}
+
+/* The fetch proper: the policy host's address, then the request. */
+static void fetch_lookup(struct policy__mts_fetch *f) {
   char host[300];
   snprintf(host, sizeof host, "mta-sts.%s", f->key.domain);
   int rc = f->dns ? dns_resolve_host(f->dns, host, on_addrs, f, &f->q)

@@ -116,8 +116,8 @@ uint64_t policy__mts_maintain(void *state, const struct policy_env *env) {
   }
   for (size_t i = 0; i < p->n && env->dns && env->https; i++) {
     struct refresh_cand *cd = &p->c[i];
-    struct policy__mts_fetch *f =
-        policy__mts_fetch_refresh(s, c, env, cd->domain, cd->id, cd->last_used);
+    struct policy__mts_fetch *f = policy__mts_fetch_refresh(
+        s, c, env, cd->domain, cd->id, cd->last_used, cd->fetched);
     if (f == NULL)
       continue;
     policy_mtasts_cache_touch(c, cd->domain, 0, p->now);

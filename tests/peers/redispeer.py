@@ -4,7 +4,9 @@ RedisPeer(password=None) writes its own config in a temporary directory
 (port 0 is not allowed by Redis, so a free port is picked by binding one
 first), starts redis-server in the foreground, waits for it to answer PING,
 and stops it by pid. restart() starts it again on the same port; pause() and
-resume() send SIGSTOP/SIGCONT. No persistence, no protected mode surprises.
+resume() send SIGSTOP/SIGCONT; cli(...) runs one command with redis-cli and
+returns its --raw output (whole replies, several lines too). No persistence,
+no protected mode surprises.
 """
 
 import os
@@ -17,6 +19,7 @@ import tempfile
 import time
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 def free_port():
@@ -130,6 +133,18 @@ class RedisPeer:
                     break
                 buf += chunk
             return buf.decode(errors="replace")
+
+    def cli(self, *args):
+        """redis-cli --raw output of one command (whole replies)."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        if self.tls:
+            auth += ["--tls", "--cacert", self.tls["ca"]]
+            if self.tls.get("client_cert"):
+                auth += ["--cert", self.tls["client_cert"], "--key",
+                         self.tls["client_key"]]
+        return subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)]
+                              + auth + ["--raw"] + [str(a) for a in args],
+                              capture_output=True, text=True, timeout=10).stdout
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
