@@ -198,6 +198,7 @@ static void test_export(void **state) {
   static const char want[] = MAGIC F(PID, FID, 2, "127.0.0.9") P(PID) S(PID, 3);
   assert_int_equal(len, strlen(want));
   assert_memory_equal(text, want, len);
+  free(text);
   assert_int_equal(tlsrpt_store_export(q, "2026-12-06", "b.test", &text, &len),
                    POSTERN_ENOENT);
   assert_int_equal(tlsrpt_store_export(q, "06/12/2026", "a.test", &text, &len),
