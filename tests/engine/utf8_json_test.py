@@ -1,8 +1,10 @@
 """UTF-8 addresses through JSON: a message sent with SMTPUTF8 from
 "jöran@snd.test" to "josé@dst.test" (UTF-8 local parts) must come out intact
 in `qtool list --json`, `qtool show --json` and the relay's JSON log lines,
-as readable UTF-8, never as \\u00XX bytes; the text output escapes it as
-before. `qtool stats --json` with -c reads the running relay's counters
+as readable UTF-8, never as \\u00XX bytes; the text output shows it intact
+too. swaks (which has no SMTPUTF8 option) sending the same UTF-8 sender
+without the SMTPUTF8 parameter gets 553 5.6.7 (RFC 6531 §3.7.4.1), and
+nothing is queued. `qtool stats --json` with -c reads the running relay's counters
 from its metrics endpoint (libcurl) into its "relay" object.
 
 Usage: utf8_json_test.py POSTERN QTOOL
@@ -51,6 +53,12 @@ def main():
                 s.sendmail(SENDER, [RCPT],
                            "From: a@snd.test\r\nSubject: utf8\r\n\r\nhi\r\n".encode(),
                            ["SMTPUTF8"])
+            sw = subprocess.run(["swaks", "--server", f"127.0.0.1:{r.port}",
+                                 "--from", SENDER, "--to", "b@dst.test"],
+                                capture_output=True, timeout=30)
+            out = sw.stdout.decode("utf-8", "replace")
+            check(sw.returncode != 0 and "553 5.6.7" in out,
+                  f"swaks: a UTF-8 sender without SMTPUTF8 gets 553 5.6.7 ({out[-300:]!r})")
             ev = r.wait_log(lambda e: e.get("event") == "delivery", timeout=30)[-1]
             # The JSON log: every line parses, the address is as sent.
             raw = open(r.log, "rb").read().decode("utf-8")
