@@ -118,6 +118,9 @@ static void conn_drop(struct conn *cn) {
       break;
     }
   d->nconns--;
+  /* d may be freed before the socket has closed: the lease must not
+   * point at it any more. */
+  engine__lease_detach(cn->lease);
   uv_timer_stop(&cn->idle);
   net_defer_cancel(&cn->soon);
   smtp_client_close(cn->c, conn_closed, cn);
@@ -293,7 +296,8 @@ static struct ctxn *ctxn_new(struct job *j) {
     utf8 = has_8bit(a, strlen(a));
   }
   bool alabels =
-      utf8 && !has_8bit(j->m->body, rfc5322_header_len(j->m->body, j->m->body_len));
+      utf8 &&
+      !has_8bit(j->m->body, rfc5322_header_len(j->m->body, j->m->body_len));
   size_t extra = alabels ? (j->n + 1) * ADDR_ALABEL_MAX : 0;
   struct ctxn *tx = calloc(
       1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify) + extra);
@@ -499,7 +503,24 @@ static void conn_chain(struct conn *cn) {
 
 /* ---- what the destination asks of its connections ---- */
 
+void engine__conns_lease_adopt(struct dest *d) {
+  for (struct conn *cn = d->conns; cn; cn = cn->next)
+    if (cn->lease == NULL && !cn->closing)
+      cn->lease = engine__lease_adopt(d);
+}
+
 bool engine__conns_feed(struct dest *d) {
+  /* An idle connection whose fleet lease is gone frees its slot now. */
+  struct conn *next;
+  for (struct conn *cn = d->conns; cn; cn = next) {
+    next = cn->next;
+    if (cn->cur == NULL && !cn->closing && cn->ready &&
+        engine__lease_lost(cn->lease)) {
+      postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
+                  "reason", "fleet lease lost", NULL);
+      conn_drop(cn);
+    }
+  }
   /* A fast connection takes a waiting message behind its current one
    * before an idle connection does (see CHAIN_BODY_MAX). */
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {

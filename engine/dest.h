@@ -132,6 +132,14 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out);
 void engine__lease_release(struct lease *l);
 /* Whether Redis said the lease had expired: stop using the slot. */
 bool engine__lease_lost(const struct lease *l);
+/* Redis is back: a lease for a connection of d opened while it was down
+ * (NULL when none is needed or it cannot be asked for). If the fleet has
+ * no room, the lease turns lost and d is kicked, so that the connection
+ * ends: idle at once, busy after its message. */
+struct lease *engine__lease_adopt(struct dest *d);
+/* The lease's connection is closing: its dest may go before the release
+ * (NULL is fine). */
+void engine__lease_detach(struct lease *l);
 
 /* ---- destinations (dest.c) ---- */
 
@@ -216,8 +224,13 @@ struct conn *engine__conn_open(struct dest *d, const struct mx_session *s,
 /* Starts carrying messages, from the loop. */
 void engine__conn_start(struct conn *cn);
 
+/* Fleet mode, Redis back: each connection of d without a lease asks for
+ * one (engine__lease_adopt). */
+void engine__conns_lease_adopt(struct dest *d);
+
 /* Offers waiting jobs to the connections: chained behind fast ones first,
- * then to idle ones. Returns false when per_domain_rate stopped it. */
+ * then to idle ones; idle ones that lost their fleet lease close. Returns
+ * false when per_domain_rate stopped it. */
 bool engine__conns_feed(struct dest *d);
 
 /* Connections with no message: idle, or about to take the next one. */

@@ -47,6 +47,7 @@
 
 struct lease {
   struct dwork *dw;
+  struct dest *owner_d;      /* adopt: the connection's dest, until released */
   struct lease *prev, *next; /* dw->live while held */
   unsigned limit;            /* the cap it was granted under */
   struct dest *d;            /* while acquiring; NULL after */
@@ -168,6 +169,7 @@ void engine__lease_release(struct lease *l) {
   if (l == NULL || l->released)
     return;
   l->released = true;
+  l->owner_d = NULL;
   live_del(l);
   struct redis_client *rc = l->dw->redis;
   if (l->held && rc != NULL && redis_client_up(rc)) {
@@ -221,6 +223,55 @@ static void lease_acquired(struct redis_client *c,
     engine__dest_maybe_free(d);
   }
   lease_unref(l); /* the acquire's reference */
+}
+
+static void lease_adopted(struct redis_client *c,
+                          const struct redis_lease_result *r, void *arg) {
+  struct lease *l = arg;
+  if (r->status == 0 && r->granted) {
+    l->held = true;
+    if (l->released) {
+      /* Its connection closed meanwhile: give the slot back. */
+      l->refs++;
+      if (redis_lease_release(c, l->key, l->holder, lease_done_cb, l) != 0)
+        l->refs--;
+    } else {
+      live_add(l);
+      uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
+    }
+  } else if (r->status == 0 && !l->released) {
+    /* The fleet is at its limit without this connection: it ends. */
+    l->lost = true;
+    postern_log(POSTERN_LOG_INFO, "cluster_lease_denied", "key", l->key, "note",
+                "a connection opened while Redis was down ends", NULL);
+    engine__dest_kick(l->owner_d);
+  }
+  lease_unref(l);
+}
+
+void engine__lease_detach(struct lease *l) {
+  if (l != NULL)
+    l->owner_d = NULL;
+}
+
+struct lease *engine__lease_adopt(struct dest *d) {
+  struct dwork *dw = d->dw;
+  engine__dest_limits(d);
+  if (dw->redis == NULL || !dw->redis_up || d->lim_conns_local)
+    return NULL;
+  struct lease *l = lease_new(d);
+  if (l == NULL)
+    return NULL;
+  l->limit = d->lim_conns;
+  l->owner_d = d;
+  l->refs++; /* the acquire's */
+  if (redis_lease_acquire(dw->redis, l->key, l->holder, l->limit, l->ttl_ms,
+                          lease_adopted, l) != 0) {
+    l->refs--;
+    engine__lease_release(l);
+    return NULL;
+  }
+  return l;
 }
 
 size_t engine__lease_cap(const struct dest *d, size_t cap) {
@@ -331,6 +382,14 @@ static void cluster_state(struct redis_client *c, bool up, void *arg) {
      * fleet has room (lease_renewed). */
     for (struct lease *l = dw->live; l != NULL; l = l->next)
       lease_renew_fire(&l->renew);
+    /* Connections opened while Redis was down take leases now, so that
+     * the fleet is back within its limits without waiting for them to
+     * close. */
+    size_t pos = 0;
+    struct dest *d;
+    while ((d = postern_htab_next(dw->dests, &pos, NULL)) != NULL)
+      if (!d->freeing && d->nconns)
+        engine__conns_lease_adopt(d);
   } else {
     char share[32];
     snprintf(share, sizeof share, "%g", dw->env.r->cfg->cluster.local_share);

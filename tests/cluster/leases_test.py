@@ -10,6 +10,10 @@ at once, over all nodes.
     local share; a burst from every node arrives exactly once.
  3. Redis restarted: cluster_redis_up; once the connections of (2) have
     closed, a new burst again sees at most 2 connections at once.
+ 4. Connections opened while Redis was down (idle_timeout long, so they
+    stay open) take leases when it returns: two get one, the third is
+    denied (cluster_lease_denied) and closes, so the fleet is back within
+    its limit without waiting for idle_timeout.
 
 Usage: leases_test.py POSTERN_BINARY
 """
@@ -119,6 +123,46 @@ def main():
         for n, r in enumerate(nodes):
             check(not any(e.get("level") == "error" for e in r.events()),
                   f"node n{n}: no error logged")
+
+        # 4. Outage connections adopt leases when Redis returns.
+        for r in nodes:
+            r.close()
+        nodes = []
+        sink.wait_for(lambda: sink.active == 0, timeout=60,
+                      what="every connection closed")
+        delivery = (f"route * 127.0.0.1:{sink.port}; per_domain_connections 2; "
+                    "idle_timeout 60s")
+        for n in range(NODES):
+            nodes.append(Relay(POSTERN, dns.port, delivery=delivery,
+                               extra=f"cluster {{ redis {redis.url()}; node x{n}; "
+                                     "lease_ttl 3s; local_share 0.5 }"))
+        for r in nodes:
+            r.wait_log(lambda e: e.get("event") == "cluster_redis_up", count=2,
+                       timeout=30)
+        redis.stop()
+        for r in nodes:
+            r.wait_log(lambda e: e.get("event") == "cluster_redis_down", timeout=30)
+        before = len(sink.messages)
+        sent4 = burst(nodes, "outage")
+        sink.wait(before + len(sent4), timeout=120)
+        sink.wait_for(lambda: sink.active == 3, timeout=30,
+                      what="one idle connection per node")
+        redis.start()
+        for r in nodes:
+            r.wait_log(lambda e: e.get("event") == "cluster_redis_up", count=4,
+                       timeout=60)
+        sink.wait_for(lambda: sink.active <= 2, timeout=30,
+                      what="the fleet back within its limit")
+        check(sink.active <= 2,
+              f"redis back: outage connections over the limit closed ({sink.active})")
+        denied = sum(len([e for e in r.events()
+                          if e.get("event") == "cluster_lease_denied"]) for r in nodes)
+        check(denied == 1, f"exactly one connection was denied a lease ({denied})")
+        holders = redis.command("EVAL", "local n = 0 for _, k in ipairs(redis.call("
+                                "'KEYS', 'postern:conn:*')) do n = n + "
+                                "redis.call('ZCARD', k) end return n", "0")
+        check(holders.strip() == ":2",
+              f"the two remaining connections hold leases ({holders.strip()})")
     finally:
         for r in nodes:
             r.close()
