@@ -133,6 +133,17 @@ static void conn_idle_expired(uv_timer_t *t) {
   engine__dest_maybe_free(d);
 }
 
+/* Why cn may carry no new message, or NULL: it was judged under a
+ * configuration since reloaded (its policy may have changed), or its fleet
+ * lease is gone. */
+static const char *conn_retired(const struct conn *cn) {
+  if (cn->cfg_gen != cn->r->cfg->generation)
+    return "configuration reloaded";
+  if (engine__lease_lost(cn->lease))
+    return "fleet lease lost";
+  return NULL;
+}
+
 /* Runs from the loop after a message ended (or the session was accepted):
  * the next waiting message, or idle until idle_timeout. */
 static void conn_next_soon(struct net_defer *nd) {
@@ -140,9 +151,10 @@ static void conn_next_soon(struct net_defer *nd) {
   struct dest *d = cn->d;
   struct relay *r = d->dw->env.r;
   cn->ready = true;
-  if (engine__lease_lost(cn->lease)) {
+  const char *why = conn_retired(cn);
+  if (why != NULL) {
     postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
-                "reason", "fleet lease lost", NULL);
+                "reason", why, NULL);
     conn_drop(cn);
     engine__dest_kick(d);
     return;
@@ -411,7 +423,7 @@ static void on_sent(struct smtp_client *c, int status,
   struct relay *r = d->dw->env.r;
   engine__dest_limits(d);
   if (status != 0 || cn->sent >= d->lim_reuse || atomic_load(&r->stopping) ||
-      engine__lease_lost(cn->lease)) {
+      conn_retired(cn) != NULL) {
     if (cn->next_tx) {
       /* The chained message never reached DATA: closing the client
        * abandons it, and another connection carries it. */
@@ -438,12 +450,13 @@ static void on_sent(struct smtp_client *c, int status,
 
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
-  if (cn->cfg_gen != cn->r->cfg->generation) {
-    /* A reload since the session was judged: the policy that accepted it
-     * may no longer (a new destination block, new minimums). New mail gets
-     * a session judged under the configuration in force. */
+  const char *why = conn_retired(cn);
+  if (why != NULL) {
+    /* After a reload the policy that accepted the session may no longer
+     * (a new destination block, new minimums): new mail gets a session
+     * judged under the configuration in force. */
     postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
-                "reason", "configuration reloaded", NULL);
+                "reason", why, NULL);
     conn_drop(cn);
     engine__dest_kick(d);
     return;
@@ -510,14 +523,16 @@ void engine__conns_lease_adopt(struct dest *d) {
 }
 
 bool engine__conns_feed(struct dest *d) {
-  /* An idle connection whose fleet lease is gone frees its slot now. */
+  /* An idle connection that may carry no new message closes now: it frees
+   * its slot, and the caller opens a new one if it needs one. */
   struct conn *next;
   for (struct conn *cn = d->conns; cn; cn = next) {
     next = cn->next;
+    const char *why;
     if (cn->cur == NULL && !cn->closing && cn->ready &&
-        engine__lease_lost(cn->lease)) {
+        (why = conn_retired(cn)) != NULL) {
       postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
-                  "reason", "fleet lease lost", NULL);
+                  "reason", why, NULL);
       conn_drop(cn);
     }
   }
@@ -528,13 +543,6 @@ bool engine__conns_feed(struct dest *d) {
       conn_chain(cn);
   }
   for (struct conn *cn = d->conns; cn && d->head; cn = cn->next) {
-    if (cn->cur == NULL && !cn->closing && cn->ready &&
-        cn->cfg_gen != cn->r->cfg->generation) {
-      /* Judged under a configuration since reloaded: closed (it stays
-       * readable after unlinking), the caller opens a new one. */
-      conn_drop(cn);
-      continue;
-    }
     if (cn->cur == NULL && !cn->closing && cn->ready) {
       if (!engine__dest_rate_allows(d))
         return false;

@@ -43,15 +43,6 @@ def msg(subject):
     return f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n\r\nbody\r\n"
 
 
-def subjects(mx):
-    out = []
-    for _, _, data in mx.messages:
-        for line in data.decode("latin-1").split("\r\n"):
-            if line.startswith("Subject: "):
-                out.append(line[9:])
-    return out
-
-
 def burst(nodes, tag):
     sent = []
     for n, r in enumerate(nodes):
@@ -82,7 +73,7 @@ def main():
         # 1. Redis up: the fleet keeps to the limit.
         sent = burst(nodes, "up")
         sink.wait(len(sent), timeout=120)
-        got = subjects(sink)
+        got = sink.subjects()
         check(sorted(got) == sorted(sent), "redis up: every message exactly once "
               f"({len(got)} of {len(sent)})")
         check(sink.max_active <= 2,
@@ -96,7 +87,7 @@ def main():
         before = len(sink.messages)
         sent2 = burst(nodes, "down")
         sink.wait(before + len(sent2), timeout=120)
-        got = subjects(sink)
+        got = sink.subjects()
         check(sorted(got) == sorted(sent + sent2),
               f"redis down: every message exactly once ({len(got) - before} of {len(sent2)})")
         for n, r in enumerate(nodes):
@@ -115,7 +106,7 @@ def main():
         before = len(sink.messages)
         sent3 = burst(nodes, "again")
         sink.wait(before + len(sent3), timeout=120)
-        got = subjects(sink)
+        got = sink.subjects()
         check(sorted(got) == sorted(sent + sent2 + sent3),
               f"redis back: every message exactly once ({len(got) - before} of {len(sent3)})")
         check(sink.max_active <= 2,

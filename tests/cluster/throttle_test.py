@@ -50,15 +50,6 @@ def msg(subject):
     return f"From: s@snd.test\r\nTo: r@x.test\r\nSubject: {subject}\r\n\r\nbody\r\n"
 
 
-def subjects(mx):
-    out = []
-    for _, _, data in mx.messages:
-        for line in data.decode("latin-1").split("\r\n"):
-            if line.startswith("Subject: "):
-                out.append(line[9:])
-    return out
-
-
 def burst(nodes, tag, per_node):
     """Injects into every node at the same time (one thread per node)."""
     sent = [[] for _ in nodes]
@@ -133,7 +124,7 @@ def main():
         wait_up(nodes)
         sent = burst(nodes, "fleet", 10)
         sink.wait(len(sent), timeout=120)
-        check(sorted(subjects(sink)) == sorted(sent),
+        check(sorted(sink.subjects()) == sorted(sent),
               f"fleet rate: every message exactly once ({len(sink.messages)})")
         peak = max_in_window(sink.times)
         span = max(sink.times) - min(sink.times)
@@ -164,7 +155,7 @@ def main():
         wait_up(nodes)
         sent = burst(nodes, "local", 10)
         sink.wait(len(sent), timeout=120)
-        check(sorted(subjects(sink)) == sorted(sent),
+        check(sorted(sink.subjects()) == sorted(sent),
               f"local rate: every message exactly once ({len(sink.messages)})")
         peak = max_in_window(sink.times)
         check(peak > RATE + 3,
@@ -183,7 +174,7 @@ def main():
             r.wait_log(lambda e: e.get("event") == "cluster_redis_down", timeout=30)
         sent = burst(nodes, "down", 5)
         sink.wait(len(sent), timeout=120)
-        check(sorted(subjects(sink)) == sorted(sent),
+        check(sorted(sink.subjects()) == sorted(sent),
               f"redis down: every message exactly once ({len(sink.messages)})")
         # 5 per node at 0.5 x 10/s: about a second per node, in parallel.
         span = max(sink.times) - min(sink.times)
@@ -231,7 +222,7 @@ def main():
               f"qtool cluster: the text view ({text!r})")
         sink.hold.set()
         sink.hold = None
-        sink.wait_for(lambda: sum(1 for s in subjects(sink) if s.startswith("after-")) == 4,
+        sink.wait_for(lambda: sum(1 for s in sink.subjects() if s.startswith("after-")) == 4,
                       timeout=60, what="d1's messages")
 
         # 5. SIGTERM: leases and the node entry go at once.

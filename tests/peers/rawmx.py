@@ -12,6 +12,7 @@ or one that holds its reply to the final "." until the test releases it.
     mx.dot_reply = "451 4.3.0 later"  # the reply to "." (250: recorded)
     mx.active, mx.max_active      # sessions open now, and at most so far
     mx.times                      # when each message was accepted (monotonic)
+    mx.subjects()                 # the Subject of each message, in order
     mx.dot_delay = 0.05           # wait this long before a 250 to "."
     mx.wait(count, timeout)       # until `count` messages arrived
     mx.wait_for(lambda: mx.held >= 1)
@@ -154,6 +155,17 @@ class RawMX:
         self.port = self.srv.server_address[1]
         self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
         self.thread.start()
+
+    def subjects(self):
+        """The Subject of each message received, in order of arrival."""
+        out = []
+        # No lock: wait_for() calls predicates with it held; copying the
+        # list is atomic under the GIL.
+        for _, _, data in list(self.messages):
+            for line in data.decode("latin-1").split("\r\n"):
+                if line.startswith("Subject: "):
+                    out.append(line[9:])
+        return out
 
     def wait(self, count, timeout=30):
         """Until `count` messages arrived; returns them."""
