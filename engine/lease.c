@@ -95,6 +95,23 @@ static void lease_done_cb(struct redis_client *c,
   lease_unref(arg);
 }
 
+/* Gives the slot back to Redis (the lease stays alive until answered). */
+static void lease_send_release(struct redis_client *rc, struct lease *l) {
+  l->refs++;
+  if (redis_lease_release(rc, l->key, l->holder, lease_done_cb, l) != 0)
+    l->refs--;
+}
+
+static void lease_renew_fire(uv_timer_t *t);
+
+/* Redis granted the slot: held, on the worker's list, renewed every third
+ * of its life. */
+static void lease_hold(struct lease *l) {
+  l->held = true;
+  live_add(l);
+  uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
+}
+
 static void lease_reacquired(struct redis_client *c,
                              const struct redis_lease_result *r, void *arg) {
   (void)c;
@@ -172,11 +189,8 @@ void engine__lease_release(struct lease *l) {
   l->owner_d = NULL;
   live_del(l);
   struct redis_client *rc = l->dw->redis;
-  if (l->held && rc != NULL && redis_client_up(rc)) {
-    l->refs++;
-    if (redis_lease_release(rc, l->key, l->holder, lease_done_cb, l) != 0)
-      l->refs--;
-  }
+  if (l->held && rc != NULL && redis_client_up(rc))
+    lease_send_release(rc, l);
   uv_close((uv_handle_t *)&l->renew, lease_timer_closed);
 }
 
@@ -199,9 +213,7 @@ static void lease_acquired(struct redis_client *c,
   l->d = NULL;
   d->lease_acq = false;
   if (r->status == 0 && r->granted && !atomic_load(&d->dw->env.r->stopping)) {
-    l->held = true;
-    live_add(l);
-    uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
+    lease_hold(l);
     d->lease_ready = l;
     engine__dest_kick(d);
     if (d->lease_ready != NULL) {
@@ -229,16 +241,10 @@ static void lease_adopted(struct redis_client *c,
                           const struct redis_lease_result *r, void *arg) {
   struct lease *l = arg;
   if (r->status == 0 && r->granted) {
-    l->held = true;
-    if (l->released) {
-      /* Its connection closed meanwhile: give the slot back. */
-      l->refs++;
-      if (redis_lease_release(c, l->key, l->holder, lease_done_cb, l) != 0)
-        l->refs--;
-    } else {
-      live_add(l);
-      uv_timer_start(&l->renew, lease_renew_fire, l->ttl_ms / 3, l->ttl_ms / 3);
-    }
+    if (l->released) /* its connection closed meanwhile */
+      lease_send_release(c, l);
+    else
+      lease_hold(l);
   } else if (r->status == 0 && !l->released) {
     /* The fleet is at its limit without this connection: it ends. */
     l->lost = true;
