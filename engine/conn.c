@@ -448,19 +448,9 @@ static void on_sent(struct smtp_client *c, int status,
   net_defer_arm(&cn->soon, conn_next_soon);
 }
 
+/* Both callers have made sure cn is not retired (conn_retired). */
 static void conn_send_next(struct conn *cn) {
   struct dest *d = cn->d;
-  const char *why = conn_retired(cn);
-  if (why != NULL) {
-    /* After a reload the policy that accepted the session may no longer
-     * (a new destination block, new minimums): new mail gets a session
-     * judged under the configuration in force. */
-    postern_log(POSTERN_LOG_DEBUG, "connection_released", "dest", d->key,
-                "reason", why, NULL);
-    conn_drop(cn);
-    engine__dest_kick(d);
-    return;
-  }
   struct job *j = engine__dest_pop(d);
   if (j == NULL)
     return;

@@ -38,6 +38,13 @@ void engine__dest_timer_fire(uv_timer_t *t) {
   engine__dest_kick(d);
 }
 
+void engine__dest_timer_arm(struct dest *d, uint64_t ms) {
+  if (d->rate_timer_on || d->freeing)
+    return;
+  d->rate_timer_on = true;
+  uv_timer_start(&d->rate_timer, engine__dest_timer_fire, ms ? ms : 1, 0);
+}
+
 static struct dest *dest_get(struct dwork *dw, struct job *j) {
   struct dest *d = postern_htab_get(dw->dests, j->dest_key);
   if (d != NULL)
@@ -121,7 +128,7 @@ void engine__dest_kick(struct dest *d) {
    * per_domain_connections handshakes where one reused session does. */
   engine__dest_limits(d);
   /* Fleet mode: while Redis is down, the local share of the limit. */
-  size_t cap = engine__lease_cap(d, d->lim_conns);
+  size_t cap = engine__lease_cap(d);
   if (d->nconns == 0 && cap > dc->initial_connections)
     cap = dc->initial_connections;
   d->lease_wait = false;
@@ -134,7 +141,7 @@ void engine__dest_kick(struct dest *d) {
     /* Fleet mode: each connection holds a lease on the fleet-wide limit;
      * without one the job waits here, queued (lease.c kicks again). */
     struct lease *lease;
-    if (!engine__lease_take(d, d->lim_conns, &lease)) {
+    if (!engine__lease_take(d, &lease)) {
       d->lease_wait = true;
       break;
     }
@@ -148,11 +155,7 @@ void engine__dest_kick(struct dest *d) {
     d->temp_seen = false; /* it spoke for waiting jobs only */
   if (d->njobs && d->nconns == 0 && d->nattempts == 0 && !d->lease_wait) {
     engine__slot_wait(d);
-    if (!d->rate_timer_on) {
-      d->rate_timer_on = true;
-      uv_timer_start(&d->rate_timer, engine__dest_timer_fire,
-                     DEST_SLOT_FALLBACK_MS, 0);
-    }
+    engine__dest_timer_arm(d, DEST_SLOT_FALLBACK_MS);
   }
   engine__dest_maybe_free(d);
 }

@@ -121,13 +121,13 @@ void engine__cluster_worker_stop(struct dwork *dw);
  * Redis, node, prefix or TLS files) replaces the client, giving the old
  * Redis its leases back; the connections go on. */
 void engine__cluster_worker_reload(struct dwork *dw);
-/* The connection cap in force: `cap`, or its local share while Redis is
- * down (at least 1). */
-size_t engine__lease_cap(const struct dest *d, size_t cap);
+/* The connection cap in force: d->lim_conns, or its local share while
+ * Redis is down (at least 1). */
+size_t engine__lease_cap(const struct dest *d);
 /* May d start one more attempt? true with *out the lease it must hold
  * (NULL: none needed); false when one is being acquired or was denied (d
- * is kicked again). `cap` is the fleet-wide limit. */
-bool engine__lease_take(struct dest *d, size_t cap, struct lease **out);
+ * is kicked again). The fleet-wide limit is d->lim_conns. */
+bool engine__lease_take(struct dest *d, struct lease **out);
 /* Gives a lease back (NULL is fine); the pointer is dead afterwards. */
 void engine__lease_release(struct lease *l);
 /* Whether Redis said the lease had expired: stop using the slot. */
@@ -146,6 +146,9 @@ void engine__lease_detach(struct lease *l);
 /* The destination's timer callback: kicks it (rate, slot fallback, lease
  * retry). */
 void engine__dest_timer_fire(uv_timer_t *t);
+/* Arms that timer for `ms` (at least 1) unless it is armed already or d is
+ * being freed. */
+void engine__dest_timer_arm(struct dest *d, uint64_t ms);
 
 /* Puts waiting jobs on connections and starts attempts while the
  * destination has more work than connections, within the limits. */

@@ -246,7 +246,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
   struct postern_buf data = {0}, hlist = {0};
   postern_buf_put(&data, "", 0);
   postern_buf_put(&hlist, "", 0);
-  for (size_t n = 0; n < nnames; n++) {
+  for (size_t n = 0; rc == 0 && n < nnames; n++) {
     size_t want = strlen(names[n]);
     for (size_t x = nf; x-- > 0;) {
       if (f[x].used || f[x].nlen != want ||
@@ -283,9 +283,9 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len,
   postern_buf_puts(&sig, bh64 ? bh64 : "");
   postern_buf_puts(&sig, ";\r\n\tb=");
   free(hlist.p);
-  free(bh64);
   if (rc == 0 && (data.oom || sig.oom || bh64 == NULL))
     rc = POSTERN_ENOMEM;
+  free(bh64);
   char *csig = NULL;
   size_t csl = 0;
   if (rc == 0)

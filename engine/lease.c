@@ -117,12 +117,11 @@ static void lease_reacquired(struct redis_client *c,
   (void)c;
   struct lease *l = arg;
   if (r->status == 0 && !l->released && !l->lost) {
-    if (r->granted)
+    if (r->granted) {
       l->held = true; /* after a reload to another Redis it was not */
-    if (r->granted)
       postern_log(POSTERN_LOG_INFO, "cluster_lease_regained", "key", l->key,
                   "holder", l->holder, NULL);
-    else {
+    } else {
       l->lost = true;
       postern_log(POSTERN_LOG_WARN, "cluster_lease_lost", "key", l->key,
                   "holder", l->holder, NULL);
@@ -167,9 +166,8 @@ static struct lease *lease_new(struct dest *d) {
   if (l == NULL)
     return NULL;
   l->dw = dw;
+  /* At least 3 s: the schema's range. */
   l->ttl_ms = (unsigned)dw->env.r->cfg->cluster.lease_ttl_ms;
-  if (l->ttl_ms == 0)
-    l->ttl_ms = 30000;
   snprintf(l->key, sizeof l->key, "conn:%s", d->key);
   /* Unique in the fleet and across restarts: a restarted node must not
    * take over a lease its previous life left behind. */
@@ -199,10 +197,7 @@ bool engine__lease_lost(const struct lease *l) {
 }
 
 static void lease_retry_later(struct dest *d) {
-  if (!d->rate_timer_on && !d->freeing) {
-    d->rate_timer_on = true;
-    uv_timer_start(&d->rate_timer, engine__dest_timer_fire, LEASE_RETRY_MS, 0);
-  }
+  engine__dest_timer_arm(d, LEASE_RETRY_MS);
 }
 
 static void lease_acquired(struct redis_client *c,
@@ -280,8 +275,9 @@ struct lease *engine__lease_adopt(struct dest *d) {
   return l;
 }
 
-size_t engine__lease_cap(const struct dest *d, size_t cap) {
+size_t engine__lease_cap(const struct dest *d) {
   const struct dwork *dw = d->dw;
+  size_t cap = d->lim_conns;
   if (dw->redis == NULL || dw->redis_up || d->lim_conns_local)
     return cap;
   double share = dw->env.r->cfg->cluster.local_share;
@@ -289,7 +285,7 @@ size_t engine__lease_cap(const struct dest *d, size_t cap) {
   return local < 1 ? 1 : local;
 }
 
-bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
+bool engine__lease_take(struct dest *d, struct lease **out) {
   struct dwork *dw = d->dw;
   *out = NULL;
   if (dw->redis == NULL || d->lim_conns_local)
@@ -318,10 +314,10 @@ bool engine__lease_take(struct dest *d, size_t cap, struct lease **out) {
     return false;
   }
   l->d = d;
-  l->limit = (unsigned)cap;
+  l->limit = d->lim_conns;
   l->refs++; /* the acquire's */
-  if (redis_lease_acquire(dw->redis, l->key, l->holder, (unsigned)cap,
-                          l->ttl_ms, lease_acquired, l) != 0) {
+  if (redis_lease_acquire(dw->redis, l->key, l->holder, l->limit, l->ttl_ms,
+                          lease_acquired, l) != 0) {
     l->refs--;
     engine__lease_release(l);
     lease_retry_later(d);
@@ -354,8 +350,8 @@ static void beat_fire(uv_timer_t *t) {
   snprintf(info, sizeof info, "pid=%d started=%llu hostname=%s workers=%u",
            (int)getpid(), (unsigned long long)(dw->boot_ms / 1000),
            r->cfg->hostname, (unsigned)r->cfg->delivery.workers);
-  unsigned ttl = (unsigned)r->cfg->cluster.lease_ttl_ms;
-  redis_node_beat(dw->redis, dw->node, ttl ? ttl : 30000, info, beat_done, dw);
+  redis_node_beat(dw->redis, dw->node, (unsigned)r->cfg->cluster.lease_ttl_ms,
+                  info, beat_done, dw);
 }
 
 /* Destinations waiting for a lease, or for Redis, go on under the new
@@ -450,7 +446,7 @@ static int client_open(struct dwork *dw) {
   if (rc != 0)
     return rc;
   if (dw->beats) {
-    uint64_t every = (cc->lease_ttl_ms ? cc->lease_ttl_ms : 30000) / 3;
+    uint64_t every = cc->lease_ttl_ms / 3;
     uv_timer_start(&dw->beat, beat_fire, every, every);
   }
   return 0;
@@ -604,7 +600,7 @@ void engine__cluster_worker_reload(struct dwork *dw) {
   bool had = dw->redis != NULL;
   client_retire(dw);
   int rc = client_open(dw);
-  if (dw->w == NULL || dw->w->index == 0)
+  if (dw->beats) /* once per node, not per worker */
     postern_log(rc == 0 ? POSTERN_LOG_INFO : POSTERN_LOG_ERROR,
                 "cluster_reloaded", "from", had ? "fleet" : "alone", "to",
                 cfg->cluster.enabled ? "fleet" : "alone", "node",

@@ -91,10 +91,6 @@ void metrics_auth(enum metrics_auth result) {
     atomic_fetch_add_explicit(&auth_attempts[result], 1, memory_order_relaxed);
 }
 
-uint64_t metrics_get_auth(enum metrics_auth result) {
-  return (unsigned)result < 3 ? atomic_load(&auth_attempts[result]) : 0;
-}
-
 static atomic_int cluster_redis_up;
 
 void metrics_cluster_redis(bool up) {

@@ -51,7 +51,6 @@ enum metrics_auth {
 };
 /* Any thread. */
 void metrics_auth(enum metrics_auth result);
-uint64_t metrics_get_auth(enum metrics_auth result);
 
 void metrics_inc(enum metrics_counter c);
 void metrics_delivery(enum metrics_status st, enum policy_mx_level mx,

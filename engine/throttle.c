@@ -29,11 +29,11 @@
 /* After a failed request, the local clock rules for this long. */
 #define THROTTLE_FALLBACK_MS 250
 
-static void rate_timer_arm(struct dest *d, uint64_t ms) {
-  if (d->rate_timer_on || d->freeing)
-    return;
-  d->rate_timer_on = true;
-  uv_timer_start(&d->rate_timer, engine__dest_timer_fire, ms ? ms : 1, 0);
+/* This node's share of a fleet rate (Redis down or failing). A share of 0
+ * would stop the destination: keep a trickle. */
+static double local_rate(const struct dest *d, uint32_t rate) {
+  double local = (double)rate * d->dw->env.r->cfg->cluster.local_share;
+  return local > 0.001 ? local : 0.001;
 }
 
 /* The local clock at `rate` messages per second (may be fractional). The
@@ -51,7 +51,7 @@ static bool rate_take_local(struct dest *d, double rate) {
     d->rate_next_us = (d->rate_next_us > now ? d->rate_next_us : now) + step;
     return true;
   }
-  rate_timer_arm(d, (d->rate_next_us - now) / 1000);
+  engine__dest_timer_arm(d, (d->rate_next_us - now) / 1000);
   return false;
 }
 
@@ -68,7 +68,7 @@ static void rate_answered(struct redis_client *c,
     d->rate_permit = true;
     engine__dest_kick(d);
   } else if (r->status == 0) {
-    rate_timer_arm(d, (uint64_t)(r->wait_ms > 0 ? r->wait_ms : 1));
+    engine__dest_timer_arm(d, (uint64_t)(r->wait_ms > 0 ? r->wait_ms : 1));
   } else {
     if (r->status != POSTERN_ECLOSED)
       postern_log(POSTERN_LOG_DEBUG, "cluster_rate_error", "dest", d->key,
@@ -87,12 +87,8 @@ bool engine__dest_rate_take(struct dest *d, uint32_t rate) {
     d->rate_permit = false;
     return true;
   }
-  if (!dw->redis_up || relay_now_ms(dw->env.r) < d->rate_fallback_until) {
-    double share = dw->env.r->cfg->cluster.local_share;
-    double local = (double)rate * share;
-    /* A share of 0 would stop the destination: keep a trickle. */
-    return rate_take_local(d, local > 0.001 ? local : 0.001);
-  }
+  if (!dw->redis_up || relay_now_ms(dw->env.r) < d->rate_fallback_until)
+    return rate_take_local(d, local_rate(d, rate));
   if (d->rate_acq)
     return false;
   /* Burst 1: the fleet sends at most one message per interval, as a
@@ -100,8 +96,7 @@ bool engine__dest_rate_take(struct dest *d, uint32_t rate) {
   if (redis_gcra(dw->redis, d->gcra_key, (double)rate, 1, rate_answered, d) !=
       0) {
     d->rate_fallback_until = relay_now_ms(dw->env.r) + THROTTLE_FALLBACK_MS;
-    return rate_take_local(d,
-                           (double)rate * dw->env.r->cfg->cluster.local_share);
+    return rate_take_local(d, local_rate(d, rate));
   }
   d->rate_acq = true;
   return false;

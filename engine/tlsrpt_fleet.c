@@ -74,7 +74,6 @@ static void export_failed(const char *domain, const char *day, int rc) {
 
 struct claim {
   struct relay *r;
-  uv_loop_t *loop;
   char day[11], domain[256];
   tlsrpt_fleet_cb cb;
   void *arg;
@@ -199,7 +198,6 @@ int engine__tlsrpt_fleet_claim(struct relay *r, uv_loop_t *loop,
   if (c == NULL)
     return POSTERN_ENOMEM;
   c->r = r;
-  c->loop = loop;
   c->cb = cb;
   c->arg = arg;
   snprintf(c->day, sizeof c->day, "%s", day);
@@ -263,7 +261,6 @@ void engine__tlsrpt_fleet_renew(struct relay *r, uv_loop_t *loop,
 struct publish {
   struct relay *r;
   char day[11];
-  bool finished;
   size_t pending, domains, failed;
 };
 
@@ -345,7 +342,6 @@ int engine__tlsrpt_fleet_publish(struct relay *r, uv_loop_t *loop,
     return POSTERN_ENOMEM;
   }
   p->r = r;
-  p->finished = finished;
   p->pending = 1; /* ours, until every command is issued */
   snprintf(p->day, sizeof p->day, "%s", day);
   const char *node = r->cfg->cluster.node;

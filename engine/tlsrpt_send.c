@@ -697,14 +697,15 @@ static bool consider_day(const char *day, uint64_t now, bool only_asked) {
         job_start(j);
       continue;
     }
-    if (all_done && !has_record('R', day, dom))
+    bool sent = has_record('R', day, dom);
+    if (!sent)
       all_done = false;
     bool asked = has_record('Q', day, dom);
     if (only_asked && !asked)
       continue;
-    if (!asked && (has_record('R', day, dom) || now < due_ms(day, dom)))
+    if (!asked && (sent || now < due_ms(day, dom)))
       continue;
-    if (asked && has_record('R', day, dom))
+    if (asked && sent)
       continue; /* qtool removes R before asking; a stale Q */
     j = calloc(1, sizeof *j);
     if (j == NULL)
@@ -788,6 +789,10 @@ static void tick(uv_timer_t *t) {
           fleet_share(days[i], cmp < 0);
         if (day_in(done_days, ndone_days, days[i]) &&
             !day_in(asked.d, asked.n, days[i]))
+          continue;
+        /* Today's reports are not due: only one asked for (qtool) may
+         * start, and it has a Q record. */
+        if (cmp == 0 && !day_in(asked.d, asked.n, days[i]))
           continue;
         bool done = consider_day(days[i], now, cmp == 0);
         if (done && !day_in(done_days, ndone_days, days[i])) {

@@ -15,6 +15,7 @@
  */
 #include "engine/tlsrpt_store.h"
 
+#include "base/postern_buf.h"
 #include "base/postern_err.h"
 #include "queue/queue.h"
 
@@ -32,8 +33,7 @@
 /* ---- Writing ---- */
 
 struct exp {
-  char *buf;
-  size_t len, cap;
+  struct postern_buf b;
   size_t plen; /* the scan prefix's length: the tail follows */
   int err;
 };
@@ -67,21 +67,10 @@ static bool note_ok(const char *s, size_t n) {
 }
 
 static int exp_put(struct exp *e, const char *s, size_t n) {
-  if (e->len + n > TLSRPT_SHARE_MAX)
+  if (e->b.len + n > TLSRPT_SHARE_MAX)
     return e->err = POSTERN_ETOOBIG;
-  if (e->len + n > e->cap) {
-    size_t nc = e->cap ? e->cap : 4096;
-    while (nc < e->len + n)
-      nc *= 2;
-    char *nb = realloc(e->buf, nc);
-    if (nb == NULL)
-      return e->err = POSTERN_ENOMEM;
-    e->buf = nb;
-    e->cap = nc;
-  }
-  memcpy(e->buf + e->len, s, n);
-  e->len += n;
-  return 0;
+  postern_buf_put(&e->b, s, n);
+  return e->b.oom ? (e->err = POSTERN_ENOMEM) : 0;
 }
 
 static int on_export(void *arg, const void *key, size_t klen, uint64_t value,
@@ -111,20 +100,22 @@ int tlsrpt_store_export(struct queue *q, const char *day, const char *domain,
   char prefix[300];
   int plen = snprintf(prefix, sizeof prefix, "T%s\t%s\t", day, domain);
   struct exp e = {.plen = (size_t)plen};
-  if (exp_put(&e, SHARE_MAGIC, strlen(SHARE_MAGIC)) != 0)
+  if (exp_put(&e, SHARE_MAGIC, strlen(SHARE_MAGIC)) != 0) {
+    free(e.b.p);
     return e.err;
-  size_t empty = e.len;
+  }
+  size_t empty = e.b.len;
   int rc = queue_counters_scan(q, prefix, (size_t)plen, on_export, &e);
   if (rc == 0)
     rc = e.err;
-  if (rc == 0 && e.len == empty)
+  if (rc == 0 && e.b.len == empty)
     rc = POSTERN_ENOENT;
   if (rc != 0) {
-    free(e.buf);
+    free(e.b.p);
     return rc;
   }
-  *text = e.buf;
-  *len = e.len;
+  *text = e.b.p;
+  *len = e.b.len;
   return 0;
 }
 

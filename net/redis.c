@@ -650,7 +650,7 @@ int redis_command(struct redis_client *c, redis_cb cb, void *arg,
   va_start(ap, fmt);
   len = redisvFormatCommand(&buf, fmt, ap);
   va_end(ap);
-  if (len == -2)
+  if (len == -1) /* hiredis: -1 out of memory, -2 a bad format */
     return POSTERN_ENOMEM;
   if (len < 0)
     return POSTERN_EINVAL;

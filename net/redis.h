@@ -131,7 +131,7 @@ void redis_client_close(struct redis_client *c, void (*cb)(void *arg),
 /*
  * Writes `key_prefix` + `name` into `buf` (size `cap`), for callers that
  * build raw commands on prefixed keys. Returns the length, or
- * POSTERN_TOOBIG when it does not fit.
+ * POSTERN_ETOOBIG when it does not fit.
  */
 int redis_client_key(const struct redis_client *c, const char *name, char *buf,
                      size_t cap);

@@ -56,7 +56,6 @@ struct redis__tunnel {
   redis__tunnel_cb cb;
   void (*gone)(struct redis__tunnel *t, void *arg);
   void *arg;
-  char server_name[REDIS_HOST_MAX + 1];
   char dir[256];
   char path[300];
   char rbuf[TUNNEL_CHUNK]; /* ciphertext from Redis */
@@ -361,7 +360,6 @@ int redis__tunnel_open(uv_loop_t *loop, struct tls_ctx *ctx,
   t->cb = cb;
   t->gone = gone;
   t->arg = arg;
-  snprintf(t->server_name, sizeof t->server_name, "%s", server_name);
   uv_tcp_init(loop, &t->tcp);
   t->tcp.data = t;
   t->tcp_open = true;

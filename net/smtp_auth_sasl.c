@@ -13,6 +13,7 @@
 
 #include <openssl/base64.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const mech_names[] = {
 #define MECH_NAME(name, str) str,
@@ -41,27 +42,14 @@ const char *smtp_auth_step_name(enum smtp_auth_step s) {
 enum smtp_auth_mech smtp_auth_mech_parse(const char *p, size_t n) {
   for (unsigned m = 1; m < sizeof mech_names / sizeof mech_names[0]; m++) {
     const char *name = mech_names[m];
-    if (strlen(name) != n)
-      continue;
-    size_t i = 0;
-    while (i < n) {
-      char c = p[i];
-      if (c >= 'a' && c <= 'z')
-        c = (char)(c - 32);
-      if (c != name[i])
-        break;
-      i++;
-    }
-    if (i == n)
+    if (strlen(name) == n && strncasecmp(p, name, n) == 0)
       return (enum smtp_auth_mech)m;
   }
   return SMTP_AUTH_MECH_NONE;
 }
 
 void smtp_auth_wipe(void *p, size_t n) {
-  volatile unsigned char *v = p;
-  while (n--)
-    *v++ = 0;
+  explicit_bzero(p, n);
 }
 
 int smtp_auth_b64_decode(const char *p, size_t n, char *out, size_t cap,
