@@ -234,12 +234,9 @@ static int check_listen(struct config__walk *w, void *obj,
   if ((l->tls_cert == NULL) != (l->tls_key == NULL)) {
     const char *have = l->tls_cert ? "tls_cert" : "tls_key";
     const char *miss = l->tls_cert ? "tls_key" : "tls_cert";
-    for (size_t i = st->nchildren; i-- > 0;)
-      if (strcmp(st->children[i].name.s, have) == 0)
-        return config__fail(w, st->children[i].name.line,
-                            st->children[i].name.col, POSTERN_ECONFIG,
-                            "'%s' needs '%s' in the same listen block", have,
-                            miss);
+    const struct config__node *c = child(st, have);
+    return config__fail(w, c->name.line, c->name.col, POSTERN_ECONFIG,
+                        "'%s' needs '%s' in the same listen block", have, miss);
   }
   return check_listen_auth(w, l, st);
 }

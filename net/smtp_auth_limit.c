@@ -6,7 +6,10 @@
  * from the address are refused.
  *
  * Invariants: both tables are bounded (max_entries each; when one is full,
- * expired entries go first, then the one whose window started first); one
+ * expired entries go first, then the one whose window started first: a
+ * list in window order makes that cost what it frees, not a walk of the
+ * whole table, which under an attack from many addresses would run for
+ * every new one); one
  * mutex guards both, held only for a lookup. The clock is the caller's
  * (now_ms), so the unit tests drive it.
  */
@@ -24,11 +27,37 @@ struct entry {
   char key[SMTP_AUTH_NAME_MAX + 1];
   unsigned fails;
   uint64_t first_ms;
+  struct entry *prev, *next; /* the table's list, by first_ms */
 };
 
+/* The entries by key, and in the order their windows started: expired
+ * ones are always at the head, so making room never walks the table. */
 struct table {
   struct postern_htab *h;
+  struct entry *head, *tail;
 };
+
+static void list_del(struct table *t, struct entry *e) {
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    t->head = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    t->tail = e->prev;
+  e->prev = e->next = NULL;
+}
+
+static void list_append(struct table *t, struct entry *e) {
+  e->prev = t->tail;
+  e->next = NULL;
+  if (t->tail)
+    t->tail->next = e;
+  else
+    t->head = e;
+  t->tail = e;
+}
 
 struct smtp_auth_limit {
   struct smtp_auth_limit_opts o;
@@ -70,17 +99,10 @@ int smtp_auth_limit_new(const struct smtp_auth_limit_opts *o,
 static void table_clear(struct table *t) {
   size_t pos = 0;
   struct entry *e;
-  /* Collect first: deleting during a walk moves entries. */
-  size_t n = postern_htab_count(t->h), k = 0;
-  struct entry **all = calloc(n ? n : 1, sizeof *all);
+  /* Nothing is deleted during the walk: freeing the values is safe (the
+   * table goes right after, as engine/sched.c frees its jobs). */
   while ((e = postern_htab_next(t->h, &pos, NULL)) != NULL)
-    if (all)
-      all[k++] = e;
-    else
-      free(e); /* no memory: leak the table's slots, not the entries */
-  for (size_t i = 0; i < k; i++)
-    free(all[i]);
-  free(all);
+    free(e);
   postern_htab_free(t->h);
 }
 
@@ -104,27 +126,24 @@ static unsigned live_fails(const struct smtp_auth_limit *l,
   return e == NULL || expired(l, e, now) ? 0 : e->fails;
 }
 
+static void drop(struct table *t, struct entry *e) {
+  list_del(t, e);
+  postern_htab_del(t->h, e->key);
+  free(e);
+}
+
 /* Makes room for one more entry: expired ones first, then the oldest. */
 static void make_room(struct smtp_auth_limit *l, struct table *t,
                       uint64_t now) {
   if (postern_htab_count(t->h) < l->o.max_entries)
     return;
-  size_t n = postern_htab_count(t->h), k = 0, pos = 0;
-  struct entry **gone = calloc(n, sizeof *gone);
-  struct entry *e, *oldest = NULL;
-  while ((e = postern_htab_next(t->h, &pos, NULL)) != NULL) {
-    if (gone && expired(l, e, now))
-      gone[k++] = e;
-    if (oldest == NULL || e->first_ms < oldest->first_ms)
-      oldest = e;
+  bool freed = false;
+  while (t->head != NULL && expired(l, t->head, now)) {
+    drop(t, t->head);
+    freed = true;
   }
-  if (k == 0 && oldest != NULL && gone != NULL)
-    gone[k++] = oldest;
-  for (size_t i = 0; i < k; i++) {
-    postern_htab_del(t->h, gone[i]->key);
-    free(gone[i]);
-  }
-  free(gone);
+  if (!freed && t->head != NULL)
+    drop(t, t->head);
 }
 
 static void count(struct smtp_auth_limit *l, struct table *t, const char *key,
@@ -133,6 +152,8 @@ static void count(struct smtp_auth_limit *l, struct table *t, const char *key,
   if (e != NULL && expired(l, e, now)) {
     e->fails = 0;
     e->first_ms = now;
+    list_del(t, e); /* its window starts now: the newest */
+    list_append(t, e);
   }
   if (e == NULL) {
     make_room(l, t, now);
@@ -145,6 +166,7 @@ static void count(struct smtp_auth_limit *l, struct table *t, const char *key,
       free(e);
       return;
     }
+    list_append(t, e);
   }
   if (e->fails < UINT32_MAX)
     e->fails++;
