@@ -60,6 +60,25 @@ enum policy__mts_outcome {
 
 #define POLICY__MTS_REASON_MAX 384
 
+/* Fleet mode (mtasts_shared.h): the store keys of a domain's shared
+ * policy and of its fetch claim; a claim lives the fetch timeout and this
+ * slack. */
+#define POLICY__MTS_SHARED_KEY "mtasts:%s"
+#define POLICY__MTS_CLAIM_KEY "mtasts-fetch:%s"
+#define POLICY__MTS_CLAIM_SLACK_MS 2000
+
+/* Whether a shared entry may stand for this node's fetch of policy `id`:
+ * the same id, not expired, and fetched no later than our clock allows
+ * (another node's clock may be ahead by a few minutes). mtasts_shared.c */
+bool policy__mts_shared_fresh(const struct policy_mtasts_rec *rec,
+                              const char *id, uint64_t now);
+
+/* Writes rec into the node's cache as if fetched here (c NULL: nothing);
+ * a failure is logged (mtasts_cache_write_failed), the policy is still
+ * used. mtasts_shared.c */
+void policy__mts_cache_store(struct policy_mtasts_cache *c, const char *domain,
+                             const struct policy_mtasts_rec *rec, uint64_t now);
+
 struct policy__mts_fetch; /* mtasts_fetch.c */
 
 /*

@@ -92,8 +92,6 @@
  * life of a fetch lease (and so for that wait); the clock skew between
  * nodes tolerated in an entry's fetch time. */
 #define MTS_SHARED_POLL_MS 200
-#define MTS_SHARED_SLACK_MS 2000
-#define MTS_SHARED_SKEW_S 300
 
 /* ---- module state ---- */
 
@@ -352,7 +350,7 @@ static void shared_get(struct mts_domain *d);
 /* The life of a fetch lease, and so the longest wait for another node's
  * fetch: the fetch's own timeout and a little for its address lookup. */
 static unsigned claim_ttl(const struct policy__mts *s) {
-  return s->timeout_ms + MTS_SHARED_SLACK_MS;
+  return s->timeout_ms + POLICY__MTS_CLAIM_SLACK_MS;
 }
 
 /* Uses another node's policy as if this node had fetched it: into the
@@ -361,11 +359,7 @@ static unsigned claim_ttl(const struct policy__mts *s) {
 static void adopt_shared(struct mts_domain *d, struct policy_mtasts_rec *rec) {
   rec->last_used = d->now;
   rec->tried = 0;
-  struct policy_mtasts_cache *c = policy__mts_cache(d->s);
-  int rc = c ? policy_mtasts_cache_put(c, d->domain, rec, d->now) : 0;
-  if (rc != 0)
-    postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain",
-                d->domain, "error", postern_strerror(rc), NULL);
+  policy__mts_cache_store(policy__mts_cache(d->s), d->domain, rec, d->now);
   d->have_policy = true;
   d->policy = rec->policy;
   snprintf(d->source, sizeof d->source, "shared");
@@ -409,7 +403,7 @@ static void on_shared_claim(void *arg, int status, bool granted) {
 
 static void shared_claim(struct mts_domain *d) {
   char key[300];
-  snprintf(key, sizeof key, "mtasts-fetch:%s", d->domain);
+  snprintf(key, sizeof key, POLICY__MTS_CLAIM_KEY, d->domain);
   d->claimed = true;
   d->shared_busy = true;
   if (d->store->claim(d->store->impl, d->loop, key, claim_ttl(d->s),
@@ -442,9 +436,7 @@ static void on_shared_get(void *arg, int status, const char *data, size_t len) {
       postern_log(POSTERN_LOG_WARN, "mtasts_shared_invalid", "domain",
                   d->domain, "error", postern_strerror(rc), "using",
                   "a fetch of our own", NULL);
-    } else if (rc == 0 && strcmp(rec->id, d->txt_id) == 0 &&
-               rec->expires > d->now &&
-               rec->fetched <= d->now + MTS_SHARED_SKEW_S) {
+    } else if (rc == 0 && policy__mts_shared_fresh(rec, d->txt_id, d->now)) {
       adopt_shared(d, rec);
       free(rec);
       return;
@@ -466,7 +458,7 @@ static void on_shared_get(void *arg, int status, const char *data, size_t len) {
 
 static void shared_get(struct mts_domain *d) {
   char key[300];
-  snprintf(key, sizeof key, "mtasts:%s", d->domain);
+  snprintf(key, sizeof key, POLICY__MTS_SHARED_KEY, d->domain);
   d->shared_busy = true;
   if (d->store->get(d->store->impl, d->loop, key, on_shared_get, d) != 0) {
     d->shared_busy = false;

@@ -259,7 +259,7 @@ static void share_policy(struct policy__mts_fetch *f,
       buf ? policy_mtasts_shared_encode(rec, buf, POLICY_MTASTS_SHARED_MAX) : 0;
   if (len > 0) {
     char key[300];
-    snprintf(key, sizeof key, "mtasts:%s", f->key.domain);
+    snprintf(key, sizeof key, POLICY__MTS_SHARED_KEY, f->key.domain);
     f->store->put(f->store->impl, f->loop, key, buf, len,
                   (uint64_t)rec->policy.max_age * 1000);
   }
@@ -534,11 +534,6 @@ static void fetch_lookup(struct policy__mts_fetch *f);
 
 /* ---- Fleet mode: a refresh another node may have done ---- */
 
-/* An entry's fetch time may be ahead of our clock by this much. */
-#define SHARED_SKEW_S 300
-/* A fetch claim lives the fetch timeout and this. */
-#define SHARED_SLACK_MS 2000
-
 static void refresh_on_claim(void *arg, int status, bool granted) {
   struct policy__mts_fetch *f = arg;
   if (status != 0 || granted) {
@@ -565,18 +560,12 @@ static void refresh_on_get(void *arg, int status, const char *data,
   struct policy_mtasts_rec *rec = status == 0 ? malloc(sizeof *rec) : NULL;
   if (rec != NULL && policy_mtasts_shared_decode(data, len, rec) == 0) {
     pthread_mutex_lock(&flight_mu);
-    bool same_id = strcmp(rec->id, f->id) == 0;
+    bool usable = policy__mts_shared_fresh(rec, f->id, f->now);
     pthread_mutex_unlock(&flight_mu);
-    if (same_id && rec->fetched > f->fetched && rec->expires > f->now &&
-        rec->fetched <= f->now + SHARED_SKEW_S) {
+    if (usable && rec->fetched > f->fetched) {
       rec->last_used = f->last_used;
       rec->tried = f->now;
-      int rc = f->cache ? policy_mtasts_cache_put(f->cache, f->key.domain, rec,
-                                                  f->now)
-                        : 0;
-      if (rc != 0)
-        postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain",
-                    f->key.domain, "error", postern_strerror(rc), NULL);
+      policy__mts_cache_store(f->cache, f->key.domain, rec, f->now);
       char at[24];
       snprintf(at, sizeof at, "%llu", (unsigned long long)rec->fetched);
       fetch_count(f, "shared_refresh");
@@ -595,17 +584,17 @@ static void refresh_on_get(void *arg, int status, const char *data,
     return;
   }
   char key[300];
-  snprintf(key, sizeof key, "mtasts-fetch:%s", f->key.domain);
+  snprintf(key, sizeof key, POLICY__MTS_CLAIM_KEY, f->key.domain);
   if (f->store->claim(f->store->impl, f->loop, key,
-                      f->timeout_ms + SHARED_SLACK_MS, refresh_on_claim,
-                      f) != 0)
+                      f->timeout_ms + POLICY__MTS_CLAIM_SLACK_MS,
+                      refresh_on_claim, f) != 0)
     fetch_lookup(f);
 }
 
 void policy__mts_fetch_begin(struct policy__mts_fetch *f) {
   if (f->refresh && f->store != NULL) {
     char key[300];
-    snprintf(key, sizeof key, "mtasts:%s", f->key.domain);
+    snprintf(key, sizeof key, POLICY__MTS_SHARED_KEY, f->key.domain);
     if (f->store->get(f->store->impl, f->loop, key, refresh_on_get, f) == 0)
       return;
   }

@@ -11,6 +11,10 @@
  */
 #include "policy/mtasts_shared.h"
 
+#include "base/postern_log.h"
+#include "policy/internal.h"
+#include "policy/mtasts_cache.h"
+
 #include "base/postern_err.h"
 
 #include <stdio.h>
@@ -124,4 +128,22 @@ int policy_mtasts_shared_decode(const char *data, size_t len,
     return POSTERN_EPROTO;
   out->expires = out->fetched + out->policy.max_age;
   return 0;
+}
+
+/* Another node's clock may be ahead of ours by this much. */
+#define SHARED_SKEW_S 300
+
+bool policy__mts_shared_fresh(const struct policy_mtasts_rec *rec,
+                              const char *id, uint64_t now) {
+  return strcmp(rec->id, id) == 0 && rec->expires > now &&
+         rec->fetched <= now + SHARED_SKEW_S;
+}
+
+void policy__mts_cache_store(struct policy_mtasts_cache *c, const char *domain,
+                             const struct policy_mtasts_rec *rec,
+                             uint64_t now) {
+  int rc = c ? policy_mtasts_cache_put(c, domain, rec, now) : 0;
+  if (rc != 0)
+    postern_log(POSTERN_LOG_WARN, "mtasts_cache_write_failed", "domain", domain,
+                "error", postern_strerror(rc), NULL);
 }
