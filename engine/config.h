@@ -177,8 +177,8 @@ struct config_delivery {
   uint32_t max_inflight;        /* messages in delivery at once */
   uint64_t max_inflight_bytes;  /* their bodies, in total */
   struct config_limit per_domain_rate; /* deliveries per second; 0: no cap */
-  uint32_t reuse_limit;        /* messages per connection */
-  uint64_t chain_threshold_ms; /* 0: never chain (see deliver.c) */
+  uint32_t reuse_limit;                /* messages per connection */
+  uint64_t chain_threshold_ms;         /* 0: never chain (see deliver.c) */
   uint64_t idle_timeout_ms;
   uint64_t connect_timeout_ms;
   uint64_t command_timeout_ms;
@@ -279,7 +279,7 @@ struct config_destination {
   size_t nnames;
   struct config_limit connections; /* per_domain_connections; 0: inherit */
   struct config_limit rate;        /* per_domain_rate; 0: inherit */
-  uint32_t reuse_limit; /* 0: inherit */
+  uint32_t reuse_limit;            /* 0: inherit */
 };
 
 /* tlsrpt { }: TLS reporting (RFC 8460); off without the block. Strings
@@ -301,8 +301,8 @@ struct config_tlsrpt {
 /* cluster { }: fleet mode (docs/fleet.md); off without the block. Nodes
  * that name the same Redis (and key_prefix) share connection leases. */
 struct config_cluster {
-  bool enabled;          /* first: see config__t_optional */
-  char *redis;           /* the URL, checked with redis_url_parse */
+  bool enabled; /* first: see config__t_optional */
+  char *redis;  /* the URL, checked with redis_url_parse */
   /* rediss://: the roots (NULL: tls { ca_file }) and an optional client
    * certificate and key. */
   char *redis_ca_file, *redis_cert_file, *redis_key_file;
@@ -405,5 +405,9 @@ const char *config_log_format_name(enum postern_log_format format);
 const char *config_tls_version_name(enum config_tls_version version);
 /* "off", "optional", "required" (config_listen.auth). */
 const char *config_auth_mode_name(int mode);
+
+/* A Redis URL (cluster { redis }) as it may be shown (--check, qtool):
+ * the password, if any, as "***"; at most cap bytes with the NUL. */
+void config_redis_url_shown(const char *url, char *buf, size_t cap);
 
 #endif

@@ -426,25 +426,27 @@ const struct config__type config__t_mailbox = {"mailbox", parse_mailbox,
                                                print_str, free_str};
 /* The URL without its password: --check output lands in terminals, tickets
  * and logs. "redis://user:secret@host" prints as "redis://user:***@host". */
-static void print_redis_url(FILE *f, const struct config__dir *d,
-                            const void *obj, int indent) {
-  char *const *field = CONFIG__CFIELD(obj, d);
-  const char *u = *field;
-  if (u == NULL) {
-    config__put_unset(f, indent, d);
-    return;
-  }
+void config_redis_url_shown(const char *u, char *buf, size_t cap) {
   const char *scheme = strstr(u, "://");
   /* The last '@': the parser's, a password may hold more. */
   const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
   const char *colon =
       at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
-  if (colon == NULL) {
-    config__put_line(f, indent, d->name, u);
+  if (colon == NULL)
+    snprintf(buf, cap, "%s", u);
+  else
+    snprintf(buf, cap, "%.*s***%s", (int)(colon + 1 - u), u, at);
+}
+
+static void print_redis_url(FILE *f, const struct config__dir *d,
+                            const void *obj, int indent) {
+  char *const *field = CONFIG__CFIELD(obj, d);
+  if (*field == NULL) {
+    config__put_unset(f, indent, d);
     return;
   }
   char buf[1100];
-  snprintf(buf, sizeof buf, "%.*s***%s", (int)(colon + 1 - u), u, at);
+  config_redis_url_shown(*field, buf, sizeof buf);
   config__put_line(f, indent, d->name, buf);
 }
 

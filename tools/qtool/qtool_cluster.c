@@ -467,14 +467,7 @@ int qtool_cluster(int argc, char **argv) {
   } else {
     /* The URL as --check prints it: never the password. */
     char shown[REDIS_URL_MAX + 8];
-    const char *url = cfg->cluster.redis;
-    const char *at = strrchr(url, '@');
-    const char *scheme = strstr(url, "://");
-    if (at && scheme && at > scheme)
-      snprintf(shown, sizeof shown, "%.*s***%s", (int)(scheme + 3 - url), url,
-               at);
-    else
-      snprintf(shown, sizeof shown, "%s", url);
+    config_redis_url_shown(cfg->cluster.redis, shown, sizeof shown);
     print_text(shown, prefix, all);
     json_decref(all);
     status = QTOOL_EXIT_OK;
