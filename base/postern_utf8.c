@@ -6,6 +6,10 @@
  */
 #include "base/postern_utf8.h"
 
+#include <string.h>
+
+#include <stdint.h>
+
 size_t postern_utf8_len(const unsigned char *p, size_t n) {
   unsigned c = p[0];
   size_t len;
@@ -33,4 +37,23 @@ size_t postern_utf8_len(const unsigned char *p, size_t n) {
   if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
     return 0;
   return len;
+}
+
+bool postern_has_8bit(const void *data, size_t len) {
+  const unsigned char *p = data;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, sizeof w);
+    if (w & 0x8080808080808080ull)
+      return true;
+  }
+  for (; i < len; i++)
+    if (p[i] >= 0x80)
+      return true;
+  return false;
+}
+
+bool postern_has_8bit_str(const char *s) {
+  return s != NULL && postern_has_8bit(s, strlen(s));
 }

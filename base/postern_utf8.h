@@ -7,6 +7,7 @@
 #ifndef POSTERN_UTF8_H
 #define POSTERN_UTF8_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -16,5 +17,15 @@
  * (an ASCII byte included).
  */
 size_t postern_utf8_len(const unsigned char *p, size_t n);
+
+/*
+ * Whether any of the n bytes at p is 8-bit (>= 0x80): not ASCII. Reads
+ * eight bytes at a time, so it is fit for a message body (p may be NULL
+ * when n is 0).
+ */
+bool postern_has_8bit(const void *p, size_t n);
+
+/* The same for a NUL-terminated string (NULL: false). */
+bool postern_has_8bit_str(const char *s);
 
 #endif

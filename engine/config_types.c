@@ -18,6 +18,7 @@
 #include "engine/config_internal.h"
 
 #include "base/postern_err.h"
+#include "base/postern_utf8.h"
 #include "net/redis.h"
 
 #include <arpa/inet.h>
@@ -874,12 +875,10 @@ static int parse_route(struct config__walk *w, const struct config__dir *d,
     else
       ((struct sockaddr_in6 *)&r.sa)->sin6_port = htons(r.port);
   } else if (config__domain_alabel(host, hn, hostbuf, sizeof hostbuf, &why)) {
-    bool ascii = true;
-    for (size_t i = 0; i < hn; i++)
-      ascii = ascii && (unsigned char)host[i] < 0x80;
     /* A U-label host says what IDNA2008 found wrong with it. */
-    return bad_value(w, d, tgt, "target",
-                     ascii ? "not a host name or IP address" : why);
+    return bad_value(
+        w, d, tgt, "target",
+        postern_has_8bit(host, hn) ? why : "not a host name or IP address");
   } else {
     host = hostbuf;
     hn = strlen(hostbuf);

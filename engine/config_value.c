@@ -17,6 +17,7 @@
 #include "base/postern_domain.h"
 #include "base/postern_err.h"
 #include "base/postern_idna.h"
+#include "base/postern_utf8.h"
 #include "base/postern_units.h"
 
 #include <arpa/inet.h>
@@ -285,10 +286,7 @@ int config__domain_alabel(const char *s, size_t n, char *out, size_t cap,
     *why = n == 0 ? "empty" : "too long";
     return POSTERN_ECONFIG;
   }
-  bool ascii = true;
-  for (size_t i = 0; i < n; i++)
-    ascii = ascii && (unsigned char)s[i] < 0x80;
-  if (ascii) {
+  if (!postern_has_8bit(s, n)) {
     if (config__hostname_check(s, n, why) != 0)
       return POSTERN_ECONFIG;
     if (s[n - 1] == '.')

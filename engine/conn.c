@@ -17,6 +17,7 @@
  */
 #include "engine/dest.h"
 #include "base/postern_idna.h"
+#include "base/postern_utf8.h"
 
 #include "engine/metrics.h"
 #include "net/defer.h"
@@ -258,24 +259,6 @@ static const char *notify_text(unsigned n, char *buf, size_t cap) {
   return buf;
 }
 
-/* Whether any byte has the high bit set (BODY=8BITMIME, RFC 6152; a
- * non-ASCII address needs SMTPUTF8, RFC 6531). Eight bytes at a time: a
- * 100 KiB body is scanned on every delivery. */
-static bool has_8bit(const void *data, size_t len) {
-  const unsigned char *p = data;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    memcpy(&w, p + i, sizeof w);
-    if (w & 0x8080808080808080ull)
-      return true;
-  }
-  for (; i < len; i++)
-    if (p[i] >= 0x80)
-      return true;
-  return false;
-}
-
 /* Room for an address whose domain became an A-label. */
 #define ADDR_ALABEL_MAX 330
 
@@ -284,7 +267,7 @@ static bool has_8bit(const void *data, size_t len) {
  * not convert. */
 static bool addr_alabel(const char *addr, char *out, size_t cap) {
   const char *at = strrchr(addr, '@');
-  if (at == NULL || has_8bit(addr, (size_t)(at - addr)) ||
+  if (at == NULL || postern_has_8bit(addr, (size_t)(at - addr)) ||
       (size_t)(at - addr) > 64)
     return false;
   char dom[256];
@@ -302,14 +285,14 @@ static struct ctxn *ctxn_new(struct job *j) {
    * (ASCII local parts, an ASCII header) goes with their A-label forms and
    * without it, so that a next hop without SMTPUTF8 can take it too (RFC
    * 6531 §3.5: 5.6.7 only when the message really needs the extension). */
-  bool utf8 = has_8bit(env->sender, strlen(env->sender));
+  bool utf8 = postern_has_8bit_str(env->sender);
   for (unsigned k = 0; k < j->n && !utf8; k++) {
     const char *a = env->rcpts[j->idx[k]].addr;
-    utf8 = has_8bit(a, strlen(a));
+    utf8 = postern_has_8bit_str(a);
   }
   bool alabels =
-      utf8 &&
-      !has_8bit(j->m->body, rfc5322_header_len(j->m->body, j->m->body_len));
+      utf8 && !postern_has_8bit(j->m->body,
+                                rfc5322_header_len(j->m->body, j->m->body_len));
   size_t extra = alabels ? (j->n + 1) * ADDR_ALABEL_MAX : 0;
   struct ctxn *tx = calloc(
       1, sizeof *tx + j->n * (sizeof *tx->rcpts + sizeof *tx->notify) + extra);
@@ -328,22 +311,22 @@ static struct ctxn *ctxn_new(struct job *j) {
   /* The server accepted 8BITMIME and SMTPUTF8 mail, so we owe the next hop
    * the matching parameters (RFC 6152, RFC 6531 §3.4): 8-bit content asks
    * for BODY=8BITMIME, a non-ASCII address for SMTPUTF8. */
-  bool eight = has_8bit(j->m->body, j->m->body_len);
+  bool eight = postern_has_8bit(j->m->body, j->m->body_len);
   const char *sender = env->sender;
   if (alabels) {
     char(*abuf)[ADDR_ALABEL_MAX] =
         (char(*)[ADDR_ALABEL_MAX])(tx->notify + j->n);
-    bool ok = !has_8bit(sender, strlen(sender)) ||
+    bool ok = !postern_has_8bit_str(sender) ||
               addr_alabel(sender, abuf[j->n], ADDR_ALABEL_MAX);
     for (unsigned k = 0; k < j->n && ok; k++) {
       const char *a = tx->rcpts[k].addr;
-      ok = !has_8bit(a, strlen(a)) || addr_alabel(a, abuf[k], ADDR_ALABEL_MAX);
+      ok = !postern_has_8bit_str(a) || addr_alabel(a, abuf[k], ADDR_ALABEL_MAX);
     }
     if (ok) {
-      if (has_8bit(sender, strlen(sender)))
+      if (postern_has_8bit_str(sender))
         sender = abuf[j->n];
       for (unsigned k = 0; k < j->n; k++)
-        if (has_8bit(tx->rcpts[k].addr, strlen(tx->rcpts[k].addr)))
+        if (postern_has_8bit_str(tx->rcpts[k].addr))
           tx->rcpts[k].addr = abuf[k];
       utf8 = false;
     }

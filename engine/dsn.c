@@ -113,13 +113,6 @@ static void db_safe(struct dbuf *b, const char *s) {
   }
 }
 
-static bool has_8bit(const char *s) {
-  for (; s && *s; s++)
-    if ((unsigned char)*s >= 0x80)
-      return true;
-  return false;
-}
-
 static bool contains(const uint8_t *hay, size_t n, const char *needle) {
   size_t k = strlen(needle);
   if (k == 0 || k > n)
@@ -190,11 +183,11 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
    * report or in the returned header section) gets a global report (RFC
    * 6533): its addresses as they are, the utf-8 address type, and the
    * message/global* types, which a non-SMTPUTF8 path would mangle anyway. */
-  bool global = has_8bit(in->sender);
+  bool global = postern_has_8bit_str(in->sender);
   for (size_t i = 0; i < in->nrcpts && !global; i++)
-    global = has_8bit(in->rcpts[i].addr) || has_8bit(in->rcpts[i].orcpt);
-  for (size_t i = 0; i < hlen && !global; i++)
-    global = orig[i] >= 0x80;
+    global = postern_has_8bit_str(in->rcpts[i].addr) ||
+             postern_has_8bit_str(in->rcpts[i].orcpt);
+  global = global || postern_has_8bit(orig, hlen);
 
   struct dbuf b = {.utf8 = global};
   db_str(&b, "From: Mail Delivery System <MAILER-DAEMON@");
@@ -216,9 +209,7 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   /* What we write is 7-bit; the returned original may not be (it came as
    * 8BITMIME). Say so, so that the report is relayed with BODY=8BITMIME
    * (RFC 6152) instead of pretending to be 7-bit. */
-  bool eight = global;
-  for (size_t i = 0; i < rlen && !eight; i++)
-    eight = orig[i] >= 0x80;
+  bool eight = global || postern_has_8bit(orig, rlen);
   db_str(&b, eight ? "\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
                    : "\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n");
   db_str(&b, "This is a MIME-encapsulated message.\r\n\r\n");
@@ -276,8 +267,8 @@ int dsn_build(const struct dsn_input *in, char **out, size_t *outlen) {
   for (size_t i = 0; i < in->nrcpts; i++) {
     const struct dsn_rcpt *r = &in->rcpts[i];
     /* RFC 6533 §3: a UTF-8 address is of the utf-8 type. */
-    db_str(&b, has_8bit(r->addr) ? "\r\nFinal-Recipient: utf-8; "
-                                 : "\r\nFinal-Recipient: rfc822; ");
+    db_str(&b, postern_has_8bit_str(r->addr) ? "\r\nFinal-Recipient: utf-8; "
+                                             : "\r\nFinal-Recipient: rfc822; ");
     db_safe(&b, r->addr);
     db_str(&b, "\r\n");
     if (r->orcpt) {

@@ -25,6 +25,7 @@
 #include "net/tls.h"
 
 #include "base/postern_err.h"
+#include "base/postern_utf8.h"
 #include "base/postern_log.h"
 
 #include <stdio.h>
@@ -135,11 +136,8 @@ static bool start_body(struct session *s) {
   bool v6 = strchr(s->ip, ':') != NULL;
   char fr[SMTP_SERVER__PATH_MAX + 16] = "";
   const char *for_addr = s->nrcpt == 1 ? s->arena + s->rcpt[0].addr_off : NULL;
-  for (const char *c = for_addr; c != NULL && *c; c++)
-    if ((unsigned char)*c >= 0x80) {
-      for_addr = NULL;
-      break;
-    }
+  if (postern_has_8bit_str(for_addr))
+    for_addr = NULL;
   if (for_addr != NULL)
     snprintf(fr, sizeof fr, "\r\n\tfor <%s>", for_addr);
   char hdr[1400];

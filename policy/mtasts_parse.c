@@ -20,6 +20,7 @@
 #include "base/postern_domain.h"
 #include "base/postern_err.h"
 #include "base/postern_idna.h"
+#include "base/postern_utf8.h"
 
 static const char *const mode_names[] = {
 #define POLICY__NAME(name, str) str,
@@ -131,10 +132,7 @@ static int parse_max_age(const char *s, size_t n, uint32_t *out) {
  * malformed, like any other bad mx value. */
 static int add_mx(struct policy_mtasts_policy *p, const char *s, size_t n) {
   char alabel[POLICY_MTASTS_MX_LEN + 4];
-  bool ascii = true;
-  for (size_t i = 0; i < n; i++)
-    ascii = ascii && (unsigned char)s[i] < 0x80;
-  if (!ascii) {
+  if (postern_has_8bit(s, n)) {
     char in[POLICY_MTASTS_MX_LEN * 4 + 8];
     bool wild = n > 2 && s[0] == '*' && s[1] == '.';
     size_t k = n - (wild ? 2 : 0);
