@@ -82,13 +82,7 @@ static int read_secret(const char *prompt, char *buf, size_t cap) {
 /* postern --hash-password: libxcrypt's crypt_gensalt_rn and crypt_rn
  * (net/smtp_auth.h), so an operator needs no other tool. */
 static int hash_password(const char *method) {
-  static const struct {
-    const char *name, *prefix;
-  } m[] = {{"yescrypt", "$y$"}, {"bcrypt", "$2b$"}, {"sha512-crypt", "$6$"}};
-  const char *prefix = NULL;
-  for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-    if (strcmp(method, m[i].name) == 0)
-      prefix = m[i].prefix;
+  const char *prefix = smtp_auth_method_prefix(method);
   if (prefix == NULL) {
     fprintf(stderr, "postern: --hash-method must be yescrypt, bcrypt or "
                     "sha512-crypt\n");

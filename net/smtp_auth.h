@@ -170,6 +170,12 @@ const char *smtp_auth_users_dummy(const struct smtp_auth_users *u);
  */
 const char *smtp_auth_hash_refusal(const char *hash, size_t n);
 
+/* The crypt(3) prefix of the method named `name` ("yescrypt", "bcrypt",
+ * "sha512-crypt") that smtp_auth_hash_password makes, or NULL. */
+const char *smtp_auth_method_prefix(const char *name);
+/* Whether smtp_auth_hash_password makes hashes with this prefix. */
+bool smtp_auth_method_makes(const char *prefix);
+
 /* ---- verification and hashing (libxcrypt) ----------------------------- */
 
 /* Whether `pass` matches `hash` (crypt_rn, compared in constant time).

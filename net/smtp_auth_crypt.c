@@ -40,8 +40,7 @@ int smtp_auth_hash_password(const char *pass, const char *prefix, char *out,
                             size_t cap) {
   if (prefix == NULL)
     prefix = "$y$";
-  if (strcmp(prefix, "$y$") != 0 && strcmp(prefix, "$2b$") != 0 &&
-      strcmp(prefix, "$6$") != 0)
+  if (!smtp_auth_method_makes(prefix))
     return POSTERN_EINVAL;
   char salt[CRYPT_GENSALT_OUTPUT_SIZE];
   /* count 0 and no random bytes: libxcrypt's default cost and its own

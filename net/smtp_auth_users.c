@@ -50,12 +50,27 @@ static const char fallback_dummy[] =
 static const struct {
   const char *prefix;
   const char *name;
+  bool makes; /* smtp_auth_hash_password makes it ($2y$: checked only) */
 } methods[] = {
-    {"$y$", "yescrypt"},
-    {"$2b$", "bcrypt"},
-    {"$2y$", "bcrypt"},
-    {"$6$", "sha512-crypt"},
+    {"$y$", "yescrypt", true},
+    {"$2b$", "bcrypt", true},
+    {"$2y$", "bcrypt", false},
+    {"$6$", "sha512-crypt", true},
 };
+
+const char *smtp_auth_method_prefix(const char *name) {
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+    if (methods[i].makes && strcmp(name, methods[i].name) == 0)
+      return methods[i].prefix;
+  return NULL;
+}
+
+bool smtp_auth_method_makes(const char *prefix) {
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+    if (methods[i].makes && strcmp(prefix, methods[i].prefix) == 0)
+      return true;
+  return false;
+}
 
 const char *smtp_auth_hash_refusal(const char *hash, size_t n) {
   bool known = false;
