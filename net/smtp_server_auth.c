@@ -353,32 +353,30 @@ void smtp_server__cmd_auth(struct session *s,
 }
 
 bool smtp_server__auth_step(struct session *s) {
-  const char *b = s->in + s->in_off;
-  size_t n = s->in_len - s->in_off;
-  size_t scan = n < SMTP_AUTH_LINE_MAX ? n : SMTP_AUTH_LINE_MAX;
-  const char *lf = memchr(b, '\n', scan);
-  if (lf == NULL) {
-    if (n < SMTP_AUTH_LINE_MAX)
-      return false;
+  char *b = s->in + s->in_off;
+  size_t n, used;
+  enum smtp_server__frame f = smtp_server__line_frame(
+      b, s->in_len - s->in_off, SMTP_AUTH_LINE_MAX, &n, &used);
+  if (f == SMTP_SERVER__FRAME_MORE)
+    return false;
+  if (f == SMTP_SERVER__FRAME_LONG) {
     /* RFC 4954 §4: 500 5.5.6 for a line over our limit; the rest of it
      * is skipped like an overlong command. */
     s->discard_line = true; /* pump_once skips up to the LF */
     step(s, SMTP_AUTH_STEP_TOO_LONG, NULL);
     return true;
   }
-  size_t len = (size_t)(lf - b);
-  s->in_off += len + 1;
+  s->in_off += used;
   s->ncmd++;
   s->ncmd_idle++;
   smtp_server__arm_timer(s);
-  if (len == 0 || b[len - 1] != '\r') {
+  if (f == SMTP_SERVER__FRAME_BARE_LF) {
     end_exchange(s, "500 5.5.2 Bare LF not allowed, lines end with CRLF");
     return true;
   }
   const char *challenge = NULL;
-  enum smtp_auth_step r =
-      smtp_auth_exchange_line(s->auth_x, b, len - 1, &challenge);
-  smtp_auth_wipe((char *)b, len); /* the response stays nowhere */
+  enum smtp_auth_step r = smtp_auth_exchange_line(s->auth_x, b, n, &challenge);
+  smtp_auth_wipe(b, n + 1); /* the response stays nowhere */
   step(s, r, challenge);
   return true;
 }

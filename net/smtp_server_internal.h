@@ -120,6 +120,23 @@ struct smtp_server__cmd {
 enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
                                                struct smtp_server__cmd *cmd);
 
+/*
+ * The framing every client line shares (commands, AUTH responses): the
+ * first line of buf[0..len), which may be at most `max` bytes with its
+ * CRLF. MORE: no LF yet and fewer than max bytes. LONG: no LF within max.
+ * BARE_LF: a line not ending in CRLF (*consumed covers it). OK: *n bytes
+ * of line without its CRLF, *consumed with it. Pure.
+ */
+enum smtp_server__frame {
+  SMTP_SERVER__FRAME_MORE,
+  SMTP_SERVER__FRAME_LONG,
+  SMTP_SERVER__FRAME_BARE_LF,
+  SMTP_SERVER__FRAME_OK,
+};
+enum smtp_server__frame smtp_server__line_frame(const char *buf, size_t len,
+                                                size_t max, size_t *n,
+                                                size_t *consumed);
+
 /* The longest line (CRLF included) the command at buf[0..len) may have:
  * SMTP_SERVER__AUTH_LINE_MAX when it starts with "AUTH " (any case),
  * SMTP_SERVER__CMD_LINE_MAX otherwise. Pure. */

@@ -455,24 +455,37 @@ size_t smtp_server__cmd_line_max(const char *buf, size_t len) {
                                           : SMTP_SERVER__CMD_LINE_MAX;
 }
 
+enum smtp_server__frame smtp_server__line_frame(const char *buf, size_t len,
+                                                size_t max, size_t *n,
+                                                size_t *consumed) {
+  const char *lf = memchr(buf, '\n', len < max ? len : max);
+  *n = *consumed = 0;
+  if (lf == NULL)
+    return len >= max ? SMTP_SERVER__FRAME_LONG : SMTP_SERVER__FRAME_MORE;
+  size_t k = (size_t)(lf - buf);
+  *consumed = k + 1;
+  if (k == 0 || buf[k - 1] != '\r')
+    return SMTP_SERVER__FRAME_BARE_LF;
+  *n = k - 1;
+  return SMTP_SERVER__FRAME_OK;
+}
+
 enum smtp_server__parse smtp_server__cmd_parse(const char *buf, size_t len,
                                                struct smtp_server__cmd *c) {
   memset(c, 0, sizeof *c);
-  size_t max = smtp_server__cmd_line_max(buf, len);
-  size_t scan = len < max ? len : max;
-  const char *lf = memchr(buf, '\n', scan);
-  if (lf == NULL) {
-    if (len >= max) {
-      c->consumed = 0;
-      return fail(c, R_TOO_LONG);
-    }
+  size_t n;
+  switch (smtp_server__line_frame(buf, len, smtp_server__cmd_line_max(buf, len),
+                                  &n, &c->consumed)) {
+  case SMTP_SERVER__FRAME_MORE:
     return SMTP_SERVER__NEED_MORE;
-  }
-  size_t n = (size_t)(lf - buf);
-  c->consumed = n + 1;
-  if (n == 0 || buf[n - 1] != '\r')
+  case SMTP_SERVER__FRAME_LONG:
+    c->consumed = 0;
+    return fail(c, R_TOO_LONG);
+  case SMTP_SERVER__FRAME_BARE_LF:
     return fail(c, R_BARE_LF);
-  n--; /* drop CR */
+  case SMTP_SERVER__FRAME_OK:
+    break;
+  }
   if (memchr(buf, '\0', n) != NULL)
     return fail(c, R_NUL);
   if (memchr(buf, '\r', n) != NULL)
