@@ -23,6 +23,7 @@
  * Nothing here blocks or keeps state: any worker thread may call it.
  */
 #include "engine/tlsrpt.h"
+#include "engine/tlsrpt_store.h"
 
 #include "base/postern_err.h"
 #include "base/postern_json.h"
@@ -36,13 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-void engine__tlsrpt_day(uint64_t now_ms, char out[11]) {
-  time_t t = (time_t)(now_ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, 11, "%Y-%m-%d", &tm);
-}
 
 /* Lower case, no trailing dot, nothing that could break the key. */
 static void key_name(const char *in, char *out, size_t cap) {
@@ -135,7 +129,7 @@ void engine__tlsrpt_count(struct relay *r, const struct tlsrpt_event *e) {
   if (!cfg->tlsrpt.enabled || r->q == NULL || e->policy_domain == NULL)
     return;
   char day[11], domain[256];
-  engine__tlsrpt_day(relay_now_ms(r), day);
+  tlsrpt_store_day(relay_now_ms(r), day);
   key_name(e->policy_domain, domain, sizeof domain);
   if (domain[0] == '\0')
     return;

@@ -27,7 +27,4 @@ struct tlsrpt_event {
  * logged at debug level and lost. Any thread. */
 void engine__tlsrpt_count(struct relay *r, const struct tlsrpt_event *e);
 
-/* The UTC day of now_ms as "YYYY-MM-DD". */
-void engine__tlsrpt_day(uint64_t now_ms, char out[11]);
-
 #endif

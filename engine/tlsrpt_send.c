@@ -127,7 +127,7 @@ static uint64_t now_ms(void) {
 static void record_done(const char *day, const char *domain,
                         const char *outcome, const char *detail) {
   char key[300];
-  int kl = snprintf(key, sizeof key, "R%s\t%s", day, domain);
+  int kl = tlsrpt_store_key('R', day, domain, key, sizeof key);
   char note[600];
   int nl = snprintf(note, sizeof note, "%s %llu %s", outcome,
                     (unsigned long long)now_ms(), detail ? detail : "");
@@ -160,7 +160,7 @@ static int found_cb(void *arg, const void *key, size_t klen, uint64_t value,
 
 static bool has_record(char kind, const char *day, const char *domain) {
   char key[300];
-  int kl = snprintf(key, sizeof key, "%c%s\t%s", kind, day, domain);
+  int kl = tlsrpt_store_key(kind, day, domain, key, sizeof key);
   struct lookup l = {(size_t)kl, false};
   queue_counters_scan(snd.r->q, key, (size_t)kl, found_cb, &l);
   return l.found;
@@ -197,7 +197,7 @@ static void fleet_done(struct rpt_job *j, const char *outcome) {
 static void forget_ask(struct rpt_job *j) {
   if (has_record('Q', j->day, j->domain)) {
     char key[300];
-    int kl = snprintf(key, sizeof key, "Q%s\t%s", j->day, j->domain);
+    int kl = tlsrpt_store_key('Q', j->day, j->domain, key, sizeof key);
     queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
   }
 }
@@ -751,7 +751,7 @@ static void tick(uv_timer_t *t) {
   if (tc->enabled) {
     uint64_t now = now_ms();
     char today[11];
-    engine__tlsrpt_day(now, today);
+    tlsrpt_store_day(now, today);
     char(*days)[11] = NULL;
     size_t n = 0;
     struct asked_days asked = {.n = 0};
@@ -768,7 +768,7 @@ static void tick(uv_timer_t *t) {
         if ((uint64_t)(start + 86400) * 1000 + tc->keep_ms < now) {
           /* Older than `keep`: its counts and records go. */
           char key[16];
-          int kl = snprintf(key, sizeof key, "R%s\t", days[i]);
+          int kl = tlsrpt_store_key('R', days[i], NULL, key, sizeof key);
           tlsrpt_store_forget_day(snd.r->q, days[i]);
           queue_counters_delete(snd.r->q, key, (size_t)kl, NULL);
           key[0] = 'Q';

@@ -391,3 +391,16 @@ int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
   tlsrpt_store_view_free(&v);
   return rc;
 }
+
+void tlsrpt_store_day(uint64_t now_ms, char out[11]) {
+  time_t t = (time_t)(now_ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+int tlsrpt_store_key(char kind, const char *day, const char *domain, char *buf,
+                     size_t cap) {
+  int n = snprintf(buf, cap, "%c%s\t%s", kind, day, domain ? domain : "");
+  return n < 0 || (size_t)n >= cap ? -1 : n;
+}

@@ -154,6 +154,15 @@ int tlsrpt_store_report(const struct tlsrpt_store_domain *d,
                         const struct tlsrpt_store_meta *meta, char **json,
                         size_t *len);
 
+/* The UTC day of now_ms as "YYYY-MM-DD" (the days counts are kept by). */
+void tlsrpt_store_day(uint64_t now_ms, char out[11]);
+
+/* The key of a report's record: kind 'R' (sent) or 'Q' (asked for by
+ * qtool), "<kind><day>\t<domain>"; domain NULL: the prefix of the day's
+ * records of that kind. Returns the length, or -1 when it does not fit. */
+int tlsrpt_store_key(char kind, const char *day, const char *domain, char *buf,
+                     size_t cap);
+
 /* Start of the UTC day "YYYY-MM-DD" in seconds since the epoch, -1 when
  * the text is not a day. */
 long long tlsrpt_store_day_start(const char *day);

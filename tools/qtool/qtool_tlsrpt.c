@@ -27,10 +27,7 @@
 #include <unistd.h>
 
 static void today(char out[11]) {
-  time_t t = time(NULL);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, 11, "%Y-%m-%d", &tm);
+  tlsrpt_store_day((uint64_t)time(NULL) * 1000, out);
 }
 
 /* A domain's policies as a report's "policies" entries (the report's own
@@ -208,7 +205,7 @@ static int tlsrpt_send(const char *dir, int argc, char **argv) {
     /* Forget that it was sent, then ask: the relay's next check (within a
      * minute) sends it, whatever the send window. */
     char key[300];
-    int kl = snprintf(key, sizeof key, "R%s\t%s", day, d[i].domain);
+    int kl = tlsrpt_store_key('R', day, d[i].domain, key, sizeof key);
     rc = queue_counters_delete(q, key, (size_t)kl, NULL);
     key[0] = 'Q';
     struct queue_counter_add a = {key, (size_t)kl, 1, NULL, 0};
